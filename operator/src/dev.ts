@@ -1,0 +1,16 @@
+/**
+ * `npm start`: the local stack (gateway, sources and autoscaler with functions as local
+ * processes and an embedded S3-compatible store). Until those parts land, it says what exists.
+ */
+const lines = [
+  'Eddy local stack',
+  '',
+  'The local thumbnail demo is not built yet. What exists today:',
+  '  npm test            the whole suite: unit tests, and integration tests against a real',
+  '                      kube-apiserver + etcd, MinIO, kinesalite, Docker and Prometheus',
+  '  npm run test:setup  builds or installs that infrastructure into ~/.cache/eddy',
+  '  npm run test:unit   the fast tests that need no server',
+  '',
+  'See README.md for the folder map.',
+];
+console.log(lines.join('\n'));

@@ -1,0 +1,91 @@
+/**
+ * What the test harness runs, at which pinned versions, and where provisioning caches it.
+ * One place for versions: `npm run test:setup` builds from here and the suites look here.
+ */
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const projectRoot = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+export const recipesDir = join(projectRoot, 'test', 'harness', 'go');
+
+/** Root of the per-version caches. Override with EDDY_CACHE_DIR. */
+export const cacheRoot = process.env.EDDY_CACHE_DIR ?? join(homedir(), '.cache', 'eddy');
+
+export const versions = {
+  kubernetes: '1.34.4',
+  etcd: '3.6.16',
+  minio: '0.0.0-20260212201848-7aac2a2c5b7c',
+  nodeImage: '22',
+  /** Node and npm placed in the local base image, from the npm registry. */
+  node: '22.23.3',
+  npm: '10.9.9',
+} as const;
+
+export interface GoBinary {
+  name: string;
+  /** Folder under test/harness/go holding the go.mod that pins it. */
+  recipe: string;
+  pkg: string;
+  version: string;
+}
+
+export const goBinaries: Record<'kubeApiserver' | 'etcd' | 'minio', GoBinary> = {
+  kubeApiserver: {
+    name: 'kube-apiserver',
+    recipe: 'kube-apiserver',
+    pkg: 'k8s.io/kubernetes/cmd/kube-apiserver',
+    version: versions.kubernetes,
+  },
+  etcd: { name: 'etcd', recipe: 'etcd', pkg: 'go.etcd.io/etcd/server/v3', version: versions.etcd },
+  minio: {
+    name: 'minio',
+    recipe: 'minio',
+    pkg: 'github.com/minio/minio',
+    version: versions.minio,
+  },
+};
+
+export function goBinaryPath(b: GoBinary): string {
+  return join(cacheRoot, `${b.name}-${b.version}`, b.name);
+}
+
+/** The tag the project's Dockerfile names; the harness builds a local image under it. */
+export const baseImageTag = `node:${versions.nodeImage}-bookworm-slim`;
+/** Where the base image keeps the host's extra certificate authorities, if the host has any. */
+export const hostCaPath = 'usr/local/share/eddy-host-ca.crt';
+/** Present beside the cached root filesystem when it holds the host's authorities. */
+export const hostCaMarker = 'host-ca.crt';
+export const baseImageDir = join(cacheRoot, `base-image-bookworm-node${versions.node}`);
+
+export const prometheusBinary = process.env.EDDY_PROMETHEUS ?? '/usr/bin/prometheus';
+export const promtoolBinary = process.env.EDDY_PROMTOOL ?? '/usr/bin/promtool';
+
+export type ComponentName = 'kube' | 'minio' | 'kinesis' | 'docker' | 'prometheus';
+
+/**
+ * Why a component cannot run here, or undefined when it can. Cheap checks only (files on disk),
+ * so suites can decide at load time; the Docker image is checked when its suite starts.
+ */
+export function missingReason(c: ComponentName): string | undefined {
+  const need = (path: string, what: string) => (existsSync(path) ? undefined : `${what} (${path})`);
+  switch (c) {
+    case 'kube':
+      return (
+        need(goBinaryPath(goBinaries.kubeApiserver), 'kube-apiserver binary') ??
+        need(goBinaryPath(goBinaries.etcd), 'etcd binary')
+      );
+    case 'minio':
+      return need(goBinaryPath(goBinaries.minio), 'minio binary');
+    case 'kinesis':
+      return need(join(projectRoot, 'node_modules', 'kinesalite'), 'kinesalite package');
+    case 'docker':
+      return (
+        need('/usr/sbin/dockerd', 'dockerd (Debian package docker.io)') ??
+        need(join(baseImageDir, 'rootfs.tar'), 'local base image')
+      );
+    case 'prometheus':
+      return need(prometheusBinary, 'prometheus (Debian package prometheus)');
+  }
+}

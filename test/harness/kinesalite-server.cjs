@@ -1,0 +1,8 @@
+// Starts kinesalite on 127.0.0.1 with a port the OS picks, and prints it for the harness.
+const kinesalite = require('kinesalite');
+
+const server = kinesalite({ createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0 });
+server.listen(0, '127.0.0.1', () => {
+  console.log(`eddy-harness listening on port ${server.address().port}`);
+});
+process.on('SIGTERM', () => server.close(() => process.exit(0)));

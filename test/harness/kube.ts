@@ -1,0 +1,293 @@
+/**
+ * A real control plane for tests: etcd + kube-apiserver on 127.0.0.1 with free ports, secure
+ * serving under a CA made for the run, an admin kubeconfig, service-account tokens, and the
+ * project's CRDs installed.
+ */
+import { mkdtemp, readFile, readdir, rm, writeFile, mkdir } from 'node:fs/promises';
+import { request } from 'node:https';
+import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as k8s from '@kubernetes/client-node';
+import { goBinaries, goBinaryPath, projectRoot } from './components.js';
+import { freePorts } from './ports.js';
+import { run, startProcess, waitUntilReady, type ManagedProcess } from './proc.js';
+
+export interface Kube {
+  /** Path of a kubeconfig for the admin identity (group system:masters). */
+  kubeconfigPath: string;
+  kubeConfig: k8s.KubeConfig;
+  server: string;
+  caPem: string;
+  processes: ManagedProcess[];
+  dir: string;
+  stop(): Promise<void>;
+}
+
+async function openssl(dir: string, args: string[]): Promise<void> {
+  await run('openssl', args, { cwd: dir });
+}
+
+async function issue(
+  dir: string,
+  name: string,
+  subject: string,
+  extensions: string,
+): Promise<void> {
+  await openssl(dir, [
+    'ecparam',
+    '-name',
+    'prime256v1',
+    '-genkey',
+    '-noout',
+    '-out',
+    `${name}.key`,
+  ]);
+  await openssl(dir, [
+    'req',
+    '-new',
+    '-key',
+    `${name}.key`,
+    '-subj',
+    subject,
+    '-out',
+    `${name}.csr`,
+  ]);
+  await writeFile(join(dir, `${name}.ext`), extensions);
+  await openssl(dir, [
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    'ca.crt',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-days',
+    '7',
+    '-extfile',
+    `${name}.ext`,
+    '-out',
+    `${name}.crt`,
+  ]);
+}
+
+/** The CA, serving cert, admin client cert and service-account signing key for one run. */
+async function makeCertificates(dir: string): Promise<void> {
+  await openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'ca.key']);
+  await openssl(dir, [
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    'ca.key',
+    '-subj',
+    '/CN=eddy-test-ca',
+    '-days',
+    '7',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+    '-out',
+    'ca.crt',
+  ]);
+  await issue(
+    dir,
+    'apiserver',
+    '/CN=kube-apiserver',
+    'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n',
+  );
+  await issue(
+    dir,
+    'admin',
+    '/O=system:masters/CN=eddy-admin',
+    'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n',
+  );
+  await openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'sa.key']);
+}
+
+function httpGet(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { timeout: 2000 }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function httpsGet(
+  url: string,
+  tls: { ca: string; cert: string; key: string },
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { ...tls, timeout: 2000 }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export function kubeconfigYaml(
+  server: string,
+  caPem: string,
+  certPem: string,
+  keyPem: string,
+): string {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    '- name: eddy-test',
+    '  cluster:',
+    `    server: ${server}`,
+    `    certificate-authority-data: ${b64(caPem)}`,
+    'users:',
+    '- name: eddy-admin',
+    '  user:',
+    `    client-certificate-data: ${b64(certPem)}`,
+    `    client-key-data: ${b64(keyPem)}`,
+    'contexts:',
+    '- name: eddy-test',
+    '  context: {cluster: eddy-test, user: eddy-admin}',
+    'current-context: eddy-test',
+    '',
+  ].join('\n');
+}
+
+/** Creates every CustomResourceDefinition in crds/ and waits until each is Established. */
+export async function installCrds(
+  kc: k8s.KubeConfig,
+  crdDir = join(projectRoot, 'crds'),
+): Promise<string[]> {
+  const api = kc.makeApiClient(k8s.ApiextensionsV1Api);
+  const names: string[] = [];
+  for (const file of (await readdir(crdDir)).filter((f) => /\.ya?ml$/.test(f)).sort()) {
+    for (const doc of k8s.loadAllYaml(await readFile(join(crdDir, file), 'utf8'))) {
+      const crd = doc as k8s.V1CustomResourceDefinition;
+      if (crd?.kind !== 'CustomResourceDefinition') continue;
+      await api.createCustomResourceDefinition({ body: crd });
+      names.push(crd.metadata!.name!);
+    }
+  }
+  const deadline = Date.now() + 30_000;
+  for (const name of names) {
+    for (;;) {
+      const crd = await api.readCustomResourceDefinition({ name });
+      const established = crd.status?.conditions?.some(
+        (c) => c.type === 'Established' && c.status === 'True',
+      );
+      if (established) break;
+      if (Date.now() > deadline) throw new Error(`CRD ${name} was not Established within 30 s`);
+      await sleep(100);
+    }
+  }
+  return names;
+}
+
+export async function startKube(options: { installCrds?: boolean } = {}): Promise<Kube> {
+  const dir = await mkdtemp(join(tmpdir(), 'eddy-kube-'));
+  const processes: ManagedProcess[] = [];
+  const stop = async () => {
+    for (const p of [...processes].reverse()) await p.stop();
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const pki = join(dir, 'pki');
+    await mkdir(pki);
+    await makeCertificates(pki);
+    const [etcdClient, etcdPeer, securePort] = (await freePorts(3)) as [number, number, number];
+
+    const etcdUrl = `http://127.0.0.1:${etcdClient}`;
+    const peerUrl = `http://127.0.0.1:${etcdPeer}`;
+    const etcd = startProcess(
+      'etcd',
+      goBinaryPath(goBinaries.etcd),
+      [
+        '--name',
+        'eddy-test',
+        '--data-dir',
+        join(dir, 'etcd'),
+        '--listen-client-urls',
+        etcdUrl,
+        '--advertise-client-urls',
+        etcdUrl,
+        '--listen-peer-urls',
+        peerUrl,
+        '--initial-advertise-peer-urls',
+        peerUrl,
+        '--initial-cluster',
+        `eddy-test=${peerUrl}`,
+        // Test data is thrown away; skipping fsync keeps the disk from being the bottleneck.
+        '--unsafe-no-fsync',
+      ],
+      join(dir, 'etcd.log'),
+    );
+    processes.push(etcd);
+    await waitUntilReady(
+      etcd,
+      async () => (await httpGet(`${etcdUrl}/health`)).body.includes('"health":"true"'),
+      30_000,
+    );
+
+    const apiserver = startProcess(
+      'kube-apiserver',
+      goBinaryPath(goBinaries.kubeApiserver),
+      [
+        `--etcd-servers=${etcdUrl}`,
+        '--bind-address=127.0.0.1',
+        '--advertise-address=127.0.0.1',
+        `--secure-port=${securePort}`,
+        `--cert-dir=${join(dir, 'certs')}`,
+        `--tls-cert-file=${join(pki, 'apiserver.crt')}`,
+        `--tls-private-key-file=${join(pki, 'apiserver.key')}`,
+        `--client-ca-file=${join(pki, 'ca.crt')}`,
+        '--authorization-mode=RBAC',
+        '--service-account-issuer=https://kubernetes.default.svc',
+        `--service-account-key-file=${join(pki, 'sa.key')}`,
+        `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
+        '--api-audiences=https://kubernetes.default.svc',
+        '--service-cluster-ip-range=10.96.0.0/24',
+        '--profiling=false',
+      ],
+      join(dir, 'kube-apiserver.log'),
+    );
+    processes.push(apiserver);
+
+    const server = `https://127.0.0.1:${securePort}`;
+    const [caPem, certPem, keyPem] = (await Promise.all(
+      ['ca.crt', 'admin.crt', 'admin.key'].map((f) => readFile(join(pki, f), 'utf8')),
+    )) as [string, string, string];
+    await waitUntilReady(
+      apiserver,
+      async () =>
+        (await httpsGet(`${server}/readyz`, { ca: caPem, cert: certPem, key: keyPem })).status ===
+        200,
+      90_000,
+      250,
+    );
+
+    const kubeconfigPath = join(dir, 'kubeconfig');
+    await writeFile(kubeconfigPath, kubeconfigYaml(server, caPem, certPem, keyPem), {
+      mode: 0o600,
+    });
+    const kubeConfig = new k8s.KubeConfig();
+    kubeConfig.loadFromFile(kubeconfigPath);
+    if (options.installCrds !== false) await installCrds(kubeConfig);
+    return { kubeconfigPath, kubeConfig, server, caPem, processes, dir, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

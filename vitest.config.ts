@@ -1,0 +1,34 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    reporters: ['default', './test/harness/summary-reporter.ts'],
+    env: {
+      // The AWS SDK warns on every client that Node 20 support ends; the project targets Node 20.
+      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+    },
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: [
+            'operator/src/**/*.test.ts',
+            'runtime/src/**/*.test.ts',
+            'test/harness/**/*.test.ts',
+          ],
+          exclude: ['test/**/*.int.test.ts'],
+        },
+      },
+      {
+        test: {
+          name: 'integration',
+          include: ['test/**/*.int.test.ts'],
+          // Suites start real servers; keep them from competing for the machine's two cores.
+          fileParallelism: false,
+          testTimeout: 60_000,
+          hookTimeout: 180_000,
+        },
+      },
+    ],
+  },
+});
