@@ -1,4 +1,4 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
@@ -11,12 +11,8 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: [
-            'operator/src/**/*.test.ts',
-            'runtime/src/**/*.test.ts',
-            'test/harness/**/*.test.ts',
-          ],
-          exclude: ['test/**/*.int.test.ts'],
+          include: ['operator/src/**/*.test.ts', 'runtime/src/**/*.test.ts', 'test/**/*.test.ts'],
+          exclude: [...configDefaults.exclude, 'test/**/*.int.test.ts'],
         },
       },
       {

@@ -1,6 +1,6 @@
 /** The Docker engine for image tests: Debian's dockerd, started here when it is not running. */
 import { spawn } from 'node:child_process';
-import { mkdirSync, openSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -16,6 +16,8 @@ import { run } from './proc.js';
 /** Debian's client matches Debian's engine; a newer client elsewhere on PATH also works. */
 export const dockerCli = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
 export const dockerdLog = join(cacheRoot, 'dockerd.log');
+/** Written when the harness starts dockerd, so CI can stop the daemon it started. */
+export const dockerdPidFile = join(cacheRoot, 'dockerd.pid');
 
 export async function dockerRunning(): Promise<boolean> {
   try {
@@ -39,6 +41,7 @@ export async function ensureDockerd(): Promise<void> {
   child.on('error', (err) => (failed = err.message));
   child.on('exit', (code) => (failed = `exited with code ${code}`));
   child.unref();
+  if (child.pid) writeFileSync(dockerdPidFile, String(child.pid));
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     if (failed) throw new Error(`dockerd ${failed}; see ${dockerdLog}`);
