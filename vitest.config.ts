@@ -21,6 +21,8 @@ export default defineConfig({
           include: ['test/**/*.int.test.ts'],
           // Suites start real servers; keep them from competing for the machine's two cores.
           fileParallelism: false,
+          // After the unit project, so fast tests do not compete with servers starting up.
+          sequence: { groupOrder: 1 },
           testTimeout: 60_000,
           hookTimeout: 180_000,
         },

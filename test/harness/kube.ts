@@ -25,6 +25,8 @@ export interface Kube {
   stop(): Promise<void>;
 }
 
+const serviceAccountIssuer = 'https://kubernetes.default.svc';
+
 async function openssl(dir: string, args: string[]): Promise<void> {
   await run('openssl', args, { cwd: dir });
 }
@@ -196,6 +198,45 @@ export async function installCrds(
   return names;
 }
 
+/**
+ * A KubeConfig that authenticates as a service account through a token from the TokenRequest
+ * API, so a test runs code under exactly the RBAC that account is granted. The account is
+ * created when it does not exist.
+ */
+export async function serviceAccountKubeConfig(
+  kube: Kube,
+  namespace: string,
+  name: string,
+): Promise<k8s.KubeConfig> {
+  const core = kube.kubeConfig.makeApiClient(k8s.CoreV1Api);
+  try {
+    await core.createNamespacedServiceAccount({ namespace, body: { metadata: { name } } });
+  } catch (err) {
+    if (!(err instanceof k8s.ApiException && err.code === 409)) throw err;
+  }
+  const request = await core.createNamespacedServiceAccountToken({
+    namespace,
+    name,
+    body: { spec: { audiences: [serviceAccountIssuer], expirationSeconds: 3600 } },
+  });
+  const token = request.status?.token;
+  if (!token) throw new Error(`no token issued for service account ${namespace}/${name}`);
+  const kc = new k8s.KubeConfig();
+  kc.loadFromOptions({
+    clusters: [
+      {
+        name: 'eddy-test',
+        server: kube.server,
+        caData: Buffer.from(kube.caPem).toString('base64'),
+      },
+    ],
+    users: [{ name: `${namespace}-${name}`, token }],
+    contexts: [{ name: 'sa', cluster: 'eddy-test', user: `${namespace}-${name}` }],
+    currentContext: 'sa',
+  });
+  return kc;
+}
+
 export async function startKube(options: { installCrds?: boolean } = {}): Promise<Kube> {
   const dir = await mkdtemp(join(tmpdir(), 'eddy-kube-'));
   const processes: ManagedProcess[] = [];
@@ -254,10 +295,10 @@ export async function startKube(options: { installCrds?: boolean } = {}): Promis
         `--tls-private-key-file=${join(pki, 'apiserver.key')}`,
         `--client-ca-file=${join(pki, 'ca.crt')}`,
         '--authorization-mode=RBAC',
-        '--service-account-issuer=https://kubernetes.default.svc',
+        `--service-account-issuer=${serviceAccountIssuer}`,
         `--service-account-key-file=${join(pki, 'sa.key')}`,
         `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
-        '--api-audiences=https://kubernetes.default.svc',
+        `--api-audiences=${serviceAccountIssuer}`,
         '--service-cluster-ip-range=10.96.0.0/24',
         '--profiling=false',
       ],

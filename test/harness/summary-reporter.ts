@@ -9,6 +9,8 @@ export default class SummaryReporter implements Reporter {
         const state = t.result().state;
         if (state === 'passed') counts.passed++;
         else if (state === 'failed') counts.failed++;
+        // A test meant to run that did not (its suite failed to start) counts as failed.
+        else if (t.options.mode === 'run' && m.state() === 'failed') counts.failed++;
         else counts.skipped++;
       }
     }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import * as k8s from '@kubernetes/client-node';
-import { startKube } from '../harness/kube.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { serviceAccountKubeConfig, startKube } from '../harness/kube.js';
 import { canRun, useComponent } from '../harness/suite.js';
 
 describe.skipIf(!canRun('kube'))('kube-apiserver + etcd', () => {
@@ -24,24 +25,47 @@ describe.skipIf(!canRun('kube'))('kube-apiserver + etcd', () => {
     expect(crd.spec.names.shortNames).toContain('fn');
   });
 
-  it('issues service-account tokens that the API server accepts', async () => {
-    const kc = kube().kubeConfig;
+  it('authenticates service-account tokens and enforces RBAC on them', async () => {
+    const k = kube();
+    const kc = await serviceAccountKubeConfig(k, 'default', 'smoke');
     const core = kc.makeApiClient(k8s.CoreV1Api);
-    await core.createNamespacedServiceAccount({
-      namespace: 'default',
-      body: { metadata: { name: 'smoke' } },
+    // No role is bound yet: the API server knows the account and refuses it.
+    const denied = await core.listNamespace().catch((err: unknown) => err);
+    expect(denied).toBeInstanceOf(k8s.ApiException);
+    expect((denied as k8s.ApiException<string>).code).toBe(403);
+    expect(String((denied as k8s.ApiException<string>).body)).toContain(
+      'system:serviceaccount:default:smoke',
+    );
+
+    const rbac = k.kubeConfig.makeApiClient(k8s.RbacAuthorizationV1Api);
+    await rbac.createClusterRole({
+      body: {
+        metadata: { name: 'smoke-namespace-reader' },
+        rules: [{ apiGroups: [''], resources: ['namespaces'], verbs: ['list'] }],
+      },
     });
-    const tr = await core.createNamespacedServiceAccountToken({
-      name: 'smoke',
-      namespace: 'default',
-      body: { spec: { audiences: ['https://kubernetes.default.svc'], expirationSeconds: 600 } },
+    await rbac.createClusterRoleBinding({
+      body: {
+        metadata: { name: 'smoke-namespace-reader' },
+        roleRef: {
+          apiGroup: 'rbac.authorization.k8s.io',
+          kind: 'ClusterRole',
+          name: 'smoke-namespace-reader',
+        },
+        subjects: [{ kind: 'ServiceAccount', name: 'smoke', namespace: 'default' }],
+      },
     });
-    const token = tr.status?.token;
-    expect(token).toBeTruthy();
-    const review = await kc.makeApiClient(k8s.AuthenticationV1Api).createTokenReview({
-      body: { spec: { token: token! } },
-    });
-    expect(review.status?.authenticated).toBe(true);
-    expect(review.status?.user?.username).toBe('system:serviceaccount:default:smoke');
+    // RBAC changes reach the authorizer through its informer; allow it a moment.
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        const list = await core.listNamespace();
+        expect(list.items.map((n) => n.metadata?.name)).toContain('default');
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await sleep(100);
+      }
+    }
   });
 });
