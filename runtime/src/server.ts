@@ -1,0 +1,389 @@
+/**
+ * The runtime's HTTP side: `POST /` invokes the handler with a CloudEvent (binary or structured
+ * mode) or a plain JSON body; `GET /healthz`, `/readyz`, `/metrics`. The invocation path reads
+ * headers directly and allocates little; everything else is off that path.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { RuntimeConfig } from './config.js';
+import { binaryAttributes, classify, structuredEvent } from './cloudevents.js';
+import {
+  errorCodes,
+  maxPayloadBytes,
+  timeoutMessage,
+  type ErrorBody,
+  type ErrorCode,
+} from './errors.js';
+import type { Invoker, InitResult, Outcome } from './invoker.js';
+import { endAndReport, maxMemoryUsedMb, timeoutLine, write } from './logs.js';
+import type { RuntimeMetrics } from './metrics.js';
+import type { InvokeMessage } from './protocol.js';
+
+export interface RuntimeDeps {
+  config: RuntimeConfig;
+  invoker: Invoker;
+  metrics: RuntimeMetrics;
+  /** Called once nothing is in flight after a drain or recycle began; the caller exits. */
+  onIdle(reason: 'drained' | 'recycled'): void;
+}
+
+export interface RuntimeServer {
+  server: Server;
+  /** SIGTERM: readiness off now, let in-flight invocations finish, then onIdle('drained'). */
+  drain(): void;
+  /** After a timeout or a broken handler thread: stop taking work, then onIdle('recycled'). */
+  recycle(reason: string): void;
+}
+
+type State = 'starting' | 'ready' | 'failed' | 'draining' | 'recycling';
+
+const requestIdPattern = /^[\w.:/+=-]{1,128}$/;
+
+export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
+  const { config, invoker, metrics } = deps;
+  let state: State = 'starting';
+  let init: InitResult | undefined;
+  let initReported = false;
+  let inFlight = 0;
+  let stateReason = 'loading the handler';
+
+  void invoker.ready.then((r) => {
+    init = r;
+    if (state !== 'starting') return;
+    if (r.ok) {
+      state = 'ready';
+      metrics.initDurationSeconds = r.initDurationMs / 1000;
+    } else {
+      state = 'failed';
+      stateReason = `${r.error.errorType}: ${r.error.errorMessage}`;
+      write(
+        `${config.logFormat === 'json' ? JSON.stringify({ time: new Date().toISOString(), type: 'platform.initError', record: r.error }) : `INIT_ERROR ${r.error.errorType}: ${r.error.errorMessage}${r.error.stackTrace?.length ? `\n${r.error.stackTrace.join('\n')}` : ''}`}\n`,
+      );
+    }
+  });
+
+  const checkIdle = () => {
+    if (inFlight > 0) return;
+    if (state === 'draining') deps.onIdle('drained');
+    else if (state === 'recycling') deps.onIdle('recycled');
+  };
+
+  function sendError(
+    res: ServerResponse,
+    code: ErrorCode,
+    body: ErrorBody,
+    headers?: Record<string, string>,
+  ): void {
+    const spec = errorCodes[code];
+    const text = JSON.stringify(body);
+    res.writeHead(spec.status, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(text),
+      ...(spec.functionError ? { 'x-eddy-function-error': 'Unhandled' } : {}),
+      ...headers,
+    });
+    res.end(text);
+  }
+
+  function reject(
+    res: ServerResponse,
+    code: ErrorCode,
+    message: string,
+    requestId: string,
+    extra: Record<string, string> = {},
+  ): void {
+    sendError(
+      res,
+      code,
+      { errorType: errorCodes[code].errorType, errorMessage: message },
+      { 'x-eddy-request-id': requestId, ...extra },
+    );
+  }
+
+  function readBody(req: IncomingMessage): Promise<Buffer | 'too-large'> {
+    return new Promise((resolve, reject) => {
+      const declared = req.headers['content-length'];
+      if (declared !== undefined && Number(declared) > maxPayloadBytes) {
+        resolve('too-large');
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > maxPayloadBytes) {
+          resolve('too-large');
+          req.removeAllListeners('data');
+          req.resume();
+          return;
+        }
+        chunks.push(chunk);
+      });
+      req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+      req.on('error', reject);
+    });
+  }
+
+  async function handleInvoke(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const given = req.headers['x-eddy-request-id'];
+    const requestId =
+      typeof given === 'string' && requestIdPattern.test(given) ? given : randomUUID();
+    if (state === 'starting') await invoker.ready;
+    if (state === 'failed' && init && !init.ok) {
+      metrics.count('error');
+      sendError(res, init.code, init.error, { 'x-eddy-request-id': requestId });
+      return;
+    }
+    if (state === 'draining' || state === 'recycling') {
+      reject(
+        res,
+        'NotAccepting',
+        `the runtime is ${state === 'draining' ? 'shutting down' : 'recycling'} (${stateReason}); send the event to another replica`,
+        requestId,
+        { 'retry-after': '1' },
+      );
+      return;
+    }
+    if (inFlight >= config.concurrency) {
+      metrics.count('throttled');
+      reject(
+        res,
+        'Throttled',
+        `the function is already running ${config.concurrency} invocation(s), its concurrency limit (EDDY_CONCURRENCY); retry later or raise the function's concurrency`,
+        requestId,
+        { 'retry-after': '1' },
+      );
+      return;
+    }
+    inFlight++;
+    metrics.inFlight = inFlight;
+    // An invocation ends when its answer has left (or its client went away), not before: a
+    // drain or recycle must not cut a response short.
+    res.once('close', () => {
+      inFlight--;
+      metrics.inFlight = inFlight;
+      checkIdle();
+    });
+    await invokeAdmitted(req, res, requestId);
+  }
+
+  async function invokeAdmitted(
+    req: IncomingMessage,
+    res: ServerResponse,
+    requestId: string,
+  ): Promise<void> {
+    const deadline = Date.now() + config.timeoutMs;
+    const mode = classify(req.headers, req.rawHeaders);
+    if (mode === 'batch') {
+      reject(
+        res,
+        'BatchNotSupported',
+        'batched CloudEvents (application/cloudevents-batch+json) are not supported: send one event per request, in binary or structured mode',
+        requestId,
+      );
+      return;
+    }
+    let attributes;
+    if (mode === 'binary') {
+      attributes = binaryAttributes(req.headers, req.rawHeaders);
+      if (typeof attributes === 'string') {
+        reject(res, 'InvalidEvent', attributes, requestId);
+        return;
+      }
+    }
+    const body = await readBody(req);
+    if (body === 'too-large') {
+      reject(
+        res,
+        'PayloadTooLarge',
+        `the request body is larger than ${maxPayloadBytes} bytes (6 MB), Lambda's limit for an invocation: put large payloads in a bucket and send a reference`,
+        requestId,
+        { connection: 'close' },
+      );
+      return;
+    }
+    const message: Omit<InvokeMessage, 'type' | 'id'> = {
+      requestId,
+      deadline,
+      mode: mode === 'structured' ? 'structured' : mode,
+    };
+    if (mode === 'structured') {
+      const parsed = structuredEvent(body.toString('utf8'));
+      if (typeof parsed === 'string') {
+        reject(res, 'InvalidEvent', parsed, requestId);
+        return;
+      }
+      message.attributes = parsed.attributes;
+      message.data = parsed.data;
+    } else {
+      message.attributes = attributes;
+      const contentType = req.headers['content-type'];
+      const binaryData =
+        mode === 'binary' &&
+        contentType !== undefined &&
+        !/json|^text\/|xml|urlencoded/i.test(contentType);
+      message.body = binaryData ? body : body.toString('utf8');
+    }
+    const outcome = await invoker.invoke(message);
+    respond(res, requestId, outcome);
+  }
+
+  function respond(res: ServerResponse, requestId: string, outcome: Outcome): void {
+    if (outcome.kind === 'invalid') {
+      reject(res, 'InvalidEvent', outcome.message, requestId);
+      return;
+    }
+    const durationMs =
+      outcome.kind === 'timeout'
+        ? config.timeoutMs
+        : outcome.kind === 'result'
+          ? outcome.durationMs
+          : 0;
+    const billedMs = Math.max(1, Math.ceil(durationMs));
+    const headers: Record<string, string> = {
+      'x-eddy-request-id': requestId,
+      'x-eddy-duration-ms': durationMs.toFixed(2),
+      'x-eddy-billed-duration-ms': String(billedMs),
+    };
+    let initDurationMs: number | undefined;
+    if (!initReported && init?.ok) {
+      initReported = true;
+      initDurationMs = init.initDurationMs;
+      headers['x-eddy-init-duration-ms'] = initDurationMs.toFixed(2);
+    }
+    metrics.observe(durationMs, billedMs);
+    const report = {
+      requestId,
+      durationMs,
+      billedDurationMs: billedMs,
+      memorySizeMb: config.memoryMb,
+      maxMemoryUsedMb: maxMemoryUsedMb(),
+      initDurationMs,
+    };
+    if (outcome.kind === 'timeout') {
+      metrics.count('timeout');
+      const message = timeoutMessage(config.timeoutMs);
+      write(
+        timeoutLine(config.logFormat, requestId, message) +
+          endAndReport(config.logFormat, { ...report, status: 'timeout' }),
+      );
+      sendError(
+        res,
+        'FunctionTimeout',
+        { errorType: 'Sandbox.Timedout', errorMessage: message },
+        headers,
+      );
+      recycle(`invocation ${requestId} timed out`);
+      return;
+    }
+    if (outcome.kind === 'crash') {
+      metrics.count('error');
+      write(endAndReport(config.logFormat, { ...report, status: 'error' }));
+      sendError(res, outcome.code, outcome.body, headers);
+      return;
+    }
+    write(endAndReport(config.logFormat, report));
+    if (outcome.error) {
+      metrics.count('error');
+      sendError(res, outcome.error.code, outcome.error.body, headers);
+      return;
+    }
+    metrics.count('success');
+    if (outcome.body === undefined) {
+      res.writeHead(204, headers);
+      res.end();
+      return;
+    }
+    headers['content-type'] = 'application/json';
+    headers['content-length'] = String(Buffer.byteLength(outcome.body));
+    res.writeHead(200, headers);
+    res.end(outcome.body);
+  }
+
+  function handleOther(req: IncomingMessage, res: ServerResponse): void {
+    const path = req.url?.split('?')[0];
+    const plain = (status: number, text: string) => {
+      res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' });
+      res.end(`${text}\n`);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      if (path === '/' || path === '/healthz' || path === '/readyz' || path === '/metrics') {
+        sendError(
+          res,
+          'MethodNotAllowed',
+          {
+            errorType: 'MethodNotAllowed',
+            errorMessage: `${req.method} ${path} is not supported: invoke with POST /, probe with GET`,
+          },
+          { allow: path === '/' ? 'POST' : 'GET' },
+        );
+      } else {
+        sendError(res, 'NotFound', {
+          errorType: 'NotFound',
+          errorMessage: `no route ${req.method} ${path}: invoke with POST /`,
+        });
+      }
+      return;
+    }
+    switch (path) {
+      case '/healthz':
+        plain(200, 'ok');
+        return;
+      case '/readyz':
+        if (state === 'ready') plain(200, 'ready');
+        else plain(503, `not ready: ${state} (${stateReason})`);
+        return;
+      case '/metrics':
+        metrics.exposition().then(
+          (text) => {
+            res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+            res.end(text);
+          },
+          (err: Error) => plain(500, `metrics failed: ${err.message}`),
+        );
+        return;
+      default:
+        sendError(res, 'NotFound', {
+          errorType: 'NotFound',
+          errorMessage: `no route GET ${path}: invoke with POST /`,
+        });
+    }
+  }
+
+  const server = createServer((req, res) => {
+    if (req.method === 'POST' && (req.url === '/' || req.url?.startsWith('/?'))) {
+      handleInvoke(req, res).catch((err: Error) => {
+        if (!res.headersSent)
+          sendError(res, 'ExitError', {
+            errorType: 'Runtime.ExitError',
+            errorMessage: `the runtime failed: ${err.message}`,
+          });
+        else res.destroy();
+      });
+      return;
+    }
+    handleOther(req, res);
+  });
+
+  function recycle(reason: string): void {
+    if (state === 'draining' || state === 'recycling') return;
+    state = 'recycling';
+    stateReason = reason;
+    write(
+      `${config.logFormat === 'json' ? JSON.stringify({ time: new Date().toISOString(), type: 'platform.recycle', record: { reason } }) : `RECYCLE ${reason}: readiness off; the runtime exits once in-flight invocations end`}\n`,
+    );
+    // Let the response that caused it leave before deciding.
+    setImmediate(checkIdle);
+  }
+
+  return {
+    server,
+    drain() {
+      if (state === 'draining') return;
+      state = 'draining';
+      stateReason = 'SIGTERM';
+      setImmediate(checkIdle);
+    },
+    recycle,
+  };
+}
