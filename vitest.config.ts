@@ -19,6 +19,7 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/**/*.int.test.ts'],
+          globalSetup: ['./test/harness/global-setup.ts'],
           // Suites start real servers; keep them from competing for the machine's two cores.
           fileParallelism: false,
           // After the unit project, so fast tests do not compete with servers starting up.

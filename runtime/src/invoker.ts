@@ -78,7 +78,12 @@ export class Invoker {
         }
       }
     });
+    let initFailed = false;
+    void this.ready.then((r) => (initFailed = !r.ok));
     const onDeath = (code: ErrorCode, body: ErrorBody) => {
+      // After a failed import the thread has nothing to do and ends; the runtime stays up to
+      // report the error on every invocation.
+      if (initFailed) return;
       settleInit({ ok: false, code, error: body, initDurationMs: 0 });
       for (const id of [...this.pending.keys()]) this.settle(id, { kind: 'crash', code, body });
       this.options.onBroken(body.errorMessage);

@@ -26,6 +26,14 @@ export function canRun(...components: ComponentName[]): boolean {
   return false;
 }
 
+function printLogs(processes: ManagedProcess[]): void {
+  for (const p of processes) {
+    process.stderr.write(
+      `\n----- ${p.name} log (${p.logFile}) -----\n${p.log()}\n----- end of ${p.name} log -----\n`,
+    );
+  }
+}
+
 export interface Running {
   processes: ManagedProcess[];
   stop(): Promise<void>;
@@ -42,17 +50,33 @@ export function useComponent<T extends Running>(start: () => Promise<T>): () => 
   });
   afterEach((ctx) => {
     if (ctx.task.result?.state !== 'fail' || !running) return;
-    for (const p of running.processes) {
-      process.stderr.write(
-        `\n----- ${p.name} log (${p.logFile}) -----\n${p.log()}\n----- end of ${p.name} log -----\n`,
-      );
-    }
+    printLogs(running.processes);
   });
   afterAll(async () => {
     await running?.stop();
   });
   return () => {
     if (!running) throw new Error('component not started (beforeAll failed?)');
+    return running;
+  };
+}
+
+/**
+ * For components a test starts itself: `track(await startX())` stops them after the test and,
+ * when it failed, prints their logs first.
+ */
+export function usePerTest(): <T extends Running>(running: T) => T {
+  let started: Running[] = [];
+  afterEach(async (ctx) => {
+    const failed = ctx.task.result?.state === 'fail';
+    for (const r of started) {
+      if (failed) printLogs(r.processes);
+      await r.stop();
+    }
+    started = [];
+  });
+  return (running) => {
+    started.push(running);
     return running;
   };
 }
