@@ -68,7 +68,11 @@ const jsonType = /^application\/(json|[\w.+-]*\+json)\s*(;|$)/i;
 function decodeEvent(m: InvokeMessage): { event: unknown; data: unknown } | string {
   let data: unknown;
   if (m.mode === 'structured') {
-    data = m.data;
+    // data_base64 arrives as a Uint8Array (a Buffer does not survive the thread boundary).
+    data =
+      m.data instanceof Uint8Array
+        ? Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength)
+        : m.data;
   } else if (m.mode === 'direct') {
     const text = typeof m.body === 'string' ? m.body : Buffer.from(m.body ?? []).toString('utf8');
     if (text.trim() === '') {
