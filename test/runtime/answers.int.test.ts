@@ -1,0 +1,236 @@
+import { once } from 'node:events';
+import { describe, expect, it } from 'vitest';
+import { startRuntime, waitForReadyz } from '../harness/runtime.js';
+import { usePerTest } from '../harness/suite.js';
+
+async function invoke(url: string, body: unknown = {}) {
+  const res = await fetch(url, { method: 'POST', body: JSON.stringify(body) });
+  const text = await res.text();
+  return {
+    status: res.status,
+    headers: res.headers,
+    text,
+    json: text ? (JSON.parse(text) as Record<string, unknown>) : undefined,
+  };
+}
+
+/** A handler whose behaviour the event picks. */
+const actions = `
+export const handler = async (event, context) => {
+  switch (event.action) {
+    case 'return': return event.value;
+    case 'nothing': return undefined;
+    case 'throw': { const e = new RangeError('the answer is out of range'); throw e; }
+    case 'reject-string': return Promise.reject('plain string');
+    case 'sleep': await new Promise((r) => setTimeout(r, event.ms)); return { slept: event.ms };
+    case 'spin': { const t = Date.now(); while (Date.now() - t < event.ms) {} return 'spun'; }
+    case 'circular': { const o = {}; o.self = o; return o; }
+    case 'hog': { const keep = []; for (;;) keep.push(new Array(1e5).fill(Math.random())); }
+    case 'escape': setTimeout(() => { throw new Error('thrown from a timer'); }, 1); await new Promise((r) => setTimeout(r, 200)); return 'unreachable';
+  }
+};`;
+
+const callbackStyle = `
+exports.handler = (event, context, callback) => {
+  if (event.fail) return callback(new Error('callback says no'));
+  callback(null, { via: 'callback' });
+};`;
+
+describe('runtime: answers', () => {
+  const track = usePerTest();
+
+  it('answers 200 with the JSON of the result, 204 for nothing, with duration headers', async () => {
+    const rt = track(await startRuntime({ 'index.mjs': actions }));
+    const ok = await invoke(rt.url, { action: 'return', value: { a: [1, 'b'] } });
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get('content-type')).toBe('application/json');
+    expect(ok.json).toEqual({ a: [1, 'b'] });
+    expect(ok.headers.get('x-eddy-init-duration-ms')).toMatch(/^\d+\.\d{2}$/);
+    const duration = Number(ok.headers.get('x-eddy-duration-ms'));
+    const billed = Number(ok.headers.get('x-eddy-billed-duration-ms'));
+    expect(billed).toBe(Math.max(1, Math.ceil(duration)));
+
+    const slept = await invoke(rt.url, { action: 'sleep', ms: 120 });
+    expect(Number(slept.headers.get('x-eddy-duration-ms'))).toBeGreaterThanOrEqual(119);
+    expect(Number(slept.headers.get('x-eddy-billed-duration-ms'))).toBe(
+      Math.ceil(Number(slept.headers.get('x-eddy-duration-ms'))),
+    );
+    expect(slept.headers.get('x-eddy-init-duration-ms')).toBeNull();
+
+    const none = await invoke(rt.url, { action: 'nothing' });
+    expect(none.status).toBe(204);
+    expect(none.text).toBe('');
+    expect(none.headers.get('x-eddy-request-id')).toBeTruthy();
+  });
+
+  it("answers 500 with Lambda's error shape when the handler throws or rejects", async () => {
+    const rt = track(await startRuntime({ 'index.mjs': actions }));
+    const thrown = await invoke(rt.url, { action: 'throw' });
+    expect(thrown.status).toBe(500);
+    expect(thrown.headers.get('x-eddy-function-error')).toBe('Unhandled');
+    expect(thrown.json).toMatchObject({
+      errorType: 'RangeError',
+      errorMessage: 'the answer is out of range',
+    });
+    expect((thrown.json!.stackTrace as string[])[0]).toBe('RangeError: the answer is out of range');
+    expect((thrown.json!.stackTrace as string[]).some((l) => l.includes('index.mjs'))).toBe(true);
+
+    const rejected = await invoke(rt.url, { action: 'reject-string' });
+    expect(rejected.status).toBe(500);
+    expect(rejected.json).toMatchObject({ errorType: 'string', errorMessage: 'plain string' });
+
+    const circular = await invoke(rt.url, { action: 'circular' });
+    expect(circular.status).toBe(502);
+    expect(circular.json).toMatchObject({ errorType: 'Runtime.MalformedHandlerResponse' });
+
+    // An error is the function's, not the runtime's: the next invocation runs normally.
+    expect((await invoke(rt.url, { action: 'return', value: 1 })).status).toBe(200);
+    expect((await fetch(`${rt.url}/readyz`)).status).toBe(200);
+  });
+
+  it('supports callback-style success and failure', async () => {
+    const rt = track(await startRuntime({ 'index.cjs': callbackStyle }));
+    expect((await invoke(rt.url, {})).json).toEqual({ via: 'callback' });
+    const failed = await invoke(rt.url, { fail: true });
+    expect(failed.status).toBe(500);
+    expect(failed.json).toMatchObject({ errorType: 'Error', errorMessage: 'callback says no' });
+  });
+
+  it('times out with 504, lets other in-flight work finish, then recycles and exits non-zero', async () => {
+    const rt = track(
+      await startRuntime(
+        { 'index.mjs': actions },
+        { EDDY_TIMEOUT_MS: '1000', EDDY_CONCURRENCY: '2' },
+      ),
+    );
+    await waitForReadyz(rt.url, 200);
+    const exited = once(rt.process.child, 'exit');
+    const late = invoke(rt.url, { action: 'sleep', ms: 5000 });
+    // Started later, so its own deadline is later: it is still running when the first times out.
+    await new Promise((r) => setTimeout(r, 600));
+    const other = invoke(rt.url, { action: 'sleep', ms: 700 });
+    const timedOut = await late;
+    expect(timedOut.status).toBe(504);
+    expect(timedOut.json).toEqual({
+      errorType: 'Sandbox.Timedout',
+      errorMessage: 'Task timed out after 1.00 seconds',
+    });
+    expect(timedOut.headers.get('x-eddy-function-error')).toBe('Unhandled');
+    // Readiness is off at once, and new work is turned away while the other invocation runs.
+    expect((await fetch(`${rt.url}/readyz`)).status).toBe(503);
+    const refused = await invoke(rt.url, { action: 'return', value: 1 });
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect((await other).json).toEqual({ slept: 700 });
+    const [code] = (await exited) as [number | null];
+    expect(code).toBe(1);
+    const log = rt.log();
+    expect(log).toMatch(/\tERROR\tTask timed out after 1\.00 seconds/);
+    expect(log).toMatch(
+      /REPORT RequestId: \S+\tDuration: 1000\.00 ms\tBilled Duration: 1000 ms\t.*\tStatus: timeout/,
+    );
+  });
+
+  it('stops a handler that blocks its thread at the deadline', async () => {
+    const rt = track(await startRuntime({ 'index.mjs': actions }, { EDDY_TIMEOUT_MS: '500' }));
+    const exited = once(rt.process.child, 'exit');
+    const started = Date.now();
+    const res = await invoke(rt.url, { action: 'spin', ms: 60_000 });
+    expect(res.status).toBe(504);
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(((await exited) as [number | null])[0]).toBe(1);
+  });
+
+  it('answers 429 with Retry-After beyond EDDY_CONCURRENCY', async () => {
+    const rt = track(
+      await startRuntime(
+        { 'index.mjs': actions },
+        { EDDY_CONCURRENCY: '2', EDDY_TIMEOUT_MS: '5000' },
+      ),
+    );
+    await waitForReadyz(rt.url, 200);
+    const slow = [
+      invoke(rt.url, { action: 'sleep', ms: 400 }),
+      invoke(rt.url, { action: 'sleep', ms: 400 }),
+    ];
+    await new Promise((r) => setTimeout(r, 100));
+    const third = await invoke(rt.url, { action: 'return', value: 3 });
+    expect(third.status).toBe(429);
+    expect(third.headers.get('retry-after')).toBe('1');
+    expect(third.json).toMatchObject({ errorType: 'TooManyRequestsException' });
+    expect(String(third.json!.errorMessage)).toMatch(
+      /already running 2 invocation\(s\).*EDDY_CONCURRENCY/,
+    );
+    for (const r of await Promise.all(slow)) expect(r.status).toBe(200);
+    expect((await invoke(rt.url, { action: 'return', value: 4 })).json).toBe(4);
+  });
+
+  it('turns heap exhaustion into an error answer and recycles, instead of dying silently', async () => {
+    const rt = track(
+      await startRuntime(
+        { 'index.mjs': actions },
+        { EDDY_MEMORY_MB: '128', EDDY_TIMEOUT_MS: '30000' },
+      ),
+    );
+    const exited = once(rt.process.child, 'exit');
+    const res = await invoke(rt.url, { action: 'hog' });
+    expect(res.status).toBe(502);
+    expect(res.json).toMatchObject({ errorType: 'Runtime.OutOfMemory' });
+    expect(String(res.json!.errorMessage)).toMatch(
+      /ran out of memory \(heap limit 80 MB of 128 MB\)/,
+    );
+    expect(((await exited) as [number | null])[0]).toBe(1);
+  });
+
+  it('fails the invocation an escaped exception came from, and recycles', async () => {
+    const rt = track(await startRuntime({ 'index.mjs': actions }));
+    const exited = once(rt.process.child, 'exit');
+    const res = await invoke(rt.url, { action: 'escape' });
+    expect(res.status).toBe(500);
+    expect(res.json).toMatchObject({ errorType: 'Error', errorMessage: 'thrown from a timer' });
+    expect(((await exited) as [number | null])[0]).toBe(1);
+  });
+
+  it('drains on SIGTERM: readiness off at once, in-flight work finishes, then exit 0', async () => {
+    const rt = track(
+      await startRuntime(
+        { 'index.mjs': actions },
+        { EDDY_CONCURRENCY: '4', EDDY_TIMEOUT_MS: '5000' },
+      ),
+    );
+    await waitForReadyz(rt.url, 200);
+    const exited = once(rt.process.child, 'exit');
+    const inFlight = invoke(rt.url, { action: 'sleep', ms: 700 });
+    await new Promise((r) => setTimeout(r, 100));
+    rt.process.child.kill('SIGTERM');
+    await waitForReadyz(rt.url, 503, /SIGTERM/, 500);
+    const refused = await invoke(rt.url, { action: 'return', value: 1 });
+    expect(refused.status).toBe(503);
+    expect((await inFlight).json).toEqual({ slept: 700 });
+    expect(((await exited) as [number | null])[0]).toBe(0);
+  });
+
+  it('refuses bad configuration at start, naming the variable and the allowed range', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { runtimeMain } = await import('../harness/runtime.js');
+    const result = spawnSync(process.execPath, [runtimeMain], {
+      env: {
+        PATH: process.env.PATH,
+        EDDY_MEMORY_MB: '64',
+        EDDY_TIMEOUT_MS: 'soon',
+        EDDY_LOG_FORMAT: 'xml',
+        PORT: '0',
+      },
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain(
+      'EDDY_MEMORY_MB="64" is not allowed: use a whole number from 128 to 10240',
+    );
+    expect(result.stderr).toContain(
+      'EDDY_TIMEOUT_MS="soon" is not allowed: use a whole number from 1 to 900000',
+    );
+    expect(result.stderr).toContain('EDDY_LOG_FORMAT="xml" is not allowed: use text or json');
+  });
+});
