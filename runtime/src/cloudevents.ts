@@ -29,6 +29,17 @@ export function classify(headers: IncomingHttpHeaders, rawHeaders: string[]): Mo
 }
 
 const attributeName = /^[a-z0-9]+$/;
+/** The spec's own attributes, always strings; extensions may also be numbers or booleans. */
+const contextAttributes = new Set([
+  'specversion',
+  'id',
+  'source',
+  'type',
+  'datacontenttype',
+  'dataschema',
+  'subject',
+  'time',
+]);
 const rfc3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
 // URI-references have no spaces or control characters; anything more exact belongs to the sender.
 // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
@@ -96,6 +107,7 @@ export function structuredEvent(
     }
     if (value === null) continue;
     if (typeof value === 'string') attributes[key] = value;
+    else if (contextAttributes.has(key)) return `attribute '${key}' must be a string`;
     else if (typeof value === 'number' || typeof value === 'boolean')
       attributes[key] = String(value);
     else return `attribute "${key}" must be a string, number or boolean`;

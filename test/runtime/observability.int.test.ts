@@ -1,0 +1,197 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { describe, expect, it } from 'vitest';
+import { promtoolBinary } from '../harness/components.js';
+import { startRuntime, waitForReadyz } from '../harness/runtime.js';
+import { canRun, usePerTest } from '../harness/suite.js';
+
+const logging = `
+export const handler = async (event) => {
+  console.log('hello', { n: event.n });
+  console.warn('careful');
+  console.error(new Error('shown, not thrown').message);
+  if (event.fail) throw new Error('failed on purpose');
+  if (event.sleep) await new Promise((r) => setTimeout(r, event.sleep));
+  return 'ok';
+};`;
+
+async function invoke(url: string, body: unknown, requestId?: string) {
+  const res = await fetch(url, {
+    method: 'POST',
+    body: JSON.stringify(body),
+    headers: requestId ? { 'x-eddy-request-id': requestId } : {},
+  });
+  await res.arrayBuffer();
+  return res;
+}
+
+/** promtool's verdict on an exposition: its exit code and what it printed. */
+async function promtoolCheck(text: string): Promise<{ code: number | null; output: string }> {
+  const child = spawn(promtoolBinary, ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  child.stdin.end(text);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  return { code, output };
+}
+
+function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    const inside = line.slice(name.length + 1, line.lastIndexOf('}'));
+    const got = Object.fromEntries(
+      [...inside.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]),
+    );
+    if (Object.entries(labels).every(([k, v]) => got[k] === v))
+      return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return undefined;
+}
+
+describe('runtime: logs and metrics', () => {
+  const track = usePerTest();
+
+  it("writes Lambda's START / console / END / REPORT lines", async () => {
+    const rt = track(await startRuntime({ 'index.mjs': logging }, { EDDY_MEMORY_MB: '512' }));
+    await invoke(rt.url, { n: 1 }, 'req-text-1');
+    const log = await rt.waitForLog(/REPORT RequestId: req-text-1/);
+    const lines = log.split('\n').filter((l) => l.includes('req-text-1'));
+    expect(lines[0]).toBe('START RequestId: req-text-1 Version: $LATEST');
+    expect(lines[1]).toMatch(
+      /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\treq-text-1\tINFO\thello { n: 1 }$/,
+    );
+    expect(lines[2]).toMatch(/\treq-text-1\tWARN\tcareful$/);
+    expect(lines[3]).toMatch(/\treq-text-1\tERROR\tshown, not thrown$/);
+    expect(lines[4]).toBe('END RequestId: req-text-1');
+    const report =
+      /^REPORT RequestId: req-text-1\tDuration: (\d+\.\d{2}) ms\tBilled Duration: (\d+) ms\tMemory Size: 512 MB\tMax Memory Used: (\d+) MB\tInit Duration: (\d+\.\d{2}) ms$/.exec(
+        lines[5]!,
+      );
+    expect(report).not.toBeNull();
+    expect(Number(report![2])).toBe(Math.max(1, Math.ceil(Number(report![1]))));
+    // Peak RSS of a Node process with a worker: tens of MB, never zero, below the function's memory.
+    expect(Number(report![3])).toBeGreaterThan(20);
+    expect(Number(report![3])).toBeLessThan(512);
+  });
+
+  it('keeps each invocation’s console lines under its own request id when they run concurrently', async () => {
+    const rt = track(await startRuntime({ 'index.mjs': logging }, { EDDY_CONCURRENCY: '2' }));
+    await Promise.all([
+      invoke(rt.url, { n: 1, sleep: 50 }, 'req-a'),
+      invoke(rt.url, { n: 2, sleep: 50 }, 'req-b'),
+    ]);
+    const log = await rt.waitForLog(
+      /REPORT RequestId: req-b[\s\S]*REPORT RequestId: req-a|REPORT RequestId: req-a[\s\S]*REPORT RequestId: req-b/,
+    );
+    expect(log).toMatch(/\treq-a\tINFO\thello { n: 1 }/);
+    expect(log).toMatch(/\treq-b\tINFO\thello { n: 2 }/);
+  });
+
+  it('writes the same as JSON lines with EDDY_LOG_FORMAT=json', async () => {
+    const rt = track(await startRuntime({ 'index.mjs': logging }, { EDDY_LOG_FORMAT: 'json' }));
+    await invoke(rt.url, { n: 3 }, 'req-json-1');
+    const log = await rt.waitForLog(/"platform.report".*req-json-1/);
+    const records = log
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((r) => JSON.stringify(r).includes('req-json-1'));
+    expect(records.map((r) => r.type ?? r.level)).toEqual([
+      'platform.start',
+      'INFO',
+      'WARN',
+      'ERROR',
+      'platform.end',
+      'platform.report',
+    ]);
+    expect(records[1]).toMatchObject({
+      requestId: 'req-json-1',
+      level: 'INFO',
+      message: 'hello { n: 3 }',
+    });
+    const report = records[5] as { record: { status: string; metrics: Record<string, number> } };
+    expect(report.record.status).toBe('success');
+    expect(report.record.metrics).toMatchObject({ memorySizeMB: 128 });
+    expect(report.record.metrics.billedDurationMs).toBe(
+      Math.max(1, Math.ceil(report.record.metrics.durationMs!)),
+    );
+    expect(report.record.metrics.initDurationMs).toBeGreaterThan(0);
+  });
+
+  it.skipIf(!canRun('prometheus'))(
+    'exposes invocation metrics that promtool accepts, with namespace and function labels',
+    async () => {
+      const rt = track(
+        await startRuntime(
+          { 'index.mjs': logging },
+          { EDDY_TIMEOUT_MS: '1000', EDDY_CONCURRENCY: '2' },
+        ),
+      );
+      await waitForReadyz(rt.url, 200);
+      await invoke(rt.url, { n: 1 });
+      await invoke(rt.url, { n: 2 });
+      await invoke(rt.url, { fail: true });
+      // One long invocation holds a slot while two more arrive: one runs, one is throttled.
+      const long = invoke(rt.url, { sleep: 200 });
+      await new Promise((r) => setTimeout(r, 50));
+      await Promise.all([invoke(rt.url, { sleep: 250 }), invoke(rt.url, { n: 3 })]);
+      await long;
+
+      const text = await (await fetch(`${rt.url}/metrics`)).text();
+      // The runtime's own metrics pass promtool's checks without a remark.
+      const own = text
+        .split('\n')
+        .filter((line) => /^(# (HELP|TYPE) )?eddy_/.test(line))
+        .join('\n');
+      expect(await promtoolCheck(`${own}\n`)).toEqual({ code: 0, output: '' });
+      // The whole exposition parses; promtool's only remarks are on three of prom-client's
+      // default gauges, whose names end in _total.
+      const all = await promtoolCheck(text);
+      const remarks = all.output.trim().split('\n');
+      expect(remarks).toEqual([
+        'nodejs_active_handles_total non-counter metrics should not have "_total" suffix',
+        'nodejs_active_requests_total non-counter metrics should not have "_total" suffix',
+        'nodejs_active_resources_total non-counter metrics should not have "_total" suffix',
+      ]);
+      const l = { namespace: 'tests', function: 'hello' };
+      expect(sample(text, 'eddy_runtime_invocations_total', { ...l, outcome: 'success' })).toBe(4);
+      expect(sample(text, 'eddy_runtime_invocations_total', { ...l, outcome: 'error' })).toBe(1);
+      expect(sample(text, 'eddy_runtime_invocations_total', { ...l, outcome: 'throttled' })).toBe(
+        1,
+      );
+      expect(sample(text, 'eddy_runtime_invocations_total', { ...l, outcome: 'timeout' })).toBe(0);
+      expect(sample(text, 'eddy_runtime_invocation_duration_seconds_count', l)).toBe(5);
+      expect(
+        sample(text, 'eddy_runtime_invocation_duration_seconds_bucket', { ...l, le: '0.001' }),
+      ).toBeGreaterThanOrEqual(0);
+      expect(
+        sample(text, 'eddy_runtime_invocation_duration_seconds_bucket', { ...l, le: '0.1' }),
+      ).toBe(3);
+      expect(
+        sample(text, 'eddy_runtime_invocation_duration_seconds_bucket', { ...l, le: '900' }),
+      ).toBe(5);
+      expect(sample(text, 'eddy_runtime_in_flight', l)).toBe(0);
+      expect(sample(text, 'eddy_runtime_init_duration_seconds', l)).toBeGreaterThan(0);
+      expect(sample(text, 'eddy_runtime_billed_duration_seconds_total', l)).toBeGreaterThanOrEqual(
+        0.45,
+      );
+      // Node's default metrics, with the same labels.
+      expect(sample(text, 'process_resident_memory_bytes', l)).toBeGreaterThan(0);
+      expect(sample(text, 'nodejs_heap_size_used_bytes', l)).toBeGreaterThan(0);
+
+      // Timeouts are counted too. The runtime recycles once nothing is in flight, so a second
+      // invocation keeps it up long enough to be scraped.
+      const exited = once(rt.process.child, 'exit');
+      const timedOut = invoke(rt.url, { sleep: 5000 });
+      await new Promise((r) => setTimeout(r, 500));
+      const keepsItUp = invoke(rt.url, { sleep: 900 });
+      expect((await timedOut).status).toBe(504);
+      const after = await (await fetch(`${rt.url}/metrics`)).text();
+      expect(sample(after, 'eddy_runtime_invocations_total', { ...l, outcome: 'timeout' })).toBe(1);
+      expect(sample(after, 'eddy_runtime_in_flight', l)).toBe(1);
+      expect((await keepsItUp).status).toBe(200);
+      await exited;
+    },
+  );
+});
