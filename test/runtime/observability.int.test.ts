@@ -40,8 +40,8 @@ function sample(text: string, name: string, labels: Record<string, string>): num
   for (const line of text.split('\n')) {
     if (!line.startsWith(`${name}{`)) continue;
     const inside = line.slice(name.length + 1, line.lastIndexOf('}'));
-    const got = Object.fromEntries(
-      [...inside.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]),
+    const got: Record<string, string | undefined> = Object.fromEntries(
+      [...inside.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]),
     );
     if (Object.entries(labels).every(([k, v]) => got[k] === v))
       return Number(line.slice(line.lastIndexOf(' ') + 1));
