@@ -4,7 +4,7 @@
  * header, so a sender knows what to fix.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import type { EventAttributes } from './protocol.js';
+import type { EventAttributes } from './invocation.js';
 
 export type Mode = 'binary' | 'structured' | 'batch' | 'direct';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, heapLimitMb, loadConfig } from './config.js';
+import { ConfigError, heapSizing, loadConfig } from './config.js';
 
 describe('loadConfig', () => {
   it('uses the documented defaults', () => {
@@ -66,11 +66,14 @@ describe('loadConfig', () => {
   });
 });
 
-describe('heapLimitMb', () => {
-  it('leaves room for Node itself and native memory', () => {
-    expect(heapLimitMb(128)).toBe(80);
-    expect(heapLimitMb(512)).toBe(435);
-    expect(heapLimitMb(10240)).toBe(8704);
-    for (const m of [128, 256, 1024, 3008, 10240]) expect(heapLimitMb(m)).toBeLessThan(m);
+describe('heapSizing', () => {
+  it('keeps old space plus young generation well below the function memory', () => {
+    expect(heapSizing(128)).toEqual({ oldSpaceMb: 74, semiSpaceMb: 2 });
+    expect(heapSizing(512)).toEqual({ oldSpaceMb: 411, semiSpaceMb: 8 });
+    expect(heapSizing(10240)).toEqual({ oldSpaceMb: 8656, semiSpaceMb: 16 });
+    for (const m of [128, 256, 1024, 1769, 3008, 10240]) {
+      const { oldSpaceMb, semiSpaceMb } = heapSizing(m);
+      expect(oldSpaceMb + 3 * semiSpaceMb).toBeLessThanOrEqual(m - 48);
+    }
   });
 });

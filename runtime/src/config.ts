@@ -106,10 +106,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): RuntimeConfig 
 }
 
 /**
- * The handler's heap, from the function's memory: what is left after a reserve for Node itself,
- * buffers and native memory, so pressure shows as an error rather than a kill by the kernel.
+ * The heap for a function of `memoryMb`: what is left after a reserve for Node itself, buffers
+ * and native memory, so pressure shows as a JavaScript error rather than a kill by the kernel.
+ * V8's limit is old space plus three semi-spaces of young generation.
  */
-export function heapLimitMb(memoryMb: number): number {
+export function heapSizing(memoryMb: number): { oldSpaceMb: number; semiSpaceMb: number } {
+  const semiSpaceMb = Math.min(16, Math.max(1, Math.round(memoryMb / 64)));
   const reserve = Math.max(48, Math.round(memoryMb * 0.15));
-  return Math.max(32, memoryMb - reserve);
+  return { oldSpaceMb: Math.max(32, memoryMb - reserve - 3 * semiSpaceMb), semiSpaceMb };
 }

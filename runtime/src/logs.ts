@@ -18,13 +18,48 @@ export interface ReportFields {
   status?: 'timeout' | 'error';
 }
 
-export function write(text: string): void {
+let pending = '';
+let flushScheduled = false;
+
+function writeOut(text: string): void {
   try {
     writeSync(1, text);
   } catch {
     // stdout closed or full: logging must never fail an invocation.
   }
 }
+
+/** Writes what is pending and then `text`, now. For the handler's own lines and rare notes. */
+export function write(text: string): void {
+  const out = pending + text;
+  pending = '';
+  writeOut(out);
+}
+
+/**
+ * Queues a platform line (START, END, REPORT) to go out at the end of this turn of the event
+ * loop, so that many invocations share one write. A handler's console line flushes the queue
+ * first, which keeps every request's lines in order.
+ */
+export function queue(text: string): void {
+  pending += text;
+  if (pending.length > 65_536) {
+    flush();
+  } else if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flush);
+  }
+}
+
+export function flush(): void {
+  flushScheduled = false;
+  if (pending === '') return;
+  const out = pending;
+  pending = '';
+  writeOut(out);
+}
+
+process.on('exit', flush);
 
 export function startLine(format: LogFormat, requestId: string): string {
   return format === 'json'
@@ -74,7 +109,16 @@ export function endAndReport(format: LogFormat, r: ReportFields): string {
   return `END RequestId: ${r.requestId}\n${report}\n`;
 }
 
-/** The process's peak resident set size, in MB (what Lambda reports as Max Memory Used). */
+let maxRssMb = -1;
+
+/**
+ * The process's peak resident set size, in MB (what Lambda reports as Max Memory Used), read
+ * once per turn of the event loop however many invocations end in it.
+ */
 export function maxMemoryUsedMb(): number {
-  return Math.ceil(process.resourceUsage().maxRSS / 1024);
+  if (maxRssMb < 0) {
+    maxRssMb = Math.ceil(process.resourceUsage().maxRSS / 1024);
+    setImmediate(() => (maxRssMb = -1));
+  }
+  return maxRssMb;
 }

@@ -1,47 +1,56 @@
 /** The function runtime: `node dist/runtime/main.js`, configured by the environment. */
-import { hostname } from 'node:os';
 import { ConfigError, loadConfig, type RuntimeConfig } from './config.js';
+import { heapIsSized, relaunchWithHeap } from './heap.js';
 import { Invoker } from './invoker.js';
 import { write } from './logs.js';
 import { RuntimeMetrics } from './metrics.js';
 import { createRuntimeServer } from './server.js';
+import { Watchdog } from './watchdog.js';
 
 function logStreamName(): string {
   const day = new Date().toISOString().slice(0, 10).replaceAll('-', '/');
-  return `${day}/[$LATEST]${hostname()}-${process.pid}`;
+  // In a pod HOSTNAME is the pod's name.
+  return `${day}/[$LATEST]${process.env.HOSTNAME ?? 'local'}-${process.pid}`;
 }
 
 function start(config: RuntimeConfig): void {
-  const invoker = new Invoker({
-    settings: {
+  const invoker = new Invoker(
+    {
       codeDir: config.codeDir,
       handler: config.handler,
       functionName: config.functionName,
       functionNamespace: config.functionNamespace,
       memoryMb: config.memoryMb,
+      concurrency: config.concurrency,
       logFormat: config.logFormat,
       logStreamName: logStreamName(),
     },
-    // Events from the handler thread arrive after `runtime` below is set.
-    onBroken: (reason) => runtime.recycle(reason),
+    // Only called from later turns of the event loop, once `rt` below exists.
+    (reason) => rt.recycle(reason),
+  );
+  const watchdog = new Watchdog({
+    logFormat: config.logFormat,
+    timeoutMs: config.timeoutMs,
+    earliestDeadline: () => invoker.earliestDeadline(),
   });
+  invoker.onDeadlinesChanged = () => watchdog.deadlinesChanged();
   const metrics = new RuntimeMetrics({
     namespace: config.functionNamespace,
     function: config.functionName,
   });
-  const runtime = createRuntimeServer({
+  const rt = createRuntimeServer({
     config,
     invoker,
     metrics,
     onIdle: (reason) => {
       // Recycling exits non-zero so the platform starts a fresh process, as Lambda does.
       const code = reason === 'drained' ? 0 : 1;
-      runtime.server.close();
-      runtime.server.closeAllConnections();
-      void invoker.stop().finally(() => process.exit(code));
+      rt.server.close();
+      rt.server.closeAllConnections();
+      void watchdog.stop().finally(() => process.exit(code));
     },
   });
-  const { server } = runtime;
+  const { server } = rt;
   server.keepAliveTimeout = 65_000;
   server.listen(config.port, config.host, () => {
     const address = server.address();
@@ -56,16 +65,19 @@ function start(config: RuntimeConfig): void {
     );
     process.exit(1);
   });
-  process.once('SIGTERM', () => runtime.drain());
-  process.once('SIGINT', () => runtime.drain());
+  process.once('SIGTERM', () => rt.drain());
+  process.once('SIGINT', () => rt.drain());
 }
 
+let config: RuntimeConfig | undefined;
 try {
-  start(loadConfig());
+  config = loadConfig();
 } catch (err) {
-  if (err instanceof ConfigError) {
-    process.stderr.write(`eddy runtime: ${err.message}\n`);
-    process.exit(2);
-  }
-  throw err;
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`eddy runtime: ${err.message}\n`);
+  process.exitCode = 2;
+}
+if (config) {
+  if (heapIsSized()) start(config);
+  else await relaunchWithHeap(config.memoryMb);
 }

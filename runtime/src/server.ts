@@ -3,7 +3,6 @@
  * mode) or a plain JSON body; `GET /healthz`, `/readyz`, `/metrics`. The invocation path reads
  * headers directly and allocates little; everything else is off that path.
  */
-import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { RuntimeConfig } from './config.js';
 import { binaryAttributes, classify, structuredEvent } from './cloudevents.js';
@@ -14,10 +13,10 @@ import {
   type ErrorBody,
   type ErrorCode,
 } from './errors.js';
-import type { Invoker, InitResult, Outcome } from './invoker.js';
-import { endAndReport, maxMemoryUsedMb, timeoutLine, write } from './logs.js';
+import type { InitResult, Invocation, Outcome } from './invocation.js';
+import type { Invoker } from './invoker.js';
+import { endAndReport, maxMemoryUsedMb, queue, timeoutLine, write } from './logs.js';
 import type { RuntimeMetrics } from './metrics.js';
-import type { InvokeMessage } from './protocol.js';
 
 export interface RuntimeDeps {
   config: RuntimeConfig;
@@ -36,6 +35,30 @@ export interface RuntimeServer {
 }
 
 type State = 'starting' | 'ready' | 'failed' | 'draining' | 'recycling';
+
+const hex: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/**
+ * A random (version 4) UUID for an invocation. Math.random suffices for an id that only needs to
+ * be unique, and spares a cold start loading node:crypto.
+ */
+export function newRequestId(): string {
+  const b = new Array<number>(16);
+  for (let i = 0; i < 16; i += 4) {
+    const r = (Math.random() * 0x100000000) >>> 0;
+    b[i] = r & 0xff;
+    b[i + 1] = (r >>> 8) & 0xff;
+    b[i + 2] = (r >>> 16) & 0xff;
+    b[i + 3] = r >>> 24;
+  }
+  b[6] = (b[6]! & 0x0f) | 0x40;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = b.map((x) => hex[x]!);
+  return `${h[0]}${h[1]}${h[2]}${h[3]}-${h[4]}${h[5]}-${h[6]}${h[7]}-${h[8]}${h[9]}-${h[10]}${h[11]}${h[12]}${h[13]}${h[14]}${h[15]}`;
+}
+
+/** Past this much, an oversized body is not read to its end but the connection is closed. */
+const discardLimitBytes = 4 * maxPayloadBytes;
 
 const requestIdPattern = /^[\w.:/+=-]{1,128}$/;
 
@@ -100,26 +123,33 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     );
   }
 
-  function readBody(req: IncomingMessage): Promise<Buffer | 'too-large'> {
+  /**
+   * The request body, or 'too-large' past Lambda's 6 MB. An oversized body is read to its end
+   * and dropped, so the client, still sending, gets to read the 413; one far beyond the limit
+   * is cut off instead.
+   */
+  function readBody(req: IncomingMessage): Promise<Buffer | 'too-large' | 'cut-off'> {
     return new Promise((resolve, reject) => {
-      const declared = req.headers['content-length'];
-      if (declared !== undefined && Number(declared) > maxPayloadBytes) {
-        resolve('too-large');
+      const declared = Number(req.headers['content-length'] ?? 0);
+      if (declared > discardLimitBytes) {
+        resolve('cut-off');
         return;
       }
       const chunks: Buffer[] = [];
       let size = 0;
       req.on('data', (chunk: Buffer) => {
         size += chunk.length;
-        if (size > maxPayloadBytes) {
-          resolve('too-large');
+        if (size > discardLimitBytes) {
           req.removeAllListeners('data');
-          req.resume();
-          return;
+          resolve('cut-off');
+        } else if (size <= maxPayloadBytes) {
+          chunks.push(chunk);
         }
-        chunks.push(chunk);
       });
-      req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+      req.on('end', () => {
+        if (size > maxPayloadBytes) resolve('too-large');
+        else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+      });
       req.on('error', reject);
     });
   }
@@ -127,7 +157,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
   async function handleInvoke(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const given = req.headers['x-eddy-request-id'];
     const requestId =
-      typeof given === 'string' && requestIdPattern.test(given) ? given : randomUUID();
+      typeof given === 'string' && requestIdPattern.test(given) ? given : newRequestId();
     if (state === 'starting') await invoker.ready;
     if (state === 'failed' && init && !init.ok) {
       metrics.count('error');
@@ -192,21 +222,17 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       }
     }
     const body = await readBody(req);
-    if (body === 'too-large') {
+    if (body === 'too-large' || body === 'cut-off') {
       reject(
         res,
         'PayloadTooLarge',
         `the request body is larger than ${maxPayloadBytes} bytes (6 MB), Lambda's limit for an invocation: put large payloads in a bucket and send a reference`,
         requestId,
-        { connection: 'close' },
+        body === 'cut-off' ? { connection: 'close' } : {},
       );
       return;
     }
-    const message: Omit<InvokeMessage, 'type' | 'id'> = {
-      requestId,
-      deadline,
-      mode: mode === 'structured' ? 'structured' : mode,
-    };
+    const message: Invocation = { requestId, deadline, mode };
     if (mode === 'structured') {
       const parsed = structuredEvent(body.toString('utf8'));
       if (typeof parsed === 'string') {
@@ -217,12 +243,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       message.data = parsed.data;
     } else {
       message.attributes = attributes;
-      const contentType = req.headers['content-type'];
-      const binaryData =
-        mode === 'binary' &&
-        contentType !== undefined &&
-        !/json|^text\/|xml|urlencoded/i.test(contentType);
-      message.body = binaryData ? body : body.toString('utf8');
+      message.body = body;
     }
     const outcome = await invoker.invoke(message);
     respond(res, requestId, outcome);
@@ -233,12 +254,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       reject(res, 'InvalidEvent', outcome.message, requestId);
       return;
     }
-    const durationMs =
-      outcome.kind === 'timeout'
-        ? config.timeoutMs
-        : outcome.kind === 'result'
-          ? outcome.durationMs
-          : 0;
+    const durationMs = outcome.kind === 'timeout' ? config.timeoutMs : outcome.durationMs;
     const billedMs = Math.max(1, Math.ceil(durationMs));
     const headers: Record<string, string> = {
       'x-eddy-request-id': requestId,
@@ -278,11 +294,12 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     }
     if (outcome.kind === 'crash') {
       metrics.count('error');
-      write(endAndReport(config.logFormat, { ...report, status: 'error' }));
+      recycle('an exception escaped the handler');
+      queue(endAndReport(config.logFormat, { ...report, status: 'error' }));
       sendError(res, outcome.code, outcome.body, headers);
       return;
     }
-    write(endAndReport(config.logFormat, report));
+    queue(endAndReport(config.logFormat, report));
     if (outcome.error) {
       metrics.count('error');
       sendError(res, outcome.error.code, outcome.error.body, headers);

@@ -3,13 +3,5 @@ import { projectRoot } from './components.js';
 import { run } from './proc.js';
 
 export default async function setup(): Promise<void> {
-  for (const part of ['runtime', 'operator']) {
-    await run(
-      process.execPath,
-      [`${projectRoot}/node_modules/typescript/bin/tsc`, '-p', `${part}/tsconfig.json`],
-      {
-        cwd: projectRoot,
-      },
-    );
-  }
+  await run('npm', ['run', 'build', '--silent'], { cwd: projectRoot });
 }

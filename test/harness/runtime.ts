@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { projectRoot } from './components.js';
 import { startProcess, waitUntilReady, type ManagedProcess } from './proc.js';
+import { heapFlags } from '../../runtime/src/heap.js';
 
 export interface Runtime {
   url: string;
@@ -30,8 +31,10 @@ export async function writeCode(files: Record<string, string>): Promise<string> 
 }
 
 /**
- * Starts the runtime with `files` as its code and `env` on top of the defaults; resolves once it
- * listens (not once the handler is ready: tests of broken handlers need it before).
+ * Starts the runtime with `files` as its code and `env` on top of the defaults, the way the
+ * platform does (with the heap sized in NODE_OPTIONS, unless `env.NODE_OPTIONS` says otherwise);
+ * resolves once it listens (not once the handler is ready: tests of broken handlers need it
+ * before).
  */
 export async function startRuntime(
   files: Record<string, string>,
@@ -46,6 +49,7 @@ export async function startRuntime(
       EDDY_FUNCTION_NAMESPACE: 'tests',
       HOST: '127.0.0.1',
       PORT: '0',
+      NODE_OPTIONS: heapFlags(Number(env.EDDY_MEMORY_MB ?? 128)).join(' '),
       ...env,
     },
   });

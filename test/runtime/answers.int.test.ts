@@ -131,14 +131,23 @@ describe('runtime: answers', () => {
     );
   });
 
-  it('stops a handler that blocks its thread at the deadline', async () => {
+  it('ends the process when a handler blocks the event loop past its deadline', async () => {
     const rt = track(await startRuntime({ 'index.mjs': actions }, { EDDY_TIMEOUT_MS: '500' }));
+    await waitForReadyz(rt.url, 200);
+    // The watching thread starts with the first invocation.
+    expect((await invoke(rt.url, { action: 'return', value: 1 })).status).toBe(200);
     const exited = once(rt.process.child, 'exit');
     const started = Date.now();
-    const res = await invoke(rt.url, { action: 'spin', ms: 60_000 });
-    expect(res.status).toBe(504);
-    expect(Date.now() - started).toBeLessThan(3000);
-    expect(((await exited) as [number | null])[0]).toBe(1);
+    // Nothing on the event loop can answer; the watchdog logs the timeout and ends the process,
+    // so the caller sees the connection close (the gateway reports the timeout).
+    await expect(invoke(rt.url, { action: 'spin', ms: 60_000 })).rejects.toThrow();
+    const [code, signal] = (await exited) as [number | null, string | null];
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(signal).toBe('SIGKILL');
+    expect(code).toBeNull();
+    await rt.waitForLog(
+      /\tERROR\tTask timed out after 0\.50 seconds: the handler blocked the event loop/,
+    );
   });
 
   it('answers 429 with Retry-After beyond EDDY_CONCURRENCY', async () => {
@@ -165,21 +174,39 @@ describe('runtime: answers', () => {
     expect((await invoke(rt.url, { action: 'return', value: 4 })).json).toBe(4);
   });
 
-  it('turns heap exhaustion into an error answer and recycles, instead of dying silently', async () => {
+  it('sizes the heap from EDDY_MEMORY_MB, so exhausting it is a clear error, not a kill by the kernel', async () => {
+    const heap = `
+      import v8 from 'node:v8';
+      export const handler = async (event) => {
+        if (!event.hog) return Math.round(v8.getHeapStatistics().heap_size_limit / 1048576);
+        const keep = []; for (;;) keep.push(new Array(1e5).fill(Math.random()));
+      };`;
     const rt = track(
       await startRuntime(
-        { 'index.mjs': actions },
-        { EDDY_MEMORY_MB: '128', EDDY_TIMEOUT_MS: '30000' },
+        { 'index.mjs': heap },
+        { EDDY_MEMORY_MB: '256', EDDY_TIMEOUT_MS: '30000' },
       ),
     );
+    // 256 MB leaves 196 MB of old space and 12 MB of young generation.
+    const limit = (await invoke(rt.url, {})).json as unknown as number;
+    expect(limit).toBe(208);
     const exited = once(rt.process.child, 'exit');
-    const res = await invoke(rt.url, { action: 'hog' });
-    expect(res.status).toBe(502);
-    expect(res.json).toMatchObject({ errorType: 'Runtime.OutOfMemory' });
-    expect(String(res.json!.errorMessage)).toMatch(
-      /ran out of memory \(heap limit 80 MB of 128 MB\)/,
+    await expect(invoke(rt.url, { hog: true })).rejects.toThrow();
+    const [code, signal] = (await exited) as [number | null, string | null];
+    expect(code !== 0 || signal !== null).toBe(true);
+    await rt.waitForLog(/JavaScript heap out of memory/);
+  });
+
+  it('started without a sized heap, starts itself again with one and passes signals through', async () => {
+    const heap = `import v8 from 'node:v8'; export const handler = async () => Math.round(v8.getHeapStatistics().heap_size_limit / 1048576);`;
+    const rt = track(
+      await startRuntime({ 'index.mjs': heap }, { EDDY_MEMORY_MB: '512', NODE_OPTIONS: '' }),
     );
-    expect(((await exited) as [number | null])[0]).toBe(1);
+    const limit = (await invoke(rt.url, {})).json as unknown as number;
+    expect(limit).toBe(411 + 3 * 8);
+    const exited = once(rt.process.child, 'exit');
+    rt.process.child.kill('SIGTERM');
+    expect(((await exited) as [number | null])[0]).toBe(0);
   });
 
   it('fails the invocation an escaped exception came from, and recycles', async () => {

@@ -50,7 +50,8 @@ function sdkAccepts(headers: Record<string, string>, body: string): boolean {
   try {
     const lower = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
     const parsed = HTTP.toEvent({ headers: lower, body });
-    const events = Array.isArray(parsed) ? parsed : [parsed];
+    // toEvent returns CloudEvent instances, typed as the plain interface.
+    const events = (Array.isArray(parsed) ? parsed : [parsed]) as unknown as CloudEvent<unknown>[];
     for (const e of events) e.validate();
     return true;
   } catch {

@@ -1,0 +1,78 @@
+/**
+ * A timeout the event loop cannot answer: a handler that blocks the thread (a busy loop) never
+ * lets its timer fire. A small thread watches the loop's heartbeat and the earliest deadline in
+ * flight; when the loop is stuck past a deadline it logs the timeout and ends the process, the
+ * way Lambda discards a timed-out sandbox. Everything else about timeouts happens on the loop.
+ */
+import type { Worker } from 'node:worker_threads';
+import type { LogFormat } from './config.js';
+
+/** Slots of the shared array: ms since `base`. */
+export const HEARTBEAT = 0;
+export const DEADLINE = 1;
+export const heartbeatMs = 100;
+
+export interface WatchdogData {
+  shared: SharedArrayBuffer;
+  base: number;
+  logFormat: LogFormat;
+  timeoutMs: number;
+}
+
+export class Watchdog {
+  private readonly view: Int32Array;
+  private readonly base = Date.now();
+  private worker: Worker | undefined;
+  private starting = false;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly options: {
+      logFormat: LogFormat;
+      timeoutMs: number;
+      earliestDeadline: () => number;
+    },
+  ) {
+    this.view = new Int32Array(new SharedArrayBuffer(8));
+    this.beat();
+    this.timer = setInterval(() => this.beat(), heartbeatMs);
+    this.timer.unref();
+  }
+
+  /**
+   * Starts the watching thread. It is started with the first invocation, after the current turn
+   * of the event loop, so that neither a cold start nor the first answer waits for it.
+   */
+  private start(): void {
+    if (this.starting) return;
+    this.starting = true;
+    const data: WatchdogData = {
+      shared: this.view.buffer as SharedArrayBuffer,
+      base: this.base,
+      logFormat: this.options.logFormat,
+      timeoutMs: this.options.timeoutMs,
+    };
+    void import('node:worker_threads').then(({ Worker }) => {
+      this.worker = new Worker(new URL('./watchdog-thread.js', import.meta.url), {
+        workerData: data,
+      });
+      this.worker.unref();
+    });
+  }
+
+  /** Call when an invocation starts or ends, so the watching thread knows the next deadline. */
+  deadlinesChanged(): void {
+    if (!this.starting) setImmediate(() => this.start());
+    const earliest = this.options.earliestDeadline();
+    Atomics.store(this.view, DEADLINE, earliest === 0 ? 0 : earliest - this.base);
+  }
+
+  private beat(): void {
+    Atomics.store(this.view, HEARTBEAT, Date.now() - this.base);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.worker?.terminate();
+  }
+}
