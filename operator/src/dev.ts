@@ -6,6 +6,8 @@ const lines = [
   'Eddy local stack',
   '',
   'The local thumbnail demo is not built yet. What exists today:',
+  '  the function runtime  node dist/runtime/main.js runs a Lambda-style handler behind a',
+  '                        CloudEvents endpoint (docs/runtime.md; README.md shows a try-out)',
   '  npm test            the whole suite: unit tests, and integration tests against a real',
   '                      kube-apiserver + etcd, MinIO, kinesalite, Docker and Prometheus',
   '  npm run test:setup  builds or installs that infrastructure into ~/.cache/eddy',

@@ -65,8 +65,9 @@ function start(config: RuntimeConfig): void {
     );
     process.exit(1);
   });
-  process.once('SIGTERM', () => rt.drain());
-  process.once('SIGINT', () => rt.drain());
+  // drain() is idempotent: a second signal (a supervisor forwarding one already sent) changes nothing.
+  process.on('SIGTERM', () => rt.drain());
+  process.on('SIGINT', () => rt.drain());
 }
 
 let config: RuntimeConfig | undefined;
