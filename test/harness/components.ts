@@ -17,6 +17,7 @@ export const versions = {
   kubernetes: '1.34.4',
   etcd: '3.6.16',
   minio: '0.0.0-20260212201848-7aac2a2c5b7c',
+  helm: '3.21.4',
   nodeImage: '22',
   /** Node and npm placed in the local base image, from the npm registry. */
   node: '22.23.3',
@@ -31,7 +32,7 @@ export interface GoBinary {
   version: string;
 }
 
-export const goBinaries: Record<'kubeApiserver' | 'etcd' | 'minio', GoBinary> = {
+export const goBinaries: Record<'kubeApiserver' | 'etcd' | 'minio' | 'helm', GoBinary> = {
   kubeApiserver: {
     name: 'kube-apiserver',
     recipe: 'kube-apiserver',
@@ -45,6 +46,7 @@ export const goBinaries: Record<'kubeApiserver' | 'etcd' | 'minio', GoBinary> = 
     pkg: 'github.com/minio/minio',
     version: versions.minio,
   },
+  helm: { name: 'helm', recipe: 'helm', pkg: 'helm.sh/helm/v3/cmd/helm', version: versions.helm },
 };
 
 export function goBinaryPath(b: GoBinary): string {
@@ -74,7 +76,8 @@ export function missingReason(c: ComponentName): string | undefined {
     case 'kube':
       return (
         need(goBinaryPath(goBinaries.kubeApiserver), 'kube-apiserver binary') ??
-        need(goBinaryPath(goBinaries.etcd), 'etcd binary')
+        need(goBinaryPath(goBinaries.etcd), 'etcd binary') ??
+        need(goBinaryPath(goBinaries.helm), 'helm binary')
       );
     case 'minio':
       return need(goBinaryPath(goBinaries.minio), 'minio binary');

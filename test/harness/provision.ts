@@ -181,6 +181,7 @@ const steps: Record<string, () => Promise<void>> = {
   kube: async () => {
     await buildGoBinary(goBinaries.etcd);
     await buildGoBinary(goBinaries.kubeApiserver);
+    await buildGoBinary(goBinaries.helm);
   },
   minio: () => buildGoBinary(goBinaries.minio),
   docker: provisionDocker,

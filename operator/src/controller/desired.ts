@@ -1,0 +1,170 @@
+/**
+ * The objects a Function owns, built from plain data: a Deployment of the runtime (or the
+ * user's image), a ClusterIP Service, and a ConfigMap for inline code. No I/O here.
+ */
+import { createHash } from 'node:crypto';
+import type { V1ConfigMap, V1Container, V1Deployment, V1EnvVar, V1OwnerReference, V1Service, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
+import { heapFlags } from '../../../runtime/src/heap.js';
+import { apiVersion, kind, type EddyFunction, type Runtime } from '../api/types.js';
+import { mebibytes } from '../api/quantity.js';
+
+export interface DesiredSettings {
+  /** The runtime image for each Node.js version. */
+  runtimeImages: Record<Runtime, string>;
+  /** Base URL of the gateway, such as http://eddy-gateway.eddy-system.svc:8080. */
+  gatewayUrl: string;
+}
+
+export const fieldManager = 'eddy-operator';
+export const functionLabel = 'eddy.dev/function';
+export const codeHashAnnotation = 'eddy.dev/code-hash';
+export const runtimePort = 8080;
+export const codeDir = '/var/task';
+/** As on Lambda: one vCPU for every 1769 MiB of memory. */
+export const mebibytesPerVcpu = 1769;
+
+export function labels(fn: EddyFunction): Record<string, string> {
+  return {
+    'app.kubernetes.io/name': 'eddy-function',
+    'app.kubernetes.io/instance': fn.metadata.name,
+    'app.kubernetes.io/component': 'function',
+    'app.kubernetes.io/part-of': 'eddy',
+    'app.kubernetes.io/managed-by': fieldManager,
+    [functionLabel]: fn.metadata.name,
+  };
+}
+
+export function ownerReference(fn: EddyFunction): V1OwnerReference {
+  return { apiVersion, kind, name: fn.metadata.name, uid: fn.metadata.uid!, controller: true, blockOwnerDeletion: true };
+}
+
+function meta(fn: EddyFunction, name: string) {
+  return { name, namespace: fn.metadata.namespace, labels: labels(fn), ownerReferences: [ownerReference(fn)] };
+}
+
+export function codeConfigMapName(fn: EddyFunction): string {
+  return `${fn.metadata.name}-code`;
+}
+
+/** CPU for a memory size, proportional as on Lambda, in millicores (rounded up). */
+export function cpuFor(memory: string): string {
+  return `${Math.ceil((mebibytes(memory) * 1000) / mebibytesPerVcpu)}m`;
+}
+
+export function functionUrl(fn: EddyFunction, settings: DesiredSettings): string {
+  return `${settings.gatewayUrl.replace(/\/$/, '')}/functions/${fn.metadata.namespace}/${fn.metadata.name}`;
+}
+
+/** The ConfigMap holding inline code as index.mjs, or undefined when the code comes otherwise. */
+export function desiredCodeConfigMap(fn: EddyFunction): V1ConfigMap | undefined {
+  const inline = fn.spec.code?.inline;
+  if (inline === undefined) return undefined;
+  return { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(fn, codeConfigMapName(fn)), data: { 'index.mjs': inline } };
+}
+
+export function desiredService(fn: EddyFunction): V1Service {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: meta(fn, fn.metadata.name),
+    spec: {
+      type: 'ClusterIP',
+      selector: { [functionLabel]: fn.metadata.name },
+      ports: [{ name: 'http', port: runtimePort, targetPort: 'http', protocol: 'TCP' }],
+    },
+  };
+}
+
+export function desiredDeployment(fn: EddyFunction, settings: DesiredSettings): V1Deployment {
+  const spec = fn.spec;
+  const memory = spec.memory ?? '128Mi';
+  const memoryMb = mebibytes(memory);
+  const timeoutSeconds = spec.timeoutSeconds ?? 3;
+  const concurrency = spec.concurrency ?? 1;
+  const cpu = spec.cpu ?? cpuFor(memory);
+  const image = spec.image ?? settings.runtimeImages[spec.runtime ?? 'nodejs22'];
+
+  const env: V1EnvVar[] = [
+    { name: 'EDDY_HANDLER', value: spec.handler ?? 'index.handler' },
+    { name: 'EDDY_CODE_DIR', value: codeDir },
+    { name: 'EDDY_FUNCTION_NAME', value: fn.metadata.name },
+    { name: 'EDDY_FUNCTION_NAMESPACE', value: fn.metadata.namespace },
+    { name: 'EDDY_MEMORY_MB', value: String(memoryMb) },
+    { name: 'EDDY_TIMEOUT_MS', value: String(timeoutSeconds * 1000) },
+    { name: 'EDDY_CONCURRENCY', value: String(concurrency) },
+    { name: 'PORT', value: String(runtimePort) },
+    // The heap is fixed when Node starts; sized here, the runtime need not start itself again.
+    { name: 'NODE_OPTIONS', value: heapFlags(memoryMb).join(' ') },
+    ...(spec.env ?? []),
+  ];
+
+  const volumes: V1Volume[] = [{ name: 'tmp', emptyDir: { sizeLimit: spec.ephemeralStorage ?? '512Mi' } }];
+  const mounts: V1VolumeMount[] = [{ name: 'tmp', mountPath: '/tmp' }];
+  const podAnnotations: Record<string, string> = {};
+  if (spec.code) {
+    const configMap = spec.code.inline !== undefined ? codeConfigMapName(fn) : spec.code.configMap!.name;
+    volumes.push({ name: 'code', configMap: { name: configMap } });
+    mounts.push({ name: 'code', mountPath: codeDir, readOnly: true });
+    // The runtime imports the code once at start: new inline code needs new pods.
+    if (spec.code.inline !== undefined) {
+      podAnnotations[codeHashAnnotation] = createHash('sha256').update(spec.code.inline).digest('hex').slice(0, 16);
+    }
+  }
+
+  const container: V1Container = {
+    name: 'function',
+    image,
+    ports: [{ name: 'http', containerPort: runtimePort, protocol: 'TCP' }],
+    env,
+    ...(spec.envFrom?.length ? { envFrom: spec.envFrom } : {}),
+    resources: {
+      requests: { memory, cpu },
+      limits: { memory, cpu },
+    },
+    readinessProbe: { httpGet: { path: '/readyz', port: 'http' }, periodSeconds: 1, failureThreshold: 1 },
+    livenessProbe: {
+      httpGet: { path: '/healthz', port: 'http' },
+      periodSeconds: 10,
+      failureThreshold: 3,
+      timeoutSeconds: 5,
+    },
+    securityContext: {
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      runAsNonRoot: true,
+      capabilities: { drop: ['ALL'] },
+    },
+    volumeMounts: mounts,
+  };
+
+  const labelSet = labels(fn);
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: meta(fn, fn.metadata.name),
+    // No replicas: the scaler owns them (a new Deployment starts with one, proving the function runs).
+    spec: {
+      selector: { matchLabels: { [functionLabel]: fn.metadata.name } },
+      revisionHistoryLimit: 3,
+      template: {
+        metadata: { labels: labelSet, ...(Object.keys(podAnnotations).length ? { annotations: podAnnotations } : {}) },
+        spec: {
+          containers: [container],
+          volumes,
+          // In-flight invocations finish on SIGTERM, up to the timeout; then a margin.
+          terminationGracePeriodSeconds: timeoutSeconds + 15,
+          automountServiceAccountToken: spec.serviceAccountName !== undefined,
+          ...(spec.serviceAccountName ? { serviceAccountName: spec.serviceAccountName } : {}),
+          enableServiceLinks: false,
+          securityContext: {
+            runAsNonRoot: true,
+            runAsUser: 1000,
+            runAsGroup: 1000,
+            fsGroup: 1000,
+            seccompProfile: { type: 'RuntimeDefault' },
+          },
+        },
+      },
+    },
+  };
+}

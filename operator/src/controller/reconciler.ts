@@ -1,0 +1,264 @@
+/**
+ * The reconciler, told as a story: get the Function; if it is being deleted, clean up what lives
+ * outside the cluster and let it go; make sure of the finalizer; apply the children it should
+ * have; write what was observed. An error thrown means "retry with backoff"; a problem with the
+ * spec is a condition, not a retry.
+ */
+import {
+  ApiException,
+  CustomObjectsApi,
+  KubernetesObjectApi,
+  PatchStrategy,
+  setHeaderOptions,
+  type KubeConfig,
+  type KubernetesObject,
+  type ObjectCache,
+  type V1ConfigMap,
+  type V1Deployment,
+  type V1Service,
+} from '@kubernetes/client-node';
+import { apiVersion, group, kind, plural, version, type EddyFunction, type FunctionStatus } from '../api/types.js';
+import { serverSideApply, upToDate, withHash } from './apply.js';
+import {
+  codeConfigMapName,
+  desiredCodeConfigMap,
+  desiredDeployment,
+  desiredService,
+  fieldManager,
+  functionUrl,
+  type DesiredSettings,
+} from './desired.js';
+import type { Recorder } from './events.js';
+import { computeStatus, type Observed } from './status.js';
+
+export const finalizer = 'eddy.dev/cleanup';
+
+/** Cleans up what a Function set up outside the cluster (bucket notifications, say). */
+export type Cleaner = (fn: EddyFunction, signal: AbortSignal) => Promise<void>;
+
+export interface ReconcilerSettings extends DesiredSettings {
+  /** Longest one cleanup attempt may take. */
+  cleanupAttemptMs: number;
+  /** After this long since deletion began, cleanup is abandoned and the Function goes anyway. */
+  cleanupDeadlineMs: number;
+}
+
+export interface Caches {
+  functions: ObjectCache<EddyFunction>;
+  deployments: ObjectCache<V1Deployment>;
+  services: ObjectCache<V1Service>;
+  configMaps: ObjectCache<V1ConfigMap>;
+}
+
+export interface ReconcilerDeps {
+  kc: KubeConfig;
+  caches: Caches;
+  settings: ReconcilerSettings;
+  cleaners: Cleaner[];
+  recorder: Recorder;
+  log(message: string): void;
+  now?: () => Date;
+}
+
+export interface Result {
+  /** Look again after this long, though nothing changed (a cleanup to retry). */
+  requeueAfterMs?: number;
+}
+
+class NameConflict extends Error {}
+
+export class Reconciler {
+  private readonly objects: KubernetesObjectApi;
+  private readonly custom: CustomObjectsApi;
+  private readonly now: () => Date;
+
+  constructor(private readonly d: ReconcilerDeps) {
+    this.objects = KubernetesObjectApi.makeApiClient(d.kc);
+    this.custom = d.kc.makeApiClient(CustomObjectsApi);
+    this.now = d.now ?? (() => new Date());
+  }
+
+  async reconcile(key: string): Promise<Result> {
+    const [namespace, name] = key.split('/') as [string, string];
+    // 1. Get the Function; gone means nothing to do (its children go with it).
+    const fn = this.d.caches.functions.get(name, namespace);
+    if (!fn) return {};
+
+    // 2. Being deleted: clean up outside the cluster, then drop the finalizer.
+    if (fn.metadata.deletionTimestamp) return this.finalize(fn);
+
+    // 3. The finalizer, so that deletion waits for that cleanup.
+    if (!(fn.metadata.finalizers ?? []).includes(finalizer)) {
+      await this.setFinalizers(fn, [...(fn.metadata.finalizers ?? []), finalizer]);
+      return {}; // the update comes back through the informer
+    }
+
+    // 4. The children, applied only where they differ from what should be.
+    const observed: Observed = {};
+    try {
+      observed.deployment = await this.applyChildren(fn);
+    } catch (err) {
+      if (err instanceof NameConflict) {
+        observed.deployError = { reason: 'NameConflict', message: err.message };
+      } else if (err instanceof ApiException && err.code >= 400 && err.code < 500 && err.code !== 409 && err.code !== 429) {
+        // The API server refused what the spec makes (an invalid env entry, say): a condition.
+        observed.deployError = { reason: 'ApplyRefused', message: apiMessage(err) };
+      } else {
+        throw err;
+      }
+    }
+
+    // 5. Status: what was observed, written only when it changed.
+    await this.writeStatus(fn, computeStatus(fn, observed, functionUrl(fn, this.d.settings), this.now()));
+    return {};
+  }
+
+  private async applyChildren(fn: EddyFunction): Promise<V1Deployment> {
+    const { caches, settings } = this.d;
+    const codeMap = desiredCodeConfigMap(fn);
+    if (codeMap) await this.ensure(fn, caches.configMaps, codeMap);
+    else await this.removeOwned(fn, caches.configMaps, codeConfigMapName(fn), 'v1', 'ConfigMap');
+    const deployment = await this.ensure(fn, caches.deployments, desiredDeployment(fn, settings));
+    await this.ensure(fn, caches.services, desiredService(fn));
+    return deployment;
+  }
+
+  /** Applies `desired` unless the live object already matches it; returns the live object. */
+  private async ensure<T extends KubernetesObject>(fn: EddyFunction, cache: ObjectCache<T>, desired: T): Promise<T> {
+    const target = withHash(desired);
+    const name = desired.metadata!.name!;
+    let live: T | undefined = cache.get(name, fn.metadata.namespace);
+    if (!live) {
+      // Not among the objects this operator owns: make sure it does not exist under someone else.
+      const existing = await this.read(desired);
+      if (existing && !isOwnedBy(existing, fn)) {
+        throw new NameConflict(
+          `a ${desired.kind} named ${name} already exists in ${fn.metadata.namespace} and is not this Function's: rename the Function or remove the ${desired.kind}`,
+        );
+      }
+      live = existing as T | undefined;
+    }
+    if (upToDate(live, target)) return live!;
+    const applied = await serverSideApply(this.objects, target);
+    if (!live) this.d.recorder.event(fn, 'Normal', 'Created', `created ${desired.kind} ${name}`);
+    return applied;
+  }
+
+  private async read(obj: KubernetesObject): Promise<KubernetesObject | undefined> {
+    try {
+      return await this.objects.read({
+        apiVersion: obj.apiVersion!,
+        kind: obj.kind!,
+        metadata: { name: obj.metadata!.name!, namespace: obj.metadata!.namespace! },
+      });
+    } catch (err) {
+      if (err instanceof ApiException && err.code === 404) return undefined;
+      throw err;
+    }
+  }
+
+  private async removeOwned<T extends KubernetesObject>(fn: EddyFunction, cache: ObjectCache<T>, name: string, apiVersion: string, kind: string): Promise<void> {
+    const live = cache.get(name, fn.metadata.namespace);
+    if (!live || !isOwnedBy(live, fn)) return;
+    try {
+      await this.objects.delete({ apiVersion, kind, metadata: { name, namespace: fn.metadata.namespace } });
+    } catch (err) {
+      if (!(err instanceof ApiException && err.code === 404)) throw err;
+    }
+  }
+
+  private async finalize(fn: EddyFunction): Promise<Result> {
+    if (!(fn.metadata.finalizers ?? []).includes(finalizer)) return {};
+    const deletedAt = new Date(fn.metadata.deletionTimestamp!).getTime();
+    const pastDeadline = this.now().getTime() - deletedAt > this.d.settings.cleanupDeadlineMs;
+    const failures: string[] = [];
+    for (const clean of this.d.cleaners) {
+      try {
+        await clean(fn, AbortSignal.timeout(this.d.settings.cleanupAttemptMs));
+      } catch (err) {
+        failures.push(err instanceof Error ? err.message : String(err));
+      }
+    }
+    if (failures.length > 0 && !pastDeadline) {
+      this.d.recorder.event(fn, 'Warning', 'CleanupFailed', `cleanup failed, retrying: ${failures.join('; ')}`);
+      return { requeueAfterMs: Math.min(10_000, this.d.settings.cleanupDeadlineMs / 4) };
+    }
+    if (failures.length > 0) {
+      this.d.recorder.event(
+        fn,
+        'Warning',
+        'CleanupAbandoned',
+        `cleanup still failing ${Math.round(this.d.settings.cleanupDeadlineMs / 1000)} s after deletion; deleting anyway (${failures.join('; ')}). Remove what is left by hand.`,
+      );
+    }
+    await this.setFinalizers(fn, (fn.metadata.finalizers ?? []).filter((f) => f !== finalizer));
+    return {};
+  }
+
+  private async setFinalizers(fn: EddyFunction, finalizers: string[]): Promise<void> {
+    await this.custom.patchNamespacedCustomObject(
+      {
+        group,
+        version,
+        plural,
+        namespace: fn.metadata.namespace,
+        name: fn.metadata.name,
+        // The resourceVersion makes the patch fail (409, retried) if someone changed the list meanwhile.
+        body: { metadata: { finalizers, resourceVersion: fn.metadata.resourceVersion } },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+  }
+
+  private async writeStatus(fn: EddyFunction, status: FunctionStatus): Promise<void> {
+    if (sameStatus(fn.status, status)) return;
+    const before = new Map((fn.status?.conditions ?? []).map((c) => [c.type, c.status]));
+    await this.custom.patchNamespacedCustomObjectStatus(
+      {
+        group,
+        version,
+        plural,
+        namespace: fn.metadata.namespace,
+        name: fn.metadata.name,
+        body: { apiVersion, kind, metadata: { name: fn.metadata.name, namespace: fn.metadata.namespace }, status },
+        fieldManager,
+        force: true,
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
+    );
+    for (const c of status.conditions ?? []) {
+      if (before.get(c.type) === c.status) continue;
+      if (c.type === 'Ready' && c.status === 'True') this.d.recorder.event(fn, 'Normal', c.reason, c.message);
+      else if (c.status === 'False') this.d.recorder.event(fn, 'Warning', c.reason, c.message);
+    }
+  }
+}
+
+function isOwnedBy(obj: KubernetesObject, fn: EddyFunction): boolean {
+  return (obj.metadata?.ownerReferences ?? []).some((r) => r.uid === fn.metadata.uid && r.controller);
+}
+
+function sameStatus(a: FunctionStatus | undefined, b: FunctionStatus): boolean {
+  return JSON.stringify(normalize(a ?? {})) === JSON.stringify(normalize(b));
+}
+
+function normalize(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(normalize);
+  if (v !== null && typeof v === 'object') {
+    return Object.fromEntries(
+      Object.entries(v as Record<string, unknown>)
+        .filter(([, x]) => x !== undefined)
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([k, x]) => [k, normalize(x)]),
+    );
+  }
+  return v;
+}
+
+function apiMessage(err: ApiException<unknown>): string {
+  try {
+    return (JSON.parse(String(err.body)) as { message?: string }).message ?? err.message;
+  } catch {
+    return err.message.split('\n')[0]!;
+  }
+}

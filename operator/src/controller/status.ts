@@ -1,0 +1,80 @@
+/** The Function's status, computed from what was observed. Pure: the caller writes it. */
+import type { V1Deployment } from '@kubernetes/client-node';
+import { triggerProblems } from '../api/validate.js';
+import { triggerKind, type Condition, type ConditionType, type EddyFunction, type FunctionStatus } from '../api/types.js';
+
+export interface Observed {
+  /** The function's Deployment as last seen, when it exists. */
+  deployment?: V1Deployment;
+  /** Why the children could not be applied, when they could not. */
+  deployError?: { reason: string; message: string };
+}
+
+type NewCondition = Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>;
+
+export function computeStatus(fn: EddyFunction, observed: Observed, url: string, now: Date): FunctionStatus {
+  const generation = fn.metadata.generation ?? 0;
+  const previous = new Map((fn.status?.conditions ?? []).map((c) => [c.type, c]));
+  const condition = (c: NewCondition): Condition => {
+    const before = previous.get(c.type);
+    const lastTransitionTime = before && before.status === c.status ? before.lastTransitionTime : now.toISOString();
+    return { ...c, observedGeneration: generation, lastTransitionTime };
+  };
+
+  const deployed: NewCondition = observed.deployError
+    ? { type: 'Deployed', status: 'False', ...observed.deployError }
+    : { type: 'Deployed', status: 'True', reason: 'Applied', message: 'the Deployment, Service and code match the spec' };
+
+  const triggers = fn.spec.triggers ?? [];
+  const problems = triggerProblems(fn);
+  let triggersReady: NewCondition;
+  if (problems.size > 0) {
+    triggersReady = {
+      type: 'TriggersReady',
+      status: 'False',
+      reason: 'InvalidTrigger',
+      message: [...problems].map(([name, p]) => `trigger ${name}: ${p}`).join('; '),
+    };
+  } else if (triggers.length === 0) {
+    triggersReady = { type: 'TriggersReady', status: 'True', reason: 'NoTriggers', message: 'no triggers: invoke the function through its URL' };
+  } else {
+    triggersReady = { type: 'TriggersReady', status: 'True', reason: 'Accepted', message: `${triggers.length} trigger(s) accepted` };
+  }
+
+  const d = observed.deployment;
+  const replicas = d?.spec?.replicas ?? d?.status?.replicas ?? 0;
+  const readyReplicas = d?.status?.readyReplicas ?? 0;
+  let ready: NewCondition;
+  if (deployed.status !== 'True') {
+    ready = { type: 'Ready', status: 'False', reason: 'NotDeployed', message: deployed.message };
+  } else if (triggersReady.status !== 'True') {
+    ready = { type: 'Ready', status: 'False', reason: 'TriggersNotReady', message: triggersReady.message };
+  } else if (readyReplicas > 0) {
+    ready = { type: 'Ready', status: 'True', reason: 'Available', message: `${readyReplicas} of ${replicas} replica(s) ready` };
+  } else if (d && replicas === 0) {
+    ready = { type: 'Ready', status: 'True', reason: 'ScaledToZero', message: 'scaled to zero: the next invocation starts a replica' };
+  } else {
+    const failing = d?.status?.conditions?.find((c) => c.status === 'False');
+    ready = {
+      type: 'Ready',
+      status: 'False',
+      reason: 'ReplicasNotReady',
+      message: `0 of ${replicas} replica(s) ready${failing?.message ? `: ${failing.message}` : ''}`,
+    };
+  }
+
+  const order: ConditionType[] = ['Ready', 'Deployed', 'TriggersReady'];
+  const byType = { Ready: ready, Deployed: deployed, TriggersReady: triggersReady };
+  return {
+    observedGeneration: generation,
+    conditions: order.map((t) => condition(byType[t])),
+    replicas,
+    readyReplicas,
+    url,
+    triggers: triggers.map((t) => {
+      const problem = problems.get(t.name);
+      return problem ? { name: t.name, ready: false, message: problem } : { name: t.name, ready: true };
+    }),
+    triggerSummary: triggers.map((t) => `${t.name}(${triggerKind(t)})`).join(','),
+  };
+}

@@ -1,0 +1,39 @@
+/** The operator's settings, from its environment (the Helm chart sets them). */
+import { hostname } from 'node:os';
+import type { Runtime } from './api/types.js';
+import { runtimes } from './api/types.js';
+import type { ReconcilerSettings } from './controller/reconciler.js';
+
+export interface OperatorSettings extends ReconcilerSettings {
+  /** Namespace of the leader-election Lease: the operator's own. */
+  namespace: string;
+  identity: string;
+  resyncMs: number;
+  workers: number;
+}
+
+function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new Error(`${name}=${JSON.stringify(raw)} is not allowed: use a whole number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSettings {
+  // EDDY_RUNTIME_IMAGE names the runtime image with {runtime} for the Node.js version.
+  const template = env.EDDY_RUNTIME_IMAGE ?? 'eddy/runtime:{runtime}';
+  const runtimeImages = Object.fromEntries(runtimes.map((r) => [r, template.replaceAll('{runtime}', r)])) as Record<Runtime, string>;
+  return {
+    runtimeImages,
+    gatewayUrl: env.EDDY_GATEWAY_URL ?? 'http://eddy-gateway.eddy-system.svc:8080',
+    namespace: env.POD_NAMESPACE ?? 'eddy-system',
+    identity: env.POD_NAME ?? `${hostname()}-${process.pid}`,
+    resyncMs: int(env, 'EDDY_RESYNC_SECONDS', 600, 1, 86_400) * 1000,
+    workers: int(env, 'EDDY_WORKERS', 4, 1, 64),
+    cleanupAttemptMs: int(env, 'EDDY_CLEANUP_ATTEMPT_SECONDS', 10, 1, 600) * 1000,
+    cleanupDeadlineMs: int(env, 'EDDY_CLEANUP_DEADLINE_SECONDS', 120, 1, 86_400) * 1000,
+  };
+}
