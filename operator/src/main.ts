@@ -14,6 +14,8 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     stop.abort();
   });
 }
-console.log(`eddy-operator ${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`);
+console.log(
+  `eddy-operator ${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`,
+);
 await runOperator({ kc, settings }, stop.signal);
 console.log('eddy-operator: stopped');

@@ -9,11 +9,11 @@ export interface OperatorOptions {
   kc: KubeConfig;
   settings: OperatorSettings;
   cleaners?: Cleaner[];
-  log?(message: string): void;
+  log?: (message: string) => void;
   /** Lease timings; tests shorten them. */
   lease?: { durationSeconds?: number; renewIntervalMs?: number; retryIntervalMs?: number };
   /** Called with the controller each time this process starts leading. */
-  onLeading?(controller: Controller): void;
+  onLeading?: (controller: Controller) => void;
 }
 
 /** Runs until `signal` aborts: campaigns for the lease and runs the controller while leading. */

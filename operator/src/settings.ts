@@ -12,12 +12,20 @@ export interface OperatorSettings extends ReconcilerSettings {
   workers: number;
 }
 
-function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+function int(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < min || n > max) {
-    throw new Error(`${name}=${JSON.stringify(raw)} is not allowed: use a whole number from ${min} to ${max}`);
+    throw new Error(
+      `${name}=${JSON.stringify(raw)} is not allowed: use a whole number from ${min} to ${max}`,
+    );
   }
   return n;
 }
@@ -25,7 +33,9 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSettings {
   // EDDY_RUNTIME_IMAGE names the runtime image with {runtime} for the Node.js version.
   const template = env.EDDY_RUNTIME_IMAGE ?? 'eddy/runtime:{runtime}';
-  const runtimeImages = Object.fromEntries(runtimes.map((r) => [r, template.replaceAll('{runtime}', r)])) as Record<Runtime, string>;
+  const runtimeImages = Object.fromEntries(
+    runtimes.map((r) => [r, template.replaceAll('{runtime}', r)]),
+  ) as Record<Runtime, string>;
   return {
     runtimeImages,
     gatewayUrl: env.EDDY_GATEWAY_URL ?? 'http://eddy-gateway.eddy-system.svc:8080',

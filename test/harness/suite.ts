@@ -4,7 +4,7 @@
  */
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { missingReason, type ComponentName } from './components.js';
-import type { ManagedProcess } from './proc.js';
+import { tail, type ManagedProcess } from './proc.js';
 
 const ci = process.env.CI === 'true' || process.env.CI === '1';
 
@@ -26,10 +26,13 @@ export function canRun(...components: ComponentName[]): boolean {
   return false;
 }
 
+const logLines = 200;
+
+/** The last lines of each process's log. */
 function printLogs(processes: ManagedProcess[]): void {
   for (const p of processes) {
     process.stderr.write(
-      `\n----- ${p.name} log (${p.logFile}) -----\n${p.log()}\n----- end of ${p.name} log -----\n`,
+      `\n----- ${p.name} log, last ${logLines} lines (${p.logFile}) -----\n${tail(p.log(), logLines)}\n----- end of ${p.name} log -----\n`,
     );
   }
 }

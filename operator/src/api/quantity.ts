@@ -19,7 +19,8 @@ const suffixes: Record<string, number> = {
   Ei: 2 ** 60,
 };
 
-const pattern = /^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(n|u|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei))?$/;
+const pattern =
+  /^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(n|u|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei))?$/;
 
 /** The quantity's value (bytes for memory, cores for CPU), or undefined if it is not one. */
 export function parseQuantity(q: string | number): number | undefined {

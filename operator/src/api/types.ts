@@ -62,7 +62,12 @@ export interface FunctionSpec {
   ephemeralStorage?: string;
   timeoutSeconds?: number;
   concurrency?: number;
-  scaling?: { minReplicas?: number; maxReplicas?: number; targetConcurrency?: number; idleSeconds?: number };
+  scaling?: {
+    minReplicas?: number;
+    maxReplicas?: number;
+    targetConcurrency?: number;
+    idleSeconds?: number;
+  };
   retry?: { maxAttempts?: number; maxEventAgeSeconds?: number };
   deadLetter?: { url?: string; s3?: { bucket: string; prefix?: string; connection: Connection } };
   env?: V1EnvVar[];

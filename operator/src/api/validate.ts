@@ -21,7 +21,10 @@ const ranges6: Array<[string, number, number]> = [
   ['year', 1970, 2199],
 ];
 
-function cronProblem(fields: string[], ranges: Array<[string, number, number]>): string | undefined {
+function cronProblem(
+  fields: string[],
+  ranges: Array<[string, number, number]>,
+): string | undefined {
   for (let i = 0; i < fields.length; i++) {
     const [what, min, max] = ranges[i]!;
     for (const n of fields[i]!.match(/\d+/g) ?? []) {

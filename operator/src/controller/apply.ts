@@ -4,7 +4,11 @@
  * operator sets (drift). Unchanged Functions cause no writes.
  */
 import { createHash } from 'node:crypto';
-import { PatchStrategy, type KubernetesObject, type KubernetesObjectApi } from '@kubernetes/client-node';
+import {
+  PatchStrategy,
+  type KubernetesObject,
+  type KubernetesObjectApi,
+} from '@kubernetes/client-node';
 import { parseQuantity } from '../api/quantity.js';
 import { fieldManager } from './desired.js';
 
@@ -40,7 +44,9 @@ export function covers(live: unknown, desired: unknown): boolean {
   }
   if (live === null || typeof live !== 'object' || Array.isArray(live)) return false;
   const l = live as Record<string, unknown>;
-  return Object.entries(desired as Record<string, unknown>).every(([k, v]) => v === undefined || covers(l[k], v));
+  return Object.entries(desired as Record<string, unknown>).every(
+    ([k, v]) => v === undefined || covers(l[k], v),
+  );
 }
 
 export function hashOf(obj: unknown): string {
@@ -52,18 +58,29 @@ export function withHash<T extends KubernetesObject>(desired: T): T {
   const hash = hashOf(desired);
   return {
     ...desired,
-    metadata: { ...desired.metadata, annotations: { ...desired.metadata?.annotations, [appliedHashAnnotation]: hash } },
+    metadata: {
+      ...desired.metadata,
+      annotations: { ...desired.metadata?.annotations, [appliedHashAnnotation]: hash },
+    },
   };
 }
 
 /** Whether `live` already is what applying `desired` (with its hash) would make it. */
-export function upToDate(live: KubernetesObject | undefined, desiredWithHash: KubernetesObject): boolean {
+export function upToDate(
+  live: KubernetesObject | undefined,
+  desiredWithHash: KubernetesObject,
+): boolean {
   if (!live) return false;
   const want = desiredWithHash.metadata?.annotations?.[appliedHashAnnotation];
-  return live.metadata?.annotations?.[appliedHashAnnotation] === want && covers(live, desiredWithHash);
+  return (
+    live.metadata?.annotations?.[appliedHashAnnotation] === want && covers(live, desiredWithHash)
+  );
 }
 
-export async function serverSideApply<T extends KubernetesObject>(client: KubernetesObjectApi, obj: T): Promise<T> {
+export async function serverSideApply<T extends KubernetesObject>(
+  client: KubernetesObjectApi,
+  obj: T,
+): Promise<T> {
   // force: fields someone else changed (kubectl edit) are taken back, which is the point.
   return client.patch(obj, undefined, undefined, fieldManager, true, PatchStrategy.ServerSideApply);
 }

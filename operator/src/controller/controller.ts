@@ -28,7 +28,7 @@ export interface ControllerOptions {
   workers?: number;
   /** Every Function is reconciled again this often, changed or not. */
   resyncMs?: number;
-  log?(message: string): void;
+  log?: (message: string) => void;
 }
 
 export interface Controller {
@@ -42,7 +42,10 @@ export interface Controller {
 
 const managed = `app.kubernetes.io/managed-by=${fieldManager}`;
 
-export async function startController(o: ControllerOptions, signal: AbortSignal): Promise<Controller> {
+export async function startController(
+  o: ControllerOptions,
+  signal: AbortSignal,
+): Promise<Controller> {
   const log = o.log ?? ((m: string) => console.log(`eddy-operator: ${m}`));
   const queue = new WorkQueue();
   const key = (obj: KubernetesObject) => `${obj.metadata!.namespace}/${obj.metadata!.name}`;
@@ -60,7 +63,12 @@ export async function startController(o: ControllerOptions, signal: AbortSignal)
       ...common,
       name: 'functions',
       path: `/apis/${group}/${version}/${plural}`,
-      list: async () => (await custom.listClusterCustomObject({ group, version, plural })) as KubernetesListObject<EddyFunction>,
+      list: async () =>
+        (await custom.listClusterCustomObject({
+          group,
+          version,
+          plural,
+        })) as KubernetesListObject<EddyFunction>,
       onChange: (fn) => queue.add(key(fn)),
     }),
     startInformer<V1Deployment>(o.kc, {
@@ -99,13 +107,16 @@ export async function startController(o: ControllerOptions, signal: AbortSignal)
     log,
   });
 
-  const resync = setInterval(() => {
-    for (const fn of functions.list()) queue.add(key(fn));
-  }, o.resyncMs ?? 10 * 60_000);
+  const resync = setInterval(
+    () => {
+      for (const fn of functions.list()) queue.add(key(fn));
+    },
+    o.resyncMs ?? 10 * 60_000,
+  );
   signal.addEventListener('abort', () => clearInterval(resync), { once: true });
 
   let busy = 0;
-  let idleWaiters: Array<() => void> = [];
+  const idleWaiters: Array<() => void> = [];
   const checkIdle = () => {
     if (busy === 0 && queue.length === 0) for (const w of idleWaiters.splice(0)) w();
   };
@@ -120,7 +131,9 @@ export async function startController(o: ControllerOptions, signal: AbortSignal)
         if (result.requeueAfterMs !== undefined) queue.addAfter(k, result.requeueAfterMs);
       } catch (err) {
         const delay = queue.addRateLimited(k);
-        log(`reconciling ${k} failed, retrying in ${delay} ms: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+        log(
+          `reconciling ${k} failed, retrying in ${delay} ms: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
+        );
       } finally {
         busy--;
         setImmediate(checkIdle);

@@ -3,7 +3,16 @@
  * user's image), a ClusterIP Service, and a ConfigMap for inline code. No I/O here.
  */
 import { createHash } from 'node:crypto';
-import type { V1ConfigMap, V1Container, V1Deployment, V1EnvVar, V1OwnerReference, V1Service, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
+import type {
+  V1ConfigMap,
+  V1Container,
+  V1Deployment,
+  V1EnvVar,
+  V1OwnerReference,
+  V1Service,
+  V1Volume,
+  V1VolumeMount,
+} from '@kubernetes/client-node';
 import { heapFlags } from '../../../runtime/src/heap.js';
 import { apiVersion, kind, type EddyFunction, type Runtime } from '../api/types.js';
 import { mebibytes } from '../api/quantity.js';
@@ -35,11 +44,23 @@ export function labels(fn: EddyFunction): Record<string, string> {
 }
 
 export function ownerReference(fn: EddyFunction): V1OwnerReference {
-  return { apiVersion, kind, name: fn.metadata.name, uid: fn.metadata.uid!, controller: true, blockOwnerDeletion: true };
+  return {
+    apiVersion,
+    kind,
+    name: fn.metadata.name,
+    uid: fn.metadata.uid!,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
 }
 
 function meta(fn: EddyFunction, name: string) {
-  return { name, namespace: fn.metadata.namespace, labels: labels(fn), ownerReferences: [ownerReference(fn)] };
+  return {
+    name,
+    namespace: fn.metadata.namespace,
+    labels: labels(fn),
+    ownerReferences: [ownerReference(fn)],
+  };
 }
 
 export function codeConfigMapName(fn: EddyFunction): string {
@@ -59,7 +80,12 @@ export function functionUrl(fn: EddyFunction, settings: DesiredSettings): string
 export function desiredCodeConfigMap(fn: EddyFunction): V1ConfigMap | undefined {
   const inline = fn.spec.code?.inline;
   if (inline === undefined) return undefined;
-  return { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(fn, codeConfigMapName(fn)), data: { 'index.mjs': inline } };
+  return {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: meta(fn, codeConfigMapName(fn)),
+    data: { 'index.mjs': inline },
+  };
 }
 
 export function desiredService(fn: EddyFunction): V1Service {
@@ -98,16 +124,22 @@ export function desiredDeployment(fn: EddyFunction, settings: DesiredSettings): 
     ...(spec.env ?? []),
   ];
 
-  const volumes: V1Volume[] = [{ name: 'tmp', emptyDir: { sizeLimit: spec.ephemeralStorage ?? '512Mi' } }];
+  const volumes: V1Volume[] = [
+    { name: 'tmp', emptyDir: { sizeLimit: spec.ephemeralStorage ?? '512Mi' } },
+  ];
   const mounts: V1VolumeMount[] = [{ name: 'tmp', mountPath: '/tmp' }];
   const podAnnotations: Record<string, string> = {};
   if (spec.code) {
-    const configMap = spec.code.inline !== undefined ? codeConfigMapName(fn) : spec.code.configMap!.name;
+    const configMap =
+      spec.code.inline !== undefined ? codeConfigMapName(fn) : spec.code.configMap!.name;
     volumes.push({ name: 'code', configMap: { name: configMap } });
     mounts.push({ name: 'code', mountPath: codeDir, readOnly: true });
     // The runtime imports the code once at start: new inline code needs new pods.
     if (spec.code.inline !== undefined) {
-      podAnnotations[codeHashAnnotation] = createHash('sha256').update(spec.code.inline).digest('hex').slice(0, 16);
+      podAnnotations[codeHashAnnotation] = createHash('sha256')
+        .update(spec.code.inline)
+        .digest('hex')
+        .slice(0, 16);
     }
   }
 
@@ -121,7 +153,11 @@ export function desiredDeployment(fn: EddyFunction, settings: DesiredSettings): 
       requests: { memory, cpu },
       limits: { memory, cpu },
     },
-    readinessProbe: { httpGet: { path: '/readyz', port: 'http' }, periodSeconds: 1, failureThreshold: 1 },
+    readinessProbe: {
+      httpGet: { path: '/readyz', port: 'http' },
+      periodSeconds: 1,
+      failureThreshold: 1,
+    },
     livenessProbe: {
       httpGet: { path: '/healthz', port: 'http' },
       periodSeconds: 10,
@@ -147,7 +183,10 @@ export function desiredDeployment(fn: EddyFunction, settings: DesiredSettings): 
       selector: { matchLabels: { [functionLabel]: fn.metadata.name } },
       revisionHistoryLimit: 3,
       template: {
-        metadata: { labels: labelSet, ...(Object.keys(podAnnotations).length ? { annotations: podAnnotations } : {}) },
+        metadata: {
+          labels: labelSet,
+          ...(Object.keys(podAnnotations).length ? { annotations: podAnnotations } : {}),
+        },
         spec: {
           containers: [container],
           volumes,

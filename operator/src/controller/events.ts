@@ -8,7 +8,11 @@ export interface Recorder {
   event(fn: EddyFunction, type: EventType, reason: string, message: string): void;
 }
 
-export function eventRecorder(kc: KubeConfig, identity: string, log: (m: string) => void): Recorder {
+export function eventRecorder(
+  kc: KubeConfig,
+  identity: string,
+  log: (m: string) => void,
+): Recorder {
   const api = kc.makeApiClient(CoreV1Api);
   return {
     event(fn, type, reason, message) {
@@ -38,7 +42,11 @@ export function eventRecorder(kc: KubeConfig, identity: string, log: (m: string)
           },
         })
         // An event that cannot be recorded is worth a log line, never a failed reconcile.
-        .catch((err: unknown) => log(`event ${reason} for ${fn.metadata.namespace}/${fn.metadata.name} not recorded: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`));
+        .catch((err: unknown) =>
+          log(
+            `event ${reason} for ${fn.metadata.namespace}/${fn.metadata.name} not recorded: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
+          ),
+        );
     },
   };
 }

@@ -2,7 +2,14 @@
  * Informers that keep going: client-node's informer stops on any watch error but 410 Gone, so
  * each is restarted with a backoff, and the caller is told when it has its first full list.
  */
-import { makeInformer, type Informer, type KubeConfig, type KubernetesListObject, type KubernetesObject, type ObjectCache } from '@kubernetes/client-node';
+import {
+  makeInformer,
+  type Informer,
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+  type ObjectCache,
+} from '@kubernetes/client-node';
 
 export type Resilient<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
 
@@ -11,13 +18,16 @@ export interface InformerOptions<T extends KubernetesObject> {
   path: string;
   list: () => Promise<KubernetesListObject<T>>;
   labelSelector?: string;
-  onChange(obj: T): void;
-  onDelete?(obj: T): void;
-  log(message: string): void;
+  onChange: (obj: T) => void;
+  onDelete?: (obj: T) => void;
+  log: (message: string) => void;
   signal: AbortSignal;
 }
 
-export async function startInformer<T extends KubernetesObject>(kc: KubeConfig, o: InformerOptions<T>): Promise<Resilient<T>> {
+export async function startInformer<T extends KubernetesObject>(
+  kc: KubeConfig,
+  o: InformerOptions<T>,
+): Promise<Resilient<T>> {
   const informer = makeInformer<T>(kc, o.path, o.list, o.labelSelector);
   informer.on('add', o.onChange);
   informer.on('update', o.onChange);

@@ -3,7 +3,13 @@
  * The holder renews the lease; a graceful stop releases it so that another takes over at once.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ApiException, CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
+import {
+  ApiException,
+  CoordinationV1Api,
+  V1MicroTime,
+  type KubeConfig,
+  type V1Lease,
+} from '@kubernetes/client-node';
 
 export interface LeaderOptions {
   namespace: string;
@@ -13,7 +19,7 @@ export interface LeaderOptions {
   /** How often the holder renews, and how often the others try. */
   renewIntervalMs?: number;
   retryIntervalMs?: number;
-  log(message: string): void;
+  log: (message: string) => void;
 }
 
 export class LeaderElection {
@@ -23,7 +29,10 @@ export class LeaderElection {
   private readonly retryIntervalMs: number;
   private lease: V1Lease | undefined;
 
-  constructor(kc: KubeConfig, private readonly o: LeaderOptions) {
+  constructor(
+    kc: KubeConfig,
+    private readonly o: LeaderOptions,
+  ) {
     this.api = kc.makeApiClient(CoordinationV1Api);
     this.leaseDurationSeconds = o.leaseDurationSeconds ?? 15;
     this.renewIntervalMs = o.renewIntervalMs ?? 5_000;
@@ -73,7 +82,10 @@ export class LeaderElection {
     try {
       let current: V1Lease | undefined;
       try {
-        current = await this.api.readNamespacedLease({ name: this.o.name, namespace: this.o.namespace });
+        current = await this.api.readNamespacedLease({
+          name: this.o.name,
+          namespace: this.o.namespace,
+        });
       } catch (err) {
         if (!(err instanceof ApiException && err.code === 404)) throw err;
       }
@@ -90,7 +102,8 @@ export class LeaderElection {
       const s = current.spec ?? {};
       const holder = s.holderIdentity ?? '';
       const renewed = s.renewTime ? new Date(s.renewTime).getTime() : 0;
-      const expired = renewed + (s.leaseDurationSeconds ?? this.leaseDurationSeconds) * 1000 < now.getTime();
+      const expired =
+        renewed + (s.leaseDurationSeconds ?? this.leaseDurationSeconds) * 1000 < now.getTime();
       if (holder !== this.o.identity && holder !== '' && !expired) return false;
       const transitions = (s.leaseTransitions ?? 0) + (holder === this.o.identity ? 0 : 1);
       const acquired = holder === this.o.identity && s.acquireTime ? new Date(s.acquireTime) : now;
@@ -103,7 +116,9 @@ export class LeaderElection {
       return true;
     } catch (err) {
       if (!(err instanceof ApiException && err.code === 409)) {
-        this.o.log(`lease ${this.o.namespace}/${this.o.name}: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+        this.o.log(
+          `lease ${this.o.namespace}/${this.o.name}: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
+        );
       }
       return false;
     }
@@ -126,11 +141,16 @@ export class LeaderElection {
       await this.api.replaceNamespacedLease({
         name: this.o.name,
         namespace: this.o.namespace,
-        body: { ...this.lease, spec: { ...this.lease.spec, holderIdentity: '', leaseDurationSeconds: 1 } },
+        body: {
+          ...this.lease,
+          spec: { ...this.lease.spec, holderIdentity: '', leaseDurationSeconds: 1 },
+        },
       });
       this.o.log(`${this.o.identity} released the lease`);
     } catch (err) {
-      this.o.log(`could not release the lease: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+      this.o.log(
+        `could not release the lease: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
+      );
     }
   }
 }

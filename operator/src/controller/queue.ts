@@ -86,7 +86,11 @@ export class WorkQueue {
    * Runs `workers` loops calling `handle` for each key until `signal` aborts; resolves once
    * every loop has finished the key it was handling.
    */
-  async run(workers: number, handle: (key: string) => Promise<void>, signal: AbortSignal): Promise<void> {
+  async run(
+    workers: number,
+    handle: (key: string) => Promise<void>,
+    signal: AbortSignal,
+  ): Promise<void> {
     const stop = () => {
       this.shuttingDown = true;
       for (const t of this.timers.values()) clearTimeout(t);

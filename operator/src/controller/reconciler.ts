@@ -17,7 +17,15 @@ import {
   type V1Deployment,
   type V1Service,
 } from '@kubernetes/client-node';
-import { apiVersion, group, kind, plural, version, type EddyFunction, type FunctionStatus } from '../api/types.js';
+import {
+  apiVersion,
+  group,
+  kind,
+  plural,
+  version,
+  type EddyFunction,
+  type FunctionStatus,
+} from '../api/types.js';
 import { serverSideApply, upToDate, withHash } from './apply.js';
 import {
   codeConfigMapName,
@@ -56,7 +64,7 @@ export interface ReconcilerDeps {
   settings: ReconcilerSettings;
   cleaners: Cleaner[];
   recorder: Recorder;
-  log(message: string): void;
+  log: (message: string) => void;
   now?: () => Date;
 }
 
@@ -100,7 +108,13 @@ export class Reconciler {
     } catch (err) {
       if (err instanceof NameConflict) {
         observed.deployError = { reason: 'NameConflict', message: err.message };
-      } else if (err instanceof ApiException && err.code >= 400 && err.code < 500 && err.code !== 409 && err.code !== 429) {
+      } else if (
+        err instanceof ApiException &&
+        err.code >= 400 &&
+        err.code < 500 &&
+        err.code !== 409 &&
+        err.code !== 429
+      ) {
         // The API server refused what the spec makes (an invalid env entry, say): a condition.
         observed.deployError = { reason: 'ApplyRefused', message: apiMessage(err) };
       } else {
@@ -109,7 +123,10 @@ export class Reconciler {
     }
 
     // 5. Status: what was observed, written only when it changed.
-    await this.writeStatus(fn, computeStatus(fn, observed, functionUrl(fn, this.d.settings), this.now()));
+    await this.writeStatus(
+      fn,
+      computeStatus(fn, observed, functionUrl(fn, this.d.settings), this.now()),
+    );
     return {};
   }
 
@@ -124,7 +141,11 @@ export class Reconciler {
   }
 
   /** Applies `desired` unless the live object already matches it; returns the live object. */
-  private async ensure<T extends KubernetesObject>(fn: EddyFunction, cache: ObjectCache<T>, desired: T): Promise<T> {
+  private async ensure<T extends KubernetesObject>(
+    fn: EddyFunction,
+    cache: ObjectCache<T>,
+    desired: T,
+  ): Promise<T> {
     const target = withHash(desired);
     const name = desired.metadata!.name!;
     let live: T | undefined = cache.get(name, fn.metadata.namespace);
@@ -157,11 +178,21 @@ export class Reconciler {
     }
   }
 
-  private async removeOwned<T extends KubernetesObject>(fn: EddyFunction, cache: ObjectCache<T>, name: string, apiVersion: string, kind: string): Promise<void> {
+  private async removeOwned<T extends KubernetesObject>(
+    fn: EddyFunction,
+    cache: ObjectCache<T>,
+    name: string,
+    apiVersion: string,
+    kind: string,
+  ): Promise<void> {
     const live = cache.get(name, fn.metadata.namespace);
     if (!live || !isOwnedBy(live, fn)) return;
     try {
-      await this.objects.delete({ apiVersion, kind, metadata: { name, namespace: fn.metadata.namespace } });
+      await this.objects.delete({
+        apiVersion,
+        kind,
+        metadata: { name, namespace: fn.metadata.namespace },
+      });
     } catch (err) {
       if (!(err instanceof ApiException && err.code === 404)) throw err;
     }
@@ -180,7 +211,12 @@ export class Reconciler {
       }
     }
     if (failures.length > 0 && !pastDeadline) {
-      this.d.recorder.event(fn, 'Warning', 'CleanupFailed', `cleanup failed, retrying: ${failures.join('; ')}`);
+      this.d.recorder.event(
+        fn,
+        'Warning',
+        'CleanupFailed',
+        `cleanup failed, retrying: ${failures.join('; ')}`,
+      );
       return { requeueAfterMs: Math.min(10_000, this.d.settings.cleanupDeadlineMs / 4) };
     }
     if (failures.length > 0) {
@@ -191,7 +227,10 @@ export class Reconciler {
         `cleanup still failing ${Math.round(this.d.settings.cleanupDeadlineMs / 1000)} s after deletion; deleting anyway (${failures.join('; ')}). Remove what is left by hand.`,
       );
     }
-    await this.setFinalizers(fn, (fn.metadata.finalizers ?? []).filter((f) => f !== finalizer));
+    await this.setFinalizers(
+      fn,
+      (fn.metadata.finalizers ?? []).filter((f) => f !== finalizer),
+    );
     return {};
   }
 
@@ -220,7 +259,12 @@ export class Reconciler {
         plural,
         namespace: fn.metadata.namespace,
         name: fn.metadata.name,
-        body: { apiVersion, kind, metadata: { name: fn.metadata.name, namespace: fn.metadata.namespace }, status },
+        body: {
+          apiVersion,
+          kind,
+          metadata: { name: fn.metadata.name, namespace: fn.metadata.namespace },
+          status,
+        },
         fieldManager,
         force: true,
       },
@@ -228,14 +272,17 @@ export class Reconciler {
     );
     for (const c of status.conditions ?? []) {
       if (before.get(c.type) === c.status) continue;
-      if (c.type === 'Ready' && c.status === 'True') this.d.recorder.event(fn, 'Normal', c.reason, c.message);
+      if (c.type === 'Ready' && c.status === 'True')
+        this.d.recorder.event(fn, 'Normal', c.reason, c.message);
       else if (c.status === 'False') this.d.recorder.event(fn, 'Warning', c.reason, c.message);
     }
   }
 }
 
 function isOwnedBy(obj: KubernetesObject, fn: EddyFunction): boolean {
-  return (obj.metadata?.ownerReferences ?? []).some((r) => r.uid === fn.metadata.uid && r.controller);
+  return (obj.metadata?.ownerReferences ?? []).some(
+    (r) => r.uid === fn.metadata.uid && r.controller,
+  );
 }
 
 function sameStatus(a: FunctionStatus | undefined, b: FunctionStatus): boolean {

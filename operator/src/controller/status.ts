@@ -1,7 +1,13 @@
 /** The Function's status, computed from what was observed. Pure: the caller writes it. */
 import type { V1Deployment } from '@kubernetes/client-node';
 import { triggerProblems } from '../api/validate.js';
-import { triggerKind, type Condition, type ConditionType, type EddyFunction, type FunctionStatus } from '../api/types.js';
+import {
+  triggerKind,
+  type Condition,
+  type ConditionType,
+  type EddyFunction,
+  type FunctionStatus,
+} from '../api/types.js';
 
 export interface Observed {
   /** The function's Deployment as last seen, when it exists. */
@@ -12,18 +18,29 @@ export interface Observed {
 
 type NewCondition = Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>;
 
-export function computeStatus(fn: EddyFunction, observed: Observed, url: string, now: Date): FunctionStatus {
+export function computeStatus(
+  fn: EddyFunction,
+  observed: Observed,
+  url: string,
+  now: Date,
+): FunctionStatus {
   const generation = fn.metadata.generation ?? 0;
   const previous = new Map((fn.status?.conditions ?? []).map((c) => [c.type, c]));
   const condition = (c: NewCondition): Condition => {
     const before = previous.get(c.type);
-    const lastTransitionTime = before && before.status === c.status ? before.lastTransitionTime : now.toISOString();
+    const lastTransitionTime =
+      before && before.status === c.status ? before.lastTransitionTime : now.toISOString();
     return { ...c, observedGeneration: generation, lastTransitionTime };
   };
 
   const deployed: NewCondition = observed.deployError
     ? { type: 'Deployed', status: 'False', ...observed.deployError }
-    : { type: 'Deployed', status: 'True', reason: 'Applied', message: 'the Deployment, Service and code match the spec' };
+    : {
+        type: 'Deployed',
+        status: 'True',
+        reason: 'Applied',
+        message: 'the Deployment, Service and code match the spec',
+      };
 
   const triggers = fn.spec.triggers ?? [];
   const problems = triggerProblems(fn);
@@ -36,9 +53,19 @@ export function computeStatus(fn: EddyFunction, observed: Observed, url: string,
       message: [...problems].map(([name, p]) => `trigger ${name}: ${p}`).join('; '),
     };
   } else if (triggers.length === 0) {
-    triggersReady = { type: 'TriggersReady', status: 'True', reason: 'NoTriggers', message: 'no triggers: invoke the function through its URL' };
+    triggersReady = {
+      type: 'TriggersReady',
+      status: 'True',
+      reason: 'NoTriggers',
+      message: 'no triggers: invoke the function through its URL',
+    };
   } else {
-    triggersReady = { type: 'TriggersReady', status: 'True', reason: 'Accepted', message: `${triggers.length} trigger(s) accepted` };
+    triggersReady = {
+      type: 'TriggersReady',
+      status: 'True',
+      reason: 'Accepted',
+      message: `${triggers.length} trigger(s) accepted`,
+    };
   }
 
   const d = observed.deployment;
@@ -48,11 +75,26 @@ export function computeStatus(fn: EddyFunction, observed: Observed, url: string,
   if (deployed.status !== 'True') {
     ready = { type: 'Ready', status: 'False', reason: 'NotDeployed', message: deployed.message };
   } else if (triggersReady.status !== 'True') {
-    ready = { type: 'Ready', status: 'False', reason: 'TriggersNotReady', message: triggersReady.message };
+    ready = {
+      type: 'Ready',
+      status: 'False',
+      reason: 'TriggersNotReady',
+      message: triggersReady.message,
+    };
   } else if (readyReplicas > 0) {
-    ready = { type: 'Ready', status: 'True', reason: 'Available', message: `${readyReplicas} of ${replicas} replica(s) ready` };
+    ready = {
+      type: 'Ready',
+      status: 'True',
+      reason: 'Available',
+      message: `${readyReplicas} of ${replicas} replica(s) ready`,
+    };
   } else if (d && replicas === 0) {
-    ready = { type: 'Ready', status: 'True', reason: 'ScaledToZero', message: 'scaled to zero: the next invocation starts a replica' };
+    ready = {
+      type: 'Ready',
+      status: 'True',
+      reason: 'ScaledToZero',
+      message: 'scaled to zero: the next invocation starts a replica',
+    };
   } else {
     const failing = d?.status?.conditions?.find((c) => c.status === 'False');
     ready = {
@@ -73,7 +115,9 @@ export function computeStatus(fn: EddyFunction, observed: Observed, url: string,
     url,
     triggers: triggers.map((t) => {
       const problem = problems.get(t.name);
-      return problem ? { name: t.name, ready: false, message: problem } : { name: t.name, ready: true };
+      return problem
+        ? { name: t.name, ready: false, message: problem }
+        : { name: t.name, ready: true };
     }),
     triggerSummary: triggers.map((t) => `${t.name}(${triggerKind(t)})`).join(','),
   };
