@@ -1,0 +1,170 @@
+import { describe, expect, it } from 'vitest';
+import type { EddyFunction, FunctionSpec } from '../api/types.js';
+import {
+  cpuFor,
+  desiredCodeConfigMap,
+  desiredDeployment,
+  desiredService,
+  functionUrl,
+  type DesiredSettings,
+} from './desired.js';
+
+const settings: DesiredSettings = {
+  runtimeImages: { nodejs20: 'rt:20', nodejs22: 'rt:22', nodejs24: 'rt:24' },
+  gatewayUrl: 'http://gw.eddy-system.svc:8080/',
+};
+
+const fn = (spec: FunctionSpec): EddyFunction => ({
+  apiVersion: 'eddy.dev/v1alpha1',
+  kind: 'Function',
+  metadata: { name: 'thumb', namespace: 'photos', uid: 'u-1', generation: 1 },
+  spec,
+});
+
+const container = (spec: FunctionSpec) =>
+  desiredDeployment(fn(spec), settings).spec!.template.spec!.containers[0]!;
+const env = (spec: FunctionSpec) =>
+  Object.fromEntries(container(spec).env!.map((e) => [e.name, e.value]));
+
+describe('cpuFor', () => {
+  it('gives one vCPU per 1769Mi, rounded up to a millicore', () => {
+    expect(cpuFor('1769Mi')).toBe('1000m');
+    expect(cpuFor('128Mi')).toBe('73m');
+    expect(cpuFor('10Gi')).toBe('5789m');
+  });
+});
+
+describe('desiredDeployment', () => {
+  it('runs the runtime image of the chosen Node.js version with the env contract', () => {
+    expect(container({ code: { inline: 'x' } }).image).toBe('rt:22');
+    expect(container({ code: { inline: 'x' }, runtime: 'nodejs24' }).image).toBe('rt:24');
+    expect(container({ image: 'me/fn:1' }).image).toBe('me/fn:1');
+    expect(
+      env({
+        code: { inline: 'x' },
+        memory: '1Gi',
+        timeoutSeconds: 60,
+        concurrency: 4,
+        handler: 'src/app.main',
+      }),
+    ).toEqual({
+      EDDY_HANDLER: 'src/app.main',
+      EDDY_CODE_DIR: '/var/task',
+      EDDY_FUNCTION_NAME: 'thumb',
+      EDDY_FUNCTION_NAMESPACE: 'photos',
+      EDDY_MEMORY_MB: '1024',
+      EDDY_TIMEOUT_MS: '60000',
+      EDDY_CONCURRENCY: '4',
+      PORT: '8080',
+      NODE_OPTIONS: '--max-old-space-size=822 --max-semi-space-size=16',
+    });
+  });
+
+  it('sets memory request and limit alike, CPU in proportion unless overridden', () => {
+    expect(container({ code: { inline: 'x' }, memory: '512Mi' }).resources).toEqual({
+      requests: { memory: '512Mi', cpu: '290m' },
+      limits: { memory: '512Mi', cpu: '290m' },
+    });
+    expect(
+      container({ code: { inline: 'x' }, memory: '512Mi', cpu: '2' }).resources!.limits,
+    ).toEqual({ memory: '512Mi', cpu: '2' });
+  });
+
+  it('adds the user env after the contract, and envFrom', () => {
+    const c = container({
+      code: { inline: 'x' },
+      env: [{ name: 'A', value: '1' }],
+      envFrom: [{ secretRef: { name: 's' } }],
+    });
+    expect(c.env!.at(-1)).toEqual({ name: 'A', value: '1' });
+    expect(c.envFrom).toEqual([{ secretRef: { name: 's' } }]);
+  });
+
+  it('mounts inline code from its ConfigMap and rolls pods when it changes', () => {
+    const a = desiredDeployment(fn({ code: { inline: 'one' } }), settings).spec!.template;
+    const b = desiredDeployment(fn({ code: { inline: 'two' } }), settings).spec!.template;
+    expect(a.spec!.volumes).toContainEqual({ name: 'code', configMap: { name: 'thumb-code' } });
+    expect(a.metadata!.annotations!['eddy.dev/code-hash']).not.toBe(
+      b.metadata!.annotations!['eddy.dev/code-hash'],
+    );
+    const fromMap = desiredDeployment(fn({ code: { configMap: { name: 'mine' } } }), settings).spec!
+      .template.spec!;
+    expect(fromMap.volumes).toContainEqual({ name: 'code', configMap: { name: 'mine' } });
+    const image = desiredDeployment(fn({ image: 'me/fn:1' }), settings).spec!.template.spec!;
+    expect(image.volumes!.map((v) => v.name)).toEqual(['tmp']);
+  });
+
+  it('locks the pod down and gives it a service-account token only with an execution role', () => {
+    const pod = desiredDeployment(
+      fn({ code: { inline: 'x' }, ephemeralStorage: '2Gi', timeoutSeconds: 900 }),
+      settings,
+    ).spec!.template.spec!;
+    expect(pod.automountServiceAccountToken).toBe(false);
+    expect(pod.serviceAccountName).toBeUndefined();
+    expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 1000 });
+    expect(pod.containers[0]!.securityContext).toMatchObject({
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+    });
+    expect(pod.volumes![0]).toEqual({ name: 'tmp', emptyDir: { sizeLimit: '2Gi' } });
+    expect(pod.terminationGracePeriodSeconds).toBe(915);
+    const withRole = desiredDeployment(
+      fn({ code: { inline: 'x' }, serviceAccountName: 'thumb' }),
+      settings,
+    ).spec!.template.spec!;
+    expect(withRole).toMatchObject({
+      automountServiceAccountToken: true,
+      serviceAccountName: 'thumb',
+    });
+  });
+
+  it('never sets replicas (the scaler owns them) and is owned by the Function', () => {
+    const d = desiredDeployment(fn({ code: { inline: 'x' } }), settings);
+    expect(d.spec!.replicas).toBeUndefined();
+    expect(d.metadata!.ownerReferences).toEqual([
+      {
+        apiVersion: 'eddy.dev/v1alpha1',
+        kind: 'Function',
+        name: 'thumb',
+        uid: 'u-1',
+        controller: true,
+        blockOwnerDeletion: true,
+      },
+    ]);
+    expect(d.metadata!.labels).toMatchObject({
+      'app.kubernetes.io/instance': 'thumb',
+      'eddy.dev/function': 'thumb',
+    });
+  });
+
+  it('is a pure function of its input', () => {
+    const spec: FunctionSpec = { code: { inline: 'x' }, env: [{ name: 'A', value: '1' }] };
+    expect(desiredDeployment(fn(spec), settings)).toEqual(
+      desiredDeployment(fn(structuredClone(spec)), settings),
+    );
+  });
+});
+
+describe('the other children', () => {
+  it('gives every Function a ClusterIP Service on its pods', () => {
+    expect(desiredService(fn({ image: 'x' })).spec).toEqual({
+      type: 'ClusterIP',
+      selector: { 'eddy.dev/function': 'thumb' },
+      ports: [{ name: 'http', port: 8080, targetPort: 'http', protocol: 'TCP' }],
+    });
+  });
+
+  it('makes a code ConfigMap only for inline code', () => {
+    expect(desiredCodeConfigMap(fn({ code: { inline: 'src' } }))!.data).toEqual({
+      'index.mjs': 'src',
+    });
+    expect(desiredCodeConfigMap(fn({ image: 'x' }))).toBeUndefined();
+  });
+
+  it('builds the URL from the gateway', () => {
+    expect(functionUrl(fn({ image: 'x' }), settings)).toBe(
+      'http://gw.eddy-system.svc:8080/functions/photos/thumb',
+    );
+  });
+});
