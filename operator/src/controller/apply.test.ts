@@ -1,3 +1,4 @@
+import type { KubernetesObject } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { covers, upToDate, withHash } from './apply.js';
 
@@ -59,7 +60,8 @@ describe('upToDate', () => {
   it('is false when the desired object changed, or someone changed the live one', () => {
     const changed = withHash({ ...desired, data: { a: '2' } });
     expect(upToDate(desired, changed)).toBe(false);
-    expect(upToDate({ ...desired, data: { a: 'edited' } }, desired)).toBe(false);
+    const edited: ConfigMap = { ...desired, data: { a: 'edited' } };
+    expect(upToDate(edited, desired)).toBe(false);
     expect(upToDate(undefined, desired)).toBe(false);
   });
 });

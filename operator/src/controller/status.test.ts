@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { V1Deployment } from '@kubernetes/client-node';
 import type { EddyFunction } from '../api/types.js';
 import { computeStatus } from './status.js';
 
@@ -11,7 +12,11 @@ const fn = (over: Partial<EddyFunction> = {}): EddyFunction => ({
 });
 const t0 = new Date('2026-01-01T00:00:00Z');
 const t1 = new Date('2026-01-01T00:05:00Z');
-const ready = { spec: { replicas: 2 }, status: { replicas: 2, readyReplicas: 1 } };
+const deployment = (replicas: number, readyReplicas?: number): V1Deployment => ({
+  spec: { replicas, selector: {}, template: {} },
+  status: { replicas, readyReplicas },
+});
+const ready = deployment(2, 1);
 
 describe('computeStatus', () => {
   it('reports an available function', () => {
@@ -36,7 +41,7 @@ describe('computeStatus', () => {
   });
 
   it('calls a function scaled to zero ready', () => {
-    const s = computeStatus(fn(), { deployment: { spec: { replicas: 0 }, status: {} } }, 'u', t0);
+    const s = computeStatus(fn(), { deployment: deployment(0) }, 'u', t0);
     expect(s.conditions![0]).toMatchObject({
       type: 'Ready',
       status: 'True',
@@ -48,12 +53,7 @@ describe('computeStatus', () => {
     const first = computeStatus(fn(), { deployment: ready }, 'u', t0);
     const again = computeStatus(fn({ status: first }), { deployment: ready }, 'u', t1);
     expect(again).toEqual(first);
-    const lost = computeStatus(
-      fn({ status: first }),
-      { deployment: { spec: { replicas: 1 }, status: {} } },
-      'u',
-      t1,
-    );
+    const lost = computeStatus(fn({ status: first }), { deployment: deployment(1) }, 'u', t1);
     expect(lost.conditions![0]).toMatchObject({
       status: 'False',
       reason: 'ReplicasNotReady',
