@@ -60,7 +60,7 @@ describe('upToDate', () => {
   it('is false when the desired object changed, or someone changed the live one', () => {
     const changed = withHash({ ...desired, data: { a: '2' } });
     expect(upToDate(desired, changed)).toBe(false);
-    const edited: ConfigMap = { ...desired, data: { a: 'edited' } };
+    const edited = { ...desired, data: { a: 'edited' } };
     expect(upToDate(edited, desired)).toBe(false);
     expect(upToDate(undefined, desired)).toBe(false);
   });
