@@ -15,6 +15,8 @@ import { freePorts } from './ports.js';
 import { run, startProcess, waitUntilReady, type ManagedProcess } from './proc.js';
 
 export interface Kube {
+  /** The audit log, when started with `audit: true`. */
+  auditLog?: string;
   /** Path of a kubeconfig for the admin identity (group system:masters). */
   kubeconfigPath: string;
   kubeConfig: k8s.KubeConfig;
@@ -237,7 +239,18 @@ export async function serviceAccountKubeConfig(
   return kc;
 }
 
-export async function startKube(options: { installCrds?: boolean } = {}): Promise<Kube> {
+/** One line of the API server's audit log (Metadata level). */
+export interface AuditEvent {
+  verb: string;
+  user: { username: string };
+  objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string };
+  responseStatus?: { code?: number };
+  stage: string;
+}
+
+export async function startKube(
+  options: { installCrds?: boolean; audit?: boolean } = {},
+): Promise<Kube> {
   const dir = await mkdtemp(join(tmpdir(), 'eddy-kube-'));
   const processes: ManagedProcess[] = [];
   const stop = async () => {
@@ -282,10 +295,25 @@ export async function startKube(options: { installCrds?: boolean } = {}): Promis
       30_000,
     );
 
+    const auditArgs: string[] = [];
+    if (options.audit) {
+      // Every request once, when its response is complete: enough to count who asked for what.
+      await writeFile(
+        join(dir, 'audit-policy.yaml'),
+        'apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted, Panic]\nrules:\n- level: Metadata\n',
+      );
+      auditArgs.push(
+        `--audit-policy-file=${join(dir, 'audit-policy.yaml')}`,
+        `--audit-log-path=${join(dir, 'audit.log')}`,
+        '--audit-log-mode=blocking',
+        '--audit-log-maxsize=0',
+      );
+    }
     const apiserver = startProcess(
       'kube-apiserver',
       goBinaryPath(goBinaries.kubeApiserver),
       [
+        ...auditArgs,
         `--etcd-servers=${etcdUrl}`,
         '--bind-address=127.0.0.1',
         '--advertise-address=127.0.0.1',
@@ -326,7 +354,8 @@ export async function startKube(options: { installCrds?: boolean } = {}): Promis
     const kubeConfig = new k8s.KubeConfig();
     kubeConfig.loadFromFile(kubeconfigPath);
     if (options.installCrds !== false) await installCrds(kubeConfig);
-    return { kubeconfigPath, kubeConfig, server, caPem, processes, dir, stop };
+    const auditLog = options.audit ? join(dir, 'audit.log') : undefined;
+    return { kubeconfigPath, kubeConfig, server, caPem, processes, dir, stop, auditLog };
   } catch (err) {
     await stop();
     throw err;

@@ -1,7 +1,8 @@
 import * as k8s from '@kubernetes/client-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startKube } from '../harness/kube.js';
+import { readFileSync } from 'node:fs';
+import { startKube, type AuditEvent } from '../harness/kube.js';
 import {
   installChart,
   operatorKubeConfig,
@@ -20,7 +21,7 @@ const plural = 'functions';
 describe.skipIf(!canRun('kube'))(
   'reconciler against a real API server, under the chart’s RBAC',
   () => {
-    const kube = useComponent(() => startKube());
+    const kube = useComponent(() => startKube({ audit: true }));
     let admin: k8s.KubeConfig;
     let custom: k8s.CustomObjectsApi;
     let apps: k8s.AppsV1Api;
@@ -180,9 +181,9 @@ describe.skipIf(!canRun('kube'))(
         });
         return list.items.some((e) => e.reason === 'Created') ? list.items : undefined;
       });
-      expect(events.map((e) => e.message)).toEqual(
-        expect.arrayContaining(['created Deployment thumbnail', 'created Service thumbnail']),
-      );
+      expect(events.filter((e) => e.reason === 'Created').map((e) => e.message)).toEqual([
+        'created ConfigMap thumbnail-code, Deployment thumbnail, Service thumbnail',
+      ]);
     });
 
     it('follows a change of memory, and of CPU', async () => {
@@ -293,6 +294,7 @@ describe.skipIf(!canRun('kube'))(
       });
       const before = await versions();
       await operator!.stop();
+      const auditFrom = readFileSync(kube().auditLog!, 'utf8').length;
       operator = startOperator(operatorKc, 'operator-a2');
       await waitFor('the new operator to lead', async () =>
         operator!.leading() ? true : undefined,
@@ -300,6 +302,20 @@ describe.skipIf(!canRun('kube'))(
       // It reconciles every Function once it has listed them.
       await sleep(500);
       await operator.controller()!.idle();
+      // Not a single write by the operator, apart from its lease (the API server's audit log).
+      const writes = readFileSync(kube().auditLog!, 'utf8')
+        .slice(auditFrom)
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as AuditEvent)
+        .filter((e) => e.user.username === 'system:serviceaccount:eddy-system:eddy-operator')
+        .filter(
+          (e) =>
+            ['create', 'update', 'patch', 'delete'].includes(e.verb) &&
+            e.objectRef?.resource !== 'leases',
+        )
+        .map((e) => `${e.verb} ${e.objectRef?.resource}/${e.objectRef?.name}`);
+      expect(writes).toEqual([]);
       expect(await versions()).toEqual(before);
     });
 

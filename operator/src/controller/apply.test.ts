@@ -54,6 +54,9 @@ describe('upToDate', () => {
   it('is true for what an apply of the same object left', () => {
     const live = { ...desired, metadata: { ...desired.metadata, resourceVersion: '7', uid: 'u' } };
     expect(upToDate(live, desired)).toBe(true);
+    // As an item of a list: without apiVersion and kind.
+    const { apiVersion: _a, kind: _k, ...listed } = live;
+    expect(upToDate(listed, desired)).toBe(true);
   });
 
   it('is false when the desired object changed, or someone changed the live one', () => {

@@ -72,9 +72,9 @@ export function upToDate(
 ): boolean {
   if (!live) return false;
   const want = desiredWithHash.metadata?.annotations?.[appliedHashAnnotation];
-  return (
-    live.metadata?.annotations?.[appliedHashAnnotation] === want && covers(live, desiredWithHash)
-  );
+  // Objects from a list carry no apiVersion or kind (only the list does): compare the rest.
+  const { apiVersion: _a, kind: _k, ...rest } = desiredWithHash;
+  return live.metadata?.annotations?.[appliedHashAnnotation] === want && covers(live, rest);
 }
 
 export async function serverSideApply<T extends KubernetesObject>(

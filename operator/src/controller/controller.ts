@@ -142,14 +142,21 @@ export async function startController(
     signal,
   );
 
+  const idle = () =>
+    new Promise<void>((resolve) => {
+      idleWaiters.push(resolve);
+      setImmediate(checkIdle);
+    });
+  const started = Date.now();
+  const initial = functions.list().length;
+  void idle().then(() =>
+    log(`reconciled all ${initial} Function(s) found at start in ${Date.now() - started} ms`),
+  );
+
   return {
     caches,
     queue,
     done,
-    idle: () =>
-      new Promise<void>((resolve) => {
-        idleWaiters.push(resolve);
-        setImmediate(checkIdle);
-      }),
+    idle,
   };
 }

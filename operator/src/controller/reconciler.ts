@@ -132,19 +132,31 @@ export class Reconciler {
 
   private async applyChildren(fn: EddyFunction): Promise<V1Deployment> {
     const { caches, settings } = this.d;
+    const created: string[] = [];
     const codeMap = desiredCodeConfigMap(fn);
-    if (codeMap) await this.ensure(fn, caches.configMaps, codeMap);
+    if (codeMap) await this.ensure(fn, caches.configMaps, codeMap, created);
     else await this.removeOwned(fn, caches.configMaps, codeConfigMapName(fn), 'v1', 'ConfigMap');
-    const deployment = await this.ensure(fn, caches.deployments, desiredDeployment(fn, settings));
-    await this.ensure(fn, caches.services, desiredService(fn));
+    const deployment = await this.ensure(
+      fn,
+      caches.deployments,
+      desiredDeployment(fn, settings),
+      created,
+    );
+    await this.ensure(fn, caches.services, desiredService(fn), created);
+    if (created.length > 0)
+      this.d.recorder.event(fn, 'Normal', 'Created', `created ${created.join(', ')}`);
     return deployment;
   }
 
-  /** Applies `desired` unless the live object already matches it; returns the live object. */
+  /**
+   * Applies `desired` unless the live object already matches it; returns the live object, and
+   * adds "<Kind> <name>" to `created` when it did not exist.
+   */
   private async ensure<T extends KubernetesObject>(
     fn: EddyFunction,
     cache: ObjectCache<T>,
     desired: T,
+    created: string[],
   ): Promise<T> {
     const target = withHash(desired);
     const name = desired.metadata!.name!;
@@ -161,7 +173,7 @@ export class Reconciler {
     }
     if (upToDate(live, target)) return live!;
     const applied = await serverSideApply(this.objects, target);
-    if (!live) this.d.recorder.event(fn, 'Normal', 'Created', `created ${desired.kind} ${name}`);
+    if (!live) created.push(`${desired.kind} ${name}`);
     return applied;
   }
 
@@ -270,11 +282,16 @@ export class Reconciler {
       },
       setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
     );
+    // Notable transitions only: becoming ready, ceasing to be, and what stops deployment.
     for (const c of status.conditions ?? []) {
-      if (before.get(c.type) === c.status) continue;
-      if (c.type === 'Ready' && c.status === 'True')
-        this.d.recorder.event(fn, 'Normal', c.reason, c.message);
-      else if (c.status === 'False') this.d.recorder.event(fn, 'Warning', c.reason, c.message);
+      const was = before.get(c.type);
+      if (was === c.status) continue;
+      if (c.type === 'Ready') {
+        if (c.status === 'True') this.d.recorder.event(fn, 'Normal', c.reason, c.message);
+        else if (was === 'True') this.d.recorder.event(fn, 'Warning', c.reason, c.message);
+      } else if (c.status === 'False') {
+        this.d.recorder.event(fn, 'Warning', c.reason, c.message);
+      }
     }
   }
 }
