@@ -1,5 +1,6 @@
 /** The operator as a whole: leader election around the controller. */
 import type { KubeConfig } from '@kubernetes/client-node';
+import { withConnectionReuse } from './connection-reuse.js';
 import { startController, type Controller } from './controller/controller.js';
 import { LeaderElection } from './controller/leader.js';
 import type { Cleaner } from './controller/reconciler.js';
@@ -18,6 +19,7 @@ export interface OperatorOptions {
 
 /** Runs until `signal` aborts: campaigns for the lease and runs the controller while leading. */
 export async function runOperator(o: OperatorOptions, signal: AbortSignal): Promise<void> {
+  withConnectionReuse(o.kc);
   const log = o.log ?? ((m: string) => console.log(`eddy-operator: ${m}`));
   const election = new LeaderElection(o.kc, {
     namespace: o.settings.namespace,

@@ -327,7 +327,8 @@ export async function startKube(
         `--service-account-key-file=${join(pki, 'sa.key')}`,
         `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
         `--api-audiences=${serviceAccountIssuer}`,
-        '--service-cluster-ip-range=10.96.0.0/24',
+        // Addresses are only bookkept (nothing routes to them); room for thousands of Services.
+        '--service-cluster-ip-range=10.96.0.0/16',
         '--profiling=false',
       ],
       join(dir, 'kube-apiserver.log'),

@@ -16,7 +16,7 @@ import {
 import { group, plural, version, type EddyFunction } from '../api/types.js';
 import { eventRecorder } from './events.js';
 import { fieldManager, functionLabel } from './desired.js';
-import { startInformer } from './informers.js';
+import { paginated, startInformer } from './informers.js';
 import { WorkQueue } from './queue.js';
 import { Reconciler, type Caches, type Cleaner, type ReconcilerSettings } from './reconciler.js';
 
@@ -63,12 +63,15 @@ export async function startController(
       ...common,
       name: 'functions',
       path: `/apis/${group}/${version}/${plural}`,
-      list: async () =>
-        (await custom.listClusterCustomObject({
-          group,
-          version,
-          plural,
-        })) as KubernetesListObject<EddyFunction>,
+      list: paginated(
+        async (page) =>
+          (await custom.listClusterCustomObject({
+            group,
+            version,
+            plural,
+            ...page,
+          })) as KubernetesListObject<EddyFunction>,
+      ),
       onChange: (fn) => queue.add(key(fn)),
     }),
     startInformer<V1Deployment>(o.kc, {
@@ -76,7 +79,9 @@ export async function startController(
       name: 'deployments',
       path: '/apis/apps/v1/deployments',
       labelSelector: managed,
-      list: () => apps.listDeploymentForAllNamespaces({ labelSelector: managed }),
+      list: paginated((page) =>
+        apps.listDeploymentForAllNamespaces({ labelSelector: managed, ...page }),
+      ),
       onChange: ownerKey,
     }),
     startInformer<V1Service>(o.kc, {
@@ -84,7 +89,9 @@ export async function startController(
       name: 'services',
       path: '/api/v1/services',
       labelSelector: managed,
-      list: () => core.listServiceForAllNamespaces({ labelSelector: managed }),
+      list: paginated((page) =>
+        core.listServiceForAllNamespaces({ labelSelector: managed, ...page }),
+      ),
       onChange: ownerKey,
     }),
     startInformer<V1ConfigMap>(o.kc, {
@@ -92,7 +99,9 @@ export async function startController(
       name: 'configmaps',
       path: '/api/v1/configmaps',
       labelSelector: managed,
-      list: () => core.listConfigMapForAllNamespaces({ labelSelector: managed }),
+      list: paginated((page) =>
+        core.listConfigMapForAllNamespaces({ labelSelector: managed, ...page }),
+      ),
       onChange: ownerKey,
     }),
   ]);
@@ -149,9 +158,13 @@ export async function startController(
     });
   const started = Date.now();
   const initial = functions.list().length;
-  void idle().then(() =>
-    log(`reconciled all ${initial} Function(s) found at start in ${Date.now() - started} ms`),
-  );
+  void idle().then(() => {
+    const m = process.memoryUsage();
+    const mb = (n: number) => Math.round(n / 2 ** 20);
+    log(
+      `reconciled all ${initial} Function(s) found at start in ${Date.now() - started} ms (heap ${mb(m.heapUsed)} of ${mb(m.heapTotal)} MB, external ${mb(m.external)} MB, rss ${mb(m.rss)} MB)`,
+    );
+  });
 
   return {
     caches,

@@ -24,13 +24,48 @@ export interface InformerOptions<T extends KubernetesObject> {
   signal: AbortSignal;
 }
 
+/** A page of a list, as the API returns it. */
+type Page<T extends KubernetesObject> = KubernetesListObject<T>;
+
+/**
+ * Lists in pages of `limit`, dropping managedFields page by page, so a large list never sits in
+ * memory twice over (the response text and its objects) all at once.
+ */
+export function paginated<T extends KubernetesObject>(
+  fetchPage: (page: { limit: number; _continue?: string }) => Promise<Page<T>>,
+  limit = 250,
+): () => Promise<KubernetesListObject<T>> {
+  return async () => {
+    const items: T[] = [];
+    let next: string | undefined;
+    let last: Page<T>;
+    do {
+      last = await fetchPage({ limit, ...(next ? { _continue: next } : {}) });
+      for (const item of last.items) {
+        if (item.metadata) delete item.metadata.managedFields;
+        items.push(item);
+      }
+      // Typed lists carry the token as _continue; custom objects, as plain JSON, as continue.
+      const meta: { _continue?: string; continue?: string } | undefined = last.metadata;
+      next = meta?._continue ?? meta?.continue;
+    } while (next);
+    return { ...last, items };
+  };
+}
+
 export async function startInformer<T extends KubernetesObject>(
   kc: KubeConfig,
   o: InformerOptions<T>,
 ): Promise<Resilient<T>> {
   const informer = makeInformer<T>(kc, o.path, o.list, o.labelSelector);
-  informer.on('add', o.onChange);
-  informer.on('update', o.onChange);
+  // The cache keeps the very objects handed to these callbacks. managedFields are most of a
+  // Deployment's size and nothing here reads them (drift is checked against the spec itself).
+  const slim = (obj: T) => {
+    if (obj.metadata) delete obj.metadata.managedFields;
+    o.onChange(obj);
+  };
+  informer.on('add', slim);
+  informer.on('update', slim);
   informer.on('delete', o.onDelete ?? o.onChange);
   let backoffMs = 500;
   let timer: NodeJS.Timeout | undefined;
