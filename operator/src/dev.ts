@@ -8,6 +8,8 @@ const lines = [
   'The local thumbnail demo is not built yet. What exists today:',
   '  the function runtime  node dist/runtime/main.js runs a Lambda-style handler behind a',
   '                        CloudEvents endpoint (docs/runtime.md; README.md shows a try-out)',
+  '  the operator          node dist/operator/main.js turns Function resources into',
+  '                        Deployments (docs/operator.md; charts/eddy installs it)',
   '  npm test            the whole suite: unit tests, and integration tests against a real',
   '                      kube-apiserver + etcd, MinIO, kinesalite, Docker and Prometheus',
   '  npm run test:setup  builds or installs that infrastructure into ~/.cache/eddy',

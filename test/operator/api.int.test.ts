@@ -5,8 +5,12 @@ import { startKube } from '../harness/kube.js';
 import { canRun, useComponent } from '../harness/suite.js';
 
 /** GET a path of the API server with the kubeconfig's credentials; the body as text. */
-async function rawGet(kc: k8s.KubeConfig, path: string): Promise<string> {
-  const opts: https.RequestOptions = {};
+async function rawGet(
+  kc: k8s.KubeConfig,
+  path: string,
+  headers: Record<string, string> = {},
+): Promise<string> {
+  const opts: https.RequestOptions = { headers };
   await kc.applyToHTTPSOptions(opts);
   const url = new URL(path, kc.getCurrentCluster()!.server);
   return new Promise((resolve, reject) => {
@@ -267,6 +271,28 @@ describe.skipIf(!canRun('kube'))('Function API (CRD) on a real API server', () =
       expect(await rejection(kube().kubeConfig, manifest)).toMatch(message);
     },
   );
+
+  it('gives kubectl get fn the columns READY, REPLICAS, MEMORY, TRIGGERS, AGE and (wide) URL', async () => {
+    const table = JSON.parse(
+      await rawGet(kube().kubeConfig, '/apis/eddy.dev/v1alpha1/namespaces/default/functions', {
+        accept: 'application/json;as=Table;v=v1;g=meta.k8s.io',
+      }),
+    ) as {
+      columnDefinitions: Array<{ name: string; priority: number }>;
+      rows: Array<{ cells: unknown[] }>;
+    };
+    expect(table.columnDefinitions.map((c) => [c.name, c.priority])).toEqual([
+      ['Name', 0],
+      ['Ready', 0],
+      ['Replicas', 0],
+      ['Memory', 0],
+      ['Triggers', 0],
+      ['Age', 0],
+      ['URL', 1],
+    ]);
+    const everything = table.rows.find((r) => r.cells[0] === 'everything');
+    expect(everything?.cells[3]).toBe('1769Mi');
+  });
 
   it('describes every field, so kubectl explain teaches the API', async () => {
     const kc = kube().kubeConfig;
