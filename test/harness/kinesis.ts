@@ -1,9 +1,9 @@
 /** kinesalite, a Kinesis-compatible server, on 127.0.0.1 for the Kinesis source's tests. */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from './components.js';
-import { startProcess, waitUntilReady, type ManagedProcess } from './proc.js';
+import { launchInDir, type ManagedProcess } from './proc.js';
 
 export interface Kinesis {
   endpoint: string;
@@ -17,31 +17,21 @@ export interface Kinesis {
 
 export async function startKinesis(): Promise<Kinesis> {
   const dir = await mkdtemp(join(tmpdir(), 'eddy-kinesis-'));
-  const proc = startProcess(
+  let port = 0;
+  const { proc, stop } = await launchInDir(
+    dir,
     'kinesalite',
     process.execPath,
     [join(projectRoot, 'test', 'harness', 'kinesalite-server.cjs')],
-    join(dir, 'kinesalite.log'),
+    {},
+    async (p) => {
+      const match = /listening on port (\d+)/.exec(p.log());
+      if (match) port = Number(match[1]);
+      return port > 0;
+    },
+    30_000,
+    100,
   );
-  let port = 0;
-  const stop = async () => {
-    await proc.stop();
-    await rm(dir, { recursive: true, force: true });
-  };
-  try {
-    await waitUntilReady(
-      proc,
-      async () => {
-        const match = /listening on port (\d+)/.exec(proc.log());
-        if (match) port = Number(match[1]);
-        return port > 0;
-      },
-      30_000,
-    );
-  } catch (err) {
-    await stop();
-    throw err;
-  }
   return {
     endpoint: `http://127.0.0.1:${port}`,
     region: 'us-east-1',

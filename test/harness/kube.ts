@@ -113,25 +113,14 @@ async function makeCertificates(dir: string): Promise<void> {
   await openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'sa.key']);
 }
 
-function httpGet(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { timeout: 2000 }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-function httpsGet(
+/** A GET with a 2 s timeout; with `tls`, over HTTPS with a client certificate. */
+function get(
   url: string,
-  tls: { ca: string; cert: string; key: string },
+  tls?: { ca: string; cert: string; key: string },
 ): Promise<{ status: number; body: string }> {
+  const send = tls ? request : httpRequest;
   return new Promise((resolve, reject) => {
-    const req = request(url, { ...tls, timeout: 2000 }, (res) => {
+    const req = send(url, { ...tls, timeout: 2000 }, (res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
@@ -291,7 +280,7 @@ export async function startKube(
     processes.push(etcd);
     await waitUntilReady(
       etcd,
-      async () => (await httpGet(`${etcdUrl}/health`)).body.includes('"health":"true"'),
+      async () => (await get(`${etcdUrl}/health`)).body.includes('"health":"true"'),
       30_000,
     );
 
@@ -342,8 +331,7 @@ export async function startKube(
     await waitUntilReady(
       apiserver,
       async () =>
-        (await httpsGet(`${server}/readyz`, { ca: caPem, cert: certPem, key: keyPem })).status ===
-        200,
+        (await get(`${server}/readyz`, { ca: caPem, cert: certPem, key: keyPem })).status === 200,
       90_000,
       250,
     );

@@ -1,11 +1,11 @@
 /** A real MinIO server per suite, on a temp dir, optionally with a webhook notification target. */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { goBinaries, goBinaryPath } from './components.js';
 import { freePorts } from './ports.js';
-import { startProcess, waitUntilReady, type ManagedProcess } from './proc.js';
+import { launchInDir, type ManagedProcess } from './proc.js';
 
 export interface MinioWebhook {
   /** Where MinIO posts bucket notifications. */
@@ -49,7 +49,9 @@ export async function startMinio(options: { webhook?: MinioWebhook } = {}): Prom
       env[`MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_${webhookId}`] = options.webhook.authToken;
     }
   }
-  const proc = startProcess(
+  const endpoint = `http://127.0.0.1:${apiPort}`;
+  const { proc, stop } = await launchInDir(
+    dir,
     'minio',
     goBinaryPath(goBinaries.minio),
     [
@@ -61,25 +63,10 @@ export async function startMinio(options: { webhook?: MinioWebhook } = {}): Prom
       `127.0.0.1:${consolePort}`,
       join(dir, 'data'),
     ],
-    join(dir, 'minio.log'),
     { env },
+    async () => (await fetch(`${endpoint}/minio/health/ready`)).status === 200,
+    60_000,
   );
-  const stop = async () => {
-    await proc.stop();
-    await rm(dir, { recursive: true, force: true });
-  };
-  const endpoint = `http://127.0.0.1:${apiPort}`;
-  try {
-    await waitUntilReady(
-      proc,
-      async () => (await fetch(`${endpoint}/minio/health/ready`)).status === 200,
-      60_000,
-      200,
-    );
-  } catch (err) {
-    await stop();
-    throw err;
-  }
   return {
     endpoint,
     region,

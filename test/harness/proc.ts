@@ -2,6 +2,8 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { createWriteStream, readFileSync, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ManagedProcess {
@@ -95,6 +97,34 @@ export async function waitUntilReady(
   throw new Error(
     `${proc.name} was not ready after ${timeoutMs} ms${lastError ? ` (last probe: ${lastError})` : ''}.\n${tail(proc.log())}`,
   );
+}
+
+/**
+ * Starts a server whose files live in `dir` and waits until `ready`; its `stop()` ends it and
+ * removes `dir`. If it does not become ready it is stopped and the error says why.
+ */
+export async function launchInDir(
+  dir: string,
+  name: string,
+  command: string,
+  args: string[],
+  options: SpawnOptions,
+  ready: (proc: ManagedProcess) => Promise<boolean>,
+  timeoutMs: number,
+  intervalMs = 200,
+): Promise<{ proc: ManagedProcess; stop: () => Promise<void> }> {
+  const proc = startProcess(name, command, args, join(dir, `${name}.log`), options);
+  const stop = async () => {
+    await proc.stop();
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitUntilReady(proc, () => ready(proc), timeoutMs, intervalMs);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { proc, stop };
 }
 
 export function tail(text: string, lines = 40): string {

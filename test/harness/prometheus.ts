@@ -1,10 +1,10 @@
 /** Debian's Prometheus on 127.0.0.1, scraping targets a test names, with a query helper. */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { prometheusBinary } from './components.js';
 import { freePort } from './ports.js';
-import { startProcess, waitUntilReady, type ManagedProcess } from './proc.js';
+import { launchInDir, type ManagedProcess } from './proc.js';
 
 export interface PrometheusSample {
   metric: Record<string, string>;
@@ -43,7 +43,9 @@ export async function startPrometheus(options: {
   // JSON is valid YAML, so the config needs no YAML writer.
   await writeFile(join(dir, 'prometheus.yml'), JSON.stringify(config, null, 2));
   const port = await freePort();
-  const proc = startProcess(
+  const url = `http://127.0.0.1:${port}`;
+  const { proc, stop } = await launchInDir(
+    dir,
     'prometheus',
     prometheusBinary,
     [
@@ -51,24 +53,10 @@ export async function startPrometheus(options: {
       `--storage.tsdb.path=${join(dir, 'data')}`,
       `--web.listen-address=127.0.0.1:${port}`,
     ],
-    join(dir, 'prometheus.log'),
+    {},
+    async () => (await fetch(`${url}/-/ready`)).status === 200,
+    60_000,
   );
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    await proc.stop();
-    await rm(dir, { recursive: true, force: true });
-  };
-  try {
-    await waitUntilReady(
-      proc,
-      async () => (await fetch(`${url}/-/ready`)).status === 200,
-      60_000,
-      200,
-    );
-  } catch (err) {
-    await stop();
-    throw err;
-  }
   return {
     url,
     processes: [proc],
