@@ -17,6 +17,8 @@ import { run, startProcess, waitUntilReady, type ManagedProcess } from './proc.j
 export interface Kube {
   /** The audit log, when started with `audit: true`. */
   auditLog?: string;
+  /** Stops the API server and starts it again on the same port and etcd (clients see it go away). */
+  restartApiServer(): Promise<void>;
   /** Path of a kubeconfig for the admin identity (group system:masters). */
   kubeconfigPath: string;
   kubeConfig: k8s.KubeConfig;
@@ -298,43 +300,52 @@ export async function startKube(
         '--audit-log-maxsize=0',
       );
     }
-    const apiserver = startProcess(
-      'kube-apiserver',
-      goBinaryPath(goBinaries.kubeApiserver),
-      [
-        ...auditArgs,
-        `--etcd-servers=${etcdUrl}`,
-        '--bind-address=127.0.0.1',
-        '--advertise-address=127.0.0.1',
-        `--secure-port=${securePort}`,
-        `--cert-dir=${join(dir, 'certs')}`,
-        `--tls-cert-file=${join(pki, 'apiserver.crt')}`,
-        `--tls-private-key-file=${join(pki, 'apiserver.key')}`,
-        `--client-ca-file=${join(pki, 'ca.crt')}`,
-        '--authorization-mode=RBAC',
-        `--service-account-issuer=${serviceAccountIssuer}`,
-        `--service-account-key-file=${join(pki, 'sa.key')}`,
-        `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
-        `--api-audiences=${serviceAccountIssuer}`,
-        // Addresses are only bookkept (nothing routes to them); room for thousands of Services.
-        '--service-cluster-ip-range=10.96.0.0/16',
-        '--profiling=false',
-      ],
-      join(dir, 'kube-apiserver.log'),
-    );
-    processes.push(apiserver);
-
+    const apiserverArgs = [
+      ...auditArgs,
+      `--etcd-servers=${etcdUrl}`,
+      '--bind-address=127.0.0.1',
+      '--advertise-address=127.0.0.1',
+      `--secure-port=${securePort}`,
+      `--cert-dir=${join(dir, 'certs')}`,
+      `--tls-cert-file=${join(pki, 'apiserver.crt')}`,
+      `--tls-private-key-file=${join(pki, 'apiserver.key')}`,
+      `--client-ca-file=${join(pki, 'ca.crt')}`,
+      '--authorization-mode=RBAC',
+      `--service-account-issuer=${serviceAccountIssuer}`,
+      `--service-account-key-file=${join(pki, 'sa.key')}`,
+      `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
+      `--api-audiences=${serviceAccountIssuer}`,
+      // Addresses are only bookkept (nothing routes to them); room for thousands of Services.
+      '--service-cluster-ip-range=10.96.0.0/16',
+      '--profiling=false',
+    ];
     const server = `https://127.0.0.1:${securePort}`;
     const [caPem, certPem, keyPem] = (await Promise.all(
       ['ca.crt', 'admin.crt', 'admin.key'].map((f) => readFile(join(pki, f), 'utf8')),
     )) as [string, string, string];
-    await waitUntilReady(
-      apiserver,
-      async () =>
-        (await get(`${server}/readyz`, { ca: caPem, cert: certPem, key: keyPem })).status === 200,
-      90_000,
-      250,
-    );
+    const startApiServer = async () => {
+      const apiserver = startProcess(
+        'kube-apiserver',
+        goBinaryPath(goBinaries.kubeApiserver),
+        apiserverArgs,
+        join(dir, 'kube-apiserver.log'),
+      );
+      processes.push(apiserver);
+      await waitUntilReady(
+        apiserver,
+        async () =>
+          (await get(`${server}/readyz`, { ca: caPem, cert: certPem, key: keyPem })).status === 200,
+        90_000,
+        250,
+      );
+      return apiserver;
+    };
+    let apiserver = await startApiServer();
+    const restartApiServer = async () => {
+      await apiserver.stop();
+      processes.splice(processes.indexOf(apiserver), 1);
+      apiserver = await startApiServer();
+    };
 
     const kubeconfigPath = join(dir, 'kubeconfig');
     await writeFile(kubeconfigPath, kubeconfigYaml(server, caPem, certPem, keyPem), {
@@ -344,7 +355,17 @@ export async function startKube(
     kubeConfig.loadFromFile(kubeconfigPath);
     if (options.installCrds !== false) await installCrds(kubeConfig);
     const auditLog = options.audit ? join(dir, 'audit.log') : undefined;
-    return { kubeconfigPath, kubeConfig, server, caPem, processes, dir, stop, auditLog };
+    return {
+      kubeconfigPath,
+      kubeConfig,
+      server,
+      caPem,
+      processes,
+      dir,
+      stop,
+      auditLog,
+      restartApiServer,
+    };
   } catch (err) {
     await stop();
     throw err;

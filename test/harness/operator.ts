@@ -63,7 +63,11 @@ export interface RunningOperator {
 export function startOperator(
   kc: k8s.KubeConfig,
   identity: string,
-  options: { settings?: Partial<OperatorSettings>; cleaners?: Cleaner[] } = {},
+  options: {
+    settings?: Partial<OperatorSettings>;
+    cleaners?: Cleaner[];
+    lease?: { durationSeconds?: number; renewIntervalMs?: number; retryIntervalMs?: number };
+  } = {},
 ): RunningOperator {
   const stop = new AbortController();
   const logs: string[] = [];
@@ -74,7 +78,7 @@ export function startOperator(
       settings: testSettings(identity, options.settings),
       cleaners: options.cleaners,
       log: (m) => logs.push(`${new Date().toISOString()} ${m}`),
-      lease: { durationSeconds: 6, renewIntervalMs: 1_000, retryIntervalMs: 300 },
+      lease: { durationSeconds: 6, renewIntervalMs: 1_000, retryIntervalMs: 300, ...options.lease },
       onLeading: (c) => {
         current = c;
         void c.done.then(() => {

@@ -166,5 +166,22 @@ describe.skipIf(!canRun('kube'))(
         /the bucket endpoint did not answer/,
       );
     });
+    it('keeps working when the API server goes away and comes back: failed watches restart', async () => {
+      // A long lease, so that leadership holds through the outage and only the watches must recover.
+      const o = start('operator-e', { lease: { durationSeconds: 120, renewIntervalMs: 5_000 } });
+      await waitFor('e to lead', async () => (o.leading() ? true : undefined));
+      await createFn('before-outage');
+      await deploymentOf('before-outage');
+      const controller = o.controller();
+      await kube().restartApiServer();
+      await createFn('after-outage');
+      await waitFor(
+        'the Deployment of a Function made after the outage',
+        () => apps.readNamespacedDeployment({ name: 'after-outage', namespace: ns }),
+        60_000,
+      );
+      expect(o.controller()).toBe(controller);
+      expect(o.logs.some((l) => /watch failed .*; restarting in \d+ ms/.test(l))).toBe(true);
+    });
   },
 );
