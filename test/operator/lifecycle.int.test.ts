@@ -11,18 +11,17 @@ import {
 } from '../harness/operator.js';
 import { canRun, useComponent } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
+import { functionsIn } from '../harness/functions.js';
 
 const ns = 'default';
-const group = 'eddy.dev';
-const version = 'v1alpha1';
-const plural = 'functions';
+const inline = { code: { inline: 'export const handler = () => 1;' } };
 
 describe.skipIf(!canRun('kube'))(
   'operator lifecycle: leader election and cleanup on delete',
   () => {
     const kube = useComponent(() => startKube());
     let operatorKc: k8s.KubeConfig;
-    let custom: k8s.CustomObjectsApi;
+    let fns: ReturnType<typeof functionsIn>;
     let apps: k8s.AppsV1Api;
     let running: RunningOperator[] = [];
 
@@ -31,39 +30,15 @@ describe.skipIf(!canRun('kube'))(
       running.push(o);
       return o;
     };
-    const createFn = (name: string) =>
-      custom.createNamespacedCustomObject({
-        group,
-        version,
-        namespace: ns,
-        plural,
-        body: {
-          apiVersion: `${group}/${version}`,
-          kind: 'Function',
-          metadata: { name },
-          spec: { code: { inline: 'export const handler = () => 1;' } },
-        },
-      });
+    const createFn = (name: string) => fns.create(name, inline);
     const deploymentOf = (name: string) =>
       waitFor(`Deployment ${name}`, () => apps.readNamespacedDeployment({ name, namespace: ns }));
-    const gone = (name: string, timeoutMs?: number) =>
-      waitFor(
-        `Function ${name} to be gone`,
-        async () => {
-          try {
-            await custom.getNamespacedCustomObject({ group, version, namespace: ns, plural, name });
-            return undefined;
-          } catch (err) {
-            return err instanceof k8s.ApiException && err.code === 404 ? true : undefined;
-          }
-        },
-        timeoutMs,
-      );
+    const gone = (name: string, timeoutMs?: number) => fns.gone(name, timeoutMs);
 
     beforeAll(async () => {
       await installChart(kube());
       operatorKc = await operatorKubeConfig(kube());
-      custom = kube().kubeConfig.makeApiClient(k8s.CustomObjectsApi);
+      fns = functionsIn(kube().kubeConfig, ns);
       apps = kube().kubeConfig.makeApiClient(k8s.AppsV1Api);
     }, 120_000);
 
@@ -114,13 +89,7 @@ describe.skipIf(!canRun('kube'))(
       await waitFor('c to lead', async () => (o.leading() ? true : undefined));
       await createFn('tidy');
       await deploymentOf('tidy');
-      await custom.deleteNamespacedCustomObject({
-        group,
-        version,
-        namespace: ns,
-        plural,
-        name: 'tidy',
-      });
+      await fns.delete('tidy');
       await gone('tidy');
       expect(cleaned).toEqual(['tidy']);
     });
@@ -144,13 +113,7 @@ describe.skipIf(!canRun('kube'))(
       await createFn('stuck');
       await deploymentOf('stuck');
       const deleted = Date.now();
-      await custom.deleteNamespacedCustomObject({
-        group,
-        version,
-        namespace: ns,
-        plural,
-        name: 'stuck',
-      });
+      await fns.delete('stuck');
       await gone('stuck', 10_000);
       expect(Date.now() - deleted).toBeGreaterThanOrEqual(1_500);
       expect(attempts).toBeGreaterThan(1);

@@ -11,45 +11,25 @@ import {
 } from '../harness/operator.js';
 import { canRun, useComponent } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
+import { functionsIn } from '../harness/functions.js';
 import type { EddyFunction } from '../../operator/src/api/types.js';
 
 const ns = 'photos';
-const group = 'eddy.dev';
-const version = 'v1alpha1';
-const plural = 'functions';
 
 describe.skipIf(!canRun('kube'))(
   'reconciler against a real API server, under the chart’s RBAC',
   () => {
     const kube = useComponent(() => startKube({ audit: true }));
     let admin: k8s.KubeConfig;
-    let custom: k8s.CustomObjectsApi;
     let apps: k8s.AppsV1Api;
     let core: k8s.CoreV1Api;
     let operatorKc: k8s.KubeConfig;
     let operator: RunningOperator | undefined;
 
-    const getFn = async (name: string) =>
-      (await custom.getNamespacedCustomObject({
-        group,
-        version,
-        namespace: ns,
-        plural,
-        name,
-      })) as EddyFunction;
-    const createFn = async (name: string, spec: Record<string, unknown>) =>
-      (await custom.createNamespacedCustomObject({
-        group,
-        version,
-        namespace: ns,
-        plural,
-        body: { apiVersion: `${group}/${version}`, kind: 'Function', metadata: { name }, spec },
-      })) as EddyFunction;
-    const patchFn = (name: string, patch: object) =>
-      custom.patchNamespacedCustomObject(
-        { group, version, namespace: ns, plural, name, body: patch },
-        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-      );
+    let fns: ReturnType<typeof functionsIn>;
+    const getFn = (name: string) => fns.get(name);
+    const createFn = (name: string, spec: Record<string, unknown>) => fns.create(name, spec);
+    const patchFn = (name: string, patch: object) => fns.patch(name, patch);
     const condition = (fn: EddyFunction, type: string) =>
       fn.status?.conditions?.find((c) => c.type === type);
     const settled = (name: string) =>
@@ -62,7 +42,7 @@ describe.skipIf(!canRun('kube'))(
 
     beforeAll(async () => {
       admin = kube().kubeConfig;
-      custom = admin.makeApiClient(k8s.CustomObjectsApi);
+      fns = functionsIn(admin, ns);
       apps = admin.makeApiClient(k8s.AppsV1Api);
       core = admin.makeApiClient(k8s.CoreV1Api);
       await installChart(kube());
@@ -322,21 +302,8 @@ describe.skipIf(!canRun('kube'))(
     it('runs the finalizer on delete and lets the Function go', async () => {
       await createFn('goodbye', { code: { inline: 'export const handler = () => 1;' } });
       await settled('goodbye');
-      await custom.deleteNamespacedCustomObject({
-        group,
-        version,
-        namespace: ns,
-        plural,
-        name: 'goodbye',
-      });
-      await waitFor('the Function to be gone', async () => {
-        try {
-          await getFn('goodbye');
-          return undefined;
-        } catch (err) {
-          return err instanceof k8s.ApiException && err.code === 404 ? true : undefined;
-        }
-      });
+      await fns.delete('goodbye');
+      await fns.gone('goodbye');
     });
   },
 );
