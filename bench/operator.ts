@@ -69,8 +69,13 @@ function summarize(events: AuditEvent[]): { total: number; writes: number; byVer
   return {
     total: events.length,
     // Lease renewals are the leader election at work, not writes to Functions or their children.
-    writes: events.filter((e) => writeVerbs.has(e.verb) && e.objectRef?.resource !== 'leases')
-      .length,
+    // A request the API server refused changed nothing, so it is no write either.
+    writes: events.filter(
+      (e) =>
+        writeVerbs.has(e.verb) &&
+        e.objectRef?.resource !== 'leases' &&
+        (e.responseStatus?.code ?? 0) < 400,
+    ).length,
     byVerb: [...byVerb]
       .sort((a, b) => b[1] - a[1])
       .map(([k, n]) => `${k}: ${n}`)

@@ -239,6 +239,18 @@ describe.skipIf(!canRun('kube'))(
       expect(d.spec!.template.spec!.containers[0]!.image).toBe('nginx');
     });
 
+    it('reports a spec the API server refuses for the Deployment as a condition, with its message', async () => {
+      await createFn('refused', {
+        code: { inline: 'export const handler = () => 1;' },
+        env: [{ name: 'WHERE', valueFrom: { fieldRef: { fieldPath: 'spec.nowhere' } } }],
+      });
+      const fn = await settled('refused');
+      expect(condition(fn, 'Deployed')).toMatchObject({ status: 'False', reason: 'ApplyRefused' });
+      expect(condition(fn, 'Deployed')!.message).toMatch(
+        /Deployment.apps "refused" is invalid: .*fieldPath.*\(HTTP 422\)/,
+      );
+    });
+
     it('reports a trigger CEL cannot check (an unknown time zone) as a condition', async () => {
       await createFn('tz', {
         code: { inline: 'export const handler = () => 1;' },
@@ -282,7 +294,8 @@ describe.skipIf(!canRun('kube'))(
       // It reconciles every Function once it has listed them.
       await sleep(500);
       await operator.controller()!.idle();
-      // Not a single write by the operator, apart from its lease (the API server's audit log).
+      // Not a single write by the operator, apart from its lease (the API server's audit log). A
+      // request the API server refused (the Function whose env it rejects) changed nothing.
       const writes = readFileSync(kube().auditLog!, 'utf8')
         .slice(auditFrom)
         .split('\n')
@@ -292,6 +305,7 @@ describe.skipIf(!canRun('kube'))(
         .filter(
           (e) =>
             ['create', 'update', 'patch', 'delete'].includes(e.verb) &&
+            (e.responseStatus?.code ?? 0) < 400 &&
             e.objectRef?.resource !== 'leases',
         )
         .map((e) => `${e.verb} ${e.objectRef?.resource}/${e.objectRef?.name}`);

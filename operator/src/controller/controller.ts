@@ -19,6 +19,7 @@ import { fieldManager, functionLabel } from './desired.js';
 import { paginated, startInformer } from './informers.js';
 import { WorkQueue } from './queue.js';
 import { Reconciler, type Caches, type Cleaner, type ReconcilerSettings } from './reconciler.js';
+import { describeError } from '../errors.js';
 
 export interface ControllerOptions {
   kc: KubeConfig;
@@ -140,9 +141,7 @@ export async function startController(
         if (result.requeueAfterMs !== undefined) queue.addAfter(k, result.requeueAfterMs);
       } catch (err) {
         const delay = queue.addRateLimited(k);
-        log(
-          `reconciling ${k} failed, retrying in ${delay} ms: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
-        );
+        log(`reconciling ${k} failed, retrying in ${delay} ms: ${describeError(err)}`);
       } finally {
         busy--;
         setImmediate(checkIdle);

@@ -1,6 +1,7 @@
 /** Kubernetes Events on a Function, for `kubectl describe fn` and `kubectl get events`. */
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { EddyFunction } from '../api/types.js';
+import { describeError } from '../errors.js';
 
 export type EventType = 'Normal' | 'Warning';
 
@@ -67,7 +68,7 @@ export function eventRecorder(
             // An event that cannot be recorded is worth a log line, never a failed reconcile.
             (err: unknown) =>
               log(
-                `event ${reason} for ${fn.metadata.namespace}/${fn.metadata.name} not recorded: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
+                `event ${reason} for ${fn.metadata.namespace}/${fn.metadata.name} not recorded: ${describeError(err)}`,
               ),
           ),
       );

@@ -10,6 +10,7 @@ import {
   type KubeConfig,
   type V1Lease,
 } from '@kubernetes/client-node';
+import { describeError } from '../errors.js';
 
 export interface LeaderOptions {
   namespace: string;
@@ -116,9 +117,7 @@ export class LeaderElection {
       return true;
     } catch (err) {
       if (!(err instanceof ApiException && err.code === 409)) {
-        this.o.log(
-          `lease ${this.o.namespace}/${this.o.name}: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
-        );
+        this.o.log(`lease ${this.o.namespace}/${this.o.name}: ${describeError(err)}`);
       }
       return false;
     }
@@ -148,9 +147,7 @@ export class LeaderElection {
       });
       this.o.log(`${this.o.identity} released the lease`);
     } catch (err) {
-      this.o.log(
-        `could not release the lease: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
-      );
+      this.o.log(`could not release the lease: ${describeError(err)}`);
     }
   }
 }

@@ -38,6 +38,7 @@ import {
 } from './desired.js';
 import type { Recorder } from './events.js';
 import { computeStatus, type Observed } from './status.js';
+import { describeError } from '../errors.js';
 
 export const finalizer = 'eddy.dev/cleanup';
 
@@ -116,7 +117,7 @@ export class Reconciler {
         err.code !== 429
       ) {
         // The API server refused what the spec makes (an invalid env entry, say): a condition.
-        observed.deployError = { reason: 'ApplyRefused', message: apiMessage(err) };
+        observed.deployError = { reason: 'ApplyRefused', message: describeError(err) };
       } else {
         throw err;
       }
@@ -317,12 +318,4 @@ function normalize(v: unknown): unknown {
     );
   }
   return v;
-}
-
-function apiMessage(err: ApiException<unknown>): string {
-  try {
-    return (JSON.parse(String(err.body)) as { message?: string }).message ?? err.message;
-  } catch {
-    return err.message.split('\n')[0]!;
-  }
 }
