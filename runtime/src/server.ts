@@ -158,7 +158,27 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     const given = req.headers['x-eddy-request-id'];
     const requestId =
       typeof given === 'string' && requestIdPattern.test(given) ? given : newRequestId();
-    if (state === 'starting') await invoker.ready;
+    if (state === 'starting') {
+      // Wait for the handler to load, but no longer than an invocation may take.
+      let timer: NodeJS.Timeout | undefined;
+      const loaded = await Promise.race([
+        invoker.ready.then(() => true),
+        new Promise<false>(
+          (resolve) => (timer = setTimeout(() => resolve(false), config.timeoutMs)),
+        ),
+      ]);
+      clearTimeout(timer);
+      if (!loaded) {
+        reject(
+          res,
+          'NotAccepting',
+          `the handler is still loading after ${config.timeoutMs} ms (its module is slow to import); retry shortly`,
+          requestId,
+          { 'retry-after': '1' },
+        );
+        return;
+      }
+    }
     if (state === 'failed' && init && !init.ok) {
       metrics.count('error');
       sendError(res, init.code, init.error, { 'x-eddy-request-id': requestId });

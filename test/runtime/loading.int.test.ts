@@ -84,6 +84,26 @@ describe('runtime: loading handlers', () => {
     expect(second.res.headers.get('x-eddy-init-duration-ms')).toBeNull();
   });
 
+  it('turns callers away with 503 while a slow import outlasts their timeout, then serves them', async () => {
+    const rt = track(
+      await startRuntime(
+        {
+          'index.mjs':
+            'await new Promise((r) => setTimeout(r, 1500)); export const handler = async () => "loaded";',
+        },
+        { EDDY_TIMEOUT_MS: '300' },
+      ),
+    );
+    const early = await fetch(rt.url, { method: 'POST', body: '{}' });
+    expect(early.status).toBe(503);
+    expect(early.headers.get('retry-after')).toBe('1');
+    expect(((await early.json()) as { errorMessage: string }).errorMessage).toMatch(
+      /still loading after 300 ms/,
+    );
+    await waitForReadyz(rt.url, 200);
+    expect((await invoke(rt.url)).body).toBe('loaded');
+  });
+
   const broken: Array<[string, Record<string, string>, string, RegExp]> = [
     [
       'a missing file',
