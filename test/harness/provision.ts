@@ -55,7 +55,7 @@ async function buildGoBinary(b: GoBinary): Promise<void> {
     let built = 0;
     mkdirSync(dirname(target), { recursive: true });
     const partial = `${target}.partial`;
-    await run('go', ['build', '-v', '-trimpath', '-o', partial, b.pkg], {
+    await run('go', ['build', '-v', '-trimpath', '-buildvcs=false', '-o', partial, b.pkg], {
       cwd,
       onLine: (line) => {
         if (line.trim()) progress.update(`${++built}/${deps.length} packages, last ${line.trim()}`);
