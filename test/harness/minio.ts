@@ -1,5 +1,6 @@
 /** A real MinIO server per suite, on a temp dir, optionally with a webhook notification target. */
 import { mkdtemp } from 'node:fs/promises';
+import { S3Client } from '@aws-sdk/client-s3';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,4 +77,14 @@ export async function startMinio(options: { webhook?: MinioWebhook } = {}): Prom
     processes: [proc],
     stop,
   };
+}
+
+/** An S3 client for the server, with its root credentials and path-style addressing. */
+export function s3Client(m: Minio): S3Client {
+  return new S3Client({
+    endpoint: m.endpoint,
+    region: m.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey },
+  });
 }

@@ -5,9 +5,8 @@ import {
   CreateBucketCommand,
   PutBucketNotificationConfigurationCommand,
   PutObjectCommand,
-  S3Client,
 } from '@aws-sdk/client-s3';
-import { startMinio } from '../harness/minio.js';
+import { s3Client, startMinio } from '../harness/minio.js';
 import { canRun, useComponent } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -46,12 +45,7 @@ describe.skipIf(!canRun('minio'))('MinIO bucket notifications to a webhook', () 
 
   it('posts an S3 event for an upload, with the bearer token', async () => {
     const m = minio();
-    const s3 = new S3Client({
-      endpoint: m.endpoint,
-      region: m.region,
-      forcePathStyle: true,
-      credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey },
-    });
+    const s3 = s3Client(m);
     await s3.send(new CreateBucketCommand({ Bucket: 'photos' }));
     await s3.send(
       new PutBucketNotificationConfigurationCommand({

@@ -1,11 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import {
-  CreateBucketCommand,
-  GetObjectCommand,
-  PutObjectCommand,
-  S3Client,
-} from '@aws-sdk/client-s3';
-import { startMinio } from '../harness/minio.js';
+import { CreateBucketCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { s3Client, startMinio } from '../harness/minio.js';
 import { canRun, useComponent } from '../harness/suite.js';
 
 describe.skipIf(!canRun('minio'))('MinIO', () => {
@@ -13,12 +8,7 @@ describe.skipIf(!canRun('minio'))('MinIO', () => {
 
   it('puts and gets an object', async () => {
     const m = minio();
-    const s3 = new S3Client({
-      endpoint: m.endpoint,
-      region: m.region,
-      forcePathStyle: true,
-      credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey },
-    });
+    const s3 = s3Client(m);
     await s3.send(new CreateBucketCommand({ Bucket: 'smoke' }));
     await s3.send(new PutObjectCommand({ Bucket: 'smoke', Key: 'a/b.txt', Body: 'hello eddy' }));
     const got = await s3.send(new GetObjectCommand({ Bucket: 'smoke', Key: 'a/b.txt' }));
