@@ -23,6 +23,41 @@ export default tseslint.config(
     },
   },
   {
+    // The operator and the runtime agree through runtime/src/contract only.
+    files: ['operator/src/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '^(\\.\\./)+runtime/src/(?!contract/)',
+              message:
+                'The operator may import only runtime/src/contract/ from the runtime: move what both sides need there.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    // The contract is a leaf: both processes load it, so it loads nothing.
+    files: ['runtime/src/contract/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '^(?!\\./)',
+              message: 'runtime/src/contract/ imports nothing outside itself.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     languageOptions: { globals: globals.node },
     extends: [tseslint.configs.disableTypeChecked],

@@ -1,6 +1,13 @@
 /** The runtime's configuration, read from the environment (the contract with the operator). */
+import {
+  envDefaults as d,
+  envNames as n,
+  heapSizing,
+  limits,
+  type LogFormat,
+} from './contract/env.js';
 
-export type LogFormat = 'text' | 'json';
+export { heapSizing, limits, type LogFormat };
 
 export interface RuntimeConfig {
   handler: string;
@@ -21,14 +28,6 @@ export class ConfigError extends Error {
     this.name = 'ConfigError';
   }
 }
-
-/** Lambda's bounds: 128 MB to 10 GB of memory, 1 s to 15 min of timeout. */
-export const limits = {
-  memoryMb: { min: 128, max: 10240 },
-  timeoutMs: { min: 1, max: 900_000 },
-  concurrency: { min: 1, max: 1000 },
-  port: { min: 0, max: 65535 },
-} as const;
 
 // `file.export`, where file may sit in subfolders: `index.handler`, `src/app.handler`.
 const handlerPattern = /^[^.\s][^\s]*\.[A-Za-z_$][\w$]*$/;
@@ -66,52 +65,41 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): RuntimeConfig 
   };
 
   const handler = text(
-    'EDDY_HANDLER',
-    'index.handler',
+    n.handler,
+    d.handler,
     handlerPattern,
     'use file.export, such as index.handler or src/app.handler',
   );
   const functionName = text(
-    'EDDY_FUNCTION_NAME',
-    'function',
+    n.functionName,
+    d.functionName,
     namePattern,
     'use a Kubernetes object name (lowercase letters, digits, "-" and ".")',
   );
   const functionNamespace = text(
-    'EDDY_FUNCTION_NAMESPACE',
-    'default',
+    n.functionNamespace,
+    d.functionNamespace,
     namePattern,
     'use a Kubernetes namespace name (lowercase letters, digits and "-")',
   );
   const logFormat = text(
-    'EDDY_LOG_FORMAT',
-    'text',
+    n.logFormat,
+    d.logFormat,
     /^(text|json)$/,
     'use text or json',
   ) as LogFormat;
   const config: RuntimeConfig = {
     handler,
-    codeDir: env.EDDY_CODE_DIR || '/var/task',
+    codeDir: env[n.codeDir] || d.codeDir,
     functionName,
     functionNamespace,
-    memoryMb: int('EDDY_MEMORY_MB', 128, limits.memoryMb),
-    timeoutMs: int('EDDY_TIMEOUT_MS', 3000, limits.timeoutMs),
-    concurrency: int('EDDY_CONCURRENCY', 1, limits.concurrency),
+    memoryMb: int(n.memoryMb, d.memoryMb, limits.memoryMb),
+    timeoutMs: int(n.timeoutMs, d.timeoutMs, limits.timeoutMs),
+    concurrency: int(n.concurrency, d.concurrency, limits.concurrency),
     logFormat,
-    port: int('PORT', 8080, limits.port),
-    host: env.HOST || '0.0.0.0',
+    port: int(n.port, d.port, limits.port),
+    host: env[n.host] || d.host,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
-}
-
-/**
- * The heap for a function of `memoryMb`: what is left after a reserve for Node itself, buffers
- * and native memory, so pressure shows as a JavaScript error rather than a kill by the kernel.
- * V8's limit is old space plus three semi-spaces of young generation.
- */
-export function heapSizing(memoryMb: number): { oldSpaceMb: number; semiSpaceMb: number } {
-  const semiSpaceMb = Math.min(16, Math.max(1, Math.round(memoryMb / 64)));
-  const reserve = Math.max(48, Math.round(memoryMb * 0.15));
-  return { oldSpaceMb: Math.max(32, memoryMb - reserve - 3 * semiSpaceMb), semiSpaceMb };
 }

@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { ErrorBody, ErrorCode } from './errors.js';
+import type { ErrorBody, ErrorCode } from './contract/errors.js';
 
 export type Handler = (event: unknown, context: unknown, callback?: unknown) => unknown;
 

@@ -4,13 +4,9 @@
  * started without it, the runtime starts itself again with that flag and passes signals and
  * its exit code through.
  */
-import { heapSizing } from './config.js';
+import { heapFlags } from './contract/env.js';
 
-/** The flags the platform passes (in NODE_OPTIONS) for a function of `memoryMb`. */
-export function heapFlags(memoryMb: number): string[] {
-  const { oldSpaceMb, semiSpaceMb } = heapSizing(memoryMb);
-  return [`--max-old-space-size=${oldSpaceMb}`, `--max-semi-space-size=${semiSpaceMb}`];
-}
+export { heapFlags };
 
 /** True when this process was started with a heap size (by the platform, or by the user). */
 export function heapIsSized(

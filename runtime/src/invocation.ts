@@ -1,5 +1,5 @@
 /** What the HTTP side hands the invoker, and what it gets back. */
-import type { ErrorBody, ErrorCode } from './errors.js';
+import type { ErrorBody, ErrorCode } from './contract/errors.js';
 
 /** CloudEvents context attributes (and extensions), as strings. */
 export type EventAttributes = Record<string, string>;

@@ -5,7 +5,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { format } from 'node:util';
 import type { LogFormat } from './config.js';
-import { maxPayloadBytes, type ErrorBody, type ErrorCode } from './errors.js';
+import { eventTypes, isS3Type } from './contract/events.js';
+import { maxPayloadBytes, type ErrorBody, type ErrorCode } from './contract/errors.js';
 import { loadHandler, LoadError, type Handler } from './handler-loader.js';
 import type { InitResult, Invocation, Outcome } from './invocation.js';
 import { consoleLine, functionVersion, queue, startLine, write } from './logs.js';
@@ -125,7 +126,7 @@ export class Invoker {
             specversion: '1.0',
             id: m.requestId,
             source: 'eddy:direct',
-            type: 'dev.eddy.invoke',
+            type: eventTypes.invoke,
             data: decoded.data,
           }
         : { ...m.attributes, data: decoded.data };
@@ -239,7 +240,7 @@ function decodeEvent(m: Invocation): { event: unknown; data: unknown } | string 
     }
   }
   const type = m.attributes?.type;
-  if (type !== undefined && type.startsWith('com.amazonaws.s3.')) {
+  if (isS3Type(type)) {
     if (data === null || typeof data !== 'object' || Array.isArray(data) || Buffer.isBuffer(data)) {
       return `an ${type} event must carry one S3 event record (a JSON object) as its data`;
     }

@@ -5,6 +5,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { RuntimeConfig } from './config.js';
+import { headers as h } from './contract/http.js';
 import { binaryAttributes, classify, structuredEvent } from './cloudevents.js';
 import {
   errorCodes,
@@ -12,7 +13,7 @@ import {
   timeoutMessage,
   type ErrorBody,
   type ErrorCode,
-} from './errors.js';
+} from './contract/errors.js';
 import type { InitResult, Invocation, Outcome } from './invocation.js';
 import type { Invoker } from './invoker.js';
 import { endAndReport, maxMemoryUsedMb, queue, timeoutLine, write } from './logs.js';
@@ -102,7 +103,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     res.writeHead(spec.status, {
       'content-type': 'application/json',
       'content-length': Buffer.byteLength(text),
-      ...(spec.functionError ? { 'x-eddy-function-error': 'Unhandled' } : {}),
+      ...(spec.functionError ? { [h.functionError]: 'Unhandled' } : {}),
       ...headers,
     });
     res.end(text);
@@ -119,7 +120,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       res,
       code,
       { errorType: errorCodes[code].errorType, errorMessage: message },
-      { 'x-eddy-request-id': requestId, ...extra },
+      { [h.requestId]: requestId, ...extra },
     );
   }
 
@@ -155,7 +156,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
   }
 
   async function handleInvoke(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const given = req.headers['x-eddy-request-id'];
+    const given = req.headers[h.requestId];
     const requestId =
       typeof given === 'string' && requestIdPattern.test(given) ? given : newRequestId();
     if (state === 'starting') {
@@ -181,7 +182,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     }
     if (state === 'failed' && init && !init.ok) {
       metrics.count('error');
-      sendError(res, init.code, init.error, { 'x-eddy-request-id': requestId });
+      sendError(res, init.code, init.error, { [h.requestId]: requestId });
       return;
     }
     if (state === 'draining' || state === 'recycling') {
@@ -277,15 +278,15 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     const durationMs = outcome.kind === 'timeout' ? config.timeoutMs : outcome.durationMs;
     const billedMs = Math.max(1, Math.ceil(durationMs));
     const headers: Record<string, string> = {
-      'x-eddy-request-id': requestId,
-      'x-eddy-duration-ms': durationMs.toFixed(2),
-      'x-eddy-billed-duration-ms': String(billedMs),
+      [h.requestId]: requestId,
+      [h.durationMs]: durationMs.toFixed(2),
+      [h.billedDurationMs]: String(billedMs),
     };
     let initDurationMs: number | undefined;
     if (!initReported && init?.ok) {
       initReported = true;
       initDurationMs = init.initDurationMs;
-      headers['x-eddy-init-duration-ms'] = initDurationMs.toFixed(2);
+      headers[h.initDurationMs] = initDurationMs.toFixed(2);
     }
     metrics.observe(durationMs, billedMs);
     const report = {

@@ -1,6 +1,6 @@
 /** The watching thread of watchdog.ts. */
 import { workerData } from 'node:worker_threads';
-import { timeoutMessage } from './errors.js';
+import { timeoutMessage } from './contract/errors.js';
 import { consoleLine, write } from './logs.js';
 import { DEADLINE, HEARTBEAT, heartbeatMs, type WatchdogData } from './watchdog.js';
 

@@ -13,7 +13,7 @@ import type {
   V1Volume,
   V1VolumeMount,
 } from '@kubernetes/client-node';
-import { heapFlags } from '../../../runtime/src/heap.js';
+import { runtimeEnv } from '../../../runtime/src/contract/index.js';
 import { apiVersion, kind, type EddyFunction, type Runtime } from '../api/types.js';
 import { mebibytes } from '../api/quantity.js';
 
@@ -110,17 +110,18 @@ export function desiredDeployment(fn: EddyFunction, settings: DesiredSettings): 
   const cpu = spec.cpu ?? cpuFor(memory);
   const image = spec.image ?? settings.runtimeImages[spec.runtime ?? 'nodejs22'];
 
+  const contract = runtimeEnv({
+    handler: spec.handler ?? 'index.handler',
+    codeDir,
+    functionName: fn.metadata.name,
+    functionNamespace: fn.metadata.namespace,
+    memoryMb,
+    timeoutMs: timeoutSeconds * 1000,
+    concurrency,
+    port: runtimePort,
+  });
   const env: V1EnvVar[] = [
-    { name: 'EDDY_HANDLER', value: spec.handler ?? 'index.handler' },
-    { name: 'EDDY_CODE_DIR', value: codeDir },
-    { name: 'EDDY_FUNCTION_NAME', value: fn.metadata.name },
-    { name: 'EDDY_FUNCTION_NAMESPACE', value: fn.metadata.namespace },
-    { name: 'EDDY_MEMORY_MB', value: String(memoryMb) },
-    { name: 'EDDY_TIMEOUT_MS', value: String(timeoutSeconds * 1000) },
-    { name: 'EDDY_CONCURRENCY', value: String(concurrency) },
-    { name: 'PORT', value: String(runtimePort) },
-    // The heap is fixed when Node starts; sized here, the runtime need not start itself again.
-    { name: 'NODE_OPTIONS', value: heapFlags(memoryMb).join(' ') },
+    ...Object.entries(contract).map(([name, value]) => ({ name, value })),
     ...(spec.env ?? []),
   ];
 

@@ -1,0 +1,92 @@
+/**
+ * The runtime's environment: the names the operator and the local platform set, their defaults,
+ * the bounds the runtime enforces, and how the heap is sized from the memory. Both sides build
+ * or read the environment through this file only.
+ */
+
+export const envNames = {
+  handler: 'EDDY_HANDLER',
+  codeDir: 'EDDY_CODE_DIR',
+  functionName: 'EDDY_FUNCTION_NAME',
+  functionNamespace: 'EDDY_FUNCTION_NAMESPACE',
+  memoryMb: 'EDDY_MEMORY_MB',
+  timeoutMs: 'EDDY_TIMEOUT_MS',
+  concurrency: 'EDDY_CONCURRENCY',
+  logFormat: 'EDDY_LOG_FORMAT',
+  port: 'PORT',
+  host: 'HOST',
+  nodeOptions: 'NODE_OPTIONS',
+} as const;
+
+export type LogFormat = 'text' | 'json';
+
+export const envDefaults = {
+  handler: 'index.handler',
+  codeDir: '/var/task',
+  functionName: 'function',
+  functionNamespace: 'default',
+  memoryMb: 128,
+  timeoutMs: 3000,
+  concurrency: 1,
+  logFormat: 'text' as LogFormat,
+  port: 8080,
+  host: '0.0.0.0',
+} as const;
+
+/** Lambda's bounds: 128 MB to 10 GB of memory, 1 s to 15 min of timeout. */
+export const limits = {
+  memoryMb: { min: 128, max: 10240 },
+  timeoutMs: { min: 1, max: 900_000 },
+  concurrency: { min: 1, max: 1000 },
+  port: { min: 0, max: 65535 },
+} as const;
+
+/**
+ * The heap for a function of `memoryMb`: what is left after a reserve for Node itself, buffers
+ * and native memory, so pressure shows as a JavaScript error rather than a kill by the kernel.
+ * V8's limit is old space plus three semi-spaces of young generation.
+ */
+export function heapSizing(memoryMb: number): { oldSpaceMb: number; semiSpaceMb: number } {
+  const semiSpaceMb = Math.min(16, Math.max(1, Math.round(memoryMb / 64)));
+  const reserve = Math.max(48, Math.round(memoryMb * 0.15));
+  return { oldSpaceMb: Math.max(32, memoryMb - reserve - 3 * semiSpaceMb), semiSpaceMb };
+}
+
+/** The flags the platform passes (in NODE_OPTIONS) for a function of `memoryMb`. */
+export function heapFlags(memoryMb: number): string[] {
+  const { oldSpaceMb, semiSpaceMb } = heapSizing(memoryMb);
+  return [`--max-old-space-size=${oldSpaceMb}`, `--max-semi-space-size=${semiSpaceMb}`];
+}
+
+/** What a platform knows about a replica it is about to start. */
+export interface RuntimeEnvInput {
+  handler: string;
+  codeDir: string;
+  functionName: string;
+  functionNamespace: string;
+  memoryMb: number;
+  timeoutMs: number;
+  concurrency: number;
+  port: number;
+  host?: string;
+  logFormat?: LogFormat;
+}
+
+/** The environment a replica of the runtime is started with, heap flags included. */
+export function runtimeEnv(input: RuntimeEnvInput): Record<string, string> {
+  const env: Record<string, string> = {
+    [envNames.handler]: input.handler,
+    [envNames.codeDir]: input.codeDir,
+    [envNames.functionName]: input.functionName,
+    [envNames.functionNamespace]: input.functionNamespace,
+    [envNames.memoryMb]: String(input.memoryMb),
+    [envNames.timeoutMs]: String(input.timeoutMs),
+    [envNames.concurrency]: String(input.concurrency),
+    [envNames.port]: String(input.port),
+    // The heap is fixed when Node starts; sized here, the runtime need not start itself again.
+    [envNames.nodeOptions]: heapFlags(input.memoryMb).join(' '),
+  };
+  if (input.host !== undefined) env[envNames.host] = input.host;
+  if (input.logFormat !== undefined) env[envNames.logFormat] = input.logFormat;
+  return env;
+}

@@ -1,0 +1,87 @@
+/**
+ * The seam between operator and runtime: the environment the operator writes into a pod is fed
+ * to the runtime's own parser, which must read back exactly the Function's settings.
+ */
+import { describe, expect, it } from 'vitest';
+import type { EddyFunction, FunctionSpec } from '../operator/src/api/types.js';
+import { desiredDeployment } from '../operator/src/controller/desired.js';
+import { loadConfig } from '../runtime/src/config.js';
+import { heapIsSized } from '../runtime/src/heap.js';
+import { heapFlags, runtimeEnv } from '../runtime/src/contract/index.js';
+
+const fn = (spec: FunctionSpec): EddyFunction => ({
+  apiVersion: 'eddy.dev/v1alpha1',
+  kind: 'Function',
+  metadata: { name: 'thumb', namespace: 'photos', uid: 'u-1', generation: 1 },
+  spec,
+});
+
+const settings = {
+  runtimeImages: { nodejs20: 'rt:20', nodejs22: 'rt:22', nodejs24: 'rt:24' },
+  gatewayUrl: 'http://gw:8080',
+};
+
+function podEnv(spec: FunctionSpec): Record<string, string> {
+  const c = desiredDeployment(fn(spec), settings).spec!.template.spec!.containers[0]!;
+  return Object.fromEntries(c.env!.map((e) => [e.name, e.value!]));
+}
+
+describe('the runtime environment contract', () => {
+  it('reads back what the operator writes into the pod', () => {
+    const env = podEnv({
+      image: 'x',
+      handler: 'src/app.run',
+      memory: '1Gi',
+      timeoutSeconds: 30,
+      concurrency: 8,
+    });
+    expect(loadConfig(env)).toEqual({
+      handler: 'src/app.run',
+      codeDir: '/var/task',
+      functionName: 'thumb',
+      functionNamespace: 'photos',
+      memoryMb: 1024,
+      timeoutMs: 30_000,
+      concurrency: 8,
+      logFormat: 'text',
+      port: 8080,
+      host: '0.0.0.0',
+    });
+    // Sized by the platform, the runtime does not start itself again.
+    expect(heapIsSized([], env.NODE_OPTIONS)).toBe(true);
+    expect(env.NODE_OPTIONS).toBe(heapFlags(1024).join(' '));
+  });
+
+  it('reads back every bound of the contract that the API allows', () => {
+    for (const [memoryMb, timeoutSeconds] of [
+      [128, 1],
+      [10240, 900],
+    ] as const) {
+      const env = podEnv({ image: 'x', memory: `${memoryMb}Mi`, timeoutSeconds });
+      const c = loadConfig(env);
+      expect([c.memoryMb, c.timeoutMs]).toEqual([memoryMb, timeoutSeconds * 1000]);
+    }
+  });
+
+  it('is what a local replica gets too', () => {
+    const env = runtimeEnv({
+      handler: 'index.handler',
+      codeDir: '/tmp/code',
+      functionName: 'hello',
+      functionNamespace: 'dev',
+      memoryMb: 256,
+      timeoutMs: 5000,
+      concurrency: 2,
+      port: 0,
+      host: '127.0.0.1',
+      logFormat: 'json',
+    });
+    expect(loadConfig(env)).toMatchObject({
+      codeDir: '/tmp/code',
+      memoryMb: 256,
+      port: 0,
+      host: '127.0.0.1',
+      logFormat: 'json',
+    });
+  });
+});
