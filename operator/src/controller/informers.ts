@@ -22,6 +22,13 @@ export interface InformerOptions<T extends KubernetesObject> {
   onDelete?: (obj: T) => void;
   log: (message: string) => void;
   signal: AbortSignal;
+  /** Makes the informer; by default client-node's. */
+  makeInformer?: (
+    kc: KubeConfig,
+    path: string,
+    list: () => Promise<KubernetesListObject<T>>,
+    labelSelector?: string,
+  ) => Resilient<T>;
 }
 
 /** A page of a list, as the API returns it. */
@@ -57,7 +64,7 @@ export async function startInformer<T extends KubernetesObject>(
   kc: KubeConfig,
   o: InformerOptions<T>,
 ): Promise<Resilient<T>> {
-  const informer = makeInformer<T>(kc, o.path, o.list, o.labelSelector);
+  const informer = (o.makeInformer ?? makeInformer<T>)(kc, o.path, o.list, o.labelSelector);
   // The cache keeps the very objects handed to these callbacks. managedFields are most of a
   // Deployment's size and nothing here reads them (drift is checked against the spec itself).
   const slim = (obj: T) => {
@@ -69,26 +76,52 @@ export async function startInformer<T extends KubernetesObject>(
   informer.on('delete', o.onDelete ?? o.onChange);
   let backoffMs = 500;
   let timer: NodeJS.Timeout | undefined;
-  informer.on('connect', () => {
-    backoffMs = 500;
-  });
-  informer.on('error', (err: unknown) => {
+  // Collects the errors of the start() under way. client-node says 'connect' before it lists and
+  // reports a failed list or watch as 'error' while start() still resolves: an attempt succeeded
+  // only if start() resolved with no 'error' meanwhile.
+  let errors: unknown[] | undefined;
+  const attempt = async (): Promise<unknown[]> => {
+    const seen: unknown[] = (errors = []);
+    try {
+      await informer.start();
+    } catch (err) {
+      seen.push(err);
+    } finally {
+      errors = undefined;
+    }
+    // client-node goes on from its list to a watch even if stop() came meanwhile.
+    if (o.signal.aborted) void informer.stop();
+    return seen;
+  };
+  const restartLater = (err: unknown) => {
     if (o.signal.aborted) return;
     const message = err instanceof Error ? err.message : String(err);
     o.log(`${o.name} watch failed (${message}); restarting in ${backoffMs} ms`);
-    timer = setTimeout(() => {
-      if (!o.signal.aborted) informer.start().catch(() => undefined);
-    }, backoffMs);
+    timer = setTimeout(() => void restart(), backoffMs);
     backoffMs = Math.min(backoffMs * 2, 30_000);
+  };
+  const restart = async () => {
+    timer = undefined;
+    const seen = await attempt();
+    if (seen.length === 0) backoffMs = 500;
+    else restartLater(seen[0]);
+  };
+  informer.on('error', (err: unknown) => {
+    // During a start() its outcome decides; otherwise a watch that was running has failed.
+    if (errors) errors.push(err);
+    else if (timer === undefined) restartLater(err);
   });
-  o.signal.addEventListener(
-    'abort',
-    () => {
-      clearTimeout(timer);
-      void informer.stop();
-    },
-    { once: true },
-  );
-  await informer.start();
+  const onAbort = () => {
+    clearTimeout(timer);
+    void informer.stop();
+  };
+  o.signal.addEventListener('abort', onAbort, { once: true });
+  const seen = await attempt();
+  if (seen.length > 0) {
+    // The caller was promised a full list: it decides what a failed first one means.
+    o.signal.removeEventListener('abort', onAbort);
+    void informer.stop();
+    throw seen[0];
+  }
   return informer;
 }

@@ -12,6 +12,12 @@ import {
 } from '@kubernetes/client-node';
 import { describeError } from '../errors.js';
 
+/** The Lease calls leader election makes; CoordinationV1Api has them. */
+export type LeaseApi = Pick<
+  CoordinationV1Api,
+  'readNamespacedLease' | 'createNamespacedLease' | 'replaceNamespacedLease'
+>;
+
 export interface LeaderOptions {
   namespace: string;
   name: string;
@@ -21,10 +27,12 @@ export interface LeaderOptions {
   renewIntervalMs?: number;
   retryIntervalMs?: number;
   log: (message: string) => void;
+  /** Where Leases are read and written; by default the API server of `kc`. */
+  api?: LeaseApi;
 }
 
 export class LeaderElection {
-  private readonly api: CoordinationV1Api;
+  private readonly api: LeaseApi;
   private readonly leaseDurationSeconds: number;
   private readonly renewIntervalMs: number;
   private readonly retryIntervalMs: number;
@@ -34,7 +42,7 @@ export class LeaderElection {
     kc: KubeConfig,
     private readonly o: LeaderOptions,
   ) {
-    this.api = kc.makeApiClient(CoordinationV1Api);
+    this.api = o.api ?? kc.makeApiClient(CoordinationV1Api);
     this.leaseDurationSeconds = o.leaseDurationSeconds ?? 15;
     this.renewIntervalMs = o.renewIntervalMs ?? 5_000;
     this.retryIntervalMs = o.retryIntervalMs ?? 2_000;
@@ -42,7 +50,9 @@ export class LeaderElection {
 
   /**
    * Campaigns until elected, then calls `lead` with a signal that aborts if the lease is lost;
-   * repeats until `signal` aborts. On abort the lease is released.
+   * repeats until `signal` aborts. On abort the lease is released; if `lead` fails, the lease is
+   * released too and `run` rejects with its error, so that the caller stops rather than a leader
+   * that does nothing keeping the lease.
    */
   async run(lead: (lost: AbortSignal) => Promise<void>, signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
@@ -55,12 +65,18 @@ export class LeaderElection {
       const onStop = () => lost.abort();
       signal.addEventListener('abort', onStop, { once: true });
       const renewing = this.renewUntilLost(lost, signal);
-      await lead(lost.signal);
-      lost.abort();
-      await renewing;
-      signal.removeEventListener('abort', onStop);
-      if (signal.aborted) await this.release();
-      else this.o.log(`${this.o.identity} lost the lease; campaigning again`);
+      let failed = true;
+      try {
+        await lead(lost.signal);
+        failed = false;
+      } finally {
+        lost.abort();
+        await renewing;
+        signal.removeEventListener('abort', onStop);
+        // A leader whose work failed would hold the lease doing nothing: hand it over at once.
+        if (signal.aborted || failed) await this.release();
+      }
+      if (!signal.aborted) this.o.log(`${this.o.identity} lost the lease; campaigning again`);
     }
   }
 
