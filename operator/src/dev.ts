@@ -1,21 +1,91 @@
 /**
- * `npm start`: the local stack (gateway, sources and autoscaler with functions as local
- * processes and an embedded S3-compatible store). Until those parts land, it says what exists.
+ * The local stack (`npm start`): the gateway, autoscaler and local platform of a cluster, with
+ * Functions from manifest files and their replicas as processes on 127.0.0.1. Wiring only.
+ *
+ *   node dist/operator/dev.js [--port 8080] <manifest files...>
  */
-const lines = [
-  'Eddy local stack',
-  '',
-  'The local thumbnail demo is not built yet. What exists today:',
-  '  the function runtime  node dist/runtime/main.js runs a Lambda-style handler behind a',
-  '                        CloudEvents endpoint (docs/runtime.md; README.md shows a try-out)',
-  '  the operator          node dist/operator/main.js turns Function resources into',
-  '                        Deployments (docs/operator.md; charts/eddy installs it)',
-  '  npm test              the whole suite: unit tests, and integration tests against a real',
-  '                        kube-apiserver + etcd, MinIO, kinesalite, Docker and Prometheus',
-  '  npm run test:setup    builds or installs that infrastructure into ~/.cache/eddy',
-  '  npm run test:unit     the fast tests that need no server',
-  '  npm run bench:runtime, npm run bench:operator   the benchmarks',
-  '',
-  'See README.md for the folder map.',
-];
-console.log(lines.join('\n'));
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { composeEddy } from './compose.js';
+import { ManifestSet } from './local/manifests.js';
+import { soleLeader } from './manager.js';
+import { createLocalPlatform } from './platform/local.js';
+
+const usage = `usage: node dist/operator/dev.js [--port 8080] [--host 127.0.0.1] <manifest files...>
+  Runs the gateway, the autoscaler and each Function's replicas as local processes.
+  Files hold Function, Secret and ConfigMap manifests (several documents per file); edits
+  are picked up while it runs. Invoke with:
+    curl -d '{"name":"eddy"}' http://127.0.0.1:8080/functions/<namespace>/<name>`;
+
+const { values, positionals } = (() => {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: {
+        port: { type: 'string', default: '8080' },
+        host: { type: 'string', default: '127.0.0.1' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    console.error(`${err instanceof Error ? err.message : String(err)}\n${usage}`);
+    process.exit(2);
+  }
+})();
+const port = Number(values.port);
+if (
+  values.help ||
+  positionals.length === 0 ||
+  !Number.isInteger(port) ||
+  port < 0 ||
+  port > 65_535
+) {
+  console.error(
+    values.help || positionals.length === 0
+      ? usage
+      : `--port ${values.port}: use 0 to 65535\n${usage}`,
+  );
+  process.exit(values.help ? 0 : 2);
+}
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const log = (line: string) => console.log(line);
+const manifests = new ManifestSet({
+  crdPath: resolve(root, 'crds', 'function.yaml'),
+  report: (line) => console.error(line),
+});
+await manifests.load(positionals);
+const stop = new AbortController();
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(signal, () => {
+    log(`eddy: ${signal}: draining and stopping the functions' processes`);
+    stop.abort();
+  });
+}
+manifests.watch(stop.signal);
+const { manager } = composeEddy({
+  platform: createLocalPlatform({
+    store: manifests.store,
+    runtimeMain: resolve(root, 'dist', 'runtime', 'main.js'),
+    configMaps: manifests.configMap,
+    log,
+  }),
+  store: manifests.store,
+  secrets: manifests.secret,
+  elector: soleLeader,
+  log: (m) => log(`eddy: ${m}`),
+  gateway: { port, host: values.host },
+  onListening: (url) => {
+    const names = manifests.store.list().map((f) => `${f.metadata.namespace}/${f.metadata.name}`);
+    log(
+      `eddy: ${names.length} function(s): ${names.join(', ') || 'none yet (fix the files above; edits are picked up)'}`,
+    );
+    if (names[0]) log(`eddy: try  curl -d '{"name":"eddy"}' ${url}/functions/${names[0]}`);
+  },
+});
+try {
+  await manager.start(stop.signal);
+} catch {
+  process.exitCode = 1;
+}

@@ -1,21 +1,45 @@
-/** The in-cluster operator: `node dist/operator/main.js`. */
+/** The in-cluster operator: `node dist/operator/main.js`. Wiring only. */
 import { KubeConfig } from '@kubernetes/client-node';
-import { runOperator } from './operator.js';
+import { gatewayPeersLoad } from './autoscaler/peers.js';
+import { LazyClusterCaches } from './caches.js';
+import { composeEddy } from './compose.js';
+import { withConnectionReuse } from './connection-reuse.js';
+import { clusterElector, controllerRunnable } from './operator.js';
+import { createKubernetesPlatform } from './platform/kubernetes.js';
+import { clusterSecrets } from './secrets.js';
 import { loadSettings } from './settings.js';
 
 const settings = loadSettings();
+const log = (m: string) => console.log(`eddy-operator: ${m}`);
 const kc = new KubeConfig();
 // In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config.
 kc.loadFromDefault();
+withConnectionReuse(kc);
 const stop = new AbortController();
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {
-    console.log(`eddy-operator: ${signal}: handing over the lease and stopping`);
+    log(`${signal}: draining, handing over the lease and stopping`);
     stop.abort();
   });
 }
-console.log(
-  `eddy-operator ${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`,
-);
-await runOperator({ kc, settings }, stop.signal);
-console.log('eddy-operator: stopped');
+log(`${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`);
+const caches = new LazyClusterCaches(kc, log);
+const { manager } = composeEddy({
+  platform: createKubernetesPlatform({ kc, log }),
+  store: caches.store,
+  secrets: clusterSecrets(kc),
+  elector: clusterElector(kc, settings, log),
+  log,
+  gateway: { port: settings.gatewayPort },
+  startCaches: (signal) => caches.start(signal),
+  load: () =>
+    gatewayPeersLoad({ kc, namespace: settings.namespace, service: settings.gatewayService, log }),
+  runnables: [controllerRunnable({ kc, caches, settings, log })],
+});
+try {
+  await manager.start(stop.signal);
+  log('stopped');
+} catch {
+  // The manager has logged what failed; a new pod starts clean.
+  process.exitCode = 1;
+}

@@ -1,10 +1,70 @@
-/** The operator as a whole: leader election around the controller. */
+/** The pieces of the in-cluster operator: the lease, and the reconciler as a leader-only runnable. */
 import type { KubeConfig } from '@kubernetes/client-node';
+import { LazyClusterCaches } from './caches.js';
 import { withConnectionReuse } from './connection-reuse.js';
 import { startController, type Controller } from './controller/controller.js';
 import { LeaderElection } from './controller/leader.js';
 import type { Cleaner } from './controller/reconciler.js';
+import { Manager, type Runnable } from './manager.js';
 import type { OperatorSettings } from './settings.js';
+
+export interface LeaseTimings {
+  durationSeconds?: number;
+  renewIntervalMs?: number;
+  retryIntervalMs?: number;
+}
+
+export function clusterElector(
+  kc: KubeConfig,
+  settings: OperatorSettings,
+  log: (message: string) => void,
+  lease?: LeaseTimings,
+): LeaderElection {
+  return new LeaderElection(kc, {
+    namespace: settings.namespace,
+    name: 'eddy-operator',
+    identity: settings.identity,
+    leaseDurationSeconds: lease?.durationSeconds,
+    renewIntervalMs: lease?.renewIntervalMs,
+    retryIntervalMs: lease?.retryIntervalMs,
+    log,
+  });
+}
+
+export interface ControllerRunnableOptions {
+  kc: KubeConfig;
+  caches: LazyClusterCaches;
+  settings: OperatorSettings;
+  cleaners?: Cleaner[];
+  log: (message: string) => void;
+  /** Called with the controller each time this process starts leading. */
+  onLeading?: (controller: Controller) => void;
+}
+
+/** The reconciler, run while this process leads. */
+export function controllerRunnable(o: ControllerRunnableOptions): Runnable {
+  return {
+    name: 'reconciler',
+    leaderOnly: true,
+    async run(signal) {
+      const controller = await startController(
+        {
+          kc: o.kc,
+          caches: o.caches.get(),
+          settings: o.settings,
+          identity: o.settings.identity,
+          cleaners: o.cleaners,
+          workers: o.settings.workers,
+          resyncMs: o.settings.resyncMs,
+          log: o.log,
+        },
+        signal,
+      );
+      o.onLeading?.(controller);
+      await controller.done;
+    },
+  };
+}
 
 export interface OperatorOptions {
   kc: KubeConfig;
@@ -12,38 +72,24 @@ export interface OperatorOptions {
   cleaners?: Cleaner[];
   log?: (message: string) => void;
   /** Lease timings; tests shorten them. */
-  lease?: { durationSeconds?: number; renewIntervalMs?: number; retryIntervalMs?: number };
+  lease?: LeaseTimings;
   /** Called with the controller each time this process starts leading. */
   onLeading?: (controller: Controller) => void;
 }
 
-/** Runs until `signal` aborts: campaigns for the lease and runs the controller while leading. */
+/**
+ * The reconciler alone under leader election, with no gateway: what the operator's tests and
+ * bench:operator run. Runs until `signal` aborts.
+ */
 export async function runOperator(o: OperatorOptions, signal: AbortSignal): Promise<void> {
   withConnectionReuse(o.kc);
   const log = o.log ?? ((m: string) => console.log(`eddy-operator: ${m}`));
-  const election = new LeaderElection(o.kc, {
-    namespace: o.settings.namespace,
-    name: 'eddy-operator',
-    identity: o.settings.identity,
-    leaseDurationSeconds: o.lease?.durationSeconds,
-    renewIntervalMs: o.lease?.renewIntervalMs,
-    retryIntervalMs: o.lease?.retryIntervalMs,
+  const caches = new LazyClusterCaches(o.kc, log);
+  await new Manager({
+    elector: clusterElector(o.kc, o.settings, log, o.lease),
     log,
-  });
-  await election.run(async (lost) => {
-    const controller = await startController(
-      {
-        kc: o.kc,
-        settings: o.settings,
-        identity: o.settings.identity,
-        cleaners: o.cleaners,
-        workers: o.settings.workers,
-        resyncMs: o.settings.resyncMs,
-        log,
-      },
-      lost,
-    );
-    o.onLeading?.(controller);
-    await controller.done;
-  }, signal);
+    startCaches: (s) => caches.start(s),
+  })
+    .add(controllerRunnable({ ...o, caches, log }))
+    .start(signal);
 }

@@ -10,6 +10,9 @@ export interface OperatorSettings extends ReconcilerSettings {
   identity: string;
   resyncMs: number;
   workers: number;
+  /** Where the gateway listens (all addresses), and the Service in front of its replicas. */
+  gatewayPort: number;
+  gatewayService: string;
 }
 
 function int(
@@ -43,6 +46,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSett
     identity: env.POD_NAME ?? `${hostname()}-${process.pid}`,
     resyncMs: int(env, 'EDDY_RESYNC_SECONDS', 600, 1, 86_400) * 1000,
     workers: int(env, 'EDDY_WORKERS', 4, 1, 64),
+    gatewayPort: int(env, 'EDDY_GATEWAY_PORT', 8080, 1, 65_535),
+    gatewayService: env.EDDY_GATEWAY_SERVICE ?? 'eddy-gateway',
     cleanupAttemptMs: int(env, 'EDDY_CLEANUP_ATTEMPT_SECONDS', 10, 1, 600) * 1000,
     cleanupDeadlineMs: int(env, 'EDDY_CLEANUP_DEADLINE_SECONDS', 120, 1, 86_400) * 1000,
   };

@@ -45,6 +45,8 @@ export const testSettings = (
   identity,
   resyncMs: 600_000,
   workers: 4,
+  gatewayPort: 8080,
+  gatewayService: 'eddy-gateway',
   cleanupAttemptMs: 2_000,
   cleanupDeadlineMs: 60_000,
   ...overrides,

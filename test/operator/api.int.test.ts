@@ -79,7 +79,7 @@ describe.skipIf(!canRun('kube'))('Function API (CRD) on a real API server', () =
       ephemeralStorage: '512Mi',
       timeoutSeconds: 3,
       concurrency: 1,
-      scaling: { minReplicas: 0, maxReplicas: 10, idleSeconds: 60 },
+      scaling: { minReplicas: 0, maxReplicas: 10, idleSeconds: 60, activationTimeoutSeconds: 120 },
       retry: { maxAttempts: 2, maxEventAgeSeconds: 21600 },
     });
   });

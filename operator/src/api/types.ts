@@ -67,6 +67,7 @@ export interface FunctionSpec {
     maxReplicas?: number;
     targetConcurrency?: number;
     idleSeconds?: number;
+    activationTimeoutSeconds?: number;
   };
   retry?: { maxAttempts?: number; maxEventAgeSeconds?: number };
   deadLetter?: { url?: string; s3?: { bucket: string; prefix?: string; connection: Connection } };

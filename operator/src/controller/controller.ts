@@ -1,28 +1,19 @@
 /**
- * The controller: informers on Functions and on what they own, one keyed work queue, a periodic
- * resync, and workers that run the reconciler.
+ * The controller: subscribed to the shared caches of Functions and what they own, one keyed work
+ * queue, a periodic resync, and workers that run the reconciler. Runs while this process leads.
  */
-import {
-  AppsV1Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  type KubeConfig,
-  type KubernetesListObject,
-  type KubernetesObject,
-  type V1ConfigMap,
-  type V1Deployment,
-  type V1Service,
-} from '@kubernetes/client-node';
-import { group, plural, version, type EddyFunction } from '../api/types.js';
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+import type { ClusterCaches } from '../caches.js';
 import { eventRecorder } from './events.js';
-import { fieldManager, functionLabel } from './desired.js';
-import { paginated, startInformer } from './informers.js';
+import { functionLabel } from './desired.js';
 import { WorkQueue } from './queue.js';
 import { Reconciler, type Caches, type Cleaner, type ReconcilerSettings } from './reconciler.js';
 import { describeError } from '../errors.js';
 
 export interface ControllerOptions {
   kc: KubeConfig;
+  /** The manager's shared caches. */
+  caches: ClusterCaches;
   settings: ReconcilerSettings;
   identity: string;
   cleaners?: Cleaner[];
@@ -41,8 +32,6 @@ export interface Controller {
   idle(): Promise<void>;
 }
 
-const managed = `app.kubernetes.io/managed-by=${fieldManager}`;
-
 export async function startController(
   o: ControllerOptions,
   signal: AbortSignal,
@@ -54,59 +43,14 @@ export async function startController(
     const fn = obj.metadata?.labels?.[functionLabel];
     if (fn) queue.add(`${obj.metadata!.namespace}/${fn}`);
   };
-  const custom = o.kc.makeApiClient(CustomObjectsApi);
-  const apps = o.kc.makeApiClient(AppsV1Api);
-  const core = o.kc.makeApiClient(CoreV1Api);
-  const common = { log, signal };
-
-  const [functions, deployments, services, configMaps] = await Promise.all([
-    startInformer<EddyFunction>(o.kc, {
-      ...common,
-      name: 'functions',
-      path: `/apis/${group}/${version}/${plural}`,
-      list: paginated(
-        async (page) =>
-          (await custom.listClusterCustomObject({
-            group,
-            version,
-            plural,
-            ...page,
-          })) as KubernetesListObject<EddyFunction>,
-      ),
-      onChange: (fn) => queue.add(key(fn)),
-    }),
-    startInformer<V1Deployment>(o.kc, {
-      ...common,
-      name: 'deployments',
-      path: '/apis/apps/v1/deployments',
-      labelSelector: managed,
-      list: paginated((page) =>
-        apps.listDeploymentForAllNamespaces({ labelSelector: managed, ...page }),
-      ),
-      onChange: ownerKey,
-    }),
-    startInformer<V1Service>(o.kc, {
-      ...common,
-      name: 'services',
-      path: '/api/v1/services',
-      labelSelector: managed,
-      list: paginated((page) =>
-        core.listServiceForAllNamespaces({ labelSelector: managed, ...page }),
-      ),
-      onChange: ownerKey,
-    }),
-    startInformer<V1ConfigMap>(o.kc, {
-      ...common,
-      name: 'configmaps',
-      path: '/api/v1/configmaps',
-      labelSelector: managed,
-      list: paginated((page) =>
-        core.listConfigMapForAllNamespaces({ labelSelector: managed, ...page }),
-      ),
-      onChange: ownerKey,
-    }),
-  ]);
-  const caches: Caches = { functions, deployments, services, configMaps };
+  const { caches } = o;
+  const unsubscribe = caches.onChange((kind, obj) => {
+    if (kind === 'Function') queue.add(key(obj));
+    else ownerKey(obj);
+  });
+  signal.addEventListener('abort', unsubscribe, { once: true });
+  // What changed before this process led is picked up by reconciling everything once.
+  for (const fn of caches.functions.list()) queue.add(key(fn));
 
   const reconciler = new Reconciler({
     kc: o.kc,
@@ -119,7 +63,7 @@ export async function startController(
 
   const resync = setInterval(
     () => {
-      for (const fn of functions.list()) queue.add(key(fn));
+      for (const fn of caches.functions.list()) queue.add(key(fn));
     },
     o.resyncMs ?? 10 * 60_000,
   );
@@ -156,7 +100,7 @@ export async function startController(
       setImmediate(checkIdle);
     });
   const started = Date.now();
-  const initial = functions.list().length;
+  const initial = caches.functions.list().length;
   void idle().then(() => {
     const m = process.memoryUsage();
     const mb = (n: number) => Math.round(n / 2 ** 20);

@@ -1,0 +1,22 @@
+/**
+ * What each gateway replica reports about the work it carries, per function: the autoscaler's
+ * input. Counters only grow, so any number of readers can take differences between two reads.
+ */
+import type { FunctionKey } from '../platform/platform.js';
+
+export interface FunctionLoad {
+  /** Invocations being answered by replicas now. */
+  inFlight: number;
+  /** Invocations waiting for a replica (at zero, or throttled) now. */
+  queued: number;
+  /** The integral of (inFlight + queued) over time since the gateway started, in seconds. */
+  concurrencySeconds: number;
+  /** Invocations received since the gateway started. */
+  requests: number;
+}
+
+/** One gateway replica's load, by function. */
+export type LoadReport = Record<FunctionKey, FunctionLoad>;
+
+/** Reads the load of every gateway replica (in-process locally; over HTTP in a cluster). */
+export type LoadSource = (signal: AbortSignal) => Promise<LoadReport[]>;

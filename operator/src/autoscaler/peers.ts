@@ -1,0 +1,66 @@
+/**
+ * In a cluster, the autoscaler adds up the load every gateway replica reports: the pods behind
+ * the gateway's Service, found through its EndpointSlices, each asked for GET /functions.
+ */
+import { DiscoveryV1Api, type KubeConfig } from '@kubernetes/client-node';
+import type { FunctionState } from '../gateway/app.js';
+import type { LoadReport, LoadSource } from './load.js';
+
+export interface PeersOptions {
+  kc: KubeConfig;
+  /** Namespace and name of the gateway's Service. */
+  namespace: string;
+  service: string;
+  log: (message: string) => void;
+  /** Longest wait for one replica's answer. */
+  timeoutMs?: number;
+}
+
+export function gatewayPeersLoad(o: PeersOptions): LoadSource {
+  const discovery = o.kc.makeApiClient(DiscoveryV1Api);
+  return async (signal) => {
+    const slices = await discovery.listNamespacedEndpointSlice({
+      namespace: o.namespace,
+      labelSelector: `kubernetes.io/service-name=${o.service}`,
+    });
+    const urls: string[] = [];
+    for (const slice of slices.items) {
+      const port = slice.ports?.find((p) => p.name === 'http')?.port ?? slice.ports?.[0]?.port;
+      if (!port) continue;
+      for (const e of slice.endpoints) {
+        if (e.conditions?.ready === false) continue;
+        for (const address of e.addresses.slice(0, 1)) {
+          urls.push(`http://${address.includes(':') ? `[${address}]` : address}:${port}`);
+        }
+      }
+    }
+    const reports = await Promise.all(
+      urls.map(async (url): Promise<LoadReport | undefined> => {
+        try {
+          const res = await fetch(`${url}/functions`, {
+            signal: AbortSignal.any([signal, AbortSignal.timeout(o.timeoutMs ?? 1_500)]),
+          });
+          if (!res.ok) throw new Error(`HTTP ${res.status}`);
+          const { functions } = (await res.json()) as { functions: FunctionState[] };
+          const report: LoadReport = {};
+          for (const f of functions) {
+            report[`${f.namespace}/${f.name}`] = {
+              inFlight: f.inFlight,
+              queued: f.queued,
+              concurrencySeconds: f.concurrencySeconds,
+              requests: f.requests,
+            };
+          }
+          return report;
+        } catch (err) {
+          // A replica that does not answer is left out this time; the others still count.
+          o.log(
+            `gateway ${url} did not report its load: ${err instanceof Error ? err.message : String(err)}`,
+          );
+          return undefined;
+        }
+      }),
+    );
+    return reports.filter((r): r is LoadReport => r !== undefined);
+  };
+}

@@ -1,0 +1,162 @@
+/**
+ * The shared informer caches of a process in a cluster: Functions, and the Deployments, Services
+ * and ConfigMaps the operator manages. Started once by the manager and read by every runnable;
+ * the reconciler subscribes to their changes while it leads.
+ */
+import {
+  AppsV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+  type ObjectCache,
+  type V1ConfigMap,
+  type V1Deployment,
+  type V1Service,
+} from '@kubernetes/client-node';
+import { group, plural, version, type EddyFunction } from './api/types.js';
+import { fieldManager } from './controller/desired.js';
+import { paginated, startInformer } from './controller/informers.js';
+import type { Caches } from './controller/reconciler.js';
+import type { FunctionStore } from './functions.js';
+
+export type CachedKind = 'Function' | 'Deployment' | 'Service' | 'ConfigMap';
+export type CacheListener = (kind: CachedKind, obj: KubernetesObject, deleted: boolean) => void;
+
+export interface ClusterCaches extends Caches {
+  /** Called on every add, update and delete of a cached object. Returns an unsubscribe. */
+  onChange(listener: CacheListener): () => void;
+  /** The Functions, as the gateway, platforms and sources read them. */
+  store: FunctionStore;
+}
+
+/**
+ * The caches before they start: the manager starts them once, before any runnable, so that
+ * runnables built earlier can hold `store` and read it once they run.
+ */
+export class LazyClusterCaches {
+  private started: ClusterCaches | undefined;
+  readonly store: FunctionStore;
+
+  constructor(
+    private readonly kc: KubeConfig,
+    private readonly log: (message: string) => void,
+  ) {
+    const get = () => this.get();
+    this.store = {
+      get: (namespace, name) => get().store.get(namespace, name),
+      list: (namespace) => get().store.list(namespace),
+      onChange: (listener) => get().store.onChange(listener),
+    };
+  }
+
+  async start(signal: AbortSignal): Promise<void> {
+    this.started = await startClusterCaches(this.kc, this.log, signal);
+  }
+
+  get(): ClusterCaches {
+    if (!this.started) throw new Error('the caches are read before the manager started them');
+    return this.started;
+  }
+}
+
+const managed = `app.kubernetes.io/managed-by=${fieldManager}`;
+
+/** Starts the informers; resolves with the caches once each has its first full list. */
+export async function startClusterCaches(
+  kc: KubeConfig,
+  log: (message: string) => void,
+  signal: AbortSignal,
+): Promise<ClusterCaches> {
+  const listeners = new Set<CacheListener>();
+  const emit = (kind: CachedKind) => ({
+    onChange: (obj: KubernetesObject) => {
+      for (const l of listeners) l(kind, obj, false);
+    },
+    onDelete: (obj: KubernetesObject) => {
+      for (const l of listeners) l(kind, obj, true);
+    },
+  });
+  const custom = kc.makeApiClient(CustomObjectsApi);
+  const apps = kc.makeApiClient(AppsV1Api);
+  const core = kc.makeApiClient(CoreV1Api);
+  const common = { log, signal };
+
+  const [functions, deployments, services, configMaps] = await Promise.all([
+    startInformer<EddyFunction>(kc, {
+      ...common,
+      ...emit('Function'),
+      name: 'functions',
+      path: `/apis/${group}/${version}/${plural}`,
+      list: paginated(
+        async (page) =>
+          (await custom.listClusterCustomObject({
+            group,
+            version,
+            plural,
+            ...page,
+          })) as KubernetesListObject<EddyFunction>,
+      ),
+    }),
+    startInformer<V1Deployment>(kc, {
+      ...common,
+      ...emit('Deployment'),
+      name: 'deployments',
+      path: '/apis/apps/v1/deployments',
+      labelSelector: managed,
+      list: paginated((page) =>
+        apps.listDeploymentForAllNamespaces({ labelSelector: managed, ...page }),
+      ),
+    }),
+    startInformer<V1Service>(kc, {
+      ...common,
+      ...emit('Service'),
+      name: 'services',
+      path: '/api/v1/services',
+      labelSelector: managed,
+      list: paginated((page) =>
+        core.listServiceForAllNamespaces({ labelSelector: managed, ...page }),
+      ),
+    }),
+    startInformer<V1ConfigMap>(kc, {
+      ...common,
+      ...emit('ConfigMap'),
+      name: 'configmaps',
+      path: '/api/v1/configmaps',
+      labelSelector: managed,
+      list: paginated((page) =>
+        core.listConfigMapForAllNamespaces({ labelSelector: managed, ...page }),
+      ),
+    }),
+  ]);
+
+  const onChange = (listener: CacheListener) => {
+    listeners.add(listener);
+    return () => {
+      listeners.delete(listener);
+    };
+  };
+  return {
+    functions,
+    deployments,
+    services,
+    configMaps,
+    onChange,
+    store: informerStore(functions, onChange),
+  };
+}
+
+function informerStore(
+  functions: ObjectCache<EddyFunction>,
+  onChange: (listener: CacheListener) => () => void,
+): FunctionStore {
+  return {
+    get: (namespace, name) => functions.get(name, namespace),
+    list: (namespace) => functions.list(namespace),
+    onChange: (listener) =>
+      onChange((kind, obj, deleted) => {
+        if (kind === 'Function') listener(obj as EddyFunction, deleted);
+      }),
+  };
+}

@@ -1,0 +1,134 @@
+/**
+ * Eddy as one process: the manager with the gateway on every replica, the autoscaler (and, in a
+ * cluster, the reconciler) while leading. `main.ts` (in a cluster) and `dev.ts` (the local
+ * stack) differ only in what they pass here: the platform, where Functions and Secrets come
+ * from, and how leadership is decided.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createAutoscaler } from './autoscaler/autoscaler.js';
+import type { LoadSource } from './autoscaler/load.js';
+import type { FunctionStore, SecretReader } from './functions.js';
+import { createGateway, type Gateway } from './gateway/app.js';
+import { asyncDelivery } from './gateway/async.js';
+import { Manager, type Elector, type Runnable } from './manager.js';
+import type { Platform } from './platform/platform.js';
+
+export interface EddyOptions {
+  platform: Platform;
+  store: FunctionStore;
+  secrets: SecretReader;
+  elector: Elector;
+  log: (message: string) => void;
+  gateway: { port: number; host?: string };
+  /** Reads every gateway replica's load; by default only this process's gateway. */
+  load?: (gateway: Gateway) => LoadSource;
+  /** The shared caches, started once before any runnable. */
+  startCaches?: (signal: AbortSignal) => Promise<void>;
+  /** More runnables: the reconciler in a cluster, sources later. */
+  runnables?: Runnable[];
+  /** Told where the gateway listens, once it does. */
+  onListening?: (url: string) => void;
+  autoscalerIntervalMs?: number;
+  /** Invocations one function may hold waiting in this gateway before 429. Default 1000. */
+  queueLimit?: number;
+  /** First delay before an asynchronous invocation is retried. Default 1 s. */
+  retryBaseDelayMs?: number;
+}
+
+export interface Eddy {
+  manager: Manager;
+  gateway: Gateway;
+}
+
+/** How long a stopping gateway lets invocations in flight finish. */
+const drainMs = 30_000;
+
+export function composeEddy(o: EddyOptions): Eddy {
+  // Deliveries end after the gateway has drained, so retries in progress get their chance.
+  const deliveries = new AbortController();
+  const gateway = createGateway({
+    store: o.store,
+    platform: o.platform,
+    log: o.log,
+    queueLimit: o.queueLimit,
+    asyncInvoke: (dispatcher, metrics) =>
+      asyncDelivery({
+        dispatcher,
+        metrics,
+        secrets: o.secrets,
+        log: o.log,
+        signal: deliveries.signal,
+        baseDelayMs: o.retryBaseDelayMs,
+      }),
+  });
+  const serving: Runnable = {
+    name: 'gateway',
+    leaderOnly: false,
+    async run(signal) {
+      await o.platform.start(signal);
+      gateway.start(signal);
+      const server = createServer((req, res) => gateway.handle(req, res));
+      server.keepAliveTimeout = 65_000;
+      await listen(server, o.gateway.port, o.gateway.host ?? '0.0.0.0');
+      const { address, port } = server.address() as AddressInfo;
+      const url = `http://${address.includes(':') ? `[${address}]` : address}:${port}`;
+      o.log(`gateway listening on ${url}`);
+      o.onListening?.(url);
+      gateway.setReady(true);
+      await aborted(signal);
+      gateway.setReady(false);
+      await close(server, drainMs);
+      deliveries.abort();
+      gateway.dispatcher.close();
+      await o.platform.stopped;
+    },
+  };
+  const autoscaler = createAutoscaler({
+    store: o.store,
+    platform: o.platform,
+    load: o.load?.(gateway) ?? (async () => [gateway.load()]),
+    log: o.log,
+    metrics: gateway.metrics.registry,
+    ...(o.autoscalerIntervalMs !== undefined ? { intervalMs: o.autoscalerIntervalMs } : {}),
+  });
+  const manager = new Manager({
+    elector: o.elector,
+    log: o.log,
+    startCaches: o.startCaches,
+  }).add(
+    serving,
+    { name: 'autoscaler', leaderOnly: true, run: (signal) => autoscaler.run(signal) },
+    ...(o.runnables ?? []),
+  );
+  return { manager, gateway };
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** Stops taking connections, lets requests in flight finish for up to `ms`, then cuts the rest. */
+function close(server: Server, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => server.closeAllConnections(), ms);
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}
+
+export function aborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) =>
+    signal.addEventListener('abort', () => resolve(), { once: true }),
+  );
+}

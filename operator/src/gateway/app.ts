@@ -1,0 +1,290 @@
+/**
+ * The gateway's HTTP API, on every operator replica:
+ *   POST /functions/{namespace}/{name}        synchronous invocation: the runtime's answer
+ *   POST /functions/{namespace}/{name}/async  202 with an id; delivered with retries and dead letters
+ *   GET  /functions                           state, replicas, in flight and queued per function
+ *   GET  /healthz, /readyz, /metrics
+ * `createGateway` builds it; the caller decides where it listens.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { EddyFunction } from '../api/types.js';
+import type { FunctionStore } from '../functions.js';
+import type { LoadReport } from '../autoscaler/load.js';
+import { keyOf, type Platform } from '../platform/platform.js';
+import { headers as h, maxPayloadBytes } from '../../../runtime/src/contract/index.js';
+import { Dispatcher, type InvokeRequest } from './dispatcher.js';
+import { gatewayError, GatewayError } from './errors.js';
+import { GatewayMetrics } from './metrics.js';
+
+/** What the gateway does with an accepted asynchronous invocation. */
+export type AsyncInvoke = (fn: EddyFunction, req: InvokeRequest, acceptedAt: Date) => void;
+
+export interface GatewayDeps {
+  store: FunctionStore;
+  platform: Platform;
+  log: (message: string) => void;
+  /** Delivers asynchronous invocations (retries, dead letters); given the dispatcher. */
+  asyncInvoke?: (dispatcher: Dispatcher, metrics: GatewayMetrics) => AsyncInvoke;
+  queueLimit?: number;
+}
+
+export interface FunctionState {
+  namespace: string;
+  name: string;
+  /** Ready: a replica takes invocations; Activating: one is starting; ScaledToZero: none runs. */
+  state: 'Ready' | 'Activating' | 'ScaledToZero';
+  replicas: { desired: number; ready: number };
+  inFlight: number;
+  queued: number;
+  concurrencySeconds: number;
+  requests: number;
+}
+
+export interface Gateway {
+  handle(req: IncomingMessage, res: ServerResponse): void;
+  dispatcher: Dispatcher;
+  metrics: GatewayMetrics;
+  /** The counters the autoscaler reads, by function. */
+  load(): LoadReport;
+  functions(): FunctionState[];
+  /** Starts following the platform; stops (queued invocations get 503) when `signal` aborts. */
+  start(signal: AbortSignal): void;
+  /** /readyz answers 200 once set. */
+  setReady(ready: boolean): void;
+}
+
+const functionPath = /^\/functions\/([^/]+)\/([^/]+?)(\/async)?\/?$/;
+/** Headers a caller's CloudEvent (binary mode) or body type travels in. */
+const forwarded = (name: string) => name === 'content-type' || name.startsWith('ce-');
+const hopByHop = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length']);
+
+export function createGateway(deps: GatewayDeps): Gateway {
+  let ready = false;
+  const functions = (): FunctionState[] => {
+    const load = dispatcher.load();
+    return deps.store.list().map((fn) => {
+      const key = keyOf(fn);
+      const counts = deps.platform.counts(key);
+      const l = load[key] ?? { inFlight: 0, queued: 0, concurrencySeconds: 0, requests: 0 };
+      return {
+        namespace: fn.metadata.namespace,
+        name: fn.metadata.name,
+        state: counts.ready > 0 ? 'Ready' : counts.desired > 0 ? 'Activating' : 'ScaledToZero',
+        replicas: counts,
+        ...l,
+      };
+    });
+  };
+  const metrics = new GatewayMetrics({
+    snapshot: () =>
+      functions().map((f) => ({
+        namespace: f.namespace,
+        name: f.name,
+        desired: f.replicas.desired,
+        ready: f.replicas.ready,
+        inFlight: f.inFlight,
+        queued: f.queued,
+      })),
+  });
+  const dispatcher = new Dispatcher({
+    platform: deps.platform,
+    metrics,
+    log: deps.log,
+    queueLimit: deps.queueLimit,
+  });
+  const asyncInvoke = deps.asyncInvoke?.(dispatcher, metrics);
+
+  const find = (namespace: string, name: string): EddyFunction => {
+    const fn = deps.store.get(namespace, name);
+    if (fn) return fn;
+    const others = deps.store
+      .list(namespace)
+      .map((f) => f.metadata.name)
+      .sort();
+    throw gatewayError(
+      'FunctionNotFound',
+      others.length > 0
+        ? `no function ${name} in namespace ${namespace}; it has: ${others.join(', ')}`
+        : `no function ${name} in namespace ${namespace}, which has no functions: kubectl apply one first`,
+    );
+  };
+
+  async function invoke(
+    req: IncomingMessage,
+    res: ServerResponse,
+    requestId: string,
+    m: RegExpExecArray,
+  ) {
+    const namespace = decodeURIComponent(m[1]!);
+    const name = decodeURIComponent(m[2]!);
+    const isAsync = m[3] !== undefined;
+    const fn = find(namespace, name);
+    const body = await readBody(req);
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(req.headers)) {
+      if (typeof v === 'string' && forwarded(k)) headers[k] = v;
+    }
+    if (isAsync) {
+      if (!asyncInvoke)
+        throw gatewayError('NotFound', 'asynchronous invocation is not enabled here');
+      asyncInvoke(fn, { requestId, body, headers, trigger: 'async' }, new Date());
+      send(
+        res,
+        202,
+        { 'content-type': 'application/json', [h.requestId]: requestId },
+        JSON.stringify({ requestId }),
+      );
+      return;
+    }
+    const gone = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) gone.abort();
+    });
+    const answer = await dispatcher.invoke(fn, {
+      requestId,
+      body,
+      headers,
+      trigger: 'invoke',
+      signal: gone.signal,
+    });
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(answer.headers)) if (!hopByHop.has(k)) out[k] = v;
+    send(res, answer.status, out, answer.body);
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    const requestId = firstHeader(req.headers[h.requestId]) ?? randomUUID();
+    const path = (req.url ?? '/').split('?')[0]!;
+    const fail = (err: unknown) => {
+      const e =
+        err instanceof GatewayError
+          ? err
+          : (() => {
+              deps.log(
+                `${req.method} ${path}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+              );
+              return new GatewayError('ExitError', 'the gateway failed to handle the request');
+            })();
+      const headers: Record<string, string> = {
+        'content-type': 'application/json',
+        [h.requestId]: requestId,
+      };
+      if (e.retryAfterSeconds !== undefined) headers['retry-after'] = String(e.retryAfterSeconds);
+      if (e.functionError) headers[h.functionError] = 'Unhandled';
+      if (!res.headersSent) send(res, e.status, headers, JSON.stringify(e.body()));
+      else res.destroy();
+    };
+    try {
+      const m = functionPath.exec(path);
+      if (m) {
+        if (req.method !== 'POST') {
+          throw gatewayError('MethodNotAllowed', `${req.method} ${path}: invoke with POST`);
+        }
+        invoke(req, res, requestId, m).catch(fail);
+        return;
+      }
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        throw gatewayError(
+          'NotFound',
+          `${req.method} ${path}: no such endpoint; invoke with POST /functions/{namespace}/{name}`,
+        );
+      }
+      switch (path) {
+        case '/healthz':
+          send(res, 200, { 'content-type': 'text/plain' }, 'ok\n');
+          return;
+        case '/readyz':
+          send(
+            res,
+            ready ? 200 : 503,
+            { 'content-type': 'text/plain' },
+            ready ? 'ready\n' : 'starting\n',
+          );
+          return;
+        case '/functions':
+          send(
+            res,
+            200,
+            { 'content-type': 'application/json' },
+            JSON.stringify({ functions: functions() }),
+          );
+          return;
+        case '/metrics':
+          metrics.registry
+            .metrics()
+            .then((text) => send(res, 200, { 'content-type': metrics.registry.contentType }, text))
+            .catch(fail);
+          return;
+        default:
+          throw gatewayError(
+            'NotFound',
+            `${path}: no such endpoint; invoke with POST /functions/{namespace}/{name}`,
+          );
+      }
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  return {
+    handle,
+    dispatcher,
+    metrics,
+    load: () => dispatcher.load(),
+    functions,
+    start(signal) {
+      dispatcher.start(signal);
+      const unsubscribe = deps.store.onChange((fn, deleted) => {
+        if (deleted) dispatcher.forget(keyOf(fn));
+      });
+      signal.addEventListener('abort', unsubscribe, { once: true });
+    },
+    setReady(r) {
+      ready = r;
+    },
+  };
+}
+
+function firstHeader(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function send(
+  res: ServerResponse,
+  status: number,
+  headers: Record<string, string>,
+  body: string | Buffer,
+): void {
+  const buf = typeof body === 'string' ? Buffer.from(body) : body;
+  res.writeHead(status, { ...headers, 'content-length': String(buf.length) });
+  res.end(buf);
+}
+
+/** The body, up to the 6 MB payload limit; past it, 413 (the rest is read and dropped). */
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    const tooLarge = () =>
+      gatewayError(
+        'PayloadTooLarge',
+        `the event is larger than ${maxPayloadBytes} bytes (6 MB, Lambda's limit): put large data in a bucket and send its key`,
+      );
+    if (declared > maxPayloadBytes) {
+      req.resume();
+      req.on('end', () => reject(tooLarge()));
+      req.on('error', reject);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > maxPayloadBytes) over = true;
+      else chunks.push(c);
+    });
+    req.on('end', () => (over ? reject(tooLarge()) : resolve(Buffer.concat(chunks))));
+    req.on('error', reject);
+  });
+}

@@ -1,0 +1,535 @@
+/**
+ * The dispatcher: every invocation passes here. Per function it keeps the work in flight on
+ * each ready replica and a bounded FIFO queue of invocations waiting for a slot. At zero, the
+ * first invocation asks the platform for a replica at once and waits, with the others, until
+ * one is ready (the activator); nothing is ever sent to a replica that is not ready. Beyond
+ * maxReplicas x concurrency in flight, invocations wait in the same queue; past its bound they
+ * get 429.
+ */
+import { Agent, request, type IncomingHttpHeaders } from 'node:http';
+import type { EddyFunction } from '../api/types.js';
+import { mebibytes } from '../api/quantity.js';
+import { describeError } from '../errors.js';
+import type { FunctionLoad, LoadReport } from '../autoscaler/load.js';
+import { keyOf, type FunctionKey, type Platform, type Replica } from '../platform/platform.js';
+import { headers as h, maxPayloadBytes } from '../../../runtime/src/contract/index.js';
+import { gatewayError, GatewayError } from './errors.js';
+import type { GatewayMetrics, InvocationOutcome } from './metrics.js';
+
+export interface InvokeRequest {
+  /** The id the runtime gives the handler as awsRequestId. */
+  requestId: string;
+  body: Buffer;
+  /** Headers to forward: content-type and, for a binary-mode CloudEvent, its ce-* headers. */
+  headers: Record<string, string>;
+  /** The trigger (for metrics): `invoke`, `async`, or a trigger's name. */
+  trigger: string;
+  /** Aborts when the caller is gone. */
+  signal?: AbortSignal;
+}
+
+export interface InvokeResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: Buffer;
+  replicaId: string;
+  /** The function failed (x-eddy-function-error), as opposed to the request. */
+  functionError: boolean;
+}
+
+export interface DispatcherOptions {
+  platform: Platform;
+  metrics: GatewayMetrics;
+  log: (message: string) => void;
+  /** Invocations one function may hold waiting; past it, 429. */
+  queueLimit?: number;
+  now?: () => number;
+}
+
+/** The default of spec.scaling.activationTimeoutSeconds. */
+export const defaultActivationTimeoutSeconds = 120;
+/** What the gateway waits beyond a function's timeout before it gives up on a replica. */
+const answerGraceMs = 5_000;
+/** A replica at its own limit (another gateway filled it) is tried again after this. */
+const busyRetryMs = 25;
+
+interface Waiter {
+  fn: EddyFunction;
+  enqueuedAt: number;
+  /** Enqueued while the function had no ready replica: its wait is activation time. */
+  atZero: boolean;
+  resolve(replica: Replica): void;
+  reject(err: Error): void;
+}
+
+class Lane {
+  inFlight = 0;
+  readonly perReplica = new Map<string, number>();
+  readonly waiters: Waiter[] = [];
+  activating = false;
+  /** The integral of (inFlight + queued) over time, in ms, up to `changedAt`. */
+  concurrencyMs = 0;
+  changedAt: number;
+  requests = 0;
+
+  constructor(now: number) {
+    this.changedAt = now;
+  }
+
+  /** Call before inFlight or the queue changes. */
+  account(now: number): void {
+    this.concurrencyMs += (this.inFlight + this.waiters.length) * (now - this.changedAt);
+    this.changedAt = now;
+  }
+}
+
+/** Settings of a function that the data path needs, with the API's defaults. */
+export function dataPathSettings(fn: EddyFunction) {
+  const concurrency = fn.spec.concurrency ?? 1;
+  const scaling = fn.spec.scaling ?? {};
+  return {
+    concurrency,
+    maxReplicas: scaling.maxReplicas ?? 10,
+    timeoutMs: (fn.spec.timeoutSeconds ?? 3) * 1000,
+    memoryMb: mebibytes(fn.spec.memory ?? '128Mi'),
+    activationTimeoutMs:
+      (scaling.activationTimeoutSeconds ?? defaultActivationTimeoutSeconds) * 1000,
+  };
+}
+
+export class Dispatcher {
+  private readonly lanes = new Map<FunctionKey, Lane>();
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity, scheduling: 'lifo' });
+  private readonly now: () => number;
+  private readonly queueLimit: number;
+  private stopping = false;
+
+  constructor(private readonly o: DispatcherOptions) {
+    this.now = o.now ?? Date.now;
+    this.queueLimit = o.queueLimit ?? 1000;
+  }
+
+  /** Follows the platform's ready replicas until `signal` aborts. */
+  start(signal: AbortSignal): void {
+    const unsubscribe = this.o.platform.onChange((key) => this.pump(key));
+    signal.addEventListener(
+      'abort',
+      () => {
+        unsubscribe();
+        this.stopping = true;
+        for (const lane of this.lanes.values()) {
+          lane.account(this.now());
+          for (const w of lane.waiters.splice(0))
+            w.reject(gatewayError('ShuttingDown', 'the gateway is stopping; retry', 1));
+        }
+      },
+      { once: true },
+    );
+  }
+
+  /**
+   * Invokes `fn` once: waits for a slot on a ready replica (activating the function at zero),
+   * sends, and answers with the runtime's answer. Throws a GatewayError for what the gateway
+   * itself answers (throttled, activation timed out, the replica died or timed out).
+   */
+  async invoke(fn: EddyFunction, req: InvokeRequest): Promise<InvokeResponse> {
+    const key = keyOf(fn);
+    const { namespace, name } = fn.metadata;
+    const lane = this.lane(key);
+    const s = dataPathSettings(fn);
+    lane.requests++;
+    const deadline = this.now() + s.activationTimeoutMs;
+    let outcome: InvocationOutcome = 'error';
+    try {
+      for (;;) {
+        if (this.stopping) throw gatewayError('ShuttingDown', 'the gateway is stopping; retry', 1);
+        const replica = await this.acquire(fn, lane, deadline, req.signal);
+        let sent: SendResult;
+        try {
+          sent = await this.send(replica, req, s.timeoutMs);
+        } finally {
+          this.release(key, lane, replica.id);
+        }
+        if (sent.kind === 'undelivered') {
+          // Nothing reached the handler: the replica is gone or recycling. Another one takes it.
+          this.o.platform.unreachable(key, replica.id);
+          this.o.log(
+            `${key}: replica ${replica.id} did not take the invocation (${sent.reason}); sending it elsewhere`,
+          );
+          continue;
+        }
+        if (sent.kind === 'busy') {
+          await new Promise((r) => setTimeout(r, busyRetryMs));
+          continue;
+        }
+        if (sent.kind === 'died') {
+          outcome = sent.timedOut ? 'timeout' : 'error';
+          if (sent.timedOut) {
+            throw gatewayError(
+              'FunctionTimeout',
+              `Task timed out after ${(s.timeoutMs / 1000).toFixed(2)} seconds`,
+            );
+          }
+          throw gatewayError(
+            'ExitError',
+            `the replica of ${key} ended while it ran the invocation (${sent.reason}): it crashed, was killed or called process.exit`,
+          );
+        }
+        const res = sent.response;
+        outcome = outcomeOf(res);
+        this.observe(fn, res, s.memoryMb);
+        return res;
+      }
+    } catch (err) {
+      if (err instanceof GatewayError) {
+        if (err.code === 'Throttled') outcome = 'throttled';
+        else if (
+          err.code === 'ActivationTimeout' ||
+          err.code === 'ActivationFailed' ||
+          err.code === 'ShuttingDown'
+        )
+          outcome = 'unavailable';
+      }
+      throw err;
+    } finally {
+      this.o.metrics.invocations.inc({ namespace, function: name, trigger: req.trigger, outcome });
+    }
+  }
+
+  /** Closes the connections to replicas; call once invocations in flight have finished. */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  /** Per function: the counters the autoscaler reads. */
+  load(): LoadReport {
+    const now = this.now();
+    const report: LoadReport = {};
+    for (const [key, lane] of this.lanes) {
+      const load: FunctionLoad = {
+        inFlight: lane.inFlight,
+        queued: lane.waiters.length,
+        concurrencySeconds:
+          (lane.concurrencyMs + (lane.inFlight + lane.waiters.length) * (now - lane.changedAt)) /
+          1000,
+        requests: lane.requests,
+      };
+      report[key] = load;
+    }
+    return report;
+  }
+
+  /** In flight and queued for one function. */
+  work(key: FunctionKey): { inFlight: number; queued: number } {
+    const lane = this.lanes.get(key);
+    return { inFlight: lane?.inFlight ?? 0, queued: lane?.waiters.length ?? 0 };
+  }
+
+  /** Drops what is kept for a deleted function; its waiting invocations get 404. */
+  forget(key: FunctionKey): void {
+    const lane = this.lanes.get(key);
+    if (!lane) return;
+    for (const w of lane.waiters.splice(0)) {
+      w.reject(
+        gatewayError('FunctionNotFound', `function ${key} was deleted while the invocation waited`),
+      );
+    }
+    if (lane.inFlight === 0) this.lanes.delete(key);
+  }
+
+  private lane(key: FunctionKey): Lane {
+    let lane = this.lanes.get(key);
+    if (!lane) {
+      lane = new Lane(this.now());
+      this.lanes.set(key, lane);
+    }
+    return lane;
+  }
+
+  private acquire(
+    fn: EddyFunction,
+    lane: Lane,
+    deadline: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Replica> {
+    const key = keyOf(fn);
+    if (lane.waiters.length === 0) {
+      const replica = this.pick(fn, lane);
+      if (replica) {
+        this.take(lane, replica);
+        return Promise.resolve(replica);
+      }
+    }
+    if (lane.waiters.length >= this.queueLimit) {
+      return Promise.reject(
+        gatewayError(
+          'Throttled',
+          `function ${key} is at its limit (${dataPathSettings(fn).maxReplicas} replicas x ${dataPathSettings(fn).concurrency} in flight) and ${lane.waiters.length} invocations already wait: slow down or raise scaling.maxReplicas`,
+          1,
+        ),
+      );
+    }
+    return new Promise<Replica>((resolve, reject) => {
+      const now = this.now();
+      const atZero = this.o.platform.ready(key).length === 0;
+      let timer: NodeJS.Timeout | undefined = undefined;
+      const onAbort = () => {
+        if (remove())
+          reject(
+            signal!.reason instanceof Error ? signal!.reason : new Error('the caller went away'),
+          );
+      };
+      const remove = () => {
+        const i = lane.waiters.indexOf(waiter);
+        if (i < 0) return false;
+        lane.account(this.now());
+        lane.waiters.splice(i, 1);
+        return true;
+      };
+      const waiter: Waiter = {
+        fn,
+        enqueuedAt: now,
+        atZero,
+        resolve: (replica) => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+          resolve(replica);
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      };
+      lane.account(now);
+      lane.waiters.push(waiter);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      timer = setTimeout(
+        () => {
+          if (!remove()) return;
+          const ready = this.o.platform.ready(key).length;
+          const waited = ((this.now() - now) / 1000).toFixed(1);
+          waiter.reject(
+            ready === 0
+              ? gatewayError(
+                  'ActivationTimeout',
+                  `no replica of ${key} became ready within ${waited} s (scaling.activationTimeoutSeconds): see the function's pods or logs for why it does not start`,
+                  1,
+                )
+              : gatewayError(
+                  'Throttled',
+                  `function ${key} stayed at its limit for ${waited} s: slow down or raise scaling.maxReplicas`,
+                  1,
+                ),
+          );
+        },
+        Math.max(0, deadline - now),
+      );
+      this.activateIfIdle(fn, lane);
+    });
+  }
+
+  /** At zero ready replicas with work waiting, asks the platform for one, once at a time. */
+  private activateIfIdle(fn: EddyFunction, lane: Lane): void {
+    const key = keyOf(fn);
+    if (lane.activating || lane.waiters.length === 0) return;
+    if (this.o.platform.ready(key).length > 0) return;
+    lane.activating = true;
+    this.o.platform
+      .activate(fn)
+      .catch((err: unknown) => {
+        const message = `${key} cannot be started: ${describeError(err)}`;
+        this.o.log(message);
+        lane.account(this.now());
+        for (const w of lane.waiters.splice(0))
+          w.reject(gatewayError('ActivationFailed', message, 5));
+      })
+      .finally(() => {
+        lane.activating = false;
+      });
+  }
+
+  /** The ready replica with the fewest in flight and a free slot, if any and under the cap. */
+  private pick(fn: EddyFunction, lane: Lane): Replica | undefined {
+    const { concurrency, maxReplicas } = dataPathSettings(fn);
+    if (lane.inFlight >= concurrency * maxReplicas) return undefined;
+    let best: Replica | undefined;
+    let bestLoad = concurrency;
+    for (const r of this.o.platform.ready(keyOf(fn))) {
+      const load = lane.perReplica.get(r.id) ?? 0;
+      if (load < bestLoad) {
+        best = r;
+        bestLoad = load;
+      }
+    }
+    return best;
+  }
+
+  private take(lane: Lane, replica: Replica): void {
+    lane.account(this.now());
+    lane.inFlight++;
+    lane.perReplica.set(replica.id, (lane.perReplica.get(replica.id) ?? 0) + 1);
+  }
+
+  private release(key: FunctionKey, lane: Lane, replicaId: string): void {
+    lane.account(this.now());
+    lane.inFlight--;
+    const n = (lane.perReplica.get(replicaId) ?? 1) - 1;
+    if (n <= 0) lane.perReplica.delete(replicaId);
+    else lane.perReplica.set(replicaId, n);
+    this.pump(key);
+  }
+
+  /** Hands free slots to waiting invocations, first come first served. */
+  private pump(key: FunctionKey): void {
+    const lane = this.lanes.get(key);
+    if (!lane || lane.waiters.length === 0) return;
+    while (lane.waiters.length > 0) {
+      const first = lane.waiters[0]!;
+      const replica = this.pick(first.fn, lane);
+      if (!replica) break;
+      lane.account(this.now());
+      lane.waiters.shift();
+      this.take(lane, replica);
+      if (first.atZero) {
+        this.o.metrics.activation.observe(
+          { namespace: first.fn.metadata.namespace, function: first.fn.metadata.name },
+          (this.now() - first.enqueuedAt) / 1000,
+        );
+      }
+      first.resolve(replica);
+    }
+    if (lane.waiters.length > 0) this.activateIfIdle(lane.waiters[0]!.fn, lane);
+  }
+
+  private observe(fn: EddyFunction, res: InvokeResponse, memoryMb: number): void {
+    const labels = { namespace: fn.metadata.namespace, function: fn.metadata.name };
+    const duration = Number(res.headers[h.durationMs]);
+    if (Number.isFinite(duration)) this.o.metrics.duration.observe(labels, duration / 1000);
+    const billed = Number(res.headers[h.billedDurationMs]);
+    if (Number.isFinite(billed)) {
+      this.o.metrics.billedGbSeconds.inc(labels, (billed / 1000) * (memoryMb / 1024));
+    }
+    if (res.headers[h.initDurationMs] !== undefined) this.o.metrics.coldStarts.inc(labels);
+  }
+
+  private send(replica: Replica, req: InvokeRequest, timeoutMs: number): Promise<SendResult> {
+    return new Promise((resolve) => {
+      const started = this.now();
+      let settled = false;
+      const done = (r: SendResult) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        req.signal?.removeEventListener('abort', onAbort);
+        resolve(r);
+      };
+      const url = new URL('/', replica.url);
+      const out = request(
+        {
+          agent: this.agent,
+          host: url.hostname,
+          port: url.port,
+          method: 'POST',
+          path: '/',
+          headers: {
+            ...req.headers,
+            [h.requestId]: req.requestId,
+            'content-length': String(req.body.length),
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (c: Buffer) => {
+            size += c.length;
+            if (size <= maxPayloadBytes * 2) chunks.push(c);
+          });
+          res.on('error', (err) => done(died(err, this.now() - started >= timeoutMs)));
+          res.on('aborted', () => done(died(new Error('the answer was cut off'), false)));
+          res.on('end', () => {
+            const status = res.statusCode ?? 502;
+            const headers = flatten(res.headers);
+            const body = Buffer.concat(chunks);
+            if (status === 503 && isUnavailable(body)) {
+              done({ kind: 'undelivered', reason: 'the replica is recycling or stopping' });
+            } else if (status === 429) {
+              done({ kind: 'busy' });
+            } else {
+              done({
+                kind: 'answered',
+                response: {
+                  status,
+                  headers,
+                  body,
+                  replicaId: replica.id,
+                  functionError: headers[h.functionError] !== undefined,
+                },
+              });
+            }
+          });
+        },
+      );
+      const timer = setTimeout(() => {
+        out.destroy();
+        done({ kind: 'died', timedOut: true, reason: 'no answer in time' });
+      }, timeoutMs + answerGraceMs);
+      const onAbort = () => {
+        out.destroy();
+        done({ kind: 'died', timedOut: false, reason: 'the caller went away' });
+      };
+      req.signal?.addEventListener('abort', onAbort, { once: true });
+      out.on('error', (err: NodeJS.ErrnoException) => {
+        // Refused: nothing was delivered. Reset on a kept-alive connection the replica had
+        // already closed: nothing was delivered either (Node's advice: retry those).
+        if (
+          err.code === 'ECONNREFUSED' ||
+          (out.reusedSocket && err.code === 'ECONNRESET' && !out.writableFinished)
+        ) {
+          done({ kind: 'undelivered', reason: err.code });
+          return;
+        }
+        done(died(err, this.now() - started >= timeoutMs));
+      });
+      out.end(req.body);
+    });
+  }
+}
+
+type SendResult =
+  | { kind: 'answered'; response: InvokeResponse }
+  | { kind: 'undelivered'; reason: string }
+  | { kind: 'busy' }
+  | { kind: 'died'; timedOut: boolean; reason: string };
+
+function died(err: Error, timedOut: boolean): SendResult {
+  return { kind: 'died', timedOut, reason: (err as NodeJS.ErrnoException).code ?? err.message };
+}
+
+function flatten(headers: IncomingHttpHeaders): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined) continue;
+    out[k] = Array.isArray(v) ? v.join(', ') : v;
+  }
+  return out;
+}
+
+function isUnavailable(body: Buffer): boolean {
+  try {
+    return (
+      (JSON.parse(body.toString('utf8')) as { errorType?: string }).errorType ===
+      'Runtime.Unavailable'
+    );
+  } catch {
+    return false;
+  }
+}
+
+function outcomeOf(res: InvokeResponse): InvocationOutcome {
+  if (res.status < 300) return 'success';
+  if (res.status === 504) return 'timeout';
+  if (res.status === 429) return 'throttled';
+  if (res.functionError || res.status >= 500) return 'error';
+  return 'invalid';
+}

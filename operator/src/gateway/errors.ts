@@ -1,0 +1,60 @@
+/**
+ * Every error the gateway answers with, in one place: status, the `errorType` a Lambda user
+ * knows, and whether the function failed (as opposed to the request). Bodies have Lambda's
+ * shape, `{errorType, errorMessage}`; `gatewayError` is the one way to make them.
+ */
+import { errorCodes, type ErrorBody } from '../../../runtime/src/contract/index.js';
+
+export const gatewayErrors = {
+  FunctionNotFound: { status: 404, errorType: 'ResourceNotFoundException', functionError: false },
+  NotFound: errorCodes.NotFound,
+  MethodNotAllowed: errorCodes.MethodNotAllowed,
+  PayloadTooLarge: errorCodes.PayloadTooLarge,
+  Throttled: errorCodes.Throttled,
+  /** No replica became ready within the activation timeout. */
+  ActivationTimeout: {
+    status: 503,
+    errorType: 'EddyActivationTimeout',
+    functionError: false,
+  },
+  /** The platform cannot start the function (an image the local platform cannot run, say). */
+  ActivationFailed: { status: 503, errorType: 'EddyActivationFailed', functionError: false },
+  /** The replica ended (crashed, process.exit, killed) while it held the invocation. */
+  ExitError: errorCodes.ExitError,
+  FunctionTimeout: errorCodes.FunctionTimeout,
+  /** The gateway is stopping and takes no new invocations. */
+  ShuttingDown: { status: 503, errorType: 'EddyShuttingDown', functionError: false },
+} as const;
+
+export type GatewayErrorCode = keyof typeof gatewayErrors;
+
+export class GatewayError extends Error {
+  readonly status: number;
+  readonly errorType: string;
+  readonly functionError: boolean;
+
+  constructor(
+    readonly code: GatewayErrorCode,
+    message: string,
+    /** Seconds to wait before trying again, sent as Retry-After. */
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message);
+    const spec = gatewayErrors[code];
+    this.status = spec.status;
+    this.errorType = spec.errorType;
+    this.functionError = spec.functionError;
+  }
+
+  body(): ErrorBody {
+    return { errorType: this.errorType, errorMessage: this.message };
+  }
+}
+
+export function gatewayError(
+  code: GatewayErrorCode,
+  message: string,
+  retryAfterSeconds?: number,
+): GatewayError {
+  return new GatewayError(code, message, retryAfterSeconds);
+}

@@ -1,0 +1,125 @@
+/**
+ * The gateway's metrics: the numbers the Grafana dashboard reads. One Registry per gateway
+ * (tests start many). Gauges of replicas, in-flight and queued work are read when scraped.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** How an invocation ended, as counted in eddy_function_invocations_total. */
+export type InvocationOutcome =
+  'success' | 'error' | 'timeout' | 'throttled' | 'invalid' | 'unavailable';
+
+/** 1 ms to 900 s (Lambda's longest timeout). */
+const durationBuckets = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+  900,
+];
+/** Activation: 10 ms to the 120 s default timeout and beyond. */
+const activationBuckets = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+export interface FunctionGaugeSource {
+  /** Per function: replicas desired and ready, invocations in flight and queued. */
+  snapshot(): Array<{
+    namespace: string;
+    name: string;
+    desired: number;
+    ready: number;
+    inFlight: number;
+    queued: number;
+  }>;
+}
+
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  readonly invocations: Counter<'namespace' | 'function' | 'trigger' | 'outcome'>;
+  readonly duration: Histogram<'namespace' | 'function'>;
+  readonly coldStarts: Counter<'namespace' | 'function'>;
+  readonly activation: Histogram<'namespace' | 'function'>;
+  readonly billedGbSeconds: Counter<'namespace' | 'function'>;
+  readonly retries: Counter<'namespace' | 'function' | 'trigger'>;
+  readonly deadLetters: Counter<'namespace' | 'function' | 'trigger' | 'outcome'>;
+
+  constructor(source: FunctionGaugeSource) {
+    const registers = [this.registry];
+    this.invocations = new Counter({
+      name: 'eddy_function_invocations_total',
+      help: 'Invocations (each attempt) by trigger and outcome.',
+      labelNames: ['namespace', 'function', 'trigger', 'outcome'],
+      registers,
+    });
+    this.duration = new Histogram({
+      name: 'eddy_function_duration_seconds',
+      help: 'Handler duration, as the runtime reports it (x-eddy-duration-ms).',
+      labelNames: ['namespace', 'function'],
+      buckets: durationBuckets,
+      registers,
+    });
+    this.coldStarts = new Counter({
+      name: 'eddy_function_cold_starts_total',
+      help: 'Invocations answered by a replica that had just started (its first).',
+      labelNames: ['namespace', 'function'],
+      registers,
+    });
+    this.activation = new Histogram({
+      name: 'eddy_function_activation_seconds',
+      help: 'Time an invocation was held while its function had no ready replica.',
+      labelNames: ['namespace', 'function'],
+      buckets: activationBuckets,
+      registers,
+    });
+    this.billedGbSeconds = new Counter({
+      name: 'eddy_function_billed_gb_seconds_total',
+      help: 'Billed duration times memory in GB: the pay-per-use meter.',
+      labelNames: ['namespace', 'function'],
+      registers,
+    });
+    this.retries = new Counter({
+      name: 'eddy_function_retries_total',
+      help: 'Asynchronous invocations retried after a failed attempt.',
+      labelNames: ['namespace', 'function', 'trigger'],
+      registers,
+    });
+    this.deadLetters = new Counter({
+      name: 'eddy_function_dead_letters_total',
+      help: 'Events whose retries were spent: sent to the dead letter, or dropped for want of one.',
+      labelNames: ['namespace', 'function', 'trigger', 'outcome'],
+      registers,
+    });
+    const replicas = new Gauge({
+      name: 'eddy_function_replicas',
+      help: 'Replicas desired (asked of the platform) and ready.',
+      labelNames: ['namespace', 'function', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const f of source.snapshot()) {
+          this.set({ namespace: f.namespace, function: f.name, state: 'desired' }, f.desired);
+          this.set({ namespace: f.namespace, function: f.name, state: 'ready' }, f.ready);
+        }
+      },
+    });
+    void replicas;
+    new Gauge({
+      name: 'eddy_function_in_flight',
+      help: 'Invocations being answered by replicas, as this gateway sees them.',
+      labelNames: ['namespace', 'function'],
+      registers,
+      collect() {
+        this.reset();
+        for (const f of source.snapshot())
+          this.set({ namespace: f.namespace, function: f.name }, f.inFlight);
+      },
+    });
+    new Gauge({
+      name: 'eddy_function_queued',
+      help: 'Invocations waiting for a replica (at zero, or throttled), in this gateway.',
+      labelNames: ['namespace', 'function'],
+      registers,
+      collect() {
+        this.reset();
+        for (const f of source.snapshot())
+          this.set({ namespace: f.namespace, function: f.name }, f.queued);
+      },
+    });
+    collectDefaultMetrics({ register: this.registry, prefix: 'eddy_gateway_' });
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * Where functions run. One interface, two implementations: `kubernetes` (Deployments' scale
+ * subresource, EndpointSlices, pod IPs) and `local` (child processes on 127.0.0.1). Nothing
+ * else in the operator touches Deployments' replicas, pods or processes.
+ */
+import type { EddyFunction } from '../api/types.js';
+
+/** "namespace/name". */
+export type FunctionKey = string;
+
+export function keyOf(fn: { metadata: { namespace?: string; name?: string } }): FunctionKey {
+  return `${fn.metadata.namespace}/${fn.metadata.name}`;
+}
+
+export function splitKey(key: FunctionKey): { namespace: string; name: string } {
+  const slash = key.indexOf('/');
+  return { namespace: key.slice(0, slash), name: key.slice(slash + 1) };
+}
+
+/** A replica that is ready to take invocations. */
+export interface Replica {
+  /** Stable for the life of the replica: the pod's name, or the process's id. */
+  id: string;
+  /** Base URL of its runtime, such as http://10.244.0.7:8080. */
+  url: string;
+}
+
+export interface ReplicaCounts {
+  /** What the platform was last asked for (the Deployment's spec.replicas). */
+  desired: number;
+  /** Replicas ready to take invocations. */
+  ready: number;
+}
+
+export interface Platform {
+  readonly name: 'kubernetes' | 'local';
+  /**
+   * Starts following the replicas of the Functions in `store`; resolves once the current state
+   * is known. Stops, and (local) ends its processes, when `signal` aborts.
+   */
+  start(signal: AbortSignal): Promise<void>;
+  /** Resolves once stopped after start's signal aborted (local: every process has exited). */
+  readonly stopped?: Promise<void>;
+  /** Sets how many replicas should run: the autoscaler's decision. */
+  scale(fn: EddyFunction, replicas: number): Promise<void>;
+  /**
+   * Activation from zero: at least one replica, at once. Sets max(current, 1), never more, so
+   * two gateways activating the same function together ask for one replica, not two.
+   */
+  activate(fn: EddyFunction): Promise<void>;
+  /** The ready replicas of a function now. */
+  ready(key: FunctionKey): Replica[];
+  counts(key: FunctionKey): ReplicaCounts;
+  /** Called whenever the ready replicas or counts of a function change. Returns an unsubscribe. */
+  onChange(listener: (key: FunctionKey) => void): () => void;
+  /**
+   * The gateway could not reach a replica (connection refused or reset): keep it out of the
+   * ready set until the platform sees it ready again.
+   */
+  unreachable(key: FunctionKey, replicaId: string): void;
+}

@@ -1,0 +1,243 @@
+/**
+ * The data path on the local platform, with real runtime processes: activation from zero, scale
+ * to zero, throttling, timeouts and crashes, asynchronous retries, and a burst at zero in which
+ * no event is lost.
+ */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { keyOf } from '../../operator/src/platform/platform.js';
+import { runtimeMain } from '../harness/runtime.js';
+import { waitFor } from '../harness/wait.js';
+import { existsSync } from 'node:fs';
+import { inlineFunction, namespace, startStack, type Stack } from './stack.js';
+
+let stack: Stack | undefined;
+let scratch: string;
+
+beforeAll(async () => {
+  if (!existsSync(runtimeMain)) throw new Error(`${runtimeMain} is missing: run npm run build`);
+  scratch = await mkdtemp(join(tmpdir(), 'eddy-data-path-'));
+  return () => rm(scratch, { recursive: true, force: true });
+});
+
+afterEach(async (ctx) => {
+  if (ctx.task.result?.state === 'fail' && stack) {
+    process.stderr.write(`--- stack log\n${stack.logs.slice(-200).join('\n')}\n`);
+  }
+  await stack?.stop();
+  stack = undefined;
+});
+
+const echo = `export const handler = async (event, context) => ({ got: event, id: context.awsRequestId, pid: process.pid });`;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function functionsState(url: string) {
+  const res = await fetch(`${url}/functions`);
+  return ((await res.json()) as { functions: Array<Record<string, unknown>> }).functions;
+}
+
+describe('the gateway on the local platform', () => {
+  it('starts a process for an invocation at zero, answers it, and scales back to zero when idle', async () => {
+    stack = await startStack([
+      inlineFunction('hello', echo, { scaling: { idleSeconds: 1 }, timeoutSeconds: 5 }),
+    ]);
+    const before = await functionsState(stack.url);
+    expect(before).toEqual([
+      expect.objectContaining({
+        name: 'hello',
+        state: 'ScaledToZero',
+        replicas: { desired: 0, ready: 0 },
+      }),
+    ]);
+    const res = await stack.invoke('hello', { name: 'eddy' });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { got: unknown; id: string; pid: number };
+    expect(body.got).toEqual({ name: 'eddy' });
+    expect(res.headers.get('x-eddy-request-id')).toBe(body.id);
+    expect(res.headers.get('x-eddy-init-duration-ms')).not.toBeNull();
+    expect(alive(body.pid)).toBe(true);
+
+    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    expect(metrics).toMatch(
+      /eddy_function_invocations_total\{namespace="data-path",function="hello",trigger="invoke",outcome="success"\} 1/,
+    );
+    expect(metrics).toMatch(
+      /eddy_function_cold_starts_total\{namespace="data-path",function="hello"\} 1/,
+    );
+    expect(metrics).toMatch(
+      /eddy_function_activation_seconds_count\{namespace="data-path",function="hello"\} 1/,
+    );
+
+    // Idle for idleSeconds: the autoscaler scales to zero and the process ends.
+    await waitFor(
+      'hello to scale to zero',
+      async () => (alive(body.pid) ? undefined : true),
+      20_000,
+    );
+    expect(stack.platform.counts(`${namespace}/hello`)).toEqual({ desired: 0, ready: 0 });
+    // And the next invocation starts it again.
+    const again = await stack.invoke('hello', { n: 2 });
+    expect(again.status).toBe(200);
+  });
+
+  it('answers 404 naming the functions that exist, 413 past 6 MB, 405 for GET', async () => {
+    stack = await startStack([inlineFunction('hello', echo), inlineFunction('other', echo)]);
+    const missing = await stack.invoke('nope');
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toEqual({
+      errorType: 'ResourceNotFoundException',
+      errorMessage: 'no function nope in namespace data-path; it has: hello, other',
+    });
+    const big = await fetch(`${stack.url}/functions/${namespace}/hello`, {
+      method: 'POST',
+      body: Buffer.alloc(6 * 1024 * 1024 + 1, 'a'),
+    });
+    expect(big.status).toBe(413);
+    const get = await fetch(`${stack.url}/functions/${namespace}/hello`);
+    expect(get.status).toBe(405);
+  });
+
+  it('holds invocations past maxReplicas x concurrency in a bounded queue, then answers 429', async () => {
+    const slow = `export const handler = async () => { await new Promise((r) => setTimeout(r, 1500)); return 'done'; };`;
+    stack = await startStack(
+      [
+        inlineFunction('slow', slow, {
+          concurrency: 1,
+          scaling: { maxReplicas: 1 },
+          timeoutSeconds: 10,
+        }),
+      ],
+      { queueLimit: 2 },
+    );
+    // Warm it first, so the burst measures throttling rather than activation.
+    expect((await stack.invoke('slow')).status).toBe(200);
+    const answers = await Promise.all(Array.from({ length: 5 }, () => stack!.invoke('slow')));
+    const statuses = answers.map((a) => a.status).sort();
+    // One in flight, two waiting, two refused.
+    expect(statuses).toEqual([200, 200, 200, 429, 429]);
+    const refused = answers.find((a) => a.status === 429)!;
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(((await refused.json()) as { errorType: string }).errorType).toBe(
+      'TooManyRequestsException',
+    );
+  });
+
+  it('recycles only the replica whose handler timed out', async () => {
+    const code = `export const handler = async (event) => {
+      if (event.hang) await new Promise((r) => setTimeout(r, 60_000));
+      return { pid: process.pid };
+    };`;
+    stack = await startStack([
+      inlineFunction('timer', code, {
+        timeoutSeconds: 1,
+        concurrency: 1,
+        scaling: { minReplicas: 2, maxReplicas: 2 },
+      }),
+    ]);
+    const key = `${namespace}/timer`;
+    await stack.platform.scale(stack.store.get(namespace, 'timer')!, 2);
+    await waitFor('two ready replicas', async () =>
+      stack!.platform.ready(key).length === 2 ? true : undefined,
+    );
+    const pids = new Set(stack.platform.ready(key).map((r) => r.id));
+    const hung = stack.invoke('timer', { hang: true });
+    // While one replica times out, the other keeps answering.
+    const others = await Promise.all([stack.invoke('timer'), stack.invoke('timer')]);
+    expect(others.map((r) => r.status)).toEqual([200, 200]);
+    const timedOut = await hung;
+    expect(timedOut.status).toBe(504);
+    expect(((await timedOut.json()) as { errorType: string }).errorType).toBe('Sandbox.Timedout');
+    // The timed-out replica is replaced; the other one is still the same process.
+    await waitFor(
+      'the recycled replica to be replaced',
+      async () => {
+        const now = stack!.platform.ready(key).map((r) => r.id);
+        return now.length === 2 && now.filter((id) => pids.has(id)).length === 1 ? true : undefined;
+      },
+      20_000,
+    );
+  });
+
+  it('answers 502 Runtime.ExitError when a replica dies mid-invocation, and retries an async one on a new replica', async () => {
+    const marker = join(scratch, 'exited-once');
+    const code = `import { existsSync, writeFileSync, appendFileSync } from 'node:fs';
+      export const handler = async (event) => {
+        if (event.exit === 'always') process.exit(3);
+        if (event.exit === 'once' && !existsSync(${JSON.stringify(marker)})) {
+          writeFileSync(${JSON.stringify(marker)}, 'x');
+          process.exit(3);
+        }
+        appendFileSync(${JSON.stringify(join(scratch, 'done'))}, process.pid + '\\n');
+        return 'ok';
+      };`;
+    stack = await startStack([inlineFunction('crashy', code, { timeoutSeconds: 5 })], {
+      retryBaseDelayMs: 50,
+    });
+    const sync = await stack.invoke('crashy', { exit: 'always' });
+    expect(sync.status).toBe(502);
+    expect(sync.headers.get('x-eddy-function-error')).toBe('Unhandled');
+    expect(((await sync.json()) as { errorType: string }).errorType).toBe('Runtime.ExitError');
+
+    const accepted = await fetch(`${stack.url}/functions/${namespace}/crashy/async`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ exit: 'once' }),
+    });
+    expect(accepted.status).toBe(202);
+    const { requestId } = (await accepted.json()) as { requestId: string };
+    expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
+    const done = await waitFor(
+      'the retried invocation to succeed',
+      async () => {
+        const text = await readFile(join(scratch, 'done'), 'utf8').catch(() => '');
+        return text.trim() ? text : undefined;
+      },
+      20_000,
+    );
+    expect(done.trim().split('\n')).toHaveLength(1);
+    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    expect(metrics).toMatch(
+      /eddy_function_retries_total\{namespace="data-path",function="crashy",trigger="async"\} 1/,
+    );
+  });
+
+  it('handles every one of 500 events sent at once to a function at zero', async () => {
+    const log = join(scratch, 'burst.log');
+    const code = `import { appendFileSync } from 'node:fs';
+      export const handler = async (event) => {
+        await new Promise((r) => setTimeout(r, 20));
+        appendFileSync(${JSON.stringify(log)}, event.n + '\\n');
+        return event.n;
+      };`;
+    stack = await startStack([
+      inlineFunction('burst', code, {
+        concurrency: 10,
+        scaling: { maxReplicas: 4 },
+        timeoutSeconds: 10,
+      }),
+    ]);
+    const answers = await Promise.all(
+      Array.from({ length: 500 }, (_, n) =>
+        stack!.invoke('burst', { n }).then(async (r) => [r.status, await r.text()] as const),
+      ),
+    );
+    const failures = answers.filter(([status]) => status !== 200);
+    expect(failures).toEqual([]);
+    const seen = (await readFile(log, 'utf8')).trim().split('\n').map(Number);
+    expect(new Set(seen).size).toBe(500);
+    expect(seen).toHaveLength(500);
+    expect(
+      stack.platform.counts(keyOf(stack.store.get(namespace, 'burst')!)).desired,
+    ).toBeGreaterThanOrEqual(1);
+  });
+});

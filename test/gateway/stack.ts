@@ -1,0 +1,101 @@
+/**
+ * The gateway, autoscaler and local platform composed as the local stack composes them, with
+ * Functions held in memory: what the data-path tests run against. Replicas are real runtime
+ * processes (`dist/runtime/main.js`).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { EddyFunction, FunctionSpec } from '../../operator/src/api/types.js';
+import { composeEddy, type Eddy } from '../../operator/src/compose.js';
+import { MemoryFunctionStore } from '../../operator/src/functions.js';
+import { soleLeader } from '../../operator/src/manager.js';
+import { createLocalPlatform, type LocalPlatform } from '../../operator/src/platform/local.js';
+import { runtimeMain } from '../harness/runtime.js';
+import { waitFor } from '../harness/wait.js';
+
+export const namespace = 'data-path';
+
+export function inlineFunction(name: string, code: string, spec: FunctionSpec = {}): EddyFunction {
+  return {
+    apiVersion: 'eddy.dev/v1alpha1',
+    kind: 'Function',
+    metadata: { name, namespace, generation: 1, uid: `uid-${name}` },
+    spec: { ...spec, code: { inline: code } },
+  };
+}
+
+export interface Stack {
+  url: string;
+  store: MemoryFunctionStore;
+  platform: LocalPlatform;
+  eddy: Eddy;
+  logs: string[];
+  invoke(name: string, body?: unknown, init?: RequestInit): Promise<Response>;
+  stop(): Promise<void>;
+}
+
+export async function startStack(
+  fns: EddyFunction[],
+  options: { queueLimit?: number; retryBaseDelayMs?: number; autoscalerIntervalMs?: number } = {},
+): Promise<Stack> {
+  const store = new MemoryFunctionStore();
+  for (const fn of fns) store.set(fn);
+  const logs: string[] = [];
+  const log = (line: string) => logs.push(`${new Date().toISOString()} ${line}`);
+  const workDir = await mkdtemp(join(tmpdir(), 'eddy-stack-'));
+  const platform = createLocalPlatform({
+    store,
+    runtimeMain,
+    workDir,
+    log,
+    restartBackoffMs: { initial: 100, max: 1_000 },
+  });
+  let url: string | undefined;
+  const stop = new AbortController();
+  const eddy = composeEddy({
+    platform,
+    store,
+    secrets: async (ns, name) => {
+      throw new Error(`no Secret ${ns}/${name} in this test`);
+    },
+    elector: soleLeader,
+    log,
+    gateway: { port: 0, host: '127.0.0.1' },
+    onListening: (u) => (url = u),
+    ...options,
+  });
+  let failed: unknown;
+  const done = eddy.manager.start(stop.signal).catch((err: unknown) => {
+    failed = err;
+  });
+  const listening = await waitFor('the gateway to listen', async () => {
+    if (failed) throw failed instanceof Error ? failed : new Error(String(failed));
+    return url;
+  });
+  return {
+    url: listening,
+    store,
+    platform,
+    eddy,
+    logs,
+    invoke: (name, body = {}, init = {}) =>
+      fetch(`${listening}/functions/${namespace}/${name}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        ...init,
+      }),
+    async stop() {
+      stop.abort();
+      await done;
+      await rm(workDir, { recursive: true, force: true });
+      if (failed) throw failed instanceof Error ? failed : new Error(String(failed));
+    },
+  };
+}
+
+export const quiet = (spec: FunctionSpec = {}): FunctionSpec => ({
+  timeoutSeconds: 5,
+  ...spec,
+});
