@@ -1,0 +1,122 @@
+/**
+ * The local stack as a user runs it: `node dist/operator/dev.js <files...>`, with a bad Function
+ * among good ones, a Secret-less file, and a file edited while it runs.
+ */
+import { mkdtemp, rm, writeFile, rename } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { projectRoot } from '../harness/components.js';
+import { startProcess, waitUntilReady, type ManagedProcess } from '../harness/proc.js';
+import { waitFor } from '../harness/wait.js';
+
+const devMain = join(projectRoot, 'dist', 'operator', 'dev.js');
+
+const fn = (name: string, code: string, extra = '') => `apiVersion: eddy.dev/v1alpha1
+kind: Function
+metadata:
+  name: ${name}
+  namespace: dev
+spec:
+  memory: 128Mi${extra}
+  code:
+    inline: |
+      ${code}
+`;
+
+let dir: string;
+let proc: ManagedProcess | undefined;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'eddy-dev-'));
+});
+
+afterEach(async (ctx) => {
+  if (ctx.task.result?.state === 'fail' && proc)
+    process.stderr.write(`--- dev.js log\n${proc.log()}\n`);
+  await proc?.stop(15_000);
+  proc = undefined;
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function startDev(files: string[]): Promise<string> {
+  proc = startProcess(
+    'dev',
+    process.execPath,
+    [devMain, '--port', '0', ...files],
+    join(dir, 'dev.log'),
+    {
+      cwd: dir,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME },
+    },
+  );
+  let url = '';
+  await waitUntilReady(
+    proc,
+    async () => {
+      const m = /gateway listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(proc!.log());
+      if (m) url = m[1]!;
+      return url !== '';
+    },
+    30_000,
+    50,
+  );
+  return url;
+}
+
+const invoke = (url: string, name: string, body: unknown = {}) =>
+  fetch(`${url}/functions/dev/${name}`, { method: 'POST', body: JSON.stringify(body) });
+
+describe('the local stack (dev.js)', () => {
+  it('reports a bad Function, skips it, and runs the others', async () => {
+    const good = join(dir, 'good.yaml');
+    const mixed = join(dir, 'mixed.yaml');
+    await writeFile(good, fn('one', `export const handler = async () => 'one';`));
+    await writeFile(
+      mixed,
+      [
+        fn('bad', `export const handler = async () => 'bad';`, '\n  timeoutSeconds: 901'),
+        fn('two', `export const handler = async (e) => ({ two: e.x });`),
+      ].join('---\n'),
+    );
+    const url = await startDev([good, mixed]);
+    expect(proc!.log()).toMatch(/Function dev\/bad.*timeoutSeconds/);
+    const one = await invoke(url, 'one');
+    expect(await one.json()).toBe('one');
+    const two = await invoke(url, 'two', { x: 2 });
+    expect(await two.json()).toEqual({ two: 2 });
+    const bad = await invoke(url, 'bad');
+    expect(bad.status).toBe(404);
+    expect(((await bad.json()) as { errorMessage: string }).errorMessage).toBe(
+      'no function bad in namespace dev; it has: one, two',
+    );
+    // Replicas' log lines carry the function's name.
+    await waitFor('a prefixed REPORT line', async () =>
+      /\[dev\/two\] REPORT RequestId/.test(proc!.log()) ? true : undefined,
+    );
+  });
+
+  it('picks up an edited file without a restart', async () => {
+    const file = join(dir, 'fn.yaml');
+    await writeFile(file, fn('greet', `export const handler = async () => 'v1';`));
+    const url = await startDev([file]);
+    expect(await (await invoke(url, 'greet')).json()).toBe('v1');
+    // Saved the way editors do: a new file renamed over the old one.
+    await writeFile(
+      `${file}.tmp`,
+      fn('greet', `export const handler = async () => 'v2';`) +
+        '---\n' +
+        fn('added', `export const handler = async () => 'new';`),
+    );
+    await rename(`${file}.tmp`, file);
+    await waitFor(
+      'the new code to answer',
+      async () => {
+        const res = await invoke(url, 'greet');
+        return (await res.json()) === 'v2' ? true : undefined;
+      },
+      30_000,
+    );
+    expect(await (await invoke(url, 'added')).json()).toBe('new');
+  });
+});
