@@ -99,7 +99,14 @@ export function dataPathSettings(fn: EddyFunction) {
 
 export class Dispatcher {
   private readonly lanes = new Map<FunctionKey, Lane>();
-  private readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity, scheduling: 'lifo' });
+  // Idle connections close before the runtime's 65 s keep-alive ends them, so a request never
+  // goes out on a connection the replica is closing.
+  private readonly agent = new Agent({
+    keepAlive: true,
+    maxSockets: Infinity,
+    scheduling: 'lifo',
+    timeout: 30_000,
+  });
   private readonly now: () => number;
   private readonly queueLimit: number;
   private stopping = false;
@@ -159,6 +166,13 @@ export class Dispatcher {
           continue;
         }
         if (sent.kind === 'busy') {
+          if (this.now() + busyRetryMs >= deadline) {
+            throw gatewayError(
+              'Throttled',
+              `every replica of ${key} stayed at its concurrency limit until the wait ended: slow down or raise scaling.maxReplicas`,
+              1,
+            );
+          }
           await new Promise((r) => setTimeout(r, busyRetryMs));
           continue;
         }
