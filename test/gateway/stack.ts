@@ -65,12 +65,12 @@ export async function startStack(
     onListening: (u) => (url = u),
     ...options,
   });
-  let failed: unknown;
+  let failed: Error | undefined;
   const done = eddy.manager.start(stop.signal).catch((err: unknown) => {
-    failed = err;
+    failed = err instanceof Error ? err : new Error(`the stack failed: ${JSON.stringify(err)}`);
   });
   const listening = await waitFor('the gateway to listen', async () => {
-    if (failed) throw failed instanceof Error ? failed : new Error(String(failed));
+    if (failed) throw failed;
     return url;
   });
   return {
@@ -90,7 +90,7 @@ export async function startStack(
       stop.abort();
       await done;
       await rm(workDir, { recursive: true, force: true });
-      if (failed) throw failed instanceof Error ? failed : new Error(String(failed));
+      if (failed) throw failed;
     },
   };
 }

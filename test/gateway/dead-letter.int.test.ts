@@ -1,0 +1,382 @@
+/**
+ * Dead letters reaching real destinations: a real HTTP server for `deadLetter.url` and a real
+ * MinIO for `deadLetter.s3`, fed by the real delivery loop.
+ */
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { CloudEvent, HTTP } from 'cloudevents';
+import { CreateBucketCommand, GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import type { EddyFunction, FunctionSpec } from '../../operator/src/api/types.js';
+import type { SecretReader } from '../../operator/src/functions.js';
+import {
+  createDeadLetterSender,
+  type DeadLetterDocument,
+} from '../../operator/src/gateway/dead-letter.js';
+import {
+  createDelivery,
+  type AttemptResult,
+  type DeadLetterRecord,
+  type DeliveryEvent,
+} from '../../operator/src/gateway/delivery.js';
+import { s3Client, startMinio } from '../harness/minio.js';
+import { canRun, useComponent } from '../harness/suite.js';
+
+function fn(spec: FunctionSpec): EddyFunction {
+  return {
+    apiVersion: 'eddy.dev/v1alpha1',
+    kind: 'Function',
+    metadata: { name: 'thumbnail', namespace: 'photos' },
+    spec,
+  };
+}
+
+const s3Record = { eventName: 'ObjectCreated:Put', s3: { object: { key: 'holiday/beach.jpg' } } };
+
+const event = (over: Partial<DeliveryEvent> = {}): DeliveryEvent => ({
+  id: 'evt-42',
+  type: 'com.amazonaws.s3.ObjectCreated:Put',
+  source: 'aws:s3.us-east-1.photos',
+  time: '2025-03-01T12:00:00.000Z',
+  body: Buffer.from(JSON.stringify(s3Record)),
+  headers: {
+    'content-type': 'application/json',
+    'ce-subject': 'holiday/beach.jpg',
+  },
+  trigger: 'uploads',
+  ...over,
+});
+
+const record = (over: Partial<DeadLetterRecord> = {}): DeadLetterRecord => ({
+  event: event(),
+  error: { errorType: 'Error', errorMessage: 'sharp: unsupported image format' },
+  attempts: 3,
+  condition: 'RetriesExhausted',
+  firstAttemptAt: '2025-03-01T12:00:00.100Z',
+  lastAttemptAt: '2025-03-01T12:00:03.200Z',
+  ...over,
+});
+
+/** A time young enough for retries (the default maxEventAgeSeconds is 6 hours). */
+const fresh = new Date().toISOString();
+
+const failing = async (): Promise<AttemptResult> => ({
+  ok: false,
+  status: 500,
+  error: { errorType: 'Error', errorMessage: 'sharp: unsupported image format' },
+  retryable: true,
+});
+
+const noSecrets: SecretReader = async (ns, name) => {
+  throw new Error(`Secret ${ns}/${name} not found`);
+};
+
+/** A delivery loop with short real waits, sending through `sender`. */
+const fastDelivery = (deadLetter: ReturnType<typeof createDeadLetterSender>, logs: string[]) =>
+  createDelivery({ deadLetter, baseDelayMs: 5, maxDelayMs: 20, log: (m) => logs.push(m) });
+
+interface Received {
+  method?: string;
+  url?: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+describe('dead letter to a URL', () => {
+  const received: Received[] = [];
+  /** Statuses the sink answers with, in turn; then 202. `hang` never answers. */
+  let answers: Array<number | 'hang'> = [];
+  let sink: Server;
+  let sinkUrl = '';
+  beforeAll(async () => {
+    sink = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        received.push({ method: req.method, url: req.url, headers: req.headers, body });
+        const answer = answers.shift() ?? 202;
+        if (answer === 'hang') return;
+        res.statusCode = answer;
+        if (answer >= 300 && answer < 400) res.setHeader('location', '/elsewhere');
+        res.end(answer >= 300 ? 'sink is full' : '');
+      });
+    });
+    await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
+    sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}/dead`;
+  });
+  afterAll(async () => {
+    sink.closeAllConnections();
+    await new Promise((resolve) => sink.close(resolve));
+  });
+  beforeEach(() => {
+    received.length = 0;
+    answers = [];
+  });
+
+  it('receives a structured CloudEvent with the original event, the last error and the attempts', async () => {
+    const logs: string[] = [];
+    const sender = createDeadLetterSender({ secrets: noSecrets });
+    const out = await fastDelivery(sender, logs).deliver({
+      fn: fn({ retry: { maxAttempts: 1 }, deadLetter: { url: `${sinkUrl}?token=s3cr3t` } }),
+      event: event({ time: fresh }),
+      attempt: failing,
+      signal: new AbortController().signal,
+    });
+    expect(out).toMatchObject({ outcome: 'dead-lettered', attempts: 2 });
+    expect(received).toHaveLength(1);
+    const got = received[0]!;
+    expect(got.method).toBe('POST');
+    expect(got.url).toBe('/dead?token=s3cr3t');
+    expect(got.headers['content-type']).toBe('application/cloudevents+json');
+
+    // Whatever reads it with the CloudEvents SDK gets a valid event.
+    const parsed = HTTP.toEvent({ headers: got.headers, body: got.body }) as CloudEvent<unknown>;
+    expect(parsed.validate()).toBe(true);
+    const ce = JSON.parse(got.body) as Record<string, unknown>;
+    expect(ce).toMatchObject({
+      specversion: '1.0',
+      id: 'evt-42-dlq',
+      type: 'dev.eddy.dead-letter',
+      source: '/eddy/functions/photos/thumbnail',
+      subject: 'evt-42',
+      datacontenttype: 'application/json',
+    });
+    expect(Date.now() - Date.parse(ce.time as string)).toBeLessThan(10_000);
+    const data = ce.data as Record<string, unknown>;
+    expect(data).toEqual({
+      originalEvent: {
+        specversion: '1.0',
+        id: 'evt-42',
+        type: 'com.amazonaws.s3.ObjectCreated:Put',
+        source: 'aws:s3.us-east-1.photos',
+        time: fresh,
+        subject: 'holiday/beach.jpg',
+        datacontenttype: 'application/json',
+        data: s3Record,
+      },
+      error: { errorType: 'Error', errorMessage: 'sharp: unsupported image format' },
+      attempts: 2,
+      condition: 'RetriesExhausted',
+      firstAttemptAt: expect.any(String) as unknown,
+      lastAttemptAt: expect.any(String) as unknown,
+      function: { namespace: 'photos', name: 'thumbnail' },
+      trigger: 'uploads',
+    });
+    expect(Date.parse(data.lastAttemptAt as string)).toBeGreaterThanOrEqual(
+      Date.parse(data.firstAttemptAt as string),
+    );
+  });
+
+  it('carries a body that is not JSON as data_base64', async () => {
+    const sender = createDeadLetterSender({ secrets: noSecrets });
+    const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    await sender.send(
+      fn({ deadLetter: { url: sinkUrl } }),
+      record({ event: event({ body: png, headers: { 'content-type': 'image/png' } }) }),
+    );
+    const { originalEvent } = (JSON.parse(received[0]!.body) as { data: DeadLetterDocument }).data;
+    expect(originalEvent).toMatchObject({ datacontenttype: 'image/png' });
+    expect(originalEvent).not.toHaveProperty('data');
+    expect(Buffer.from(originalEvent.data_base64!, 'base64')).toEqual(png);
+  });
+
+  it('fails naming the URL (without its query) and the status when the sink refuses', async () => {
+    answers = [500];
+    const sender = createDeadLetterSender({ secrets: noSecrets });
+    const sending = sender.send(fn({ deadLetter: { url: `${sinkUrl}?token=s3cr3t` } }), record());
+    await expect(sending).rejects.toThrow(`dead letter ${sinkUrl} answered HTTP 500: sink is full`);
+    await expect(sending).rejects.not.toThrow(/s3cr3t/);
+  });
+
+  it('fails on a redirect rather than following it and losing the event', async () => {
+    answers = [302];
+    const sender = createDeadLetterSender({ secrets: noSecrets });
+    await expect(sender.send(fn({ deadLetter: { url: sinkUrl } }), record())).rejects.toThrow(
+      `dead letter ${sinkUrl} answered HTTP 302`,
+    );
+    expect(received.map((r) => `${r.method} ${r.url}`)).toEqual(['POST /dead']);
+  });
+
+  it('is sent again until the sink takes it, and the delivery ends dead-lettered', async () => {
+    answers = [503, 503];
+    const logs: string[] = [];
+    const sender = createDeadLetterSender({ secrets: noSecrets });
+    const out = await fastDelivery(sender, logs).deliver({
+      fn: fn({ retry: { maxAttempts: 0 }, deadLetter: { url: sinkUrl } }),
+      event: event(),
+      attempt: failing,
+      signal: new AbortController().signal,
+    });
+    expect(out).toMatchObject({ outcome: 'dead-lettered', deadLetterSends: 3 });
+    expect(received).toHaveLength(3);
+    // Every send is the same event, so the sink can deduplicate.
+    expect(new Set(received.map((r) => (JSON.parse(r.body) as { id: string }).id))).toEqual(
+      new Set(['evt-42-dlq']),
+    );
+    expect(logs.filter((l) => l.includes('answered HTTP 503'))).toHaveLength(2);
+  });
+
+  it('fails naming the URL and the cause when nothing listens there', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(closed.address() as AddressInfo).port}/dead`;
+    await new Promise((resolve) => closed.close(resolve));
+    const sender = createDeadLetterSender({ secrets: noSecrets });
+    await expect(sender.send(fn({ deadLetter: { url } }), record())).rejects.toThrow(
+      new RegExp(`dead letter ${url} unreachable: .*ECONNREFUSED`),
+    );
+  });
+
+  it('gives up on a sink that does not answer within the timeout', async () => {
+    answers = ['hang'];
+    const sender = createDeadLetterSender({ secrets: noSecrets, timeoutMs: 300 });
+    const started = Date.now();
+    await expect(sender.send(fn({ deadLetter: { url: sinkUrl } }), record())).rejects.toThrow(
+      `dead letter ${sinkUrl}: no answer within 0.3 s`,
+    );
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+});
+
+describe.skipIf(!canRun('minio'))('dead letter to S3 (MinIO)', () => {
+  const minio = useComponent(() => startMinio());
+  const bucket = 'dead-letters';
+  let admin: S3Client;
+  let secrets: Map<string, Record<string, string>>;
+  const secretReader: SecretReader = async (ns, name) => {
+    const s = secrets.get(`${ns}/${name}`);
+    if (!s) throw new Error(`Secret ${ns}/${name} not found`);
+    return s;
+  };
+  const s3Fn = (over: { bucket?: string; secretRef?: Record<string, string> } = {}) => {
+    const m = minio();
+    return fn({
+      retry: { maxAttempts: 1 },
+      deadLetter: {
+        s3: {
+          bucket: over.bucket ?? bucket,
+          prefix: 'failed/',
+          connection: {
+            endpoint: m.endpoint,
+            secretRef: { name: 'minio-creds', ...over.secretRef },
+          },
+        },
+      },
+    });
+  };
+  const read = async (key: string) => {
+    const got = await admin.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return {
+      contentType: got.ContentType,
+      json: JSON.parse(await got.Body!.transformToString()) as unknown,
+    };
+  };
+
+  beforeAll(async () => {
+    admin = s3Client(minio());
+    await admin.send(new CreateBucketCommand({ Bucket: bucket }));
+  });
+  afterAll(() => admin?.destroy());
+  beforeEach(() => {
+    const m = minio();
+    secrets = new Map([
+      ['photos/minio-creds', { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey }],
+    ]);
+  });
+
+  it('writes the dead letter as a JSON object under the prefix, dated by the event', async () => {
+    const sender = createDeadLetterSender({ secrets: secretReader });
+    const out = await fastDelivery(sender, []).deliver({
+      fn: s3Fn(),
+      event: event({ time: fresh }),
+      attempt: failing,
+      signal: new AbortController().signal,
+    });
+    sender.close();
+    expect(out).toMatchObject({ outcome: 'dead-lettered', attempts: 2 });
+    const day = fresh.slice(0, 10).replaceAll('-', '/');
+    const { contentType, json } = await read(`failed/photos/thumbnail/${day}/evt-42.json`);
+    expect(contentType).toBe('application/json');
+    expect(json).toEqual({
+      originalEvent: {
+        specversion: '1.0',
+        id: 'evt-42',
+        type: 'com.amazonaws.s3.ObjectCreated:Put',
+        source: 'aws:s3.us-east-1.photos',
+        time: fresh,
+        subject: 'holiday/beach.jpg',
+        datacontenttype: 'application/json',
+        data: s3Record,
+      },
+      error: { errorType: 'Error', errorMessage: 'sharp: unsupported image format' },
+      attempts: 2,
+      condition: 'RetriesExhausted',
+      firstAttemptAt: expect.any(String) as unknown,
+      lastAttemptAt: expect.any(String) as unknown,
+      function: { namespace: 'photos', name: 'thumbnail' },
+      trigger: 'uploads',
+    });
+  });
+
+  it('reads the keys the secretRef names', async () => {
+    const m = minio();
+    secrets.set('photos/minio-creds', { user: m.accessKeyId, password: m.secretAccessKey });
+    const sender = createDeadLetterSender({ secrets: secretReader });
+    await sender.send(
+      s3Fn({ secretRef: { accessKeyIdKey: 'user', secretAccessKeyKey: 'password' } }),
+      record({ event: event({ id: 'evt-keys' }) }),
+    );
+    sender.close();
+    expect((await read('failed/photos/thumbnail/2025/03/01/evt-keys.json')).json).toMatchObject({
+      originalEvent: { id: 'evt-keys' },
+      attempts: 3,
+    });
+  });
+
+  it('reuses one client per connection until the Secret changes', async () => {
+    const made: S3Client[] = [];
+    const sender = createDeadLetterSender({
+      secrets: secretReader,
+      s3ClientFor: (config) => {
+        const c = new S3Client(config);
+        made.push(c);
+        return c;
+      },
+    });
+    const f = s3Fn();
+    await sender.send(f, record({ event: event({ id: 'evt-a' }) }));
+    await sender.send(f, record({ event: event({ id: 'evt-b' }) }));
+    expect(made).toHaveLength(1);
+    // A rotated key pair that the server does not know: a new client, refused.
+    secrets.set('photos/minio-creds', {
+      accessKeyId: 'rotated',
+      secretAccessKey: 'rotated-secret',
+    });
+    await expect(sender.send(f, record({ event: event({ id: 'evt-c' }) }))).rejects.toThrow(
+      /refused .*check the access key pair in Secret photos\/minio-creds/,
+    );
+    expect(made).toHaveLength(2);
+    sender.close();
+  });
+
+  it('names the bucket and the fix when the bucket does not exist', async () => {
+    const sender = createDeadLetterSender({ secrets: secretReader });
+    await expect(sender.send(s3Fn({ bucket: 'no-such-bucket' }), record())).rejects.toThrow(
+      /dead letter s3:\/\/no-such-bucket\/failed\/photos\/thumbnail\/2025\/03\/01\/evt-42\.json: the bucket does not exist .*create it/,
+    );
+    sender.close();
+  });
+
+  it('names the Secret when it is missing or lacks a key', async () => {
+    const sender = createDeadLetterSender({ secrets: secretReader });
+    secrets.clear();
+    await expect(sender.send(s3Fn(), record())).rejects.toThrow(
+      /s3:\/\/dead-letters\/.*: Secret photos\/minio-creds not found/,
+    );
+    secrets.set('photos/minio-creds', { accessKeyId: 'x' });
+    await expect(sender.send(s3Fn(), record())).rejects.toThrow(
+      'Secret photos/minio-creds has no key "secretAccessKey"',
+    );
+    sender.close();
+  });
+});
