@@ -6,6 +6,8 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { keyOf } from '../../operator/src/platform/platform.js';
 import { runtimeMain } from '../harness/runtime.js';
@@ -209,6 +211,69 @@ describe('the gateway on the local platform', () => {
     expect(metrics).toMatch(
       /eddy_function_retries_total\{namespace="data-path",function="crashy",trigger="async"\} 1/,
     );
+  });
+
+  it('sends an async invocation that keeps failing to the dead letter after its retries', async () => {
+    const received: Array<{ headers: Record<string, unknown>; body: string }> = [];
+    const sink = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        received.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+        res.writeHead(202).end();
+      });
+    });
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+    const { port } = sink.address() as AddressInfo;
+    try {
+      stack = await startStack(
+        [
+          inlineFunction(
+            'failing',
+            `export const handler = async () => { throw new TypeError('no thumbnail today'); };`,
+            {
+              retry: { maxAttempts: 1, maxEventAgeSeconds: 60 },
+              deadLetter: { url: `http://127.0.0.1:${port}/dead` },
+            },
+          ),
+        ],
+        { retryBaseDelayMs: 50 },
+      );
+      const accepted = await fetch(`${stack.url}/functions/${namespace}/failing/async`, {
+        method: 'POST',
+        body: JSON.stringify({ key: 'cat.jpg' }),
+      });
+      expect(accepted.status).toBe(202);
+      const { requestId } = (await accepted.json()) as { requestId: string };
+      await waitFor(
+        'the dead letter',
+        async () => (received.length > 0 ? true : undefined),
+        20_000,
+      );
+      expect(received[0]!.headers['content-type']).toBe('application/cloudevents+json');
+      const ce = JSON.parse(received[0]!.body) as {
+        type: string;
+        data: {
+          originalEvent: { id: string; data: unknown };
+          error: { errorType: string; errorMessage: string };
+          attempts: number;
+        };
+      };
+      expect(ce.type).toBe('dev.eddy.dead-letter');
+      expect(ce.data.originalEvent.id).toBe(requestId);
+      expect(ce.data.originalEvent.data).toEqual({ key: 'cat.jpg' });
+      expect(ce.data.error).toEqual({ errorType: 'TypeError', errorMessage: 'no thumbnail today' });
+      expect(ce.data.attempts).toBe(2);
+      const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+      expect(metrics).toMatch(
+        /eddy_function_invocations_total\{namespace="data-path",function="failing",trigger="async",outcome="error"\} 2/,
+      );
+      expect(metrics).toMatch(
+        /eddy_function_dead_letters_total\{namespace="data-path",function="failing",trigger="async",outcome="sent"\} 1/,
+      );
+    } finally {
+      sink.close();
+    }
   });
 
   it('handles every one of 500 events sent at once to a function at zero', async () => {

@@ -78,13 +78,18 @@ export function asyncDelivery(o: AsyncDeliveryOptions): AsyncInvoke {
     },
   });
   return (fn, req, acceptedAt) => {
+    // A direct call's body is JSON to the runtime whatever its content type says (curl -d sends
+    // form-urlencoded); a dead letter should carry it the same way.
+    const direct =
+      !Object.keys(req.headers).some((k) => k.startsWith('ce-')) &&
+      !(req.headers['content-type'] ?? '').startsWith('application/cloudevents');
     const event = {
       id: req.requestId,
       type: req.headers['ce-type'] ?? eventTypes.invoke,
       source: req.headers['ce-source'] ?? '/eddy/gateway',
       time: acceptedAt.toISOString(),
       body: req.body,
-      headers: req.headers,
+      headers: direct ? { ...req.headers, 'content-type': 'application/json' } : req.headers,
     };
     void delivery.deliver({
       fn,
