@@ -1,0 +1,361 @@
+/**
+ * The `kubernetes` platform: a function runs as the Deployment the reconciler makes for it. How
+ * many replicas run is set through the Deployment's scale subresource under the scaler's own
+ * field manager (the reconciler never writes spec.replicas); which replicas are ready comes from
+ * the EndpointSlices of the function's Service, so the gateway sends to pod IPs and learns the
+ * moment the first replica is ready, as Knative's activator does.
+ */
+import {
+  ApiException,
+  AppsV1Api,
+  DiscoveryV1Api,
+  PatchStrategy,
+  setHeaderOptions,
+  type Informer,
+  type KubeConfig,
+  type ObjectCache,
+  type V1Deployment,
+  type V1EndpointSlice,
+  type V1Scale,
+} from '@kubernetes/client-node';
+import type { EddyFunction } from '../api/types.js';
+import { withConnectionReuse } from '../connection-reuse.js';
+import { fieldManager as operatorFieldManager, runtimePort } from '../controller/desired.js';
+import { paginated, startInformer } from '../controller/informers.js';
+import { describeError } from '../errors.js';
+import { keyOf, splitKey, type FunctionKey, type Platform, type Replica } from './platform.js';
+
+/** The field manager that owns spec.replicas: the autoscaler's decisions and activations. */
+export const scalerFieldManager = 'eddy-autoscaler';
+
+/** Set by the EndpointSlice controller on every slice of a Service. */
+export const serviceNameLabel = 'kubernetes.io/service-name';
+
+const managedBy = `app.kubernetes.io/managed-by=${operatorFieldManager}`;
+// The EndpointSlice controller copies a Service's labels onto its slices, so the slices of the
+// Services the reconciler makes carry its managed-by label; other Services' slices stay unseen.
+const sliceSelector = `${managedBy},${serviceNameLabel}`;
+
+/** Conflicts in a row before an activation gives up (each one is a fresh read). */
+const maxActivationAttempts = 10;
+
+/** A Deployments cache; when it is also an informer, its changes are followed too. */
+export type DeploymentCache = ObjectCache<V1Deployment> &
+  Partial<Pick<Informer<V1Deployment>, 'on' | 'off'>>;
+
+export interface KubernetesPlatformOptions {
+  kc: KubeConfig;
+  log: (message: string) => void;
+  /**
+   * The URL of an endpoint: by default http://<address>:<port>. Tests map the fake pod IPs they
+   * publish to the 127.0.0.1 ports of the runtimes they start.
+   */
+  endpointUrl?: (address: string, port: number, slice: V1EndpointSlice) => string;
+  /**
+   * A Deployments cache to share (the controller's); without one the platform watches the
+   * Deployments labelled managed-by=eddy-operator itself.
+   */
+  deployments?: DeploymentCache;
+}
+
+/** http://<address>:<port>, with an IPv6 address in brackets. */
+export function defaultEndpointUrl(address: string, port: number): string {
+  return `http://${address.includes(':') ? `[${address}]` : address}:${port}`;
+}
+
+/** The function a slice belongs to (its Service is named after it), if it names a Service. */
+export function sliceKey(slice: V1EndpointSlice): FunctionKey | undefined {
+  const service = slice.metadata?.labels?.[serviceNameLabel];
+  return service ? `${slice.metadata?.namespace}/${service}` : undefined;
+}
+
+/**
+ * The ready endpoints of one slice as replicas. An endpoint counts when it is ready (a missing
+ * `ready` means ready, as the API documents) and not terminating; its id is its pod's name.
+ */
+export function sliceReplicas(
+  slice: V1EndpointSlice,
+  endpointUrl: KubernetesPlatformOptions['endpointUrl'] = defaultEndpointUrl,
+): Replica[] {
+  const ports = slice.ports ?? [];
+  const port = (ports.find((p) => p.name === 'http') ?? ports[0])?.port ?? runtimePort;
+  const replicas: Replica[] = [];
+  for (const endpoint of slice.endpoints ?? []) {
+    const address = endpoint.addresses[0];
+    if (address === undefined) continue;
+    if (endpoint.conditions?.ready === false || endpoint.conditions?.terminating === true) continue;
+    replicas.push({
+      id: endpoint.targetRef?.name ?? address,
+      url: endpointUrl(address, port, slice),
+    });
+  }
+  return replicas;
+}
+
+/**
+ * The ready replicas of every function, merged from their slices (a Service may have several:
+ * more than 100 endpoints, or one per address family), minus those the gateway could not reach.
+ */
+export class ReadyReplicas {
+  /** function -> slice name -> the slice's ready replicas. */
+  private readonly slices = new Map<FunctionKey, Map<string, Replica[]>>();
+  private readonly unreachableIds = new Map<FunctionKey, Set<string>>();
+  private readonly endpointUrl: KubernetesPlatformOptions['endpointUrl'];
+
+  constructor(endpointUrl?: KubernetesPlatformOptions['endpointUrl']) {
+    this.endpointUrl = endpointUrl;
+  }
+
+  /** Takes in a new or changed slice; returns the function it belongs to, if any. */
+  update(slice: V1EndpointSlice): FunctionKey | undefined {
+    const key = sliceKey(slice);
+    if (!key) return undefined;
+    const replicas = sliceReplicas(slice, this.endpointUrl);
+    let bySlice = this.slices.get(key);
+    if (!bySlice) this.slices.set(key, (bySlice = new Map<string, Replica[]>()));
+    bySlice.set(slice.metadata?.name ?? '', replicas);
+    // A slice that reports a replica ready again is news from its kubelet's probes: trust it.
+    const marked = this.unreachableIds.get(key);
+    if (marked) {
+      for (const r of replicas) marked.delete(r.id);
+      this.forgetGone(key);
+    }
+    return key;
+  }
+
+  delete(slice: V1EndpointSlice): FunctionKey | undefined {
+    const key = sliceKey(slice);
+    if (!key) return undefined;
+    const bySlice = this.slices.get(key);
+    bySlice?.delete(slice.metadata?.name ?? '');
+    if (bySlice?.size === 0) this.slices.delete(key);
+    this.forgetGone(key);
+    return key;
+  }
+
+  /** Keeps a replica out until a slice update reports it ready again. */
+  markUnreachable(key: FunctionKey, id: string): boolean {
+    if (!this.all(key).some((r) => r.id === id)) return false;
+    let marked = this.unreachableIds.get(key);
+    if (!marked) this.unreachableIds.set(key, (marked = new Set<string>()));
+    if (marked.has(id)) return false;
+    marked.add(id);
+    return true;
+  }
+
+  ready(key: FunctionKey): Replica[] {
+    const marked = this.unreachableIds.get(key);
+    const all = this.all(key);
+    return marked ? all.filter((r) => !marked.has(r.id)) : all;
+  }
+
+  /** Every ready replica of a function, one per pod (a dual-stack pod is in two slices). */
+  private all(key: FunctionKey): Replica[] {
+    const bySlice = this.slices.get(key);
+    if (!bySlice) return [];
+    const byId = new Map<string, Replica>();
+    for (const name of [...bySlice.keys()].sort()) {
+      for (const r of bySlice.get(name)!) if (!byId.has(r.id)) byId.set(r.id, r);
+    }
+    return [...byId.values()];
+  }
+
+  /** Drops marks of replicas no slice reports ready any more, so marks do not pile up. */
+  private forgetGone(key: FunctionKey): void {
+    const marked = this.unreachableIds.get(key);
+    if (!marked) return;
+    const present = new Set(this.all(key).map((r) => r.id));
+    for (const id of marked) if (!present.has(id)) marked.delete(id);
+    if (marked.size === 0) this.unreachableIds.delete(key);
+  }
+}
+
+/** A Deployment's spec.replicas; a missing field is the API's default, 1. */
+function desiredOf(deployment: V1Deployment | undefined): number {
+  return deployment ? (deployment.spec?.replicas ?? 1) : 0;
+}
+
+function deploymentKey(d: V1Deployment): FunctionKey {
+  return `${d.metadata?.namespace}/${d.metadata?.name}`;
+}
+
+function isStatus(err: unknown, code: number): boolean {
+  return err instanceof ApiException && err.code === code;
+}
+
+const serverSideApply = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
+
+export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform {
+  withConnectionReuse(o.kc);
+  const apps = o.kc.makeApiClient(AppsV1Api);
+  const discovery = o.kc.makeApiClient(DiscoveryV1Api);
+  const replicas = new ReadyReplicas(o.endpointUrl);
+  const listeners = new Set<(key: FunctionKey) => void>();
+  let deployments: ObjectCache<V1Deployment> | undefined = o.deployments;
+  /** What listeners were last told, to call them only on a change. */
+  const seenReady = new Map<FunctionKey, string>();
+  const seenDesired = new Map<FunctionKey, number>();
+
+  const notify = (key: FunctionKey) => {
+    for (const l of listeners) {
+      try {
+        l(key);
+      } catch (err) {
+        o.log(`a replica listener failed for ${key}: ${describeError(err)}`);
+      }
+    }
+  };
+  const readyChanged = (key: FunctionKey | undefined) => {
+    if (!key) return;
+    const now = replicas
+      .ready(key)
+      .map((r) => `${r.id}=${r.url}`)
+      .sort()
+      .join(',');
+    if ((seenReady.get(key) ?? '') === now) return;
+    if (now === '') seenReady.delete(key);
+    else seenReady.set(key, now);
+    notify(key);
+  };
+  const desiredChanged = (key: FunctionKey, desired: number) => {
+    if ((seenDesired.get(key) ?? 0) === desired) return;
+    if (desired === 0) seenDesired.delete(key);
+    else seenDesired.set(key, desired);
+    notify(key);
+  };
+  const onDeployment = (d: V1Deployment) => desiredChanged(deploymentKey(d), desiredOf(d));
+  const onDeploymentDeleted = (d: V1Deployment) => desiredChanged(deploymentKey(d), 0);
+
+  const target = (fn: EddyFunction) => ({
+    name: fn.metadata.name,
+    namespace: fn.metadata.namespace,
+  });
+  /**
+   * Server-side apply of the Deployment's Scale: the scaler can change the number of replicas
+   * and nothing else, and owns spec.replicas under its own field manager. Apply rather than a
+   * merge patch because an update records no owner while nobody owns the field (the reconciler
+   * never sets it) and drops its owner when it sets 0, which a Scale leaves out; an apply owns
+   * the field at 0 too. Forced, since the autoscaler's decision is the one that counts (a
+   * `kubectl scale` in between takes the field for a moment). With `resourceVersion`, the write
+   * fails with 409 if the Deployment changed since it was read.
+   */
+  const applyScale = async (fn: EddyFunction, count: number, resourceVersion?: string) => {
+    const body: V1Scale = {
+      apiVersion: 'autoscaling/v1',
+      kind: 'Scale',
+      metadata: { ...target(fn), ...(resourceVersion ? { resourceVersion } : {}) },
+      spec: { replicas: count },
+    };
+    await apps.patchNamespacedDeploymentScale(
+      { ...target(fn), body, fieldManager: scalerFieldManager, force: true },
+      serverSideApply,
+    );
+  };
+
+  let started = false;
+
+  return {
+    name: 'kubernetes',
+
+    async start(signal) {
+      if (started) throw new Error('the kubernetes platform was started already');
+      started = true;
+      const common = { log: o.log, signal };
+      const slices = startInformer<V1EndpointSlice>(o.kc, {
+        ...common,
+        name: 'endpointslices',
+        path: '/apis/discovery.k8s.io/v1/endpointslices',
+        labelSelector: sliceSelector,
+        list: paginated((page) =>
+          discovery.listEndpointSliceForAllNamespaces({ labelSelector: sliceSelector, ...page }),
+        ),
+        onChange: (slice) => readyChanged(replicas.update(slice)),
+        onDelete: (slice) => readyChanged(replicas.delete(slice)),
+      });
+      const shared = o.deployments;
+      if (shared) {
+        for (const d of shared.list()) onDeployment(d);
+        // A plain cache tells nothing: then only counts() sees its changes.
+        shared.on?.('add', onDeployment);
+        shared.on?.('update', onDeployment);
+        shared.on?.('delete', onDeploymentDeleted);
+        signal.addEventListener(
+          'abort',
+          () => {
+            shared.off?.('add', onDeployment);
+            shared.off?.('update', onDeployment);
+            shared.off?.('delete', onDeploymentDeleted);
+          },
+          { once: true },
+        );
+        await slices;
+        return;
+      }
+      const [, own] = await Promise.all([
+        slices,
+        startInformer<V1Deployment>(o.kc, {
+          ...common,
+          name: 'deployments',
+          path: '/apis/apps/v1/deployments',
+          labelSelector: managedBy,
+          list: paginated((page) =>
+            apps.listDeploymentForAllNamespaces({ labelSelector: managedBy, ...page }),
+          ),
+          onChange: onDeployment,
+          onDelete: onDeploymentDeleted,
+        }),
+      ]);
+      deployments = own;
+    },
+
+    async scale(fn, n) {
+      await applyScale(fn, n);
+    },
+
+    async activate(fn) {
+      const key = keyOf(fn);
+      for (let attempt = 1; ; attempt++) {
+        let scale: V1Scale;
+        try {
+          scale = await apps.readNamespacedDeploymentScale(target(fn));
+        } catch (err) {
+          if (!isStatus(err, 404)) throw err;
+          // The reconciler has yet to make it, and makes it with one replica.
+          o.log(`activating ${key}: no Deployment yet; it starts with one replica`);
+          return;
+        }
+        if ((scale.spec?.replicas ?? 0) >= 1) return;
+        try {
+          // The resourceVersion read makes this a compare-and-swap: if anyone changed the
+          // Deployment since (another gateway activating, the autoscaler deciding 3), the API
+          // server answers 409 and the decision is made again on what is there now.
+          await applyScale(fn, 1, scale.metadata?.resourceVersion);
+          o.log(`activated ${key}: 0 -> 1 replica`);
+          return;
+        } catch (err) {
+          if (!isStatus(err, 409) || attempt >= maxActivationAttempts) throw err;
+          o.log(`activating ${key}: the Deployment changed meanwhile; reading it again`);
+        }
+      }
+    },
+
+    ready: (key) => replicas.ready(key),
+
+    counts(key) {
+      const { namespace, name } = splitKey(key);
+      return {
+        desired: desiredOf(deployments?.get(name, namespace)),
+        ready: replicas.ready(key).length,
+      };
+    },
+
+    onChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+
+    unreachable(key, replicaId) {
+      if (replicas.markUnreachable(key, replicaId)) readyChanged(key);
+    },
+  };
+}
