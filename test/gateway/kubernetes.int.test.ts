@@ -1,0 +1,168 @@
+/**
+ * The data path in a cluster, as `main.ts` composes it: gateway, autoscaler and reconciler on
+ * the kubernetes platform, under the chart's RBAC, against a real API server. The test plays
+ * the node (test/harness/node.ts): it runs a runtime process for each replica a Deployment asks
+ * for and publishes it in an EndpointSlice.
+ */
+import * as k8s from '@kubernetes/client-node';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { LazyClusterCaches } from '../../operator/src/caches.js';
+import { composeEddy, type Eddy } from '../../operator/src/compose.js';
+import { clusterElector, controllerRunnable } from '../../operator/src/operator.js';
+import { createKubernetesPlatform } from '../../operator/src/platform/kubernetes.js';
+import { clusterSecrets } from '../../operator/src/secrets.js';
+import type { LoadReport } from '../../operator/src/autoscaler/load.js';
+import { functionsIn } from '../harness/functions.js';
+import { startKube } from '../harness/kube.js';
+import { startTestNode, type TestNode } from '../harness/node.js';
+import { installChart, operatorKubeConfig, testSettings } from '../harness/operator.js';
+import { canRun, useComponent } from '../harness/suite.js';
+import { waitFor } from '../harness/wait.js';
+
+const ns = 'serving';
+
+interface Replica {
+  name: string;
+  eddy: Eddy;
+  url: string;
+  logs: string[];
+  stop: AbortController;
+  done: Promise<void>;
+}
+
+describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () => {
+  const kube = useComponent(() => startKube());
+  let node: TestNode;
+  let apps: k8s.AppsV1Api;
+  let fns: ReturnType<typeof functionsIn>;
+  const replicas: Replica[] = [];
+
+  /** One operator replica: gateway everywhere, autoscaler and reconciler while it leads. */
+  const startReplica = async (name: string): Promise<Replica> => {
+    const kc = await operatorKubeConfig(kube());
+    const logs: string[] = [];
+    const log = (m: string) => logs.push(`${new Date().toISOString()} ${m}`);
+    const settings = testSettings(name, { resyncMs: 2_000 });
+    const caches = new LazyClusterCaches(kc, log);
+    let url: string | undefined;
+    const eddy = composeEddy({
+      platform: createKubernetesPlatform({ kc, log, endpointUrl: node.endpointUrl }),
+      store: caches.store,
+      secrets: clusterSecrets(kc),
+      elector: clusterElector(kc, settings, log, {
+        durationSeconds: 6,
+        renewIntervalMs: 1_000,
+        retryIntervalMs: 300,
+      }),
+      log,
+      gateway: { port: 0, host: '127.0.0.1' },
+      startCaches: (signal) => caches.start(signal),
+      // Every gateway replica's load, as the autoscaler reads it through the gateway Service.
+      load: () => async () => replicas.map((r): LoadReport => r.eddy.gateway.load()),
+      runnables: [controllerRunnable({ kc, caches, settings, log })],
+      onListening: (u) => (url = u),
+    });
+    const stop = new AbortController();
+    const done = eddy.manager.start(stop.signal).catch((err: unknown) => {
+      log(`manager failed: ${err instanceof Error ? err.stack : String(err)}`);
+    });
+    const listening = await waitFor(`${name}'s gateway`, async () => url);
+    const r = { name, eddy, url: listening, logs, stop, done };
+    replicas.push(r);
+    return r;
+  };
+
+  const replicasOf = async (name: string) =>
+    (await apps.readNamespacedDeployment({ name, namespace: ns })).spec!.replicas;
+  const atZero = (name: string) =>
+    waitFor(
+      `${name} to scale to zero`,
+      async () => ((await replicasOf(name)) === 0 && node.running(name) === 0 ? true : undefined),
+      30_000,
+    );
+  const invoke = (r: Replica, name: string, body: unknown) =>
+    fetch(`${r.url}/functions/${ns}/${name}`, { method: 'POST', body: JSON.stringify(body) });
+
+  beforeAll(async () => {
+    const admin = kube().kubeConfig;
+    apps = admin.makeApiClient(k8s.AppsV1Api);
+    fns = functionsIn(admin, ns);
+    await installChart(kube());
+    await admin.makeApiClient(k8s.CoreV1Api).createNamespace({ body: { metadata: { name: ns } } });
+    node = startTestNode(admin, ns);
+    await startReplica('operator-a');
+    await startReplica('operator-b');
+  }, 120_000);
+
+  afterEach((ctx) => {
+    if (ctx.task.result?.state !== 'fail') return;
+    for (const r of replicas) process.stderr.write(`--- ${r.name}\n${r.logs.join('\n')}\n`);
+    process.stderr.write(`--- node\n${node.logs.join('\n')}\n`);
+  });
+
+  afterAll(async () => {
+    for (const r of replicas) r.stop.abort();
+    await Promise.all(replicas.map((r) => r.done));
+    await node?.stop();
+  });
+
+  it('activates a function at zero through the scale subresource, answers the held event, and scales back to zero', async () => {
+    await fns.create('hello', {
+      code: {
+        inline: 'export const handler = async (e) => ({ hello: e.name, pid: process.pid });',
+      },
+      scaling: { idleSeconds: 1 },
+    });
+    // A new Function starts with one replica, then goes to zero when idle.
+    await waitFor(
+      'hello to start with a replica',
+      async () => (node.running('hello') === 1 ? true : undefined),
+      30_000,
+    );
+    await atZero('hello');
+
+    const [a] = replicas;
+    const res = await invoke(a!, 'hello', { name: 'eddy' });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { hello: string }).hello).toBe('eddy');
+    const d = await apps.readNamespacedDeployment({ name: 'hello', namespace: ns });
+    const owners = d.metadata!.managedFields!.filter((m) =>
+      JSON.stringify(m.fieldsV1).includes('"f:replicas"'),
+    );
+    expect(owners.map((m) => [m.manager, m.subresource])).toEqual([['eddy-autoscaler', 'scale']]);
+    const metrics = await (await fetch(`${a!.url}/metrics`)).text();
+    expect(metrics).toMatch(
+      /eddy_function_activation_seconds_count\{namespace="serving",function="hello"\} 1/,
+    );
+
+    await atZero('hello');
+  });
+
+  it('two gateways activating one function at once ask for one replica, not two', async () => {
+    await fns.create('shared', {
+      code: { inline: 'export const handler = async (e) => e.n;' },
+      concurrency: 4,
+      scaling: { idleSeconds: 1 },
+    });
+    await waitFor(
+      'shared to start',
+      async () => (node.running('shared') === 1 ? true : undefined),
+      30_000,
+    );
+    await atZero('shared');
+    node.maxReplicas.set('shared', 0);
+    const [a, b] = replicas;
+    const answers = await Promise.all(
+      [a!, b!, a!, b!].map((r, n) =>
+        invoke(r, 'shared', { n }).then(async (res) => [res.status, await res.json()]),
+      ),
+    );
+    expect(answers).toEqual([
+      [200, 0],
+      [200, 1],
+      [200, 2],
+      [200, 3],
+    ]);
+    expect(node.maxReplicas.get('shared')).toBe(1);
+  });
+});
