@@ -51,10 +51,10 @@ export class Manager {
     const stop = new AbortController();
     const onStop = () => stop.abort();
     signal.addEventListener('abort', onStop, { once: true });
-    let failure: unknown;
+    let failure: Error | undefined;
     const fail = (name: string, err: unknown) => {
       if (failure === undefined) {
-        failure = err;
+        failure = err instanceof Error ? err : new Error(`${name} failed: ${describeError(err)}`);
         this.o.log(`${name} failed, stopping: ${describeError(err)}`);
       }
       stop.abort();
@@ -69,13 +69,13 @@ export class Manager {
           const leaderSignal = AbortSignal.any([lost, stop.signal]);
           const mine = new AbortController();
           const own = AbortSignal.any([leaderSignal, mine.signal]);
-          let leaderFailure: unknown;
+          let leaderFailure: Error | undefined;
           await Promise.all(
             this.runnables
               .filter((r) => r.leaderOnly)
               .map((r) =>
                 guard(r, own, (name, err) => {
-                  leaderFailure ??= err;
+                  leaderFailure ??= err instanceof Error ? err : new Error(describeError(err));
                   mine.abort();
                   fail(name, err);
                 }),

@@ -46,7 +46,11 @@ describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () 
     const caches = new LazyClusterCaches(kc, log);
     let url: string | undefined;
     const eddy = composeEddy({
-      platform: createKubernetesPlatform({ kc, log, endpointUrl: node.endpointUrl }),
+      platform: createKubernetesPlatform({
+        kc,
+        log,
+        endpointUrl: (address, port) => node.endpointUrl(address, port),
+      }),
       store: caches.store,
       secrets: clusterSecrets(kc),
       elector: clusterElector(kc, settings, log, {
