@@ -9,6 +9,7 @@ import {
   CustomObjectsApi,
   type KubeConfig,
   type KubernetesListObject,
+  type Informer,
   type KubernetesObject,
   type ObjectCache,
   type V1ConfigMap,
@@ -17,14 +18,15 @@ import {
 } from '@kubernetes/client-node';
 import { group, plural, version, type EddyFunction } from './api/types.js';
 import { fieldManager } from './controller/desired.js';
-import { paginated, startInformer } from './controller/informers.js';
+import { paginated, startInformer, type Resilient } from './controller/informers.js';
 import type { Caches } from './controller/reconciler.js';
 import type { FunctionStore } from './functions.js';
 
 export type CachedKind = 'Function' | 'Deployment' | 'Service' | 'ConfigMap';
 export type CacheListener = (kind: CachedKind, obj: KubernetesObject, deleted: boolean) => void;
 
-export interface ClusterCaches extends Caches {
+export interface ClusterCaches extends Omit<Caches, 'deployments'> {
+  deployments: Resilient<V1Deployment>;
   /** Called on every add, update and delete of a cached object. Returns an unsubscribe. */
   onChange(listener: CacheListener): () => void;
   /** The Functions, as the gateway, platforms and sources read them. */
@@ -38,6 +40,8 @@ export interface ClusterCaches extends Caches {
 export class LazyClusterCaches {
   private started: ClusterCaches | undefined;
   readonly store: FunctionStore;
+  /** The Deployments cache, followed by the kubernetes platform once it starts. */
+  readonly deployments: ObjectCache<V1Deployment> & Pick<Informer<V1Deployment>, 'on' | 'off'>;
 
   constructor(
     private readonly kc: KubeConfig,
@@ -48,6 +52,13 @@ export class LazyClusterCaches {
       get: (namespace, name) => get().store.get(namespace, name),
       list: (namespace) => get().store.list(namespace),
       onChange: (listener) => get().store.onChange(listener),
+    };
+    const informer = () => get().deployments;
+    this.deployments = {
+      get: (name, namespace) => informer().get(name, namespace),
+      list: (namespace) => informer().list(namespace),
+      on: ((verb: never, cb: never) => informer().on(verb, cb)) as Informer<V1Deployment>['on'],
+      off: ((verb: never, cb: never) => informer().off(verb, cb)) as Informer<V1Deployment>['off'],
     };
   }
 

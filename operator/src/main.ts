@@ -25,7 +25,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 log(`${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`);
 const caches = new LazyClusterCaches(kc, log);
 const { manager } = composeEddy({
-  platform: createKubernetesPlatform({ kc, log }),
+  platform: createKubernetesPlatform({ kc, log, deployments: caches.deployments }),
   store: caches.store,
   secrets: clusterSecrets(kc),
   elector: clusterElector(kc, settings, log),

@@ -50,6 +50,7 @@ describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () 
         kc,
         log,
         endpointUrl: (address, port) => node.endpointUrl(address, port),
+        deployments: caches.deployments,
       }),
       store: caches.store,
       secrets: clusterSecrets(kc),
