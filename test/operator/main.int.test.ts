@@ -1,0 +1,85 @@
+/**
+ * The operator binary as the chart runs it (`node dist/operator/main.js`), under the chart's
+ * service account: it serves the gateway and its probes, reconciles while it leads, invokes a
+ * Function, and on SIGTERM drains, releases the lease and exits 0.
+ */
+import * as k8s from '@kubernetes/client-node';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { projectRoot } from '../harness/components.js';
+import { functionsIn } from '../harness/functions.js';
+import { startKube } from '../harness/kube.js';
+import { installChart, operatorKubeConfig, releaseNamespace } from '../harness/operator.js';
+import { freePort } from '../harness/ports.js';
+import { startProcess, waitUntilReady, type ManagedProcess } from '../harness/proc.js';
+import { canRun, useComponent } from '../harness/suite.js';
+import { waitFor } from '../harness/wait.js';
+
+describe.skipIf(!canRun('kube'))('the operator binary', () => {
+  const kube = useComponent(() => startKube());
+  let proc: ManagedProcess | undefined;
+  let dir: string | undefined;
+
+  afterAll(async () => {
+    await proc?.stop(15_000);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('serves the gateway, reconciles while leading, and hands over cleanly on SIGTERM', async () => {
+    await installChart(kube());
+    dir = await mkdtemp(join(tmpdir(), 'eddy-main-'));
+    const kubeconfig = join(dir, 'kubeconfig');
+    await writeFile(kubeconfig, (await operatorKubeConfig(kube())).exportConfig());
+    const port = await freePort();
+    proc = startProcess(
+      'operator',
+      process.execPath,
+      [join(projectRoot, 'dist', 'operator', 'main.js')],
+      join(dir, 'operator.log'),
+      {
+        env: {
+          PATH: process.env.PATH,
+          KUBECONFIG: kubeconfig,
+          POD_NAMESPACE: releaseNamespace,
+          POD_NAME: 'operator-main',
+          EDDY_GATEWAY_PORT: String(port),
+        },
+      },
+    );
+    const url = `http://127.0.0.1:${port}`;
+    try {
+      await waitUntilReady(proc, async () => (await fetch(`${url}/readyz`)).status === 200, 30_000);
+      expect((await fetch(`${url}/healthz`)).status).toBe(200);
+
+      const fns = functionsIn(kube().kubeConfig, 'default');
+      await fns.create('from-main', { code: { inline: 'export const handler = async () => 1;' } });
+      const apps = kube().kubeConfig.makeApiClient(k8s.AppsV1Api);
+      await waitFor('the Deployment', () =>
+        apps.readNamespacedDeployment({ name: 'from-main', namespace: 'default' }),
+      );
+      const listed = await waitFor('the gateway to list the Function', async () => {
+        const { functions } = (await (await fetch(`${url}/functions`)).json()) as {
+          functions: Array<{ name: string; replicas: { desired: number } }>;
+        };
+        return functions.find((f) => f.name === 'from-main' && f.replicas.desired === 1);
+      });
+      expect(listed.replicas.desired).toBe(1);
+      const metrics = await (await fetch(`${url}/metrics`)).text();
+      expect(metrics).toMatch(
+        /eddy_function_replicas\{namespace="default",function="from-main",state="desired"\} 1/,
+      );
+
+      proc.child.kill('SIGTERM');
+      expect(await proc.exited).toBe('exited with code 0');
+      const lease = await kube()
+        .kubeConfig.makeApiClient(k8s.CoordinationV1Api)
+        .readNamespacedLease({ name: 'eddy-operator', namespace: releaseNamespace });
+      expect(lease.spec?.holderIdentity).toBe('');
+    } catch (err) {
+      process.stderr.write(`--- operator log\n${proc.log()}\n`);
+      throw err;
+    }
+  });
+});
