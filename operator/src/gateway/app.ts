@@ -157,6 +157,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const requestId = firstHeader(req.headers[h.requestId]) ?? randomUUID();
     const path = (req.url ?? '/').split('?')[0]!;
     const fail = (err: unknown) => {
+      // The caller went away (and with it, the invocation): nobody to answer, nothing to report.
+      if (res.destroyed) return;
       const e =
         err instanceof GatewayError
           ? err

@@ -83,18 +83,33 @@ class Lane {
   }
 }
 
+export interface DataPathSettings {
+  concurrency: number;
+  maxReplicas: number;
+  timeoutMs: number;
+  memoryMb: number;
+  activationTimeoutMs: number;
+}
+
+// A Function object is replaced, never changed, when its spec changes: its settings are kept.
+const settingsOf = new WeakMap<EddyFunction, DataPathSettings>();
+
 /** Settings of a function that the data path needs, with the API's defaults. */
-export function dataPathSettings(fn: EddyFunction) {
-  const concurrency = fn.spec.concurrency ?? 1;
-  const scaling = fn.spec.scaling ?? {};
-  return {
-    concurrency,
-    maxReplicas: scaling.maxReplicas ?? 10,
-    timeoutMs: (fn.spec.timeoutSeconds ?? 3) * 1000,
-    memoryMb: mebibytes(fn.spec.memory ?? '128Mi'),
-    activationTimeoutMs:
-      (scaling.activationTimeoutSeconds ?? defaultActivationTimeoutSeconds) * 1000,
-  };
+export function dataPathSettings(fn: EddyFunction): DataPathSettings {
+  let s = settingsOf.get(fn);
+  if (!s) {
+    const scaling = fn.spec.scaling ?? {};
+    s = {
+      concurrency: fn.spec.concurrency ?? 1,
+      maxReplicas: scaling.maxReplicas ?? 10,
+      timeoutMs: (fn.spec.timeoutSeconds ?? 3) * 1000,
+      memoryMb: mebibytes(fn.spec.memory ?? '128Mi'),
+      activationTimeoutMs:
+        (scaling.activationTimeoutSeconds ?? defaultActivationTimeoutSeconds) * 1000,
+    };
+    settingsOf.set(fn, s);
+  }
+  return s;
 }
 
 export class Dispatcher {
@@ -206,7 +221,7 @@ export class Dispatcher {
       }
       throw err;
     } finally {
-      this.o.metrics.invocations.inc({ namespace, function: name, trigger: req.trigger, outcome });
+      this.o.metrics.invocation(namespace, name, req.trigger, outcome);
     }
   }
 
@@ -406,10 +421,9 @@ export class Dispatcher {
       lane.waiters.shift();
       this.take(lane, replica);
       if (first.atZero) {
-        this.o.metrics.activation.observe(
-          { namespace: first.fn.metadata.namespace, function: first.fn.metadata.name },
-          (this.now() - first.enqueuedAt) / 1000,
-        );
+        this.o.metrics
+          .of(first.fn.metadata.namespace, first.fn.metadata.name)
+          .activation.observe((this.now() - first.enqueuedAt) / 1000);
       }
       first.resolve(replica);
     }
@@ -417,14 +431,25 @@ export class Dispatcher {
   }
 
   private observe(fn: EddyFunction, res: InvokeResponse, memoryMb: number): void {
-    const labels = { namespace: fn.metadata.namespace, function: fn.metadata.name };
+    const m = this.o.metrics.of(fn.metadata.namespace, fn.metadata.name);
     const duration = Number(res.headers[h.durationMs]);
-    if (Number.isFinite(duration)) this.o.metrics.duration.observe(labels, duration / 1000);
+    if (Number.isFinite(duration)) m.duration.observe(duration / 1000);
     const billed = Number(res.headers[h.billedDurationMs]);
-    if (Number.isFinite(billed)) {
-      this.o.metrics.billedGbSeconds.inc(labels, (billed / 1000) * (memoryMb / 1024));
+    if (Number.isFinite(billed)) m.billedGbSeconds.inc((billed / 1000) * (memoryMb / 1024));
+    if (res.headers[h.initDurationMs] !== undefined) m.coldStarts.inc();
+  }
+
+  private readonly targets = new Map<string, { host: string; port: string }>();
+
+  private targetOf(url: string): { host: string; port: string } {
+    let t = this.targets.get(url);
+    if (!t) {
+      const u = new URL(url);
+      t = { host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port || '80' };
+      if (this.targets.size > 10_000) this.targets.clear();
+      this.targets.set(url, t);
     }
-    if (res.headers[h.initDurationMs] !== undefined) this.o.metrics.coldStarts.inc(labels);
+    return t;
   }
 
   private send(replica: Replica, req: InvokeRequest, timeoutMs: number): Promise<SendResult> {
@@ -438,12 +463,12 @@ export class Dispatcher {
         req.signal?.removeEventListener('abort', onAbort);
         resolve(r);
       };
-      const url = new URL('/', replica.url);
+      const target = this.targetOf(replica.url);
       const out = request(
         {
           agent: this.agent,
-          host: url.hostname,
-          port: url.port,
+          host: target.host,
+          port: target.port,
           method: 'POST',
           path: '/',
           headers: {

@@ -28,7 +28,19 @@ export interface FunctionGaugeSource {
   }>;
 }
 
+/** One function's metrics, bound to its labels once. */
+export interface FunctionMetrics {
+  duration: { observe(seconds: number): void };
+  activation: { observe(seconds: number): void };
+  coldStarts: { inc(): void };
+  billedGbSeconds: { inc(value: number): void };
+}
+
 export class GatewayMetrics {
+  // Bound children, so the invocation path does not hash label sets on every call.
+  private readonly perFunction = new Map<string, FunctionMetrics>();
+  private readonly invocationChildren = new Map<string, { inc(): void }>();
+
   readonly registry = new Registry();
   readonly invocations: Counter<'namespace' | 'function' | 'trigger' | 'outcome'>;
   readonly duration: Histogram<'namespace' | 'function'>;
@@ -121,5 +133,31 @@ export class GatewayMetrics {
       },
     });
     collectDefaultMetrics({ register: this.registry, prefix: 'eddy_gateway_' });
+  }
+
+  of(namespace: string, name: string): FunctionMetrics {
+    const key = `${namespace}/${name}`;
+    let m = this.perFunction.get(key);
+    if (!m) {
+      const labels = { namespace, function: name };
+      m = {
+        duration: this.duration.labels(labels),
+        activation: this.activation.labels(labels),
+        coldStarts: this.coldStarts.labels(labels),
+        billedGbSeconds: this.billedGbSeconds.labels(labels),
+      };
+      this.perFunction.set(key, m);
+    }
+    return m;
+  }
+
+  invocation(namespace: string, name: string, trigger: string, outcome: InvocationOutcome): void {
+    const key = `${namespace}/${name}\u0000${trigger}\u0000${outcome}`;
+    let child = this.invocationChildren.get(key);
+    if (!child) {
+      child = this.invocations.labels({ namespace, function: name, trigger, outcome });
+      this.invocationChildren.set(key, child);
+    }
+    child.inc();
   }
 }

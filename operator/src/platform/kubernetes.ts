@@ -100,6 +100,8 @@ export class ReadyReplicas {
   /** function -> slice name -> the slice's ready replicas. */
   private readonly slices = new Map<FunctionKey, Map<string, Replica[]>>();
   private readonly unreachableIds = new Map<FunctionKey, Set<string>>();
+  /** ready() answers from here: it is read on every invocation, changed only by events. */
+  private readonly readyCache = new Map<FunctionKey, Replica[]>();
   private readonly endpointUrl: KubernetesPlatformOptions['endpointUrl'];
 
   constructor(endpointUrl?: KubernetesPlatformOptions['endpointUrl']) {
@@ -111,6 +113,7 @@ export class ReadyReplicas {
     const key = sliceKey(slice);
     if (!key) return undefined;
     const replicas = sliceReplicas(slice, this.endpointUrl);
+    this.readyCache.delete(key);
     let bySlice = this.slices.get(key);
     if (!bySlice) this.slices.set(key, (bySlice = new Map<string, Replica[]>()));
     bySlice.set(slice.metadata?.name ?? '', replicas);
@@ -126,6 +129,7 @@ export class ReadyReplicas {
   delete(slice: V1EndpointSlice): FunctionKey | undefined {
     const key = sliceKey(slice);
     if (!key) return undefined;
+    this.readyCache.delete(key);
     const bySlice = this.slices.get(key);
     bySlice?.delete(slice.metadata?.name ?? '');
     if (bySlice?.size === 0) this.slices.delete(key);
@@ -140,13 +144,19 @@ export class ReadyReplicas {
     if (!marked) this.unreachableIds.set(key, (marked = new Set<string>()));
     if (marked.has(id)) return false;
     marked.add(id);
+    this.readyCache.delete(key);
     return true;
   }
 
   ready(key: FunctionKey): Replica[] {
-    const marked = this.unreachableIds.get(key);
-    const all = this.all(key);
-    return marked ? all.filter((r) => !marked.has(r.id)) : all;
+    let ready = this.readyCache.get(key);
+    if (!ready) {
+      const marked = this.unreachableIds.get(key);
+      const all = this.all(key);
+      ready = marked ? all.filter((r) => !marked.has(r.id)) : all;
+      this.readyCache.set(key, ready);
+    }
+    return ready;
   }
 
   /** Every ready replica of a function, one per pod (a dual-stack pod is in two slices). */

@@ -250,7 +250,10 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     say(st.key, message);
   }
 
+  // ready() is read on every invocation; every change to it is emitted, which clears this.
+  const readyCache = new Map<FunctionKey, Replica[]>();
   function emit(key: FunctionKey): void {
+    readyCache.delete(key);
     for (const listener of [...listeners]) {
       try {
         listener(key);
@@ -667,10 +670,15 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
   }
 
   function readyOf(key: FunctionKey): Replica[] {
-    return replicasOf(key)
-      .filter((r) => r.ready && r.phase === 'running')
-      .sort((a, b) => a.seq - b.seq)
-      .map((r) => ({ id: r.id, url: r.url! }));
+    let ready = readyCache.get(key);
+    if (!ready) {
+      ready = replicasOf(key)
+        .filter((r) => r.ready && r.phase === 'running')
+        .sort((a, b) => a.seq - b.seq)
+        .map((r) => ({ id: r.id, url: r.url! }));
+      readyCache.set(key, ready);
+    }
+    return ready;
   }
 
   async function shutdown(): Promise<void> {
