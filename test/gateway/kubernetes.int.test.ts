@@ -11,11 +11,16 @@ import { composeEddy, type Eddy } from '../../operator/src/compose.js';
 import { clusterElector, controllerRunnable } from '../../operator/src/operator.js';
 import { createKubernetesPlatform } from '../../operator/src/platform/kubernetes.js';
 import { clusterSecrets } from '../../operator/src/secrets.js';
-import type { LoadReport } from '../../operator/src/autoscaler/load.js';
+import { gatewayPeersLoad } from '../../operator/src/autoscaler/peers.js';
 import { functionsIn } from '../harness/functions.js';
 import { startKube } from '../harness/kube.js';
 import { startTestNode, type TestNode } from '../harness/node.js';
-import { installChart, operatorKubeConfig, testSettings } from '../harness/operator.js';
+import {
+  installChart,
+  operatorKubeConfig,
+  releaseNamespace,
+  testSettings,
+} from '../harness/operator.js';
 import { canRun, useComponent } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -36,6 +41,30 @@ describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () 
   let apps: k8s.AppsV1Api;
   let fns: ReturnType<typeof functionsIn>;
   const replicas: Replica[] = [];
+  /** Fake pod IPs of the gateway replicas, published behind the chart's gateway Service. */
+  const gatewayPods = new Map<string, string>();
+
+  /** As the EndpointSlice controller would: the operator pods behind the eddy-gateway Service. */
+  const publishGateways = async () => {
+    for (const [i, r] of replicas.entries()) gatewayPods.set(`10.244.1.${i + 1}`, r.url);
+    await kube()
+      .kubeConfig.makeApiClient(k8s.DiscoveryV1Api)
+      .createNamespacedEndpointSlice({
+        namespace: releaseNamespace,
+        body: {
+          metadata: {
+            name: 'eddy-gateway-pods',
+            labels: { 'kubernetes.io/service-name': 'eddy-gateway' },
+          },
+          addressType: 'IPv4',
+          ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+          endpoints: [...gatewayPods.keys()].map((ip) => ({
+            addresses: [ip],
+            conditions: { ready: true },
+          })),
+        },
+      });
+  };
 
   /** One operator replica: gateway everywhere, autoscaler and reconciler while it leads. */
   const startReplica = async (name: string): Promise<Replica> => {
@@ -62,8 +91,15 @@ describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () 
       log,
       gateway: { port: 0, host: '127.0.0.1' },
       startCaches: (signal) => caches.start(signal),
-      // Every gateway replica's load, as the autoscaler reads it through the gateway Service.
-      load: () => async () => replicas.map((r): LoadReport => r.eddy.gateway.load()),
+      // Every gateway replica's load, read over HTTP from the pods behind the gateway Service.
+      load: () =>
+        gatewayPeersLoad({
+          kc,
+          namespace: releaseNamespace,
+          service: 'eddy-gateway',
+          log,
+          endpointUrl: (address) => gatewayPods.get(address) ?? `http://${address}:8080`,
+        }),
       runnables: [controllerRunnable({ kc, caches, settings, log })],
       onListening: (u) => (url = u),
     });
@@ -97,6 +133,7 @@ describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () 
     node = startTestNode(admin, ns);
     await startReplica('operator-a');
     await startReplica('operator-b');
+    await publishGateways();
   }, 120_000);
 
   afterEach((ctx) => {
@@ -169,5 +206,30 @@ describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () 
       [200, 3],
     ]);
     expect(node.maxReplicas.get('shared')).toBe(1);
+  });
+
+  it('scales up on the load the leader reads from another gateway replica', async () => {
+    await fns.create('busy', {
+      code: {
+        inline:
+          'export const handler = async () => { await new Promise((r) => setTimeout(r, 1500)); return 1; };',
+      },
+      timeoutSeconds: 10,
+      scaling: { idleSeconds: 1, maxReplicas: 4 },
+    });
+    await waitFor(
+      'busy to start',
+      async () => (node.running('busy') === 1 ? true : undefined),
+      30_000,
+    );
+    const leader = replicas.find((r) => /leads/.test(r.logs.join('\n')))!;
+    const other = replicas.find((r) => r !== leader)!;
+    // Four at a time, only through the replica that does not lead, for about six seconds.
+    const deadline = Date.now() + 6_000;
+    const loops = Array.from({ length: 4 }, async () => {
+      while (Date.now() < deadline) expect((await invoke(other, 'busy', {})).status).toBe(200);
+    });
+    await Promise.all(loops);
+    expect(node.maxReplicas.get('busy')).toBeGreaterThanOrEqual(2);
   });
 });

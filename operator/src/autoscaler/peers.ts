@@ -14,6 +14,8 @@ export interface PeersOptions {
   log: (message: string) => void;
   /** Longest wait for one replica's answer. */
   timeoutMs?: number;
+  /** The URL of a gateway pod; tests map the fake pod IPs they publish to local ports. */
+  endpointUrl?: (address: string, port: number) => string;
 }
 
 export function gatewayPeersLoad(o: PeersOptions): LoadSource {
@@ -30,7 +32,10 @@ export function gatewayPeersLoad(o: PeersOptions): LoadSource {
       for (const e of slice.endpoints) {
         if (e.conditions?.ready === false) continue;
         for (const address of e.addresses.slice(0, 1)) {
-          urls.push(`http://${address.includes(':') ? `[${address}]` : address}:${port}`);
+          urls.push(
+            o.endpointUrl?.(address, port) ??
+              `http://${address.includes(':') ? `[${address}]` : address}:${port}`,
+          );
         }
       }
     }
