@@ -14,6 +14,8 @@ interface Pod {
   name: string;
   ip: string;
   runtime: Runtime;
+  /** Out of the slice, not yet stopped: still running, as a terminating pod is. */
+  terminating?: boolean;
 }
 
 export interface TestNode {
@@ -21,7 +23,7 @@ export interface TestNode {
   endpointUrl(address: string, port: number): string;
   /** Most replicas each Deployment asked for since the node started. */
   maxReplicas: Map<string, number>;
-  /** Runtime processes running per Deployment now. */
+  /** Runtime processes running per Deployment now, terminating ones included. */
   running(name: string): number;
   logs: string[];
   stop(): Promise<void>;
@@ -52,11 +54,13 @@ export function startTestNode(admin: k8s.KubeConfig, namespace: string): TestNod
       },
       addressType: 'IPv4',
       ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
-      endpoints: (pods.get(name) ?? []).map((p) => ({
-        addresses: [p.ip],
-        conditions: { ready: true, serving: true, terminating: false },
-        targetRef: { kind: 'Pod', name: p.name, namespace },
-      })),
+      endpoints: (pods.get(name) ?? [])
+        .filter((p) => !p.terminating)
+        .map((p) => ({
+          addresses: [p.ip],
+          conditions: { ready: true, serving: true, terminating: false },
+          targetRef: { kind: 'Pod', name: p.name, namespace },
+        })),
     };
     try {
       const live = await discovery.readNamespacedEndpointSlice({ name: `${name}-node`, namespace });
@@ -97,16 +101,19 @@ export function startTestNode(admin: k8s.KubeConfig, namespace: string): TestNod
           const want = d.spec!.replicas ?? 1;
           maxReplicas.set(name, Math.max(maxReplicas.get(name) ?? 0, want));
           const have = pods.get(name) ?? [];
-          if (want > have.length) {
+          const live = have.filter((p) => !p.terminating);
+          if (want > live.length) {
             have.push(await startPod(d));
             pods.set(name, have);
             logs.push(`${name}: started a pod (${have.length}/${want})`);
             await publish(name);
-          } else if (want < have.length) {
-            const gone = have.pop()!;
+          } else if (want < live.length) {
+            const gone = live[live.length - 1]!;
             // Out of the slice first, then stopped, as a terminating pod leaves its endpoints.
+            gone.terminating = true;
             await publish(name);
             await gone.runtime.stop();
+            have.splice(have.indexOf(gone), 1);
             logs.push(`${name}: stopped a pod (${have.length}/${want})`);
           }
         }
