@@ -5,22 +5,13 @@ import {
   heapSizing,
   limits,
   type LogFormat,
+  type RuntimeEnvInput,
 } from './contract/env.js';
 
 export { heapSizing, limits, type LogFormat };
 
-export interface RuntimeConfig {
-  handler: string;
-  codeDir: string;
-  functionName: string;
-  functionNamespace: string;
-  memoryMb: number;
-  timeoutMs: number;
-  concurrency: number;
-  logFormat: LogFormat;
-  port: number;
-  host: string;
-}
+/** The runtime's settings: everything a platform may set in its environment, resolved. */
+export type RuntimeConfig = Required<RuntimeEnvInput>;
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {

@@ -16,16 +16,18 @@ const durationBuckets = [
 /** Activation: 10 ms to the 120 s default timeout and beyond. */
 const activationBuckets = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
+interface Snapshot {
+  namespace: string;
+  name: string;
+  desired: number;
+  ready: number;
+  inFlight: number;
+  queued: number;
+}
+
 export interface FunctionGaugeSource {
   /** Per function: replicas desired and ready, invocations in flight and queued. */
-  snapshot(): Array<{
-    namespace: string;
-    name: string;
-    desired: number;
-    ready: number;
-    inFlight: number;
-    queued: number;
-  }>;
+  snapshot(): Snapshot[];
 }
 
 /** One function's metrics, bound to its labels once. */
@@ -96,7 +98,7 @@ export class GatewayMetrics {
       labelNames: ['namespace', 'function', 'trigger', 'outcome'],
       registers,
     });
-    const replicas = new Gauge({
+    new Gauge({
       name: 'eddy_function_replicas',
       help: 'Replicas desired (asked of the platform) and ready.',
       labelNames: ['namespace', 'function', 'state'],
@@ -109,29 +111,28 @@ export class GatewayMetrics {
         }
       },
     });
-    void replicas;
-    new Gauge({
-      name: 'eddy_function_in_flight',
-      help: 'Invocations being answered by replicas, as this gateway sees them.',
-      labelNames: ['namespace', 'function'],
-      registers,
-      collect() {
-        this.reset();
-        for (const f of source.snapshot())
-          this.set({ namespace: f.namespace, function: f.name }, f.inFlight);
-      },
-    });
-    new Gauge({
-      name: 'eddy_function_queued',
-      help: 'Invocations waiting for a replica (at zero, or throttled), in this gateway.',
-      labelNames: ['namespace', 'function'],
-      registers,
-      collect() {
-        this.reset();
-        for (const f of source.snapshot())
-          this.set({ namespace: f.namespace, function: f.name }, f.queued);
-      },
-    });
+    const perFunction = (name: string, help: string, value: (f: Snapshot) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['namespace', 'function'],
+        registers,
+        collect() {
+          this.reset();
+          for (const f of source.snapshot())
+            this.set({ namespace: f.namespace, function: f.name }, value(f));
+        },
+      });
+    perFunction(
+      'eddy_function_in_flight',
+      'Invocations being answered by replicas, as this gateway sees them.',
+      (f) => f.inFlight,
+    );
+    perFunction(
+      'eddy_function_queued',
+      'Invocations waiting for a replica (at zero, or throttled), in this gateway.',
+      (f) => f.queued,
+    );
     collectDefaultMetrics({ register: this.registry, prefix: 'eddy_gateway_' });
   }
 
