@@ -32,6 +32,15 @@ describe.skipIf(!canRun('kube'))(
     const patchFn = (name: string, patch: object) => fns.patch(name, patch);
     const condition = (fn: EddyFunction, type: string) =>
       fn.status?.conditions?.find((c) => c.type === type);
+    const auditOffset = () => readFileSync(kube().auditLog!, 'utf8').length;
+    /** The operator's requests since `offset`, from the API server's audit log. */
+    const operatorRequests = (offset: number) =>
+      readFileSync(kube().auditLog!, 'utf8')
+        .slice(offset)
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as AuditEvent)
+        .filter((e) => e.user.username === 'system:serviceaccount:eddy-system:eddy-operator');
     const settled = (name: string) =>
       waitFor(`${name} to have an up-to-date status`, async () => {
         const fn = await getFn(name);
@@ -239,6 +248,94 @@ describe.skipIf(!canRun('kube'))(
       expect(d.spec!.template.spec!.containers[0]!.image).toBe('nginx');
     });
 
+    it('reports a name taken by someone else’s ConfigMap and writes nothing to it, though nothing in it contradicts what the operator would write', async () => {
+      // Other keys than index.mjs, no labels: an apply that only avoided conflicting fields would
+      // have taken this ConfigMap over (and garbage collection would delete it with the Function).
+      const foreign = await core.createNamespacedConfigMap({
+        namespace: ns,
+        body: { metadata: { name: 'shared-code' }, data: { 'settings.json': '{}' } },
+      });
+      await createFn('shared', { code: { inline: 'export const handler = () => 1;' } });
+      const fn = await settled('shared');
+      expect(condition(fn, 'Deployed')).toMatchObject({ status: 'False', reason: 'NameConflict' });
+      expect(condition(fn, 'Deployed')!.message).toMatch(
+        /a ConfigMap named shared-code already exists in photos and is not this Function's/,
+      );
+      const cm = await core.readNamespacedConfigMap({ name: 'shared-code', namespace: ns });
+      expect(cm.metadata!.resourceVersion).toBe(foreign.metadata!.resourceVersion);
+      expect(cm.data).toEqual({ 'settings.json': '{}' });
+    });
+
+    it('makes a new Function’s children with one request each, reading nothing, and writes its status once', async () => {
+      const from = auditOffset();
+      await createFn('lean', { code: { inline: 'export const handler = () => 1;' } });
+      await settled('lean');
+      // The watch events of those writes come back and are reconciled too: wait for them.
+      await operator!.controller()!.idle();
+      await sleep(1000);
+      await operator!.controller()!.idle();
+      const requests = operatorRequests(from)
+        .filter((e) => e.objectRef?.namespace === ns)
+        .filter((e) => ['lean', 'lean-code'].includes(e.objectRef?.name ?? ''))
+        .filter((e) => e.objectRef?.subresource !== 'scale') // the scaler's business
+        .map(
+          (e) =>
+            `${e.verb} ${e.objectRef!.resource}${e.objectRef!.subresource ? `/${e.objectRef!.subresource}` : ''} ${e.objectRef!.name} ${e.responseStatus?.code}`,
+        );
+      expect(requests.sort()).toEqual([
+        'patch configmaps lean-code 201',
+        'patch deployments lean 201',
+        'patch functions lean 200', // the finalizer
+        'patch functions/status lean 200',
+        'patch services lean 201',
+      ]);
+    });
+
+    it('removes from the Deployment an env var removed from the Function: the operator owns what it created through apply', async () => {
+      await createFn('trim', {
+        code: { inline: 'export const handler = () => 1;' },
+        env: [
+          { name: 'KEEP', value: '1' },
+          { name: 'DROP', value: '2' },
+        ],
+      });
+      const envOf = async () =>
+        (
+          await apps.readNamespacedDeployment({ name: 'trim', namespace: ns })
+        ).spec!.template.spec!.containers[0]!.env!.map((e) => e.name);
+      await waitFor('the Deployment with DROP', async () =>
+        (await envOf().catch((): string[] => [])).includes('DROP') ? true : undefined,
+      );
+      await patchFn('trim', { spec: { env: [{ name: 'KEEP', value: '1' }] } });
+      await settled('trim');
+      await waitFor('DROP to be gone', async () =>
+        (await envOf()).includes('DROP') ? undefined : true,
+      );
+      expect(await envOf()).toContain('KEEP');
+      const d = await apps.readNamespacedDeployment({ name: 'trim', namespace: ns });
+      expect(
+        d
+          .metadata!.managedFields!.filter((m) => m.manager === 'eddy-operator')
+          .map((m) => m.operation),
+      ).toEqual(['Apply']);
+    });
+
+    it('makes again a child someone deleted', async () => {
+      await createFn('phoenix', { code: { inline: 'export const handler = () => 1;' } });
+      await settled('phoenix');
+      const before = await core.readNamespacedService({ name: 'phoenix', namespace: ns });
+      await core.deleteNamespacedService({ name: 'phoenix', namespace: ns });
+      const after = await waitFor('the Service to be made again', async () => {
+        const svc = await core
+          .readNamespacedService({ name: 'phoenix', namespace: ns })
+          .catch(() => undefined);
+        return svc && svc.metadata!.uid !== before.metadata!.uid ? svc : undefined;
+      });
+      expect(after.metadata!.ownerReferences).toEqual([
+        expect.objectContaining({ kind: 'Function', name: 'phoenix', controller: true }),
+      ]);
+    });
+
     it('reports a spec the API server refuses for the Deployment as a condition, with its message', async () => {
       await createFn('refused', {
         code: { inline: 'export const handler = () => 1;' },
@@ -286,7 +383,7 @@ describe.skipIf(!canRun('kube'))(
       });
       const before = await versions();
       await operator!.stop();
-      const auditFrom = readFileSync(kube().auditLog!, 'utf8').length;
+      const auditFrom = auditOffset();
       operator = startOperator(operatorKc, 'operator-a2');
       await waitFor('the new operator to lead', async () =>
         operator!.leading() ? true : undefined,
@@ -295,13 +392,9 @@ describe.skipIf(!canRun('kube'))(
       await sleep(500);
       await operator.controller()!.idle();
       // Not a single write by the operator, apart from its lease (the API server's audit log). A
-      // request the API server refused (the Function whose env it rejects) changed nothing.
-      const writes = readFileSync(kube().auditLog!, 'utf8')
-        .slice(auditFrom)
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as AuditEvent)
-        .filter((e) => e.user.username === 'system:serviceaccount:eddy-system:eddy-operator')
+      // request the API server refused changed nothing: the Function whose env it rejects, and the
+      // creations it answers with 409 because someone else's object holds the name.
+      const writes = operatorRequests(auditFrom)
         .filter(
           (e) =>
             ['create', 'update', 'patch', 'delete'].includes(e.verb) &&

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { covers, upToDate, withHash } from './apply.js';
+import { compareResourceVersions, covers, RecentWrites, upToDate, withHash } from './apply.js';
 
 describe('covers', () => {
   it('ignores what the server adds', () => {
@@ -65,5 +65,79 @@ describe('upToDate', () => {
     const edited = { ...desired, data: { a: 'edited' } };
     expect(upToDate(edited, desired)).toBe(false);
     expect(upToDate(undefined, desired)).toBe(false);
+  });
+});
+
+describe('compareResourceVersions', () => {
+  it('orders versions as the integers they are, not as strings', () => {
+    expect(compareResourceVersions('99', '100')).toBeLessThan(0);
+    expect(compareResourceVersions('100', '99')).toBeGreaterThan(0);
+    expect(compareResourceVersions('123', '123')).toBe(0);
+  });
+
+  it('declines versions that are not integers', () => {
+    expect(compareResourceVersions('abc', '100')).toBeUndefined();
+    expect(compareResourceVersions('100', undefined)).toBeUndefined();
+  });
+});
+
+describe('RecentWrites', () => {
+  const at = (resourceVersion: string) => ({
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: { name: 'x', namespace: 'n', resourceVersion },
+  });
+  let clock = 0;
+  const writes = () => {
+    clock = 0;
+    return new RecentWrites(1_000, () => clock);
+  };
+
+  it('answers with its own write while the cache has an older version, or none', () => {
+    const w = writes();
+    w.remember('k', at('10'));
+    expect(w.latest('k', at('9'))).toEqual(at('10'));
+    expect(w.latest('k', undefined)).toEqual(at('10'));
+  });
+
+  it('trusts the cache once it shows that version or a newer one (an edit by someone else)', () => {
+    const w = writes();
+    w.remember('k', at('10'));
+    expect(w.latest('k', at('11'))).toEqual(at('11'));
+    // The write is forgotten then: whatever the cache says from now on is believed.
+    expect(w.latest('k', at('9'))).toEqual(at('9'));
+    w.remember('k', at('10'));
+    expect(w.latest('k', at('10'))).toEqual(at('10'));
+    expect(w.latest('k', undefined)).toBeUndefined();
+  });
+
+  it('keeps what it remembers without managedFields, as the caches do', () => {
+    const w = writes();
+    const written = at('10');
+    w.remember('k', {
+      ...written,
+      metadata: { ...written.metadata, managedFields: [{ manager: 'eddy-operator' }] },
+    });
+    expect(w.latest('k', at('9'))).toEqual(written);
+  });
+
+  it('trusts the cache when the versions cannot be ordered', () => {
+    const w = writes();
+    w.remember('k', at('10'));
+    expect(w.latest('k', at('v9'))).toEqual(at('v9'));
+  });
+
+  it('trusts the cache again after the longest lag it allows, and forgets old writes', () => {
+    const w = writes();
+    w.remember('old', at('10'));
+    clock = 600;
+    w.remember('k', at('12'));
+    clock = 1_100;
+    expect(w.latest('old', undefined)).toBeUndefined();
+    expect(w.latest('k', undefined)).toEqual(at('12'));
+    w.remember('other', at('13'));
+    clock = 5_000;
+    w.remember('new', at('14'));
+    expect(w.size).toBe(1);
   });
 });

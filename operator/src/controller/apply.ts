@@ -1,10 +1,12 @@
 /**
  * Server-side apply that writes only when needed. A child is applied when the desired object
  * changed since the last apply (a hash kept on the child) or when someone changed a field the
- * operator sets (drift). Unchanged Functions cause no writes.
+ * operator sets (drift). Unchanged Functions cause no writes, and neither does an informer cache
+ * that has not yet shown the operator its own last write.
  */
 import { createHash } from 'node:crypto';
 import {
+  ApiException,
   PatchStrategy,
   type KubernetesObject,
   type KubernetesObjectApi,
@@ -83,4 +85,97 @@ export async function serverSideApply<T extends KubernetesObject>(
 ): Promise<T> {
   // force: fields someone else changed (kubectl edit) are taken back, which is the point.
   return client.patch(obj, undefined, undefined, fieldManager, true, PatchStrategy.ServerSideApply);
+}
+
+/**
+ * A resourceVersion no object has (etcd counts revisions from 1 and its first write is 2). As the
+ * precondition of an apply it fails with 409 Conflict on any object that exists; when the apply
+ * creates the object the API server ignores it. The Java Operator SDK creates dependents this way.
+ */
+const noObjectHasThisVersion = '1';
+
+/**
+ * Server-side apply that only creates: the object is made, its fields owned by the operator's
+ * field manager through an Apply entry (as every later apply's, so a field dropped from the desired
+ * object later is removed), unless an object of that name already exists, the operator's or
+ * anyone else's. Then nothing is written and the answer is undefined.
+ *
+ * A plain create (POST) would not do: its fields belong to an Update entry that later applies do
+ * not own, so a field removed from the desired object would stay forever.
+ */
+export async function createByApply<T extends KubernetesObject>(
+  client: KubernetesObjectApi,
+  obj: T,
+): Promise<T | undefined> {
+  try {
+    return await serverSideApply(client, {
+      ...obj,
+      metadata: { ...obj.metadata, resourceVersion: noObjectHasThisVersion },
+    });
+  } catch (err) {
+    if (err instanceof ApiException && err.code === 409) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Orders two resourceVersions of one object: negative when `a` is older, 0 when equal, positive
+ * when newer; undefined when either is not an integer. The API server's versions are integers that
+ * only grow (etcd revisions; Kubernetes 1.35 promises as much to clients, KEP-5504).
+ */
+export function compareResourceVersions(
+  a: string | undefined,
+  b: string | undefined,
+): number | undefined {
+  const integer = /^[1-9][0-9]*$/;
+  if (a === undefined || b === undefined || !integer.test(a) || !integer.test(b)) return undefined;
+  return a.length !== b.length ? a.length - b.length : a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Objects as this process last wrote them (the API server's answers), until the informer cache
+ * shows them: a watch event arrives some time after the write, and a reconcile in between would
+ * otherwise take the cache's older copy and write the same again. An entry goes once the cache
+ * holds that version or a newer one (someone else's change), and at the latest after `maxAgeMs`;
+ * a cache still behind then costs a needless write, never a wrong one.
+ */
+export class RecentWrites {
+  private readonly entries = new Map<string, { obj: KubernetesObject; at: number }>();
+
+  constructor(
+    private readonly maxAgeMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  remember(key: string, obj: KubernetesObject): void {
+    // Without managedFields, as the caches keep objects: they are most of an object's size.
+    const { managedFields: _m, ...metadata } = obj.metadata ?? {};
+    this.entries.delete(key); // re-inserted last: the map stays ordered by age
+    this.entries.set(key, { obj: { ...obj, metadata }, at: this.now() });
+    for (const [k, e] of this.entries) {
+      if (this.now() - e.at <= this.maxAgeMs) break;
+      this.entries.delete(k);
+    }
+  }
+
+  /** The newer of the cached object and the one written last (while the cache lacks it, that). */
+  latest<T extends KubernetesObject>(key: string, cached: T | undefined): T | undefined {
+    const entry = this.entries.get(key);
+    if (!entry) return cached;
+    const order = cached
+      ? compareResourceVersions(
+          cached.metadata?.resourceVersion,
+          entry.obj.metadata?.resourceVersion,
+        )
+      : -1;
+    if (this.now() - entry.at > this.maxAgeMs || order === undefined || order >= 0) {
+      this.entries.delete(key);
+      return cached;
+    }
+    return entry.obj as T;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
 }

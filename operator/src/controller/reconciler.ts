@@ -3,6 +3,10 @@
  * outside the cluster and let it go; make sure of the finalizer; apply the children it should
  * have; write what was observed. An error thrown means "retry with backoff"; a problem with the
  * spec is a condition, not a retry.
+ *
+ * It reads the informer caches, and the API server only when a name it means to create is taken.
+ * The Function as it last wrote it counts until the cache shows it (RecentWrites), so a reconcile
+ * that runs before the watch event of its own status write does not write that status again.
  */
 import {
   ApiException,
@@ -26,7 +30,7 @@ import {
   type EddyFunction,
   type FunctionStatus,
 } from '../api/types.js';
-import { serverSideApply, upToDate, withHash } from './apply.js';
+import { createByApply, RecentWrites, serverSideApply, upToDate, withHash } from './apply.js';
 import {
   codeConfigMapName,
   desiredCodeConfigMap,
@@ -76,30 +80,36 @@ export interface Result {
 
 class NameConflict extends Error {}
 
+/** How long the Function as last written counts while the cache has not shown it. */
+const cacheLagAllowanceMs = 10_000;
+
 export class Reconciler {
   private readonly objects: KubernetesObjectApi;
   private readonly custom: CustomObjectsApi;
   private readonly now: () => Date;
+  private readonly written: RecentWrites;
 
   constructor(private readonly d: ReconcilerDeps) {
     this.objects = KubernetesObjectApi.makeApiClient(d.kc);
     this.custom = d.kc.makeApiClient(CustomObjectsApi);
     this.now = d.now ?? (() => new Date());
+    this.written = new RecentWrites(cacheLagAllowanceMs);
   }
 
   async reconcile(key: string): Promise<Result> {
     const [namespace, name] = key.split('/') as [string, string];
     // 1. Get the Function; gone means nothing to do (its children go with it).
-    const fn = this.d.caches.functions.get(name, namespace);
-    if (!fn) return {};
+    const cached = this.d.caches.functions.get(name, namespace);
+    if (!cached) return {};
+    let fn = this.written.latest(cached.metadata.uid!, cached)!;
 
     // 2. Being deleted: clean up outside the cluster, then drop the finalizer.
     if (fn.metadata.deletionTimestamp) return this.finalize(fn);
 
-    // 3. The finalizer, so that deletion waits for that cleanup.
+    // 3. The finalizer, so that deletion waits for that cleanup; then on with the patched Function.
     if (!(fn.metadata.finalizers ?? []).includes(finalizer)) {
-      await this.setFinalizers(fn, [...(fn.metadata.finalizers ?? []), finalizer]);
-      return {}; // the update comes back through the informer
+      fn = await this.setFinalizers(fn, [...(fn.metadata.finalizers ?? []), finalizer]);
+      this.written.remember(fn.metadata.uid!, fn);
     }
 
     // 4. The children, applied only where they differ from what should be.
@@ -151,7 +161,8 @@ export class Reconciler {
 
   /**
    * Applies `desired` unless the live object already matches it; returns the live object, and
-   * adds "<Kind> <name>" to `created` when it did not exist.
+   * adds "<Kind> <name>" to `created` when it made it. An object the cache does not have is
+   * created only if its name is free: one request, where reading first took two.
    */
   private async ensure<T extends KubernetesObject>(
     fn: EddyFunction,
@@ -161,21 +172,25 @@ export class Reconciler {
   ): Promise<T> {
     const target = withHash(desired);
     const name = desired.metadata!.name!;
-    let live: T | undefined = cache.get(name, fn.metadata.namespace);
+    let live = cache.get(name, fn.metadata.namespace);
     if (!live) {
-      // Not among the objects this operator owns: make sure it does not exist under someone else.
-      const existing = await this.read(desired);
-      if (existing && !isOwnedBy(existing, fn)) {
+      const made = await createByApply(this.objects, target);
+      if (made) {
+        created.push(`${desired.kind} ${name}`);
+        return made;
+      }
+      // The name is taken: by this Function's object that the cache has not shown yet, or by
+      // someone else's (the cache holds only objects with the operator's label).
+      live = (await this.read(desired)) as T | undefined;
+      if (!live) throw new Error(`${desired.kind} ${name} was deleted while being created`);
+      if (!isOwnedBy(live, fn)) {
         throw new NameConflict(
           `a ${desired.kind} named ${name} already exists in ${fn.metadata.namespace} and is not this Function's: rename the Function or remove the ${desired.kind}`,
         );
       }
-      live = existing as T | undefined;
     }
-    if (upToDate(live, target)) return live!;
-    const applied = await serverSideApply(this.objects, target);
-    if (!live) created.push(`${desired.kind} ${name}`);
-    return applied;
+    if (upToDate(live, target)) return live;
+    return serverSideApply(this.objects, target);
   }
 
   private async read(obj: KubernetesObject): Promise<KubernetesObject | undefined> {
@@ -247,8 +262,8 @@ export class Reconciler {
     return {};
   }
 
-  private async setFinalizers(fn: EddyFunction, finalizers: string[]): Promise<void> {
-    await this.custom.patchNamespacedCustomObject(
+  private async setFinalizers(fn: EddyFunction, finalizers: string[]): Promise<EddyFunction> {
+    return (await this.custom.patchNamespacedCustomObject(
       {
         group,
         version,
@@ -259,13 +274,13 @@ export class Reconciler {
         body: { metadata: { finalizers, resourceVersion: fn.metadata.resourceVersion } },
       },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-    );
+    )) as EddyFunction;
   }
 
   private async writeStatus(fn: EddyFunction, status: FunctionStatus): Promise<void> {
     if (sameStatus(fn.status, status)) return;
     const before = new Map((fn.status?.conditions ?? []).map((c) => [c.type, c.status]));
-    await this.custom.patchNamespacedCustomObjectStatus(
+    const written = (await this.custom.patchNamespacedCustomObjectStatus(
       {
         group,
         version,
@@ -282,7 +297,8 @@ export class Reconciler {
         force: true,
       },
       setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
-    );
+    )) as EddyFunction;
+    this.written.remember(fn.metadata.uid!, written);
     // Notable transitions only: becoming ready, ceasing to be, and what stops deployment.
     for (const c of status.conditions ?? []) {
       const was = before.get(c.type);
