@@ -9,6 +9,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { availableParallelism, cpus } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
 import { projectRoot } from '../test/harness/components.js';
@@ -103,6 +104,9 @@ async function main(): Promise<void> {
 
     // Baseline: a client creating the children itself.
     const settings = testSettings('baseline');
+    console.log(
+      `${cpus()[0]?.model ?? 'unknown CPU'}, ${availableParallelism()} cores, node ${process.version}`,
+    );
     const t0 = Date.now();
     await inParallel([...Array(count).keys()], async (i) => {
       const fn: EddyFunction = {
@@ -167,31 +171,42 @@ async function main(): Promise<void> {
       }),
     );
     const createdMs = Date.now() - t1;
-    let done = 0;
-    let deployments = 0;
-    while (done < count || deployments < count) {
-      await sleep(500);
-      const list = (await custom.listNamespacedCustomObject({
-        group: 'eddy.dev',
-        version: 'v1alpha1',
-        namespace: 'bench',
-        plural: 'functions',
-      })) as {
-        items: EddyFunction[];
-      };
-      done = list.items.filter(
-        (f) =>
-          f.status?.observedGeneration === f.metadata.generation &&
-          f.status?.conditions?.some((c) => c.type === 'Deployed' && c.status === 'True'),
-      ).length;
-      deployments = (
-        await admin.makeApiClient(k8s.AppsV1Api).listNamespacedDeployment({ namespace: 'bench' })
-      ).items.length;
-      process.stdout.write(
-        `\r[${formatElapsed(Date.now() - t1)}] ${deployments}/${count} Deployments, ${done}/${count} statuses up to date `,
-      );
+    // Watched rather than listed every half second: the observer should cost the API server as
+    // little as the baseline's (nothing), or it is the bench that is measured.
+    const isDone = (f: EddyFunction) =>
+      f.status?.observedGeneration === f.metadata.generation &&
+      (f.status?.conditions ?? []).some((c) => c.type === 'Deployed' && c.status === 'True');
+    const doneFns = new Set<string>();
+    const seenDeployments = new Set<string>();
+    const watch = new k8s.Watch(admin);
+    const watches = await Promise.all([
+      watch.watch(
+        '/apis/eddy.dev/v1alpha1/namespaces/bench/functions',
+        {},
+        (_type: string, f: EddyFunction) => {
+          if (isDone(f)) doneFns.add(f.metadata.name);
+          else doneFns.delete(f.metadata.name);
+        },
+        () => undefined,
+      ),
+      watch.watch(
+        '/apis/apps/v1/namespaces/bench/deployments',
+        {},
+        (type: string, d: k8s.V1Deployment) => {
+          if (type !== 'DELETED') seenDeployments.add(d.metadata!.name!);
+        },
+        () => undefined,
+      ),
+    ]);
+    for (let tick = 0; doneFns.size < count || seenDeployments.size < count; tick++) {
+      await sleep(100);
+      if (tick % 10 === 0)
+        process.stdout.write(
+          `\r[${formatElapsed(Date.now() - t1)}] ${seenDeployments.size}/${count} Deployments, ${doneFns.size}/${count} statuses up to date `,
+        );
       if (Date.now() - t1 > 600_000) throw new Error('not done after 10 minutes');
     }
+    for (const w of watches) w.abort();
     const convergeMs = Date.now() - t1;
     process.stdout.write('\n');
     const rss = peakRssMb(operator.child.pid!);
@@ -221,11 +236,15 @@ async function main(): Promise<void> {
     console.log(
       `| ${count} Functions to Deployments and up-to-date status | ${(baselineMs / 1000).toFixed(1)} s | ${(convergeMs / 1000).toFixed(1)} s (creating the Functions took ${(createdMs / 1000).toFixed(1)} s of it) | < 60 s ${convergeMs < 60_000 ? 'met' : 'MISSED'} |`,
     );
+    const ratio = convergeMs / baselineMs;
+    console.log(
+      `| time against the baseline | | ${ratio.toFixed(2)}x | <= 1.5x ${ratio <= 1.5 ? 'met' : 'MISSED'} |`,
+    );
     console.log(
       `| operator peak RSS | | ${rss} MB (after the resync: ${rss2} MB) | < 200 MB ${Math.max(rss, rss2) < 200 ? 'met' : 'MISSED'} |`,
     );
     console.log(
-      `| API requests per Function | 3 | ${(p1.total / count).toFixed(2)} (${p1.writes} writes) | |`,
+      `| API requests per Function | 3 | ${(p1.total / count).toFixed(2)} (${p1.writes} writes) | <= 6 ${p1.total / count <= 6 ? 'met' : 'MISSED'} |`,
     );
     console.log(
       `| full resync (restart) | | ${(resyncMs / 1000).toFixed(1)} s, ${p2.total} requests, ${p2.writes} writes | 0 writes ${p2.writes === 0 ? 'met' : 'MISSED'} |`,

@@ -94,6 +94,33 @@ describe.skipIf(!canRun('kube'))(
       expect(cleaned).toEqual(['tidy']);
     });
 
+    it('keeps the finalizer only on Functions with something outside the cluster to clean up', async () => {
+      const cleaned: string[] = [];
+      const cleaner = Object.assign(
+        async (fn: { metadata: { name: string } }) => void cleaned.push(fn.metadata.name),
+        {
+          needed: (fn: { spec: { env?: Array<{ name: string }> } }) =>
+            (fn.spec.env ?? []).some((e) => e.name === 'OUTSIDE'),
+        },
+      );
+      const o = start('operator-d', { cleaners: [cleaner] });
+      await waitFor('d to lead', async () => (o.leading() ? true : undefined));
+      await fns.create('outside', { ...inline, env: [{ name: 'OUTSIDE', value: '1' }] });
+      await createFn('inside');
+      await deploymentOf('outside');
+      await deploymentOf('inside');
+      expect((await fns.get('outside')).metadata.finalizers).toEqual(['eddy.dev/cleanup']);
+      expect((await fns.get('inside')).metadata.finalizers ?? []).toEqual([]);
+      // Once it has nothing outside any more, the finalizer goes.
+      await fns.patch('outside', { spec: { env: [] } });
+      await waitFor('the finalizer to go', async () =>
+        ((await fns.get('outside')).metadata.finalizers ?? []).length === 0 ? true : undefined,
+      );
+      await fns.delete('inside');
+      await gone('inside');
+      expect(cleaned).toEqual([]);
+    });
+
     it('does not let a cleanup that never answers block deletion past its deadline', async () => {
       let attempts = 0;
       const hanging = (_fn: unknown, signal: AbortSignal) =>

@@ -1,6 +1,6 @@
 /**
  * The reconciler, told as a story: get the Function; if it is being deleted, clean up what lives
- * outside the cluster and let it go; make sure of the finalizer; apply the children it should
+ * outside the cluster and let it go; keep a finalizer where there is such to clean; apply the children it should
  * have; write what was observed. An error thrown means "retry with backoff"; a problem with the
  * spec is a condition, not a retry.
  *
@@ -46,8 +46,14 @@ import { describeError } from '../errors.js';
 
 export const finalizer = 'eddy.dev/cleanup';
 
-/** Cleans up what a Function set up outside the cluster (bucket notifications, say). */
-export type Cleaner = (fn: EddyFunction, signal: AbortSignal) => Promise<void>;
+/**
+ * Cleans up what a Function set up outside the cluster (bucket notifications, say). `needed`
+ * tells whether a Function has anything there; the finalizer is kept only on those that do (a
+ * cleaner without `needed` applies to every Function).
+ */
+export type Cleaner = ((fn: EddyFunction, signal: AbortSignal) => Promise<void>) & {
+  needed?: (fn: EddyFunction) => boolean;
+};
 
 export interface ReconcilerSettings extends DesiredSettings {
   /** Longest one cleanup attempt may take. */
@@ -106,9 +112,15 @@ export class Reconciler {
     // 2. Being deleted: clean up outside the cluster, then drop the finalizer.
     if (fn.metadata.deletionTimestamp) return this.finalize(fn);
 
-    // 3. The finalizer, so that deletion waits for that cleanup; then on with the patched Function.
-    if (!(fn.metadata.finalizers ?? []).includes(finalizer)) {
-      fn = await this.setFinalizers(fn, [...(fn.metadata.finalizers ?? []), finalizer]);
+    // 3. The finalizer, so that deletion waits for that cleanup, only where there is something to
+    // clean up: a write per Function saved, and nothing to wait for on delete otherwise.
+    const finalizers = fn.metadata.finalizers ?? [];
+    const needed = this.d.cleaners.some((c) => c.needed?.(fn) ?? true);
+    if (needed !== finalizers.includes(finalizer)) {
+      fn = await this.setFinalizers(
+        fn,
+        needed ? [...finalizers, finalizer] : finalizers.filter((f) => f !== finalizer),
+      );
       this.written.remember(fn.metadata.uid!, fn);
     }
 
