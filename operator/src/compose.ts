@@ -34,6 +34,11 @@ export interface EddyOptions {
   queueLimit?: number;
   /** First delay before an asynchronous invocation is retried. Default 1 s. */
   retryBaseDelayMs?: number;
+  /**
+   * How long a stopping gateway keeps serving after it reports not ready, so that load
+   * balancers (kube-proxy) have stopped sending to it before it closes. Default 0.
+   */
+  drainDelayMs?: number;
 }
 
 export interface Eddy {
@@ -55,6 +60,7 @@ export function composeEddy(o: EddyOptions): Eddy {
     asyncInvoke: (dispatcher, metrics) =>
       asyncDelivery({
         dispatcher,
+        store: o.store,
         metrics,
         secrets: o.secrets,
         log: o.log,
@@ -66,8 +72,11 @@ export function composeEddy(o: EddyOptions): Eddy {
     name: 'gateway',
     leaderOnly: false,
     async run(signal) {
-      await o.platform.start(signal);
-      gateway.start(signal);
+      // Stopping goes in steps, each with its own signal: see below.
+      const platformStop = new AbortController();
+      const dispatching = new AbortController();
+      await o.platform.start(platformStop.signal);
+      gateway.start(dispatching.signal);
       const server = createServer((req, res) => gateway.handle(req, res));
       server.keepAliveTimeout = 65_000;
       await listen(server, o.gateway.port, o.gateway.host ?? '0.0.0.0');
@@ -77,10 +86,17 @@ export function composeEddy(o: EddyOptions): Eddy {
       o.onListening?.(url);
       gateway.setReady(true);
       await aborted(signal);
+      // 1. Not ready: load balancers stop sending here, and asynchronous deliveries waiting for
+      //    a retry end (interrupted, not dead-lettered). Invocations still arrive meanwhile.
       gateway.setReady(false);
-      await close(server, drainMs);
       deliveries.abort();
+      if (o.drainDelayMs) await new Promise((r) => setTimeout(r, o.drainDelayMs));
+      // 2. No new invocations; those in flight finish, on replicas that still run.
+      dispatching.abort();
+      await close(server, drainMs);
       gateway.dispatcher.close();
+      // 3. Then the platform stops (locally: the replicas' processes).
+      platformStop.abort();
       await o.platform.stopped;
     },
   };

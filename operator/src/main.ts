@@ -31,6 +31,7 @@ const { manager } = composeEddy({
   elector: clusterElector(kc, settings, log),
   log,
   gateway: { port: settings.gatewayPort },
+  drainDelayMs: 5_000,
   startCaches: (signal) => caches.start(signal),
   load: () =>
     gatewayPeersLoad({ kc, namespace: settings.namespace, service: settings.gatewayService, log }),

@@ -5,7 +5,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { RuntimeConfig } from './config.js';
-import { headers as h } from './contract/http.js';
+import { headers as h, requestIdPattern } from './contract/http.js';
 import { binaryAttributes, classify, structuredEvent } from './cloudevents.js';
 import {
   errorCodes,
@@ -60,8 +60,6 @@ export function newRequestId(): string {
 
 /** Past this much, an oversized body is not read to its end but the connection is closed. */
 const discardLimitBytes = 4 * maxPayloadBytes;
-
-const requestIdPattern = /^[\w.:/+=-]{1,128}$/;
 
 export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
   const { config, invoker, metrics } = deps;

@@ -107,6 +107,8 @@ describe('the gateway on the local platform', () => {
     expect(big.status).toBe(413);
     const get = await fetch(`${stack.url}/functions/${namespace}/hello`);
     expect(get.status).toBe(405);
+    const badEscape = await fetch(`${stack.url}/functions/${namespace}/%E0`, { method: 'POST' });
+    expect(badEscape.status).toBe(404);
   });
 
   it('holds invocations past maxReplicas x concurrency in a bounded queue, then answers 429', async () => {
@@ -132,6 +134,47 @@ describe('the gateway on the local platform', () => {
     expect(((await refused.json()) as { errorType: string }).errorType).toBe(
       'TooManyRequestsException',
     );
+  });
+
+  it('keeps a slot taken until the handler is done, though its caller went away', async () => {
+    const log = join(scratch, 'overlap.log');
+    const code = `import { appendFileSync } from 'node:fs';
+      export const handler = async (event) => {
+        appendFileSync(${JSON.stringify(log)}, 'start ' + event.n + '\\n');
+        await new Promise((r) => setTimeout(r, 1000));
+        appendFileSync(${JSON.stringify(log)}, 'end ' + event.n + '\\n');
+        return event.n;
+      };`;
+    stack = await startStack([
+      inlineFunction('single', code, {
+        concurrency: 1,
+        scaling: { maxReplicas: 1 },
+        timeoutSeconds: 5,
+      }),
+    ]);
+    expect((await stack.invoke('single', { n: 0 })).status).toBe(200);
+    const impatient = new AbortController();
+    const first = stack
+      .invoke('single', { n: 1 }, { signal: impatient.signal })
+      .catch(() => 'gone');
+    await waitFor('the first invocation to start', async () =>
+      (await readFile(log, 'utf8')).includes('start 1') ? true : undefined,
+    );
+    impatient.abort();
+    expect(await first).toBe('gone');
+    const second = await stack.invoke('single', { n: 2 });
+    expect(second.status).toBe(200);
+    // One at a time, as concurrency 1 promises: 2 started only once 1 had ended.
+    expect((await readFile(log, 'utf8')).trim().split('\n')).toEqual([
+      'start 0',
+      'end 0',
+      'start 1',
+      'end 1',
+      'start 2',
+      'end 2',
+    ]);
+    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    expect(metrics).toMatch(/function="single",trigger="invoke",outcome="cancelled"\} 1/);
   });
 
   it('recycles only the replica whose handler timed out', async () => {

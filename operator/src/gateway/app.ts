@@ -12,7 +12,11 @@ import type { EddyFunction } from '../api/types.js';
 import type { FunctionStore } from '../functions.js';
 import type { LoadReport } from '../autoscaler/load.js';
 import { keyOf, type Platform } from '../platform/platform.js';
-import { headers as h, maxPayloadBytes } from '../../../runtime/src/contract/index.js';
+import {
+  headers as h,
+  maxPayloadBytes,
+  requestIdPattern,
+} from '../../../runtime/src/contract/index.js';
 import { Dispatcher, type InvokeRequest } from './dispatcher.js';
 import { gatewayError, GatewayError } from './errors.js';
 import { GatewayMetrics } from './metrics.js';
@@ -116,8 +120,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
     requestId: string,
     m: RegExpExecArray,
   ) {
-    const namespace = decodeURIComponent(m[1]!);
-    const name = decodeURIComponent(m[2]!);
+    const namespace = decodePart(m[1]!);
+    const name = decodePart(m[2]!);
     const isAsync = m[3] !== undefined;
     const fn = find(namespace, name);
     const body = await readBody(req);
@@ -154,7 +158,11 @@ export function createGateway(deps: GatewayDeps): Gateway {
   }
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
-    const requestId = firstHeader(req.headers[h.requestId]) ?? randomUUID();
+    // Draining: each answer closes its connection, so that callers reconnect to another replica.
+    if (!ready) res.setHeader('connection', 'close');
+    const given = firstHeader(req.headers[h.requestId]);
+    // The ids the runtime takes (it would make up its own for others, and the two would differ).
+    const requestId = given !== undefined && requestIdPattern.test(given) ? given : randomUUID();
     const path = (req.url ?? '/').split('?')[0]!;
     const fail = (err: unknown) => {
       // The caller went away (and with it, the invocation): nobody to answer, nothing to report.
@@ -246,6 +254,14 @@ export function createGateway(deps: GatewayDeps): Gateway {
       ready = r;
     },
   };
+}
+
+function decodePart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw gatewayError('NotFound', `${part}: not a namespace or function name (bad %-escape)`);
+  }
 }
 
 function firstHeader(v: string | string[] | undefined): string | undefined {

@@ -4,17 +4,19 @@
  * gateway's memory: a gateway that stops ends the deliveries still waiting for a retry.
  */
 import type { EddyFunction } from '../api/types.js';
-import type { SecretReader } from '../functions.js';
+import type { FunctionStore, SecretReader } from '../functions.js';
 import { eventTypes } from '../../../runtime/src/contract/index.js';
 import type { AsyncInvoke } from './app.js';
 import { createDeadLetterSender } from './dead-letter.js';
 import { createDelivery, type AttemptResult, type Delivery } from './delivery.js';
 import type { Dispatcher, InvokeRequest } from './dispatcher.js';
-import { GatewayError } from './errors.js';
+import { gatewayError, GatewayError } from './errors.js';
 import type { GatewayMetrics } from './metrics.js';
 
 export interface AsyncDeliveryOptions {
   dispatcher: Dispatcher;
+  /** Each attempt invokes the Function as it is now; a deleted one is not invoked again. */
+  store: FunctionStore;
   metrics: GatewayMetrics;
   secrets: SecretReader;
   log: (message: string) => void;
@@ -22,6 +24,10 @@ export interface AsyncDeliveryOptions {
   signal: AbortSignal;
   /** First retry delay; tests shorten it. */
   baseDelayMs?: number;
+  /** Accepted invocations not yet delivered, at most; past it, 429. Default 1000. */
+  backlogLimit?: number;
+  /** Their bodies together, at most. Default 64 MiB. */
+  backlogBytes?: number;
 }
 
 /** One invocation through the dispatcher, as delivery sees it. */
@@ -77,7 +83,21 @@ export function asyncDelivery(o: AsyncDeliveryOptions): AsyncInvoke {
       else if (outcome === 'dropped') o.metrics.deadLetters.inc({ ...labels, outcome: 'dropped' });
     },
   });
+  const backlogLimit = o.backlogLimit ?? 1000;
+  const backlogBytes = o.backlogBytes ?? 64 * 1024 * 1024;
+  let pending = 0;
+  let pendingBytes = 0;
   return (fn, req, acceptedAt) => {
+    if (o.signal.aborted) throw gatewayError('ShuttingDown', 'the gateway is stopping; retry', 1);
+    if (pending >= backlogLimit || pendingBytes + req.body.length > backlogBytes) {
+      throw gatewayError(
+        'Throttled',
+        `this gateway holds ${pending} asynchronous invocations (${Math.round(pendingBytes / 1024)} KiB) not yet delivered: slow down and retry`,
+        1,
+      );
+    }
+    pending++;
+    pendingBytes += req.body.length;
     // A direct call's body is JSON to the runtime whatever its content type says (curl -d sends
     // form-urlencoded); a dead letter should carry it the same way.
     const direct =
@@ -91,12 +111,31 @@ export function asyncDelivery(o: AsyncDeliveryOptions): AsyncInvoke {
       body: req.body,
       headers: direct ? { ...req.headers, 'content-type': 'application/json' } : req.headers,
     };
-    void delivery.deliver({
-      fn,
-      event,
-      // Lambda keeps the request id across retries; so does Eddy.
-      attempt: (_n, signal) => attemptVia(o.dispatcher, fn, req, signal),
-      signal: o.signal,
-    });
+    const { namespace, name } = fn.metadata;
+    void delivery
+      .deliver({
+        fn,
+        event,
+        // Lambda keeps the request id across retries; so does Eddy.
+        attempt: async (_n, signal) => {
+          const current = o.store.get(namespace, name);
+          if (!current) {
+            return {
+              ok: false,
+              error: gatewayError(
+                'FunctionNotFound',
+                `function ${namespace}/${name} was deleted`,
+              ).body(),
+              retryable: false,
+            };
+          }
+          return attemptVia(o.dispatcher, current, req, signal);
+        },
+        signal: o.signal,
+      })
+      .finally(() => {
+        pending--;
+        pendingBytes -= req.body.length;
+      });
   };
 }

@@ -11,7 +11,13 @@ import type { EddyFunction } from '../api/types.js';
 import { mebibytes } from '../api/quantity.js';
 import { describeError } from '../errors.js';
 import type { FunctionLoad, LoadReport } from '../autoscaler/load.js';
-import { keyOf, type FunctionKey, type Platform, type Replica } from '../platform/platform.js';
+import {
+  CannotRun,
+  keyOf,
+  type FunctionKey,
+  type Platform,
+  type Replica,
+} from '../platform/platform.js';
 import { headers as h, maxPayloadBytes } from '../../../runtime/src/contract/index.js';
 import { gatewayError, GatewayError } from './errors.js';
 import type { GatewayMetrics, InvocationOutcome } from './metrics.js';
@@ -50,6 +56,10 @@ export interface DispatcherOptions {
 export const defaultActivationTimeoutSeconds = 120;
 /** What the gateway waits beyond a function's timeout before it gives up on a replica. */
 const answerGraceMs = 5_000;
+/** An activation that failed for a passing reason is asked again after this. */
+const activationRetryMs = 1_000;
+/** After an activation, how soon to look whether the function was scaled to zero meanwhile. */
+const activationCheckMs = 250;
 /** A replica at its own limit (another gateway filled it) is tried again after this. */
 const busyRetryMs = 25;
 
@@ -162,15 +172,22 @@ export class Dispatcher {
     lane.requests++;
     const deadline = this.now() + s.activationTimeoutMs;
     let outcome: InvocationOutcome = 'error';
+    let resetRetried = false;
     try {
       for (;;) {
         if (this.stopping) throw gatewayError('ShuttingDown', 'the gateway is stopping; retry', 1);
+        if (req.signal?.aborted) throw callerGone();
         const replica = await this.acquire(fn, lane, deadline, req.signal);
         let sent: SendResult;
         try {
           sent = await this.send(replica, req, s.timeoutMs);
         } finally {
           this.release(key, lane, replica.id);
+        }
+        if (sent.kind === 'reset' && !resetRetried) {
+          // A kept-alive connection the replica closed as the request went out: once, elsewhere.
+          resetRetried = true;
+          continue;
         }
         if (sent.kind === 'undelivered') {
           // Nothing reached the handler: the replica is gone or recycling. Another one takes it.
@@ -181,6 +198,7 @@ export class Dispatcher {
           continue;
         }
         if (sent.kind === 'busy') {
+          if (req.signal?.aborted) throw callerGone();
           if (this.now() + busyRetryMs >= deadline) {
             throw gatewayError(
               'Throttled',
@@ -191,9 +209,10 @@ export class Dispatcher {
           await new Promise((r) => setTimeout(r, busyRetryMs));
           continue;
         }
-        if (sent.kind === 'died') {
-          outcome = sent.timedOut ? 'timeout' : 'error';
-          if (sent.timedOut) {
+        if (sent.kind === 'died' || sent.kind === 'reset') {
+          const timedOut = sent.kind === 'died' && sent.timedOut;
+          outcome = timedOut ? 'timeout' : 'error';
+          if (timedOut) {
             throw gatewayError(
               'FunctionTimeout',
               `Task timed out after ${(s.timeoutMs / 1000).toFixed(2)} seconds`,
@@ -205,12 +224,14 @@ export class Dispatcher {
           );
         }
         const res = sent.response;
-        outcome = outcomeOf(res);
         this.observe(fn, res, s.memoryMb);
+        if (req.signal?.aborted) throw callerGone();
+        outcome = outcomeOf(res);
         return res;
       }
     } catch (err) {
-      if (err instanceof GatewayError) {
+      if (err instanceof CallerGone) outcome = 'cancelled';
+      else if (err instanceof GatewayError) {
         if (err.code === 'Throttled') outcome = 'throttled';
         else if (
           err.code === 'ActivationTimeout' ||
@@ -258,6 +279,7 @@ export class Dispatcher {
   forget(key: FunctionKey): void {
     const lane = this.lanes.get(key);
     if (!lane) return;
+    lane.account(this.now());
     for (const w of lane.waiters.splice(0)) {
       w.reject(
         gatewayError('FunctionNotFound', `function ${key} was deleted while the invocation waited`),
@@ -303,10 +325,7 @@ export class Dispatcher {
       const atZero = this.o.platform.ready(key).length === 0;
       let timer: NodeJS.Timeout | undefined = undefined;
       const onAbort = () => {
-        if (remove())
-          reject(
-            signal!.reason instanceof Error ? signal!.reason : new Error('the caller went away'),
-          );
+        if (remove()) waiter.reject(callerGone());
       };
       const remove = () => {
         const i = lane.waiters.indexOf(waiter);
@@ -364,17 +383,28 @@ export class Dispatcher {
     if (lane.activating || lane.waiters.length === 0) return;
     if (this.o.platform.ready(key).length > 0) return;
     lane.activating = true;
-    this.o.platform
+    void this.o.platform
       .activate(fn)
-      .catch((err: unknown) => {
-        const message = `${key} cannot be started: ${describeError(err)}`;
-        this.o.log(message);
-        lane.account(this.now());
-        for (const w of lane.waiters.splice(0))
-          w.reject(gatewayError('ActivationFailed', message, 5));
-      })
-      .finally(() => {
+      .then(
+        () => activationCheckMs,
+        (err: unknown) => {
+          const message = `${key} cannot be started: ${describeError(err)}`;
+          this.o.log(message);
+          if (!(err instanceof CannotRun)) return activationRetryMs;
+          lane.account(this.now());
+          for (const w of lane.waiters.splice(0))
+            w.reject(gatewayError('ActivationFailed', message, 5));
+          return undefined;
+        },
+      )
+      .then(async (lookAgainMs) => {
+        // Passing trouble (the API server busy), or scaled to zero again meanwhile by the
+        // autoscaler: invocations that still wait ask again.
+        if (lookAgainMs !== undefined) await new Promise((r) => setTimeout(r, lookAgainMs));
         lane.activating = false;
+        const first = lane.waiters[0];
+        if (first && this.o.platform.counts(key).desired === 0) this.activateIfIdle(first.fn, lane);
+        else if (first && lookAgainMs === activationRetryMs) this.activateIfIdle(first.fn, lane);
       });
   }
 
@@ -460,7 +490,6 @@ export class Dispatcher {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        req.signal?.removeEventListener('abort', onAbort);
         resolve(r);
       };
       const target = this.targetOf(replica.url);
@@ -513,22 +542,18 @@ export class Dispatcher {
         out.destroy();
         done({ kind: 'died', timedOut: true, reason: 'no answer in time' });
       }, timeoutMs + answerGraceMs);
-      const onAbort = () => {
-        out.destroy();
-        done({ kind: 'died', timedOut: false, reason: 'the caller went away' });
-      };
-      req.signal?.addEventListener('abort', onAbort, { once: true });
+      // A caller that goes away does not cut the invocation short: the handler runs on either
+      // way, and its slot is free only once the replica has answered.
       out.on('error', (err: NodeJS.ErrnoException) => {
-        // Refused: nothing was delivered. Reset on a kept-alive connection the replica had
-        // already closed: nothing was delivered either (Node's advice: retry those).
-        if (
-          err.code === 'ECONNREFUSED' ||
-          (out.reusedSocket && err.code === 'ECONNRESET' && !out.writableFinished)
-        ) {
+        if (err.code === 'ECONNREFUSED') {
           done({ kind: 'undelivered', reason: err.code });
-          return;
+        } else if (out.reusedSocket && err.code === 'ECONNRESET') {
+          // A kept-alive connection reset before any answer: most often the replica closed it
+          // as the request went out (Node's advice: retry those), rarely a crash mid-handler.
+          done({ kind: 'reset', reason: err.code });
+        } else {
+          done(died(err, this.now() - started >= timeoutMs));
         }
-        done(died(err, this.now() - started >= timeoutMs));
       });
       out.end(req.body);
     });
@@ -539,7 +564,17 @@ type SendResult =
   | { kind: 'answered'; response: InvokeResponse }
   | { kind: 'undelivered'; reason: string }
   | { kind: 'busy' }
+  | { kind: 'reset'; reason: string }
   | { kind: 'died'; timedOut: boolean; reason: string };
+
+/** The caller went away before its invocation ended. */
+class CallerGone extends Error {
+  override readonly name = 'CallerGone';
+}
+
+function callerGone(): CallerGone {
+  return new CallerGone('the caller went away');
+}
 
 function died(err: Error, timedOut: boolean): SendResult {
   return { kind: 'died', timedOut, reason: (err as NodeJS.ErrnoException).code ?? err.message };

@@ -5,8 +5,9 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** How an invocation ended, as counted in eddy_function_invocations_total. */
+/** `cancelled`: the caller went away before the answer (the handler may still have run). */
 export type InvocationOutcome =
-  'success' | 'error' | 'timeout' | 'throttled' | 'invalid' | 'unavailable';
+  'success' | 'error' | 'timeout' | 'throttled' | 'invalid' | 'unavailable' | 'cancelled';
 
 /** 1 ms to 900 s (Lambda's longest timeout). */
 const durationBuckets = [

@@ -9,7 +9,7 @@ import { existsSync, statSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { EddyFunction } from '../api/types.js';
-import { keyOf } from './platform.js';
+import { CannotRun, keyOf } from './platform.js';
 
 /** Runs a Function from a directory of this machine (an image-based Function's code, locally). */
 export const localCodeDirAnnotation = 'eddy.dev/local-code-dir';
@@ -43,7 +43,7 @@ export function codeSource(fn: EddyFunction, configMaps?: ConfigMapReader): Code
   if (annotated !== undefined && annotated !== '') {
     const dir = resolve(annotated);
     if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-      throw new Error(
+      throw new CannotRun(
         `Function ${key} cannot run locally: its annotation ${localCodeDirAnnotation} names ${dir}, which is not a directory`,
       );
     }
@@ -58,14 +58,14 @@ export function codeSource(fn: EddyFunction, configMaps?: ConfigMapReader): Code
     const name = code.configMap.name;
     const data = configMaps?.(fn.metadata.namespace, name);
     if (!data) {
-      throw new Error(
+      throw new CannotRun(
         `Function ${key} cannot run locally: its code is in ConfigMap ${fn.metadata.namespace}/${name}, which the local stack does not have`,
       );
     }
     for (const file of Object.keys(data)) {
       // ConfigMap keys are file names; never let one climb out of the code directory.
       if (file === '' || file === '.' || file === '..' || /[/\\]/.test(file)) {
-        throw new Error(
+        throw new CannotRun(
           `Function ${key} cannot run locally: ConfigMap ${fn.metadata.namespace}/${name} has a key ${JSON.stringify(file)} that is not a file name`,
         );
       }
@@ -73,7 +73,7 @@ export function codeSource(fn: EddyFunction, configMaps?: ConfigMapReader): Code
     return { kind: 'files', files: { ...data }, hash: contentHash(data) };
   }
   const what = fn.spec.image ? `only an image (${fn.spec.image})` : 'no code';
-  throw new Error(
+  throw new CannotRun(
     `Function ${key} cannot run locally: it names ${what}; set the annotation ${localCodeDirAnnotation} to the directory holding its code, or use spec.code.inline or spec.code.configMap`,
   );
 }

@@ -59,3 +59,12 @@ export interface Platform {
    */
   unreachable(key: FunctionKey, replicaId: string): void;
 }
+
+/**
+ * The platform cannot run this Function as it stands (locally: an image with no code directory,
+ * say): asking again will not help, so waiting invocations fail at once with the reason. Any
+ * other error from activate or scale is taken as passing (the API server busy, say).
+ */
+export class CannotRun extends Error {
+  override readonly name = 'CannotRun';
+}

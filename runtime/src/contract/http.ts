@@ -17,3 +17,6 @@ export const paths = {
   readyz: '/readyz',
   metrics: '/metrics',
 } as const;
+
+/** A request id a caller may choose; others are replaced by a new one. */
+export const requestIdPattern = /^[\w.:/+=-]{1,128}$/;
