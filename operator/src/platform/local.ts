@@ -7,6 +7,7 @@
  */
 import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { Agent, get as httpGet } from 'node:http';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -63,8 +64,8 @@ export interface LocalPlatform extends Platform {
   readonly stopped: Promise<void>;
 }
 
-/** Polls of a starting replica's /readyz; short, since the activator holds events meanwhile. */
-const startPollMs = 20;
+/** Polls of a starting replica's /readyz: short, since the activator holds events meanwhile. */
+const startPollMs = 2;
 /** Polls of a running replica's /readyz: notices recycling, and brings back unreachable ones. */
 const readyPollMs = 1_000;
 const probeTimeoutMs = 2_000;
@@ -490,18 +491,22 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     void watchReadiness(st, r);
   }
 
-  async function readyz(url: string, halt: AbortSignal): Promise<boolean> {
-    const slow = new AbortController();
-    const timer = setTimeout(() => slow.abort(), probeTimeoutMs);
-    try {
-      const res = await fetch(`${url}/readyz`, { signal: AbortSignal.any([halt, slow.signal]) });
-      await res.arrayBuffer();
-      return res.status === 200;
-    } catch {
-      return false;
-    } finally {
-      clearTimeout(timer);
-    }
+  // Probes go over kept-alive connections: a new connection for each would slow the start.
+  const probes = new Agent({ keepAlive: true, maxSockets: 64 });
+  function readyz(url: string, halt: AbortSignal): Promise<boolean> {
+    return new Promise((resolve) => {
+      if (halt.aborted) return resolve(false);
+      const req = httpGet(`${url}/readyz`, { agent: probes, timeout: probeTimeoutMs }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode === 200));
+        res.on('error', () => resolve(false));
+      });
+      const stop = () => req.destroy();
+      halt.addEventListener('abort', stop, { once: true });
+      req.on('timeout', stop);
+      req.on('error', () => resolve(false));
+      req.on('close', () => halt.removeEventListener('abort', stop));
+    });
   }
 
   const pause = (ms: number, signal: AbortSignal) =>
@@ -687,6 +692,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     for (const st of states.values()) clearTimeout(st.restartTimer);
     for (const r of all) stopReplica(r);
     await Promise.all([...all].map((r) => r.exited));
+    probes.destroy();
     await Promise.all([...fileQueues.values()]);
     if (options.workDir === undefined) {
       await rm(workDir, { recursive: true, force: true });
