@@ -50,7 +50,7 @@ export async function attemptVia(
     }
     // A 4xx other than throttling says the event itself is bad: retrying cannot help.
     const retryable = res.status >= 500 || res.status === 429;
-    return { ok: false, status: res.status, error, retryable };
+    return { ok: false, status: res.status, error, retryable, throttled: res.status === 429 };
   } catch (err) {
     if (err instanceof GatewayError) {
       return {
@@ -58,6 +58,7 @@ export async function attemptVia(
         status: err.status,
         error: err.body(),
         retryable: err.code !== 'FunctionNotFound' && err.code !== 'PayloadTooLarge',
+        throttled: err.code === 'Throttled',
       };
     }
     throw err;

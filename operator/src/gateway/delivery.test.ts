@@ -223,6 +223,26 @@ describe('delivery', () => {
     });
   });
 
+  it('retries a throttled attempt without counting it against maxAttempts', async () => {
+    const h = harness();
+    const throttled: AttemptResult = {
+      ok: false,
+      status: 429,
+      error: { errorType: 'TooManyRequestsException', errorMessage: 'at its limit' },
+      retryable: true,
+      throttled: true,
+    };
+    const s = h.script(throttled, throttled, failure('once'), { ok: true, status: 200 });
+    const out = await h.delivery.deliver({
+      fn: fn({ retry: { maxAttempts: 1 }, deadLetter: { url: 'http://x/' } }),
+      event: event(),
+      attempt: s.attempt,
+      signal: live(),
+    });
+    expect(s.calls).toEqual([1, 2, 3, 4]);
+    expect(out).toMatchObject({ outcome: 'succeeded', attempts: 4 });
+  });
+
   it('drops the event of a Function without a dead letter, in one loud log line, and counts it', async () => {
     const h = harness();
     const s = h.script(failure('ECONNRESET'));

@@ -33,10 +33,14 @@ export interface AttemptError {
   errorMessage: string;
 }
 
-/** What one invocation came to. `retryable: false` means the event itself is bad (a 4xx). */
+/**
+ * What one invocation came to. `retryable: false` means the event itself is bad (a 4xx).
+ * `throttled`: the function was at its limit and did not run; as on Lambda, such a try is
+ * retried without counting against `maxAttempts` (the event's age still bounds it).
+ */
 export type AttemptResult =
   | { ok: true; status: number }
-  | { ok: false; status?: number; error: AttemptError; retryable: boolean };
+  | { ok: false; status?: number; error: AttemptError; retryable: boolean; throttled?: boolean };
 
 /** Why an event went to its dead letter; the first two are Lambda's own conditions. */
 export type DeadLetterCondition = 'RetriesExhausted' | 'EventAgeExceeded' | 'NotRetryable';
@@ -194,6 +198,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     const happenedAt = Number.isNaN(parsedTime) ? firstSeen : parsedTime;
 
     let attempts = 0;
+    let throttles = 0;
     let firstAttemptAt = firstSeen;
     let lastAttemptAt = firstSeen;
     for (;;) {
@@ -223,8 +228,9 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
 
       let condition: DeadLetterCondition | undefined;
       let delayMs = 0;
+      if (result.throttled) throttles++;
       if (!result.retryable) condition = 'NotRetryable';
-      else if (attempts > maxAttempts) condition = 'RetriesExhausted';
+      else if (attempts - throttles > maxAttempts) condition = 'RetriesExhausted';
       else {
         delayMs = backoffDelay(attempts, backoff);
         // Do not wait for a retry the event would be too old to get.
