@@ -12,7 +12,7 @@ import type { FunctionStore, SecretReader } from './functions.js';
 import { createGateway, type Gateway } from './gateway/app.js';
 import { asyncDelivery } from './gateway/async.js';
 import { Manager, type Elector, type Runnable } from './manager.js';
-import type { Platform } from './platform/platform.js';
+import { httpUrl, type Platform } from './platform/platform.js';
 
 export interface EddyOptions {
   platform: Platform;
@@ -81,7 +81,7 @@ export function composeEddy(o: EddyOptions): Eddy {
       server.keepAliveTimeout = 65_000;
       await listen(server, o.gateway.port, o.gateway.host ?? '0.0.0.0');
       const { address, port } = server.address() as AddressInfo;
-      const url = `http://${address.includes(':') ? `[${address}]` : address}:${port}`;
+      const url = httpUrl(address, port);
       o.log(`gateway listening on ${url}`);
       o.onListening?.(url);
       gateway.setReady(true);
@@ -142,7 +142,7 @@ function close(server: Server, ms: number): Promise<void> {
   });
 }
 
-export function aborted(signal: AbortSignal): Promise<void> {
+function aborted(signal: AbortSignal): Promise<void> {
   if (signal.aborted) return Promise.resolve();
   return new Promise((resolve) =>
     signal.addEventListener('abort', () => resolve(), { once: true }),

@@ -4,6 +4,7 @@
  */
 import { DiscoveryV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { FunctionState } from '../gateway/app.js';
+import { httpUrl } from '../platform/platform.js';
 import type { LoadReport, LoadSource } from './load.js';
 
 export interface PeersOptions {
@@ -32,10 +33,7 @@ export function gatewayPeersLoad(o: PeersOptions): LoadSource {
       for (const e of slice.endpoints) {
         if (e.conditions?.ready === false) continue;
         for (const address of e.addresses.slice(0, 1)) {
-          urls.push(
-            o.endpointUrl?.(address, port) ??
-              `http://${address.includes(':') ? `[${address}]` : address}:${port}`,
-          );
+          urls.push((o.endpointUrl ?? httpUrl)(address, port));
         }
       }
     }

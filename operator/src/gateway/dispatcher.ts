@@ -269,12 +269,6 @@ export class Dispatcher {
     return report;
   }
 
-  /** In flight and queued for one function. */
-  work(key: FunctionKey): { inFlight: number; queued: number } {
-    const lane = this.lanes.get(key);
-    return { inFlight: lane?.inFlight ?? 0, queued: lane?.waiters.length ?? 0 };
-  }
-
   /** Drops what is kept for a deleted function; its waiting invocations get 404. */
   forget(key: FunctionKey): void {
     const lane = this.lanes.get(key);

@@ -23,7 +23,14 @@ import { withConnectionReuse } from '../connection-reuse.js';
 import { fieldManager as operatorFieldManager, runtimePort } from '../controller/desired.js';
 import { paginated, startInformer } from '../controller/informers.js';
 import { describeError } from '../errors.js';
-import { keyOf, splitKey, type FunctionKey, type Platform, type Replica } from './platform.js';
+import {
+  httpUrl,
+  keyOf,
+  splitKey,
+  type FunctionKey,
+  type Platform,
+  type Replica,
+} from './platform.js';
 
 /** The field manager that owns spec.replicas: the autoscaler's decisions and activations. */
 export const scalerFieldManager = 'eddy-autoscaler';
@@ -58,10 +65,8 @@ export interface KubernetesPlatformOptions {
   deployments?: DeploymentCache;
 }
 
-/** http://<address>:<port>, with an IPv6 address in brackets. */
-export function defaultEndpointUrl(address: string, port: number): string {
-  return `http://${address.includes(':') ? `[${address}]` : address}:${port}`;
-}
+/** A pod's URL unless the endpointUrl seam says otherwise. */
+export const defaultEndpointUrl = httpUrl;
 
 /** The function a slice belongs to (its Service is named after it), if it names a Service. */
 export function sliceKey(slice: V1EndpointSlice): FunctionKey | undefined {

@@ -17,6 +17,11 @@ export function splitKey(key: FunctionKey): { namespace: string; name: string } 
   return { namespace: key.slice(0, slash), name: key.slice(slash + 1) };
 }
 
+/** http://<address>:<port>, with an IPv6 address in brackets. */
+export function httpUrl(address: string, port: number): string {
+  return `http://${address.includes(':') ? `[${address}]` : address}:${port}`;
+}
+
 /** A replica that is ready to take invocations. */
 export interface Replica {
   /** Stable for the life of the replica: the pod's name, or the process's id. */

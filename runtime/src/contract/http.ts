@@ -11,12 +11,5 @@ export const headers = {
   functionError: 'x-eddy-function-error',
 } as const;
 
-export const paths = {
-  invoke: '/',
-  healthz: '/healthz',
-  readyz: '/readyz',
-  metrics: '/metrics',
-} as const;
-
 /** A request id a caller may choose; others are replaced by a new one. */
 export const requestIdPattern = /^[\w.:/+=-]{1,128}$/;
