@@ -112,3 +112,13 @@ export async function waitForReadyz(
     `GET ${url}/readyz did not answer ${status}${text ? ` matching ${text}` : ''} within ${timeoutMs} ms (last: ${last})`,
   );
 }
+
+/**
+ * The billed durations (ms) the runtime may report with a duration it shows rounded to two
+ * decimals: the true duration rounded up to a whole ms, at least 1. A rounded figure just past a
+ * whole ms (1.00 for 1.004) allows two, so tests check membership, not one recomputed value.
+ */
+export function billedFor(roundedDurationMs: number): number[] {
+  const bill = (ms: number) => Math.max(1, Math.ceil(ms));
+  return [...new Set([bill(roundedDurationMs - 0.005), bill(roundedDurationMs + 0.005)])];
+}
