@@ -10,9 +10,12 @@ import { createAutoscaler } from './autoscaler/autoscaler.js';
 import type { LoadSource } from './autoscaler/load.js';
 import type { FunctionStore, SecretReader } from './functions.js';
 import { createGateway, type Gateway } from './gateway/app.js';
-import { asyncDelivery } from './gateway/async.js';
+import { asyncDelivery, createEventSink } from './gateway/async.js';
 import { Manager, type Elector, type Runnable } from './manager.js';
 import { httpUrl, type Platform } from './platform/platform.js';
+import { memoryCheckpoints, type CheckpointStore } from './sources/checkpoints.js';
+import type { SourceContext, SourceFactory } from './sources/source.js';
+import { TriggerStates } from './sources/states.js';
 
 export interface EddyOptions {
   platform: Platform;
@@ -25,8 +28,14 @@ export interface EddyOptions {
   load?: (gateway: Gateway) => LoadSource;
   /** The shared caches, started once before any runnable. */
   startCaches?: (signal: AbortSignal) => Promise<void>;
-  /** More runnables: the reconciler in a cluster, sources later. */
+  /** More runnables: the reconciler in a cluster. */
   runnables?: Runnable[];
+  /** Event sources: each makes its runnables from the context (sink, states, checkpoints). */
+  sources?: SourceFactory[];
+  /** Where sources report each trigger's state; the reconciler reads it. */
+  states?: TriggerStates;
+  /** Where sources keep their progress. Default: in memory (lost on restart). */
+  checkpoints?: CheckpointStore;
   /** Told where the gateway listens, once it does. */
   onListening?: (url: string) => void;
   autoscalerIntervalMs?: number;
@@ -44,6 +53,8 @@ export interface EddyOptions {
 export interface Eddy {
   manager: Manager;
   gateway: Gateway;
+  /** What the sources were given. */
+  sources: SourceContext;
 }
 
 /** How long a stopping gateway lets invocations in flight finish. */
@@ -100,6 +111,24 @@ export function composeEddy(o: EddyOptions): Eddy {
       await o.platform.stopped;
     },
   };
+  const sources: SourceContext = {
+    store: o.store,
+    secrets: o.secrets,
+    sink: createEventSink({
+      dispatcher: gateway.dispatcher,
+      store: o.store,
+      metrics: gateway.metrics,
+      secrets: o.secrets,
+      log: o.log,
+      signal: deliveries.signal,
+      baseDelayMs: o.retryBaseDelayMs,
+    }),
+    states: o.states ?? new TriggerStates(),
+    checkpoints: o.checkpoints ?? memoryCheckpoints(),
+    metrics: gateway.metrics.registry,
+    log: o.log,
+    route: (path, handler) => gateway.route(path, handler),
+  };
   const autoscaler = createAutoscaler({
     store: o.store,
     platform: o.platform,
@@ -116,8 +145,9 @@ export function composeEddy(o: EddyOptions): Eddy {
     serving,
     { name: 'autoscaler', leaderOnly: true, run: (signal) => autoscaler.run(signal) },
     ...(o.runnables ?? []),
+    ...(o.sources ?? []).flatMap((make) => make(sources)),
   );
-  return { manager, gateway };
+  return { manager, gateway, sources };
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {

@@ -7,6 +7,7 @@ import { LeaderElection } from './controller/leader.js';
 import type { Cleaner } from './controller/reconciler.js';
 import { Manager, type Runnable } from './manager.js';
 import type { OperatorSettings } from './settings.js';
+import type { TriggerStates } from './sources/states.js';
 
 export interface LeaseTimings {
   durationSeconds?: number;
@@ -39,6 +40,8 @@ export interface ControllerRunnableOptions {
   log: (message: string) => void;
   /** Called with the controller each time this process starts leading. */
   onLeading?: (controller: Controller) => void;
+  /** What the sources report about triggers, for the Functions' status. */
+  states?: TriggerStates;
 }
 
 /** The reconciler, run while this process leads. */
@@ -57,6 +60,7 @@ export function controllerRunnable(o: ControllerRunnableOptions): Runnable {
           workers: o.settings.workers,
           resyncMs: o.settings.resyncMs,
           log: o.log,
+          ...(o.states ? { states: o.states } : {}),
         },
         signal,
       );

@@ -91,6 +91,8 @@ export interface Condition {
 export interface TriggerStatus {
   name: string;
   ready: boolean;
+  /** Why not, as a word: BucketNotFound, StreamNotFound, AccessDenied, EndpointUnreachable... */
+  reason?: string;
   message?: string;
   lastScheduleTime?: string;
   nextScheduleTime?: string;

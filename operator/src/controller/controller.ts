@@ -9,6 +9,7 @@ import { functionLabel } from './desired.js';
 import { WorkQueue } from './queue.js';
 import { Reconciler, type Caches, type Cleaner, type ReconcilerSettings } from './reconciler.js';
 import { describeError } from '../errors.js';
+import type { TriggerStates } from '../sources/states.js';
 
 export interface ControllerOptions {
   kc: KubeConfig;
@@ -21,6 +22,8 @@ export interface ControllerOptions {
   /** Every Function is reconciled again this often, changed or not. */
   resyncMs?: number;
   log?: (message: string) => void;
+  /** What the sources report about triggers: a change reconciles the Function again. */
+  states?: TriggerStates;
 }
 
 export interface Controller {
@@ -49,6 +52,8 @@ export async function startController(
     else ownerKey(obj);
   });
   signal.addEventListener('abort', unsubscribe, { once: true });
+  const unsubscribeStates = o.states?.onChange((fnKey) => queue.add(fnKey));
+  if (unsubscribeStates) signal.addEventListener('abort', unsubscribeStates, { once: true });
   // What changed before this process led is picked up by reconciling everything once.
   for (const fn of caches.functions.list()) queue.add(key(fn));
 
@@ -59,6 +64,7 @@ export async function startController(
     cleaners: o.cleaners ?? [],
     recorder: eventRecorder(o.kc, o.identity, log),
     log,
+    ...(o.states ? { states: o.states } : {}),
   });
 
   const resync = setInterval(

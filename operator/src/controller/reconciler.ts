@@ -34,6 +34,7 @@ import {
 } from './desired.js';
 import type { Recorder } from './events.js';
 import { computeStatus, type Observed } from './status.js';
+import type { TriggerStates } from '../sources/states.js';
 import { describeError } from '../errors.js';
 
 export const finalizer = 'eddy.dev/cleanup';
@@ -69,6 +70,8 @@ export interface ReconcilerDeps {
   recorder: Recorder;
   log: (message: string) => void;
   now?: () => Date;
+  /** What the sources report about each trigger. */
+  states?: TriggerStates;
 }
 
 export interface Result {
@@ -117,7 +120,8 @@ export class Reconciler {
     }
 
     // 4. The children, applied only where they differ from what should be.
-    const observed: Observed = {};
+    const states = this.d.states;
+    const observed: Observed = states ? { triggers: (t) => states.get(key, t) } : {};
     try {
       observed.deployment = await this.applyChildren(fn);
     } catch (err) {

@@ -1,6 +1,7 @@
 /** The Function's status, computed from what was observed. Pure: the caller writes it. */
 import type { V1Deployment } from '@kubernetes/client-node';
 import { triggerProblems } from '../api/validate.js';
+import { triggerStatus, type TriggerState } from '../sources/states.js';
 import {
   triggerKind,
   type Condition,
@@ -14,6 +15,8 @@ export interface Observed {
   deployment?: V1Deployment;
   /** Why the children could not be applied, when they could not. */
   deployError?: { reason: string; message: string };
+  /** What each trigger's source last reported, by trigger name. */
+  triggers?: (name: string) => TriggerState | undefined;
 }
 
 type NewCondition = Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>;
@@ -60,12 +63,25 @@ export function computeStatus(
       message: 'no triggers: invoke the function through its URL',
     };
   } else {
-    triggersReady = {
-      type: 'TriggersReady',
-      status: 'True',
-      reason: 'Accepted',
-      message: `${triggers.length} trigger(s) accepted`,
-    };
+    const failing = triggers
+      .map((t) => ({ name: t.name, state: observed.triggers?.(t.name) }))
+      .filter((t) => t.state && !t.state.ready);
+    triggersReady =
+      failing.length > 0
+        ? {
+            type: 'TriggersReady',
+            status: 'False',
+            reason: failing[0]!.state!.reason ?? 'SourceError',
+            message: failing
+              .map((t) => `trigger ${t.name}: ${t.state!.message ?? t.state!.reason}`)
+              .join('; '),
+          }
+        : {
+            type: 'TriggersReady',
+            status: 'True',
+            reason: 'Accepted',
+            message: `${triggers.length} trigger(s) accepted`,
+          };
   }
 
   const d = observed.deployment;
@@ -116,8 +132,8 @@ export function computeStatus(
     triggers: triggers.map((t) => {
       const problem = problems.get(t.name);
       return problem
-        ? { name: t.name, ready: false, message: problem }
-        : { name: t.name, ready: true };
+        ? { name: t.name, ready: false, reason: 'InvalidTrigger', message: problem }
+        : triggerStatus(t.name, observed.triggers?.(t.name));
     }),
     triggerSummary: triggers.map((t) => `${t.name}(${triggerKind(t)})`).join(','),
   };

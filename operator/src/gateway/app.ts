@@ -56,7 +56,16 @@ export interface Gateway {
   start(signal: AbortSignal): void;
   /** /readyz answers 200 once set. */
   setReady(ready: boolean): void;
+  /** Serves `POST path` (a source's intake): the handler's answer, or its GatewayError. */
+  route(path: string, handler: RouteHandler): void;
 }
+
+/** Answers one POST to a route; throws a GatewayError to refuse it. */
+export type RouteHandler = (
+  req: IncomingMessage,
+  body: Buffer,
+  requestId: string,
+) => Promise<{ status: number; body: unknown }>;
 
 const functionPath = /^\/functions\/([^/]+)\/([^/]+?)(\/async)?\/?$/;
 /** Headers a caller's CloudEvent (binary mode) or body type travels in. */
@@ -65,6 +74,7 @@ const hopByHop = new Set(['connection', 'keep-alive', 'transfer-encoding', 'cont
 
 export function createGateway(deps: GatewayDeps): Gateway {
   let ready = false;
+  const routes = new Map<string, RouteHandler>();
   const functions = (): FunctionState[] => {
     const load = dispatcher.load();
     return deps.store.list().map((fn) => {
@@ -194,6 +204,24 @@ export function createGateway(deps: GatewayDeps): Gateway {
         invoke(req, res, requestId, m).catch(fail);
         return;
       }
+      const route = routes.get(path);
+      if (route) {
+        if (req.method !== 'POST') {
+          throw gatewayError('MethodNotAllowed', `${req.method} ${path}: use POST`);
+        }
+        readBody(req)
+          .then((body) => route(req, body, requestId))
+          .then((answer) =>
+            send(
+              res,
+              answer.status,
+              { 'content-type': 'application/json', [h.requestId]: requestId },
+              JSON.stringify(answer.body),
+            ),
+          )
+          .catch(fail);
+        return;
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         throw gatewayError(
           'NotFound',
@@ -252,6 +280,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
     },
     setReady(r) {
       ready = r;
+    },
+    route(path, handler) {
+      routes.set(path, handler);
     },
   };
 }

@@ -5,10 +5,17 @@
  */
 import type { EddyFunction } from '../api/types.js';
 import type { FunctionStore, SecretReader } from '../functions.js';
-import { eventTypes } from '../../../runtime/src/contract/index.js';
+import { randomUUID } from 'node:crypto';
+import { eventTypes, requestIdPattern } from '../../../runtime/src/contract/index.js';
 import type { AsyncInvoke } from './app.js';
 import { createDeadLetterSender } from './dead-letter.js';
-import { createDelivery, type AttemptResult, type Delivery } from './delivery.js';
+import {
+  createDelivery,
+  type AttemptResult,
+  type Delivery,
+  type DeliveryEvent,
+  type DeliveryOutcome,
+} from './delivery.js';
 import type { Dispatcher, InvokeRequest } from './dispatcher.js';
 import { gatewayError, GatewayError } from './errors.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -65,7 +72,19 @@ export async function attemptVia(
   }
 }
 
-export function asyncDelivery(o: AsyncDeliveryOptions): AsyncInvoke {
+/**
+ * Delivers one event to a Function with retries and its dead letter, as every source and the
+ * async invoke API do. Each attempt invokes the Function as it is now; a deleted one is not
+ * invoked again (the event is not retryable then).
+ */
+export interface EventSink {
+  /** Resolves once the event succeeded, was dead-lettered, dropped or interrupted. Never rejects. */
+  deliver(fn: EddyFunction, event: DeliveryEvent, signal?: AbortSignal): Promise<DeliveryOutcome>;
+}
+
+export type EventSinkOptions = Omit<AsyncDeliveryOptions, 'backlogLimit' | 'backlogBytes'>;
+
+export function createEventSink(o: EventSinkOptions): EventSink {
   const deadLetter = createDeadLetterSender({ secrets: o.secrets });
   o.signal.addEventListener('abort', () => deadLetter.close(), { once: true });
   const delivery: Delivery = createDelivery({
@@ -84,6 +103,41 @@ export function asyncDelivery(o: AsyncDeliveryOptions): AsyncInvoke {
       else if (outcome === 'dropped') o.metrics.deadLetters.inc({ ...labels, outcome: 'dropped' });
     },
   });
+  return {
+    deliver(fn, event, signal) {
+      const { namespace, name } = fn.metadata;
+      // Lambda keeps the request id across retries; so does Eddy.
+      const req: InvokeRequest = {
+        requestId: requestIdPattern.test(event.id) ? event.id : randomUUID(),
+        body: event.body,
+        headers: event.headers,
+        trigger: event.trigger ?? 'async',
+      };
+      return delivery.deliver({
+        fn,
+        event,
+        attempt: async (_n, attemptSignal) => {
+          const current = o.store.get(namespace, name);
+          if (!current) {
+            return {
+              ok: false,
+              error: gatewayError(
+                'FunctionNotFound',
+                `function ${namespace}/${name} was deleted`,
+              ).body(),
+              retryable: false,
+            };
+          }
+          return attemptVia(o.dispatcher, current, req, attemptSignal);
+        },
+        signal: signal ? AbortSignal.any([o.signal, signal]) : o.signal,
+      });
+    },
+  };
+}
+
+export function asyncDelivery(o: AsyncDeliveryOptions): AsyncInvoke {
+  const sink = createEventSink(o);
   const backlogLimit = o.backlogLimit ?? 1000;
   const backlogBytes = o.backlogBytes ?? 64 * 1024 * 1024;
   let pending = 0;
@@ -104,7 +158,7 @@ export function asyncDelivery(o: AsyncDeliveryOptions): AsyncInvoke {
     const direct =
       !Object.keys(req.headers).some((k) => k.startsWith('ce-')) &&
       !(req.headers['content-type'] ?? '').startsWith('application/cloudevents');
-    const event = {
+    const event: DeliveryEvent = {
       id: req.requestId,
       type: req.headers['ce-type'] ?? eventTypes.invoke,
       source: req.headers['ce-source'] ?? '/eddy/gateway',
@@ -112,31 +166,9 @@ export function asyncDelivery(o: AsyncDeliveryOptions): AsyncInvoke {
       body: req.body,
       headers: direct ? { ...req.headers, 'content-type': 'application/json' } : req.headers,
     };
-    const { namespace, name } = fn.metadata;
-    void delivery
-      .deliver({
-        fn,
-        event,
-        // Lambda keeps the request id across retries; so does Eddy.
-        attempt: async (_n, signal) => {
-          const current = o.store.get(namespace, name);
-          if (!current) {
-            return {
-              ok: false,
-              error: gatewayError(
-                'FunctionNotFound',
-                `function ${namespace}/${name} was deleted`,
-              ).body(),
-              retryable: false,
-            };
-          }
-          return attemptVia(o.dispatcher, current, req, signal);
-        },
-        signal: o.signal,
-      })
-      .finally(() => {
-        pending--;
-        pendingBytes -= req.body.length;
-      });
+    void sink.deliver(fn, event).finally(() => {
+      pending--;
+      pendingBytes -= req.body.length;
+    });
   };
 }

@@ -1,0 +1,28 @@
+/**
+ * What every event source is given. Sources read Functions from the store, deliver through the
+ * gateway's dispatcher (the sink: retries and dead letters included), report each trigger's state
+ * for the Function's status, and keep their progress in the checkpoint store.
+ */
+import type { Registry } from 'prom-client';
+import type { FunctionStore, SecretReader } from '../functions.js';
+import type { RouteHandler } from '../gateway/app.js';
+import type { EventSink } from '../gateway/async.js';
+import type { Runnable } from '../manager.js';
+import type { CheckpointStore } from './checkpoints.js';
+import type { TriggerStates } from './states.js';
+
+export interface SourceContext {
+  store: FunctionStore;
+  secrets: SecretReader;
+  sink: EventSink;
+  states: TriggerStates;
+  checkpoints: CheckpointStore;
+  /** The gateway's registry: source metrics are scraped with the rest. */
+  metrics: Registry;
+  log: (message: string) => void;
+  /** Serves a POST intake on every gateway (the S3 webhook). */
+  route(path: string, handler: RouteHandler): void;
+}
+
+/** Builds a source's runnables from the context (leader-only ones for consumers and schedules). */
+export type SourceFactory = (ctx: SourceContext) => Runnable[];
