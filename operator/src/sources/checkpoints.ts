@@ -47,7 +47,7 @@ export function configMapCheckpoints(kc: KubeConfig): CheckpointStore {
   return {
     async load(fn, trigger) {
       try {
-        const cm = (await api.read(ref(fn, trigger))) as V1ConfigMap;
+        const cm = await api.read<V1ConfigMap>(ref(fn, trigger));
         return { ...cm.data };
       } catch (err) {
         if (err instanceof ApiException && err.code === 404) return {};

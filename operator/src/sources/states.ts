@@ -34,7 +34,7 @@ export class TriggerStates {
   /** Records a trigger's state; listeners hear of it only when it differs from the last one. */
   set(fn: FunctionKey, trigger: string, state: TriggerState): void {
     let triggers = this.byFunction.get(fn);
-    if (!triggers) this.byFunction.set(fn, (triggers = new Map()));
+    if (!triggers) this.byFunction.set(fn, (triggers = new Map<string, TriggerState>()));
     const before = triggers.get(trigger);
     if (before && sameState(before, state)) return;
     triggers.set(trigger, { ...state });
