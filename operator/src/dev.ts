@@ -11,6 +11,8 @@ import { composeEddy } from './compose.js';
 import { ManifestSet } from './local/manifests.js';
 import { soleLeader } from './manager.js';
 import { createLocalPlatform } from './platform/local.js';
+import { fileCheckpoints } from './sources/checkpoints.js';
+import type { SourceFactory } from './sources/source.js';
 
 const usage = `usage: node dist/operator/dev.js [--port 8080] [--host 127.0.0.1] <manifest files...>
   Runs the gateway, the autoscaler and each Function's replicas as local processes.
@@ -74,6 +76,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 manifests.watch(stop.signal);
+const sources: SourceFactory[] = [];
 const { manager } = composeEddy({
   platform: createLocalPlatform({
     store: manifests.store,
@@ -86,6 +89,9 @@ const { manager } = composeEddy({
   elector: soleLeader,
   log: (m) => log(`eddy: ${m}`),
   gateway: { port, host: values.host },
+  sources,
+  // Sources' progress (Kinesis checkpoints, schedules' last fires) survives a restart.
+  checkpoints: fileCheckpoints(resolve(process.cwd(), '.eddy', 'sources')),
   onListening: (url) => {
     const names = manifests.store.list().map((f) => `${f.metadata.namespace}/${f.metadata.name}`);
     log(

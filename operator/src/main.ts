@@ -8,6 +8,9 @@ import { clusterElector, controllerRunnable } from './operator.js';
 import { createKubernetesPlatform } from './platform/kubernetes.js';
 import { clusterSecrets } from './secrets.js';
 import { loadSettings } from './settings.js';
+import { configMapCheckpoints } from './sources/checkpoints.js';
+import type { SourceFactory } from './sources/source.js';
+import { TriggerStates } from './sources/states.js';
 
 const settings = loadSettings();
 const log = (m: string) => console.log(`eddy-operator: ${m}`);
@@ -24,6 +27,8 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 }
 log(`${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`);
 const caches = new LazyClusterCaches(kc, log);
+const states = new TriggerStates();
+const sources: SourceFactory[] = [];
 const { manager } = composeEddy({
   platform: createKubernetesPlatform({ kc, log, deployments: caches.deployments }),
   store: caches.store,
@@ -35,7 +40,10 @@ const { manager } = composeEddy({
   startCaches: (signal) => caches.start(signal),
   load: () =>
     gatewayPeersLoad({ kc, namespace: settings.namespace, service: settings.gatewayService, log }),
-  runnables: [controllerRunnable({ kc, caches, settings, log })],
+  runnables: [controllerRunnable({ kc, caches, settings, log, states })],
+  sources,
+  states,
+  checkpoints: configMapCheckpoints(kc),
 });
 try {
   await manager.start(stop.signal);
