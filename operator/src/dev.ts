@@ -11,7 +11,9 @@ import { composeEddy } from './compose.js';
 import { ManifestSet } from './local/manifests.js';
 import { soleLeader } from './manager.js';
 import { createLocalPlatform } from './platform/local.js';
+import { s3Settings } from './settings.js';
 import { fileCheckpoints } from './sources/checkpoints.js';
+import { s3Source } from './sources/s3.js';
 import type { SourceFactory } from './sources/source.js';
 
 const usage = `usage: node dist/operator/dev.js [--port 8080] [--host 127.0.0.1] <manifest files...>
@@ -77,6 +79,13 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 }
 manifests.watch(stop.signal);
 const sources: SourceFactory[] = [];
+const s3 = s3Source(
+  (({ s3WebhookToken, s3WebhookArn }) => ({
+    webhookToken: s3WebhookToken,
+    webhookArn: s3WebhookArn,
+  }))(s3Settings()),
+);
+sources.push(s3.factory);
 const { manager } = composeEddy({
   platform: createLocalPlatform({
     store: manifests.store,

@@ -9,6 +9,7 @@ import { createKubernetesPlatform } from './platform/kubernetes.js';
 import { clusterSecrets } from './secrets.js';
 import { loadSettings } from './settings.js';
 import { configMapCheckpoints } from './sources/checkpoints.js';
+import { s3Source } from './sources/s3.js';
 import type { SourceFactory } from './sources/source.js';
 import { TriggerStates } from './sources/states.js';
 
@@ -29,6 +30,8 @@ log(`${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`)
 const caches = new LazyClusterCaches(kc, log);
 const states = new TriggerStates();
 const sources: SourceFactory[] = [];
+const s3 = s3Source({ webhookToken: settings.s3WebhookToken, webhookArn: settings.s3WebhookArn });
+sources.push(s3.factory);
 const { manager } = composeEddy({
   platform: createKubernetesPlatform({ kc, log, deployments: caches.deployments }),
   store: caches.store,
@@ -40,7 +43,7 @@ const { manager } = composeEddy({
   startCaches: (signal) => caches.start(signal),
   load: () =>
     gatewayPeersLoad({ kc, namespace: settings.namespace, service: settings.gatewayService, log }),
-  runnables: [controllerRunnable({ kc, caches, settings, log, states })],
+  runnables: [controllerRunnable({ kc, caches, settings, log, states, cleaners: [s3.cleaner] })],
   sources,
   states,
   checkpoints: configMapCheckpoints(kc),

@@ -13,6 +13,23 @@ export interface OperatorSettings extends ReconcilerSettings {
   /** Where the gateway listens (all addresses), and the Service in front of its replicas. */
   gatewayPort: number;
   gatewayService: string;
+  /** The bearer token S3 notifications must carry; without one the intake refuses them. */
+  s3WebhookToken?: string;
+  /** The ARN of the store's webhook target that posts to the gateway. */
+  s3WebhookArn?: string;
+}
+
+/** The S3 source's settings, shared by the cluster and the local stack. */
+export function s3Settings(env: NodeJS.ProcessEnv = process.env): {
+  s3WebhookToken?: string;
+  s3WebhookArn: string;
+} {
+  const token = env.EDDY_S3_WEBHOOK_TOKEN?.trim();
+  return {
+    ...(token ? { s3WebhookToken: token } : {}),
+    // MinIO names a webhook target configured as MINIO_NOTIFY_WEBHOOK_*_EDDY so.
+    s3WebhookArn: env.EDDY_S3_WEBHOOK_ARN ?? 'arn:minio:sqs::EDDY:webhook',
+  };
 }
 
 function int(
@@ -50,5 +67,6 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSett
     gatewayService: env.EDDY_GATEWAY_SERVICE ?? 'eddy-gateway',
     cleanupAttemptMs: int(env, 'EDDY_CLEANUP_ATTEMPT_SECONDS', 10, 1, 600) * 1000,
     cleanupDeadlineMs: int(env, 'EDDY_CLEANUP_DEADLINE_SECONDS', 120, 1, 86_400) * 1000,
+    ...s3Settings(env),
   };
 }

@@ -8,6 +8,12 @@ import { errorCodes, type ErrorBody } from '../../../runtime/src/contract/index.
 export const gatewayErrors = {
   FunctionNotFound: { status: 404, errorType: 'ResourceNotFoundException', functionError: false },
   NotFound: errorCodes.NotFound,
+  /** A malformed event at a source's intake (an S3 notification body, say). */
+  InvalidEvent: errorCodes.InvalidEvent,
+  /** A source's intake without the right bearer token. */
+  Unauthorized: { status: 401, errorType: 'UnauthorizedException', functionError: false },
+  /** A source's intake could not finish delivering: the sender should keep the event and retry. */
+  DeliveryIncomplete: { status: 503, errorType: 'EddyDeliveryIncomplete', functionError: false },
   MethodNotAllowed: errorCodes.MethodNotAllowed,
   PayloadTooLarge: errorCodes.PayloadTooLarge,
   Throttled: errorCodes.Throttled,
