@@ -256,7 +256,7 @@ export function s3Source(o: S3SourceOptions): S3Source {
       group.length > 0
         ? desiredEntry(
             group.map((b) => b.s3),
-            o.webhookArn,
+            arn,
           )
         : undefined;
     try {
