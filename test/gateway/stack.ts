@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EddyFunction, FunctionSpec } from '../../operator/src/api/types.js';
-import { composeEddy, type Eddy } from '../../operator/src/compose.js';
+import { composeEddy, type Eddy, type EddyOptions } from '../../operator/src/compose.js';
 import { MemoryFunctionStore } from '../../operator/src/functions.js';
 import { soleLeader } from '../../operator/src/manager.js';
 import { createLocalPlatform, type LocalPlatform } from '../../operator/src/platform/local.js';
@@ -37,7 +37,19 @@ export interface Stack {
 
 export async function startStack(
   fns: EddyFunction[],
-  options: { queueLimit?: number; retryBaseDelayMs?: number; autoscalerIntervalMs?: number } = {},
+  options: Partial<
+    Pick<
+      EddyOptions,
+      | 'queueLimit'
+      | 'retryBaseDelayMs'
+      | 'autoscalerIntervalMs'
+      | 'sources'
+      | 'secrets'
+      | 'checkpoints'
+      | 'states'
+      | 'gateway'
+    >
+  > = {},
 ): Promise<Stack> {
   const store = new MemoryFunctionStore();
   for (const fn of fns) store.set(fn);

@@ -13,6 +13,11 @@ export interface MinioWebhook {
   endpoint: string;
   /** Sent as `Authorization: Bearer <authToken>`. */
   authToken?: string;
+  /**
+   * Keep events the endpoint did not take in a persistent queue in this directory and post them
+   * again, as a production MinIO should (otherwise MinIO drops them).
+   */
+  queueDir?: string;
 }
 
 export interface Minio {
@@ -46,6 +51,9 @@ export async function startMinio(options: { webhook?: MinioWebhook } = {}): Prom
   if (options.webhook) {
     env[`MINIO_NOTIFY_WEBHOOK_ENABLE_${webhookId}`] = 'on';
     env[`MINIO_NOTIFY_WEBHOOK_ENDPOINT_${webhookId}`] = options.webhook.endpoint;
+    if (options.webhook.queueDir) {
+      env[`MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_${webhookId}`] = options.webhook.queueDir;
+    }
     if (options.webhook.authToken) {
       env[`MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_${webhookId}`] = options.webhook.authToken;
     }

@@ -1,0 +1,299 @@
+/**
+ * S3 notifications end to end: a real MinIO posting bucket notifications to the gateway's
+ * intake, the leader writing the bucket's notification entry, and real runtime processes
+ * handling the records. Includes 1,000 uploads at zero with the gateway restarted midway.
+ */
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  CreateBucketCommand,
+  GetBucketNotificationConfigurationCommand,
+  PutBucketNotificationConfigurationCommand,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { EddyFunction, S3Trigger } from '../../operator/src/api/types.js';
+import { s3IntakePath, s3Source, type S3Source } from '../../operator/src/sources/s3.js';
+import { TriggerStates } from '../../operator/src/sources/states.js';
+import { s3Client, startMinio, type Minio } from '../harness/minio.js';
+import { freePort } from '../harness/ports.js';
+import { runtimeMain } from '../harness/runtime.js';
+import { canRun } from '../harness/suite.js';
+import { tail } from '../harness/proc.js';
+import { waitFor } from '../harness/wait.js';
+import { inlineFunction, namespace, startStack, type Stack } from '../gateway/stack.js';
+
+const token = 'eddy-test-token-0123456789';
+/** Records each record it is given, one JSON line per record, in the file $SEEN. */
+const recorder = `import { appendFileSync } from 'node:fs';
+export const handler = async (event) => {
+  for (const r of event.Records) {
+    appendFileSync(process.env.SEEN, JSON.stringify({ key: r.s3.object.key, eventName: r.eventName, eventSource: r.eventSource, awsRegion: r.awsRegion, bucket: r.s3.bucket.name }) + '\\n');
+  }
+  return { ok: true };
+};`;
+
+interface Seen {
+  key: string;
+  eventName: string;
+  eventSource: string;
+  awsRegion: string;
+  bucket: string;
+}
+
+describe.runIf(canRun('minio'))('S3 notifications', () => {
+  let minio: Minio;
+  let s3: S3Client;
+  let scratch: string;
+  let port: number;
+  let stack: Stack | undefined;
+  let states: TriggerStates;
+
+  beforeAll(async () => {
+    if (!existsSync(runtimeMain)) throw new Error(`${runtimeMain} is missing: run npm run build`);
+    scratch = await mkdtemp(join(tmpdir(), 'eddy-s3-source-'));
+    port = await freePort();
+    minio = await startMinio({
+      webhook: {
+        endpoint: `http://127.0.0.1:${port}${s3IntakePath}`,
+        authToken: token,
+        queueDir: join(scratch, 'minio-queue'),
+      },
+    });
+    s3 = s3Client(minio);
+  });
+
+  afterEach((ctx) => {
+    if (ctx.task.result?.state !== 'fail') return;
+    if (stack) process.stderr.write(`--- stack log\n${stack.logs.slice(-150).join('\n')}\n`);
+    for (const p of minio.processes) process.stderr.write(`--- minio\n${tail(p.log(), 60)}\n`);
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+    s3?.destroy();
+    await minio?.stop();
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  const connection = (): S3Trigger['connection'] => ({
+    endpoint: minio.endpoint,
+    region: minio.region,
+    forcePathStyle: true,
+    secretRef: { name: 'minio-creds' },
+  });
+
+  function recorderFn(name: string, seen: string, triggers: EddyFunction['spec']['triggers']) {
+    return inlineFunction(name, recorder, {
+      timeoutSeconds: 10,
+      env: [{ name: 'SEEN', value: seen }],
+      triggers,
+    });
+  }
+
+  async function start(
+    fns: EddyFunction[],
+    sources: S3Source = s3Source({
+      webhookToken: token,
+      webhookArn: minio.webhookArn,
+      resyncMs: 500,
+    }),
+  ) {
+    states = new TriggerStates();
+    stack = await startStack(fns, {
+      gateway: { port, host: '127.0.0.1' },
+      sources: [sources.factory],
+      states,
+      retryBaseDelayMs: 50,
+      secrets: async (ns, name) => {
+        if (name !== 'minio-creds') throw new Error(`Secret ${ns}/${name} not found`);
+        return { accessKeyId: minio.accessKeyId, secretAccessKey: minio.secretAccessKey };
+      },
+    });
+    return stack;
+  }
+
+  async function seenIn(file: string): Promise<Seen[]> {
+    if (!existsSync(file)) return [];
+    const text = await readFile(file, 'utf8');
+    return text
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as Seen);
+  }
+
+  const entries = async (bucket: string) =>
+    (await s3.send(new GetBucketNotificationConfigurationCommand({ Bucket: bucket })))
+      .QueueConfigurations ?? [];
+
+  it('writes its entry next to others, delivers matching records in AWS shape, and removes only its own entry', async () => {
+    await s3.send(new CreateBucketCommand({ Bucket: 'photos' }));
+    // Another tool's entry, which must survive.
+    await s3.send(
+      new PutBucketNotificationConfigurationCommand({
+        Bucket: 'photos',
+        NotificationConfiguration: {
+          QueueConfigurations: [
+            {
+              Id: 'audit',
+              QueueArn: minio.webhookArn!,
+              Events: ['s3:ObjectRemoved:*'],
+            },
+          ],
+        },
+      }),
+    );
+    const seen = join(scratch, 'photos.jsonl');
+    const fn = recorderFn('thumbs', seen, [
+      {
+        name: 'uploads',
+        s3: { bucket: 'photos', filter: { suffix: '.jpg' }, connection: connection() },
+      },
+    ]);
+    const s = await start([fn]);
+    await waitFor('the bucket entry', async () => {
+      const q = await entries('photos');
+      const ours = q.find((e) => e.Id === 'eddy');
+      return ours && q.some((e) => e.Id === 'audit') ? ours : undefined;
+    });
+    const ours = (await entries('photos')).find((e) => e.Id === 'eddy')!;
+    expect(ours.Events).toEqual(['s3:ObjectCreated:*']);
+    expect(ours.Filter?.Key?.FilterRules).toEqual([{ Name: 'suffix', Value: '.jpg' }]);
+    expect(states.get(`${namespace}/thumbs`, 'uploads')).toEqual({ ready: true });
+
+    await s3.send(
+      new PutObjectCommand({ Bucket: 'photos', Key: 'holiday photos/beach ü.jpg', Body: 'x' }),
+    );
+    await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'notes.txt', Body: 'x' }));
+    await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'b.jpg', Body: 'x' }));
+    const got = await waitFor(
+      'two records handled',
+      async () => {
+        const r = await seenIn(seen);
+        return r.length >= 2 ? r : undefined;
+      },
+      30_000,
+    );
+    expect(got.map((r) => r.key).sort()).toEqual(['b.jpg', 'holiday+photos/beach+%C3%BC.jpg']);
+    expect(got[0]).toMatchObject({
+      eventName: 'ObjectCreated:Put',
+      eventSource: 'aws:s3',
+      awsRegion: minio.region,
+      bucket: 'photos',
+    });
+
+    // The trigger goes: so does Eddy's entry, and only it.
+    s.store.set({ ...fn, spec: { ...fn.spec, triggers: [] } });
+    await waitFor('the entry removed', async () => {
+      const q = await entries('photos');
+      return q.some((e) => e.Id === 'eddy') ? undefined : q;
+    });
+    expect((await entries('photos')).map((e) => e.Id)).toEqual(['audit']);
+    await stack!.stop();
+    stack = undefined;
+  });
+
+  it('refuses posts without the token and malformed bodies, takes test events, and names a missing bucket', async () => {
+    const seen = join(scratch, 'mixed.jsonl');
+    const fn = recorderFn('mixed', seen, [
+      { name: 'missing', s3: { bucket: 'no-such-bucket', connection: connection() } },
+      { name: 'present', s3: { bucket: 'present', connection: connection() } },
+    ]);
+    await s3.send(new CreateBucketCommand({ Bucket: 'present' }));
+    const s = await start([fn]);
+    const post = (body: string, auth?: string) =>
+      fetch(`${s.url}${s3IntakePath}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(auth ? { authorization: auth } : {}) },
+        body,
+      });
+    const noToken = await post('{"Records":[]}');
+    expect(noToken.status).toBe(401);
+    expect(((await noToken.json()) as { errorMessage: string }).errorMessage).toContain('Bearer');
+    expect((await post('{"Records":[]}', 'Bearer wrong')).status).toBe(401);
+    const bad = await post('{"Records":[{"eventName":"s3:ObjectCreated:Put"}]}', `Bearer ${token}`);
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { errorMessage: string }).errorMessage).toMatch(
+      /Records\[0\]\.s3 is missing.*nothing was delivered/,
+    );
+    expect((await post('not json', `Bearer ${token}`)).status).toBe(400);
+    const test = await post(
+      JSON.stringify({ Service: 'Amazon S3', Event: 's3:TestEvent', Bucket: 'present' }),
+      `Bearer ${token}`,
+    );
+    expect(test.status).toBe(200);
+
+    const missing = await waitFor('the missing bucket reported', async () => {
+      const st = states.get(`${namespace}/mixed`, 'missing');
+      return st && !st.ready ? st : undefined;
+    });
+    expect(missing.reason).toBe('BucketNotFound');
+    expect(missing.message).toContain('no-such-bucket');
+    expect(missing.message).not.toContain(minio.secretAccessKey);
+    // The other trigger of the same Function works.
+    await waitFor('the present bucket ready', async () =>
+      states.get(`${namespace}/mixed`, 'present')?.ready ? true : undefined,
+    );
+    await s3.send(new PutObjectCommand({ Bucket: 'present', Key: 'a.txt', Body: 'x' }));
+    await waitFor(
+      'the record handled',
+      async () => ((await seenIn(seen)).some((r) => r.key === 'a.txt') ? true : undefined),
+      30_000,
+    );
+    await stack!.stop();
+    stack = undefined;
+  });
+
+  it('handles 1,000 uploads made at zero with the gateway restarted midway: none missing', async () => {
+    await s3.send(new CreateBucketCommand({ Bucket: 'burst' }));
+    const seen = join(scratch, 'burst.jsonl');
+    const fn = recorderFn('burst', seen, [
+      { name: 'uploads', s3: { bucket: 'burst', connection: connection() } },
+    ]);
+    const sources = s3Source({ webhookToken: token, webhookArn: minio.webhookArn, resyncMs: 500 });
+    await start([fn], sources);
+    await waitFor('the bucket entry', async () =>
+      (await entries('burst')).some((e) => e.Id === 'eddy') ? true : undefined,
+    );
+    const total = 1000;
+    const keys = Array.from({ length: total }, (_, i) => `img/${String(i).padStart(4, '0')}.jpg`);
+    let next = 0;
+    const uploads = Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (next < total) {
+          const key = keys[next++]!;
+          await s3.send(new PutObjectCommand({ Bucket: 'burst', Key: key, Body: key }));
+        }
+      }),
+    );
+    // Restart the gateway once a part has been handled, while uploads and deliveries go on.
+    await waitFor(
+      'a first part handled',
+      async () => ((await seenIn(seen)).length >= 200 ? true : undefined),
+      60_000,
+    );
+    await stack!.stop();
+    stack = undefined;
+    await start([fn], sources);
+    await uploads;
+    const handled = await waitFor(
+      'every upload handled',
+      async () => {
+        const r = await seenIn(seen);
+        return new Set(r.map((x) => x.key)).size >= total ? r : undefined;
+      },
+      120_000,
+    );
+    const distinct = new Set(handled.map((r) => r.key));
+    expect([...keys].filter((k) => !distinct.has(k))).toEqual([]);
+    const duplicates = handled.length - distinct.size;
+    console.log(
+      `1,000 uploads with a gateway restart: ${distinct.size} distinct keys handled, ${duplicates} duplicate deliveries`,
+    );
+    await stack!.stop();
+    stack = undefined;
+  }, 240_000);
+});
