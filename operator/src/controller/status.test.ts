@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { V1Deployment } from '@kubernetes/client-node';
 import type { EddyFunction } from '../api/types.js';
+import { TriggerStates } from '../sources/states.js';
 import { computeStatus } from './status.js';
 
 const fn = (over: Partial<EddyFunction> = {}): EddyFunction => ({
@@ -38,6 +39,54 @@ describe('computeStatus', () => {
         (c) => c.observedGeneration === 4 && c.lastTransitionTime === t0.toISOString(),
       ),
     ).toBe(true);
+  });
+
+  it("reports what each trigger's source found: the problem's reason, and a schedule's times", () => {
+    const f = fn({
+      spec: {
+        image: 'x',
+        triggers: [
+          { name: 'up', s3: { bucket: 'b', connection: {} } },
+          { name: 'tick', schedule: { expression: 'rate(1 minute)' } },
+        ],
+      },
+    });
+    const states = new TriggerStates();
+    states.set('n/f', 'up', {
+      ready: false,
+      reason: 'BucketNotFound',
+      message: 'bucket b does not exist: create it',
+    });
+    states.update('n/f', 'tick', {
+      lastScheduleTime: '2026-01-01T00:00:00Z',
+      nextScheduleTime: '2026-01-01T00:01:00Z',
+    });
+    const s = computeStatus(
+      f,
+      { deployment: ready, triggers: (t) => states.get('n/f', t) },
+      'u',
+      t0,
+    );
+    expect(s.triggers).toEqual([
+      {
+        name: 'up',
+        ready: false,
+        reason: 'BucketNotFound',
+        message: 'bucket b does not exist: create it',
+      },
+      {
+        name: 'tick',
+        ready: true,
+        lastScheduleTime: '2026-01-01T00:00:00Z',
+        nextScheduleTime: '2026-01-01T00:01:00Z',
+      },
+    ]);
+    expect(s.conditions!.map((c) => [c.type, c.status, c.reason])).toEqual([
+      ['Ready', 'False', 'TriggersNotReady'],
+      ['Deployed', 'True', 'Applied'],
+      ['TriggersReady', 'False', 'BucketNotFound'],
+    ]);
+    expect(s.conditions![2]!.message).toBe('trigger up: bucket b does not exist: create it');
   });
 
   it('calls a function scaled to zero ready', () => {
