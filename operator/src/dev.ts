@@ -13,6 +13,7 @@ import { soleLeader } from './manager.js';
 import { createLocalPlatform } from './platform/local.js';
 import { s3Settings } from './settings.js';
 import { fileCheckpoints } from './sources/checkpoints.js';
+import { s3PollSource } from './sources/s3-poll.js';
 import { s3Source } from './sources/s3.js';
 import type { SourceFactory } from './sources/source.js';
 
@@ -85,7 +86,7 @@ const s3 = s3Source(
     webhookArn: s3WebhookArn,
   }))(s3Settings()),
 );
-sources.push(s3.factory);
+sources.push(s3.factory, s3PollSource());
 const { manager } = composeEddy({
   platform: createLocalPlatform({
     store: manifests.store,

@@ -9,6 +9,7 @@ import { createKubernetesPlatform } from './platform/kubernetes.js';
 import { clusterSecrets } from './secrets.js';
 import { loadSettings } from './settings.js';
 import { configMapCheckpoints } from './sources/checkpoints.js';
+import { s3PollSource } from './sources/s3-poll.js';
 import { s3Source } from './sources/s3.js';
 import type { SourceFactory } from './sources/source.js';
 import { TriggerStates } from './sources/states.js';
@@ -31,7 +32,7 @@ const caches = new LazyClusterCaches(kc, log);
 const states = new TriggerStates();
 const sources: SourceFactory[] = [];
 const s3 = s3Source({ webhookToken: settings.s3WebhookToken, webhookArn: settings.s3WebhookArn });
-sources.push(s3.factory);
+sources.push(s3.factory, s3PollSource());
 const { manager } = composeEddy({
   platform: createKubernetesPlatform({ kc, log, deployments: caches.deployments }),
   store: caches.store,

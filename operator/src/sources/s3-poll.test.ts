@@ -1,0 +1,70 @@
+import type { _Object } from '@aws-sdk/client-s3';
+import { describe, expect, it } from 'vitest';
+import { decodeProgress, encodeProgress, markSeen, pollRecord, prune, unseen } from './s3-poll.js';
+
+const at = (key: string, seconds: number): _Object => ({
+  Key: key,
+  ETag: `"${key}"`,
+  Size: 1,
+  LastModified: new Date(seconds * 1000),
+});
+const late = 300_000;
+
+describe('poll progress', () => {
+  it('delivers only what it has not seen, oldest first, and survives a round trip', () => {
+    const p = { watermark: 1_000_000, recent: new Map<string, number>() };
+    const a = at('a', 1000);
+    markSeen(p, a);
+    const listing = [at('c', 1002), a, at('b', 1001), at('old', 500)];
+    expect(unseen(listing, p, late).map((o) => o.Key)).toEqual(['b', 'c']);
+    const back = decodeProgress(encodeProgress(p))!;
+    expect(unseen(listing, back, late).map((o) => o.Key)).toEqual(['b', 'c']);
+  });
+
+  it('takes an object listed late, after a newer one, while within the window', () => {
+    const p = { watermark: 0, recent: new Map<string, number>() };
+    markSeen(p, at('new', 2000));
+    expect(unseen([at('slow', 1900), at('new', 2000)], p, late).map((o) => o.Key)).toEqual([
+      'slow',
+    ]);
+  });
+
+  it('delivers an object uploaded again under the same key', () => {
+    const p = { watermark: 0, recent: new Map<string, number>() };
+    markSeen(p, at('k', 1000));
+    expect(unseen([at('k', 1010)], p, late).map((o) => o.Key)).toEqual(['k']);
+  });
+
+  it('stays bounded: hashes below the window are forgotten', () => {
+    const p = { watermark: 0, recent: new Map<string, number>() };
+    for (let i = 0; i < 1000; i++) markSeen(p, at(`k${i}`, i));
+    prune(p, 10_000);
+    expect(p.recent.size).toBe(10);
+    expect(unseen([at('k5', 5)], p, 10_000)).toEqual([]);
+  });
+
+  it('has no progress without a watermark', () => {
+    expect(decodeProgress({})).toBeUndefined();
+  });
+});
+
+describe('poll records', () => {
+  it("look like AWS's for an upload", () => {
+    const r = pollRecord(
+      at('holiday photos/a.jpg', 1000),
+      { bucket: 'p', connection: {} },
+      'up',
+      'eu-west-1',
+    );
+    expect(r).toMatchObject({
+      eventSource: 'aws:s3',
+      awsRegion: 'eu-west-1',
+      eventName: 'ObjectCreated:Put',
+      eventTime: '1970-01-01T00:16:40.000Z',
+      s3: {
+        bucket: { name: 'p' },
+        object: { key: 'holiday+photos/a.jpg', size: 1, eTag: 'holiday photos/a.jpg' },
+      },
+    });
+  });
+});
