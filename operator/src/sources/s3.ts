@@ -319,7 +319,13 @@ export function s3Source(o: S3SourceOptions): S3Source {
       for (const t of mine) {
         const key = groupKey(t.s3!);
         const group = groups.get(key) ?? [];
-        await serialised(key, () => syncBucket(key, group, { fn, trigger: t.name, s3: t.s3! }));
+        await serialised(key, () =>
+          syncBucket(key, group, { fn, trigger: t.name, s3: t.s3! }).catch((err: unknown) => {
+            // A bucket that is gone holds no entry to remove.
+            if (err instanceof SourceProblem && err.reason === 'BucketNotFound') return;
+            throw err;
+          }),
+        );
       }
       for (const t of mine) c.states.delete(fnKey(fn), t.name);
     },
