@@ -1,0 +1,48 @@
+/**
+ * `npm run bench:sources`: the event sources, each beside a baseline measured in the same run.
+ *   1. S3: upload-to-handler-start latency through MinIO notifications (warm), against MinIO
+ *      posting to a bare receiver;
+ * Prints the CPU model: ratios differ from one machine to another.
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg } from 'node:os';
+import { benchS3 } from './sources/s3.js';
+
+// The AWS SDK warns on every client that Node 20 support ends; the project targets Node 20.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+const began = performance.now();
+const say = (line: string) =>
+  console.log(`[${((performance.now() - began) / 1000).toFixed(1)} s] ${line}`);
+
+function machine(): string {
+  let model = cpus()[0]?.model ?? 'unknown CPU';
+  try {
+    model = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? model;
+  } catch {
+    // not Linux: os.cpus() said it
+  }
+  const load = loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+  return `${model}, ${availableParallelism()} cores, node ${process.version}, load average ${load}`;
+}
+
+const parts: Array<[string, (say: (line: string) => void) => Promise<string[]>]> = [
+  ['S3', benchS3],
+];
+
+const results: string[] = [];
+let failed = false;
+for (const [name, run] of parts) {
+  try {
+    results.push(...(await run(say)));
+  } catch (err) {
+    failed = true;
+    results.push(
+      `${name}: failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+    );
+  }
+}
+console.log(`\nbench:sources on ${machine()}`);
+for (const line of results) console.log(line);
+process.exit(failed ? 1 : 0);
