@@ -114,6 +114,8 @@ describe.runIf(canRun('minio'))('S3 buckets', () => {
       states,
       retryBaseDelayMs: 50,
       secrets: async (ns, name) => {
+        if (name === 'wrong-creds')
+          return { accessKeyId: 'nobody', secretAccessKey: 'wrong-secret-0' };
         if (name !== 'minio-creds') throw new Error(`Secret ${ns}/${name} not found`);
         return { accessKeyId: minio.accessKeyId, secretAccessKey: minio.secretAccessKey };
       },
@@ -206,6 +208,21 @@ describe.runIf(canRun('minio'))('S3 buckets', () => {
     const fn = recorderFn('mixed', seen, [
       { name: 'missing', s3: { bucket: 'no-such-bucket', connection: connection() } },
       { name: 'present', s3: { bucket: 'present', connection: connection() } },
+      {
+        name: 'denied',
+        s3: {
+          bucket: 'present',
+          connection: { ...connection(), secretRef: { name: 'wrong-creds' } },
+        },
+      },
+      {
+        name: 'unreachable',
+        s3: { bucket: 'present', connection: { ...connection(), endpoint: 'http://127.0.0.1:1' } },
+      },
+      {
+        name: 'nosecret',
+        s3: { bucket: 'present', connection: { ...connection(), secretRef: { name: 'absent' } } },
+      },
     ]);
     await s3.send(new CreateBucketCommand({ Bucket: 'present' }));
     const s = await start([fn]);
@@ -238,6 +255,15 @@ describe.runIf(canRun('minio'))('S3 buckets', () => {
     expect(missing.reason).toBe('BucketNotFound');
     expect(missing.message).toContain('no-such-bucket');
     expect(missing.message).not.toContain(minio.secretAccessKey);
+    const reasons = await waitFor('every problem reported', async () => {
+      const r = ['denied', 'unreachable', 'nosecret'].map(
+        (t) => states.get(`${namespace}/mixed`, t)?.reason,
+      );
+      return r.every((x) => x !== undefined) ? r : undefined;
+    });
+    // Triggers on the same bucket share one entry; each trigger's own connection is checked, and
+    // one that fails says why while the others stay ready.
+    expect(reasons).toEqual(['AccessDenied', 'EndpointUnreachable', 'SecretNotFound']);
     // The other trigger of the same Function works.
     await waitFor('the present bucket ready', async () =>
       states.get(`${namespace}/mixed`, 'present')?.ready ? true : undefined,

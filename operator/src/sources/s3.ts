@@ -215,7 +215,9 @@ export function s3Source(o: S3SourceOptions): S3Source {
 
   /**
    * Makes one bucket's configuration hold Eddy's entry for `group` (none when empty: the entry
-   * goes, using `former`'s credentials). Reports each trigger's state. Rejects when it failed.
+   * goes, using `former`'s credentials). Triggers with other credentials for the same bucket are
+   * checked with a read, so each trigger's state says whether its own connection works. Rejects
+   * when the configuration could not be written.
    */
   async function syncBucket(key: string, group: Bound[], former?: Bound): Promise<void> {
     const c = ctx!;
@@ -225,33 +227,28 @@ export function s3Source(o: S3SourceOptions): S3Source {
         b.trigger,
         p ? { ready: false, reason: p.reason, message: p.message } : { ready: true },
       );
-    // Credentials: the first trigger whose Secret can be read writes for them all.
-    let conn: ResolvedConnection | undefined;
-    let by: Bound | undefined;
-    const unresolved: Array<[Bound, SourceProblem]> = [];
+    // The triggers by credentials, in order; those whose Secret cannot be read say so.
+    const byCredentials = new Map<string, { conn: ResolvedConnection; triggers: Bound[] }>();
+    let firstProblem: SourceProblem | undefined;
     for (const b of group.length > 0 ? group : former ? [former] : []) {
       try {
-        conn = await resolveConnection(
+        const conn = await resolveConnection(
           c.secrets,
           b.fn,
           b.s3.connection,
           `trigger ${b.trigger} (s3.connection)`,
         );
-        by = b;
-        break;
+        const fp = connectionFingerprint(conn);
+        const entry = byCredentials.get(fp);
+        if (entry) entry.triggers.push(b);
+        else byCredentials.set(fp, { conn, triggers: [b] });
       } catch (err) {
-        unresolved.push([
-          b,
-          err instanceof SourceProblem ? err : classifyError(err, where(b), 'BucketNotFound'),
-        ]);
+        const p =
+          err instanceof SourceProblem ? err : classifyError(err, where(b), 'BucketNotFound');
+        firstProblem ??= p;
+        if (group.includes(b)) report(b, p);
       }
     }
-    for (const [b, p] of unresolved) if (group.includes(b)) report(b, p);
-    if (!conn || !by) {
-      if (unresolved.length > 0) throw unresolved[0]![1];
-      return;
-    }
-    const client = clientFor(conn);
     const entry =
       group.length > 0
         ? desiredEntry(
@@ -259,31 +256,43 @@ export function s3Source(o: S3SourceOptions): S3Source {
             arn,
           )
         : undefined;
-    try {
-      const current = await client.send(
-        new GetBucketNotificationConfigurationCommand({ Bucket: by.s3.bucket }),
-      );
-      const ours = current.QueueConfigurations?.find((q) => q.Id === notificationId);
-      if (!sameEntry(ours, entry)) {
-        await client.send(
-          new PutBucketNotificationConfigurationCommand({
-            Bucket: by.s3.bucket,
-            NotificationConfiguration: withEntry(current, entry),
-          }),
+    let writtenBy: Bound | undefined;
+    for (const { conn, triggers } of byCredentials.values()) {
+      const by = triggers[0]!;
+      const client = clientFor(conn);
+      try {
+        const current = await client.send(
+          new GetBucketNotificationConfigurationCommand({ Bucket: by.s3.bucket }),
         );
-        c.log(
-          entry
-            ? `${where(by)}: notifications of ${entry.Events!.join(', ')} now go to ${arn} for ${group.length} trigger(s)`
-            : `${where(by)}: removed its notification entry (no trigger left)`,
-        );
+        if (!writtenBy) {
+          const ours = current.QueueConfigurations?.find((q) => q.Id === notificationId);
+          if (!sameEntry(ours, entry)) {
+            await client.send(
+              new PutBucketNotificationConfigurationCommand({
+                Bucket: by.s3.bucket,
+                NotificationConfiguration: withEntry(current, entry),
+              }),
+            );
+            c.log(
+              entry
+                ? `${where(by)}: notifications of ${entry.Events!.join(', ')} now go to ${arn} for ${group.length} trigger(s)`
+                : `${where(by)}: removed its notification entry (no trigger left)`,
+            );
+          }
+          writtenBy = by;
+        }
+        for (const b of triggers) if (group.includes(b)) report(b);
+      } catch (err) {
+        const p = classifyError(err, where(by), 'BucketNotFound');
+        firstProblem ??= p;
+        for (const b of triggers) if (group.includes(b)) report(b, p);
       }
-    } catch (err) {
-      const p = classifyError(err, where(by), 'BucketNotFound');
-      for (const b of group) if (!unresolved.some(([u]) => u === b)) report(b, p);
-      throw p;
     }
-    for (const b of group) if (!unresolved.some(([u]) => u === b)) report(b);
-    if (entry) written.set(key, by);
+    if (!writtenBy) {
+      if (firstProblem) throw firstProblem;
+      return;
+    }
+    if (entry) written.set(key, writtenBy);
     else written.delete(key);
   }
 
