@@ -400,8 +400,9 @@ async function runSchedules(
       e.anchor = time(checkpoint.anchor);
       e.through = time(checkpoint.through);
     } else {
-      // A new trigger, or its expression changed: ticks count from now (a rate's from here).
-      e.anchor = now;
+      // A new trigger, or its expression changed: ticks count from now, a rate's from this
+      // second (EventBridge's times have no milliseconds).
+      e.anchor = Math.floor(now / 1000) * 1000;
       e.through = now;
     }
     // Deliveries a shutdown cut short are owed: their age still bounds their retries.
