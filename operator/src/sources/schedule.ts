@@ -173,6 +173,8 @@ interface Entry {
   next?: number;
   /** The tick after `next`, worked out ahead so that firing needs no calendar arithmetic. */
   following?: number;
+  /** The event of `next`, made ahead so that firing is only handing it over. */
+  prepared?: { tick: number; payload: unknown; delivery: DeliveryEvent };
   /** Ticks whose delivery has not ended. */
   inflight: Set<number>;
   /** The latest skip, as the status message shows it. */
@@ -433,7 +435,8 @@ async function runSchedules(
     fireOrSkip(e, latest, now);
   }
 
-  function fireOrSkip(e: Entry, tick: number, now: number): void {
+  /** `lags`: where to leave the lag for observing later, off the path that fires. */
+  function fireOrSkip(e: Entry, tick: number, now: number, lags?: Array<[Entry, number]>): void {
     e.through = Math.max(e.through, tick);
     const deadline = e.spec.startingDeadlineSeconds;
     const lateSeconds = Math.floor((now - tick) / 1000);
@@ -452,7 +455,9 @@ async function runSchedules(
         `skipped the tick of ${rfc3339(tick)}: ${e.inflight.size} deliveries of this trigger are still in progress`,
       );
     } else {
-      metrics.lag.observe(e.labels, Math.max(0, now - tick) / 1000);
+      const lag = Math.max(0, clock.now() - tick) / 1000;
+      if (lags) lags.push([e, lag]);
+      else metrics.lag.observe(e.labels, lag);
       e.last = tick;
       deliver(e, tick);
     }
@@ -466,7 +471,11 @@ async function runSchedules(
 
   function deliver(e: Entry, tick: number): void {
     e.inflight.add(tick);
-    const { delivery } = scheduledEvent(e.fn, e.trigger, e.spec.payload, tick);
+    const p = e.prepared;
+    const delivery =
+      p && p.tick === tick && p.payload === e.spec.payload
+        ? p.delivery
+        : scheduledEvent(e.fn, e.trigger, e.spec.payload, tick).delivery;
     const done = ctx.sink
       .deliver(e.fn, delivery, signal)
       .then((outcome) => {
@@ -492,7 +501,10 @@ async function runSchedules(
         : schedule.next(after, e.anchor);
     e.following = e.next === undefined ? undefined : schedule.next(e.next, e.anchor);
     e.seq++;
-    if (e.next !== undefined) heap.push({ at: e.next, entry: e, seq: e.seq });
+    if (e.next === undefined) return;
+    heap.push({ at: e.next, entry: e, seq: e.seq });
+    const { delivery } = scheduledEvent(e.fn, e.trigger, e.spec.payload, e.next);
+    e.prepared = { tick: e.next, payload: e.spec.payload, delivery };
   }
 
   function report(e: Entry): void {
@@ -535,11 +547,13 @@ async function runSchedules(
       heap.pop();
       due.push(top.entry);
     }
-    // Fire everything due first; the calendar work for the next ticks comes after.
+    // Fire everything due first; metrics and the calendar work for the next ticks come after.
+    const lags: Array<[Entry, number]> = [];
     for (const e of due) {
-      if (e.following === undefined || e.following > now) fireOrSkip(e, e.next!, now);
+      if (e.following === undefined || e.following > now) fireOrSkip(e, e.next!, now, lags);
       else catchUp(e, now); // more than one tick passed: the timer was held up
     }
+    for (const [e, lag] of lags) metrics.lag.observe(e.labels, lag);
     for (const e of due) {
       advance(e, now);
       report(e);
