@@ -123,6 +123,11 @@ describe('EventBridge cron()', () => {
       '2025-02-14T12:00:00Z',
       '2025-03-14T12:00:00Z',
     ]);
+    // The last weekday: 2025-05-31 is a Saturday.
+    expect(ticks('cron(0 12 LW * ? *)', '2025-05-01T00:00:00Z', 2)).toEqual([
+      '2025-05-30T12:00:00Z',
+      '2025-06-30T12:00:00Z',
+    ]);
     // The third Friday (6 = FRI).
     expect(ticks('cron(0 12 ? * 6#3 *)', from, 2)).toEqual([
       '2025-01-17T12:00:00Z',
