@@ -406,6 +406,7 @@ async function runSchedules(
       // second (EventBridge's times have no milliseconds).
       e.anchor = Math.floor(now / 1000) * 1000;
       e.through = now;
+      e.message = undefined;
     }
     // Deliveries a shutdown cut short are owed: their age still bounds their retries.
     const owed = same ? (checkpoint.inflight ?? '').split(',').filter((s) => s !== '') : [];
