@@ -15,6 +15,7 @@ import { s3Settings } from './settings.js';
 import { fileCheckpoints } from './sources/checkpoints.js';
 import { s3PollSource } from './sources/s3-poll.js';
 import { s3Source } from './sources/s3.js';
+import { scheduleSource } from './sources/schedule.js';
 import type { SourceFactory } from './sources/source.js';
 
 const usage = `usage: node dist/operator/dev.js [--port 8080] [--host 127.0.0.1] <manifest files...>
@@ -79,7 +80,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 manifests.watch(stop.signal);
-const sources: SourceFactory[] = [];
+const sources: SourceFactory[] = [scheduleSource()];
 const s3 = s3Source(
   (({ s3WebhookToken, s3WebhookArn }) => ({
     webhookToken: s3WebhookToken,

@@ -11,6 +11,7 @@ import { loadSettings } from './settings.js';
 import { configMapCheckpoints } from './sources/checkpoints.js';
 import { s3PollSource } from './sources/s3-poll.js';
 import { s3Source } from './sources/s3.js';
+import { scheduleSource } from './sources/schedule.js';
 import type { SourceFactory } from './sources/source.js';
 import { TriggerStates } from './sources/states.js';
 
@@ -30,7 +31,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 log(`${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`);
 const caches = new LazyClusterCaches(kc, log);
 const states = new TriggerStates();
-const sources: SourceFactory[] = [];
+const sources: SourceFactory[] = [scheduleSource()];
 const s3 = s3Source({ webhookToken: settings.s3WebhookToken, webhookArn: settings.s3WebhookArn });
 sources.push(s3.factory, s3PollSource());
 const { manager } = composeEddy({
