@@ -37,6 +37,15 @@ describe('triggerProblem', () => {
     );
   });
 
+  it('names a wrong number of cron fields instead of failing', () => {
+    expect(triggerProblem({ name: 't', schedule: { expression: '0 3 * * * *' } })).toMatch(
+      /a plain cron has 5 fields .* not 6; EventBridge's six go in cron\(\.\.\.\)/,
+    );
+    expect(triggerProblem({ name: 't', schedule: { expression: 'cron(0 3 * * ?)' } })).toMatch(
+      /cron\(\.\.\.\) has 6 fields .* not 5/,
+    );
+  });
+
   it('checks a Kinesis starting timestamp', () => {
     const connection = {};
     expect(

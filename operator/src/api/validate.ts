@@ -25,6 +25,11 @@ function cronProblem(
   fields: string[],
   ranges: Array<[string, number, number]>,
 ): string | undefined {
+  if (fields.length !== ranges.length) {
+    return ranges.length === 5
+      ? `a plain cron has 5 fields (minute hour day-of-month month day-of-week), not ${fields.length}; EventBridge's six go in cron(...)`
+      : `cron(...) has 6 fields (minutes hours day-of-month month day-of-week year), not ${fields.length}`;
+  }
   for (let i = 0; i < fields.length; i++) {
     const [what, min, max] = ranges[i]!;
     for (const n of fields[i]!.match(/\d+/g) ?? []) {
