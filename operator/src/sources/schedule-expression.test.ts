@@ -64,6 +64,7 @@ describe('rate()', () => {
 
   it('says what is wrong with a bad rate and what a good one looks like', () => {
     expect(problem('rate(0 minutes)')).toMatch(/the value of a rate is at least 1/);
+    expect(problem('rate(100000000 days)')).toMatch(/at most 36500 days/);
     expect(problem('rate(1 minutes)')).toMatch(
       /a value of 1 takes the singular unit: rate\(1 minute\)/,
     );

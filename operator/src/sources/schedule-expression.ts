@@ -101,6 +101,10 @@ function parseRate(text: string, invalid: (why: string) => ParsedSchedule): Pars
     return invalid(`a value above 1 takes the plural unit: rate(${value} ${unit}s)`);
   }
   const periodMs = value * ms;
+  // Beyond about a century the next tick is past the last year a cron can name: refuse it.
+  if (periodMs > 36_500 * units.day!) {
+    return invalid('a rate is at most 36500 days (about a century)');
+  }
   return {
     schedule: {
       kind: 'rate',

@@ -358,7 +358,14 @@ async function runSchedules(
       .then(
         (checkpoint) => {
           if (e.removed || e.seq !== seq || signal.aborted) return;
-          begin(e, checkpoint);
+          try {
+            begin(e, checkpoint);
+          } catch (err) {
+            // Whatever one trigger's schedule does, the others keep firing.
+            const message = `the schedule cannot run: ${describeError(err)}`;
+            log(e, message);
+            ctx.states.set(e.fnKey, e.trigger, { ready: false, reason: 'SourceError', message });
+          }
           arm();
         },
         (err: unknown) => {
