@@ -127,7 +127,7 @@ export function composeEddy(o: EddyOptions): Eddy {
     checkpoints: o.checkpoints ?? memoryCheckpoints(),
     metrics: gateway.metrics.registry,
     log: o.log,
-    route: (path, handler) => gateway.route(path, handler),
+    route: (path, handler, authorize) => gateway.route(path, handler, authorize),
   };
   const autoscaler = createAutoscaler({
     store: o.store,

@@ -135,7 +135,7 @@ describe.skipIf(!canRun('kube', 'minio'))('sources in a cluster, under the chart
       expect((await entries()).map((e) => e.Id)).toEqual(['eddy']);
 
       const cm = await waitFor('the poll progress ConfigMap', () =>
-        core.readNamespacedConfigMap({ name: 'photos-listing-source', namespace: 'default' }),
+        core.readNamespacedConfigMap({ name: 'photos.listing.source', namespace: 'default' }),
       );
       expect(cm.data?.watermark).toBeDefined();
       expect(cm.metadata?.ownerReferences?.[0]).toMatchObject({

@@ -56,8 +56,11 @@ export interface Gateway {
   start(signal: AbortSignal): void;
   /** /readyz answers 200 once set. */
   setReady(ready: boolean): void;
-  /** Serves `POST path` (a source's intake): the handler's answer, or its GatewayError. */
-  route(path: string, handler: RouteHandler): void;
+  /**
+   * Serves `POST path` (a source's intake): the handler's answer, or its GatewayError.
+   * `authorize` runs on the headers before the body is read, and throws to refuse.
+   */
+  route(path: string, handler: RouteHandler, authorize?: (req: IncomingMessage) => void): void;
 }
 
 /** Answers one POST to a route; throws a GatewayError to refuse it. */
@@ -74,7 +77,10 @@ const hopByHop = new Set(['connection', 'keep-alive', 'transfer-encoding', 'cont
 
 export function createGateway(deps: GatewayDeps): Gateway {
   let ready = false;
-  const routes = new Map<string, RouteHandler>();
+  const routes = new Map<
+    string,
+    { handler: RouteHandler; authorize?: (req: IncomingMessage) => void }
+  >();
   const functions = (): FunctionState[] => {
     const load = dispatcher.load();
     return deps.store.list().map((fn) => {
@@ -209,8 +215,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
         if (req.method !== 'POST') {
           throw gatewayError('MethodNotAllowed', `${req.method} ${path}: use POST`);
         }
+        route.authorize?.(req);
         readBody(req)
-          .then((body) => route(req, body, requestId))
+          .then((body) => route.handler(req, body, requestId))
           .then((answer) =>
             send(
               res,
@@ -281,8 +288,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
     setReady(r) {
       ready = r;
     },
-    route(path, handler) {
-      routes.set(path, handler);
+    route(path, handler, authorize) {
+      routes.set(path, { handler, ...(authorize ? { authorize } : {}) });
     },
   };
 }

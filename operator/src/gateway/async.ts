@@ -106,6 +106,18 @@ export function createEventSink(o: EventSinkOptions): EventSink {
   return {
     deliver(fn, event, signal) {
       const { namespace, name } = fn.metadata;
+      // Either signal ends the delivery; the listeners go with it (a combined signal of a
+      // long-lived one would be kept as long as that one lives).
+      const both = new AbortController();
+      const abort = () => both.abort();
+      const sources = signal ? [o.signal, signal] : [o.signal];
+      for (const s of sources) {
+        if (s.aborted) both.abort();
+        else s.addEventListener('abort', abort, { once: true });
+      }
+      const release = () => {
+        for (const s of sources) s.removeEventListener('abort', abort);
+      };
       // Lambda keeps the request id across retries; so does Eddy.
       const req: InvokeRequest = {
         requestId: requestIdPattern.test(event.id) ? event.id : randomUUID(),
@@ -113,25 +125,27 @@ export function createEventSink(o: EventSinkOptions): EventSink {
         headers: event.headers,
         trigger: event.trigger ?? 'async',
       };
-      return delivery.deliver({
-        fn,
-        event,
-        attempt: async (_n, attemptSignal) => {
-          const current = o.store.get(namespace, name);
-          if (!current) {
-            return {
-              ok: false,
-              error: gatewayError(
-                'FunctionNotFound',
-                `function ${namespace}/${name} was deleted`,
-              ).body(),
-              retryable: false,
-            };
-          }
-          return attemptVia(o.dispatcher, current, req, attemptSignal);
-        },
-        signal: signal ? AbortSignal.any([o.signal, signal]) : o.signal,
-      });
+      return delivery
+        .deliver({
+          fn,
+          event,
+          attempt: async (_n, attemptSignal) => {
+            const current = o.store.get(namespace, name);
+            if (!current) {
+              return {
+                ok: false,
+                error: gatewayError(
+                  'FunctionNotFound',
+                  `function ${namespace}/${name} was deleted`,
+                ).body(),
+                retryable: false,
+              };
+            }
+            return attemptVia(o.dispatcher, current, req, attemptSignal);
+          },
+          signal: both.signal,
+        })
+        .finally(release);
     },
   };
 }

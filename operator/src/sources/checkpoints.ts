@@ -7,6 +7,7 @@
  * A ConfigMap holds at most 1 MiB: a source keeps a bounded summary here, never a list that
  * grows with the data.
  */
+import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -32,7 +33,11 @@ export interface CheckpointStore {
 
 /** The ConfigMap holding a trigger's progress. */
 export function checkpointName(fn: EddyFunction, trigger: string): string {
-  return `${fn.metadata.name}-${trigger}-source`.slice(0, 253);
+  // Dots, which trigger names cannot hold, keep the two names apart: a-b + c and a + b-c differ.
+  const name = `${fn.metadata.name}.${trigger}.source`;
+  if (name.length <= 253) return name;
+  const hash = createHash('sha256').update(name).digest('hex').slice(0, 16);
+  return `${fn.metadata.name.slice(0, 253 - trigger.length - 25)}.${hash}.${trigger}.source`;
 }
 
 const fieldManager = 'eddy-sources';

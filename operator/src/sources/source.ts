@@ -3,6 +3,7 @@
  * gateway's dispatcher (the sink: retries and dead letters included), report each trigger's state
  * for the Function's status, and keep their progress in the checkpoint store.
  */
+import type { IncomingMessage } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { FunctionStore, SecretReader } from '../functions.js';
 import type { RouteHandler } from '../gateway/app.js';
@@ -20,8 +21,8 @@ export interface SourceContext {
   /** The gateway's registry: source metrics are scraped with the rest. */
   metrics: Registry;
   log: (message: string) => void;
-  /** Serves a POST intake on every gateway (the S3 webhook). */
-  route(path: string, handler: RouteHandler): void;
+  /** Serves a POST intake on every gateway (the S3 webhook); `authorize` sees only headers. */
+  route(path: string, handler: RouteHandler, authorize?: (req: IncomingMessage) => void): void;
 }
 
 /** Builds a source's runnables from the context (leader-only ones for consumers and schedules). */
