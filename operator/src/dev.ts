@@ -12,6 +12,7 @@ import { ManifestSet } from './local/manifests.js';
 import { soleLeader } from './manager.js';
 import { createLocalPlatform } from './platform/local.js';
 import { fileCheckpoints } from './sources/checkpoints.js';
+import { kinesisSource } from './sources/kinesis.js';
 import type { SourceFactory } from './sources/source.js';
 
 const usage = `usage: node dist/operator/dev.js [--port 8080] [--host 127.0.0.1] <manifest files...>
@@ -76,7 +77,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 manifests.watch(stop.signal);
-const sources: SourceFactory[] = [];
+const sources: SourceFactory[] = [kinesisSource()];
 const { manager } = composeEddy({
   platform: createLocalPlatform({
     store: manifests.store,

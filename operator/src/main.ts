@@ -9,6 +9,7 @@ import { createKubernetesPlatform } from './platform/kubernetes.js';
 import { clusterSecrets } from './secrets.js';
 import { loadSettings } from './settings.js';
 import { configMapCheckpoints } from './sources/checkpoints.js';
+import { kinesisSource } from './sources/kinesis.js';
 import type { SourceFactory } from './sources/source.js';
 import { TriggerStates } from './sources/states.js';
 
@@ -28,7 +29,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 log(`${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`);
 const caches = new LazyClusterCaches(kc, log);
 const states = new TriggerStates();
-const sources: SourceFactory[] = [];
+const sources: SourceFactory[] = [kinesisSource()];
 const { manager } = composeEddy({
   platform: createKubernetesPlatform({ kc, log, deployments: caches.deployments }),
   store: caches.store,
