@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EddyFunction, FunctionSpec } from '../../operator/src/api/types.js';
-import { composeEddy, type Eddy } from '../../operator/src/compose.js';
+import { composeEddy, type Eddy, type EddyOptions } from '../../operator/src/compose.js';
 import { MemoryFunctionStore } from '../../operator/src/functions.js';
 import { soleLeader } from '../../operator/src/manager.js';
 import { createLocalPlatform, type LocalPlatform } from '../../operator/src/platform/local.js';
@@ -37,7 +37,18 @@ export interface Stack {
 
 export async function startStack(
   fns: EddyFunction[],
-  options: { queueLimit?: number; retryBaseDelayMs?: number; autoscalerIntervalMs?: number } = {},
+  options: Partial<
+    Pick<
+      EddyOptions,
+      | 'queueLimit'
+      | 'retryBaseDelayMs'
+      | 'autoscalerIntervalMs'
+      | 'sources'
+      | 'secrets'
+      | 'states'
+      | 'checkpoints'
+    >
+  > = {},
 ): Promise<Stack> {
   const store = new MemoryFunctionStore();
   for (const fn of fns) store.set(fn);
@@ -56,14 +67,16 @@ export async function startStack(
   const eddy = composeEddy({
     platform,
     store,
-    secrets: async (ns, name) => {
-      throw new Error(`no Secret ${ns}/${name} in this test`);
-    },
     elector: soleLeader,
     log,
     gateway: { port: 0, host: '127.0.0.1' },
     onListening: (u) => (url = u),
     ...options,
+    secrets:
+      options.secrets ??
+      (async (ns, name) => {
+        throw new Error(`no Secret ${ns}/${name} in this test`);
+      }),
   });
   let failed: Error | undefined;
   const done = eddy.manager.start(stop.signal).catch((err: unknown) => {
