@@ -234,6 +234,52 @@ describe.skipIf(!canRun('kinesis'))('the Kinesis source', () => {
     expect(again).toEqual(after.map((p) => p.sequenceNumber));
   });
 
+  it('follows a changed trigger from where it was, and stops with a deleted Function', async () => {
+    await createStream(client, 'carts', 1);
+    const seen = join(scratch, 'carts.jsonl');
+    const states = new TriggerStates();
+    const fn = fnWith('carts', recorder, seen, [trigger('carts', 'carts', { batchSize: 10 })]);
+    stack = await startStack([fn], { sources: [fast()], secrets, states });
+    const first = await putRecords(
+      client,
+      'carts',
+      Array.from({ length: 6 }, (_, i) => ({ key: 'k', data: `cart ${i}` })),
+    );
+    const count = async () => (await events(seen)).flatMap((e) => e.Records).length;
+    await waitFor('the first carts', async () => ((await count()) >= 6 ? true : undefined));
+    const eventsBefore = (await events(seen)).length;
+
+    stack.store.set({
+      ...fn,
+      metadata: { ...fn.metadata, generation: 2 },
+      spec: { ...fn.spec, triggers: [trigger('carts', 'carts', { batchSize: 2 })] },
+    });
+    const second = await putRecords(
+      client,
+      'carts',
+      Array.from({ length: 6 }, (_, i) => ({ key: 'k', data: `cart ${6 + i}` })),
+    );
+    await waitFor('the later carts', async () => ((await count()) >= 12 ? true : undefined));
+    const evs = await events(seen);
+    // The new consumer started after the old one's checkpoint: nothing twice, nothing skipped.
+    expect(evs.flatMap((e) => e.Records).map((r) => r.kinesis.sequenceNumber)).toEqual(
+      [...first, ...second].map((p) => p.sequenceNumber),
+    );
+    for (const e of evs.slice(eventsBefore)) expect(e.Records.length).toBeLessThanOrEqual(2);
+
+    stack.store.delete(namespace, 'carts');
+    await waitFor('the deleted Function forgotten', async () =>
+      states.get(`${namespace}/carts`, 'carts') === undefined ? true : undefined,
+    );
+    await waitFor('its shard gone from the metrics', async () =>
+      (await stack!.eddy.gateway.metrics.registry.metrics()).includes(
+        `eddy_source_kinesis_iterator_age_seconds{namespace="${namespace}",function="carts"`,
+      )
+        ? undefined
+        : true,
+    );
+  });
+
   it('retries a poison record, dead-letters it alone, and keeps the shard flowing', async () => {
     const dead: Array<{ path: string; body: Record<string, unknown> }> = [];
     const sink: Server = createServer((req, res) => {

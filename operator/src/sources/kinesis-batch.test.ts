@@ -92,7 +92,7 @@ describe('Kinesis records and batches', () => {
     const rs = recs(1, 2, 3, 4, 5);
     expect(batchLength(rs, 3)).toBe(3);
     expect(batchLength(rs, 100)).toBe(5);
-    const one = rec(1).json.length;
+    const one = rec(1).bytes;
     expect(batchLength(rs, 100, 14 + one * 2 + 1)).toBe(2);
     expect(batchLength(rs, 100, 10)).toBe(1);
   });

@@ -58,6 +58,8 @@ export interface ShapedRecord {
   /** Milliseconds since the epoch. */
   arrivedAt: number;
   json: string;
+  /** Its length in UTF-8. */
+  bytes: number;
 }
 
 /** One record of Lambda's Kinesis event, keys in Lambda's order. */
@@ -82,10 +84,12 @@ export function lambdaRecord(r: ShardRecord, o: StreamOrigin): Record<string, un
 }
 
 export function shapeRecord(r: ShardRecord, o: StreamOrigin): ShapedRecord {
+  const json = JSON.stringify(lambdaRecord(r, o));
   return {
     sequenceNumber: r.SequenceNumber ?? '',
     arrivedAt: r.ApproximateArrivalTimestamp?.getTime() ?? Date.now(),
-    json: JSON.stringify(lambdaRecord(r, o)),
+    json,
+    bytes: Buffer.byteLength(json),
   };
 }
 
@@ -104,7 +108,7 @@ export function batchLength(
   let n = 0;
   for (const r of records) {
     if (n >= batchSize) break;
-    bytes += r.json.length + (n > 0 ? 1 : 0);
+    bytes += r.bytes + (n > 0 ? 1 : 0);
     if (n > 0 && bytes > maxBytes) break;
     n++;
   }

@@ -139,7 +139,34 @@ async function followTriggers(ctx: SourceContext, o: Settings, signal: AbortSign
   const onAbort = () => wake?.();
   signal.addEventListener('abort', onAbort, { once: true });
 
-  const sync = async () => {
+  /** Per trigger: the stop (and clean-up) of its last consumer, which the next one waits for. */
+  const settling = new Map<string, Promise<void>>();
+
+  const stillWanted = (r: Running) =>
+    ctx.store
+      .get(r.fn.metadata.namespace, r.fn.metadata.name)
+      ?.spec.triggers?.some((t) => t.name === r.trigger && t.kinesis !== undefined) ?? false;
+
+  const retire = async (r: Running): Promise<void> => {
+    await r.done;
+    // Looked at once it stopped: the trigger may be back by now.
+    if (stillWanted(r)) return;
+    ctx.states.delete(fnKeyOf(r.fn), r.trigger);
+    const now = ctx.store.get(r.fn.metadata.namespace, r.fn.metadata.name);
+    // The trigger went from a Function that stays: its progress goes too. (A deleted
+    // Function's goes with it: its ConfigMaps are owned by it.)
+    if (now && now.metadata.uid === r.fn.metadata.uid) {
+      await ctx.checkpoints
+        .remove(now, r.trigger)
+        .catch((err: unknown) =>
+          ctx.log(
+            `kinesis: forgetting the checkpoint of ${fnKeyOf(now)} trigger ${r.trigger} failed: ${describeError(err)}`,
+          ),
+        );
+    }
+  };
+
+  const sync = () => {
     const wanted = new Map<string, Wanted>();
     for (const fn of ctx.store.list()) {
       (fn.spec.triggers ?? []).forEach((trigger, index) => {
@@ -152,41 +179,29 @@ async function followTriggers(ctx: SourceContext, o: Settings, signal: AbortSign
         });
       });
     }
-    const stopping: Running[] = [];
     for (const [key, r] of running) {
       if (wanted.get(key)?.fingerprint === r.fingerprint) continue;
       r.stop.abort();
-      stopping.push(r);
       running.delete(key);
-    }
-    // A changed trigger's new consumer must read what the old one saved as it stopped.
-    await Promise.all(stopping.map((r) => r.done));
-    for (const r of stopping) {
-      if (wanted.has(`${fnKeyOf(r.fn)}/${r.trigger}`)) continue;
-      ctx.states.delete(fnKeyOf(r.fn), r.trigger);
-      const now = ctx.store.get(r.fn.metadata.namespace, r.fn.metadata.name);
-      // The trigger went from a Function that stays: its progress goes too. (A deleted
-      // Function's goes with it: its ConfigMaps are owned by it.)
-      if (now && now.metadata.uid === r.fn.metadata.uid) {
-        await ctx.checkpoints
-          .remove(now, r.trigger)
-          .catch((err: unknown) =>
-            ctx.log(
-              `kinesis: forgetting the checkpoint of ${fnKeyOf(now)} trigger ${r.trigger} failed: ${describeError(err)}`,
-            ),
-          );
-      }
+      // Stopping may take as long as the batch in flight: no other trigger waits for it.
+      const settled = retire(r);
+      settling.set(key, settled);
+      void settled.finally(() => {
+        if (settling.get(key) === settled) settling.delete(key);
+      });
     }
     for (const [key, w] of wanted) {
       if (running.has(key) || signal.aborted) continue;
       const stop = new AbortController();
       const own = AbortSignal.any([signal, stop.signal]);
+      // A changed trigger's new consumer reads what the old one saved as it stopped.
+      const before = settling.get(key) ?? Promise.resolve();
       running.set(key, {
         fn: w.fn,
         trigger: w.trigger.name,
         fingerprint: w.fingerprint,
         stop,
-        done: keepConsuming(ctx, o, gauge, w, own),
+        done: before.then(() => keepConsuming(ctx, o, gauge, w, own)),
       });
     }
   };
@@ -195,7 +210,7 @@ async function followTriggers(ctx: SourceContext, o: Settings, signal: AbortSign
     while (!signal.aborted) {
       if (changed) {
         changed = false;
-        await sync();
+        sync();
         continue;
       }
       await new Promise<void>((resolve) => (wake = resolve));
@@ -207,6 +222,7 @@ async function followTriggers(ctx: SourceContext, o: Settings, signal: AbortSign
     for (const r of running.values()) r.stop.abort();
     // Each consumer saves its checkpoint as it stops.
     await Promise.all([...running.values()].map((r) => r.done));
+    await Promise.all(settling.values());
   }
 }
 
