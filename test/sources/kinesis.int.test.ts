@@ -11,7 +11,11 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { KinesisClient } from '@aws-sdk/client-kinesis';
+import {
+  SplitShardCommand,
+  waitUntilStreamExists,
+  type KinesisClient,
+} from '@aws-sdk/client-kinesis';
 import type { Trigger } from '../../operator/src/api/types.js';
 import type { SecretReader } from '../../operator/src/functions.js';
 import { fileCheckpoints } from '../../operator/src/sources/checkpoints.js';
@@ -278,6 +282,40 @@ describe.skipIf(!canRun('kinesis'))('the Kinesis source', () => {
         ? undefined
         : true,
     );
+  });
+
+  it('reads the children of a split only after their parent, so a key stays in order', async () => {
+    await createStream(client, 'split', 1);
+    const key = (i: number) => ({ key: 'cart-42', data: `step ${i}` });
+    const before = await putRecords(
+      client,
+      'split',
+      Array.from({ length: 200 }, (_, i) => key(i)),
+    );
+    await client.send(
+      new SplitShardCommand({
+        StreamName: 'split',
+        ShardToSplit: 'shardId-000000000000',
+        NewStartingHashKey: (2n ** 127n).toString(),
+      }),
+    );
+    await waitUntilStreamExists({ client, minDelay: 1, maxWaitTime: 30 }, { StreamName: 'split' });
+    const after = await putRecords(
+      client,
+      'split',
+      Array.from({ length: 20 }, (_, i) => key(200 + i)),
+    );
+    expect(after[0]!.shardId).not.toBe('shardId-000000000000');
+    const seen = join(scratch, 'split.jsonl');
+    stack = await startStack(
+      [fnWith('split', recorder, seen, [trigger('split', 'split', { batchSize: 10 })])],
+      { sources: [fast()], secrets },
+    );
+    await waitFor('every step', async () =>
+      (await events(seen)).flatMap((e) => e.Records).length >= 220 ? true : undefined,
+    );
+    const steps = (await events(seen)).flatMap((e) => e.Records).map(dataOf);
+    expect(steps).toEqual([...before, ...after].map((p) => p.data));
   });
 
   it('retries a poison record, dead-letters it alone, and keeps the shard flowing', async () => {
