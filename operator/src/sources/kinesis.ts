@@ -603,7 +603,7 @@ class TriggerConsumer {
     return {
       invoke: async (records): Promise<AttemptResult> => {
         const { namespace, name } = this.w.fn.metadata;
-        if (!ctx.store.get(namespace, name)) {
+        if (!ctx.store.get(namespace, name) && !signal.aborted) {
           // Deleted: this consumer is about to be stopped; nothing is sent or given up.
           await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
         }
