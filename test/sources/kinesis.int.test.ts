@@ -24,6 +24,7 @@ import { TriggerStates } from '../../operator/src/sources/states.js';
 import { inlineFunction, namespace, quiet, startStack, type Stack } from '../gateway/stack.js';
 import { projectRoot } from '../harness/components.js';
 import { startKinesis } from '../harness/kinesis.js';
+import { freePort } from '../harness/ports.js';
 import { startProcess, waitUntilReady, type ManagedProcess } from '../harness/proc.js';
 import { runtimeMain } from '../harness/runtime.js';
 import { canRun, useComponent } from '../harness/suite.js';
@@ -426,12 +427,33 @@ describe.skipIf(!canRun('kinesis'))('the Kinesis source', () => {
     await createStream(client, 'present', 1);
     const seen = join(scratch, 'watcher.jsonl');
     const states = new TriggerStates();
+    const closed = `http://127.0.0.1:${await freePort()}`;
+    const unreachable = trigger('unreachable', 'present');
+    unreachable.kinesis!.connection.endpoint = closed;
+    const noSecret = trigger('no-secret', 'present');
+    noSecret.kinesis!.connection.secretRef = { name: 'nowhere' };
     const fn = fnWith('watcher', recorder, seen, [
       trigger('missing', 'not-yet'),
       trigger('present', 'present'),
+      unreachable,
+      noSecret,
     ]);
     stack = await startStack([fn], { sources: [fast()], secrets, states });
     const key = `${namespace}/watcher`;
+    const reasonOf = (t: string) => async () => {
+      const s = states.get(key, t);
+      return s?.ready === false ? s : undefined;
+    };
+    expect(await waitFor('the closed endpoint reported', reasonOf('unreachable'))).toMatchObject({
+      reason: 'EndpointUnreachable',
+      message: expect.stringContaining(
+        `stream present at ${closed}: the endpoint could not be reached`,
+      ) as unknown,
+    });
+    expect(await waitFor('the missing Secret reported', reasonOf('no-secret'))).toMatchObject({
+      reason: 'SecretNotFound',
+      message: expect.stringContaining('spec.triggers[3].kinesis.connection') as unknown,
+    });
     const problem = await waitFor('the missing stream reported', async () => {
       const s = states.get(key, 'missing');
       return s?.ready === false ? s : undefined;

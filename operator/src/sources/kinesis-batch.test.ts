@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { AttemptResult } from '../gateway/delivery.js';
 import {
+  batchDue,
   batchEvent,
   batchLength,
   deliverBatch,
@@ -95,6 +96,19 @@ describe('Kinesis records and batches', () => {
     const one = rec(1).bytes;
     expect(batchLength(rs, 100, 14 + one * 2 + 1)).toBe(2);
     expect(batchLength(rs, 100, 10)).toBe(1);
+  });
+
+  it('sends a batch when it is full, the shard ended, or the batching window is over', () => {
+    const s = { ...kinesisSettings({ stream: 's', connection: {} }), batchSize: 3 };
+    const at = (now: number, shardEnded = false) => ({ gatheringSince: 1_000, now, shardEnded });
+    expect(batchDue([], s, at(1_000, true))).toBe(false);
+    // No window: whatever a read returned goes at once.
+    expect(batchDue(recs(1), s, at(1_000))).toBe(true);
+    const windowed = { ...s, maxBatchingWindowMs: 2_000 };
+    expect(batchDue(recs(1, 2), windowed, at(2_999))).toBe(false);
+    expect(batchDue(recs(1, 2), windowed, at(3_000))).toBe(true);
+    expect(batchDue(recs(1, 2, 3), windowed, at(1_000))).toBe(true);
+    expect(batchDue(recs(1), windowed, at(1_000, true))).toBe(true);
   });
 
   it("applies the CRD's defaults", () => {

@@ -115,6 +115,25 @@ export function batchLength(
   return n;
 }
 
+/**
+ * Whether the records read so far go to the function now: a full batch (by count or payload),
+ * the end of the shard, or the batching window over since the first of them was read.
+ */
+export function batchDue(
+  records: readonly ShapedRecord[],
+  s: KinesisSettings,
+  o: { gatheringSince: number; now: number; shardEnded: boolean },
+): boolean {
+  if (records.length === 0) return false;
+  const n = batchLength(records, s.batchSize);
+  return (
+    o.shardEnded ||
+    n >= s.batchSize ||
+    n < records.length ||
+    o.now - o.gatheringSince >= s.maxBatchingWindowMs
+  );
+}
+
 /** The CloudEvent (binary mode) carrying a batch to the function. */
 export function batchEvent(
   records: readonly ShapedRecord[],

@@ -31,6 +31,7 @@ import {
   resolveConnection,
 } from './connection.js';
 import {
+  batchDue,
   batchEvent,
   batchLength,
   deliverBatch,
@@ -516,18 +517,16 @@ class TriggerConsumer {
     let failures = 0;
     try {
       while (!signal.aborted) {
-        if (buffer.length > 0) {
-          const n = batchLength(buffer, s.batchSize);
-          const ready =
-            ended ||
-            n < buffer.length ||
-            n >= s.batchSize ||
-            Date.now() - (gathering ?? 0) >= s.maxBatchingWindowMs;
-          if (ready) {
-            if (!(await deliverBatch(buffer.splice(0, n), s, deps))) return;
-            gathering = buffer.length > 0 ? Date.now() : undefined;
-            continue;
-          }
+        const due = batchDue(buffer, s, {
+          gatheringSince: gathering ?? 0,
+          now: Date.now(),
+          shardEnded: ended,
+        });
+        if (due) {
+          const batch = buffer.splice(0, batchLength(buffer, s.batchSize));
+          if (!(await deliverBatch(batch, s, deps))) return;
+          gathering = buffer.length > 0 ? Date.now() : undefined;
+          continue;
         }
         if (ended) {
           writer.set(shardId, shardEnd);
