@@ -15,6 +15,12 @@ import { memoryCheckpoints } from '../../operator/src/sources/checkpoints.js';
 import { scheduleSource, type ScheduleClock } from '../../operator/src/sources/schedule.js';
 import { TriggerStates } from '../../operator/src/sources/states.js';
 
+/** Schedules only ever deliver: the sink's other ways are not theirs. */
+const unusedBySchedules = {
+  invoke: () => Promise.reject(new Error('schedules do not invoke without retries')),
+  deadLetter: () => Promise.reject(new Error('schedules do not dead-letter directly')),
+};
+
 const count = 1000;
 const expression = 'cron(* * * * ? *)';
 
@@ -73,6 +79,7 @@ async function source(): Promise<{ lags: number[]; loadMs: number }> {
       if (lags.length === count) allFired();
       return Promise.resolve({ outcome: 'succeeded', attempts: 1, status: 200 });
     },
+    ...unusedBySchedules,
   };
   const store = new MemoryFunctionStore();
   for (let i = 0; i < count; i++) store.set(fn(i));

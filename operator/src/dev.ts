@@ -13,6 +13,7 @@ import { soleLeader } from './manager.js';
 import { createLocalPlatform } from './platform/local.js';
 import { s3Settings } from './settings.js';
 import { fileCheckpoints } from './sources/checkpoints.js';
+import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
 import { s3Source } from './sources/s3.js';
 import { scheduleSource } from './sources/schedule.js';
@@ -80,7 +81,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 manifests.watch(stop.signal);
-const sources: SourceFactory[] = [scheduleSource()];
+const sources: SourceFactory[] = [scheduleSource(), kinesisSource()];
 const s3 = s3Source(
   (({ s3WebhookToken, s3WebhookArn }) => ({
     webhookToken: s3WebhookToken,

@@ -9,6 +9,7 @@ import { createKubernetesPlatform } from './platform/kubernetes.js';
 import { clusterSecrets } from './secrets.js';
 import { loadSettings } from './settings.js';
 import { configMapCheckpoints } from './sources/checkpoints.js';
+import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
 import { s3Source } from './sources/s3.js';
 import { scheduleSource } from './sources/schedule.js';
@@ -31,7 +32,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 log(`${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`);
 const caches = new LazyClusterCaches(kc, log);
 const states = new TriggerStates();
-const sources: SourceFactory[] = [scheduleSource()];
+const sources: SourceFactory[] = [scheduleSource(), kinesisSource()];
 const s3 = s3Source({ webhookToken: settings.s3WebhookToken, webhookArn: settings.s3WebhookArn });
 sources.push(s3.factory, s3PollSource());
 const { manager } = composeEddy({

@@ -68,14 +68,16 @@ export async function startStack(
   const eddy = composeEddy({
     platform,
     store,
-    secrets: async (ns, name) => {
-      throw new Error(`no Secret ${ns}/${name} in this test`);
-    },
     elector: soleLeader,
     log,
     gateway: { port: 0, host: '127.0.0.1' },
     onListening: (u) => (url = u),
     ...options,
+    secrets:
+      options.secrets ??
+      (async (ns, name) => {
+        throw new Error(`no Secret ${ns}/${name} in this test`);
+      }),
   });
   let failed: Error | undefined;
   const done = eddy.manager.start(stop.signal).catch((err: unknown) => {

@@ -31,10 +31,12 @@ beforeAll(async () => {
   scratch = await mkdtemp(join(tmpdir(), 'eddy-schedule-'));
   stack = await startStack([]);
   handedOver = [];
+  const real = stack.eddy.sources.sink;
   const sink: EventSink = {
+    ...real,
     deliver(fn, event, signal) {
       handedOver.push({ function: fn.metadata.name, time: event.time });
-      return stack.eddy.sources.sink.deliver(fn, event, signal);
+      return real.deliver(fn, event, signal);
     },
   };
   ctx = { ...stack.eddy.sources, sink };

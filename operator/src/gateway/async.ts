@@ -4,6 +4,7 @@
  * gateway's memory: a gateway that stops ends the deliveries still waiting for a retry.
  */
 import type { EddyFunction } from '../api/types.js';
+import { describeError } from '../errors.js';
 import type { FunctionStore, SecretReader } from '../functions.js';
 import { randomUUID } from 'node:crypto';
 import { eventTypes, requestIdPattern } from '../../../runtime/src/contract/index.js';
@@ -12,6 +13,7 @@ import { createDeadLetterSender } from './dead-letter.js';
 import {
   createDelivery,
   type AttemptResult,
+  type DeadLetterRecord,
   type Delivery,
   type DeliveryEvent,
   type DeliveryOutcome,
@@ -46,7 +48,7 @@ export async function attemptVia(
 ): Promise<AttemptResult> {
   try {
     const res = await dispatcher.invoke(fn, { ...req, signal });
-    if (res.status < 300) return { ok: true, status: res.status };
+    if (res.status < 300) return { ok: true, status: res.status, body: res.body };
     let error = { errorType: `HTTP${res.status}`, errorMessage: res.body.toString('utf8') };
     try {
       const body = JSON.parse(res.body.toString('utf8')) as Partial<typeof error>;
@@ -80,6 +82,18 @@ export async function attemptVia(
 export interface EventSink {
   /** Resolves once the event succeeded, was dead-lettered, dropped or interrupted. Never rejects. */
   deliver(fn: EddyFunction, event: DeliveryEvent, signal?: AbortSignal): Promise<DeliveryOutcome>;
+  /**
+   * One invocation, without retries or dead letter, answering with the function's answer: for
+   * a stream source, which retries a batch itself (holding its shard meanwhile) and reads which
+   * of the batch's items failed. Never rejects.
+   */
+  invoke(fn: EddyFunction, event: DeliveryEvent, signal?: AbortSignal): Promise<AttemptResult>;
+  /** Sends an event the caller gave up on to the Function's dead letter. Never rejects. */
+  deadLetter(
+    fn: EddyFunction,
+    record: DeadLetterRecord,
+    signal?: AbortSignal,
+  ): Promise<DeliveryOutcome>;
 }
 
 export type EventSinkOptions = Omit<AsyncDeliveryOptions, 'backlogLimit' | 'backlogBytes'>;
@@ -103,49 +117,84 @@ export function createEventSink(o: EventSinkOptions): EventSink {
       else if (outcome === 'dropped') o.metrics.deadLetters.inc({ ...labels, outcome: 'dropped' });
     },
   });
+  const requestOf = (event: DeliveryEvent): InvokeRequest => ({
+    // Lambda keeps the request id across retries; so does Eddy.
+    requestId: requestIdPattern.test(event.id) ? event.id : randomUUID(),
+    body: event.body,
+    headers: event.headers,
+    trigger: event.trigger ?? 'async',
+  });
+  /** One invocation of the Function as it is now; a deleted one is not invoked again. */
+  const attempt = async (
+    fn: EddyFunction,
+    req: InvokeRequest,
+    signal: AbortSignal,
+  ): Promise<AttemptResult> => {
+    const { namespace, name } = fn.metadata;
+    const current = o.store.get(namespace, name);
+    if (!current) {
+      return {
+        ok: false,
+        error: gatewayError('FunctionNotFound', `function ${namespace}/${name} was deleted`).body(),
+        retryable: false,
+      };
+    }
+    return attemptVia(o.dispatcher, current, req, signal);
+  };
+  /**
+   * A signal that aborts with the sink's or the caller's. Its listeners go once `release` is
+   * called: a combined signal of a long-lived one would be kept as long as that one lives.
+   */
+  const within = (signal?: AbortSignal): { signal: AbortSignal; release: () => void } => {
+    if (!signal) return { signal: o.signal, release: () => undefined };
+    const both = new AbortController();
+    const abort = () => both.abort();
+    const sources = [o.signal, signal];
+    for (const s of sources) {
+      if (s.aborted) both.abort();
+      else s.addEventListener('abort', abort, { once: true });
+    }
+    return {
+      signal: both.signal,
+      release: () => {
+        for (const s of sources) s.removeEventListener('abort', abort);
+      },
+    };
+  };
   return {
     deliver(fn, event, signal) {
-      const { namespace, name } = fn.metadata;
-      // Either signal ends the delivery; the listeners go with it (a combined signal of a
-      // long-lived one would be kept as long as that one lives).
-      const both = new AbortController();
-      const abort = () => both.abort();
-      const sources = signal ? [o.signal, signal] : [o.signal];
-      for (const s of sources) {
-        if (s.aborted) both.abort();
-        else s.addEventListener('abort', abort, { once: true });
-      }
-      const release = () => {
-        for (const s of sources) s.removeEventListener('abort', abort);
-      };
-      // Lambda keeps the request id across retries; so does Eddy.
-      const req: InvokeRequest = {
-        requestId: requestIdPattern.test(event.id) ? event.id : randomUUID(),
-        body: event.body,
-        headers: event.headers,
-        trigger: event.trigger ?? 'async',
-      };
+      const req = requestOf(event);
+      const { signal: both, release } = within(signal);
       return delivery
         .deliver({
           fn,
           event,
-          attempt: async (_n, attemptSignal) => {
-            const current = o.store.get(namespace, name);
-            if (!current) {
-              return {
-                ok: false,
-                error: gatewayError(
-                  'FunctionNotFound',
-                  `function ${namespace}/${name} was deleted`,
-                ).body(),
-                retryable: false,
-              };
-            }
-            return attemptVia(o.dispatcher, current, req, attemptSignal);
-          },
-          signal: both.signal,
+          attempt: (_n, attemptSignal) => attempt(fn, req, attemptSignal),
+          signal: both,
         })
         .finally(release);
+    },
+    async invoke(fn, event, signal) {
+      const { signal: both, release } = within(signal);
+      try {
+        return await attempt(fn, requestOf(event), both);
+      } catch (err) {
+        // The caller went away (shutdown): a failure it will not act on.
+        return {
+          ok: false,
+          error: {
+            errorType: err instanceof Error ? err.name : 'Error',
+            errorMessage: describeError(err),
+          },
+          retryable: true,
+        };
+      } finally {
+        release();
+      }
+    },
+    deadLetter(fn, record, signal) {
+      const { signal: both, release } = within(signal);
+      return delivery.deadLetter(fn, record, both).finally(release);
     },
   };
 }

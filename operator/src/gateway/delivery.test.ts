@@ -380,4 +380,32 @@ describe('delivery', () => {
     expect(h.deadLetterTries).toHaveLength(1);
     expect(h.logs.some((l) => l.includes('DROPPED'))).toBe(false);
   });
+
+  it('dead-letters an event a stream source gave up on, retrying failed sends, and counts it', async () => {
+    const h = harness({ deadLetterFailures: 1 });
+    const record: DeadLetterRecord = {
+      event: event(),
+      error: { errorType: 'Error', errorMessage: 'poison' },
+      attempts: 4,
+      condition: 'RetriesExhausted',
+      firstAttemptAt: new Date(start).toISOString(),
+      lastAttemptAt: new Date(start).toISOString(),
+    };
+    const out = await h.delivery.deadLetter(fn(), record, live());
+    expect(out).toEqual({
+      outcome: 'dead-lettered',
+      attempts: 4,
+      condition: 'RetriesExhausted',
+      error: record.error,
+      deadLetterSends: 2,
+    });
+    expect(h.deadLetters).toEqual([record]);
+    expect(h.outcomes).toEqual(['dead-lettered']);
+
+    const none = harness();
+    const dropped = await none.delivery.deadLetter(fn({}), record, live());
+    expect(dropped).toMatchObject({ outcome: 'dropped', condition: 'RetriesExhausted' });
+    expect(none.outcomes).toEqual(['dropped']);
+    expect(none.logs.filter((l) => l.startsWith('DROPPED event evt-1'))).toHaveLength(1);
+  });
 });

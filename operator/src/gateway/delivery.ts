@@ -39,7 +39,7 @@ export interface AttemptError {
  * retried without counting against `maxAttempts` (the event's age still bounds it).
  */
 export type AttemptResult =
-  | { ok: true; status: number }
+  | { ok: true; status: number; /** The function's answer. */ body?: Buffer }
   | { ok: false; status?: number; error: AttemptError; retryable: boolean; throttled?: boolean };
 
 /** Why an event went to its dead letter; the first two are Lambda's own conditions. */
@@ -140,6 +140,15 @@ export interface Delivery {
    * a source can acknowledge it then. Never rejects.
    */
   deliver(o: DeliverOptions): Promise<DeliveryOutcome>;
+  /**
+   * Sends an event that failed elsewhere (a stream source's batch, retried by the source) to
+   * its Function's dead letter, with the same sends, outcomes and log line as `deliver`.
+   */
+  deadLetter(
+    fn: EddyFunction,
+    record: DeadLetterRecord,
+    signal: AbortSignal,
+  ): Promise<DeliveryOutcome>;
 }
 
 /** `spec.retry` when the Function leaves it out, as the CRD defaults it. */
@@ -238,14 +247,18 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       }
       if (condition) {
         return end(
-          await deadLetter(o, {
-            event,
-            error: result.error,
-            attempts,
-            condition,
-            firstAttemptAt: new Date(firstAttemptAt).toISOString(),
-            lastAttemptAt: new Date(lastAttemptAt).toISOString(),
-          }),
+          await deadLetter(
+            fn,
+            {
+              event,
+              error: result.error,
+              attempts,
+              condition,
+              firstAttemptAt: new Date(firstAttemptAt).toISOString(),
+              lastAttemptAt: new Date(lastAttemptAt).toISOString(),
+            },
+            signal,
+          ),
         );
       }
       report({ outcome: 'retried', attempts, delayMs, error: result.error });
@@ -253,8 +266,11 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     }
   }
 
-  async function deadLetter(o: DeliverOptions, record: DeadLetterRecord): Promise<DeliveryOutcome> {
-    const { fn, signal } = o;
+  async function deadLetter(
+    fn: EddyFunction,
+    record: DeadLetterRecord,
+    signal: AbortSignal,
+  ): Promise<DeliveryOutcome> {
     const { attempts, condition, error } = record;
     const dropped = (reason: string): DeliveryOutcome => {
       // Lambda discards such an event too; say so loudly, in one line, so it is never silent.
@@ -288,5 +304,12 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     return dropped(`the dead letter failed ${maxDeadLetterSends} times, last with: ${lastFailure}`);
   }
 
-  return { deliver };
+  return {
+    deliver,
+    async deadLetter(fn, record, signal) {
+      const r = await deadLetter(fn, record, signal);
+      deps.onOutcome?.(fn, record.event, r.outcome, r);
+      return r;
+    },
+  };
 }

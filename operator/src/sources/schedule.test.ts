@@ -95,6 +95,9 @@ function recordingSink(clock: { at(): string }, hold = false) {
         else signal?.addEventListener('abort', done, { once: true });
       });
     },
+    // Schedules only ever deliver: the sink's other ways are not theirs.
+    invoke: () => Promise.reject(new Error('schedules do not invoke without retries')),
+    deadLetter: () => Promise.reject(new Error('schedules do not dead-letter directly')),
   };
   return { sink, delivered };
 }

@@ -1,0 +1,380 @@
+/**
+ * A Kinesis batch, from records read off a shard to the end of its delivery: the records shaped
+ * as Lambda's Kinesis event, the function's answer read as Lambda reads it (batch item failures),
+ * and the stream retries Lambda makes (the shard waits meanwhile): bisect on error, retry limits,
+ * record age, then the dead letter. No I/O here: the shard consumer supplies invoke, dead letter,
+ * checkpoint and sleep.
+ */
+import type { KinesisTrigger } from '../api/types.js';
+import type { AttemptError, AttemptResult, DeliveryEvent } from '../gateway/delivery.js';
+import { eventTypes, maxPayloadBytes } from '../../../runtime/src/contract/index.js';
+
+/** A trigger's settings with the CRD's defaults applied. */
+export interface KinesisSettings {
+  batchSize: number;
+  maxBatchingWindowMs: number;
+  bisectOnError: boolean;
+  /** -1: until the record expires from the stream. */
+  maxRetryAttempts: number;
+  /** -1: no limit. */
+  maxRecordAgeMs: number;
+  reportBatchItemFailures: boolean;
+}
+
+export function kinesisSettings(t: KinesisTrigger): KinesisSettings {
+  const int = (v: number | undefined, fallback: number, min: number, max: number) =>
+    v === undefined || !Number.isFinite(v) ? fallback : Math.min(max, Math.max(min, Math.floor(v)));
+  const age = int(t.maxRecordAgeSeconds, -1, -1, 604_800);
+  return {
+    batchSize: int(t.batchSize, 100, 1, 10_000),
+    maxBatchingWindowMs: int(t.maxBatchingWindowSeconds, 0, 0, 300) * 1000,
+    bisectOnError: t.bisectOnError ?? false,
+    maxRetryAttempts: int(t.maxRetryAttempts, -1, -1, 10_000),
+    maxRecordAgeMs: age < 0 ? -1 : age * 1000,
+    reportBatchItemFailures: t.reportBatchItemFailures ?? false,
+  };
+}
+
+/** Where records come from, as every record of Lambda's event names it. */
+export interface StreamOrigin {
+  shardId: string;
+  streamArn: string;
+  region: string;
+  /** The Function's identity (Lambda's execution role ARN). */
+  identity: string;
+}
+
+/** A record read from a shard, as GetRecords returns it. */
+export interface ShardRecord {
+  SequenceNumber?: string;
+  PartitionKey?: string;
+  Data?: Uint8Array;
+  ApproximateArrivalTimestamp?: Date;
+}
+
+/** A record ready to batch: its JSON in Lambda's shape is made once, however often it is sent. */
+export interface ShapedRecord {
+  sequenceNumber: string;
+  /** Milliseconds since the epoch. */
+  arrivedAt: number;
+  json: string;
+  /** Its length in UTF-8. */
+  bytes: number;
+}
+
+/** One record of Lambda's Kinesis event, keys in Lambda's order. */
+export function lambdaRecord(r: ShardRecord, o: StreamOrigin): Record<string, unknown> {
+  const data = r.Data ?? new Uint8Array();
+  return {
+    kinesis: {
+      kinesisSchemaVersion: '1.0',
+      partitionKey: r.PartitionKey ?? '',
+      sequenceNumber: r.SequenceNumber ?? '',
+      data: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('base64'),
+      approximateArrivalTimestamp: (r.ApproximateArrivalTimestamp?.getTime() ?? Date.now()) / 1000,
+    },
+    eventSource: 'aws:kinesis',
+    eventVersion: '1.0',
+    eventID: `${o.shardId}:${r.SequenceNumber ?? ''}`,
+    eventName: 'aws:kinesis:record',
+    invokeIdentityArn: o.identity,
+    awsRegion: o.region,
+    eventSourceARN: o.streamArn,
+  };
+}
+
+export function shapeRecord(r: ShardRecord, o: StreamOrigin): ShapedRecord {
+  const json = JSON.stringify(lambdaRecord(r, o));
+  return {
+    sequenceNumber: r.SequenceNumber ?? '',
+    arrivedAt: r.ApproximateArrivalTimestamp?.getTime() ?? Date.now(),
+    json,
+    bytes: Buffer.byteLength(json),
+  };
+}
+
+const envelopeBytes = '{"Records":[]}'.length;
+
+/**
+ * How many records from the front of `records` go into the next batch: at most `batchSize`, and
+ * no more than the gateway takes in one invocation (Lambda's 6 MB), but always at least one.
+ */
+export function batchLength(
+  records: readonly ShapedRecord[],
+  batchSize: number,
+  maxBytes = maxPayloadBytes,
+): number {
+  let bytes = envelopeBytes;
+  let n = 0;
+  for (const r of records) {
+    if (n >= batchSize) break;
+    bytes += r.bytes + (n > 0 ? 1 : 0);
+    if (n > 0 && bytes > maxBytes) break;
+    n++;
+  }
+  return n;
+}
+
+/**
+ * Whether the records read so far go to the function now: a full batch (by count or payload),
+ * the end of the shard, or the batching window over since the first of them was read.
+ */
+export function batchDue(
+  records: readonly ShapedRecord[],
+  s: KinesisSettings,
+  o: { gatheringSince: number; now: number; shardEnded: boolean },
+): boolean {
+  if (records.length === 0) return false;
+  const n = batchLength(records, s.batchSize);
+  return (
+    o.shardEnded ||
+    n >= s.batchSize ||
+    n < records.length ||
+    o.now - o.gatheringSince >= s.maxBatchingWindowMs
+  );
+}
+
+/** The CloudEvent (binary mode) carrying a batch to the function. */
+export function batchEvent(
+  records: readonly ShapedRecord[],
+  o: StreamOrigin,
+  trigger: string,
+): DeliveryEvent {
+  const first = records[0]!;
+  const id = `${o.shardId}:${first.sequenceNumber}:${records.length}`;
+  const time = new Date(first.arrivedAt).toISOString();
+  return {
+    id,
+    type: eventTypes.kinesisBatch,
+    source: o.streamArn,
+    time,
+    body: Buffer.from(`{"Records":[${records.map((r) => r.json).join(',')}]}`),
+    headers: {
+      'ce-specversion': '1.0',
+      'ce-id': id,
+      'ce-type': eventTypes.kinesisBatch,
+      'ce-source': o.streamArn,
+      'ce-subject': o.shardId,
+      'ce-time': time,
+      'content-type': 'application/json',
+    },
+    trigger,
+  };
+}
+
+/** What a batch's invocation came to. */
+export type BatchAnswer =
+  | { kind: 'succeeded' }
+  /** The function reported item failures: records from index `from` on are to be retried. */
+  | { kind: 'partial'; from: number; error: AttemptError }
+  | { kind: 'failed'; error: AttemptError; retryable: boolean; throttled: boolean };
+
+const invalidAnswer = (message: string): BatchAnswer => ({
+  kind: 'failed',
+  error: { errorType: 'InvalidBatchItemFailures', errorMessage: message },
+  retryable: true,
+  throttled: false,
+});
+
+/**
+ * Reads an invocation's result as Lambda does. With `reportBatchItemFailures`, an answer of
+ * `{batchItemFailures: [{itemIdentifier: <sequence number>}]}` fails the records from the lowest
+ * one named on; no answer, null or an empty list is a success; an answer that is not JSON or
+ * names a record not in the batch fails the whole batch.
+ */
+export function judgeAnswer(
+  result: AttemptResult,
+  sequenceNumbers: readonly string[],
+  reportBatchItemFailures: boolean,
+): BatchAnswer {
+  if (!result.ok) {
+    return {
+      kind: 'failed',
+      error: result.error,
+      retryable: result.retryable,
+      throttled: result.throttled ?? false,
+    };
+  }
+  if (!reportBatchItemFailures) return { kind: 'succeeded' };
+  const text = result.body?.toString('utf8').trim() ?? '';
+  if (text === '') return { kind: 'succeeded' };
+  let answer: unknown;
+  try {
+    answer = JSON.parse(text);
+  } catch {
+    return invalidAnswer(`the function's answer is not JSON: ${text.slice(0, 200)}`);
+  }
+  if (answer === null || typeof answer !== 'object' || Array.isArray(answer)) {
+    return { kind: 'succeeded' };
+  }
+  const failures = (answer as { batchItemFailures?: unknown }).batchItemFailures;
+  if (failures === undefined || failures === null) return { kind: 'succeeded' };
+  if (!Array.isArray(failures)) {
+    return invalidAnswer('batchItemFailures must be a list of {itemIdentifier}');
+  }
+  if (failures.length === 0) return { kind: 'succeeded' };
+  let from = sequenceNumbers.length;
+  for (const f of failures as unknown[]) {
+    const id = (f as { itemIdentifier?: unknown } | null)?.itemIdentifier;
+    const at = typeof id === 'string' && id !== '' ? sequenceNumbers.indexOf(id) : -1;
+    if (at < 0) {
+      return invalidAnswer(
+        `batchItemFailures names ${JSON.stringify(id ?? null)}, which is not the sequence number of a record in the batch`,
+      );
+    }
+    from = Math.min(from, at);
+  }
+  return {
+    kind: 'partial',
+    from,
+    error: {
+      errorType: 'BatchItemFailures',
+      errorMessage: `the function reported ${failures.length} failed record(s), the first at sequence number ${sequenceNumbers[from]}`,
+    },
+  };
+}
+
+/** Why records were given up on; the dead letter's condition. */
+export type GiveUp = 'RetriesExhausted' | 'EventAgeExceeded' | 'NotRetryable';
+
+export interface BatchDeps {
+  /** One invocation with these records. */
+  invoke(records: readonly ShapedRecord[]): Promise<AttemptResult>;
+  /**
+   * Sends records given up on to the dead letter; false when interrupted (shutdown), so that
+   * they are not checkpointed.
+   */
+  deadLetter(
+    records: readonly ShapedRecord[],
+    failure: {
+      error: AttemptError;
+      attempts: number;
+      condition: GiveUp;
+      firstAttemptAt: number;
+      lastAttemptAt: number;
+    },
+  ): Promise<boolean>;
+  /** The records up to this sequence number are done. */
+  checkpoint(sequenceNumber: string): void;
+  /** Resolves after `ms`; false when stopped meanwhile. */
+  sleep(ms: number): Promise<boolean>;
+  stopped(): boolean;
+  now(): number;
+  /** The wait before retry `n` (from 1). */
+  retryDelayMs(n: number): number;
+}
+
+interface Part {
+  records: ShapedRecord[];
+  /** Failed invocations of exactly these records: what maxRetryAttempts limits. */
+  failures: number;
+  /** Invocations that included these records, their larger batches' included. */
+  attempts: number;
+  throttles: number;
+  firstAttemptAt?: number;
+  lastAttemptAt?: number;
+  lastError?: AttemptError;
+}
+
+/**
+ * Delivers one batch with Lambda's stream semantics, in order, before the shard moves on:
+ * - a failed batch is retried (after a growing wait) until `maxRetryAttempts`; throttles, where
+ *   the batch never reached the function, do not count;
+ * - with `bisectOnError`, a failed batch is split in two and each half retried in turn (splitting
+ *   is not a retry: only a single record that keeps failing spends `maxRetryAttempts`, so good
+ *   records around a poison one are not given up with it);
+ * - with `reportBatchItemFailures`, the records before the lowest failed one are done, and the
+ *   rest is a failed batch;
+ * - records older than `maxRecordAgeMs` are not sent (again);
+ * - what is given up on goes to the dead letter and the shard moves past it.
+ * Resolves true once every record is done, false when stopped first (nothing after the last
+ * checkpoint counts as done then).
+ */
+export async function deliverBatch(
+  records: readonly ShapedRecord[],
+  s: KinesisSettings,
+  deps: BatchDeps,
+): Promise<boolean> {
+  const queue: Part[] = [{ records: [...records], failures: 0, attempts: 0, throttles: 0 }];
+  const done = (part: Part) =>
+    deps.checkpoint(part.records[part.records.length - 1]!.sequenceNumber);
+  const giveUp = async (part: Part, condition: GiveUp, error: AttemptError) => {
+    const now = deps.now();
+    const sent = await deps.deadLetter(part.records, {
+      error,
+      attempts: part.attempts,
+      condition,
+      firstAttemptAt: part.firstAttemptAt ?? now,
+      lastAttemptAt: part.lastAttemptAt ?? now,
+    });
+    if (sent) done(part);
+    return sent;
+  };
+  while (queue.length > 0) {
+    if (deps.stopped()) return false;
+    const part = queue[0]!;
+    if (s.maxRecordAgeMs >= 0) {
+      const now = deps.now();
+      // A shard's records arrive in order: the old ones are at the front.
+      const old = part.records.findIndex((r) => now - r.arrivedAt <= s.maxRecordAgeMs);
+      const count = old < 0 ? part.records.length : old;
+      if (count > 0) {
+        const expired: Part = { ...part, records: part.records.slice(0, count) };
+        const error = part.lastError ?? {
+          errorType: 'RecordAgeExceeded',
+          errorMessage: `the record(s) were older than maxRecordAgeSeconds (${s.maxRecordAgeMs / 1000}) before they could be sent`,
+        };
+        if (!(await giveUp(expired, 'EventAgeExceeded', error))) return false;
+        part.records = part.records.slice(count);
+        if (part.records.length === 0) {
+          queue.shift();
+          continue;
+        }
+      }
+    }
+    part.attempts++;
+    part.lastAttemptAt = deps.now();
+    part.firstAttemptAt ??= part.lastAttemptAt;
+    const answer = judgeAnswer(
+      await deps.invoke(part.records),
+      part.records.map((r) => r.sequenceNumber),
+      s.reportBatchItemFailures,
+    );
+    if (deps.stopped()) return false;
+    if (answer.kind === 'succeeded') {
+      done(part);
+      queue.shift();
+      continue;
+    }
+    if (answer.kind === 'partial' && answer.from > 0) {
+      done({ ...part, records: part.records.slice(0, answer.from) });
+      part.records = part.records.slice(answer.from);
+    }
+    part.lastError = answer.error;
+    const retryable = answer.kind === 'partial' || answer.retryable;
+    if (answer.kind === 'failed' && answer.throttled) {
+      part.throttles++;
+      if (!(await deps.sleep(deps.retryDelayMs(part.throttles)))) return false;
+      continue;
+    }
+    if (s.bisectOnError && part.records.length > 1) {
+      const half = Math.ceil(part.records.length / 2);
+      const split = (rs: ShapedRecord[]): Part => ({ ...part, records: rs, failures: 0 });
+      queue.splice(0, 1, split(part.records.slice(0, half)), split(part.records.slice(half)));
+      continue;
+    }
+    part.failures++;
+    const condition: GiveUp | undefined = !retryable
+      ? 'NotRetryable'
+      : s.maxRetryAttempts >= 0 && part.failures > s.maxRetryAttempts
+        ? 'RetriesExhausted'
+        : undefined;
+    if (condition) {
+      if (!(await giveUp(part, condition, answer.error))) return false;
+      queue.shift();
+      continue;
+    }
+    if (!(await deps.sleep(deps.retryDelayMs(part.failures)))) return false;
+  }
+  return true;
+}

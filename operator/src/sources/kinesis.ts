@@ -1,0 +1,657 @@
+/**
+ * The Kinesis source: for every `kinesis` trigger of every Function, one consumer per shard
+ * (ListShards, GetShardIterator, GetRecords), as Lambda's event source mapping polls. A shard's
+ * batches go to the function one at a time, in order, as `dev.eddy.kinesis.batch` CloudEvents
+ * whose data is Lambda's Kinesis event; the shard waits while a batch is retried. The children of
+ * a split or merge are read only once their parents reached their end. Progress (the last
+ * sequence number delivered per shard) is saved at most once a second and resumed after a
+ * restart or a change of leader. Leader-only: one reader per shard cluster-wide.
+ */
+import {
+  DescribeStreamSummaryCommand,
+  GetRecordsCommand,
+  GetShardIteratorCommand,
+  KinesisClient,
+  ListShardsCommand,
+  type GetShardIteratorCommandInput,
+  type Shard,
+} from '@aws-sdk/client-kinesis';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { Gauge, type Registry } from 'prom-client';
+import { setTimeout as wait } from 'node:timers/promises';
+import type { EddyFunction, KinesisTrigger, Trigger } from '../api/types.js';
+import { describeError } from '../errors.js';
+import type { AttemptResult } from '../gateway/delivery.js';
+import { CheckpointWriter } from './checkpoint-writer.js';
+import type { Checkpoint } from './checkpoints.js';
+import {
+  classifyError,
+  connectionFingerprint,
+  problemBackoffMs,
+  resolveConnection,
+} from './connection.js';
+import {
+  batchDue,
+  batchEvent,
+  batchLength,
+  deliverBatch,
+  kinesisSettings,
+  shapeRecord,
+  type BatchDeps,
+  type KinesisSettings,
+  type ShapedRecord,
+  type StreamOrigin,
+} from './kinesis-batch.js';
+import type { SourceContext, SourceFactory } from './source.js';
+
+export interface KinesisSourceOptions {
+  /** Wait before reading again a shard that had nothing new. Default 1 s, as Lambda polls. */
+  idlePollMs?: number;
+  /** Least time between two reads of one shard: Kinesis allows 5 a second. Default 200 ms. */
+  minPollMs?: number;
+  /** How often shards are listed again to find those a reshard made. Default 10 s. */
+  shardSyncMs?: number;
+  /** First wait before a failed batch is retried, doubling up to `retryMaxDelayMs` (60 s). Default 1 s. */
+  retryBaseDelayMs?: number;
+  retryMaxDelayMs?: number;
+  /** First wait before a trigger with a problem is tried again, doubling up to 60 s. Default 1 s. */
+  problemBaseMs?: number;
+  /** Checkpoints are saved at most this often. Default 1 s. */
+  checkpointIntervalMs?: number;
+}
+
+type Settings = Required<KinesisSourceOptions>;
+
+const defaults: Settings = {
+  idlePollMs: 1_000,
+  minPollMs: 200,
+  shardSyncMs: 10_000,
+  retryBaseDelayMs: 1_000,
+  retryMaxDelayMs: 60_000,
+  problemBaseMs: 1_000,
+  checkpointIntervalMs: 1_000,
+};
+
+/** A shard's checkpoint once it was read to its end: its children may be read. */
+export const shardEnd = 'SHARD_END';
+/** The checkpoint's key naming the stream its sequence numbers belong to. */
+const streamKey = 'stream';
+/** Records asked for per read: Kinesis's most (a read also stops at 10 MB). */
+const readLimit = 10_000;
+
+const metricName = 'eddy_source_kinesis_iterator_age_seconds';
+type AgeGauge = Gauge<'namespace' | 'function' | 'trigger' | 'shard'>;
+const gauges = new WeakMap<Registry, AgeGauge>();
+
+/** Registered once per registry, however many times a source is made for it. */
+function iteratorAgeGauge(registry: Registry): AgeGauge {
+  let gauge = gauges.get(registry);
+  if (!gauge) {
+    gauge = new Gauge({
+      name: metricName,
+      help: "How far behind the stream's newest record a shard's consumer reads (GetRecords' MillisBehindLatest).",
+      labelNames: ['namespace', 'function', 'trigger', 'shard'],
+      registers: [registry],
+    });
+    gauges.set(registry, gauge);
+  }
+  return gauge;
+}
+
+/** The Kinesis source: one leader-only runnable that follows the Functions' kinesis triggers. */
+export function kinesisSource(options: KinesisSourceOptions = {}): SourceFactory {
+  const settings: Settings = { ...defaults, ...options };
+  return (ctx) => [
+    {
+      name: 'kinesis',
+      leaderOnly: true,
+      run: (signal) => followTriggers(ctx, settings, signal),
+    },
+  ];
+}
+
+interface Wanted {
+  fn: EddyFunction;
+  trigger: Trigger & { kinesis: KinesisTrigger };
+  index: number;
+  fingerprint: string;
+}
+
+interface Running {
+  fn: EddyFunction;
+  trigger: string;
+  fingerprint: string;
+  stop: AbortController;
+  done: Promise<void>;
+}
+
+const fnKeyOf = (fn: EddyFunction) => `${fn.metadata.namespace}/${fn.metadata.name}`;
+
+/** Starts, restarts and stops a consumer per kinesis trigger as Functions change. */
+async function followTriggers(ctx: SourceContext, o: Settings, signal: AbortSignal): Promise<void> {
+  const gauge = iteratorAgeGauge(ctx.metrics);
+  const running = new Map<string, Running>();
+  let changed = true;
+  let wake: (() => void) | undefined;
+  const unsubscribe = ctx.store.onChange(() => {
+    changed = true;
+    wake?.();
+  });
+  const onAbort = () => wake?.();
+  signal.addEventListener('abort', onAbort, { once: true });
+
+  /** Per trigger: the stop (and clean-up) of its last consumer, which the next one waits for. */
+  const settling = new Map<string, Promise<void>>();
+
+  const stillWanted = (r: Running) =>
+    ctx.store
+      .get(r.fn.metadata.namespace, r.fn.metadata.name)
+      ?.spec.triggers?.some((t) => t.name === r.trigger && t.kinesis !== undefined) ?? false;
+
+  const retire = async (r: Running): Promise<void> => {
+    await r.done;
+    // Looked at once it stopped: the trigger may be back by now.
+    if (stillWanted(r)) return;
+    ctx.states.delete(fnKeyOf(r.fn), r.trigger);
+    const now = ctx.store.get(r.fn.metadata.namespace, r.fn.metadata.name);
+    // The trigger went from a Function that stays: its progress goes too. (A deleted
+    // Function's goes with it: its ConfigMaps are owned by it.)
+    if (now && now.metadata.uid === r.fn.metadata.uid) {
+      await ctx.checkpoints
+        .remove(now, r.trigger)
+        .catch((err: unknown) =>
+          ctx.log(
+            `kinesis: forgetting the checkpoint of ${fnKeyOf(now)} trigger ${r.trigger} failed: ${describeError(err)}`,
+          ),
+        );
+    }
+  };
+
+  const sync = () => {
+    const wanted = new Map<string, Wanted>();
+    for (const fn of ctx.store.list()) {
+      (fn.spec.triggers ?? []).forEach((trigger, index) => {
+        if (!trigger.kinesis) return;
+        wanted.set(`${fnKeyOf(fn)}/${trigger.name}`, {
+          fn,
+          trigger: trigger as Wanted['trigger'],
+          index,
+          fingerprint: JSON.stringify([fn.metadata.uid ?? '', trigger.kinesis]),
+        });
+      });
+    }
+    for (const [key, r] of running) {
+      if (wanted.get(key)?.fingerprint === r.fingerprint) continue;
+      r.stop.abort();
+      running.delete(key);
+      // Stopping may take as long as the batch in flight: no other trigger waits for it.
+      const settled = retire(r);
+      settling.set(key, settled);
+      void settled.finally(() => {
+        if (settling.get(key) === settled) settling.delete(key);
+      });
+    }
+    for (const [key, w] of wanted) {
+      if (running.has(key) || signal.aborted) continue;
+      const stop = new AbortController();
+      const own = AbortSignal.any([signal, stop.signal]);
+      // A changed trigger's new consumer reads what the old one saved as it stopped.
+      const before = settling.get(key) ?? Promise.resolve();
+      running.set(key, {
+        fn: w.fn,
+        trigger: w.trigger.name,
+        fingerprint: w.fingerprint,
+        stop,
+        done: before.then(() => keepConsuming(ctx, o, gauge, w, own)),
+      });
+    }
+  };
+
+  try {
+    while (!signal.aborted) {
+      if (changed) {
+        changed = false;
+        sync();
+        continue;
+      }
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    }
+  } finally {
+    unsubscribe();
+    signal.removeEventListener('abort', onAbort);
+    for (const r of running.values()) r.stop.abort();
+    // Each consumer saves its checkpoint as it stops.
+    await Promise.all([...running.values()].map((r) => r.done));
+    await Promise.all(settling.values());
+  }
+}
+
+/** Resolves after `ms`: true, or false as soon as `signal` aborts. */
+async function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return false;
+  await wait(Math.max(0, ms), undefined, { signal }).catch(() => undefined);
+  return !signal.aborted;
+}
+
+/** A consumer that failed unexpectedly starts again (with backoff) rather than going quiet. */
+async function keepConsuming(
+  ctx: SourceContext,
+  o: Settings,
+  gauge: AgeGauge,
+  w: Wanted,
+  signal: AbortSignal,
+): Promise<void> {
+  for (let failures = 1; !signal.aborted; failures++) {
+    try {
+      await new TriggerConsumer(ctx, o, gauge, w, signal).run();
+      return;
+    } catch (err) {
+      const message = `the consumer failed and restarts: ${describeError(err)}`;
+      ctx.log(`kinesis: ${fnKeyOf(w.fn)} trigger ${w.trigger.name}: ${message}`);
+      ctx.states.set(fnKeyOf(w.fn), w.trigger.name, {
+        ready: false,
+        reason: 'SourceError',
+        message,
+      });
+      await sleep(problemBackoffMs(failures, o.problemBaseMs), signal);
+    }
+  }
+}
+
+/** Where a shard starts when it has no checkpoint. */
+type Start = Pick<GetShardIteratorCommandInput, 'ShardIteratorType' | 'Timestamp'>;
+
+/** One trigger: its stream's shards, each read by its own loop, and the trigger's checkpoint. */
+class TriggerConsumer {
+  private readonly t: KinesisTrigger;
+  private readonly name: string;
+  private readonly key: string;
+  private readonly s: KinesisSettings;
+  /** Names the stream in messages, never with credentials. */
+  private readonly what: string;
+  private readonly where: string;
+  private client: KinesisClient | undefined;
+  private readonly clients: KinesisClient[] = [];
+  private clientFingerprint = '';
+  /** After a problem the connection is resolved again: the Secret may have been fixed. */
+  private stale = true;
+  private lastProblem = '';
+  private writer: CheckpointWriter | undefined;
+
+  constructor(
+    private readonly ctx: SourceContext,
+    private readonly o: Settings,
+    private readonly gauge: AgeGauge,
+    private readonly w: Wanted,
+    private readonly signal: AbortSignal,
+  ) {
+    this.t = w.trigger.kinesis;
+    this.name = w.trigger.name;
+    this.key = fnKeyOf(w.fn);
+    this.s = kinesisSettings(this.t);
+    const region = this.t.connection.region ?? 'us-east-1';
+    this.what = `stream ${this.t.stream} at ${safeEndpoint(this.t.connection.endpoint) ?? `AWS ${region}`}`;
+    this.where = `trigger ${this.name} (spec.triggers[${w.index}].kinesis.connection)`;
+  }
+
+  /** The Function as it is now (its dead letter, its checkpoint's owner). */
+  private fn(): EddyFunction {
+    return this.ctx.store.get(this.w.fn.metadata.namespace, this.w.fn.metadata.name) ?? this.w.fn;
+  }
+
+  private log(message: string): void {
+    this.ctx.log(`kinesis: ${this.key} trigger ${this.name}: ${message}`);
+  }
+
+  private healthy(): void {
+    this.ctx.states.set(this.key, this.name, { ready: true });
+    this.lastProblem = '';
+  }
+
+  private problem(err: unknown): void {
+    const p = classifyError(err, this.what, 'StreamNotFound');
+    this.ctx.states.set(this.key, this.name, {
+      ready: false,
+      reason: p.reason,
+      message: p.message,
+    });
+    this.stale = true;
+    if (p.message !== this.lastProblem) this.log(`${p.reason}: ${p.message}`);
+    this.lastProblem = p.message;
+  }
+
+  private async kinesis(): Promise<KinesisClient> {
+    if (this.client && !this.stale) return this.client;
+    const conn = await resolveConnection(
+      this.ctx.secrets,
+      this.fn(),
+      this.t.connection,
+      this.where,
+    );
+    this.stale = false;
+    const fingerprint = connectionFingerprint(conn);
+    if (this.client && fingerprint === this.clientFingerprint) return this.client;
+    // An older client may still be in use by another shard's read: destroyed when the trigger stops.
+    this.client = new KinesisClient({
+      region: conn.region,
+      credentials: conn.credentials,
+      ...(conn.endpoint
+        ? {
+            endpoint: conn.endpoint,
+            // The client speaks HTTP/2 by default; Kinesis-compatible servers often only HTTP/1.1.
+            requestHandler: new NodeHttpHandler({
+              connectionTimeout: 5_000,
+              requestTimeout: 30_000,
+            }),
+          }
+        : {}),
+    });
+    this.clients.push(this.client);
+    this.clientFingerprint = fingerprint;
+    return this.client;
+  }
+
+  /** Repeats `call` with backoff, reporting each failure as the trigger's problem. */
+  private async retrying<T>(call: () => Promise<T>): Promise<T | undefined> {
+    for (let failures = 1; !this.signal.aborted; failures++) {
+      try {
+        return await call();
+      } catch (err) {
+        if (this.signal.aborted) return undefined;
+        this.problem(err);
+        await sleep(problemBackoffMs(failures, this.o.problemBaseMs), this.signal);
+      }
+    }
+    return undefined;
+  }
+
+  async run(): Promise<void> {
+    try {
+      const summary = await this.retrying(async () => {
+        const c = await this.kinesis();
+        const out = await c.send(new DescribeStreamSummaryCommand({ StreamName: this.t.stream }), {
+          abortSignal: this.signal,
+        });
+        return out.StreamDescriptionSummary;
+      });
+      if (!summary) return;
+      const saved = await this.retrying(() => this.ctx.checkpoints.load(this.fn(), this.name));
+      if (!saved) return;
+      // Sequence numbers of another stream (the trigger was pointed elsewhere) mean nothing here.
+      const resuming = saved[streamKey] === this.t.stream;
+      this.writer = new CheckpointWriter(resuming ? saved : { [streamKey]: this.t.stream }, {
+        save: (data) => this.ctx.checkpoints.save(this.fn(), this.name, data),
+        intervalMs: this.o.checkpointIntervalMs,
+        log: (m) => this.log(m),
+      });
+      const streamArn =
+        summary.StreamARN ??
+        `arn:aws:kinesis:${this.region()}:000000000000:stream/${this.t.stream}`;
+      await this.followShards(streamArn, this.writer, resuming && hasShards(saved));
+    } finally {
+      await this.writer?.flush();
+      for (const c of this.clients) c.destroy();
+    }
+  }
+
+  private region(): string {
+    return this.t.connection.region ?? 'us-east-1';
+  }
+
+  /**
+   * Lists the shards now and then (and whenever one ends), and reads each shard whose parents
+   * are done. Shards of the first listing start at `startingPosition` unless they have a
+   * checkpoint; shards found later (made by a reshard) start at their oldest record.
+   */
+  private async followShards(
+    streamArn: string,
+    writer: CheckpointWriter,
+    resuming: boolean,
+  ): Promise<void> {
+    const reading = new Map<string, Promise<void>>();
+    let first = !resuming;
+    let wake: (() => void) | undefined;
+    const onAbort = () => wake?.();
+    this.signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      while (!this.signal.aborted) {
+        const shards = await this.retrying(() => this.listShards());
+        if (!shards) break;
+        this.healthy();
+        const listed = new Set(shards.map((s) => s.ShardId!));
+        // Shards that left the stream (their records expired) need no position any more.
+        for (const id of Object.keys(writer.snapshot())) {
+          if (id !== streamKey && !listed.has(id) && !reading.has(id)) writer.delete(id);
+        }
+        for (const shard of shards) {
+          const id = shard.ShardId!;
+          if (reading.has(id) || writer.get(id) === shardEnd) continue;
+          const waiting = [shard.ParentShardId, shard.AdjacentParentShardId].some(
+            (p) => p !== undefined && listed.has(p) && writer.get(p) !== shardEnd,
+          );
+          if (waiting) continue;
+          const start = first ? this.startingPosition() : { ShardIteratorType: 'TRIM_HORIZON' };
+          if (
+            first &&
+            start.ShardIteratorType === 'LATEST' &&
+            shard.SequenceNumberRange?.EndingSequenceNumber !== undefined &&
+            writer.get(id) === undefined
+          ) {
+            // A closed shard has no "latest" records to come.
+            writer.set(id, shardEnd);
+            continue;
+          }
+          const origin: StreamOrigin = {
+            shardId: id,
+            streamArn,
+            region: this.region(),
+            identity: `system:serviceaccount:${this.w.fn.metadata.namespace}:${this.w.fn.spec.serviceAccountName ?? 'default'}`,
+          };
+          reading.set(
+            id,
+            this.readShard(origin, start as Start, writer).finally(() => {
+              reading.delete(id);
+              wake?.();
+            }),
+          );
+        }
+        first = false;
+        let timer: NodeJS.Timeout | undefined;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          timer = setTimeout(resolve, this.o.shardSyncMs);
+        });
+        clearTimeout(timer);
+        wake = undefined;
+      }
+    } finally {
+      this.signal.removeEventListener('abort', onAbort);
+      await Promise.all(reading.values());
+    }
+  }
+
+  private startingPosition(): Start {
+    const type = this.t.startingPosition ?? 'TRIM_HORIZON';
+    if (type === 'AT_TIMESTAMP') {
+      return { ShardIteratorType: type, Timestamp: new Date(this.t.startingTimestamp ?? 0) };
+    }
+    return { ShardIteratorType: type };
+  }
+
+  private async listShards(): Promise<Shard[]> {
+    const c = await this.kinesis();
+    const shards: Shard[] = [];
+    let next: string | undefined;
+    do {
+      const out = await c.send(
+        new ListShardsCommand(next ? { NextToken: next } : { StreamName: this.t.stream }),
+        { abortSignal: this.signal },
+      );
+      shards.push(...(out.Shards ?? []));
+      next = out.NextToken;
+    } while (next);
+    return shards;
+  }
+
+  /** Reads one shard to its end (or until stopped), delivering its batches in order. */
+  private async readShard(origin: StreamOrigin, start: Start, writer: CheckpointWriter) {
+    const { signal, s, o } = this;
+    const shardId = origin.shardId;
+    const labels = {
+      namespace: this.w.fn.metadata.namespace,
+      function: this.w.fn.metadata.name,
+      trigger: this.name,
+      shard: shardId,
+    };
+    const deps = this.batchDeps(origin, writer);
+    const buffer: ShapedRecord[] = [];
+    const saved = writer.get(shardId);
+    /** The last record read: a new iterator starts after it. */
+    let after = saved;
+    let iterator: string | undefined;
+    let ended = false;
+    let nextReadAt = 0;
+    /** When the first record of the batch being gathered was read. */
+    let gathering: number | undefined;
+    let failures = 0;
+    try {
+      while (!signal.aborted) {
+        const due = batchDue(buffer, s, {
+          gatheringSince: gathering ?? 0,
+          now: Date.now(),
+          shardEnded: ended,
+        });
+        if (due) {
+          const batch = buffer.splice(0, batchLength(buffer, s.batchSize));
+          if (!(await deliverBatch(batch, s, deps))) return;
+          gathering = buffer.length > 0 ? Date.now() : undefined;
+          continue;
+        }
+        if (ended) {
+          writer.set(shardId, shardEnd);
+          this.log(`${shardId} read to its end`);
+          return;
+        }
+        const until = Math.min(
+          nextReadAt,
+          gathering === undefined ? Infinity : gathering + s.maxBatchingWindowMs,
+        );
+        if (!(await sleep(until - Date.now(), signal))) return;
+        if (Date.now() < nextReadAt) continue;
+        try {
+          const c = await this.kinesis();
+          iterator ??= (
+            await c.send(
+              new GetShardIteratorCommand({
+                StreamName: this.t.stream,
+                ShardId: shardId,
+                ...(after
+                  ? { ShardIteratorType: 'AFTER_SEQUENCE_NUMBER', StartingSequenceNumber: after }
+                  : start),
+              }),
+              { abortSignal: signal },
+            )
+          ).ShardIterator;
+          const read = Date.now();
+          const out = await c.send(
+            new GetRecordsCommand({ ShardIterator: iterator, Limit: readLimit }),
+            {
+              abortSignal: signal,
+            },
+          );
+          failures = 0;
+          this.healthy();
+          const behindMs = out.MillisBehindLatest ?? 0;
+          this.gauge.set(labels, behindMs / 1000);
+          const records = out.Records ?? [];
+          for (const r of records) buffer.push(shapeRecord(r, origin));
+          if (records.length > 0) {
+            after = records[records.length - 1]!.SequenceNumber;
+            gathering ??= Date.now();
+          }
+          iterator = out.NextShardIterator;
+          if (!iterator) ended = true;
+          const idle = records.length === 0 && behindMs === 0;
+          nextReadAt = read + (idle ? o.idlePollMs : o.minPollMs);
+        } catch (err) {
+          if (signal.aborted) return;
+          const name = (err as { name?: string }).name;
+          iterator = undefined;
+          if (name === 'ExpiredIteratorException') continue;
+          failures++;
+          if (
+            name === 'ProvisionedThroughputExceededException' ||
+            name === 'LimitExceededException'
+          ) {
+            nextReadAt = Date.now() + problemBackoffMs(failures, o.minPollMs, 10_000);
+            continue;
+          }
+          this.problem(err);
+          nextReadAt = Date.now() + problemBackoffMs(failures, o.problemBaseMs);
+        }
+      }
+    } finally {
+      this.gauge.remove(labels);
+    }
+  }
+
+  private batchDeps(origin: StreamOrigin, writer: CheckpointWriter): BatchDeps {
+    const { signal, ctx } = this;
+    const iso = (ms: number) => new Date(ms).toISOString();
+    return {
+      invoke: async (records): Promise<AttemptResult> => {
+        const { namespace, name } = this.w.fn.metadata;
+        if (!ctx.store.get(namespace, name) && !signal.aborted) {
+          // Deleted: this consumer is about to be stopped; nothing is sent or given up.
+          await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+        }
+        return ctx.sink.invoke(this.fn(), batchEvent(records, origin, this.name), signal);
+      },
+      deadLetter: async (records, f) => {
+        const event = batchEvent(records, origin, this.name);
+        const out = await ctx.sink.deadLetter(
+          this.fn(),
+          {
+            event,
+            error: f.error,
+            attempts: f.attempts,
+            condition: f.condition,
+            firstAttemptAt: iso(f.firstAttemptAt),
+            lastAttemptAt: iso(f.lastAttemptAt),
+          },
+          signal,
+        );
+        if (out.outcome === 'interrupted') return false;
+        if (out.outcome === 'dead-lettered') {
+          this.log(
+            `${records.length} record(s) of ${origin.shardId} from sequence number ${records[0]!.sequenceNumber} sent to the dead letter (${f.condition} after ${f.attempts} attempt(s), last error ${f.error.errorType}: ${f.error.errorMessage.replace(/\s*\n\s*/g, ' ')}); the shard moves on`,
+          );
+        }
+        return true;
+      },
+      checkpoint: (sequenceNumber) => writer.set(origin.shardId, sequenceNumber),
+      sleep: (ms) => sleep(ms, signal),
+      stopped: () => signal.aborted,
+      now: Date.now,
+      retryDelayMs: (n) => problemBackoffMs(n, this.o.retryBaseDelayMs, this.o.retryMaxDelayMs),
+    };
+  }
+}
+
+function hasShards(saved: Checkpoint): boolean {
+  return Object.keys(saved).some((k) => k !== streamKey);
+}
+
+/** The endpoint without user or password, for messages. */
+function safeEndpoint(endpoint: string | undefined): string | undefined {
+  if (!endpoint) return undefined;
+  try {
+    const url = new URL(endpoint);
+    url.username = '';
+    url.password = '';
+    return url.toString().replace(/\/$/, '');
+  } catch {
+    return '(an endpoint that is not a URL)';
+  }
+}
