@@ -2,12 +2,15 @@
  * `npm run bench:sources`: the event sources, each beside a baseline measured in the same run.
  *   1. S3: upload-to-handler-start latency through MinIO notifications (warm), against MinIO
  *      posting to a bare receiver;
+ *   2. Kinesis: records/s through a no-op function, against raw GetRecords from the same
+ *      kinesalite;
  *   3. schedules: 1,000 triggers due in the same second, the p99 lag of their fires, against
  *      1,000 plain timers due at the same instant;
  * Prints the CPU model: ratios differ from one machine to another.
  */
 import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
+import { benchKinesis } from './sources/kinesis.js';
 import { benchS3 } from './sources/s3.js';
 import { benchSchedule } from './sources/schedule.js';
 
@@ -32,6 +35,7 @@ function machine(): string {
 
 const parts: Array<[string, (say: (line: string) => void) => Promise<string[]>]> = [
   ['S3', benchS3],
+  ['Kinesis', () => benchKinesis()],
   ['schedules', () => benchSchedule()],
 ];
 
