@@ -4,6 +4,8 @@
  * them). Also how a failed call to the service becomes a trigger problem the user can act on.
  * Credentials never leave here in a message.
  */
+import { S3Client } from '@aws-sdk/client-s3';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { describeError } from '../errors.js';
 import type { Connection, EddyFunction } from '../api/types.js';
 import type { SecretReader } from '../functions.js';
@@ -152,4 +154,19 @@ export function classifyError(
 /** Exponential backoff for retrying a trigger that could not start: 1 s doubling to 60 s. */
 export function problemBackoffMs(failures: number, baseMs = 1_000, maxMs = 60_000): number {
   return Math.min(maxMs, baseMs * 2 ** Math.max(0, failures - 1));
+}
+
+/**
+ * An S3 client for a connection, with bounded waits: an endpoint that accepts connections but
+ * never answers must not hold a source forever.
+ */
+export function s3ClientFor(c: ResolvedConnection): S3Client {
+  return new S3Client({
+    ...(c.endpoint ? { endpoint: c.endpoint } : {}),
+    region: c.region,
+    forcePathStyle: c.forcePathStyle,
+    credentials: c.credentials,
+    maxAttempts: 2,
+    requestHandler: new NodeHttpHandler({ connectionTimeout: 5_000, requestTimeout: 30_000 }),
+  });
 }

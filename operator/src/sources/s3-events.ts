@@ -118,29 +118,29 @@ export function recordMatches(t: S3Trigger, r: S3Record): boolean {
 
 /**
  * The CloudEvent (binary mode) for one record, per the CloudEvents AWS S3 adapter:
- * type `com.amazonaws.s3.<eventName>`, source `<eventSource>.<region>.<bucket>`, subject the
- * key (decoded), time the eventTime, data the record. The id is stable for the same record, so a
- * redelivered notification keeps its id (and overwrites its own dead letter).
+ * type `com.amazonaws.s3.<eventName>`, source `<eventSource>.<region>.<bucket>`, subject
+ * `s3.object.key`, time the eventTime, data the record. The id is stable for the same record and
+ * trigger, so a redelivered notification keeps its id (and overwrites its own dead letter).
  */
 export function s3CloudEvent(r: S3Record, trigger: string): DeliveryEvent {
   const body = Buffer.from(JSON.stringify(r));
-  const req = r.responseElements?.['x-amz-request-id'];
-  const host = r.responseElements?.['x-amz-id-2'];
-  const id =
-    req && host
-      ? `${req}.${host}`
-      : createHash('sha256')
-          .update(
-            JSON.stringify([
-              r.s3.bucket.name,
-              r.s3.object.key,
-              r.eventName,
-              r.eventTime,
-              r.s3.object.sequencer ?? r.s3.object.eTag ?? '',
-            ]),
-          )
-          .digest('hex')
-          .slice(0, 32);
+  // Unique per record and trigger (one DeleteObjects request makes many records with the same
+  // request ids), and the same each time the store posts that record again.
+  const id = createHash('sha256')
+    .update(
+      JSON.stringify([
+        trigger,
+        r.responseElements?.['x-amz-request-id'] ?? '',
+        r.responseElements?.['x-amz-id-2'] ?? '',
+        r.s3.bucket.name,
+        r.s3.object.key,
+        r.eventName,
+        r.eventTime,
+        r.s3.object.sequencer ?? r.s3.object.eTag ?? '',
+      ]),
+    )
+    .digest('hex')
+    .slice(0, 32);
   const type = `${s3TypePrefix}${r.eventName}`;
   const source = `${r.eventSource}.${r.awsRegion}.${r.s3.bucket.name}`;
   return {
@@ -156,18 +156,9 @@ export function s3CloudEvent(r: S3Record, trigger: string): DeliveryEvent {
       'ce-id': id,
       'ce-type': type,
       'ce-source': source,
-      // A header carries Latin-1 only: the subject is percent-encoded where the key is not ASCII.
-      'ce-subject': encodeHeader(decodeS3Key(r.s3.object.key)),
+      // The key as the record has it (form-encoded): printable ASCII, as a header must be.
+      'ce-subject': r.s3.object.key,
       'ce-time': r.eventTime,
     },
   };
-}
-
-/** CloudEvents' HTTP binding: header values percent-encode what is not printable ASCII. */
-function encodeHeader(v: string): string {
-  return v.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) =>
-    [...Buffer.from(c, 'utf8')]
-      .map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`)
-      .join(''),
-  );
 }

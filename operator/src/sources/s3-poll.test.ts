@@ -1,6 +1,14 @@
 import type { _Object } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { decodeProgress, encodeProgress, markSeen, pollRecord, prune, unseen } from './s3-poll.js';
+import {
+  advance,
+  decodeProgress,
+  encodeProgress,
+  markSeen,
+  pollRecord,
+  prune,
+  unseen,
+} from './s3-poll.js';
 
 const at = (key: string, seconds: number): _Object => ({
   Key: key,
@@ -15,15 +23,17 @@ describe('poll progress', () => {
     const p = { watermark: 1_000_000, recent: new Map<string, number>() };
     const a = at('a', 1000);
     markSeen(p, a);
+    advance(p, []);
     const listing = [at('c', 1002), a, at('b', 1001), at('old', 500)];
     expect(unseen(listing, p, late).map((o) => o.Key)).toEqual(['b', 'c']);
-    const back = decodeProgress(encodeProgress(p))!;
+    const back = decodeProgress(encodeProgress(p, 'spec'), 'spec')!;
     expect(unseen(listing, back, late).map((o) => o.Key)).toEqual(['b', 'c']);
   });
 
   it('takes an object listed late, after a newer one, while within the window', () => {
     const p = { watermark: 0, recent: new Map<string, number>() };
     markSeen(p, at('new', 2000));
+    advance(p, []);
     expect(unseen([at('slow', 1900), at('new', 2000)], p, late).map((o) => o.Key)).toEqual([
       'slow',
     ]);
@@ -38,13 +48,31 @@ describe('poll progress', () => {
   it('stays bounded: hashes below the window are forgotten', () => {
     const p = { watermark: 0, recent: new Map<string, number>() };
     for (let i = 0; i < 1000; i++) markSeen(p, at(`k${i}`, i));
+    advance(p, []);
     prune(p, 10_000);
     expect(p.recent.size).toBe(10);
     expect(unseen([at('k5', 5)], p, 10_000)).toEqual([]);
   });
 
-  it('has no progress without a watermark', () => {
-    expect(decodeProgress({})).toBeUndefined();
+  it('has no progress without a watermark, or kept for another bucket or prefix', () => {
+    expect(decodeProgress({}, 'spec')).toBeUndefined();
+    const p = { watermark: 5, recent: new Map<string, number>() };
+    expect(decodeProgress(encodeProgress(p, 'old'), 'new')).toBeUndefined();
+  });
+
+  it('never moves the watermark past an object still pending', () => {
+    const p = { watermark: 0, recent: new Map<string, number>() };
+    const slow = at('slow', 1000);
+    const later = at('later', 2000);
+    markSeen(p, later);
+    advance(p, [slow, later]);
+    expect(p.watermark).toBe(999_999);
+    prune(p, 1);
+    // Far past the window, the pending object is still unseen, and delivered when its turn comes.
+    expect(unseen([slow, later], p, 1).map((o) => o.Key)).toEqual(['slow']);
+    markSeen(p, slow);
+    advance(p, [slow, later]);
+    expect(p.watermark).toBe(2_000_000);
   });
 });
 

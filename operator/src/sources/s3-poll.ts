@@ -11,7 +11,8 @@
  * Each poll lists the whole prefix, so its cost grows with the number of objects under it.
  */
 import { createHash } from 'node:crypto';
-import { ListObjectsV2Command, S3Client, type _Object } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, type S3Client, type _Object } from '@aws-sdk/client-s3';
+import { checkpointName } from './checkpoints.js';
 import type { EddyFunction, S3Trigger } from '../api/types.js';
 import { describeError } from '../errors.js';
 import type { Runnable } from '../manager.js';
@@ -19,6 +20,7 @@ import {
   classifyError,
   problemBackoffMs,
   resolveConnection,
+  s3ClientFor,
   SourceProblem,
   type ResolvedConnection,
 } from './connection.js';
@@ -57,14 +59,17 @@ function objectHash(o: _Object): string {
     .slice(0, 12);
 }
 
-export function encodeProgress(p: Progress): Record<string, string> {
+export function encodeProgress(p: Progress, spec: string): Record<string, string> {
   return {
+    spec,
     watermark: new Date(p.watermark).toISOString(),
     recent: [...p.recent].map(([h, t]) => `${h}:${Math.floor(t / 1000)}`).join(','),
   };
 }
 
-export function decodeProgress(data: Record<string, string>): Progress | undefined {
+/** The progress kept for this trigger; none when it was kept for another bucket or prefix. */
+export function decodeProgress(data: Record<string, string>, spec: string): Progress | undefined {
+  if (data.spec !== undefined && data.spec !== spec) return undefined;
   const watermark = Date.parse(data.watermark ?? '');
   if (Number.isNaN(watermark)) return undefined;
   const recent = new Map<string, number>();
@@ -90,11 +95,24 @@ export function unseen(objects: readonly _Object[], p: Progress, lateArrivalMs: 
     );
 }
 
-/** Marks an object seen, moving the watermark up. */
+/** Marks an object seen. The watermark moves only in {@link advance}. */
 export function markSeen(p: Progress, o: _Object): void {
-  const t = o.LastModified?.getTime() ?? 0;
-  p.recent.set(objectHash(o), t);
-  if (t > p.watermark) p.watermark = t;
+  p.recent.set(objectHash(o), o.LastModified?.getTime() ?? 0);
+}
+
+/**
+ * Moves the watermark up to the newest object seen, but never past an object still pending
+ * (being delivered, or left for the next poll): everything at or below the watermark counts as
+ * seen, so passing one would lose it once it fell out of the late-arrival window.
+ */
+export function advance(p: Progress, pending: readonly _Object[]): void {
+  let top = p.watermark;
+  for (const t of p.recent.values()) if (t > top) top = t;
+  for (const o of pending) {
+    if (p.recent.has(objectHash(o))) continue;
+    top = Math.min(top, (o.LastModified?.getTime() ?? 0) - 1);
+  }
+  if (top > p.watermark) p.watermark = top;
 }
 
 /** Forgets hashes that fell below the late-arrival window, and keeps within the bound. */
@@ -166,9 +184,16 @@ export function s3PollSource(o: S3PollOptions = {}): SourceFactory {
             if (!w) {
               const [ns, name, trigger] = key.split('/') as [string, string, string];
               ctx.states.delete(`${ns}/${name}`, trigger);
-              const gone = ctx.store.get(ns, name);
-              // The trigger was removed from a Function that stays: its progress goes too.
-              if (gone) void ctx.checkpoints.remove(gone, trigger).catch(() => undefined);
+              // The trigger was removed from a Function that stays: its progress goes too, once
+              // the loop has made its last save.
+              void loop.done.then(() => {
+                const stays = ctx.store.get(ns, name);
+                if (
+                  stays &&
+                  !stays.spec.triggers?.some((x) => x.name === trigger && x.s3?.mode === 'poll')
+                )
+                  return ctx.checkpoints.remove(stays, trigger).catch(() => undefined);
+              });
             }
           }
           for (const [key, w] of wanted) {
@@ -213,6 +238,18 @@ export function s3PollSource(o: S3PollOptions = {}): SourceFactory {
     }
     let client: S3Client | undefined;
     let fingerprint = '';
+    // Progress kept for another bucket, prefix or store is not this trigger's.
+    const spec = JSON.stringify([t.connection.endpoint ?? '', t.bucket, t.filter ?? {}]);
+    const checkpoint = async <T>(io: () => Promise<T>): Promise<T> => {
+      try {
+        return await io();
+      } catch (err) {
+        throw new SourceProblem(
+          'SourceError',
+          `the trigger's progress (ConfigMap ${checkpointName(initial, trigger)}) could not be read or written: ${describeError(err)}`,
+        );
+      }
+    };
     let progress: Progress | undefined;
     let failures = 0;
     try {
@@ -228,31 +265,35 @@ export function s3PollSource(o: S3PollOptions = {}): SourceFactory {
           const fp = JSON.stringify(conn);
           if (!client || fp !== fingerprint) {
             client?.destroy();
-            client = new S3Client({
-              ...(conn.endpoint ? { endpoint: conn.endpoint } : {}),
-              region: conn.region,
-              forcePathStyle: conn.forcePathStyle,
-              credentials: conn.credentials,
-              maxAttempts: 2,
-            });
+            client = s3ClientFor(conn);
             fingerprint = fp;
           }
-          progress ??= decodeProgress(await ctx.checkpoints.load(fn, trigger));
-          const objects = await list(client, t, signal);
+          progress ??= decodeProgress(
+            await checkpoint(() => ctx.checkpoints.load(fn, trigger)),
+            spec,
+          );
+          const objects = await list(
+            client,
+            t,
+            signal,
+            progress ? progress.watermark - lateArrivalMs : -Infinity,
+          );
           ctx.states.set(key, trigger, { ready: true });
           failures = 0;
           if (!progress) {
             // A new trigger: what is there already was not created since it started.
             progress = { watermark: 0, recent: new Map() };
             for (const obj of objects) markSeen(progress, obj);
+            advance(progress, []);
             prune(progress, lateArrivalMs);
             if (progress.watermark === 0) progress.watermark = Date.now();
-            await ctx.checkpoints.save(fn, trigger, encodeProgress(progress));
+            const first = progress;
+            await checkpoint(() => ctx.checkpoints.save(fn, trigger, encodeProgress(first, spec)));
             ctx.log(
               `${where}: trigger ${key}/${trigger} polls from now on (${objects.length} object(s) there already)`,
             );
           } else {
-            await deliverUnseen(ctx, fn, trigger, t, conn.region, objects, progress, signal);
+            await deliverUnseen(ctx, fn, trigger, t, conn.region, objects, progress, spec, signal);
           }
         } catch (err) {
           if (signal.aborted) break;
@@ -277,6 +318,7 @@ export function s3PollSource(o: S3PollOptions = {}): SourceFactory {
     region: string,
     objects: _Object[],
     progress: Progress,
+    spec: string,
     signal: AbortSignal,
   ): Promise<void> {
     const todo = unseen(objects, progress, lateArrivalMs);
@@ -285,8 +327,9 @@ export function s3PollSource(o: S3PollOptions = {}): SourceFactory {
     let lastSave = Date.now();
     let interrupted = false;
     const save = () => {
+      advance(progress, todo);
       prune(progress, lateArrivalMs);
-      return ctx.checkpoints.save(fn, trigger, encodeProgress(progress));
+      return ctx.checkpoints.save(fn, trigger, encodeProgress(progress, spec));
     };
     await Promise.all(
       Array.from({ length: Math.min(concurrency, todo.length) }, async () => {
@@ -322,7 +365,13 @@ export function s3PollSource(o: S3PollOptions = {}): SourceFactory {
   }
 }
 
-async function list(client: S3Client, t: S3Trigger, signal: AbortSignal): Promise<_Object[]> {
+/** The objects under the trigger's prefix with its suffix, last modified after `floor`. */
+async function list(
+  client: S3Client,
+  t: S3Trigger,
+  signal: AbortSignal,
+  floor: number,
+): Promise<_Object[]> {
   const out: _Object[] = [];
   let token: string | undefined;
   const suffix = t.filter?.suffix ?? '';
@@ -335,7 +384,10 @@ async function list(client: S3Client, t: S3Trigger, signal: AbortSignal): Promis
       }),
       { abortSignal: signal },
     );
-    for (const o of page.Contents ?? []) if (o.Key?.endsWith(suffix)) out.push(o);
+    for (const o of page.Contents ?? []) {
+      // Only what can still be unseen is kept: memory follows the window, not the bucket.
+      if (o.Key?.endsWith(suffix) && (o.LastModified?.getTime() ?? 0) > floor) out.push(o);
+    }
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
   return out;

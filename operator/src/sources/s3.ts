@@ -14,8 +14,9 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import {
   GetBucketNotificationConfigurationCommand,
+  HeadBucketCommand,
   PutBucketNotificationConfigurationCommand,
-  S3Client,
+  type S3Client,
   type NotificationConfiguration,
   type QueueConfiguration,
 } from '@aws-sdk/client-s3';
@@ -30,6 +31,7 @@ import {
   connectionFingerprint,
   problemBackoffMs,
   resolveConnection,
+  s3ClientFor,
   SourceProblem,
   type ResolvedConnection,
 } from './connection.js';
@@ -57,6 +59,8 @@ export interface S3SourceOptions {
   defaultRegion?: string;
   /** How often the leader checks every bucket's configuration, changed or not. Default 60 s. */
   resyncMs?: number;
+  /** S3 events one gateway delivers at once; past it, 429 and the store posts again. */
+  intakeLimit?: number;
 }
 
 export interface S3Source {
@@ -182,18 +186,20 @@ export function s3Source(o: S3SourceOptions): S3Source {
   /** Buckets whose configuration holds Eddy's entry, as far as this process knows. */
   const written = new Map<string, Bound>();
   const locks = new Map<string, Promise<void>>();
+  /** Triggers whose state this source has set. */
+  const reported = new Set<string>();
 
   function clientFor(c: ResolvedConnection): S3Client {
     const fingerprint = connectionFingerprint(c);
     const cached = clients.get(fingerprint);
     if (cached) return cached.client;
-    const client = new S3Client({
-      ...(c.endpoint ? { endpoint: c.endpoint } : {}),
-      region: c.region,
-      forcePathStyle: c.forcePathStyle,
-      credentials: c.credentials,
-      maxAttempts: 2,
-    });
+    // A rotated key pair leaves its old client behind: the oldest go past a bound.
+    if (clients.size >= 64) {
+      const [oldest] = clients.keys();
+      clients.get(oldest!)?.client.destroy();
+      clients.delete(oldest!);
+    }
+    const client = s3ClientFor(c);
     clients.set(fingerprint, { fingerprint, client });
     return client;
   }
@@ -221,12 +227,14 @@ export function s3Source(o: S3SourceOptions): S3Source {
    */
   async function syncBucket(key: string, group: Bound[], former?: Bound): Promise<void> {
     const c = ctx!;
-    const report = (b: Bound, p?: SourceProblem) =>
+    const report = (b: Bound, p?: SourceProblem) => {
+      reported.add(JSON.stringify([fnKey(b.fn), b.trigger]));
       c.states.set(
         fnKey(b.fn),
         b.trigger,
         p ? { ready: false, reason: p.reason, message: p.message } : { ready: true },
       );
+    };
     // The triggers by credentials, in order; those whose Secret cannot be read say so.
     const byCredentials = new Map<string, { conn: ResolvedConnection; triggers: Bound[] }>();
     let firstProblem: SourceProblem | undefined;
@@ -317,6 +325,16 @@ export function s3Source(o: S3SourceOptions): S3Source {
       );
     }
     await Promise.all(work);
+    // Triggers that went (or changed mode) leave no state behind.
+    const current = new Set(
+      [...groups.values()].flat().map((b) => JSON.stringify([fnKey(b.fn), b.trigger])),
+    );
+    for (const r of reported) {
+      if (current.has(r)) continue;
+      reported.delete(r);
+      const [fn, trigger] = JSON.parse(r) as [string, string];
+      c.states.delete(fn, trigger);
+    }
     return failures;
   }
 
@@ -341,22 +359,62 @@ export function s3Source(o: S3SourceOptions): S3Source {
     { needed: (fn: EddyFunction) => (fn.spec.triggers ?? []).some((t) => t.s3 && pushes(t.s3)) },
   );
 
-  async function intake(req: IncomingMessage, raw: Buffer) {
-    const c = ctx!;
-    const auth = req.headers.authorization ?? '';
+  /** Refuses a post without the token, before its body is read. */
+  function authorize(req: IncomingMessage): void {
     if (!o.webhookToken) {
       throw gatewayError(
         'Unauthorized',
         `${s3IntakePath} is closed: no webhook token is configured; set EDDY_S3_WEBHOOK_TOKEN on the gateway and give the store the same token`,
       );
     }
-    const given = /^Bearer\s+(.+)$/i.exec(auth)?.[1] ?? '';
+    const given = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? '';
     if (!tokenMatches(given, o.webhookToken)) {
       throw gatewayError(
         'Unauthorized',
         `${s3IntakePath} needs "Authorization: Bearer <token>" with the token set in EDDY_S3_WEBHOOK_TOKEN`,
       );
     }
+  }
+
+  /**
+   * Whether a trigger's own credentials reach its bucket (HeadBucket), remembered for a minute
+   * (ten seconds when not): a Function receives a bucket's events only if its Secret can read
+   * the bucket. Matching is by bucket name, so this also keeps a trigger on a same-named bucket
+   * of another store, which its connection cannot reach, from receiving this store's events.
+   */
+  const access = new Map<string, { allowed: boolean; until: number }>();
+  async function allowed(b: Bound): Promise<boolean> {
+    const c = ctx!;
+    const key = JSON.stringify([fnKey(b.fn), b.trigger, b.s3.bucket, b.s3.connection]);
+    const known = access.get(key);
+    if (known && known.until > Date.now()) return known.allowed;
+    let verdict = true;
+    try {
+      const conn = await resolveConnection(
+        c.secrets,
+        b.fn,
+        b.s3.connection,
+        `trigger ${b.trigger}`,
+      );
+      await clientFor(conn).send(new HeadBucketCommand({ Bucket: b.s3.bucket }));
+    } catch (err) {
+      verdict = false;
+      const p = classifyError(err, where(b), 'BucketNotFound');
+      c.log(
+        `trigger ${fnKey(b.fn)}/${b.trigger} does not get ${b.s3.bucket}'s events: ${p.message}`,
+      );
+    }
+    if (access.size >= 10_000) access.clear();
+    access.set(key, { allowed: verdict, until: Date.now() + (verdict ? 60_000 : 10_000) });
+    return verdict;
+  }
+
+  /** Deliveries under way, by function, trigger and event: a post repeated joins them. */
+  const inFlight = new Map<string, Promise<DeliveryOutcome>>();
+  const intakeLimit = o.intakeLimit ?? 1_000;
+
+  async function intake(_req: IncomingMessage, raw: Buffer) {
+    const c = ctx!;
     let records;
     try {
       records = parseNotification(JSON.parse(raw.toString('utf8')), defaultRegion);
@@ -365,15 +423,35 @@ export function s3Source(o: S3SourceOptions): S3Source {
         err instanceof InvalidS3Body ? err.message : `the body is not JSON: ${describeError(err)}`;
       throw gatewayError('InvalidEvent', `${why}; nothing was delivered`);
     }
-    const deliveries: Array<{ fn: EddyFunction; done: Promise<DeliveryOutcome> }> = [];
+    const matched: Array<{ b: Bound; record: (typeof records)[number] }> = [];
     for (const r of records) {
       for (const fn of c.store.list()) {
         if (fn.metadata.deletionTimestamp) continue;
         for (const t of fn.spec.triggers ?? []) {
           if (!t.s3 || !pushes(t.s3) || !recordMatches(t.s3, r)) continue;
-          deliveries.push({ fn, done: c.sink.deliver(fn, s3CloudEvent(r, t.name)) });
+          matched.push({ b: { fn, trigger: t.name, s3: t.s3 }, record: r });
         }
       }
+    }
+    const verdicts = await Promise.all(matched.map((m) => allowed(m.b)));
+    const deliveries: Array<{ fn: EddyFunction; done: Promise<DeliveryOutcome> }> = [];
+    for (const [i, { b, record }] of matched.entries()) {
+      if (!verdicts[i]) continue;
+      const event = s3CloudEvent(record, b.trigger);
+      const key = `${fnKey(b.fn)}/${b.trigger}/${event.id}`;
+      let done = inFlight.get(key);
+      if (!done) {
+        if (inFlight.size >= intakeLimit) {
+          throw gatewayError(
+            'Throttled',
+            `this gateway is delivering ${inFlight.size} S3 events already; post the notification again`,
+            1,
+          );
+        }
+        done = c.sink.deliver(b.fn, event).finally(() => inFlight.delete(key));
+        inFlight.set(key, done);
+      }
+      deliveries.push({ fn: b.fn, done });
     }
     const outcomes = await Promise.all(deliveries.map((d) => d.done));
     // Final: succeeded, dead-lettered, or dropped because the Function keeps no dead letter (as
@@ -405,7 +483,7 @@ export function s3Source(o: S3SourceOptions): S3Source {
 
   const factory: SourceFactory = (context) => {
     ctx = context;
-    context.route(s3IntakePath, intake);
+    context.route(s3IntakePath, intake, authorize);
     const writer: Runnable = {
       name: 's3-notifications',
       leaderOnly: true,
@@ -438,7 +516,7 @@ export function s3Source(o: S3SourceOptions): S3Source {
             const failures = await syncAll();
             failedRounds = failures > 0 ? failedRounds + 1 : 0;
             const delay = failures > 0 ? problemBackoffMs(failedRounds) : resyncMs;
-            if (dirty) continue;
+            if (dirty || signal.aborted) continue;
             await new Promise<void>((resolve) => {
               const timer = setTimeout(resolve, delay);
               wake = () => {
@@ -449,9 +527,8 @@ export function s3Source(o: S3SourceOptions): S3Source {
             wake = undefined;
           }
         } finally {
+          // The clients stay: every gateway's intake uses them too.
           unsubscribe();
-          for (const { client } of clients.values()) client.destroy();
-          clients.clear();
         }
       },
     };
