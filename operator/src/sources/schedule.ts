@@ -339,6 +339,9 @@ async function runSchedules(
     entries?.delete(e.trigger);
     if (entries?.size === 0) byFunction.delete(e.fnKey);
     ctx.states.delete(e.fnKey, e.trigger);
+    // A trigger that went leaves no series behind.
+    metrics.lag.remove(e.labels);
+    for (const reason of ['deadline', 'overlap']) metrics.skipped.remove({ ...e.labels, reason });
     const id = `${e.fnKey}/${e.trigger}`;
     const removal = e.saving
       .then(() => ctx.checkpoints.remove(e.fn, e.trigger))

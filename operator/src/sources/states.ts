@@ -13,6 +13,7 @@ export type TriggerProblem =
   | 'EndpointUnreachable'
   | 'SecretNotFound'
   | 'InvalidExpression'
+  | 'InvalidTrigger'
   | 'SourceError';
 
 export interface TriggerState {
