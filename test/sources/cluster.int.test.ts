@@ -1,6 +1,6 @@
 /**
- * The S3 sources in the operator binary under the chart's service account, against a real API
- * server and a real MinIO: Secrets read with `get` alone, each trigger's state in the Function's
+ * The sources in the operator binary under the chart's service account, against a real API
+ * server, a real MinIO and kinesalite: Secrets read with `get` alone, each trigger's state in the Function's
  * status, poll progress in a ConfigMap owned by the Function, and the bucket entry removed by
  * the finalizer when the Function goes. Credentials appear nowhere.
  */
@@ -19,6 +19,8 @@ import { projectRoot } from '../harness/components.js';
 import { functionsIn } from '../harness/functions.js';
 import { startKube, type AuditEvent } from '../harness/kube.js';
 import { s3Client, startMinio } from '../harness/minio.js';
+import { startKinesis } from '../harness/kinesis.js';
+import { createStream, kinesisClient } from './kinesis-stream.js';
 import {
   installChart,
   operatorAccount,
@@ -32,147 +34,194 @@ import { waitFor } from '../harness/wait.js';
 
 const token = 'cluster-webhook-token-42';
 
-describe.skipIf(!canRun('kube', 'minio'))('sources in a cluster, under the chart role', () => {
-  const kube = useComponent(() => startKube({ audit: true }));
-  let proc: ManagedProcess | undefined;
-  let dir: string | undefined;
-  let s3: S3Client | undefined;
-  let stopMinio: (() => Promise<void>) | undefined;
+describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
+  'sources in a cluster, under the chart role',
+  () => {
+    const kube = useComponent(() => startKube({ audit: true }));
+    let proc: ManagedProcess | undefined;
+    let dir: string | undefined;
+    let s3: S3Client | undefined;
+    let stopMinio: (() => Promise<void>) | undefined;
+    let stopKinesis: (() => Promise<void>) | undefined;
 
-  afterAll(async () => {
-    await proc?.stop(15_000);
-    s3?.destroy();
-    await stopMinio?.();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
-
-  it('report each trigger, keep poll progress in a ConfigMap, and clean up on delete', async () => {
-    await installChart(kube());
-    dir = await mkdtemp(join(tmpdir(), 'eddy-sources-cluster-'));
-    const port = await freePort();
-    const minio = await startMinio({
-      webhook: { endpoint: `http://127.0.0.1:${port}/sources/s3`, authToken: token },
-    });
-    stopMinio = () => minio.stop();
-    s3 = s3Client(minio);
-    await s3.send(new CreateBucketCommand({ Bucket: 'cluster-photos' }));
-
-    const kc = kube().kubeConfig;
-    const core = kc.makeApiClient(k8s.CoreV1Api);
-    await core.createNamespacedSecret({
-      namespace: 'default',
-      body: {
-        metadata: { name: 'minio-creds' },
-        stringData: { accessKeyId: minio.accessKeyId, secretAccessKey: minio.secretAccessKey },
-      },
+    afterAll(async () => {
+      await proc?.stop(15_000);
+      s3?.destroy();
+      await stopMinio?.();
+      await stopKinesis?.();
+      if (dir) await rm(dir, { recursive: true, force: true });
     });
 
-    const kubeconfig = join(dir, 'kubeconfig');
-    await writeFile(kubeconfig, (await operatorKubeConfig(kube())).exportConfig());
-    proc = startProcess(
-      'operator',
-      process.execPath,
-      [join(projectRoot, 'dist', 'operator', 'main.js')],
-      join(dir, 'operator.log'),
-      {
-        env: {
-          PATH: process.env.PATH,
-          KUBECONFIG: kubeconfig,
-          POD_NAMESPACE: releaseNamespace,
-          POD_NAME: 'operator-sources',
-          EDDY_GATEWAY_PORT: String(port),
-          EDDY_S3_WEBHOOK_TOKEN: token,
-          EDDY_S3_WEBHOOK_ARN: minio.webhookArn,
+    it('report each trigger (S3, Kinesis, schedule), keep poll progress in a ConfigMap, and clean up on delete', async () => {
+      await installChart(kube());
+      dir = await mkdtemp(join(tmpdir(), 'eddy-sources-cluster-'));
+      const port = await freePort();
+      const minio = await startMinio({
+        webhook: { endpoint: `http://127.0.0.1:${port}/sources/s3`, authToken: token },
+      });
+      stopMinio = () => minio.stop();
+      s3 = s3Client(minio);
+      await s3.send(new CreateBucketCommand({ Bucket: 'cluster-photos' }));
+      const kinesis = await startKinesis();
+      stopKinesis = () => kinesis.stop();
+      const streams = kinesisClient(kinesis);
+      await createStream(streams, 'clicks', 1);
+      streams.destroy();
+
+      const kc = kube().kubeConfig;
+      const core = kc.makeApiClient(k8s.CoreV1Api);
+      await core.createNamespacedSecret({
+        namespace: 'default',
+        body: {
+          metadata: { name: 'minio-creds' },
+          stringData: { accessKeyId: minio.accessKeyId, secretAccessKey: minio.secretAccessKey },
         },
-      },
-    );
-    const url = `http://127.0.0.1:${port}`;
-    try {
-      await waitUntilReady(proc, async () => (await fetch(`${url}/readyz`)).status === 200, 30_000);
-      const connection = {
-        endpoint: minio.endpoint,
-        region: minio.region,
-        secretRef: { name: 'minio-creds' },
-      };
-      const fns = functionsIn(kc, 'default');
-      await fns.create('photos', {
-        code: { inline: 'export const handler = async () => 1;' },
-        triggers: [
-          { name: 'uploads', s3: { bucket: 'cluster-photos', connection } },
-          { name: 'missing', s3: { bucket: 'no-such-bucket', connection } },
-          { name: 'listing', s3: { bucket: 'cluster-photos', mode: 'poll', connection } },
-        ],
       });
-
-      const fn = await waitFor(
-        'the triggers in status',
-        async () => {
-          const f = await fns.get('photos');
-          const t = f.status?.triggers ?? [];
-          const ok = (n: string) => t.find((x) => x.name === n)?.ready === true;
-          return ok('uploads') && ok('listing') && t.find((x) => x.name === 'missing')?.reason
-            ? f
-            : undefined;
+      await core.createNamespacedSecret({
+        namespace: 'default',
+        body: {
+          metadata: { name: 'kinesis-creds' },
+          stringData: {
+            accessKeyId: kinesis.accessKeyId,
+            secretAccessKey: kinesis.secretAccessKey,
+          },
         },
-        30_000,
+      });
+
+      const kubeconfig = join(dir, 'kubeconfig');
+      await writeFile(kubeconfig, (await operatorKubeConfig(kube())).exportConfig());
+      proc = startProcess(
+        'operator',
+        process.execPath,
+        [join(projectRoot, 'dist', 'operator', 'main.js')],
+        join(dir, 'operator.log'),
+        {
+          env: {
+            PATH: process.env.PATH,
+            KUBECONFIG: kubeconfig,
+            POD_NAMESPACE: releaseNamespace,
+            POD_NAME: 'operator-sources',
+            EDDY_GATEWAY_PORT: String(port),
+            EDDY_S3_WEBHOOK_TOKEN: token,
+            EDDY_S3_WEBHOOK_ARN: minio.webhookArn,
+          },
+        },
       );
-      expect(fn.status!.triggers!.find((t) => t.name === 'missing')).toMatchObject({
-        ready: false,
-        reason: 'BucketNotFound',
-      });
-      expect(fn.status!.conditions!.find((c) => c.type === 'TriggersReady')).toMatchObject({
-        status: 'False',
-        reason: 'BucketNotFound',
-      });
-      expect(fn.metadata.finalizers).toContain('eddy.dev/cleanup');
-
-      const entries = async () =>
-        (
-          await s3!.send(
-            new GetBucketNotificationConfigurationCommand({ Bucket: 'cluster-photos' }),
-          )
-        ).QueueConfigurations ?? [];
-      expect((await entries()).map((e) => e.Id)).toEqual(['eddy']);
-
-      const cm = await waitFor('the poll progress ConfigMap', () =>
-        core.readNamespacedConfigMap({ name: 'photos.listing.source', namespace: 'default' }),
-      );
-      expect(cm.data?.watermark).toBeDefined();
-      expect(cm.metadata?.ownerReferences?.[0]).toMatchObject({
-        kind: 'Function',
-        name: 'photos',
-        uid: fn.metadata.uid,
-      });
-
-      // Credentials appear in no status, event or log line.
-      const events = await core.listNamespacedEvent({ namespace: 'default' });
-      const said = [
-        JSON.stringify((await fns.get('photos')).status),
-        JSON.stringify(events.items.map((e) => e.message)),
-        proc.log(),
-      ].join('\n');
-      expect(said).not.toContain(minio.secretAccessKey);
-
-      // Deleted: the finalizer removes the bucket entry first.
-      await fns.delete('photos');
-      await fns.gone('photos', 30_000);
-      expect(await entries()).toEqual([]);
-
-      // The operator only ever read Secrets one by one.
-      const audit = readFileSync(kube().auditLog!, 'utf8')
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as AuditEvent)
-        .filter(
-          (e) =>
-            e.user.username === `system:serviceaccount:${releaseNamespace}:${operatorAccount}` &&
-            e.objectRef?.resource === 'secrets',
+      const url = `http://127.0.0.1:${port}`;
+      try {
+        await waitUntilReady(
+          proc,
+          async () => (await fetch(`${url}/readyz`)).status === 200,
+          30_000,
         );
-      expect(audit.length).toBeGreaterThan(0);
-      expect(new Set(audit.map((e) => e.verb))).toEqual(new Set(['get']));
-    } catch (err) {
-      process.stderr.write(`--- operator log\n${proc.log()}\n`);
-      throw err;
-    }
-  }, 120_000);
-});
+        const connection = {
+          endpoint: minio.endpoint,
+          region: minio.region,
+          secretRef: { name: 'minio-creds' },
+        };
+        const fns = functionsIn(kc, 'default');
+        await fns.create('photos', {
+          code: { inline: 'export const handler = async () => 1;' },
+          triggers: [
+            { name: 'uploads', s3: { bucket: 'cluster-photos', connection } },
+            { name: 'missing', s3: { bucket: 'no-such-bucket', connection } },
+            { name: 'listing', s3: { bucket: 'cluster-photos', mode: 'poll', connection } },
+            {
+              name: 'clicks',
+              kinesis: {
+                stream: 'clicks',
+                connection: {
+                  endpoint: kinesis.endpoint,
+                  region: kinesis.region,
+                  secretRef: { name: 'kinesis-creds' },
+                },
+              },
+            },
+            {
+              name: 'daily',
+              schedule: { expression: 'cron(0 3 * * ? *)', timezone: 'Europe/Berlin' },
+            },
+          ],
+        });
+
+        const fn = await waitFor(
+          'the triggers in status',
+          async () => {
+            const f = await fns.get('photos');
+            const t = f.status?.triggers ?? [];
+            const ok = (n: string) => t.find((x) => x.name === n)?.ready === true;
+            return ok('uploads') &&
+              ok('listing') &&
+              ok('clicks') &&
+              t.find((x) => x.name === 'daily')?.nextScheduleTime &&
+              t.find((x) => x.name === 'missing')?.reason
+              ? f
+              : undefined;
+          },
+          30_000,
+        );
+        expect(fn.status!.triggers!.find((t) => t.name === 'missing')).toMatchObject({
+          ready: false,
+          reason: 'BucketNotFound',
+        });
+        expect(fn.status!.conditions!.find((c) => c.type === 'TriggersReady')).toMatchObject({
+          status: 'False',
+          reason: 'BucketNotFound',
+        });
+        expect(fn.metadata.finalizers).toContain('eddy.dev/cleanup');
+        // The next 03:00 in Berlin is 01:00 or 02:00 UTC.
+        expect(fn.status!.triggers!.find((t) => t.name === 'daily')!.nextScheduleTime).toMatch(
+          /T0[12]:00:00/,
+        );
+
+        const entries = async () =>
+          (
+            await s3!.send(
+              new GetBucketNotificationConfigurationCommand({ Bucket: 'cluster-photos' }),
+            )
+          ).QueueConfigurations ?? [];
+        expect((await entries()).map((e) => e.Id)).toEqual(['eddy']);
+
+        const cm = await waitFor('the poll progress ConfigMap', () =>
+          core.readNamespacedConfigMap({ name: 'photos.listing.source', namespace: 'default' }),
+        );
+        expect(cm.data?.watermark).toBeDefined();
+        expect(cm.metadata?.ownerReferences?.[0]).toMatchObject({
+          kind: 'Function',
+          name: 'photos',
+          uid: fn.metadata.uid,
+        });
+
+        // Credentials appear in no status, event or log line.
+        const events = await core.listNamespacedEvent({ namespace: 'default' });
+        const said = [
+          JSON.stringify((await fns.get('photos')).status),
+          JSON.stringify(events.items.map((e) => e.message)),
+          proc.log(),
+        ].join('\n');
+        expect(said).not.toContain(minio.secretAccessKey);
+
+        // Deleted: the finalizer removes the bucket entry first.
+        await fns.delete('photos');
+        await fns.gone('photos', 30_000);
+        expect(await entries()).toEqual([]);
+
+        // The operator only ever read Secrets one by one.
+        const audit = readFileSync(kube().auditLog!, 'utf8')
+          .split('\n')
+          .filter((l) => l !== '')
+          .map((l) => JSON.parse(l) as AuditEvent)
+          .filter(
+            (e) =>
+              e.user.username === `system:serviceaccount:${releaseNamespace}:${operatorAccount}` &&
+              e.objectRef?.resource === 'secrets',
+          );
+        expect(audit.length).toBeGreaterThan(0);
+        expect(new Set(audit.map((e) => e.verb))).toEqual(new Set(['get']));
+      } catch (err) {
+        process.stderr.write(`--- operator log\n${proc.log()}\n`);
+        throw err;
+      }
+    }, 120_000);
+  },
+);
