@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import type * as k8s from '@kubernetes/client-node';
 import { goBinaries, goBinaryPath, projectRoot } from './components.js';
 import { serviceAccountKubeConfig, type Kube } from './kube.js';
-import { run } from './proc.js';
+import { writeFile } from 'node:fs/promises';
+import { run, startProcess, type ManagedProcess } from './proc.js';
 import type { Controller } from '../../operator/src/controller/controller.js';
 import type { Cleaner } from '../../operator/src/controller/reconciler.js';
 import { runOperator } from '../../operator/src/operator.js';
@@ -102,4 +103,31 @@ export function startOperator(
       await done;
     },
   };
+}
+
+/**
+ * The operator binary as the chart runs it (`node dist/operator/main.js`), under the chart's
+ * service account, its files in `dir`. `env` adds to what the chart sets.
+ */
+export async function startOperatorBinary(
+  kube: Kube,
+  dir: string,
+  env: { POD_NAME: string; EDDY_GATEWAY_PORT: string } & Record<string, string>,
+): Promise<ManagedProcess> {
+  const kubeconfig = join(dir, 'kubeconfig');
+  await writeFile(kubeconfig, (await operatorKubeConfig(kube)).exportConfig());
+  return startProcess(
+    'operator',
+    process.execPath,
+    [join(projectRoot, 'dist', 'operator', 'main.js')],
+    join(dir, 'operator.log'),
+    {
+      env: {
+        PATH: process.env.PATH,
+        KUBECONFIG: kubeconfig,
+        POD_NAMESPACE: releaseNamespace,
+        ...env,
+      },
+    },
+  );
 }

@@ -4,16 +4,15 @@
  * Function, and on SIGTERM drains, releases the lease and exits 0.
  */
 import * as k8s from '@kubernetes/client-node';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { projectRoot } from '../harness/components.js';
 import { functionsIn } from '../harness/functions.js';
 import { startKube } from '../harness/kube.js';
-import { installChart, operatorKubeConfig, releaseNamespace } from '../harness/operator.js';
+import { installChart, releaseNamespace, startOperatorBinary } from '../harness/operator.js';
 import { freePort } from '../harness/ports.js';
-import { startProcess, waitUntilReady, type ManagedProcess } from '../harness/proc.js';
+import { waitUntilReady, type ManagedProcess } from '../harness/proc.js';
 import { canRun, useComponent } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -30,24 +29,11 @@ describe.skipIf(!canRun('kube'))('the operator binary', () => {
   it('serves the gateway, reconciles while leading, and hands over cleanly on SIGTERM', async () => {
     await installChart(kube());
     dir = await mkdtemp(join(tmpdir(), 'eddy-main-'));
-    const kubeconfig = join(dir, 'kubeconfig');
-    await writeFile(kubeconfig, (await operatorKubeConfig(kube())).exportConfig());
     const port = await freePort();
-    proc = startProcess(
-      'operator',
-      process.execPath,
-      [join(projectRoot, 'dist', 'operator', 'main.js')],
-      join(dir, 'operator.log'),
-      {
-        env: {
-          PATH: process.env.PATH,
-          KUBECONFIG: kubeconfig,
-          POD_NAMESPACE: releaseNamespace,
-          POD_NAME: 'operator-main',
-          EDDY_GATEWAY_PORT: String(port),
-        },
-      },
-    );
+    proc = await startOperatorBinary(kube(), dir, {
+      POD_NAME: 'operator-main',
+      EDDY_GATEWAY_PORT: String(port),
+    });
     const url = `http://127.0.0.1:${port}`;
     try {
       await waitUntilReady(proc, async () => (await fetch(`${url}/readyz`)).status === 200, 30_000);

@@ -6,7 +6,7 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -15,7 +15,6 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { projectRoot } from '../harness/components.js';
 import { functionsIn } from '../harness/functions.js';
 import { startKube, type AuditEvent } from '../harness/kube.js';
 import { s3Client, startMinio } from '../harness/minio.js';
@@ -24,11 +23,11 @@ import { createStream, kinesisClient } from './kinesis-stream.js';
 import {
   installChart,
   operatorAccount,
-  operatorKubeConfig,
   releaseNamespace,
+  startOperatorBinary,
 } from '../harness/operator.js';
 import { freePort } from '../harness/ports.js';
-import { startProcess, waitUntilReady, type ManagedProcess } from '../harness/proc.js';
+import { waitUntilReady, type ManagedProcess } from '../harness/proc.js';
 import { canRun, useComponent } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -88,29 +87,17 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
         },
       });
 
-      const kubeconfig = join(dir, 'kubeconfig');
-      await writeFile(kubeconfig, (await operatorKubeConfig(kube())).exportConfig());
-      proc = startProcess(
-        'operator',
-        process.execPath,
-        [join(projectRoot, 'dist', 'operator', 'main.js')],
-        join(dir, 'operator.log'),
-        {
-          env: {
-            PATH: process.env.PATH,
-            KUBECONFIG: kubeconfig,
-            POD_NAMESPACE: releaseNamespace,
-            POD_NAME: 'operator-sources',
-            EDDY_GATEWAY_PORT: String(port),
-            EDDY_S3_WEBHOOK_TOKEN: token,
-            EDDY_S3_WEBHOOK_ARN: minio.webhookArn,
-          },
-        },
-      );
+      const operator = await startOperatorBinary(kube(), dir, {
+        POD_NAME: 'operator-sources',
+        EDDY_GATEWAY_PORT: String(port),
+        EDDY_S3_WEBHOOK_TOKEN: token,
+        EDDY_S3_WEBHOOK_ARN: minio.webhookArn!,
+      });
+      proc = operator;
       const url = `http://127.0.0.1:${port}`;
       try {
         await waitUntilReady(
-          proc,
+          operator,
           async () => (await fetch(`${url}/readyz`)).status === 200,
           30_000,
         );
@@ -197,7 +184,7 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
         const said = [
           JSON.stringify((await fns.get('photos')).status),
           JSON.stringify(events.items.map((e) => e.message)),
-          proc.log(),
+          operator.log(),
         ].join('\n');
         expect(said).not.toContain(minio.secretAccessKey);
 
@@ -219,7 +206,7 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
         expect(audit.length).toBeGreaterThan(0);
         expect(new Set(audit.map((e) => e.verb))).toEqual(new Set(['get']));
       } catch (err) {
-        process.stderr.write(`--- operator log\n${proc.log()}\n`);
+        process.stderr.write(`--- operator log\n${operator.log()}\n`);
         throw err;
       }
     }, 120_000);

@@ -43,7 +43,8 @@ function cronProblem(
   return undefined;
 }
 
-function validTimeZone(zone: string): boolean {
+/** Whether the IANA time zone exists here. */
+export function validTimeZone(zone: string): boolean {
   try {
     new Intl.DateTimeFormat('en-US', { timeZone: zone });
     return true;

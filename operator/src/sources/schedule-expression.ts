@@ -4,7 +4,7 @@
  * croner's; this module maps EventBridge's fields onto it and says what is wrong with a bad one.
  */
 import { Cron } from 'croner';
-import { triggerProblem } from '../api/validate.js';
+import { triggerProblem, validTimeZone } from '../api/validate.js';
 
 /** The ticks of a schedule, in milliseconds since the epoch. */
 export interface Schedule {
@@ -143,15 +143,6 @@ function cron(
 
 function withoutPrefix(problem: string): string {
   return problem.replace(/^schedule "[^"]*": /, '');
-}
-
-function validTimeZone(zone: string): boolean {
-  try {
-    new Intl.DateTimeFormat('en-US', { timeZone: zone });
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
