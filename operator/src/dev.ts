@@ -22,7 +22,8 @@ import type { SourceFactory } from './sources/source.js';
 const usage = `usage: node dist/operator/dev.js [--port 8080] [--host 127.0.0.1] <manifest files...>
   Runs the gateway, the autoscaler and each Function's replicas as local processes.
   Files hold Function, Secret and ConfigMap manifests (several documents per file); edits
-  are picked up while it runs. Invoke with:
+  are picked up while it runs. Triggers run too (S3 notifications need EDDY_S3_WEBHOOK_TOKEN;
+  progress is kept under .eddy/sources). Invoke with:
     curl -d '{"name":"eddy"}' http://127.0.0.1:8080/functions/<namespace>/<name>`;
 
 const { values, positionals } = (() => {

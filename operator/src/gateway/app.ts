@@ -3,6 +3,7 @@
  *   POST /functions/{namespace}/{name}        synchronous invocation: the runtime's answer
  *   POST /functions/{namespace}/{name}/async  202 with an id; delivered with retries and dead letters
  *   GET  /functions                           state, replicas, in flight and queued per function
+ *   POST <route>                              a source's intake (POST /sources/s3), added by it
  *   GET  /healthz, /readyz, /metrics
  * `createGateway` builds it; the caller decides where it listens.
  */
