@@ -225,8 +225,11 @@ export function s3Source(o: S3SourceOptions): S3Source {
    * checked with a read, so each trigger's state says whether its own connection works. Rejects
    * when the configuration could not be written.
    */
-  async function syncBucket(key: string, group: Bound[], former?: Bound): Promise<void> {
+  async function syncBucket(key: string, former?: Bound, skip?: EddyFunction): Promise<void> {
     const c = ctx!;
+    // Read when its turn comes, not when it was asked for: a sync queued behind a cleanup must
+    // not put back what the cleanup removed.
+    const group = bucketGroups(c.store.list(), skip).get(key) ?? [];
     const report = (b: Bound, p?: SourceProblem) => {
       reported.add(JSON.stringify([fnKey(b.fn), b.trigger]));
       c.states.set(
@@ -311,12 +314,12 @@ export function s3Source(o: S3SourceOptions): S3Source {
     let failures = 0;
     const work: Array<Promise<void>> = [];
     for (const [key, group] of groups) {
-      work.push(serialised(key, () => syncBucket(key, group)).catch(() => void failures++));
+      work.push(serialised(key, () => syncBucket(key, group[0])).catch(() => void failures++));
     }
     for (const [key, former] of written) {
       if (groups.has(key)) continue;
       work.push(
-        serialised(key, () => syncBucket(key, [], former)).catch((err: unknown) => {
+        serialised(key, () => syncBucket(key, former)).catch((err: unknown) => {
           failures++;
           c.log(
             `removing the notification entry of ${where(former)} failed: ${describeError(err)}`,
@@ -342,12 +345,10 @@ export function s3Source(o: S3SourceOptions): S3Source {
     async (fn: EddyFunction) => {
       const c = ctx!;
       const mine = (fn.spec.triggers ?? []).filter((t) => t.s3 && pushes(t.s3));
-      const groups = bucketGroups(c.store.list(), fn);
       for (const t of mine) {
         const key = groupKey(t.s3!);
-        const group = groups.get(key) ?? [];
         await serialised(key, () =>
-          syncBucket(key, group, { fn, trigger: t.name, s3: t.s3! }).catch((err: unknown) => {
+          syncBucket(key, { fn, trigger: t.name, s3: t.s3! }, fn).catch((err: unknown) => {
             // A bucket that is gone holds no entry to remove.
             if (err instanceof SourceProblem && err.reason === 'BucketNotFound') return;
             throw err;
