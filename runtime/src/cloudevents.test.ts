@@ -41,9 +41,37 @@ describe('binaryAttributes', () => {
   it('checks dataschema and source shapes', () => {
     expect(attrs({ ...base, 'ce-dataschema': 'not a uri' })).toMatch(/dataschema.*absolute URI/);
     expect(attrs({ ...base, 'ce-source': 'has space' })).toMatch(/source.*URI-reference/);
-    expect(attrs({ ...base, 'ce-time': '2024-02-30T00:00:00Z' })).toEqual(
-      expect.objectContaining({ time: '2024-02-30T00:00:00Z' }),
+  });
+
+  it.each([
+    '2024-02-30T00:00:00Z',
+    '2023-02-29T00:00:00Z',
+    '1900-02-29T00:00:00Z',
+    '2024-04-31T00:00:00Z',
+    '2024-11-31T00:00:00Z',
+    '2024-01-32T00:00:00Z',
+    '2024-13-01T00:00:00Z',
+    '2024-00-10T00:00:00Z',
+    '2024-01-01T24:00:00Z',
+    '2024-01-01T23:60:00Z',
+    '2024-01-01T23:59:61Z',
+    '2024-01-01T12:00:00+24:00',
+    '2024-01-01T12:00:00+01:60',
+    '2024-01-01 12:00:00Z',
+  ])('refuses the time %s, which the calendar or the clock does not have', (time) => {
+    expect(attrs({ ...base, 'ce-time': time })).toBe(
+      `CloudEvent attribute 'time' (header ce-time) is "${time}", not an RFC 3339 timestamp (a real date and time, such as 2024-05-01T12:00:00Z)`,
     );
+  });
+
+  it.each([
+    '2024-02-29T00:00:00Z',
+    '2000-02-29T23:59:59.999Z',
+    '2024-04-30T00:00:00-05:00',
+    '2024-12-31t23:59:60z',
+    '2024-05-01T12:00:00.5+02:00',
+  ])('accepts the time %s', (time) => {
+    expect(attrs({ ...base, 'ce-time': time })).toEqual(expect.objectContaining({ time }));
   });
 });
 

@@ -311,6 +311,13 @@ describe('runtime: event intake', () => {
       'sdk lenient',
     ],
     [
+      'a date the calendar does not have',
+      { ...valid, 'ce-time': '2024-02-30T00:00:00Z' },
+      '{}',
+      /attribute 'time' \(header ce-time\) is "2024-02-30T00:00:00Z", not an RFC 3339 timestamp/,
+      'sdk lenient',
+    ],
+    [
       'structured with a bad time',
       ...structured({ specversion: '1.0', id: '1', source: '/s', type: 't', time: '2024-13-99' }),
       /attribute 'time'/,
