@@ -2,12 +2,14 @@
  * The seam between operator and runtime: the environment the operator writes into a pod is fed
  * to the runtime's own parser, which must read back exactly the Function's settings.
  */
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { EddyFunction, FunctionSpec } from '../operator/src/api/types.js';
 import { desiredDeployment } from '../operator/src/controller/desired.js';
 import { loadConfig } from '../runtime/src/config.js';
 import { heapIsSized } from '../runtime/src/heap.js';
-import { heapFlags, runtimeEnv } from '../runtime/src/contract/index.js';
+import { errorCodes, heapFlags, runtimeEnv } from '../runtime/src/contract/index.js';
 
 const fn = (spec: FunctionSpec): EddyFunction => ({
   apiVersion: 'eddy.dev/v1alpha1',
@@ -83,5 +85,22 @@ describe('the runtime environment contract', () => {
       host: '127.0.0.1',
       logFormat: 'json',
     });
+  });
+});
+
+describe('the error catalogue', () => {
+  it('holds only errors that the runtime or the gateway answers with', async () => {
+    let source = '';
+    for (const dir of ['runtime/src', 'operator/src']) {
+      for (const file of await readdir(dir, { recursive: true })) {
+        if (!file.endsWith('.ts') || file.endsWith('.test.ts') || file.startsWith('contract'))
+          continue;
+        source += await readFile(join(dir, file), 'utf8');
+      }
+    }
+    const unused = Object.keys(errorCodes).filter(
+      (code) => !new RegExp(`'${code}'|errorCodes\\.${code}\\b`).test(source),
+    );
+    expect(unused).toEqual([]);
   });
 });

@@ -1,7 +1,7 @@
 /**
  * Lambda-style log lines: START, the handler's console lines (timestamp, request id, level),
- * END and REPORT; or the same as JSON lines. Written synchronously to stdout from both threads,
- * so a request's lines keep their order.
+ * END and REPORT; or the same as JSON lines. Written synchronously to stdout, from the main
+ * thread and the watchdog's, so a request's lines keep their order.
  */
 import { writeSync } from 'node:fs';
 import type { LogFormat } from './config.js';

@@ -31,7 +31,7 @@ export interface RuntimeServer {
   server: Server;
   /** SIGTERM: readiness off now, let in-flight invocations finish, then onIdle('drained'). */
   drain(): void;
-  /** After a timeout or a broken handler thread: stop taking work, then onIdle('recycled'). */
+  /** After a timeout or an exception that escaped a handler: stop taking work, then onIdle('recycled'). */
   recycle(reason: string): void;
 }
 

@@ -26,9 +26,11 @@ export const errorCodes = {
     errorType: 'Runtime.UserCodeSyntaxError',
     functionError: true,
   },
-  /** The handler's heap is exhausted; the runtime recycles. */
-  OutOfMemory: { status: 502, errorType: 'Runtime.OutOfMemory', functionError: true },
-  /** The handler thread stopped (process.exit in the handler, a fatal error). */
+  /**
+   * The runtime failed while it handled the invocation, or (said by the gateway) the replica
+   * ended while it held the invocation: process.exit in the handler, a kill, or a fatal error
+   * such as the heap running out, which ends the process before it can answer.
+   */
   ExitError: { status: 502, errorType: 'Runtime.ExitError', functionError: true },
   /** The handler's result cannot be turned into JSON. */
   MalformedHandlerResponse: {
