@@ -195,6 +195,7 @@ function harness(
   o: {
     checkpoints?: CheckpointStore & { data?: Map<string, Checkpoint> };
     answer?: () => AttemptResult;
+    atTimestampWaitMs?: number;
   } = {},
 ) {
   const store = new MemoryFunctionStore();
@@ -277,6 +278,7 @@ function harness(
         problemBaseMs: 20,
         checkpointIntervalMs: 20,
         callTimeoutMs: 300,
+        ...(o.atTimestampWaitMs ? { atTimestampWaitMs: o.atTimestampWaitMs } : {}),
         finalSaveTimeoutMs: 200,
         makeClient: () => kinesis.client(),
       })(ctx);
@@ -358,6 +360,31 @@ describe('the Kinesis source', () => {
     stop = await h.start();
     await until('the child read', () => h.records().includes('after the split'));
     expect(h.records()).toEqual(['before the split', 'after the split']);
+  });
+
+  it('waits at an endpoint that holds an AT_TIMESTAMP iterator until a record comes, without a problem', async () => {
+    const kinesis = new FakeKinesis(1);
+    // As kinesalite: no answer while the shard has nothing from the timestamp on.
+    kinesis.fail.GetShardIterator = (input, signal) => {
+      const t = (input.Timestamp as Date | undefined)?.getTime() ?? 0;
+      const records = kinesis.shards[0]!.records;
+      if (input.ShardIteratorType !== 'AT_TIMESTAMP') return undefined;
+      if (records.some((r) => r.ApproximateArrivalTimestamp.getTime() >= t)) return undefined;
+      return new Promise<never>((_, reject) =>
+        signal?.addEventListener('abort', () => reject(named('AbortError', 'aborted')), {
+          once: true,
+        }),
+      );
+    };
+    const h = harness(kinesis, { startingPosition: 'LATEST' }, { atTimestampWaitMs: 50 });
+    await h.start();
+    await until('a held call', () =>
+      kinesis.calls.filter((c) => c.command === 'GetShardIterator').length >= 2 ? true : undefined,
+    );
+    kinesis.put(0, 'at last');
+    await until('the record', () => h.records().includes('at last'));
+    expect(h.state()).toEqual({ ready: true });
+    expect(h.logs.join('\n')).not.toMatch(/EndpointUnreachable/);
   });
 
   it('starts shards opened after AT_TIMESTAMP at the timestamp too', async () => {

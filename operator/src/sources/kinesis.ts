@@ -65,6 +65,11 @@ export interface KinesisSourceOptions {
   checkpointIntervalMs?: number;
   /** Longest wait for one Kinesis call; longer, and it is aborted and retried. Default 30 s. */
   callTimeoutMs?: number;
+  /**
+   * At an endpoint (a Kinesis-compatible server), longest wait for an AT_TIMESTAMP iterator:
+   * kinesalite answers one only once the shard holds a record from then on. Default 2 s.
+   */
+  atTimestampWaitMs?: number;
   /** Longest wait for the checkpoint's last save as the consumer stops (tried twice). Default 5 s. */
   finalSaveTimeoutMs?: number;
   /** Makes the client for a connection (tests give a fake one). */
@@ -83,6 +88,7 @@ const defaults: Settings = {
   problemBaseMs: 1_000,
   checkpointIntervalMs: 1_000,
   callTimeoutMs: 30_000,
+  atTimestampWaitMs: 2_000,
   finalSaveTimeoutMs: 5_000,
 };
 
@@ -417,16 +423,19 @@ class TriggerConsumer {
     return this.client;
   }
 
-  /** One Kinesis call, bounded by `callTimeoutMs`. */
-  private async send<T>(call: (c: KinesisClient, signal: AbortSignal) => Promise<T>): Promise<T> {
+  /** One Kinesis call, bounded by `timeoutMs` (`callTimeoutMs`). */
+  private async send<T>(
+    call: (c: KinesisClient, signal: AbortSignal) => Promise<T>,
+    timeoutMs = this.o.callTimeoutMs,
+  ): Promise<T> {
     const c = await this.kinesis();
     this.inUse.set(c, (this.inUse.get(c) ?? 0) + 1);
-    const bounded = callSignal(this.signal, this.o.callTimeoutMs);
+    const bounded = callSignal(this.signal, timeoutMs);
     try {
       return await call(c, bounded.signal);
     } catch (err) {
       if (bounded.signal.aborted && !this.signal.aborted) {
-        const timeout = new Error(`no answer within ${this.o.callTimeoutMs / 1000} s`);
+        const timeout = new Error(`no answer within ${timeoutMs / 1000} s`);
         timeout.name = 'TimeoutError';
         throw timeout;
       }
@@ -664,19 +673,30 @@ class TriggerConsumer {
         );
         if (!(await sleep(until - Date.now(), signal))) return;
         if (Date.now() < nextReadAt) continue;
+        // Kinesis-compatible servers may hold an AT_TIMESTAMP iterator until a record comes.
+        const byTime =
+          iterator === undefined &&
+          !after &&
+          start.ShardIteratorType === 'AT_TIMESTAMP' &&
+          this.t.connection.endpoint !== undefined;
         try {
           iterator ??= (
-            await this.send((c, abortSignal) =>
-              c.send(
-                new GetShardIteratorCommand({
-                  StreamName: this.t.stream,
-                  ShardId: shardId,
-                  ...(after
-                    ? { ShardIteratorType: 'AFTER_SEQUENCE_NUMBER', StartingSequenceNumber: after }
-                    : start),
-                }),
-                { abortSignal },
-              ),
+            await this.send(
+              (c, abortSignal) =>
+                c.send(
+                  new GetShardIteratorCommand({
+                    StreamName: this.t.stream,
+                    ShardId: shardId,
+                    ...(after
+                      ? {
+                          ShardIteratorType: 'AFTER_SEQUENCE_NUMBER',
+                          StartingSequenceNumber: after,
+                        }
+                      : start),
+                  }),
+                  { abortSignal },
+                ),
+              byTime ? Math.min(o.atTimestampWaitMs, o.callTimeoutMs) : undefined,
             )
           ).ShardIterator;
           const read = Date.now();
@@ -702,6 +722,11 @@ class TriggerConsumer {
         } catch (err) {
           if (signal.aborted) return;
           const name = (err as { name?: string }).name;
+          if (byTime && name === 'TimeoutError') {
+            // Nothing in the shard from then on yet: asked again, as an idle shard is read.
+            nextReadAt = Date.now() + o.idlePollMs;
+            continue;
+          }
           failures++;
           if (
             name === 'ProvisionedThroughputExceededException' ||
