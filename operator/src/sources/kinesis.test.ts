@@ -36,6 +36,9 @@ class FakeKinesis {
   private iteratorCount = 0;
   /** Calls made, by command. */
   readonly calls: Array<{ command: string; input: Record<string, unknown> }> = [];
+  /** Clients made and destroyed. */
+  made = 0;
+  destroyed = 0;
   /** A call may be made to fail (return a rejecting promise) or pass (undefined). */
   fail: Partial<Record<string, Failure>> = {};
 
@@ -95,7 +98,8 @@ class FakeKinesis {
       if (failing) return failing;
       return this.answer(command, input);
     };
-    return { send, destroy: () => undefined } as unknown as KinesisClient;
+    this.made++;
+    return { send, destroy: () => void this.destroyed++ } as unknown as KinesisClient;
   }
 
   private answer(command: string, input: Record<string, unknown>): unknown {
@@ -196,23 +200,29 @@ function harness(
     checkpoints?: CheckpointStore & { data?: Map<string, Checkpoint> };
     answer?: () => AttemptResult;
     atTimestampWaitMs?: number;
+    /** How long each invocation takes. */
+    invokeMs?: number;
   } = {},
 ) {
   const store = new MemoryFunctionStore();
+  const secret = { key: 'secret' };
   const checkpoints = o.checkpoints ?? memoryCheckpoints();
   const states = new TriggerStates();
   const metrics = new Registry();
   const logs: string[] = [];
   const delivered: string[][] = [];
   const deadLettered: string[] = [];
+  const invokedAt: number[] = [];
   let invocations = 0;
   const ctx: SourceContext = {
     store,
-    secrets: async () => ({ accessKeyId: 'id', secretAccessKey: 'secret' }),
+    secrets: async () => ({ accessKeyId: 'id', secretAccessKey: secret.key }),
     sink: {
       deliver: () => Promise.reject(new Error('streams invoke')),
       invoke: async (_fn, event) => {
         invocations++;
+        invokedAt.push(Date.now());
+        if (o.invokeMs) await pause(o.invokeMs);
         const answer = o.answer?.() ?? { ok: true, status: 200 };
         if (answer.ok) {
           const body = JSON.parse(event.body.toString()) as {
@@ -259,12 +269,14 @@ function harness(
   store.set(fn);
   const h = {
     store,
+    secret,
     checkpoints,
     states,
     metrics,
     logs,
     delivered,
     deadLettered,
+    invokedAt,
     invocations: () => invocations,
     records: () => delivered.flat(),
     state: () => states.get('shop/clicks', 'clicks'),
@@ -536,6 +548,39 @@ describe('the Kinesis source', () => {
     }
     kinesis.fail = {};
     await until('ready', () => (h.state()?.ready ? true : undefined));
+  });
+
+  it('replaces its client when the credentials change, and destroys the old one once unused', async () => {
+    const kinesis = new FakeKinesis(1);
+    const h = harness(kinesis, {});
+    const stop = await h.start();
+    await readsMore(kinesis, [0]);
+    expect([kinesis.made, kinesis.destroyed]).toEqual([1, 0]);
+    h.secret.key = 'rotated';
+    // A problem makes the consumer read its Secret again.
+    kinesis.fail.GetRecords = failing(
+      () =>
+        Object.assign(named('AccessDeniedException', 'no'), { $metadata: { httpStatusCode: 400 } }),
+      { times: 1 },
+    );
+    await until('a new client', () => (kinesis.made === 2 ? true : undefined));
+    await until('the old one destroyed', () => (kinesis.destroyed === 1 ? true : undefined));
+    kinesis.put(0, 'with the new key');
+    await until('the record', () => h.records().includes('with the new key'));
+    await stop();
+    expect([kinesis.made, kinesis.destroyed]).toEqual([2, 2]);
+  });
+
+  it('sends records left over from a batch when their own batching window ends', async () => {
+    const kinesis = new FakeKinesis(1);
+    for (const d of ['a', 'b', 'c']) kinesis.put(0, d);
+    const h = harness(kinesis, { batchSize: 2, maxBatchingWindowSeconds: 1 }, { invokeMs: 700 });
+    await h.start();
+    await until('both batches', () => (h.delivered.length >= 2 ? true : undefined));
+    expect(h.delivered).toEqual([['a', 'b'], ['c']]);
+    // "c" was read with "a" and "b": its window ended 1 s after that read, during the first
+    // batch's 0.7 s, not 1 s after the first batch was done.
+    expect(h.invokedAt[1]! - h.invokedAt[0]!).toBeLessThan(1_400);
   });
 
   it('shows the age of the oldest record not yet delivered while a batch is retried', async () => {
