@@ -16,7 +16,7 @@ export interface KinesisSettings {
   bisectOnError: boolean;
   /** -1: until the record expires from the stream. */
   maxRetryAttempts: number;
-  /** -1: no limit. */
+  /** -1: no limit (until the stream's retention, once `streamSettings` applied it). */
   maxRecordAgeMs: number;
   reportBatchItemFailures: boolean;
 }
