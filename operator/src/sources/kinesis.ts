@@ -559,7 +559,8 @@ class TriggerConsumer {
             id,
             this.readShard(origin, this.start, writer).finally(() => {
               reading.delete(id);
-              this.healthy(id);
+              // A shard read to its end has no problem left (one stopping keeps what it had).
+              if (!this.signal.aborted) this.healthy(id);
               wake?.();
             }),
           );
