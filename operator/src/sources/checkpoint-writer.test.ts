@@ -10,22 +10,28 @@ describe('checkpoint writer', () => {
     vi.useRealTimers();
   });
 
-  const writer = (o: { fail?: number } = {}) => {
+  const writer = (o: { fail?: number; hang?: number } = {}) => {
     const saves: Array<{ at: number; data: Checkpoint }> = [];
     const logs: string[] = [];
+    const events: string[] = [];
     let fail = o.fail ?? 0;
+    let hang = o.hang ?? 0;
     const w = new CheckpointWriter(
       { stream: 'clicks' },
       {
         save: async (data) => {
+          // A save that never answers (an API server that went away).
+          if (hang-- > 0) return new Promise<void>(() => undefined);
           if (fail-- > 0) throw new Error('configmaps "fn-clicks-source" is forbidden');
           saves.push({ at: Date.now(), data });
         },
         intervalMs: 1_000,
         log: (m) => logs.push(m),
+        onError: () => events.push('error'),
+        onSaved: () => events.push('saved'),
       },
     );
-    return { w, saves, logs };
+    return { w, saves, logs, events };
   };
 
   it('saves the first change at once and then at most once a second, the latest positions', async () => {
@@ -73,8 +79,35 @@ describe('checkpoint writer', () => {
     expect(saves).toHaveLength(2);
   });
 
+  it('saves what it holds on touch, unchanged', async () => {
+    const { w, saves } = writer();
+    w.touch();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(saves).toEqual([{ at: 0, data: { stream: 'clicks' } }]);
+  });
+
+  it('bounds the last save on stop, tries it once more, and says when it was lost', async () => {
+    const { w, saves, logs } = writer({ hang: 1 });
+    w.set('shardId-000000000000', '3');
+    const flushed = w.flush(500);
+    await vi.advanceTimersByTimeAsync(1_000);
+    await expect(flushed).resolves.toBe(true);
+    expect(saves).toEqual([{ at: 500, data: { stream: 'clicks', 'shardId-000000000000': '3' } }]);
+    expect(logs).toEqual(['the last checkpoint was saved on a second try']);
+
+    const lost = writer({ hang: 3 });
+    lost.w.set('shardId-000000000000', '4');
+    const gaveUp = lost.w.flush(500);
+    await vi.advanceTimersByTimeAsync(5_000);
+    await expect(gaveUp).resolves.toBe(false);
+    expect(lost.saves).toEqual([]);
+    expect(lost.logs).toEqual([
+      'the last checkpoint could not be saved as the consumer stopped: what was done since the last save will be delivered again',
+    ]);
+  });
+
   it('keeps a failed save and carries it with the next one', async () => {
-    const { w, saves, logs } = writer({ fail: 1 });
+    const { w, saves, logs, events } = writer({ fail: 1 });
     w.set('shardId-000000000000', '7');
     await vi.advanceTimersByTimeAsync(0);
     expect(saves).toEqual([]);
@@ -83,5 +116,7 @@ describe('checkpoint writer', () => {
     ]);
     await vi.advanceTimersByTimeAsync(1_000);
     expect(saves).toEqual([{ at: 1_000, data: { stream: 'clicks', 'shardId-000000000000': '7' } }]);
+    // Told, so that the trigger's state shows a save that keeps failing.
+    expect(events).toEqual(['error', 'saved']);
   });
 });

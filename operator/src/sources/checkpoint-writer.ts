@@ -12,6 +12,10 @@ export interface CheckpointWriterOptions {
   intervalMs?: number;
   log: (message: string) => void;
   now?: () => number;
+  /** A save failed (it is tried again): the trigger's state shows it. */
+  onError?: (err: unknown) => void;
+  /** A save succeeded. */
+  onSaved?: () => void;
 }
 
 export class CheckpointWriter {
@@ -54,13 +58,50 @@ export class CheckpointWriter {
     this.changed();
   }
 
-  /** Saves what has not been saved yet, now; nothing is scheduled afterwards. */
-  async flush(): Promise<void> {
+  /** Saves what is held now, even unchanged (a first start's position, say). */
+  touch(): void {
+    this.changed();
+  }
+
+  /**
+   * Saves what has not been saved yet, now, and schedules nothing afterwards. Each save is
+   * waited for at most `timeoutMs`; one that fails or does not answer is tried once more.
+   * Resolves whether everything was saved.
+   */
+  async flush(timeoutMs = 5_000): Promise<boolean> {
     this.closed = true;
     clearTimeout(this.timer);
     this.timer = undefined;
-    while (this.saving) await this.saving;
-    if (this.dirty) await this.write();
+    let failed = 0;
+    const settle = async (p: Promise<void>) => {
+      if (!(await this.within(p, timeoutMs))) {
+        // Given up on: what it carried is saved by the next try.
+        this.saving = undefined;
+        this.dirty = true;
+      }
+      if (this.dirty) failed++;
+    };
+    if (this.saving) await settle(this.saving);
+    for (let tries = 0; this.dirty && tries < 2; tries++) await settle(this.write(true));
+    if (!this.dirty) {
+      if (failed > 0) this.o.log('the last checkpoint was saved on a second try');
+      return true;
+    }
+    this.o.log(
+      'the last checkpoint could not be saved as the consumer stopped: what was done since the last save will be delivered again',
+    );
+    return false;
+  }
+
+  /** Whether `p` settled within `ms`. */
+  private async within(p: Promise<void>, ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const settled = await Promise.race([
+      p.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+    ]);
+    clearTimeout(timer);
+    return settled;
   }
 
   private changed(): void {
@@ -80,15 +121,19 @@ export class CheckpointWriter {
     }
   }
 
-  private write(): Promise<void> {
+  private write(last = false): Promise<void> {
     this.dirty = false;
     this.lastSaveAt = this.now();
     this.saving = this.o
       .save({ ...this.data })
+      .then(() => this.o.onSaved?.())
       .catch((err: unknown) => {
         // Kept dirty: the next save carries it.
         this.dirty = true;
-        this.o.log(`saving the checkpoint failed (retrying): ${describeError(err)}`);
+        this.o.log(
+          `saving the checkpoint failed${last ? '' : ' (retrying)'}: ${describeError(err)}`,
+        );
+        this.o.onError?.(err);
       })
       .finally(() => {
         this.saving = undefined;

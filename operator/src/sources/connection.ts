@@ -167,6 +167,10 @@ export function s3ClientFor(c: ResolvedConnection): S3Client {
     forcePathStyle: c.forcePathStyle,
     credentials: c.credentials,
     maxAttempts: 2,
-    requestHandler: new NodeHttpHandler({ connectionTimeout: 5_000, requestTimeout: 30_000 }),
+    requestHandler: new NodeHttpHandler({
+      connectionTimeout: 5_000,
+      requestTimeout: 30_000,
+      throwOnRequestTimeout: true,
+    }),
   });
 }

@@ -9,6 +9,7 @@ import {
   kinesisSettings,
   lambdaRecord,
   shapeRecord,
+  streamSettings,
   type BatchDeps,
   type GiveUp,
   type KinesisSettings,
@@ -302,17 +303,37 @@ describe('delivering a batch with stream retries', () => {
     expect(h.checkpoints).toEqual([2, 5]);
   });
 
-  it('combines item failures with bisect down to the record that keeps failing', async () => {
+  it('with item failures and bisect, retries the failed remainder as one batch, not split', async () => {
     const h = harness((records) =>
       records.includes(4) ? failures('seq-04') : ok({ batchItemFailures: [] }),
     );
-    const s = settings({ reportBatchItemFailures: true, bisectOnError: true, maxRetryAttempts: 0 });
+    const s = settings({ reportBatchItemFailures: true, bisectOnError: true, maxRetryAttempts: 1 });
     expect(await deliverBatch(recs(1, 2, 3, 4, 5, 6), s, h.deps)).toBe(true);
-    expect(h.calls).toEqual([[1, 2, 3, 4, 5, 6], [4, 5], [4], [5], [6]]);
-    expect(h.deadLetters).toMatchObject([
-      { seqs: [4], condition: 'RetriesExhausted', errorType: 'BatchItemFailures' },
+    // The remainder failed once with the whole batch, and once more on its own.
+    expect(h.calls).toEqual([
+      [1, 2, 3, 4, 5, 6],
+      [4, 5, 6],
     ]);
-    expect(h.checkpoints).toEqual([3, 4, 5, 6]);
+    expect(h.deadLetters).toMatchObject([
+      { seqs: [4, 5, 6], condition: 'RetriesExhausted', errorType: 'BatchItemFailures' },
+    ]);
+    expect(h.checkpoints).toEqual([3, 6]);
+  });
+
+  it('with item failures and bisect, still splits a batch whose invocation failed', async () => {
+    const h = harness(poison(2));
+    const s = settings({ reportBatchItemFailures: true, bisectOnError: true, maxRetryAttempts: 0 });
+    expect(await deliverBatch(recs(1, 2, 3, 4), s, h.deps)).toBe(true);
+    expect(h.calls).toEqual([[1, 2, 3, 4], [1, 2], [1], [2], [3, 4]]);
+    expect(h.checkpoints).toEqual([1, 2, 4]);
+  });
+
+  it('takes the stream retention as the age limit when there is none', () => {
+    const none = settings({ maxRecordAgeMs: -1, maxRetryAttempts: -1 });
+    expect(streamSettings(none, 24).maxRecordAgeMs).toBe(86_400_000);
+    expect(streamSettings(none, undefined)).toBe(none);
+    const own = settings({ maxRecordAgeMs: 60_000 });
+    expect(streamSettings(own, 24)).toBe(own);
   });
 
   it('does not count throttles, where the batch never reached the function, as retries', async () => {

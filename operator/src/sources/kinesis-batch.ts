@@ -16,7 +16,7 @@ export interface KinesisSettings {
   bisectOnError: boolean;
   /** -1: until the record expires from the stream. */
   maxRetryAttempts: number;
-  /** -1: no limit. */
+  /** -1: no limit (until the stream's retention, once `streamSettings` applied it). */
   maxRecordAgeMs: number;
   reportBatchItemFailures: boolean;
 }
@@ -33,6 +33,18 @@ export function kinesisSettings(t: KinesisTrigger): KinesisSettings {
     maxRecordAgeMs: age < 0 ? -1 : age * 1000,
     reportBatchItemFailures: t.reportBatchItemFailures ?? false,
   };
+}
+
+/**
+ * The settings for a stream: with no record age limit (-1), records are retried until they
+ * expire from the stream, its retention, rather than forever after the stream dropped them.
+ */
+export function streamSettings(
+  s: KinesisSettings,
+  retentionHours: number | undefined,
+): KinesisSettings {
+  if (s.maxRecordAgeMs >= 0 || !retentionHours || retentionHours <= 0) return s;
+  return { ...s, maxRecordAgeMs: retentionHours * 3_600_000 };
 }
 
 /** Where records come from, as every record of Lambda's event names it. */
@@ -284,7 +296,7 @@ interface Part {
  *   is not a retry: only a single record that keeps failing spends `maxRetryAttempts`, so good
  *   records around a poison one are not given up with it);
  * - with `reportBatchItemFailures`, the records before the lowest failed one are done, and the
- *   rest is a failed batch;
+ *   rest is retried as one batch (bisect splits only batches whose invocation failed);
  * - records older than `maxRecordAgeMs` are not sent (again);
  * - what is given up on goes to the dead letter and the shard moves past it.
  * Resolves true once every record is done, false when stopped first (nothing after the last
@@ -322,7 +334,7 @@ export async function deliverBatch(
         const expired: Part = { ...part, records: part.records.slice(0, count) };
         const error = part.lastError ?? {
           errorType: 'RecordAgeExceeded',
-          errorMessage: `the record(s) were older than maxRecordAgeSeconds (${s.maxRecordAgeMs / 1000}) before they could be sent`,
+          errorMessage: `the record(s) were older than the age limit (${s.maxRecordAgeMs / 1000} s: maxRecordAgeSeconds, or the stream's retention) before they could be sent`,
         };
         if (!(await giveUp(expired, 'EventAgeExceeded', error))) return false;
         part.records = part.records.slice(count);
@@ -357,7 +369,8 @@ export async function deliverBatch(
       if (!(await deps.sleep(deps.retryDelayMs(part.throttles)))) return false;
       continue;
     }
-    if (s.bisectOnError && part.records.length > 1) {
+    // The records the function reported as failed are retried as they are, not split again.
+    if (s.bisectOnError && answer.kind === 'failed' && part.records.length > 1) {
       const half = Math.ceil(part.records.length / 2);
       const split = (rs: ShapedRecord[]): Part => ({ ...part, records: rs, failures: 0 });
       queue.splice(0, 1, split(part.records.slice(0, half)), split(part.records.slice(half)));

@@ -4,8 +4,9 @@
  * batches go to the function one at a time, in order, as `dev.eddy.kinesis.batch` CloudEvents
  * whose data is Lambda's Kinesis event; the shard waits while a batch is retried. The children of
  * a split or merge are read only once their parents reached their end. Progress (the last
- * sequence number delivered per shard) is saved at most once a second and resumed after a
- * restart or a change of leader. Leader-only: one reader per shard cluster-wide.
+ * sequence number delivered per shard, which stream it belongs to, and when a LATEST trigger
+ * first started) is saved at most once a second and resumed after a restart or a change of
+ * leader. Leader-only: one reader per shard cluster-wide.
  */
 import {
   DescribeStreamSummaryCommand,
@@ -29,12 +30,16 @@ import {
   connectionFingerprint,
   problemBackoffMs,
   resolveConnection,
+  SourceProblem,
+  type ResolvedConnection,
 } from './connection.js';
+import { checkpointName } from './checkpoints.js';
 import {
   batchDue,
   batchEvent,
   batchLength,
   deliverBatch,
+  streamSettings,
   kinesisSettings,
   shapeRecord,
   type BatchDeps,
@@ -58,9 +63,21 @@ export interface KinesisSourceOptions {
   problemBaseMs?: number;
   /** Checkpoints are saved at most this often. Default 1 s. */
   checkpointIntervalMs?: number;
+  /** Longest wait for one Kinesis call; longer, and it is aborted and retried. Default 30 s. */
+  callTimeoutMs?: number;
+  /**
+   * At an endpoint (a Kinesis-compatible server), longest wait for an AT_TIMESTAMP iterator:
+   * kinesalite answers one only once the shard holds a record from then on. Default 2 s.
+   */
+  atTimestampWaitMs?: number;
+  /** Longest wait for the checkpoint's last save as the consumer stops (tried twice). Default 5 s. */
+  finalSaveTimeoutMs?: number;
+  /** Makes the client for a connection (tests give a fake one). */
+  makeClient?: (conn: ResolvedConnection) => KinesisClient;
 }
 
-type Settings = Required<KinesisSourceOptions>;
+type Settings = Required<Omit<KinesisSourceOptions, 'makeClient'>> &
+  Pick<KinesisSourceOptions, 'makeClient'>;
 
 const defaults: Settings = {
   idlePollMs: 1_000,
@@ -70,12 +87,23 @@ const defaults: Settings = {
   retryMaxDelayMs: 60_000,
   problemBaseMs: 1_000,
   checkpointIntervalMs: 1_000,
+  callTimeoutMs: 30_000,
+  atTimestampWaitMs: 2_000,
+  finalSaveTimeoutMs: 5_000,
 };
 
 /** A shard's checkpoint once it was read to its end: its children may be read. */
 export const shardEnd = 'SHARD_END';
 /** The checkpoint's key naming the stream its sequence numbers belong to. */
 const streamKey = 'stream';
+/**
+ * With the name, which stream: a stream deleted and made again under the same name repeats its
+ * shard ids, and the old sequence numbers mean nothing in it.
+ */
+const createdKey = 'streamCreated';
+/** When a LATEST trigger first started: shards with no position yet start at this moment. */
+const startedKey = 'startedAt';
+const metaKeys = new Set([streamKey, createdKey, startedKey]);
 /** Records asked for per read: Kinesis's most (a read also stops at 10 MB). */
 const readLimit = 10_000;
 
@@ -262,22 +290,54 @@ async function keepConsuming(
 /** Where a shard starts when it has no checkpoint. */
 type Start = Pick<GetShardIteratorCommandInput, 'ShardIteratorType' | 'Timestamp'>;
 
+/**
+ * A signal for one call: aborted with `signal`, or after `ms`. `done` must be called once the
+ * call settled, so that neither the timer nor the listener outlives it.
+ */
+export function callSignal(signal: AbortSignal, ms: number): { signal: AbortSignal; done(): void } {
+  const c = new AbortController();
+  const onAbort = () => c.abort(signal.reason);
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  const timer = setTimeout(() => {
+    const err = new Error(`no answer within ${ms / 1000} s`);
+    err.name = 'TimeoutError';
+    c.abort(err);
+  }, ms);
+  return {
+    signal: c.signal,
+    done: () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    },
+  };
+}
+
+/** The key of the trigger's problem with the stream itself (describe, list), not one shard's. */
+const streamProblem = ' stream';
+/** The key of the trigger's problem with its checkpoint. */
+const checkpointProblem = ' checkpoint';
+
 /** One trigger: its stream's shards, each read by its own loop, and the trigger's checkpoint. */
 class TriggerConsumer {
   private readonly t: KinesisTrigger;
   private readonly name: string;
   private readonly key: string;
-  private readonly s: KinesisSettings;
+  private s: KinesisSettings;
   /** Names the stream in messages, never with credentials. */
   private readonly what: string;
   private readonly where: string;
   private client: KinesisClient | undefined;
-  private readonly clients: KinesisClient[] = [];
+  /** Clients with the reads that use each: an old one goes once its last read settled. */
+  private readonly inUse = new Map<KinesisClient, number>();
   private clientFingerprint = '';
   /** After a problem the connection is resolved again: the Secret may have been fixed. */
   private stale = true;
-  private lastProblem = '';
+  /** What keeps the trigger from being ready, per shard (and for the stream and checkpoint). */
+  private readonly problems = new Map<string, SourceProblem>();
   private writer: CheckpointWriter | undefined;
+  /** Where a shard with no position starts (LATEST is pinned to the moment the trigger started). */
+  private start: Start = { ShardIteratorType: 'TRIM_HORIZON' };
 
   constructor(
     private readonly ctx: SourceContext,
@@ -304,21 +364,40 @@ class TriggerConsumer {
     this.ctx.log(`kinesis: ${this.key} trigger ${this.name}: ${message}`);
   }
 
-  private healthy(): void {
-    this.ctx.states.set(this.key, this.name, { ready: true });
-    this.lastProblem = '';
-  }
-
-  private problem(err: unknown): void {
-    const p = classifyError(err, this.what, 'StreamNotFound');
+  /** Ready once no shard, nor the stream or the checkpoint, has a problem left. */
+  private report(): void {
+    const [p] = this.problems.values();
+    if (!p) {
+      this.ctx.states.set(this.key, this.name, { ready: true });
+      return;
+    }
     this.ctx.states.set(this.key, this.name, {
       ready: false,
       reason: p.reason,
       message: p.message,
     });
-    this.stale = true;
-    if (p.message !== this.lastProblem) this.log(`${p.reason}: ${p.message}`);
-    this.lastProblem = p.message;
+  }
+
+  private healthy(key: string): void {
+    if (this.problems.delete(key) || this.problems.size === 0) this.report();
+  }
+
+  private problem(key: string, err: unknown): void {
+    const p = classifyError(err, this.what, 'StreamNotFound');
+    // Logged when it is new for this shard (or the stream, or the checkpoint), not on each retry.
+    if (this.problems.get(key)?.message !== p.message) this.log(`${p.reason}: ${p.message}`);
+    this.problems.set(key, p);
+    if (key !== checkpointProblem) this.stale = true;
+    this.report();
+  }
+
+  /** Names the checkpoint and what the operator needs to keep it. */
+  private checkpointError(doing: string, err: unknown): SourceProblem {
+    const fn = this.fn();
+    return new SourceProblem(
+      'SourceError',
+      `${doing} the checkpoint ConfigMap ${fn.metadata.namespace}/${checkpointName(fn, this.name)} failed: the operator needs get, create and patch on configmaps in namespace ${fn.metadata.namespace} (${describeError(err)})`,
+    );
   }
 
   private async kinesis(): Promise<KinesisClient> {
@@ -332,34 +411,56 @@ class TriggerConsumer {
     this.stale = false;
     const fingerprint = connectionFingerprint(conn);
     if (this.client && fingerprint === this.clientFingerprint) return this.client;
-    // An older client may still be in use by another shard's read: destroyed when the trigger stops.
-    this.client = new KinesisClient({
-      region: conn.region,
-      credentials: conn.credentials,
-      ...(conn.endpoint
-        ? {
-            endpoint: conn.endpoint,
-            // The client speaks HTTP/2 by default; Kinesis-compatible servers often only HTTP/1.1.
-            requestHandler: new NodeHttpHandler({
-              connectionTimeout: 5_000,
-              requestTimeout: 30_000,
-            }),
-          }
-        : {}),
-    });
-    this.clients.push(this.client);
+    const old = this.client;
+    this.client = this.o.makeClient ? this.o.makeClient(conn) : kinesisClientFor(conn);
+    this.inUse.set(this.client, 0);
     this.clientFingerprint = fingerprint;
+    // An older client still in use by another shard's read goes once that read settled.
+    if (old && this.inUse.get(old) === 0) {
+      this.inUse.delete(old);
+      old.destroy();
+    }
     return this.client;
   }
 
-  /** Repeats `call` with backoff, reporting each failure as the trigger's problem. */
-  private async retrying<T>(call: () => Promise<T>): Promise<T | undefined> {
+  /** One Kinesis call, bounded by `timeoutMs` (`callTimeoutMs`). */
+  private async send<T>(
+    call: (c: KinesisClient, signal: AbortSignal) => Promise<T>,
+    timeoutMs = this.o.callTimeoutMs,
+  ): Promise<T> {
+    const c = await this.kinesis();
+    this.inUse.set(c, (this.inUse.get(c) ?? 0) + 1);
+    const bounded = callSignal(this.signal, timeoutMs);
+    try {
+      return await call(c, bounded.signal);
+    } catch (err) {
+      if (bounded.signal.aborted && !this.signal.aborted) {
+        const timeout = new Error(`no answer within ${timeoutMs / 1000} s`);
+        timeout.name = 'TimeoutError';
+        throw timeout;
+      }
+      throw err;
+    } finally {
+      bounded.done();
+      const left = (this.inUse.get(c) ?? 1) - 1;
+      if (left > 0 || c === this.client) this.inUse.set(c, left);
+      else {
+        this.inUse.delete(c);
+        c.destroy();
+      }
+    }
+  }
+
+  /** Repeats `call` with backoff, reporting each failure as the trigger's problem `key`. */
+  private async retrying<T>(key: string, call: () => Promise<T>): Promise<T | undefined> {
     for (let failures = 1; !this.signal.aborted; failures++) {
       try {
-        return await call();
+        const out = await call();
+        this.healthy(key);
+        return out;
       } catch (err) {
         if (this.signal.aborted) return undefined;
-        this.problem(err);
+        this.problem(key, err);
         await sleep(problemBackoffMs(failures, this.o.problemBaseMs), this.signal);
       }
     }
@@ -368,30 +469,51 @@ class TriggerConsumer {
 
   async run(): Promise<void> {
     try {
-      const summary = await this.retrying(async () => {
-        const c = await this.kinesis();
-        const out = await c.send(new DescribeStreamSummaryCommand({ StreamName: this.t.stream }), {
-          abortSignal: this.signal,
-        });
-        return out.StreamDescriptionSummary;
-      });
+      const summary = await this.retrying(streamProblem, () =>
+        this.send(async (c, abortSignal) => {
+          const out = await c.send(
+            new DescribeStreamSummaryCommand({ StreamName: this.t.stream }),
+            { abortSignal },
+          );
+          return out.StreamDescriptionSummary;
+        }),
+      );
       if (!summary) return;
-      const saved = await this.retrying(() => this.ctx.checkpoints.load(this.fn(), this.name));
+      this.s = streamSettings(this.s, summary.RetentionPeriodHours);
+      const saved = await this.retrying(checkpointProblem, () =>
+        this.ctx.checkpoints.load(this.fn(), this.name).catch((err: unknown) => {
+          throw this.checkpointError('Reading', err);
+        }),
+      );
       if (!saved) return;
-      // Sequence numbers of another stream (the trigger was pointed elsewhere) mean nothing here.
-      const resuming = saved[streamKey] === this.t.stream;
-      this.writer = new CheckpointWriter(resuming ? saved : { [streamKey]: this.t.stream }, {
-        save: (data) => this.ctx.checkpoints.save(this.fn(), this.name, data),
+      const created = summary.StreamCreationTimestamp?.toISOString();
+      // Sequence numbers of another stream (the trigger was pointed elsewhere, or the stream was
+      // deleted and made again under its name) mean nothing here.
+      const resuming =
+        saved[streamKey] === this.t.stream &&
+        (saved[createdKey] === undefined || created === undefined || saved[createdKey] === created);
+      const initial: Checkpoint = resuming ? { ...saved } : { [streamKey]: this.t.stream };
+      if (created !== undefined) initial[createdKey] = created;
+      this.start = this.startingPosition(initial);
+      this.writer = new CheckpointWriter(initial, {
+        save: (data) =>
+          this.ctx.checkpoints.save(this.fn(), this.name, data).catch((err: unknown) => {
+            throw this.checkpointError('Saving', err);
+          }),
         intervalMs: this.o.checkpointIntervalMs,
         log: (m) => this.log(m),
+        onSaved: () => this.healthy(checkpointProblem),
+        onError: (err) => this.problem(checkpointProblem, err),
       });
+      // The stream's identity and start are saved at once, before any shard delivered.
+      this.writer.touch();
       const streamArn =
         summary.StreamARN ??
         `arn:aws:kinesis:${this.region()}:000000000000:stream/${this.t.stream}`;
-      await this.followShards(streamArn, this.writer, resuming && hasShards(saved));
+      await this.followShards(streamArn, this.writer);
     } finally {
-      await this.writer?.flush();
-      for (const c of this.clients) c.destroy();
+      await this.writer?.flush(this.o.finalSaveTimeoutMs);
+      for (const c of this.inUse.keys()) c.destroy();
     }
   }
 
@@ -401,28 +523,24 @@ class TriggerConsumer {
 
   /**
    * Lists the shards now and then (and whenever one ends), and reads each shard whose parents
-   * are done. Shards of the first listing start at `startingPosition` unless they have a
-   * checkpoint; shards found later (made by a reshard) start at their oldest record.
+   * are done. A shard with no checkpoint starts at `startingPosition`: LATEST as the moment the
+   * trigger first started, so that a restart neither replays nor skips; a shard made after that
+   * moment (or after the AT_TIMESTAMP) starts at its oldest record, as AT_TIMESTAMP gives it. A
+   * shard closed before then is read to its end at once, finding nothing.
    */
-  private async followShards(
-    streamArn: string,
-    writer: CheckpointWriter,
-    resuming: boolean,
-  ): Promise<void> {
+  private async followShards(streamArn: string, writer: CheckpointWriter): Promise<void> {
     const reading = new Map<string, Promise<void>>();
-    let first = !resuming;
     let wake: (() => void) | undefined;
     const onAbort = () => wake?.();
     this.signal.addEventListener('abort', onAbort, { once: true });
     try {
       while (!this.signal.aborted) {
-        const shards = await this.retrying(() => this.listShards());
+        const shards = await this.retrying(streamProblem, () => this.listShards());
         if (!shards) break;
-        this.healthy();
         const listed = new Set(shards.map((s) => s.ShardId!));
         // Shards that left the stream (their records expired) need no position any more.
         for (const id of Object.keys(writer.snapshot())) {
-          if (id !== streamKey && !listed.has(id) && !reading.has(id)) writer.delete(id);
+          if (!metaKeys.has(id) && !listed.has(id) && !reading.has(id)) writer.delete(id);
         }
         for (const shard of shards) {
           const id = shard.ShardId!;
@@ -431,17 +549,6 @@ class TriggerConsumer {
             (p) => p !== undefined && listed.has(p) && writer.get(p) !== shardEnd,
           );
           if (waiting) continue;
-          const start = first ? this.startingPosition() : { ShardIteratorType: 'TRIM_HORIZON' };
-          if (
-            first &&
-            start.ShardIteratorType === 'LATEST' &&
-            shard.SequenceNumberRange?.EndingSequenceNumber !== undefined &&
-            writer.get(id) === undefined
-          ) {
-            // A closed shard has no "latest" records to come.
-            writer.set(id, shardEnd);
-            continue;
-          }
           const origin: StreamOrigin = {
             shardId: id,
             streamArn,
@@ -450,13 +557,14 @@ class TriggerConsumer {
           };
           reading.set(
             id,
-            this.readShard(origin, start as Start, writer).finally(() => {
+            this.readShard(origin, this.start, writer).finally(() => {
               reading.delete(id);
+              // A shard read to its end has no problem left (one stopping keeps what it had).
+              if (!this.signal.aborted) this.healthy(id);
               wake?.();
             }),
           );
         }
-        first = false;
         let timer: NodeJS.Timeout | undefined;
         await new Promise<void>((resolve) => {
           wake = resolve;
@@ -471,22 +579,29 @@ class TriggerConsumer {
     }
   }
 
-  private startingPosition(): Start {
+  /** Where shards without a position start; a LATEST trigger's first start is noted in `data`. */
+  private startingPosition(data: Checkpoint): Start {
     const type = this.t.startingPosition ?? 'TRIM_HORIZON';
     if (type === 'AT_TIMESTAMP') {
       return { ShardIteratorType: type, Timestamp: new Date(this.t.startingTimestamp ?? 0) };
     }
-    return { ShardIteratorType: type };
+    if (type === 'LATEST') {
+      const at = Date.parse(data[startedKey] ?? '');
+      const startedAt = Number.isFinite(at) ? at : Date.now();
+      data[startedKey] = new Date(startedAt).toISOString();
+      return { ShardIteratorType: 'AT_TIMESTAMP', Timestamp: new Date(startedAt) };
+    }
+    return { ShardIteratorType: 'TRIM_HORIZON' };
   }
 
   private async listShards(): Promise<Shard[]> {
-    const c = await this.kinesis();
     const shards: Shard[] = [];
     let next: string | undefined;
     do {
-      const out = await c.send(
-        new ListShardsCommand(next ? { NextToken: next } : { StreamName: this.t.stream }),
-        { abortSignal: this.signal },
+      const out = await this.send((c, abortSignal) =>
+        c.send(new ListShardsCommand(next ? { NextToken: next } : { StreamName: this.t.stream }), {
+          abortSignal,
+        }),
       );
       shards.push(...(out.Shards ?? []));
       next = out.NextToken;
@@ -496,7 +611,8 @@ class TriggerConsumer {
 
   /** Reads one shard to its end (or until stopped), delivering its batches in order. */
   private async readShard(origin: StreamOrigin, start: Start, writer: CheckpointWriter) {
-    const { signal, s, o } = this;
+    const { signal, o } = this;
+    const s = this.s;
     const shardId = origin.shardId;
     const labels = {
       namespace: this.w.fn.metadata.namespace,
@@ -504,7 +620,15 @@ class TriggerConsumer {
       trigger: this.name,
       shard: shardId,
     };
-    const deps = this.batchDeps(origin, writer);
+    /** The oldest record not yet done, while a batch is delivered: the age the gauge shows. */
+    let oldest: number | undefined;
+    const showAge = () => {
+      if (oldest !== undefined) this.gauge.set(labels, Math.max(0, Date.now() - oldest) / 1000);
+    };
+    const deps = this.batchDeps(origin, writer, (arrivedAt) => {
+      oldest = arrivedAt;
+      showAge();
+    });
     const buffer: ShapedRecord[] = [];
     const saved = writer.get(shardId);
     /** The last record read: a new iterator starts after it. */
@@ -524,8 +648,19 @@ class TriggerConsumer {
         });
         if (due) {
           const batch = buffer.splice(0, batchLength(buffer, s.batchSize));
-          if (!(await deliverBatch(batch, s, deps))) return;
-          gathering = buffer.length > 0 ? Date.now() : undefined;
+          oldest = batch[0]!.arrivedAt;
+          showAge();
+          const ticker = setInterval(showAge, 1_000);
+          let delivered: boolean;
+          try {
+            delivered = await deliverBatch(batch, s, deps);
+          } finally {
+            clearInterval(ticker);
+            oldest = undefined;
+          }
+          if (!delivered) return;
+          // Records left over were read with the batch: their window runs from then.
+          if (buffer.length === 0) gathering = undefined;
           continue;
         }
         if (ended) {
@@ -539,29 +674,40 @@ class TriggerConsumer {
         );
         if (!(await sleep(until - Date.now(), signal))) return;
         if (Date.now() < nextReadAt) continue;
+        // Kinesis-compatible servers may hold an AT_TIMESTAMP iterator until a record comes.
+        const byTime =
+          iterator === undefined &&
+          !after &&
+          start.ShardIteratorType === 'AT_TIMESTAMP' &&
+          this.t.connection.endpoint !== undefined;
         try {
-          const c = await this.kinesis();
           iterator ??= (
-            await c.send(
-              new GetShardIteratorCommand({
-                StreamName: this.t.stream,
-                ShardId: shardId,
-                ...(after
-                  ? { ShardIteratorType: 'AFTER_SEQUENCE_NUMBER', StartingSequenceNumber: after }
-                  : start),
-              }),
-              { abortSignal: signal },
+            await this.send(
+              (c, abortSignal) =>
+                c.send(
+                  new GetShardIteratorCommand({
+                    StreamName: this.t.stream,
+                    ShardId: shardId,
+                    ...(after
+                      ? {
+                          ShardIteratorType: 'AFTER_SEQUENCE_NUMBER',
+                          StartingSequenceNumber: after,
+                        }
+                      : start),
+                  }),
+                  { abortSignal },
+                ),
+              byTime ? Math.min(o.atTimestampWaitMs, o.callTimeoutMs) : undefined,
             )
           ).ShardIterator;
           const read = Date.now();
-          const out = await c.send(
-            new GetRecordsCommand({ ShardIterator: iterator, Limit: readLimit }),
-            {
-              abortSignal: signal,
-            },
+          const out = await this.send((c, abortSignal) =>
+            c.send(new GetRecordsCommand({ ShardIterator: iterator, Limit: readLimit }), {
+              abortSignal,
+            }),
           );
           failures = 0;
-          this.healthy();
+          this.healthy(shardId);
           const behindMs = out.MillisBehindLatest ?? 0;
           this.gauge.set(labels, behindMs / 1000);
           const records = out.Records ?? [];
@@ -577,17 +723,25 @@ class TriggerConsumer {
         } catch (err) {
           if (signal.aborted) return;
           const name = (err as { name?: string }).name;
-          iterator = undefined;
-          if (name === 'ExpiredIteratorException') continue;
+          if (byTime && name === 'TimeoutError') {
+            // Nothing in the shard from then on yet: asked again, as an idle shard is read.
+            nextReadAt = Date.now() + o.idlePollMs;
+            continue;
+          }
           failures++;
           if (
             name === 'ProvisionedThroughputExceededException' ||
             name === 'LimitExceededException'
           ) {
+            // The iterator stays good for five minutes: kept, so that nothing is skipped.
             nextReadAt = Date.now() + problemBackoffMs(failures, o.minPollMs, 10_000);
             continue;
           }
-          this.problem(err);
+          // A new iterator starts after the last record read or, before the first one, where
+          // the shard started (never a new LATEST, which would skip what came meanwhile).
+          iterator = undefined;
+          if (name === 'ExpiredIteratorException') continue;
+          this.problem(shardId, err);
           nextReadAt = Date.now() + problemBackoffMs(failures, o.problemBaseMs);
         }
       }
@@ -596,11 +750,16 @@ class TriggerConsumer {
     }
   }
 
-  private batchDeps(origin: StreamOrigin, writer: CheckpointWriter): BatchDeps {
+  private batchDeps(
+    origin: StreamOrigin,
+    writer: CheckpointWriter,
+    sending: (oldestArrivedAt: number) => void,
+  ): BatchDeps {
     const { signal, ctx } = this;
     const iso = (ms: number) => new Date(ms).toISOString();
     return {
       invoke: async (records): Promise<AttemptResult> => {
+        sending(records[0]!.arrivedAt);
         const { namespace, name } = this.w.fn.metadata;
         if (!ctx.store.get(namespace, name) && !signal.aborted) {
           // Deleted: this consumer is about to be stopped; nothing is sent or given up.
@@ -639,8 +798,23 @@ class TriggerConsumer {
   }
 }
 
-function hasShards(saved: Checkpoint): boolean {
-  return Object.keys(saved).some((k) => k !== streamKey);
+/** A Kinesis client with bounded waits. */
+function kinesisClientFor(conn: ResolvedConnection): KinesisClient {
+  return new KinesisClient({
+    region: conn.region,
+    credentials: conn.credentials,
+    ...(conn.endpoint
+      ? {
+          endpoint: conn.endpoint,
+          // The client speaks HTTP/2 by default; Kinesis-compatible servers often only HTTP/1.1.
+          requestHandler: new NodeHttpHandler({
+            connectionTimeout: 5_000,
+            requestTimeout: 30_000,
+            throwOnRequestTimeout: true,
+          }),
+        }
+      : {}),
+  });
 }
 
 /** The endpoint without user or password, for messages. */
