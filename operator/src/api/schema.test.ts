@@ -152,7 +152,7 @@ describe('checkFunction with crds/function.yaml', () => {
         triggers: [{ name: 'k', kinesis: { stream: 's', connection, maxRecordAgeSeconds } }],
       });
     expect(problems(kinesis(30))).toEqual([
-      'spec.triggers[0].kinesis: maxRecordAgeSeconds is -1 (no limit) or 60 to 604800',
+      'spec.triggers[0].kinesis: maxRecordAgeSeconds is -1 (as long as the stream keeps records) or 60 to 604800',
     ]);
     accepted(kinesis(-1));
     accepted(kinesis(60));
