@@ -4,6 +4,7 @@
  *
  *   node dist/operator/dev.js [--port 8080] <manifest files...>
  */
+import { randomBytes } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -13,18 +14,26 @@ import { soleLeader } from './manager.js';
 import { createLocalPlatform } from './platform/local.js';
 import { s3Settings } from './settings.js';
 import { fileCheckpoints } from './sources/checkpoints.js';
+import { startEmbeddedS3, type EmbeddedS3 } from './local/embedded-s3.js';
 import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
-import { s3Source } from './sources/s3.js';
+import { s3IntakePath, s3Source } from './sources/s3.js';
 import { scheduleSource } from './sources/schedule.js';
 import type { SourceFactory } from './sources/source.js';
 
-const usage = `usage: node dist/operator/dev.js [--port 8080] [--host 127.0.0.1] <manifest files...>
+const usage = `usage: node dist/operator/dev.js [--port 8080] [--host 127.0.0.1] [--s3-port 9000] <manifest files...>
   Runs the gateway, the autoscaler and each Function's replicas as local processes.
   Files hold Function, Secret and ConfigMap manifests (several documents per file); edits
-  are picked up while it runs. Triggers run too (S3 notifications need EDDY_S3_WEBHOOK_TOKEN;
-  progress is kept under .eddy/sources). Invoke with:
-    curl -d '{"name":"eddy"}' http://127.0.0.1:8080/functions/<namespace>/<name>`;
+  are picked up while it runs. Triggers run too (progress is kept under .eddy/sources).
+  Invoke with:
+    curl -d '{"name":"eddy"}' http://127.0.0.1:8080/functions/<namespace>/<name>
+
+  --s3-port <port>        also run an S3-compatible store there (objects under .eddy/s3) that
+                          posts every upload's event to the gateway
+  --s3-access-key <id>    its access key id (default eddy)
+  --s3-secret-key <key>   its secret access key (default eddysecret)
+  --s3-buckets <a,b>      buckets it starts with (default photos,photos-thumbnails)
+  Other S3-compatible stores post to /sources/s3 with EDDY_S3_WEBHOOK_TOKEN as bearer token.`;
 
 const { values, positionals } = (() => {
   try {
@@ -33,6 +42,10 @@ const { values, positionals } = (() => {
       options: {
         port: { type: 'string', default: '8080' },
         host: { type: 'string', default: '127.0.0.1' },
+        's3-port': { type: 'string' },
+        's3-access-key': { type: 'string', default: 'eddy' },
+        's3-secret-key': { type: 'string', default: 'eddysecret' },
+        's3-buckets': { type: 'string', default: 'photos,photos-thumbnails' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -41,22 +54,24 @@ const { values, positionals } = (() => {
     process.exit(2);
   }
 })();
-const port = Number(values.port);
-if (
-  values.help ||
-  positionals.length === 0 ||
-  !Number.isInteger(port) ||
-  port < 0 ||
-  port > 65_535
-) {
-  console.error(
-    values.help || positionals.length === 0
-      ? usage
-      : `--port ${values.port}: use 0 to 65535\n${usage}`,
-  );
+const portOf = (flag: string, raw: string | undefined): number | undefined => {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65_535) {
+    console.error(`${flag} ${raw}: use 0 to 65535\n${usage}`);
+    process.exit(2);
+  }
+  return n;
+};
+if (values.help || positionals.length === 0) {
+  console.error(usage);
   process.exit(values.help ? 0 : 2);
 }
+const port = portOf('--port', values.port)!;
+const s3Port = portOf('--s3-port', values['s3-port']);
 
+// The AWS SDK warns on every client that Node 20 support ends; the project targets Node 20.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 // Replicas print three lines per invocation (START, END, REPORT): gathered into one write per
 // turn of the event loop rather than one each, which under load costs the gateway a fifth of its time.
@@ -83,12 +98,52 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 }
 manifests.watch(stop.signal);
 const sources: SourceFactory[] = [scheduleSource(), kinesisSource()];
-const s3 = s3Source(
-  (({ s3WebhookToken, s3WebhookArn }) => ({
-    webhookToken: s3WebhookToken,
-    webhookArn: s3WebhookArn,
-  }))(s3Settings()),
-);
+const settings = s3Settings();
+// The embedded store posts with a token of its own when none is set.
+const webhookToken =
+  settings.s3WebhookToken ?? (s3Port !== undefined ? randomBytes(24).toString('hex') : undefined);
+let gatewayUrl: string | undefined;
+let embedded: EmbeddedS3 | undefined;
+if (s3Port !== undefined) {
+  try {
+    embedded = await startEmbeddedS3({
+      port: s3Port,
+      host: values.host,
+      directory: resolve(process.cwd(), '.eddy', 's3'),
+      accessKeyId: values['s3-access-key'],
+      secretAccessKey: values['s3-secret-key'],
+      buckets: values['s3-buckets'].split(',').filter((b) => b !== ''),
+      intake: () =>
+        gatewayUrl && webhookToken
+          ? { url: `${gatewayUrl}${s3IntakePath}`, token: webhookToken }
+          : undefined,
+      log: (m) => log(`eddy: s3: ${m}`),
+    });
+  } catch (err) {
+    console.error(
+      `eddy: the S3 store could not start on ${values.host}:${s3Port}: ${err instanceof Error ? err.message : String(err)}`,
+    );
+    process.exit(1);
+  }
+}
+const embeddedPort = embedded?.port;
+const s3 = s3Source({
+  ...(webhookToken ? { webhookToken } : {}),
+  ...(settings.s3WebhookArn ? { webhookArn: settings.s3WebhookArn } : {}),
+  // The embedded store posts every event itself: its buckets need no configuration.
+  postsEverything: (endpoint) => {
+    if (!endpoint || embeddedPort === undefined) return false;
+    try {
+      const u = new URL(endpoint);
+      return (
+        Number(u.port) === embeddedPort &&
+        ['127.0.0.1', 'localhost', '[::1]', values.host].includes(u.hostname)
+      );
+    } catch {
+      return false;
+    }
+  },
+});
 sources.push(s3.factory, s3PollSource());
 const { manager } = composeEddy({
   platform: createLocalPlatform({
@@ -106,11 +161,21 @@ const { manager } = composeEddy({
   // Sources' progress (Kinesis checkpoints, schedules' last fires) survives a restart.
   checkpoints: fileCheckpoints(resolve(process.cwd(), '.eddy', 'sources')),
   onListening: (url) => {
+    gatewayUrl = url;
     const names = manifests.store.list().map((f) => `${f.metadata.namespace}/${f.metadata.name}`);
     log(
       `eddy: ${names.length} function(s): ${names.join(', ') || 'none yet (fix the files above; edits are picked up)'}`,
     );
     if (names[0]) log(`eddy: try  curl -d '{"name":"eddy"}' ${url}/functions/${names[0]}`);
+    if (embedded) {
+      const [first] = values['s3-buckets'].split(',');
+      log(
+        `eddy: S3 store on ${embedded.endpoint} (access key ${values['s3-access-key']}, secret ${values['s3-secret-key']}), buckets ${values['s3-buckets']}`,
+      );
+      log(
+        `eddy: upload  curl --aws-sigv4 aws:amz:us-east-1:s3 --user ${values['s3-access-key']}:${values['s3-secret-key']} -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' -T photo.jpg ${embedded.endpoint}/${first}/photo.jpg`,
+      );
+    }
   },
 });
 try {
@@ -118,5 +183,6 @@ try {
 } catch {
   process.exitCode = 1;
 } finally {
+  await embedded?.close();
   if (pending.length > 0) flush();
 }

@@ -61,6 +61,11 @@ export interface S3SourceOptions {
   resyncMs?: number;
   /** S3 events one gateway delivers at once; past it, 429 and the store posts again. */
   intakeLimit?: number;
+  /**
+   * Stores that post every bucket's events without a notification configuration (the local
+   * stack's embedded store), by endpoint: their buckets are left as they are.
+   */
+  postsEverything?: (endpoint: string | undefined) => boolean;
 }
 
 export interface S3Source {
@@ -314,6 +319,13 @@ export function s3Source(o: S3SourceOptions): S3Source {
     let failures = 0;
     const work: Array<Promise<void>> = [];
     for (const [key, group] of groups) {
+      if (o.postsEverything?.(group[0]!.s3.connection.endpoint)) {
+        for (const b of group) {
+          reported.add(JSON.stringify([fnKey(b.fn), b.trigger]));
+          c.states.set(fnKey(b.fn), b.trigger, { ready: true });
+        }
+        continue;
+      }
       work.push(serialised(key, () => syncBucket(key, group[0])).catch(() => void failures++));
     }
     for (const [key, former] of written) {

@@ -1,0 +1,124 @@
+/**
+ * The local stack's S3-compatible store (s3rver), so that the thumbnail story runs on one machine
+ * without MinIO: objects in a directory, the demo's key pair, and every upload's S3 event posted
+ * to the gateway's intake as MinIO would (with its token, again until taken).
+ *
+ * s3rver is loaded only when asked for, from the project's own node_modules.
+ */
+import nodeModule from 'node:module';
+import { setTimeout as wait } from 'node:timers/promises';
+import { encodeS3Key } from '../sources/s3-events.js';
+
+export interface EmbeddedS3Options {
+  port: number;
+  host: string;
+  /** Where objects are kept. */
+  directory: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** Made at start when missing. */
+  buckets: string[];
+  /** Where every S3 event is posted (the gateway's `/sources/s3`), and the bearer token. */
+  intake: () => { url: string; token: string } | undefined;
+  log: (message: string) => void;
+}
+
+export interface EmbeddedS3 {
+  endpoint: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+interface S3rverRecord {
+  s3: { object: { key: string } };
+  [k: string]: unknown;
+}
+
+interface S3rverServer {
+  run(): Promise<{ port: number; address: string }>;
+  close(): Promise<void>;
+  on(event: 'event', listener: (e: { Records: S3rverRecord[] }) => void): void;
+}
+
+type S3rverClass = new (options: Record<string, unknown>) => S3rverServer;
+
+export async function startEmbeddedS3(o: EmbeddedS3Options): Promise<EmbeddedS3> {
+  const load = nodeModule.createRequire(import.meta.url);
+  let S3rver: S3rverClass;
+  let account: { DUMMY_ACCOUNT: { createKeyPair(id: string, secret: string): void } };
+  try {
+    S3rver = load('s3rver') as S3rverClass;
+    account = load('s3rver/lib/models/account') as typeof account;
+  } catch {
+    throw new Error(
+      'the embedded S3 store (s3rver) is not installed: run npm ci in the project, or point the triggers at an S3-compatible store and leave out --s3-port',
+    );
+  }
+  account.DUMMY_ACCOUNT.createKeyPair(o.accessKeyId, o.secretAccessKey);
+  const server = new S3rver({
+    port: o.port,
+    address: o.host,
+    silent: true,
+    directory: o.directory,
+    configureBuckets: o.buckets.map((name) => ({ name })),
+  });
+  const address = await server.run();
+  const endpoint = `http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${address.port}`;
+
+  // Posted one at a time, in order, each until the gateway takes it (as MinIO's queue does).
+  const queue: string[] = [];
+  let draining = false;
+  let closed = false;
+  async function drain(): Promise<void> {
+    if (draining) return;
+    draining = true;
+    let failures = 0;
+    while (queue.length > 0 && !closed) {
+      const target = o.intake();
+      let ok = false;
+      if (target) {
+        try {
+          const res = await fetch(target.url, {
+            method: 'POST',
+            headers: {
+              'content-type': 'application/json',
+              authorization: `Bearer ${target.token}`,
+            },
+            body: queue[0],
+          });
+          ok = res.ok;
+          if (!ok && failures === 0) {
+            o.log(`the gateway did not take an S3 event (HTTP ${res.status}): posting it again`);
+          }
+          await res.arrayBuffer();
+        } catch (err) {
+          if (failures === 0)
+            o.log(`posting an S3 event failed (${String(err)}): posting it again`);
+        }
+      }
+      if (ok) {
+        queue.shift();
+        failures = 0;
+      } else {
+        failures++;
+        await wait(Math.min(5_000, 100 * 2 ** Math.min(failures, 6)));
+      }
+    }
+    draining = false;
+  }
+  server.on('event', (e) => {
+    // s3rver gives the key as stored; S3 events carry it form-encoded.
+    for (const r of e.Records) r.s3.object.key = encodeS3Key(r.s3.object.key);
+    queue.push(JSON.stringify(e));
+    void drain();
+  });
+  return {
+    endpoint,
+    port: address.port,
+    async close() {
+      closed = true;
+      if (queue.length > 0) o.log(`${queue.length} S3 event(s) not delivered: the store stops`);
+      await server.close();
+    },
+  };
+}
