@@ -9,3 +9,12 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- define "eddy.operator" -}}
 {{ .Release.Name }}-operator
 {{- end -}}
+
+
+{{- define "eddy.webhookSecret" -}}
+{{- if .Values.s3.webhook.token -}}
+{{ .Release.Name }}-s3-webhook
+{{- else -}}
+{{ .Values.s3.webhook.tokenSecret | default (printf "%s-s3-webhook" .Release.Name) }}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,159 @@
+/**
+ * The Helm chart as users install it: `helm lint` clean, and `helm template` with the default
+ * values and with every option set, each object accepted by a real API server (server-side dry
+ * run, so admission and the schemas of its kinds apply). Values the chart's schema refuses are
+ * refused by helm with the path.
+ */
+import * as k8s from '@kubernetes/client-node';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { goBinaries, goBinaryPath, projectRoot } from './harness/components.js';
+import { startKube } from './harness/kube.js';
+import { releaseNamespace } from './harness/operator.js';
+import { run } from './harness/proc.js';
+import { canRun, useComponent } from './harness/suite.js';
+import { waitFor } from './harness/wait.js';
+
+const chart = join(projectRoot, 'charts', 'eddy');
+const helm = (...args: string[]) => run(goBinaryPath(goBinaries.helm), args, { timeoutMs: 60_000 });
+
+/** Every option the chart has, set. */
+const allOptions = `
+operator:
+  image: { repository: registry.example.com/eddy/operator, tag: '9.9.9', pullPolicy: Always }
+  replicas: 3
+  resources: { requests: { cpu: 200m, memory: 192Mi }, limits: { memory: 512Mi } }
+  resyncSeconds: 300
+  workers: 8
+runtimeImage: registry.example.com/eddy/runtime:{runtime}
+gateway: { url: 'http://functions.example.com' }
+s3:
+  webhook: { arn: 'arn:minio:sqs:us-east-1:EDDY:webhook', token: 's3cret-token', tokenSecret: '' }
+metrics:
+  serviceMonitor: { enabled: true, interval: 30s, labels: { release: prometheus } }
+`;
+
+/** The Prometheus Operator's ServiceMonitor kind, as far as the API server needs to know it. */
+const serviceMonitorCrd: k8s.V1CustomResourceDefinition = {
+  apiVersion: 'apiextensions.k8s.io/v1',
+  kind: 'CustomResourceDefinition',
+  metadata: { name: 'servicemonitors.monitoring.coreos.com' },
+  spec: {
+    group: 'monitoring.coreos.com',
+    scope: 'Namespaced',
+    names: { plural: 'servicemonitors', singular: 'servicemonitor', kind: 'ServiceMonitor' },
+    versions: [
+      {
+        name: 'v1',
+        served: true,
+        storage: true,
+        schema: {
+          openAPIV3Schema: { type: 'object', x_kubernetes_preserve_unknown_fields: true },
+        },
+      },
+    ],
+  },
+};
+
+describe.skipIf(!canRun('kube'))('the Helm chart', () => {
+  const kube = useComponent(() => startKube());
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'eddy-chart-'));
+    const kc = kube().kubeConfig;
+    await kc
+      .makeApiClient(k8s.CoreV1Api)
+      .createNamespace({ body: { metadata: { name: releaseNamespace } } });
+    await kc
+      .makeApiClient(k8s.ApiextensionsV1Api)
+      .createCustomResourceDefinition({ body: serviceMonitorCrd });
+    // Served once established.
+    const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+    await waitFor('the ServiceMonitor kind to be served', async () => {
+      await custom.listClusterCustomObject({
+        group: 'monitoring.coreos.com',
+        version: 'v1',
+        plural: 'servicemonitors',
+      });
+      return true;
+    });
+  });
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('passes helm lint', async () => {
+    const out = await helm('lint', chart);
+    expect(out).toContain('0 chart(s) failed');
+  });
+
+  async function render(values?: string): Promise<k8s.KubernetesObject[]> {
+    const args = ['template', 'eddy', chart, '--namespace', releaseNamespace];
+    if (values) {
+      const file = join(dir, `values-${Date.now()}.yaml`);
+      await writeFile(file, values);
+      args.push('--values', file);
+    }
+    return parseAllDocuments(await helm(...args))
+      .map((d) => d.toJS() as k8s.KubernetesObject | null)
+      .filter((o): o is k8s.KubernetesObject => o !== null);
+  }
+
+  async function dryRun(objects: k8s.KubernetesObject[]): Promise<string[]> {
+    const api = k8s.KubernetesObjectApi.makeApiClient(kube().kubeConfig);
+    const refused: string[] = [];
+    for (const o of objects) {
+      try {
+        await api.create(o, undefined, 'All');
+      } catch (err) {
+        refused.push(
+          `${o.kind} ${o.metadata?.name}: ${err instanceof Error ? err.message : String(err)}`,
+        );
+      }
+    }
+    return refused;
+  }
+
+  it('renders the default values into objects the API server accepts', async () => {
+    const objects = await render();
+    const kinds = objects.map((o) => `${o.kind}/${o.metadata?.name}`);
+    expect(kinds).toEqual(
+      expect.arrayContaining([
+        'Deployment/eddy-operator',
+        'Service/eddy-gateway',
+        'Service/eddy-metrics',
+        'ServiceAccount/eddy-operator',
+        'ClusterRole/eddy-operator',
+      ]),
+    );
+    expect(kinds.some((k) => k.startsWith('ServiceMonitor/'))).toBe(false);
+    const deployment = objects.find((o) => o.kind === 'Deployment') as k8s.V1Deployment;
+    // The image defaults to the chart's appVersion, not a placeholder.
+    expect(deployment.spec!.template.spec!.containers[0]!.image).toBe('eddy/operator:0.1.0');
+    expect(await dryRun(objects)).toEqual([]);
+  });
+
+  it('renders every option into objects the API server accepts', async () => {
+    const objects = await render(allOptions);
+    const kinds = objects.map((o) => `${o.kind}/${o.metadata?.name}`);
+    expect(kinds).toEqual(
+      expect.arrayContaining(['ServiceMonitor/eddy', 'Secret/eddy-s3-webhook']),
+    );
+    const deployment = objects.find((o) => o.kind === 'Deployment') as k8s.V1Deployment;
+    const container = deployment.spec!.template.spec!.containers[0]!;
+    expect(container.image).toBe('registry.example.com/eddy/operator:9.9.9');
+    expect(
+      container.env!.find((e) => e.name === 'EDDY_S3_WEBHOOK_TOKEN')!.valueFrom!.secretKeyRef!.name,
+    ).toBe('eddy-s3-webhook');
+    expect(await dryRun(objects)).toEqual([]);
+  });
+
+  it('refuses values its schema does not allow, naming the path', async () => {
+    await expect(render('operator: { workers: 100 }\n')).rejects.toThrow(/operator\/workers/);
+    await expect(render('operatr: {}\n')).rejects.toThrow(/operatr/);
+  });
+});
