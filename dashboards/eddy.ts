@@ -157,7 +157,7 @@ export function buildDashboard(): dashboard.Dashboard {
       chart({
         title: 'Throttles/s',
         description:
-          'Invocations answered 429: the queue beyond maxReplicas x concurrency was full.',
+          'Invocations answered 429: the function was at its limit (maxReplicas x concurrency) and its queue was full or the wait ran out.',
         unit: 'reqps',
         targets: [
           query(
