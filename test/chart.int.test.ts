@@ -34,6 +34,7 @@ s3:
   webhook: { arn: 'arn:minio:sqs:us-east-1:EDDY:webhook', token: 's3cret-token', tokenSecret: '' }
 metrics:
   serviceMonitor: { enabled: true, interval: 30s, labels: { release: prometheus } }
+dashboard: { enabled: true, namespace: eddy-system, annotations: { grafana_folder: Eddy } }
 `;
 
 /** The Prometheus Operator's ServiceMonitor kind, as far as the API server needs to know it. */
@@ -128,6 +129,7 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
         'Service/eddy-metrics',
         'ServiceAccount/eddy-operator',
         'ClusterRole/eddy-operator',
+        'ConfigMap/eddy-dashboard',
       ]),
     );
     expect(kinds.some((k) => k.startsWith('ServiceMonitor/'))).toBe(false);
@@ -141,7 +143,11 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
     const objects = await render(allOptions);
     const kinds = objects.map((o) => `${o.kind}/${o.metadata?.name}`);
     expect(kinds).toEqual(
-      expect.arrayContaining(['ServiceMonitor/eddy', 'Secret/eddy-s3-webhook']),
+      expect.arrayContaining([
+        'ServiceMonitor/eddy',
+        'Secret/eddy-s3-webhook',
+        'ConfigMap/eddy-dashboard',
+      ]),
     );
     const deployment = objects.find((o) => o.kind === 'Deployment') as k8s.V1Deployment;
     const container = deployment.spec!.template.spec!.containers[0]!;
