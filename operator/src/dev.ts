@@ -166,15 +166,32 @@ const { manager } = composeEddy({
     log(
       `eddy: ${names.length} function(s): ${names.join(', ') || 'none yet (fix the files above; edits are picked up)'}`,
     );
-    if (names[0]) log(`eddy: try  curl -d '{"name":"eddy"}' ${url}/functions/${names[0]}`);
+    // A function invoked directly is one without triggers, when there is one.
+    const direct =
+      manifests.store.list().find((f) => (f.spec.triggers ?? []).length === 0) ??
+      manifests.store.list()[0];
+    if (direct) {
+      log(
+        `eddy: try  curl -d '{"name":"eddy"}' ${url}/functions/${direct.metadata.namespace}/${direct.metadata.name}`,
+      );
+    }
     if (embedded) {
-      const [first] = values['s3-buckets'].split(',');
+      const buckets = values['s3-buckets'].split(',').filter((b) => b !== '');
+      const [first] = buckets;
+      // curl signs for S3 with --aws-sigv4; the store wants the payload hash header too.
+      const sign = `--aws-sigv4 aws:amz:us-east-1:s3 --user ${values['s3-access-key']}:${values['s3-secret-key']} -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD'`;
       log(
-        `eddy: S3 store on ${embedded.endpoint} (access key ${values['s3-access-key']}, secret ${values['s3-secret-key']}), buckets ${values['s3-buckets']}`,
+        `eddy: S3 store on ${embedded.endpoint} (access key ${values['s3-access-key']}, secret ${values['s3-secret-key']}), buckets ${buckets.join(', ')}`,
       );
-      log(
-        `eddy: upload  curl --aws-sigv4 aws:amz:us-east-1:s3 --user ${values['s3-access-key']}:${values['s3-secret-key']} -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' -T photo.jpg ${embedded.endpoint}/${first}/photo.jpg`,
-      );
+      if (first) {
+        log(`eddy: upload  curl ${sign} -T photo.jpg ${embedded.endpoint}/${first}/photo.jpg`);
+        // The demo's thumbnail function writes next door: where to look.
+        if (buckets.includes(`${first}-thumbnails`)) {
+          log(
+            `eddy: thumbnail  curl ${sign} -o thumbnail.jpg ${embedded.endpoint}/${first}-thumbnails/photo.jpg`,
+          );
+        }
+      }
     }
   },
 });

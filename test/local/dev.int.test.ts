@@ -3,7 +3,13 @@
  * among good ones, a Secret-less file, and a file edited while it runs.
  */
 import { mkdtemp, readFile, rm, writeFile, rename } from 'node:fs/promises';
-import { HeadBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  GetObjectCommand,
+  HeadBucketCommand,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import sharp from 'sharp';
 import { freePort } from '../harness/ports.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -70,6 +76,57 @@ const invoke = (url: string, name: string, body: unknown = {}) =>
   fetch(`${url}/functions/dev/${name}`, { method: 'POST', body: JSON.stringify(body) });
 
 describe('the local stack (dev.js)', () => {
+  it('tells the thumbnail story: an upload to photos becomes a thumbnail in photos-thumbnails', async () => {
+    // examples/thumbnail/function.yaml as it is, but on a free port and with the code's folder
+    // absolute (the test runs in a scratch directory).
+    const s3Port = await freePort();
+    const manifest = (
+      await readFile(join(projectRoot, 'examples', 'thumbnail', 'function.yaml'), 'utf8')
+    )
+      .replaceAll('127.0.0.1:9000', `127.0.0.1:${s3Port}`)
+      .replace(
+        'eddy.dev/local-code-dir: examples/thumbnail',
+        `eddy.dev/local-code-dir: ${join(projectRoot, 'examples', 'thumbnail')}`,
+      );
+    const file = join(dir, 'thumbnail.yaml');
+    await writeFile(file, manifest);
+    await startDev([file], ['--s3-port', String(s3Port)]);
+    const s3 = new S3Client({
+      endpoint: `http://127.0.0.1:${s3Port}`,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'eddy', secretAccessKey: 'eddysecret' },
+    });
+    try {
+      const photo = await sharp({
+        create: { width: 1200, height: 800, channels: 3, background: { r: 200, g: 80, b: 40 } },
+      })
+        .jpeg()
+        .toBuffer();
+      await s3.send(
+        new PutObjectCommand({ Bucket: 'photos', Key: 'trip/beach day.jpg', Body: photo }),
+      );
+      const thumbnail = await waitFor(
+        'the thumbnail',
+        async () => {
+          const got = await s3.send(
+            new GetObjectCommand({ Bucket: 'photos-thumbnails', Key: 'trip/beach day.jpg' }),
+          );
+          return Buffer.from(await got.Body!.transformToByteArray());
+        },
+        60_000,
+      );
+      const meta = await sharp(thumbnail).metadata();
+      expect([meta.format, meta.width, meta.height]).toEqual(['jpeg', 200, 133]);
+      // The invocation shows as it happens, with its REPORT line.
+      await waitFor('the REPORT line', async () =>
+        /\[default\/thumbnail\] REPORT RequestId: /.test(proc!.log()) ? true : undefined,
+      );
+    } finally {
+      s3.destroy();
+    }
+  });
+
   it('runs an S3-compatible store whose uploads reach the functions triggered by them', async () => {
     const s3Port = await freePort();
     const endpoint = `http://127.0.0.1:${s3Port}`;
