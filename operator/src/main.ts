@@ -21,6 +21,16 @@ const log = (m: string) => console.log(`eddy-operator: ${m}`);
 const kc = new KubeConfig();
 // In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config.
 kc.loadFromDefault();
+if (
+  kc.getCurrentContext() === 'loaded-context' &&
+  kc.getCurrentCluster()?.server === 'http://localhost:8080'
+) {
+  // What the client falls back to when it found no kubeconfig and no service account.
+  log(
+    'no cluster to talk to: not in a pod, and no kubeconfig (set KUBECONFIG, or run `npm start` for the local stack)',
+  );
+  process.exit(1);
+}
 withConnectionReuse(kc);
 const stop = new AbortController();
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {

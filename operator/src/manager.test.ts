@@ -104,16 +104,18 @@ describe('Manager', () => {
     );
   });
 
-  it('rejects when the caches cannot start, running nothing', async () => {
+  it('rejects when the caches cannot start, running nothing, and says why', async () => {
     const events: string[] = [];
+    const logged: string[] = [];
     const m = new Manager({
       elector: soleLeader,
-      log,
+      log: (line) => logged.push(line),
       startCaches: async () => {
         throw new Error('API server unreachable');
       },
     }).add(probe('gateway', false, events).runnable);
     await expect(m.start(new AbortController().signal)).rejects.toThrow('API server unreachable');
     expect(events).toEqual([]);
+    expect(logged).toEqual(['starting the shared caches failed, stopping: API server unreachable']);
   });
 });

@@ -60,7 +60,13 @@ export class Manager {
       stop.abort();
     };
     try {
-      await this.o.startCaches?.(stop.signal);
+      try {
+        await this.o.startCaches?.(stop.signal);
+      } catch (err) {
+        // Nothing runs without them (the API server cannot be reached, say): say why, and stop.
+        fail('starting the shared caches', err);
+        throw failure!;
+      }
       const everywhere = this.runnables
         .filter((r) => !r.leaderOnly)
         .map((r) => guard(r, stop.signal, fail));
