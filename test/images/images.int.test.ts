@@ -129,7 +129,7 @@ describe.skipIf(!canRun('docker', 'minio'))('the images', () => {
     expect(lines[0]).toBe('node');
     expect(lines.slice(1, 3).sort()).toEqual(['dist', 'package.json']);
     expect(out).toMatch(/eddy-operator: no cluster to talk to: .*set KUBECONFIG/);
-    expect(out).toMatch(/exit 1$/);
+    expect(out.trim()).toMatch(/exit 1$/);
     expect(out).not.toMatch(/ERR_MODULE_NOT_FOUND|Cannot find (module|package)/);
   });
 
