@@ -15,9 +15,14 @@
  * "thumbnail photos/<key> -> photos-thumbnails/<key>" reaches this process on dev.js's output:
  * the handler prints it after the store has acknowledged the thumbnail's PutObject, so the
  * thumbnail exists by then. Every thumbnail is checked in the store at the end.
+ *
+ * The Function runs one replica per core, each kept up (minReplicas = maxReplicas) and taking one
+ * invocation at a time, after a warm-up of a few uploads; uploads go twice as many at a time as
+ * there are replicas. BENCH_UPLOADS, BENCH_REPLICAS, BENCH_UPLOAD_CONCURRENCY,
+ * BENCH_IDLE_UPLOADS and BENCH_MAGICK_IMAGES change those numbers.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,9 +44,9 @@ const distinctImages = 4;
 const width = 4000;
 const height = 3000;
 /** The Function's replicas (one invocation each, since sharp keeps a core busy): one per core. */
-const replicas = availableParallelism();
+const replicas = Number(process.env.BENCH_REPLICAS ?? availableParallelism());
 /** Uploads in flight: enough to keep every replica busy while the next image travels. */
-const uploadConcurrency = replicas * 2;
+const uploadConcurrency = Number(process.env.BENCH_UPLOAD_CONCURRENCY ?? replicas * 2);
 /** Uploads before the measurement: replicas started, sharp and the S3 clients warm. */
 const warmUps = replicas * 2;
 /** Sequential uploads after the measurement: latency with nothing queued. */
@@ -345,6 +350,38 @@ async function upload(
   };
 }
 
+/** CPU time (user + system, ms) of a process, or undefined without /proc. */
+function cpuMs(pid: number): number | undefined {
+  try {
+    // The fields after the command's name, which is in parentheses and may hold spaces.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime, in clock ticks (100 a second on Linux).
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where the CPU goes: dev.js (gateway and S3 store), its replicas, and this process. */
+function cpuSplit(devPid: number): { dev: number; replicas: number; bench: number } | undefined {
+  const dev = cpuMs(devPid);
+  if (dev === undefined) return undefined;
+  let replicas = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === devPid) replicas += cpuMs(Number(entry)) ?? 0;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const own = process.cpuUsage();
+  return { dev, replicas, bench: (own.user + own.system) / 1000 };
+}
+
 async function countThumbnails(s3: S3Client, prefix: string): Promise<number> {
   let count = 0;
   let token: string | undefined;
@@ -375,13 +412,17 @@ try {
   const mb = files.reduce((sum, f) => sum + f.length, 0) / files.length / 1_048_576;
   say(`photos of ${mb.toFixed(1)} MB on average`);
 
-  say(`starting the local stack (${replicas} replicas, concurrency 1 each)`);
+  say(
+    `starting the local stack (${replicas} replica${replicas === 1 ? '' : 's'}, concurrency 1 each)`,
+  );
   const local = await startStack(scratch);
   say(`warming up: ${warmUps} uploads`);
   await upload(local, files, 'warm', warmUps, uploadConcurrency);
   say(`${uploads} uploads, ${uploadConcurrency} at a time`);
   const reportsBefore = local.reports.length;
+  const cpuBefore = cpuSplit(stack!.pid!);
   const loaded = await upload(local, files, 'load', uploads, uploadConcurrency);
+  const cpuAfter = cpuSplit(stack!.pid!);
   const handlerMs = local.reports.slice(reportsBefore).sort((a, b) => a - b);
   say(`${idleUploads} uploads, one at a time`);
   const idle = await upload(local, files, 'idle', idleUploads, 1);
@@ -412,10 +453,14 @@ try {
   const overhead = 1 - stackRate / sharpPar;
   results.push(
     `${uploads} uploads of ${width}x${height} JPEGs (${mb.toFixed(1)} MB each on average), thumbnails 200 wide:`,
-    `  local stack (${replicas} replicas x concurrency 1, ${uploadConcurrency} uploads in flight): ${rate(stackRate)}`,
+    `  local stack (${replicas} replica${replicas === 1 ? '' : 's'} x concurrency 1, ${uploadConcurrency} uploads in flight): ${rate(stackRate)}`,
     `    upload-to-thumbnail under that load: p50 ${ms(quantile(loaded.latencies, 0.5))}, p99 ${ms(quantile(loaded.latencies, 0.99))}`,
     `    upload-to-thumbnail one at a time (${idleUploads}): p50 ${ms(quantile(idle.latencies, 0.5))}, p99 ${ms(quantile(idle.latencies, 0.99))}`,
     `    handler Duration (REPORT lines, S3 read and write included): p50 ${ms(quantile(handlerMs, 0.5))}, p99 ${ms(quantile(handlerMs, 0.99))}`,
+    `    invocations running on average (sum of handler Durations / wall time): ${(handlerMs.reduce((a, b) => a + b, 0) / 1000 / loaded.seconds).toFixed(2)} of ${replicas} replica${replicas === 1 ? '' : 's'}`,
+    cpuBefore && cpuAfter
+      ? `    CPU per image during the ${uploads} uploads: replicas ${ms((cpuAfter.replicas - cpuBefore.replicas) / uploads)}, dev.js (gateway and S3 store) ${ms((cpuAfter.dev - cpuBefore.dev) / uploads)}, the uploading client ${ms((cpuAfter.bench - cpuBefore.bench) / uploads)}`
+      : '    CPU per image: not measured (no /proc)',
     `  plain sharp loop: ${rate(sharpOne)} one at a time, ${rate(sharpPar)} ${replicas} at a time`,
     magickOne !== undefined && magickPar !== undefined
       ? `  ImageMagick convert -thumbnail 200x (${magickImages} images): ${rate(magickOne)} one at a time, ${rate(magickPar)} ${replicas} at a time`
