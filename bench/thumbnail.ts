@@ -1,0 +1,481 @@
+/**
+ * `npm run bench:thumbnail`: the thumbnail story under load, beside the baselines a user would
+ * compare it with, measured in the same run on the same files.
+ *   1. the local stack (`node dist/operator/dev.js`: gateway, embedded S3 store, the thumbnail
+ *      Function of examples/thumbnail as local processes): 200 uploads of 12-megapixel JPEGs,
+ *      images/s and upload-to-thumbnail p50/p99;
+ *   2. a plain Node loop calling sharp as the handler does (200 wide, never enlarged, same
+ *      format, EXIF rotation), one image at a time and as many at a time as the stack has slots;
+ *   3. ImageMagick's `convert in.jpg -thumbnail 200x out.jpg`, one process per image, as a user
+ *      might script it (skipped when no ImageMagick `convert` is on PATH).
+ * Targets: the stack within 10% of the sharp loop's throughput at the same parallelism; at least
+ * 3x ImageMagick's rate.
+ *
+ * Upload-to-thumbnail is the time from sending the PutObject to the moment the handler's log line
+ * "thumbnail photos/<key> -> photos-thumbnails/<key>" reaches this process on dev.js's output:
+ * the handler prints it after the store has acknowledged the thumbnail's PutObject, so the
+ * thumbnail exists by then. Every thumbnail is checked in the store at the end.
+ *
+ * The Function runs one replica per core, each kept up (minReplicas = maxReplicas) and taking one
+ * invocation at a time, after a warm-up of a few uploads; uploads go twice as many at a time as
+ * there are replicas. BENCH_UPLOADS, BENCH_REPLICAS, BENCH_UPLOAD_CONCURRENCY,
+ * BENCH_IDLE_UPLOADS and BENCH_MAGICK_IMAGES change those numbers.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import sharp from 'sharp';
+import { projectRoot } from '../test/harness/components.js';
+import { freePorts } from '../test/harness/ports.js';
+
+// The AWS SDK warns on every client that Node 20 support ends; the project targets Node 20.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+const uploads = Number(process.env.BENCH_UPLOADS ?? 200);
+/** ImageMagick's count: the same by default; fewer for a quicker look. */
+const magickImages = Number(process.env.BENCH_MAGICK_IMAGES ?? uploads);
+const distinctImages = 4;
+const width = 4000;
+const height = 3000;
+/** The Function's replicas (one invocation each, since sharp keeps a core busy): one per core. */
+const replicas = Number(process.env.BENCH_REPLICAS ?? availableParallelism());
+/** Uploads in flight: enough to keep every replica busy while the next image travels. */
+const uploadConcurrency = Number(process.env.BENCH_UPLOAD_CONCURRENCY ?? replicas * 2);
+/** Uploads before the measurement: replicas started, sharp and the S3 clients warm. */
+const warmUps = replicas * 2;
+/** Sequential uploads after the measurement: latency with nothing queued. */
+const idleUploads = Number(process.env.BENCH_IDLE_UPLOADS ?? 10);
+/** The whole bench is stopped (processes and files included) past this. */
+const overallLimitMs = 10 * 60_000;
+
+const began = performance.now();
+const say = (line: string) =>
+  console.log(`[${((performance.now() - began) / 1000).toFixed(1)} s] ${line}`);
+
+function machine(): string {
+  let model = cpus()[0]?.model ?? 'unknown CPU';
+  try {
+    model = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? model;
+  } catch {
+    // not Linux: os.cpus() said it
+  }
+  const load = loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+  return `${model}, ${availableParallelism()} cores, node ${process.version}, load average ${load}`;
+}
+
+const quantile = (sorted: number[], q: number) =>
+  sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN;
+const ms = (n: number) => `${n.toFixed(0)} ms`;
+const rate = (n: number) => `${n.toFixed(2)} images/s`;
+
+/** Runs `task(i)` for i in [0, count) with at most `limit` in flight. */
+async function pool(count: number, limit: number, task: (i: number) => Promise<void>) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, count) }, async () => {
+      while (next < count) await task(next++);
+    }),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup: the stack's process group and the scratch directory go, however the bench ends.
+
+let stack: ChildProcess | undefined;
+let scratch: string | undefined;
+
+function killStack(signal: NodeJS.Signals): void {
+  if (stack?.pid === undefined || stack.exitCode !== null || stack.signalCode !== null) return;
+  try {
+    process.kill(-stack.pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+async function stopStack(): Promise<void> {
+  if (stack && stack.exitCode === null && stack.signalCode === null) {
+    const child = stack;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    // dev.js drains and stops the Function's processes on SIGTERM.
+    try {
+      process.kill(child.pid!, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+    await Promise.race([exited, sleep(15_000)]);
+    killStack('SIGKILL');
+  }
+}
+
+async function cleanup(): Promise<void> {
+  await stopStack();
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+}
+
+process.on('exit', () => killStack('SIGKILL'));
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => void cleanup().finally(() => process.exit(130)));
+}
+const limit = setTimeout(() => {
+  console.error(`bench:thumbnail: over ${overallLimitMs / 60_000} minutes, stopping`);
+  void cleanup().finally(() => process.exit(1));
+}, overallLimitMs);
+limit.unref();
+
+// ---------------------------------------------------------------------------------------------
+// The photos: 12 megapixels, a gradient with shapes and sensor-like noise, so that decoding
+// costs what a camera's JPEG costs (a flat colour would decode much faster).
+
+async function photo(seed: number): Promise<Buffer> {
+  const raw = Buffer.alloc(width * height * 3);
+  let s = (seed * 2_654_435_761) >>> 0 || 1;
+  const random = () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 4_294_967_296;
+  };
+  const cx = width * (0.3 + 0.1 * seed);
+  const cy = height * (0.4 + 0.05 * seed);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = (y * width + x) * 3;
+      const d = Math.hypot(x - cx, y - cy);
+      const ring = Math.sin(d / (40 + 10 * seed)) * 40;
+      const noise = (random() - 0.5) * 24;
+      raw[i] = Math.max(0, Math.min(255, (x / width) * 200 + ring + noise + 20 * seed));
+      raw[i + 1] = Math.max(0, Math.min(255, (y / height) * 180 - ring + noise + 30));
+      raw[i + 2] = Math.max(0, Math.min(255, 120 + ring + noise - 15 * seed));
+    }
+  }
+  return sharp(raw, { raw: { width, height, channels: 3 } })
+    .jpeg({ quality: 90 })
+    .toBuffer();
+}
+
+/** The handler's transformation (examples/thumbnail/index.mjs), without S3. */
+async function sharpThumbnail(bytes: Buffer): Promise<Buffer> {
+  const { format } = await sharp(bytes).metadata();
+  return sharp(bytes)
+    .rotate()
+    .resize({ width: 200, withoutEnlargement: true })
+    .toFormat(format)
+    .toBuffer();
+}
+
+async function sharpLoop(files: Buffer[], count: number, parallel: number): Promise<number> {
+  const start = performance.now();
+  await pool(count, parallel, async (i) => {
+    await sharpThumbnail(files[i % files.length]!);
+  });
+  return count / ((performance.now() - start) / 1000);
+}
+
+/** The ImageMagick `convert` on PATH, or why there is none. */
+async function findMagick(): Promise<{ ok: true } | { ok: false; why: string }> {
+  const result = await run('convert', ['-version']).catch((err: Error) => ({
+    code: -1,
+    out: err.message,
+  }));
+  if (result.code === 0 && /ImageMagick/.test(result.out)) return { ok: true };
+  return { ok: false, why: result.out.split('\n')[0] || `exit code ${result.code}` };
+}
+
+function run(command: string, args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code: code ?? -1, out }));
+  });
+}
+
+async function magickLoop(paths: string[], count: number, parallel: number): Promise<number> {
+  const start = performance.now();
+  await pool(count, parallel, async (i) => {
+    const out = join(scratch!, `magick-${i}.jpg`);
+    const result = await run('convert', [paths[i % paths.length]!, '-thumbnail', '200x', out]);
+    if (result.code !== 0) throw new Error(`convert failed (${result.code}): ${result.out}`);
+  });
+  return count / ((performance.now() - start) / 1000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The local stack.
+
+interface Stack {
+  s3: S3Client;
+  /** Resolves when the thumbnail of `key` is announced. */
+  thumbnailOf(key: string): Promise<number>;
+  /** Handler durations from the REPORT lines, in ms. */
+  reports: number[];
+}
+
+async function startStack(dir: string): Promise<Stack> {
+  const [port, s3Port] = await freePorts(2);
+  // examples/thumbnail/function.yaml as it is, on the free port, with the code's folder absolute
+  // and one replica per core kept up (an invocation at a time each: sharp keeps a core busy).
+  const manifest = (
+    await readFile(join(projectRoot, 'examples', 'thumbnail', 'function.yaml'), 'utf8')
+  )
+    .replaceAll('127.0.0.1:9000', `127.0.0.1:${s3Port}`)
+    .replace(
+      'eddy.dev/local-code-dir: examples/thumbnail',
+      `eddy.dev/local-code-dir: ${join(projectRoot, 'examples', 'thumbnail')}`,
+    )
+    .replace(
+      '  timeoutSeconds: 30\n',
+      `  timeoutSeconds: 30\n  concurrency: 1\n  scaling: { minReplicas: ${replicas}, maxReplicas: ${replicas} }\n`,
+    );
+  if (!manifest.includes(`maxReplicas: ${replicas}`)) throw new Error('function.yaml changed');
+  const file = join(dir, 'thumbnail.yaml');
+  await writeFile(file, manifest);
+  const env: Record<string, string> = {};
+  for (const variable of ['PATH', 'HOME', 'TMPDIR']) {
+    const value = process.env[variable];
+    if (value !== undefined) env[variable] = value;
+  }
+  // In the scratch directory: the store keeps its objects under ./.eddy/s3.
+  const child = spawn(
+    process.execPath,
+    [
+      join(projectRoot, 'dist', 'operator', 'dev.js'),
+      '--port',
+      String(port),
+      '--s3-port',
+      String(s3Port),
+      file,
+    ],
+    { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+  );
+  stack = child;
+  const waiting = new Map<string, (at: number) => void>();
+  const done = new Map<string, number>();
+  const reports: number[] = [];
+  const log: string[] = [];
+  let listening: () => void;
+  const ready = new Promise<void>((resolve) => (listening = resolve));
+  const announced = /thumbnail photos\/(\S+) -> photos-thumbnails\//;
+  const report = /\[default\/thumbnail\] REPORT RequestId: \S+\tDuration: ([\d.]+) ms/;
+  for (const stream of [child.stdout, child.stderr]) {
+    createInterface({ input: stream }).on('line', (line) => {
+      const at = performance.now();
+      log.push(line);
+      if (log.length > 200) log.shift();
+      const m = announced.exec(line);
+      if (m) {
+        const resolve = waiting.get(m[1]!);
+        if (resolve) resolve(at);
+        else done.set(m[1]!, at);
+      }
+      const r = report.exec(line);
+      if (r) reports.push(Number(r[1]));
+      if (line.includes('gateway listening on')) listening();
+    });
+  }
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code, signal) =>
+      reject(new Error(`dev.js ended (${signal ?? code}):\n${log.slice(-40).join('\n')}`)),
+    ),
+  );
+  exited.catch(() => undefined);
+  await Promise.race([
+    ready,
+    exited,
+    sleep(30_000).then(() => {
+      throw new Error(`dev.js did not listen within 30 s:\n${log.join('\n')}`);
+    }),
+  ]);
+  const s3 = new S3Client({
+    endpoint: `http://127.0.0.1:${s3Port}`,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: 'eddy', secretAccessKey: 'eddysecret' },
+  });
+  return {
+    s3,
+    reports,
+    thumbnailOf: (key) => {
+      const at = done.get(key);
+      if (at !== undefined) return Promise.resolve(at);
+      return Promise.race([
+        new Promise<number>((resolve) => waiting.set(key, resolve)),
+        exited,
+        sleep(120_000).then(() => {
+          throw new Error(`no thumbnail of ${key} within 120 s:\n${log.slice(-40).join('\n')}`);
+        }),
+      ]);
+    },
+  };
+}
+
+/** Uploads `photos[i]` as `<prefix>/<i>.jpg`; returns each upload's upload-to-thumbnail time. */
+async function upload(
+  stack: Stack,
+  files: Buffer[],
+  prefix: string,
+  count: number,
+  parallel: number,
+): Promise<{ latencies: number[]; seconds: number }> {
+  const latencies: number[] = [];
+  const start = performance.now();
+  await pool(count, parallel, async (i) => {
+    const key = `${prefix}/${String(i).padStart(4, '0')}.jpg`;
+    const sent = performance.now();
+    const thumbnail = stack.thumbnailOf(key);
+    await stack.s3.send(
+      new PutObjectCommand({
+        Bucket: 'photos',
+        Key: key,
+        Body: files[i % files.length],
+        ContentType: 'image/jpeg',
+      }),
+    );
+    latencies.push((await thumbnail) - sent);
+  });
+  return {
+    latencies: latencies.sort((a, b) => a - b),
+    seconds: (performance.now() - start) / 1000,
+  };
+}
+
+/** CPU time (user + system, ms) of a process, or undefined without /proc. */
+function cpuMs(pid: number): number | undefined {
+  try {
+    // The fields after the command's name, which is in parentheses and may hold spaces.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime, in clock ticks (100 a second on Linux).
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where the CPU goes: dev.js (gateway and S3 store), its replicas, and this process. */
+function cpuSplit(devPid: number): { dev: number; replicas: number; bench: number } | undefined {
+  const dev = cpuMs(devPid);
+  if (dev === undefined) return undefined;
+  let replicas = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === devPid) replicas += cpuMs(Number(entry)) ?? 0;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const own = process.cpuUsage();
+  return { dev, replicas, bench: (own.user + own.system) / 1000 };
+}
+
+async function countThumbnails(s3: S3Client, prefix: string): Promise<number> {
+  let count = 0;
+  let token: string | undefined;
+  do {
+    const page = await s3.send(
+      new ListObjectsV2Command({
+        Bucket: 'photos-thumbnails',
+        Prefix: `${prefix}/`,
+        ContinuationToken: token,
+      }),
+    );
+    count += page.KeyCount ?? 0;
+    token = page.NextContinuationToken;
+  } while (token);
+  return count;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const results: string[] = [];
+let failed = false;
+try {
+  scratch = await mkdtemp(join(tmpdir(), 'eddy-bench-thumbnail-'));
+  say(`making ${distinctImages} distinct ${width}x${height} JPEGs`);
+  const files = await Promise.all(Array.from({ length: distinctImages }, (_, i) => photo(i + 1)));
+  const paths = files.map((_, i) => join(scratch!, `photo-${i + 1}.jpg`));
+  await Promise.all(files.map((f, i) => writeFile(paths[i]!, f)));
+  const mb = files.reduce((sum, f) => sum + f.length, 0) / files.length / 1_048_576;
+  say(`photos of ${mb.toFixed(1)} MB on average`);
+
+  say(
+    `starting the local stack (${replicas} replica${replicas === 1 ? '' : 's'}, concurrency 1 each)`,
+  );
+  const local = await startStack(scratch);
+  say(`warming up: ${warmUps} uploads`);
+  await upload(local, files, 'warm', warmUps, uploadConcurrency);
+  say(`${uploads} uploads, ${uploadConcurrency} at a time`);
+  const reportsBefore = local.reports.length;
+  const cpuBefore = cpuSplit(stack!.pid!);
+  const loaded = await upload(local, files, 'load', uploads, uploadConcurrency);
+  const cpuAfter = cpuSplit(stack!.pid!);
+  const handlerMs = local.reports.slice(reportsBefore).sort((a, b) => a - b);
+  say(`${idleUploads} uploads, one at a time`);
+  const idle = await upload(local, files, 'idle', idleUploads, 1);
+  const stored = await countThumbnails(local.s3, 'load');
+  local.s3.destroy();
+  if (stored !== uploads) throw new Error(`${stored} thumbnails in the store, not ${uploads}`);
+  await stopStack();
+  const stackRate = uploads / loaded.seconds;
+
+  say(`sharp loop: ${uploads} images, one at a time`);
+  await sharpLoop(files, distinctImages, 1); // warm-up
+  const sharpOne = await sharpLoop(files, uploads, 1);
+  say(`sharp loop: ${uploads} images, ${replicas} at a time`);
+  const sharpPar = await sharpLoop(files, uploads, replicas);
+
+  const magick = await findMagick();
+  let magickOne: number | undefined;
+  let magickPar: number | undefined;
+  if (magick.ok) {
+    say(`ImageMagick convert -thumbnail 200x: ${magickImages} images, one at a time`);
+    magickOne = await magickLoop(paths, magickImages, 1);
+    say(`ImageMagick convert -thumbnail 200x: ${magickImages} images, ${replicas} at a time`);
+    magickPar = await magickLoop(paths, magickImages, replicas);
+  } else {
+    say(`ImageMagick skipped: no ImageMagick convert on PATH (${magick.why})`);
+  }
+
+  const overhead = 1 - stackRate / sharpPar;
+  results.push(
+    `${uploads} uploads of ${width}x${height} JPEGs (${mb.toFixed(1)} MB each on average), thumbnails 200 wide:`,
+    `  local stack (${replicas} replica${replicas === 1 ? '' : 's'} x concurrency 1, ${uploadConcurrency} uploads in flight): ${rate(stackRate)}`,
+    `    upload-to-thumbnail under that load: p50 ${ms(quantile(loaded.latencies, 0.5))}, p99 ${ms(quantile(loaded.latencies, 0.99))}`,
+    `    upload-to-thumbnail one at a time (${idleUploads}): p50 ${ms(quantile(idle.latencies, 0.5))}, p99 ${ms(quantile(idle.latencies, 0.99))}`,
+    `    handler Duration (REPORT lines, S3 read and write included): p50 ${ms(quantile(handlerMs, 0.5))}, p99 ${ms(quantile(handlerMs, 0.99))}`,
+    `    invocations running on average (sum of handler Durations / wall time): ${(handlerMs.reduce((a, b) => a + b, 0) / 1000 / loaded.seconds).toFixed(2)} of ${replicas} replica${replicas === 1 ? '' : 's'}`,
+    cpuBefore && cpuAfter
+      ? `    CPU per image during the ${uploads} uploads: replicas ${ms((cpuAfter.replicas - cpuBefore.replicas) / uploads)}, dev.js (gateway and S3 store) ${ms((cpuAfter.dev - cpuBefore.dev) / uploads)}, the uploading client ${ms((cpuAfter.bench - cpuBefore.bench) / uploads)}`
+      : '    CPU per image: not measured (no /proc)',
+    `  plain sharp loop: ${rate(sharpOne)} one at a time, ${rate(sharpPar)} ${replicas} at a time`,
+    magickOne !== undefined && magickPar !== undefined
+      ? `  ImageMagick convert -thumbnail 200x (${magickImages} images): ${rate(magickOne)} one at a time, ${rate(magickPar)} ${replicas} at a time`
+      : `  ImageMagick: skipped (${magick.ok ? '' : magick.why})`,
+    `platform overhead (1 - stack / sharp loop at ${replicas} at a time): ${(overhead * 100).toFixed(1)}% (target under 10%: ${overhead < 0.1 ? 'met' : 'missed'})`,
+    magickPar !== undefined
+      ? `stack vs ImageMagick at ${replicas} at a time: ${(stackRate / magickPar).toFixed(1)}x (target at least 3x: ${stackRate / magickPar >= 3 ? 'met' : 'missed'})`
+      : 'stack vs ImageMagick: not measured',
+  );
+} catch (err) {
+  failed = true;
+  results.push(`failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+} finally {
+  await cleanup();
+}
+console.log(`\nbench:thumbnail on ${machine()}`);
+for (const line of results) console.log(line);
+process.exit(failed ? 1 : 0);
