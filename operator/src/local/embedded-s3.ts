@@ -1,7 +1,7 @@
 /**
  * The local stack's S3-compatible store (s3rver), so that the thumbnail story runs on one machine
  * without MinIO: objects in a directory, the demo's key pair, and every upload's S3 event posted
- * to the gateway's intake as MinIO would (with its token, again until taken).
+ * to the gateway's intake as MinIO would (with its token, again until taken, several at once).
  *
  * s3rver is loaded only when asked for, from the project's own node_modules.
  */
@@ -65,17 +65,16 @@ export async function startEmbeddedS3(o: EmbeddedS3Options): Promise<EmbeddedS3>
   const address = await server.run();
   const endpoint = `http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${address.port}`;
 
-  // Posted one at a time, in order, each until the gateway takes it (as MinIO's queue does).
+  // Each event is posted until the gateway takes it. Up to `postsInFlight` at once: the intake
+  // answers once its deliveries have ended, so one at a time would run one invocation at a time.
   const queue: string[] = [];
-  let draining = false;
+  let inFlight = 0;
   let closed = false;
-  async function drain(): Promise<void> {
-    if (draining) return;
-    draining = true;
-    let failures = 0;
-    while (queue.length > 0 && !closed) {
+  let failing = false;
+  const postsInFlight = 16;
+  async function post(body: string): Promise<void> {
+    for (let failures = 0; !closed; failures++) {
       const target = o.intake();
-      let ok = false;
       if (target) {
         try {
           const res = await fetch(target.url, {
@@ -84,40 +83,46 @@ export async function startEmbeddedS3(o: EmbeddedS3Options): Promise<EmbeddedS3>
               'content-type': 'application/json',
               authorization: `Bearer ${target.token}`,
             },
-            body: queue[0],
+            body,
           });
-          ok = res.ok;
-          if (!ok && failures === 0) {
-            o.log(`the gateway did not take an S3 event (HTTP ${res.status}): posting it again`);
-          }
           await res.arrayBuffer();
+          if (res.ok) {
+            failing = false;
+            return;
+          }
+          if (!failing)
+            o.log(`the gateway did not take an S3 event (HTTP ${res.status}): posting it again`);
         } catch (err) {
-          if (failures === 0)
-            o.log(`posting an S3 event failed (${String(err)}): posting it again`);
+          if (!failing) o.log(`posting an S3 event failed (${String(err)}): posting it again`);
         }
+        failing = true;
       }
-      if (ok) {
-        queue.shift();
-        failures = 0;
-      } else {
-        failures++;
-        await wait(Math.min(5_000, 100 * 2 ** Math.min(failures, 6)));
-      }
+      await wait(Math.min(5_000, 100 * 2 ** Math.min(failures, 6)));
     }
-    draining = false;
+  }
+  function pump(): void {
+    while (inFlight < postsInFlight && queue.length > 0 && !closed) {
+      const body = queue.shift()!;
+      inFlight++;
+      void post(body).finally(() => {
+        inFlight--;
+        pump();
+      });
+    }
   }
   server.on('event', (e) => {
     // s3rver gives the key as stored; S3 events carry it form-encoded.
     for (const r of e.Records) r.s3.object.key = encodeS3Key(r.s3.object.key);
     queue.push(JSON.stringify(e));
-    void drain();
+    pump();
   });
   return {
     endpoint,
     port: address.port,
     async close() {
       closed = true;
-      if (queue.length > 0) o.log(`${queue.length} S3 event(s) not delivered: the store stops`);
+      const left = queue.length + inFlight;
+      if (left > 0) o.log(`${left} S3 event(s) not delivered: the store stops`);
       await server.close();
     },
   };
