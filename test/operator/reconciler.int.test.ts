@@ -58,7 +58,18 @@ describe.skipIf(!canRun('kube'))(
       await core.createNamespace({ body: { metadata: { name: ns } } });
       operatorKc = await operatorKubeConfig(kube());
       operator = startOperator(operatorKc, 'operator-a');
-      await waitFor('operator-a to lead', async () => (operator!.leading() ? true : undefined));
+      try {
+        // First lead on a fresh cluster whose RBAC helm has just applied: a list refused while
+        // the binding propagates restarts after the informers' backoff (0.5 s doubling).
+        await waitFor(
+          'operator-a to lead',
+          async () => (operator!.leading() ? true : undefined),
+          60_000,
+        );
+      } catch (err) {
+        process.stderr.write(`--- operator-a log\n${operator.logs.join('\n')}\n`);
+        throw err;
+      }
     }, 120_000);
 
     afterAll(async () => {
