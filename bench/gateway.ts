@@ -19,7 +19,7 @@ import type { EventEmitter } from 'node:events';
 import { closeSync, createWriteStream, existsSync, openSync, readFileSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
-import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
@@ -36,6 +36,7 @@ import { createLocalPlatform, functionEnv } from '../operator/src/platform/local
 import { headers as eddyHeaders, runtimeEnv } from '../runtime/src/contract/index.js';
 import { projectRoot } from '../test/harness/components.js';
 import { formatElapsed } from '../test/harness/progress.js';
+import { loadAverage, machine } from './machine.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const warmUpSeconds = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
@@ -528,22 +529,6 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const signed = (n: number, digits = 3) => `${n >= 0 ? '+' : ''}${fmt(n, digits)}`;
 const describe = (r: Latencies) =>
   `${Math.round(r.rps)} req/s, p50 ${fmt(r.p50, 3)} ms, p95 ${fmt(r.p95, 3)} ms, p99 ${fmt(r.p99, 3)} ms, ${r.errors} errors`;
-
-function machine(): string {
-  let model = cpus()[0]?.model ?? 'unknown CPU';
-  try {
-    model = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? model;
-  } catch {
-    // not Linux: os.cpus() said it
-  }
-  return `${model}, ${availableParallelism()} cores, node ${process.version}, load average ${loadAverage()}`;
-}
-
-/** Other work on this machine shows here: the figures are only as quiet as it is. */
-const loadAverage = () =>
-  loadavg()
-    .map((l) => fmt(l, 2))
-    .join(' ');
 
 interface Row {
   measure: string;

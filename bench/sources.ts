@@ -8,8 +8,7 @@
  *      1,000 plain timers due at the same instant;
  * Prints the CPU model: ratios differ from one machine to another.
  */
-import { readFileSync } from 'node:fs';
-import { availableParallelism, cpus, loadavg } from 'node:os';
+import { machine } from './machine.js';
 import { benchKinesis } from './sources/kinesis.js';
 import { benchS3 } from './sources/s3.js';
 import { benchSchedule } from './sources/schedule.js';
@@ -19,19 +18,6 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const began = performance.now();
 const say = (line: string) =>
   console.log(`[${((performance.now() - began) / 1000).toFixed(1)} s] ${line}`);
-
-function machine(): string {
-  let model = cpus()[0]?.model ?? 'unknown CPU';
-  try {
-    model = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? model;
-  } catch {
-    // not Linux: os.cpus() said it
-  }
-  const load = loadavg()
-    .map((l) => l.toFixed(2))
-    .join(' ');
-  return `${model}, ${availableParallelism()} cores, node ${process.version}, load average ${load}`;
-}
 
 const parts: Array<[string, (say: (line: string) => void) => Promise<string[]>]> = [
   ['S3', benchS3],

@@ -23,8 +23,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
@@ -33,6 +33,8 @@ import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/clien
 import sharp from 'sharp';
 import { projectRoot } from '../test/harness/components.js';
 import { freePorts } from '../test/harness/ports.js';
+import { thumbnailManifest } from '../test/harness/thumbnail.js';
+import { machine } from './machine.js';
 
 // The AWS SDK warns on every client that Node 20 support ends; the project targets Node 20.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -57,19 +59,6 @@ const overallLimitMs = 10 * 60_000;
 const began = performance.now();
 const say = (line: string) =>
   console.log(`[${((performance.now() - began) / 1000).toFixed(1)} s] ${line}`);
-
-function machine(): string {
-  let model = cpus()[0]?.model ?? 'unknown CPU';
-  try {
-    model = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? model;
-  } catch {
-    // not Linux: os.cpus() said it
-  }
-  const load = loadavg()
-    .map((l) => l.toFixed(2))
-    .join(' ');
-  return `${model}, ${availableParallelism()} cores, node ${process.version}, load average ${load}`;
-}
 
 const quantile = (sorted: number[], q: number) =>
   sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN;
@@ -223,21 +212,13 @@ interface Stack {
 }
 
 async function startStack(dir: string): Promise<Stack> {
-  const [port, s3Port] = await freePorts(2);
-  // examples/thumbnail/function.yaml as it is, on the free port, with the code's folder absolute
-  // and one replica per core kept up (an invocation at a time each: sharp keeps a core busy).
-  const manifest = (
-    await readFile(join(projectRoot, 'examples', 'thumbnail', 'function.yaml'), 'utf8')
-  )
-    .replaceAll('127.0.0.1:9000', `127.0.0.1:${s3Port}`)
-    .replace(
-      'eddy.dev/local-code-dir: examples/thumbnail',
-      `eddy.dev/local-code-dir: ${join(projectRoot, 'examples', 'thumbnail')}`,
-    )
-    .replace(
-      '  timeoutSeconds: 30\n',
-      `  timeoutSeconds: 30\n  concurrency: 1\n  scaling: { minReplicas: ${replicas}, maxReplicas: ${replicas} }\n`,
-    );
+  const [port, s3Port] = (await freePorts(2)) as [number, number];
+  // examples/thumbnail/function.yaml on the free port, with one replica per core kept up (an
+  // invocation at a time each: sharp keeps a core busy).
+  const manifest = (await thumbnailManifest(s3Port)).replace(
+    '  timeoutSeconds: 30\n',
+    `  timeoutSeconds: 30\n  concurrency: 1\n  scaling: { minReplicas: ${replicas}, maxReplicas: ${replicas} }\n`,
+  );
   if (!manifest.includes(`maxReplicas: ${replicas}`)) throw new Error('function.yaml changed');
   const file = join(dir, 'thumbnail.yaml');
   await writeFile(file, manifest);

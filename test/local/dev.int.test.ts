@@ -11,6 +11,7 @@ import {
 } from '@aws-sdk/client-s3';
 import sharp from 'sharp';
 import { freePort } from '../harness/ports.js';
+import { thumbnailManifest } from '../harness/thumbnail.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -77,17 +78,8 @@ const invoke = (url: string, name: string, body: unknown = {}) =>
 
 describe('the local stack (dev.js)', () => {
   it('tells the thumbnail story: an upload to photos becomes a thumbnail in photos-thumbnails', async () => {
-    // examples/thumbnail/function.yaml as it is, but on a free port and with the code's folder
-    // absolute (the test runs in a scratch directory).
     const s3Port = await freePort();
-    const manifest = (
-      await readFile(join(projectRoot, 'examples', 'thumbnail', 'function.yaml'), 'utf8')
-    )
-      .replaceAll('127.0.0.1:9000', `127.0.0.1:${s3Port}`)
-      .replace(
-        'eddy.dev/local-code-dir: examples/thumbnail',
-        `eddy.dev/local-code-dir: ${join(projectRoot, 'examples', 'thumbnail')}`,
-      );
+    const manifest = await thumbnailManifest(s3Port);
     const file = join(dir, 'thumbnail.yaml');
     await writeFile(file, manifest);
     await startDev([file], ['--s3-port', String(s3Port)]);
