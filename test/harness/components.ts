@@ -32,13 +32,21 @@ export interface GoBinary {
   version: string;
 }
 
-export const goBinaries: Record<'kubeApiserver' | 'etcd' | 'minio' | 'helm', GoBinary> = {
-  kubeApiserver: {
-    name: 'kube-apiserver',
-    recipe: 'kube-apiserver',
-    pkg: 'k8s.io/kubernetes/cmd/kube-apiserver',
-    version: versions.kubernetes,
-  },
+/** A command of the Kubernetes module, built from the one recipe that pins them all. */
+const kubernetesCommand = (name: string): GoBinary => ({
+  name,
+  recipe: 'kubernetes',
+  pkg: `k8s.io/kubernetes/cmd/${name}`,
+  version: versions.kubernetes,
+});
+
+export const goBinaries = {
+  kubeApiserver: kubernetesCommand('kube-apiserver'),
+  kubelet: kubernetesCommand('kubelet'),
+  kubeControllerManager: kubernetesCommand('kube-controller-manager'),
+  kubeScheduler: kubernetesCommand('kube-scheduler'),
+  kubeProxy: kubernetesCommand('kube-proxy'),
+  kubectl: kubernetesCommand('kubectl'),
   etcd: { name: 'etcd', recipe: 'etcd', pkg: 'go.etcd.io/etcd/server/v3', version: versions.etcd },
   minio: {
     name: 'minio',
@@ -47,7 +55,23 @@ export const goBinaries: Record<'kubeApiserver' | 'etcd' | 'minio' | 'helm', GoB
     version: versions.minio,
   },
   helm: { name: 'helm', recipe: 'helm', pkg: 'helm.sh/helm/v3/cmd/helm', version: versions.helm },
-};
+} satisfies Record<string, GoBinary>;
+
+/** The node's parts that come from Debian's packages, by package. */
+export const nodePackages = {
+  containerd: '/usr/bin/containerd',
+  runc: '/usr/sbin/runc',
+  'containernetworking-plugins': '/usr/lib/cni/bridge',
+  conntrack: '/usr/sbin/conntrack',
+  iptables: '/usr/sbin/iptables',
+  gcc: '/usr/bin/gcc',
+  'libc6-dev': '/usr/lib/x86_64-linux-gnu/libc.a',
+} as const;
+
+/** The pause container, compiled from the Kubernetes module's build/pause/linux/pause.c. */
+export const pauseBinary = join(cacheRoot, `pause-${versions.kubernetes}`, 'pause');
+/** Its image's name in the node's containerd (imported, never pulled). */
+export const pauseImage = `eddy.local/pause:${versions.kubernetes}`;
 
 export function goBinaryPath(b: GoBinary): string {
   return join(cacheRoot, `${b.name}-${b.version}`, b.name);
@@ -64,7 +88,7 @@ export const baseImageDir = join(cacheRoot, `base-image-bookworm-node${versions.
 export const prometheusBinary = process.env.EDDY_PROMETHEUS ?? '/usr/bin/prometheus';
 export const promtoolBinary = process.env.EDDY_PROMTOOL ?? '/usr/bin/promtool';
 
-export type ComponentName = 'kube' | 'minio' | 'kinesis' | 'docker' | 'prometheus';
+export type ComponentName = 'kube' | 'minio' | 'kinesis' | 'docker' | 'prometheus' | 'cluster';
 
 /**
  * Why a component cannot run here, or undefined when it can. Cheap checks only (files on disk),
@@ -90,5 +114,28 @@ export function missingReason(c: ComponentName): string | undefined {
       );
     case 'prometheus':
       return need(prometheusBinary, 'prometheus (Debian package prometheus)');
+    case 'cluster': {
+      if (process.getuid?.() !== 0) return 'root (the node sets up a bridge, iptables and cgroups)';
+      for (const b of [
+        goBinaries.kubelet,
+        goBinaries.kubeControllerManager,
+        goBinaries.kubeScheduler,
+        goBinaries.kubeProxy,
+        goBinaries.kubectl,
+      ]) {
+        const reason = need(goBinaryPath(b), `${b.name} binary`);
+        if (reason) return reason;
+      }
+      for (const [pkg, path] of Object.entries(nodePackages)) {
+        const reason = need(path, `Debian package ${pkg}`);
+        if (reason) return reason;
+      }
+      return (
+        need(pauseBinary, 'pause binary') ??
+        missingReason('kube') ??
+        missingReason('docker') ??
+        missingReason('minio')
+      );
+    }
   }
 }

@@ -24,6 +24,8 @@ export interface Kube {
   kubeConfig: k8s.KubeConfig;
   server: string;
   caPem: string;
+  /** The run's CA (ca.crt, ca.key), service-account key (sa.key) and issued certificates. */
+  pki: string;
   processes: ManagedProcess[];
   dir: string;
   stop(): Promise<void>;
@@ -35,7 +37,7 @@ async function openssl(dir: string, args: string[]): Promise<void> {
   await run('openssl', args, { cwd: dir });
 }
 
-async function issue(
+export async function issue(
   dir: string,
   name: string,
   subject: string,
@@ -81,7 +83,7 @@ async function issue(
 }
 
 /** The CA, serving cert, admin client cert and service-account signing key for one run. */
-async function makeCertificates(dir: string): Promise<void> {
+async function makeCertificates(dir: string, extraSans: string[]): Promise<void> {
   await openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'ca.key']);
   await openssl(dir, [
     'req',
@@ -104,7 +106,7 @@ async function makeCertificates(dir: string): Promise<void> {
     dir,
     'apiserver',
     '/CN=kube-apiserver',
-    'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n',
+    `subjectAltName=${['IP:127.0.0.1', 'DNS:localhost', 'DNS:kubernetes.default.svc', ...extraSans].join(',')}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n`,
   );
   await issue(
     dir,
@@ -239,10 +241,29 @@ export interface AuditEvent {
   stage: string;
 }
 
-export async function startKube(
-  options: { installCrds?: boolean; audit?: boolean } = {},
-): Promise<Kube> {
-  const dir = await mkdtemp(join(tmpdir(), 'eddy-kube-'));
+export interface KubeOptions {
+  installCrds?: boolean;
+  audit?: boolean;
+  /**
+   * The address the API server listens on and advertises (the `kubernetes` Service's endpoint);
+   * 127.0.0.1 unless a node's pods must reach it.
+   */
+  address?: string;
+  /** Service ClusterIP range. */
+  serviceCidr?: string;
+  /** More subjectAltName entries for the serving certificate (`IP:...`, `DNS:...`). */
+  extraSans?: string[];
+  /** More kube-apiserver flags; `pki` is the directory with the run's CA and keys. */
+  extraArgs?: (pki: string) => string[];
+  /** Parent of the run's directory (default: the system's temp dir). */
+  parentDir?: string;
+  /** Runs once the run's certificates exist, before the API server starts (to issue more). */
+  preStart?: (pki: string) => Promise<void>;
+}
+
+export async function startKube(options: KubeOptions = {}): Promise<Kube> {
+  const dir = await mkdtemp(join(options.parentDir ?? tmpdir(), 'eddy-kube-'));
+  const address = options.address ?? '127.0.0.1';
   const processes: ManagedProcess[] = [];
   const stop = async () => {
     for (const p of [...processes].reverse()) await p.stop();
@@ -251,7 +272,11 @@ export async function startKube(
   try {
     const pki = join(dir, 'pki');
     await mkdir(pki);
-    await makeCertificates(pki);
+    await makeCertificates(pki, [
+      ...(address === '127.0.0.1' ? [] : [`IP:${address}`]),
+      ...(options.extraSans ?? []),
+    ]);
+    await options.preStart?.(pki);
     const [etcdClient, etcdPeer, securePort] = (await freePorts(3)) as [number, number, number];
 
     const etcdUrl = `http://127.0.0.1:${etcdClient}`;
@@ -300,11 +325,11 @@ export async function startKube(
         '--audit-log-maxsize=0',
       );
     }
-    const apiserverArgs = [
+    let apiserverArgs = [
       ...auditArgs,
       `--etcd-servers=${etcdUrl}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
+      `--bind-address=${address}`,
+      `--advertise-address=${address}`,
       `--secure-port=${securePort}`,
       `--cert-dir=${join(dir, 'certs')}`,
       `--tls-cert-file=${join(pki, 'apiserver.crt')}`,
@@ -315,11 +340,17 @@ export async function startKube(
       `--service-account-key-file=${join(pki, 'sa.key')}`,
       `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
       `--api-audiences=${serviceAccountIssuer}`,
-      // Addresses are only bookkept (nothing routes to them); room for thousands of Services.
-      '--service-cluster-ip-range=10.96.0.0/16',
+      // Without a node, addresses are only bookkept (nothing routes to them): room for thousands
+      // of Services.
+      `--service-cluster-ip-range=${options.serviceCidr ?? '10.96.0.0/16'}`,
       '--profiling=false',
     ];
-    const server = `https://127.0.0.1:${securePort}`;
+    // An extra flag replaces the default of the same name (repeated list flags would add up).
+    const extra = options.extraArgs?.(pki) ?? [];
+    const flagName = (a: string) => a.split('=')[0];
+    const overridden = new Set(extra.map(flagName));
+    apiserverArgs = [...apiserverArgs.filter((a) => !overridden.has(flagName(a))), ...extra];
+    const server = `https://${address}:${securePort}`;
     const [caPem, certPem, keyPem] = (await Promise.all(
       ['ca.crt', 'admin.crt', 'admin.key'].map((f) => readFile(join(pki, f), 'utf8')),
     )) as [string, string, string];
@@ -360,6 +391,7 @@ export async function startKube(
       kubeConfig,
       server,
       caPem,
+      pki,
       processes,
       dir,
       stop,

