@@ -34,7 +34,14 @@ export interface Minio {
 /** The id of the harness's webhook target; MinIO names it arn:minio:sqs::<id>:webhook. */
 const webhookId = 'EDDY';
 
-export async function startMinio(options: { webhook?: MinioWebhook } = {}): Promise<Minio> {
+export async function startMinio(
+  options: {
+    webhook?: MinioWebhook;
+    /** The address to listen on: 127.0.0.1 unless pods on the test cluster's bridge need it. */
+    host?: string;
+  } = {},
+): Promise<Minio> {
+  const host = options.host ?? '127.0.0.1';
   const dir = await mkdtemp(join(tmpdir(), 'eddy-minio-'));
   const [apiPort, consolePort] = (await freePorts(2)) as [number, number];
   const accessKeyId = `eddy${randomBytes(4).toString('hex')}`;
@@ -58,7 +65,7 @@ export async function startMinio(options: { webhook?: MinioWebhook } = {}): Prom
       env[`MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_${webhookId}`] = options.webhook.authToken;
     }
   }
-  const endpoint = `http://127.0.0.1:${apiPort}`;
+  const endpoint = `http://${host}:${apiPort}`;
   const { proc, stop } = await launchInDir(
     dir,
     'minio',
@@ -67,7 +74,7 @@ export async function startMinio(options: { webhook?: MinioWebhook } = {}): Prom
       'server',
       '--quiet',
       '--address',
-      `127.0.0.1:${apiPort}`,
+      `${host}:${apiPort}`,
       '--console-address',
       `127.0.0.1:${consolePort}`,
       join(dir, 'data'),

@@ -4,7 +4,6 @@
  * thumbnail image runs with a 512 MB memory limit against a real MinIO, is sent an S3
  * CloudEvent as the operator sends it, and writes a 200-pixel thumbnail.
  */
-import { join, resolve } from 'node:path';
 import {
   CreateBucketCommand,
   GetObjectCommand,
@@ -13,37 +12,20 @@ import {
 } from '@aws-sdk/client-s3';
 import sharp from 'sharp';
 import { GenericContainer, Wait, type StartedTestContainer } from 'testcontainers';
+import { buildProjectImages } from '../harness/images.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseImageDir, baseImageTag } from '../harness/components.js';
-import { dockerCli, ensureDockerd, hasImage, importBaseImage } from '../harness/docker.js';
+import { baseImageTag } from '../harness/components.js';
+import { dockerCli } from '../harness/docker.js';
 import { s3Client, startMinio, type Minio } from '../harness/minio.js';
 import { freePorts } from '../harness/ports.js';
 import { run, tail } from '../harness/proc.js';
 import { canRun } from '../harness/suite.js';
 
-// The reaper's image would come from a container registry, which the tests do without; each
-// container here is stopped by the suite.
-process.env.TESTCONTAINERS_RYUK_DISABLED ||= 'true';
-
-const root = resolve(import.meta.dirname, '..', '..');
 const images = {
   operator: 'eddy-test/operator:latest',
   runtime: 'eddy-test/runtime:latest',
   thumbnail: 'eddy-test/thumbnail:latest',
 };
-
-async function build(
-  context: string,
-  tag: string,
-  args: Record<string, string>,
-  target?: string,
-): Promise<void> {
-  const started = Date.now();
-  const builder = GenericContainer.fromDockerfile(context).withBuildArgs(args);
-  if (target) builder.withTarget(target);
-  await builder.build(tag, { deleteOnExit: false });
-  console.log(`built ${tag} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-}
 
 async function imageSize(tag: string): Promise<number> {
   return Number(await run(dockerCli, ['image', 'inspect', '--format', '{{.Size}}', tag]));
@@ -64,14 +46,7 @@ describe.skipIf(!canRun('docker', 'minio'))('the images', () => {
   let thumbnail: StartedTestContainer | undefined;
 
   beforeAll(async () => {
-    await ensureDockerd();
-    if (!(await hasImage(baseImageTag))) await importBaseImage(join(baseImageDir, 'rootfs.tar'));
-    await build(root, images.runtime, { BASE_IMAGE: baseImageTag }, 'runtime');
-    await build(root, images.operator, { BASE_IMAGE: baseImageTag }, 'operator');
-    await build(resolve(root, 'examples', 'thumbnail'), images.thumbnail, {
-      RUNTIME_IMAGE: images.runtime,
-      NODE_IMAGE: baseImageTag,
-    });
+    await buildProjectImages(images);
     minio = await startMinio();
     s3 = s3Client(minio);
     for (const bucket of ['photos', 'photos-thumbnails']) {

@@ -1,0 +1,467 @@
+/**
+ * The user's story on a real one-node cluster (test/harness/cluster.ts): `helm install` Eddy with
+ * the locally built operator image, `kubectl apply` Functions, and pods of the runtime image that
+ * really run under their memory limits. Invocations go through the function's Service and through
+ * the in-cluster gateway, as a client in the cluster would; the thumbnail story runs with MinIO
+ * on the host (pods reach it at the bridge's address) and the function as a real pod.
+ *
+ * One cluster for the whole file: the tests run in order and build on each other (the chart is
+ * installed once).
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  CreateBucketCommand,
+  GetBucketNotificationConfigurationCommand,
+  GetObjectCommand,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import * as k8s from '@kubernetes/client-node';
+import sharp from 'sharp';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { nodeIp, startCluster, type Cluster } from '../harness/cluster.js';
+import { goBinaries, goBinaryPath, projectRoot } from '../harness/components.js';
+import { buildProjectImages } from '../harness/images.js';
+import { s3Client, startMinio, type Minio } from '../harness/minio.js';
+import { run, tail } from '../harness/proc.js';
+import { canRun } from '../harness/suite.js';
+import { waitFor } from '../harness/wait.js';
+
+/** Polls `probe` until it is true; fails after `timeoutMs`, naming what it waited for. */
+const until = (what: string, probe: () => Promise<boolean>, timeoutMs: number) =>
+  waitFor(what, async () => ((await probe()) ? true : undefined), timeoutMs);
+
+/** The tags the chart and the examples name by default: what a user's cluster would run. */
+const images = {
+  operator: 'eddy/operator:0.1.0',
+  runtime: 'eddy/runtime:nodejs22',
+  thumbnail: 'eddy/thumbnail:0.1.0',
+};
+const release = 'eddy';
+const system = 'eddy-system';
+const webhookToken = randomBytes(16).toString('hex');
+
+interface Answer {
+  status: number;
+  headers: Headers;
+  body: string;
+}
+
+/** A POST with a bounded wait; connection errors (a Service not yet wired) come back as status 0. */
+async function post(
+  url: string,
+  body: string,
+  headers: Record<string, string> = {},
+): Promise<Answer> {
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      body,
+      headers: { 'content-type': 'application/json', ...headers },
+      signal: AbortSignal.timeout(60_000),
+    });
+    return { status: res.status, headers: res.headers, body: await res.text() };
+  } catch (err) {
+    return { status: 0, headers: new Headers(), body: String(err) };
+  }
+}
+
+/** Posts until something answers (a ClusterIP may refuse for a moment after its pod is Ready). */
+async function postWhenServed(url: string, body: string, headers: Record<string, string> = {}) {
+  let answer: Answer | undefined;
+  await until(
+    `an answer from ${url}`,
+    async () => {
+      answer = await post(url, body, headers);
+      return answer.status !== 0;
+    },
+    30_000,
+  );
+  return answer!;
+}
+
+describe.skipIf(!canRun('cluster'))('on a one-node cluster', () => {
+  let cluster: Cluster;
+  let core: k8s.CoreV1Api;
+  let apps: k8s.AppsV1Api;
+  let custom: k8s.CustomObjectsApi;
+  let minio: Minio | undefined;
+  let s3: S3Client | undefined;
+
+  const kubectl = (...args: string[]) => cluster.kubectl(args);
+  const apply = async (name: string, manifest: string) => {
+    const file = join(cluster.dir, `${name}.yaml`);
+    await writeFile(file, manifest);
+    return kubectl('apply', '-f', file);
+  };
+  const clusterIp = async (namespace: string, name: string) =>
+    (await core.readNamespacedService({ namespace, name })).spec!.clusterIP!;
+  const gatewayUrl = async () => `http://${await clusterIp(system, `${release}-gateway`)}:8080`;
+  const functionPods = async (name: string) =>
+    (
+      await core.listNamespacedPod({
+        namespace: 'default',
+        labelSelector: `eddy.dev/function=${name}`,
+      })
+    ).items.filter((p) => !p.metadata?.deletionTimestamp);
+  const readyReplicas = async (name: string) =>
+    (await apps.readNamespacedDeployment({ namespace: 'default', name })).status?.readyReplicas ??
+    0;
+
+  beforeAll(async () => {
+    await buildProjectImages(images);
+    cluster = await startCluster({ images: Object.values(images) });
+    core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
+    apps = cluster.kubeConfig.makeApiClient(k8s.AppsV1Api);
+    custom = cluster.kubeConfig.makeApiClient(k8s.CustomObjectsApi);
+  }, 1_200_000);
+
+  afterEach(async (ctx) => {
+    if (ctx.task.result?.state !== 'fail' || !cluster) return;
+    for (const p of cluster.processes) {
+      process.stderr.write(`\n----- ${p.name} log, last 40 lines -----\n${tail(p.log(), 40)}\n`);
+    }
+    for (const args of [
+      ['get', 'pods', '-A', '-o', 'wide'],
+      ['get', 'functions', '-A'],
+      ['describe', 'pods', '-n', 'default'],
+      ['logs', '-n', system, '-l', 'app.kubernetes.io/component=operator', '--tail=80', '--prefix'],
+    ]) {
+      const out = await kubectl(...args).catch((err: Error) => err.message);
+      process.stderr.write(`\n----- kubectl ${args.join(' ')} -----\n${tail(out, 120)}\n`);
+    }
+  });
+
+  afterAll(async () => {
+    s3?.destroy();
+    await minio?.stop();
+    await cluster?.stop();
+  });
+
+  it('helm install: the operator pods run under the chart, one leads, both report ready', async () => {
+    await run(
+      goBinaryPath(goBinaries.helm),
+      [
+        'install',
+        release,
+        join(projectRoot, 'charts', 'eddy'),
+        '--namespace',
+        system,
+        '--create-namespace',
+        '--set',
+        `s3.webhook.token=${webhookToken}`,
+        '--wait',
+        '--timeout',
+        '3m',
+        '--kubeconfig',
+        cluster.kubeconfigPath,
+      ],
+      { timeoutMs: 240_000 },
+    );
+    const pods = (
+      await core.listNamespacedPod({
+        namespace: system,
+        labelSelector: 'app.kubernetes.io/component=operator',
+      })
+    ).items;
+    expect(pods).toHaveLength(2);
+    for (const pod of pods) {
+      expect(pod.spec?.serviceAccountName).toBe('eddy-operator');
+      expect(pod.spec?.containers[0]?.image).toBe(images.operator);
+      expect(pod.status?.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
+    }
+    // One of them holds the Lease.
+    const coordination = cluster.kubeConfig.makeApiClient(k8s.CoordinationV1Api);
+    await until(
+      'an operator pod to hold the Lease',
+      async () => {
+        const leases = (await coordination.listNamespacedLease({ namespace: system })).items;
+        const holders = leases.map((l) => l.spec?.holderIdentity);
+        return holders.some((h) => pods.some((p) => p.metadata?.name === h));
+      },
+      60_000,
+    );
+  }, 300_000);
+
+  it('kubectl apply of a Function with inline code and 256Mi: a pod under a 256 MiB limit answers through its Service, READY True', async () => {
+    await apply(
+      'echo',
+      `apiVersion: eddy.dev/v1alpha1
+kind: Function
+metadata: {name: echo, namespace: default}
+spec:
+  memory: 256Mi
+  timeoutSeconds: 10
+  scaling: {minReplicas: 1}
+  code:
+    inline: |
+      import v8 from 'node:v8';
+      export const handler = async (event) => {
+        if (event.allocateMb) {
+          const hold = [];
+          for (let i = 0; i < event.allocateMb; i++) hold.push(new Array(128 * 1024).fill(i));
+          return { held: hold.length };
+        }
+        return { echo: event, heapLimit: v8.getHeapStatistics().heap_size_limit };
+      };
+`,
+    );
+    await until(
+      'the echo Function to have a ready pod',
+      async () => (await readyReplicas('echo')) >= 1,
+      120_000,
+    );
+    const [pod] = await functionPods('echo');
+    expect(pod?.spec?.containers[0]?.image).toBe(images.runtime);
+    expect(pod?.spec?.containers[0]?.resources?.limits?.memory).toBe('256Mi');
+
+    // The container's own cgroup says 256 MiB (cgroup v1 and v2 spell it differently).
+    const limit = await kubectl(
+      'exec',
+      '-n',
+      'default',
+      pod!.metadata!.name!,
+      '--',
+      'sh',
+      '-c',
+      'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes',
+    );
+    expect(Number(limit.trim())).toBe(256 * 1024 * 1024);
+
+    const answer = await postWhenServed(
+      `http://${await clusterIp('default', 'echo')}:8080/`,
+      JSON.stringify({ hello: 'cluster' }),
+      {
+        'ce-specversion': '1.0',
+        'ce-id': randomUUID(),
+        'ce-source': 'test/cluster',
+        'ce-type': 'dev.eddy.test',
+      },
+    );
+    expect(answer.status, answer.body).toBe(200);
+    const result = JSON.parse(answer.body) as { echo: unknown; heapLimit: number };
+    expect(result.echo).toEqual({ hello: 'cluster' });
+    // The heap is sized from the memory (docs/runtime.md): well under the limit, not V8's default.
+    expect(result.heapLimit).toBeLessThan(256 * 1024 * 1024);
+    expect(result.heapLimit).toBeGreaterThan(128 * 1024 * 1024);
+
+    // kubectl's READY column for the Function.
+    await until(
+      'kubectl get functions to show echo READY True',
+      async () => /^echo\s+True\b/m.test(await kubectl('get', 'functions', '-n', 'default')),
+      60_000,
+    );
+  }, 300_000);
+
+  it('a handler that allocates past its memory: the invocation fails as docs/runtime.md says, the container is replaced, the next invocation succeeds', async () => {
+    const gateway = await gatewayUrl();
+    const before = (await functionPods('echo'))[0]!;
+    const restartsBefore = before.status?.containerStatuses?.[0]?.restartCount ?? 0;
+    const oom = await postWhenServed(
+      `${gateway}/functions/default/echo`,
+      JSON.stringify({ allocateMb: 1024 }),
+    );
+    expect(oom.status, oom.body).toBe(502);
+    expect(JSON.parse(oom.body)).toMatchObject({ errorType: 'Runtime.ExitError' });
+    await until(
+      'the echo container to be replaced and ready again',
+      async () => {
+        const pod = (await functionPods('echo'))[0];
+        const status = pod?.status?.containerStatuses?.[0];
+        return (
+          (pod?.metadata?.uid !== before.metadata?.uid ||
+            (status?.restartCount ?? 0) > restartsBefore) &&
+          status?.ready === true
+        );
+      },
+      120_000,
+    );
+    // The replaced container's log says why: V8's heap limit, not a kill by the kernel.
+    const previous = await kubectl('logs', '-n', 'default', before.metadata!.name!, '--previous');
+    expect(previous).toMatch(/JavaScript heap out of memory/);
+
+    const next = await postWhenServed(
+      `${gateway}/functions/default/echo`,
+      JSON.stringify({ after: 'oom' }),
+    );
+    expect(next.status, next.body).toBe(200);
+    expect(JSON.parse(next.body)).toMatchObject({ echo: { after: 'oom' } });
+  }, 300_000);
+
+  it('invoked at zero through the in-cluster gateway, a Function starts a pod and answers; idle, it goes back to zero', async () => {
+    await apply(
+      'hello',
+      `apiVersion: eddy.dev/v1alpha1
+kind: Function
+metadata: {name: hello, namespace: default}
+spec:
+  memory: 128Mi
+  timeoutSeconds: 5
+  scaling: {idleSeconds: 5}
+  code:
+    inline: |
+      export const handler = async (event) => ({ hello: event.name ?? 'world' });
+`,
+    );
+    // A new Function starts with one replica in a cluster, then goes to zero once idle.
+    await until(
+      'hello to be at zero pods',
+      async () => {
+        const d = await apps.readNamespacedDeployment({ namespace: 'default', name: 'hello' });
+        return d.spec?.replicas === 0 && (await functionPods('hello')).length === 0;
+      },
+      180_000,
+    );
+    const started = Date.now();
+    const answer = await postWhenServed(
+      `${await gatewayUrl()}/functions/default/hello`,
+      JSON.stringify({ name: 'from zero' }),
+    );
+    expect(answer.status, answer.body).toBe(200);
+    expect(JSON.parse(answer.body)).toEqual({ hello: 'from zero' });
+    console.log(`invocation at zero answered in ${Date.now() - started} ms (pod started for it)`);
+    // A replica's first invocation carries its init duration (docs/gateway.md).
+    expect(answer.headers.get('x-eddy-init-duration-ms')).toMatch(/^\d/);
+    await until(
+      'hello to go back to zero once idle',
+      async () => {
+        const d = await apps.readNamespacedDeployment({ namespace: 'default', name: 'hello' });
+        return d.spec?.replicas === 0 && (await functionPods('hello')).length === 0;
+      },
+      120_000,
+    );
+  }, 400_000);
+
+  it('the thumbnail story: an upload to MinIO becomes a thumbnail, made by the function as a pod', async () => {
+    const gateway = await gatewayUrl();
+    // MinIO on the host, on the bridge's address so pods reach it; it posts bucket events to the
+    // gateway's Service with the chart's token.
+    minio = await startMinio({
+      host: nodeIp,
+      webhook: { endpoint: `${gateway}/sources/s3`, authToken: webhookToken },
+    });
+    s3 = s3Client(minio);
+    for (const bucket of ['photos', 'photos-thumbnails']) {
+      await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    }
+    const manifest = (
+      await import('node:fs/promises').then((fs) =>
+        fs.readFile(join(projectRoot, 'examples', 'thumbnail', 'function.yaml'), 'utf8'),
+      )
+    )
+      .replaceAll('http://127.0.0.1:9000', minio.endpoint)
+      .replaceAll(/\b(value|accessKeyId): eddy\b(?!secret)/g, `$1: ${minio.accessKeyId}`)
+      .replaceAll(/\b(value|secretAccessKey): eddysecret\b/g, `$1: ${minio.secretAccessKey}`);
+    expect(manifest).toContain(minio.endpoint);
+    expect(manifest).not.toMatch(/eddysecret|(value|accessKeyId): eddy\b/);
+    await apply('thumbnail', manifest);
+
+    // The operator (leader, in a pod) wrote the bucket's notification entry.
+    await until(
+      'the photos bucket to notify the gateway',
+      async () => {
+        const config = await s3!.send(
+          new GetBucketNotificationConfigurationCommand({ Bucket: 'photos' }),
+        );
+        return (config.QueueConfigurations ?? []).length > 0;
+      },
+      120_000,
+    );
+
+    const photo = await sharp({
+      create: { width: 1600, height: 1200, channels: 3, background: { r: 200, g: 80, b: 40 } },
+    })
+      .jpeg()
+      .toBuffer();
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: 'photos',
+        Key: 'holiday/beach 1.jpg',
+        Body: photo,
+        ContentType: 'image/jpeg',
+      }),
+    );
+    let thumbnail: Buffer | undefined;
+    await until(
+      'the thumbnail in photos-thumbnails',
+      async () => {
+        try {
+          const out = await s3!.send(
+            new GetObjectCommand({ Bucket: 'photos-thumbnails', Key: 'holiday/beach 1.jpg' }),
+          );
+          thumbnail = Buffer.from(await out.Body!.transformToByteArray());
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      180_000,
+    );
+    const meta = await sharp(thumbnail).metadata();
+    expect(meta.format).toBe('jpeg');
+    expect(meta.width).toBe(200);
+    expect(meta.height).toBe(150);
+    const pods = await functionPods('thumbnail');
+    expect(pods.length).toBeGreaterThan(0);
+    expect(pods[0]?.spec?.containers[0]?.image).toBe(images.thumbnail);
+  }, 400_000);
+
+  it('deleting Functions: their pods, Service and ConfigMap go (owner references), and the finalizer cleans the bucket', async () => {
+    expect(
+      (await core.readNamespacedConfigMap({ namespace: 'default', name: 'echo-code' })).metadata
+        ?.name,
+    ).toBe('echo-code');
+    await kubectl('delete', 'function', 'echo', '-n', 'default', '--wait=true', '--timeout=120s');
+    await until(
+      "echo's children to be collected",
+      async () => {
+        const gone = async (read: () => Promise<unknown>) =>
+          read().then(
+            () => false,
+            (err: unknown) => err instanceof k8s.ApiException && err.code === 404,
+          );
+        return (
+          (await gone(() =>
+            core.readNamespacedConfigMap({ namespace: 'default', name: 'echo-code' }),
+          )) &&
+          (await gone(() => core.readNamespacedService({ namespace: 'default', name: 'echo' }))) &&
+          (await gone(() =>
+            apps.readNamespacedDeployment({ namespace: 'default', name: 'echo' }),
+          )) &&
+          (await functionPods('echo')).length === 0
+        );
+      },
+      120_000,
+    );
+
+    if (!s3) return;
+    const fn = (await custom.getNamespacedCustomObject({
+      group: 'eddy.dev',
+      version: 'v1alpha1',
+      namespace: 'default',
+      plural: 'functions',
+      name: 'thumbnail',
+    })) as { metadata: { finalizers?: string[] } };
+    expect(fn.metadata.finalizers).toContain('eddy.dev/cleanup');
+    await kubectl(
+      'delete',
+      'function',
+      'thumbnail',
+      '-n',
+      'default',
+      '--wait=true',
+      '--timeout=120s',
+    );
+    const config = await s3.send(
+      new GetBucketNotificationConfigurationCommand({ Bucket: 'photos' }),
+    );
+    expect(config.QueueConfigurations ?? []).toEqual([]);
+    await until(
+      "thumbnail's pods to go",
+      async () => (await functionPods('thumbnail')).length === 0,
+      120_000,
+    );
+  }, 300_000);
+});
