@@ -186,6 +186,7 @@ describe.skipIf(!canRun('cluster'))('on a one-node cluster', () => {
   }, 300_000);
 
   it('kubectl apply of a Function with inline code and 256Mi: a pod under a 256 MiB limit answers through its Service, READY True', async () => {
+    const applied = Date.now();
     await apply(
       'echo',
       `apiVersion: eddy.dev/v1alpha1
@@ -212,6 +213,11 @@ spec:
       'the echo Function to have a ready pod',
       async () => (await readyReplicas('echo')) >= 1,
       120_000,
+    );
+    const deployment = await apps.readNamespacedDeployment({ namespace: 'default', name: 'echo' });
+    const created = new Date(deployment.metadata!.creationTimestamp!).getTime();
+    console.log(
+      `echo: kubectl apply -> pod Ready ${Date.now() - applied} ms (Deployment created -> pod Ready about ${Date.now() - created} ms, the API's timestamps are whole seconds)`,
     );
     const [pod] = await functionPods('echo');
     expect(pod?.spec?.containers[0]?.image).toBe(images.runtime);
