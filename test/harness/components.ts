@@ -57,6 +57,15 @@ export const goBinaries = {
   helm: { name: 'helm', recipe: 'helm', pkg: 'helm.sh/helm/v3/cmd/helm', version: versions.helm },
 } satisfies Record<string, GoBinary>;
 
+/** The one-node cluster's Kubernetes binaries beyond the control plane's. */
+export const nodeBinaries: GoBinary[] = [
+  goBinaries.kubelet,
+  goBinaries.kubeControllerManager,
+  goBinaries.kubeScheduler,
+  goBinaries.kubeProxy,
+  goBinaries.kubectl,
+];
+
 /** The node's parts that come from Debian's packages, by package. */
 export const nodePackages = {
   containerd: '/usr/bin/containerd',
@@ -116,13 +125,7 @@ export function missingReason(c: ComponentName): string | undefined {
       return need(prometheusBinary, 'prometheus (Debian package prometheus)');
     case 'cluster': {
       if (process.getuid?.() !== 0) return 'root (the node sets up a bridge, iptables and cgroups)';
-      for (const b of [
-        goBinaries.kubelet,
-        goBinaries.kubeControllerManager,
-        goBinaries.kubeScheduler,
-        goBinaries.kubeProxy,
-        goBinaries.kubectl,
-      ]) {
+      for (const b of nodeBinaries) {
         const reason = need(goBinaryPath(b), `${b.name} binary`);
         if (reason) return reason;
       }

@@ -26,6 +26,7 @@ import {
   hostCaPath,
   goBinaryPath,
   missingReason,
+  nodeBinaries,
   nodePackages,
   pauseBinary,
   recipesDir,
@@ -284,15 +285,7 @@ const steps: Record<string, () => Promise<void>> = {
   },
   cluster: async () => {
     await ensurePackages(nodePackages);
-    for (const b of [
-      goBinaries.kubelet,
-      goBinaries.kubeControllerManager,
-      goBinaries.kubeScheduler,
-      goBinaries.kubeProxy,
-      goBinaries.kubectl,
-    ]) {
-      await buildGoBinary(b);
-    }
+    for (const b of nodeBinaries) await buildGoBinary(b);
     await buildPause();
   },
   kinesis: async () => checkInstalled('kinesis', 'npm ci'),
