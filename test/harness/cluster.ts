@@ -468,13 +468,12 @@ export async function startCluster(options: { images?: string[] } = {}): Promise
 
     const importImages = async (tags: string[]) => {
       await ensureDockerd();
-      for (const tag of tags) {
-        progress.update(`importing ${tag}`);
-        await sh(
-          `'${dockerCli}' save '${tag}' | ctr --address '${socket}' -n k8s.io images import --no-unpack=false -`,
-          300_000,
-        );
-      }
+      progress.update(`importing ${tags.join(', ')}`);
+      // One archive: layers the images share (the base image's) travel once.
+      await sh(
+        `'${dockerCli}' save ${tags.map((t) => `'${t}'`).join(' ')} | ctr --address '${socket}' -n k8s.io images import -`,
+        300_000,
+      );
     };
     await ensureDockerd();
     await ensurePauseImage(dir);
