@@ -97,6 +97,27 @@ describe('runtime: answers', () => {
     expect(failed.json).toMatchObject({ errorType: 'Error', errorMessage: 'callback says no' });
   });
 
+  it('times out every invocation in flight at its own deadline', async () => {
+    const rt = track(
+      await startRuntime(
+        { 'index.mjs': actions },
+        { EDDY_TIMEOUT_MS: '600', EDDY_CONCURRENCY: '3' },
+      ),
+    );
+    await waitForReadyz(rt.url, 200);
+    const exited = once(rt.process.child, 'exit');
+    const first = invoke(rt.url, { action: 'sleep', ms: 5000 });
+    await new Promise((r) => setTimeout(r, 200));
+    const second = invoke(rt.url, { action: 'sleep', ms: 5000 });
+    const quick = invoke(rt.url, { action: 'sleep', ms: 50 });
+    expect((await quick).status).toBe(200);
+    for (const timedOut of await Promise.all([first, second])) {
+      expect(timedOut.status).toBe(504);
+      expect(timedOut.json).toMatchObject({ errorMessage: 'Task timed out after 0.60 seconds' });
+    }
+    expect(((await exited) as [number | null])[0]).toBe(1);
+  });
+
   it('times out with 504, lets other in-flight work finish, then recycles and exits non-zero', async () => {
     const rt = track(
       await startRuntime(
