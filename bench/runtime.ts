@@ -1,12 +1,15 @@
 /**
  * `npm run bench:runtime`: the function runtime against a bare node:http server calling the same
  * no-op handler, measured in the same run on this machine.
- *   warm: requests/s, p50 and p99 at concurrency 1 and 32 (autocannon, latencies in µs);
- *   cold: process spawn to first successful response, median of 10.
+ *   warm: requests/s, p50 and p99 at concurrency 1 and 32 (autocannon, latencies in µs), the
+ *   median of 3 rounds that alternate the two servers;
+ *   cold: process spawn to first successful response, median of 10, the kinds interleaved.
  * Targets: at least 50% of the bare server's throughput, under +0.5 ms at p50 at concurrency 1,
  * and a cold start within 1.5x of the bare server's.
+ * BENCH_NODE names the node binary both servers run on (default: the one running the bench), so
+ * the runtime can be measured on the Node major of the function images.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once, type EventEmitter } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { openSync, closeSync } from 'node:fs';
@@ -19,8 +22,11 @@ import autocannon from 'autocannon';
 import { freePort } from '../test/harness/ports.js';
 import { projectRoot } from '../test/harness/components.js';
 import { heapFlags } from '../runtime/src/heap.js';
+import { loadAverage, machine } from './machine.js';
 
-const warmSeconds = Number(process.env.BENCH_SECONDS ?? 5);
+const node = process.env.BENCH_NODE ?? process.execPath;
+const warmSeconds = Number(process.env.BENCH_SECONDS ?? 3);
+const warmRounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const coldRuns = Number(process.env.BENCH_COLD_RUNS ?? 10);
 const event = JSON.stringify({ n: 1 });
 // What the gateway sends: a binary-mode CloudEvent.
@@ -63,7 +69,7 @@ async function startServer(kind: Kind, codeDir: string, logFile: string): Promis
     EDDY_CONCURRENCY: '64',
   };
   if (kind === 'runtime' || kind === 'bare-sized') env.NODE_OPTIONS = heapFlags(128).join(' ');
-  const child = spawn(process.execPath, [script], {
+  const child = spawn(node, [script], {
     env,
     stdio: ['ignore', out, out],
   });
@@ -157,16 +163,13 @@ async function warm(port: number, connections: number): Promise<Warm> {
   };
 }
 
-async function cold(kind: Kind, codeDir: string, logFile: string): Promise<number[]> {
-  const times: number[] = [];
-  for (let i = 0; i < coldRuns; i++) {
-    const t0 = performance.now();
-    const s = await startServer(kind, codeDir, logFile);
-    await waitUntilAnswering(s.port);
-    times.push(performance.now() - t0);
-    await stopServer(s);
-  }
-  return times;
+async function coldStart(kind: Kind, codeDir: string, logFile: string): Promise<number> {
+  const t0 = performance.now();
+  const s = await startServer(kind, codeDir, logFile);
+  await waitUntilAnswering(s.port);
+  const ms = performance.now() - t0;
+  await stopServer(s);
+  return ms;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -184,24 +187,46 @@ async function main(): Promise<void> {
     'runtime-unsized': join(dir, 'runtime.log'),
     'bare-sized': join(dir, 'bare.log'),
   };
+  const version = execFileSync(node, ['--version']).toString().trim();
+  console.log(`${machine()}; servers on node ${version} (${node})`);
   console.log(
-    `no-op handler, binary-mode CloudEvent, ${warmSeconds} s per warm run, ${coldRuns} cold starts each; runtime logs go to ${logs.runtime}`,
+    `no-op handler, binary-mode CloudEvent, ${warmRounds} rounds of ${warmSeconds} s warm runs (medians), ${coldRuns} cold starts each; runtime logs go to ${logs.runtime}`,
   );
 
-  const results: Record<'bare' | 'runtime', Record<number, Warm>> = { bare: {}, runtime: {} };
+  // Rounds of bare then runtime, each figure the median of its rounds: one run of either can
+  // land on a moment of other work, or a better placement of client and server on the cores.
+  const rounds: Record<'bare' | 'runtime', Record<number, Warm[]>> = {
+    bare: { 1: [], 32: [] },
+    runtime: { 1: [], 32: [] },
+  };
   for (const connections of [1, 32]) {
-    for (const kind of ['bare', 'runtime'] as const) {
-      const s = await startServer(kind, codeDir, logs[kind]);
-      await waitUntilAnswering(s.port);
-      process.stdout.write(`warm ${label[kind]} at concurrency ${connections} ... `);
-      const r = await warm(s.port, connections);
-      results[kind][connections] = r;
-      console.log(
-        `${Math.round(r.rps)} req/s, p50 ${fmt(r.p50 * 1000, 0)} µs, p99 ${fmt(r.p99 * 1000, 0)} µs, ${r.errors} errors`,
-      );
-      await stopServer(s);
+    for (let round = 1; round <= warmRounds; round++) {
+      for (const kind of ['bare', 'runtime'] as const) {
+        const s = await startServer(kind, codeDir, logs[kind]);
+        await waitUntilAnswering(s.port);
+        process.stdout.write(
+          `warm ${label[kind]} at concurrency ${connections}, round ${round} ... `,
+        );
+        const r = await warm(s.port, connections);
+        rounds[kind][connections]!.push(r);
+        console.log(
+          `${Math.round(r.rps)} req/s, p50 ${fmt(r.p50 * 1000, 0)} µs, p99 ${fmt(r.p99 * 1000, 0)} µs, ${r.errors} errors`,
+        );
+        await stopServer(s);
+      }
     }
   }
+  const medianOf = (runs: Warm[]): Warm => ({
+    rps: median(runs.map((r) => r.rps)),
+    p50: median(runs.map((r) => r.p50)),
+    p99: median(runs.map((r) => r.p99)),
+    errors: runs.reduce((n, r) => n + r.errors, 0),
+  });
+  const results: Record<'bare' | 'runtime', Record<number, Warm>> = { bare: {}, runtime: {} };
+  for (const kind of ['bare', 'runtime'] as const) {
+    for (const c of [1, 32]) results[kind][c] = medianOf(rounds[kind][c]!);
+  }
+  console.log(`warm runs done, load average ${loadAverage()}`);
 
   const coldTimes: Record<Kind, number[]> = {
     bare: [],
@@ -209,11 +234,16 @@ async function main(): Promise<void> {
     runtime: [],
     'runtime-unsized': [],
   };
-  for (const kind of ['bare', 'bare-sized', 'runtime', 'runtime-unsized'] as Kind[]) {
-    process.stdout.write(`cold ${label[kind]} ... `);
-    coldTimes[kind] = await cold(kind, codeDir, logs[kind]);
+  const kinds: Kind[] = ['bare', 'bare-sized', 'runtime', 'runtime-unsized'];
+  // Interleaved, so that other work on the machine weighs on every kind alike.
+  process.stdout.write(`cold starts, ${kinds.length} kinds interleaved ... `);
+  for (let i = 0; i < coldRuns; i++) {
+    for (const kind of kinds) coldTimes[kind].push(await coldStart(kind, codeDir, logs[kind]));
+  }
+  console.log(`done, load average ${loadAverage()}`);
+  for (const kind of kinds) {
     console.log(
-      `median ${fmt(median(coldTimes[kind]), 1)} ms (${coldTimes[kind].map((t) => fmt(t, 0)).join(', ')})`,
+      `cold ${label[kind]}: median ${fmt(median(coldTimes[kind]), 1)} ms (${coldTimes[kind].map((t) => fmt(t, 0)).join(', ')})`,
     );
   }
 

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import type { EddyFunction, FunctionSpec } from '../operator/src/api/types.js';
 import { desiredDeployment } from '../operator/src/controller/desired.js';
 import { loadConfig } from '../runtime/src/config.js';
-import { heapIsSized } from '../runtime/src/heap.js';
+import { heapIsSized, startedHeapFlags } from '../runtime/src/heap.js';
 import { errorCodes, heapFlags, runtimeEnv } from '../runtime/src/contract/index.js';
 
 const fn = (spec: FunctionSpec): EddyFunction => ({
@@ -52,6 +52,8 @@ describe('the runtime environment contract', () => {
     // Sized by the platform, the runtime does not start itself again.
     expect(heapIsSized([], env.NODE_OPTIONS)).toBe(true);
     expect(env.NODE_OPTIONS).toBe(heapFlags(1024).join(' '));
+    // The runtime sets exactly these aside while it starts, and back once started.
+    expect(startedHeapFlags([], env.NODE_OPTIONS)).toEqual(heapFlags(1024));
   });
 
   it('reads back every bound of the contract that the API allows', () => {

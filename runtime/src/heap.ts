@@ -4,9 +4,16 @@
  * started without it, the runtime starts itself again with that flag and passes signals and
  * its exit code through.
  */
+import { setFlagsFromString } from 'node:v8';
 import { heapFlags } from './contract/env.js';
 
 export { heapFlags };
+
+/** The V8 flags that size the heap, and their defaults (V8 then sizes the heap itself). */
+const heapFlagDefaults: Record<string, string> = {
+  '--max-old-space-size': '0',
+  '--max-semi-space-size': '0',
+};
 
 /** True when this process was started with a heap size (by the platform, or by the user). */
 export function heapIsSized(
@@ -14,6 +21,48 @@ export function heapIsSized(
   nodeOptions = process.env.NODE_OPTIONS ?? '',
 ): boolean {
   return [...execArgv, nodeOptions].some((a) => a.includes('--max-old-space-size'));
+}
+
+/** The heap-sizing flags this process was started with, as `--name=value`, last one winning. */
+export function startedHeapFlags(
+  execArgv = process.execArgv,
+  nodeOptions = process.env.NODE_OPTIONS ?? '',
+): string[] {
+  const given = new Map<string, string>();
+  // Node reads NODE_OPTIONS before the command line, so the command line wins.
+  for (const arg of [...nodeOptions.split(/\s+/), ...execArgv]) {
+    const eq = arg.indexOf('=');
+    const name = eq > 0 ? arg.slice(0, eq).replaceAll('_', '-') : '';
+    if (name in heapFlagDefaults) given.set(name, arg.slice(eq + 1));
+  }
+  return [...given].map(([name, value]) => `${name}=${value}`);
+}
+
+/**
+ * Sets the heap flags back to V8's defaults for as long as the runtime starts, and returns the
+ * function that sets them again.
+ *
+ * Node ships a code cache for its built-in modules, and V8 accepts it only while every V8 flag
+ * has the value it had when the cache was made: with the heap flags, each built-in module the
+ * runtime loads (node:http and the modules under it, the ES module loader) is compiled from its
+ * source, which makes a cold start 20-50 ms slower. V8 reads the heap flags once, when it makes
+ * the heap at process start, so setting them back changes nothing about the heap's size (the
+ * limit still shows in `v8.getHeapStatistics()` and running out is still a JavaScript error),
+ * and the built-ins load from the cache again. Setting them again once started keeps what
+ * depends on them later as it was: a worker thread a handler starts gets the same heap limits.
+ */
+export function setHeapFlagsAside(flags = startedHeapFlags()): () => void {
+  if (flags.length === 0) return () => undefined;
+  for (const flag of flags) {
+    const name = flag.slice(0, flag.indexOf('='));
+    setFlagsFromString(`${name}=${heapFlagDefaults[name]}`);
+  }
+  let restored = false;
+  return () => {
+    if (restored) return;
+    restored = true;
+    for (const flag of flags) setFlagsFromString(flag);
+  };
 }
 
 /** Runs this same program again with the heap flag, as a child that takes over stdio and signals. */

@@ -44,8 +44,16 @@ export class Invoker {
   private nextId = 1;
   /** Called when an invocation starts or ends (the watchdog follows deadlines through it). */
   onDeadlinesChanged: (() => void) | undefined;
-  /** Which invocation a console line belongs to; only needed when several run at once. */
-  private readonly current: AsyncLocalStorage<string> | undefined;
+  /**
+   * Which invocation a console line belongs to, across awaits; made when a handler first logs
+   * while several invocations may run at once (see patchConsole).
+   */
+  private current: AsyncLocalStorage<string> | undefined;
+  /** The invocation whose handler is being called, while its synchronous part runs. */
+  private calling: string | undefined;
+  /** One timer for every deadline in flight, due at `timerDue` (epoch ms). */
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private timerDue = 0;
   private readonly invokedFunctionArn: string;
   private readonly logGroupName: string;
   private readonly memoryLimitInMB: string;
@@ -58,9 +66,6 @@ export class Invoker {
     this.invokedFunctionArn = `eddy:${settings.functionNamespace}:function:${settings.functionName}`;
     this.logGroupName = `/eddy/${settings.functionNamespace}/${settings.functionName}`;
     this.memoryLimitInMB = String(settings.memoryMb);
-    // AsyncLocalStorage turns on promise hooks, a cost on every await; with one invocation at a
-    // time the request id is simply the one in flight.
-    this.current = settings.concurrency > 1 ? new AsyncLocalStorage<string>() : undefined;
     this.patchConsole();
     process.on('uncaughtException', (err) => this.onEscape(err));
     process.on('unhandledRejection', (err) => this.onEscape(err));
@@ -93,7 +98,8 @@ export class Invoker {
   }
 
   private requestIdNow(): string | undefined {
-    if (this.current) return this.current.getStore();
+    const id = this.calling ?? this.current?.getStore();
+    if (id !== undefined) return id;
     if (this.pending.size === 1) return this.pending.values().next().value?.requestId;
     return undefined;
   }
@@ -109,6 +115,14 @@ export class Invoker {
     ];
     for (const [method, level] of levels) {
       (console as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => {
+        // Following a request id across awaits takes AsyncLocalStorage, whose promise hooks cost
+        // every invocation time whether or not it logs; so it starts with the first line a
+        // handler logs. With one invocation at a time the id is simply the one in flight.
+        if (this.current === undefined && this.settings.concurrency > 1) {
+          this.current = new AsyncLocalStorage<string>();
+          // The handler logging now keeps its id past its next await.
+          if (this.calling !== undefined) this.current.enterWith(this.calling);
+        }
         write(consoleLine(this.settings.logFormat, this.requestIdNow(), level, format(...args)));
       };
     }
@@ -145,34 +159,69 @@ export class Invoker {
     };
     return new Promise<Outcome>((resolve) => {
       const id = this.nextId++;
-      const timer = setTimeout(
-        () => settle({ kind: 'timeout' }),
-        Math.max(0, deadline - Date.now()),
-      );
       const settle = (outcome: Outcome) => {
         if (!this.pending.delete(id)) return; // already settled: a late answer is dropped
-        clearTimeout(timer);
         this.onDeadlinesChanged?.();
         resolve(outcome);
       };
       const started = nowMs();
       this.pending.set(id, { requestId: m.requestId, deadline, started, settle });
+      this.armDeadline(deadline);
       this.onDeadlinesChanged?.();
       queue(startLine(this.settings.logFormat, m.requestId));
-      const run = () => callHandler(handler, decoded.event, context);
-      const running = this.current ? this.current.run(m.requestId, run) : run();
-      running.then(
-        (value) => settle({ kind: 'result', durationMs: nowMs() - started, ...serialize(value) }),
-        (err: unknown) => {
-          const thrown = (err as { thrown?: unknown }).thrown;
-          settle({
-            kind: 'result',
-            durationMs: nowMs() - started,
-            error: { code: 'Unhandled', body: errorBody(thrown !== undefined ? thrown : err) },
-          });
-        },
-      );
+      const succeed = (value: unknown) =>
+        settle({ kind: 'result', durationMs: nowMs() - started, ...serialize(value) });
+      const fail = (err: unknown) => {
+        const e = err instanceof Error ? err : errorLike(err);
+        const thrown = (e as { thrown?: unknown }).thrown;
+        settle({
+          kind: 'result',
+          durationMs: nowMs() - started,
+          error: { code: 'Unhandled', body: errorBody(thrown !== undefined ? thrown : e) },
+        });
+      };
+      this.calling = m.requestId;
+      try {
+        if (this.current) {
+          this.current.run(
+            m.requestId,
+            callHandler,
+            handler,
+            decoded.event,
+            context,
+            succeed,
+            fail,
+          );
+        } else {
+          callHandler(handler, decoded.event, context, succeed, fail);
+        }
+      } finally {
+        this.calling = undefined;
+      }
     });
+  }
+
+  /**
+   * Makes sure the deadline timer fires by `deadline`. A timer per invocation costs every
+   * invocation a timer list insertion and removal; this one is moved only when an earlier
+   * deadline comes, and, when it fires, times out what is due and waits for the next deadline.
+   */
+  private armDeadline(deadline: number): void {
+    if (this.deadlineTimer !== undefined && this.timerDue <= deadline) return;
+    clearTimeout(this.deadlineTimer);
+    this.timerDue = deadline;
+    this.deadlineTimer = setTimeout(() => this.expire(), Math.max(0, deadline - Date.now()));
+  }
+
+  private expire(): void {
+    this.deadlineTimer = undefined;
+    const now = Date.now();
+    let next = 0;
+    for (const p of [...this.pending.values()]) {
+      if (p.deadline <= now) p.settle({ kind: 'timeout' });
+      else if (next === 0 || p.deadline < next) next = p.deadline;
+    }
+    if (next !== 0) this.armDeadline(next);
   }
 
   // An exception that escapes a handler (a throw in a timer, an unhandled rejection) fails the
@@ -249,35 +298,40 @@ function decodeEvent(m: Invocation): { event: unknown; data: unknown } | string 
   return { event: data, data };
 }
 
-/** Runs the handler: a returned promise wins; otherwise a 3-argument handler answers by callback. */
-function callHandler(handler: Handler, event: unknown, context: object): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const callback = (err?: unknown, result?: unknown) => {
-      if (settled) return;
-      settled = true;
-      if (err !== undefined && err !== null) reject(err instanceof Error ? err : errorLike(err));
-      else resolve(result);
-    };
-    let returned: unknown;
-    try {
-      returned = handler(event, context, callback);
-    } catch (err) {
-      settled = true;
-      reject(err instanceof Error ? err : errorLike(err));
-      return;
-    }
-    if (returned !== null && typeof (returned as { then?: unknown })?.then === 'function') {
-      settled = true;
-      (returned as Promise<unknown>).then(resolve, (err: unknown) =>
-        reject(err instanceof Error ? err : errorLike(err)),
-      );
-    } else if (handler.length < 3) {
-      // A synchronous handler that takes no callback answers with what it returns.
-      settled = true;
-      resolve(returned);
-    }
-  });
+/**
+ * Runs the handler: a returned promise wins; otherwise a 3-argument handler answers by callback.
+ * Whichever comes first settles; `fail` gets what was thrown or rejected, as it is.
+ */
+function callHandler(
+  handler: Handler,
+  event: unknown,
+  context: object,
+  succeed: (value: unknown) => void,
+  fail: (err: unknown) => void,
+): void {
+  let settled = false;
+  const callback = (err?: unknown, result?: unknown) => {
+    if (settled) return;
+    settled = true;
+    if (err !== undefined && err !== null) fail(err);
+    else succeed(result);
+  };
+  let returned: unknown;
+  try {
+    returned = handler(event, context, callback);
+  } catch (err) {
+    settled = true;
+    fail(err);
+    return;
+  }
+  if (returned !== null && typeof (returned as { then?: unknown })?.then === 'function') {
+    settled = true;
+    (returned as Promise<unknown>).then(succeed, fail);
+  } else if (handler.length < 3) {
+    // A synchronous handler that takes no callback answers with what it returns.
+    settled = true;
+    succeed(returned);
+  }
 }
 
 /** Keeps a non-Error rejection's value for errorBody. */

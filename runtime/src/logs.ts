@@ -109,16 +109,20 @@ export function endAndReport(format: LogFormat, r: ReportFields): string {
   return `END RequestId: ${r.requestId}\n${report}\n`;
 }
 
-let maxRssMb = -1;
+/** How old a reading of the peak memory may be when a REPORT line uses it. */
+export const maxRssSampleMs = 10;
+let maxRssMb = 0;
+let maxRssReadAt = -Infinity;
 
 /**
  * The process's peak resident set size, in MB (what Lambda reports as Max Memory Used), read
- * once per turn of the event loop however many invocations end in it.
+ * from the kernel at most every `maxRssSampleMs` however many invocations end meanwhile.
  */
 export function maxMemoryUsedMb(): number {
-  if (maxRssMb < 0) {
+  const now = Date.now();
+  if (now - maxRssReadAt >= maxRssSampleMs) {
     maxRssMb = Math.ceil(process.resourceUsage().maxRSS / 1024);
-    setImmediate(() => (maxRssMb = -1));
+    maxRssReadAt = now;
   }
   return maxRssMb;
 }

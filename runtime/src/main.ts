@@ -1,4 +1,7 @@
 /** The function runtime: `node dist/runtime/main.js`, configured by the environment. */
+// First, before any other built-in module loads (see code-cache.ts).
+import { restoreHeapFlags } from './code-cache.js';
+import { join } from 'node:path';
 import { ConfigError, loadConfig, type RuntimeConfig } from './config.js';
 import { heapIsSized, relaunchWithHeap } from './heap.js';
 import { Invoker } from './invoker.js';
@@ -28,7 +31,11 @@ function start(config: RuntimeConfig): void {
     // Only called from later turns of the event loop, once `rt` below exists.
     (reason) => rt.recycle(reason),
   );
+  void invoker.ready.then(restoreHeapFlags);
   const watchdog = new Watchdog({
+    // The bundle is CommonJS (a cold start then needs no ES module loader until the handler
+    // is imported); the thread's file sits beside it.
+    threadFile: join(__dirname, 'watchdog-thread.js'),
     logFormat: config.logFormat,
     timeoutMs: config.timeoutMs,
     earliestDeadline: () => invoker.earliestDeadline(),
@@ -80,5 +87,9 @@ try {
 }
 if (config) {
   if (heapIsSized()) start(config);
-  else await relaunchWithHeap(config.memoryMb);
+  else
+    relaunchWithHeap(config.memoryMb).catch((err: Error) => {
+      process.stderr.write(`eddy runtime: cannot start itself with a sized heap: ${err.message}\n`);
+      process.exitCode = 1;
+    });
 }

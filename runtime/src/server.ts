@@ -14,7 +14,7 @@ import {
   type ErrorBody,
   type ErrorCode,
 } from './contract/errors.js';
-import type { InitResult, Invocation, Outcome } from './invocation.js';
+import type { EventAttributes, InitResult, Invocation, Outcome } from './invocation.js';
 import type { Invoker } from './invoker.js';
 import { endAndReport, maxMemoryUsedMb, queue, timeoutLine, write } from './logs.js';
 import type { RuntimeMetrics } from './metrics.js';
@@ -39,27 +39,27 @@ type State = 'starting' | 'ready' | 'failed' | 'draining' | 'recycling';
 
 const hex: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
+/** A random 32-bit word. */
+const random32 = () => (Math.random() * 0x100000000) >>> 0;
+
+/** Eight hex digits; a table beats Number#toString(16) several times over. */
+const hex8 = (w: number) =>
+  hex[w >>> 24]! + hex[(w >>> 16) & 0xff]! + hex[(w >>> 8) & 0xff]! + hex[w & 0xff]!;
+
 /**
  * A random (version 4) UUID for an invocation. Math.random suffices for an id that only needs to
  * be unique, and spares a cold start loading node:crypto.
  */
 export function newRequestId(): string {
-  const b = new Array<number>(16);
-  for (let i = 0; i < 16; i += 4) {
-    const r = (Math.random() * 0x100000000) >>> 0;
-    b[i] = r & 0xff;
-    b[i + 1] = (r >>> 8) & 0xff;
-    b[i + 2] = (r >>> 16) & 0xff;
-    b[i + 3] = r >>> 24;
-  }
-  b[6] = (b[6]! & 0x0f) | 0x40;
-  b[8] = (b[8]! & 0x3f) | 0x80;
-  const h = b.map((x) => hex[x]!);
-  return `${h[0]}${h[1]}${h[2]}${h[3]}-${h[4]}${h[5]}-${h[6]}${h[7]}-${h[8]}${h[9]}-${h[10]}${h[11]}${h[12]}${h[13]}${h[14]}${h[15]}`;
+  // Version 4 in the third group, variant 10xx at the start of the fourth.
+  const b = hex8((random32() & 0xffff0fff) | 0x4000);
+  const c = hex8(((random32() & 0x3fffffff) | 0x80000000) >>> 0);
+  return `${hex8(random32())}-${b.slice(0, 4)}-${b.slice(4)}-${c.slice(0, 4)}-${c.slice(4)}${hex8(random32())}`;
 }
 
 /** Past this much, an oversized body is not read to its end but the connection is closed. */
 const discardLimitBytes = 4 * maxPayloadBytes;
+const emptyBody = Buffer.alloc(0);
 
 export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
   const { config, invoker, metrics } = deps;
@@ -123,60 +123,48 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
   }
 
   /**
-   * The request body, or 'too-large' past Lambda's 6 MB. An oversized body is read to its end
-   * and dropped, so the client, still sending, gets to read the 413; one far beyond the limit
-   * is cut off instead.
+   * Reads the request body, then calls `done` with it, or with 'too-large' past Lambda's 6 MB.
+   * An oversized body is read to its end and dropped, so the client, still sending, gets to read
+   * the 413; one far beyond the limit is cut off instead.
    */
-  function readBody(req: IncomingMessage): Promise<Buffer | 'too-large' | 'cut-off'> {
-    return new Promise((resolve, reject) => {
-      const declared = Number(req.headers['content-length'] ?? 0);
-      if (declared > discardLimitBytes) {
-        resolve('cut-off');
-        return;
+  function readBody(
+    req: IncomingMessage,
+    done: (body: Buffer | 'too-large' | 'cut-off') => void,
+  ): void {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > discardLimitBytes) {
+      done('cut-off');
+      return;
+    }
+    let first: Buffer | undefined;
+    let chunks: Buffer[] | undefined;
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > discardLimitBytes) {
+        req.removeListener('data', onData);
+        req.removeListener('end', onEnd);
+        done('cut-off');
+      } else if (size <= maxPayloadBytes) {
+        if (first === undefined) first = chunk;
+        else (chunks ??= [first]).push(chunk);
       }
-      const chunks: Buffer[] = [];
-      let size = 0;
-      req.on('data', (chunk: Buffer) => {
-        size += chunk.length;
-        if (size > discardLimitBytes) {
-          req.removeAllListeners('data');
-          resolve('cut-off');
-        } else if (size <= maxPayloadBytes) {
-          chunks.push(chunk);
-        }
-      });
-      req.on('end', () => {
-        if (size > maxPayloadBytes) resolve('too-large');
-        else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
-      });
-      req.on('error', reject);
-    });
+    };
+    const onEnd = () => {
+      if (size > maxPayloadBytes) done('too-large');
+      else done(chunks ? Buffer.concat(chunks) : (first ?? emptyBody));
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
   }
 
-  async function handleInvoke(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  function handleInvoke(req: IncomingMessage, res: ServerResponse): void {
     const given = req.headers[h.requestId];
     const requestId =
       typeof given === 'string' && requestIdPattern.test(given) ? given : newRequestId();
     if (state === 'starting') {
-      // Wait for the handler to load, but no longer than an invocation may take.
-      let timer: NodeJS.Timeout | undefined;
-      const loaded = await Promise.race([
-        invoker.ready.then(() => true),
-        new Promise<false>(
-          (resolve) => (timer = setTimeout(() => resolve(false), config.timeoutMs)),
-        ),
-      ]);
-      clearTimeout(timer);
-      if (!loaded) {
-        reject(
-          res,
-          'NotAccepting',
-          `the handler is still loading after ${config.timeoutMs} ms (its module is slow to import); retry shortly`,
-          requestId,
-          { 'retry-after': '1' },
-        );
-        return;
-      }
+      waitForHandler(req, res, requestId).catch((err: Error) => failed(res, err));
+      return;
     }
     if (state === 'failed' && init && !init.ok) {
       metrics.count('error');
@@ -208,19 +196,42 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     metrics.inFlight = inFlight;
     // An invocation ends when its answer has left (or its client went away), not before: a
     // drain or recycle must not cut a response short.
-    res.once('close', () => {
-      inFlight--;
-      metrics.inFlight = inFlight;
-      checkIdle();
-    });
-    await invokeAdmitted(req, res, requestId);
+    res.once('close', invocationClosed);
+    invokeAdmitted(req, res, requestId);
   }
 
-  async function invokeAdmitted(
+  function invocationClosed(): void {
+    inFlight--;
+    metrics.inFlight = inFlight;
+    checkIdle();
+  }
+
+  /** Waits for the handler to load, but no longer than an invocation may take. */
+  async function waitForHandler(
     req: IncomingMessage,
     res: ServerResponse,
     requestId: string,
   ): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const loaded = await Promise.race([
+      invoker.ready.then(() => true),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), config.timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    if (!loaded) {
+      reject(
+        res,
+        'NotAccepting',
+        `the handler is still loading after ${config.timeoutMs} ms (its module is slow to import); retry shortly`,
+        requestId,
+        { 'retry-after': '1' },
+      );
+      return;
+    }
+    handleInvoke(req, res);
+  }
+
+  function invokeAdmitted(req: IncomingMessage, res: ServerResponse, requestId: string): void {
     const deadline = Date.now() + config.timeoutMs;
     const mode = classify(req.headers, req.rawHeaders);
     if (mode === 'batch') {
@@ -232,15 +243,32 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       );
       return;
     }
-    let attributes;
+    let attributes: EventAttributes | undefined;
     if (mode === 'binary') {
-      attributes = binaryAttributes(req.headers, req.rawHeaders);
-      if (typeof attributes === 'string') {
-        reject(res, 'InvalidEvent', attributes, requestId);
+      const checked = binaryAttributes(req.headers, req.rawHeaders);
+      if (typeof checked === 'string') {
+        reject(res, 'InvalidEvent', checked, requestId);
         return;
       }
+      attributes = checked;
     }
-    const body = await readBody(req);
+    readBody(req, (body) => {
+      try {
+        invokeWithBody(res, requestId, deadline, mode, attributes, body);
+      } catch (err) {
+        failed(res, err as Error);
+      }
+    });
+  }
+
+  function invokeWithBody(
+    res: ServerResponse,
+    requestId: string,
+    deadline: number,
+    mode: Invocation['mode'],
+    attributes: EventAttributes | undefined,
+    body: Buffer | 'too-large' | 'cut-off',
+  ): void {
     if (body === 'too-large' || body === 'cut-off') {
       reject(
         res,
@@ -251,7 +279,14 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       );
       return;
     }
-    const message: Invocation = { requestId, deadline, mode };
+    const message: Invocation = {
+      requestId,
+      deadline,
+      mode,
+      attributes,
+      body: undefined,
+      data: undefined,
+    };
     if (mode === 'structured') {
       const parsed = structuredEvent(body.toString('utf8'));
       if (typeof parsed === 'string') {
@@ -261,11 +296,18 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       message.attributes = parsed.attributes;
       message.data = parsed.data;
     } else {
-      message.attributes = attributes;
       message.body = body;
     }
-    const outcome = await invoker.invoke(message);
-    respond(res, requestId, outcome);
+    invoker.invoke(message).then(
+      (outcome) => {
+        try {
+          respond(res, requestId, outcome);
+        } catch (err) {
+          failed(res, err as Error);
+        }
+      },
+      (err: Error) => failed(res, err),
+    );
   }
 
   function respond(res: ServerResponse, requestId: string, outcome: Outcome): void {
@@ -386,16 +428,23 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     }
   }
 
+  /** The runtime itself failed an invocation (a bug, not the handler's doing). */
+  function failed(res: ServerResponse, err: Error): void {
+    if (!res.headersSent)
+      sendError(res, 'ExitError', {
+        errorType: 'Runtime.ExitError',
+        errorMessage: `the runtime failed: ${err.message}`,
+      });
+    else res.destroy();
+  }
+
   const server = createServer((req, res) => {
     if (req.method === 'POST' && (req.url === '/' || req.url?.startsWith('/?'))) {
-      handleInvoke(req, res).catch((err: Error) => {
-        if (!res.headersSent)
-          sendError(res, 'ExitError', {
-            errorType: 'Runtime.ExitError',
-            errorMessage: `the runtime failed: ${err.message}`,
-          });
-        else res.destroy();
-      });
+      try {
+        handleInvoke(req, res);
+      } catch (err) {
+        failed(res, err as Error);
+      }
       return;
     }
     handleOther(req, res);

@@ -28,6 +28,8 @@ export class Watchdog {
 
   constructor(
     private readonly options: {
+      /** Path of the built watchdog-thread.js. */
+      threadFile: string;
       logFormat: LogFormat;
       timeoutMs: number;
       earliestDeadline: () => number;
@@ -53,7 +55,7 @@ export class Watchdog {
       timeoutMs: this.options.timeoutMs,
     };
     void import('node:worker_threads').then(({ Worker }) => {
-      this.worker = new Worker(new URL('./watchdog-thread.js', import.meta.url), {
+      this.worker = new Worker(this.options.threadFile, {
         workerData: data,
       });
       this.worker.unref();

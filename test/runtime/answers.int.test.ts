@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { billedFor, startRuntime, waitForReadyz } from '../harness/runtime.js';
@@ -94,6 +95,27 @@ describe('runtime: answers', () => {
     const failed = await invoke(rt.url, { fail: true });
     expect(failed.status).toBe(500);
     expect(failed.json).toMatchObject({ errorType: 'Error', errorMessage: 'callback says no' });
+  });
+
+  it('times out every invocation in flight at its own deadline', async () => {
+    const rt = track(
+      await startRuntime(
+        { 'index.mjs': actions },
+        { EDDY_TIMEOUT_MS: '600', EDDY_CONCURRENCY: '3' },
+      ),
+    );
+    await waitForReadyz(rt.url, 200);
+    const exited = once(rt.process.child, 'exit');
+    const first = invoke(rt.url, { action: 'sleep', ms: 5000 });
+    await new Promise((r) => setTimeout(r, 200));
+    const second = invoke(rt.url, { action: 'sleep', ms: 5000 });
+    const quick = invoke(rt.url, { action: 'sleep', ms: 50 });
+    expect((await quick).status).toBe(200);
+    for (const timedOut of await Promise.all([first, second])) {
+      expect(timedOut.status).toBe(504);
+      expect(timedOut.json).toMatchObject({ errorMessage: 'Task timed out after 0.60 seconds' });
+    }
+    expect(((await exited) as [number | null])[0]).toBe(1);
   });
 
   it('times out with 504, lets other in-flight work finish, then recycles and exits non-zero', async () => {
@@ -195,6 +217,34 @@ describe('runtime: answers', () => {
     const [code, signal] = (await exited) as [number | null, string | null];
     expect(code !== 0 || signal !== null).toBe(true);
     await rt.waitForLog(/JavaScript heap out of memory/);
+  });
+
+  it("loads Node's built-ins from their code cache while it starts, with the heap still sized", async () => {
+    // V8 takes the code cache only while its flags are those the cache was made with; the tag
+    // of a process started without flags says which those are.
+    const plain = execFileSync(process.execPath, ['-p', "require('v8').cachedDataVersionTag()"], {
+      env: { PATH: process.env.PATH },
+    })
+      .toString()
+      .trim();
+    const probe = `
+      import v8 from 'node:v8';
+      const atStart = String(v8.cachedDataVersionTag());
+      export const handler = async () => ({
+        atStart,
+        now: String(v8.cachedDataVersionTag()),
+        heapMb: Math.round(v8.getHeapStatistics().heap_size_limit / 1048576),
+      });`;
+    const rt = track(await startRuntime({ 'index.mjs': probe }, { EDDY_MEMORY_MB: '256' }));
+    const seen = (await invoke(rt.url, {})).json as {
+      atStart: string;
+      now: string;
+      heapMb: number;
+    };
+    expect(seen.atStart).toBe(plain);
+    expect(seen.heapMb).toBe(208);
+    // Once started the flags are back, so a worker thread a handler starts is sized as before.
+    expect(seen.now).not.toBe(plain);
   });
 
   it('started without a sized heap, starts itself again with one and passes signals through', async () => {

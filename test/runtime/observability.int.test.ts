@@ -88,6 +88,27 @@ describe('runtime: logs and metrics', () => {
     expect(log).toMatch(/\treq-b\tINFO\thello { n: 2 }/);
   });
 
+  it('keeps request ids on lines logged after an await, from the first line a handler logs', async () => {
+    const awaiting = `
+      export const handler = async (event) => {
+        console.log('before', event.n);
+        await new Promise((r) => setTimeout(r, 50));
+        console.log('after', event.n);
+        return 'ok';
+      };`;
+    const rt = track(await startRuntime({ 'index.mjs': awaiting }, { EDDY_CONCURRENCY: '4' }));
+    await Promise.all([
+      invoke(rt.url, { n: 1 }, 'req-1'),
+      invoke(rt.url, { n: 2 }, 'req-2'),
+      invoke(rt.url, { n: 3 }, 'req-3'),
+    ]);
+    const log = await rt.waitForLog(/(REPORT RequestId: req-\d[\s\S]*){3}/);
+    for (const n of [1, 2, 3]) {
+      expect(log).toMatch(new RegExp(`\treq-${n}\tINFO\tbefore ${n}\n`));
+      expect(log).toMatch(new RegExp(`\treq-${n}\tINFO\tafter ${n}\n`));
+    }
+  });
+
   it('writes the same as JSON lines with EDDY_LOG_FORMAT=json', async () => {
     const rt = track(await startRuntime({ 'index.mjs': logging }, { EDDY_LOG_FORMAT: 'json' }));
     await invoke(rt.url, { n: 3 }, 'req-json-1');
