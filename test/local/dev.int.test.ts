@@ -184,9 +184,7 @@ describe('the local stack (dev.js)', () => {
       }
       // MinIO keeps its objects in the working directory and stops with the local stack.
       expect(existsSync(join(dir, '.eddy', 'minio', 'photos'))).toBe(true);
-      const stopping = proc!;
-      proc = undefined;
-      await stopping.stop(15_000);
+      await proc!.stop(15_000);
       await expect(fetch(`${endpoint}/minio/health/live`)).rejects.toThrow();
     },
   );

@@ -107,7 +107,11 @@ export async function startEmbeddedMinio(o: EmbeddedMinioOptions): Promise<Embed
   child.once('error', (err) => {
     exited = err.message;
   });
+  // Not left behind when this process exits without stopping it (process.exit on an error).
+  const orphaned = () => child.kill('SIGKILL');
+  process.once('exit', orphaned);
   const stop = async () => {
+    process.off('exit', orphaned);
     if (exited === undefined) {
       child.kill('SIGTERM');
       const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
