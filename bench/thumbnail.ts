@@ -1,9 +1,10 @@
 /**
  * `npm run bench:thumbnail`: the thumbnail story under load, beside the baselines a user would
  * compare it with, measured in the same run on the same files.
- *   1. the local stack (`node dist/operator/dev.js`: gateway, embedded S3 store, the thumbnail
- *      Function of examples/thumbnail as local processes): 200 uploads of 12-megapixel JPEGs,
- *      images/s and upload-to-thumbnail p50/p99;
+ *   1. the local stack (`node dist/operator/dev.js`: gateway, S3 store (MinIO, or s3rver with
+ *      BENCH_S3_STORE=s3rver), the thumbnail Function of examples/thumbnail as local processes):
+ *      200 uploads of 12-megapixel JPEGs, images/s, upload-to-thumbnail p50/p99, and the CPU
+ *      each image costs by process and thread;
  *   2. a plain Node loop calling sharp as the handler does (200 wide, never enlarged, same
  *      format, EXIF rotation), one image at a time and as many at a time as the stack has slots;
  *   3. ImageMagick's `convert in.jpg -thumbnail 200x out.jpg`, one process per image, as a user
