@@ -1,9 +1,10 @@
 /**
  * `npm run bench:thumbnail`: the thumbnail story under load, beside the baselines a user would
  * compare it with, measured in the same run on the same files.
- *   1. the local stack (`node dist/operator/dev.js`: gateway, embedded S3 store, the thumbnail
- *      Function of examples/thumbnail as local processes): 200 uploads of 12-megapixel JPEGs,
- *      images/s and upload-to-thumbnail p50/p99;
+ *   1. the local stack (`node dist/operator/dev.js`: gateway, S3 store (MinIO, or s3rver with
+ *      BENCH_S3_STORE=s3rver), the thumbnail Function of examples/thumbnail as local processes):
+ *      200 uploads of 12-megapixel JPEGs, images/s, upload-to-thumbnail p50/p99, and the CPU
+ *      each image costs by process and thread;
  *   2. a plain Node loop calling sharp as the handler does (200 wide, never enlarged, same
  *      format, EXIF rotation), one image at a time and as many at a time as the stack has slots;
  *   3. ImageMagick's `convert in.jpg -thumbnail 200x out.jpg`, one process per image, as a user
@@ -22,16 +23,16 @@
  * BENCH_IDLE_UPLOADS and BENCH_MAGICK_IMAGES change those numbers.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import sharp from 'sharp';
-import { projectRoot } from '../test/harness/components.js';
+import { goBinaries, goBinaryPath, projectRoot } from '../test/harness/components.js';
 import { freePorts } from '../test/harness/ports.js';
 import { thumbnailManifest } from '../test/harness/thumbnail.js';
 import { machine } from './machine.js';
@@ -53,6 +54,12 @@ const uploadConcurrency = Number(process.env.BENCH_UPLOAD_CONCURRENCY ?? replica
 const warmUps = replicas * 2;
 /** Sequential uploads after the measurement: latency with nothing queued. */
 const idleUploads = Number(process.env.BENCH_IDLE_UPLOADS ?? 10);
+/**
+ * The local stack's S3 store: `minio` (dev.js runs MinIO when a minio binary is on PATH; the test
+ * harness's build is put first on PATH when there is one) or `s3rver` (no minio on PATH).
+ */
+const store = process.env.BENCH_S3_STORE ?? 'minio';
+if (store !== 'minio' && store !== 's3rver') throw new Error('BENCH_S3_STORE: minio or s3rver');
 /** The whole bench is stopped (processes and files included) past this. */
 const overallLimitMs = 10 * 60_000;
 
@@ -161,12 +168,22 @@ async function sharpThumbnail(bytes: Buffer): Promise<Buffer> {
     .toBuffer();
 }
 
-async function sharpLoop(files: Buffer[], count: number, parallel: number): Promise<number> {
+/** Images a second, and CPU per image (ms, all of this process's threads). */
+async function sharpLoop(
+  files: Buffer[],
+  count: number,
+  parallel: number,
+): Promise<{ rate: number; cpu: number }> {
   const start = performance.now();
+  const cpu = process.cpuUsage();
   await pool(count, parallel, async (i) => {
     await sharpThumbnail(files[i % files.length]!);
   });
-  return count / ((performance.now() - start) / 1000);
+  const used = process.cpuUsage(cpu);
+  return {
+    rate: count / ((performance.now() - start) / 1000),
+    cpu: (used.user + used.system) / 1000 / count,
+  };
 }
 
 /** The ImageMagick `convert` on PATH, or why there is none. */
@@ -211,6 +228,32 @@ interface Stack {
   reports: number[];
 }
 
+/** The store dev.js said it runs. */
+let storeKind = 'unknown';
+
+/** PATH with a minio first (BENCH_S3_STORE=minio) or with none (s3rver). */
+function storePath(path: string): string {
+  const hasMinio = (dir: string) => {
+    try {
+      accessSync(join(dir, 'minio'), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const dirs = path.split(delimiter).filter((d) => d !== '' && !hasMinio(d));
+  if (store === 's3rver') return dirs.join(delimiter);
+  const harness = goBinaryPath(goBinaries.minio);
+  const own = path.split(delimiter).find((d) => d !== '' && hasMinio(d));
+  const minioDir = own ?? (existsSync(harness) ? dirname(harness) : undefined);
+  if (!minioDir) {
+    throw new Error(
+      'no minio on PATH and none built by the test harness (npm run test:setup minio); BENCH_S3_STORE=s3rver runs the bench on s3rver',
+    );
+  }
+  return [minioDir, ...dirs].join(delimiter);
+}
+
 async function startStack(dir: string): Promise<Stack> {
   const [port, s3Port] = (await freePorts(2)) as [number, number];
   // examples/thumbnail/function.yaml on the free port, with one replica per core kept up (an
@@ -227,6 +270,7 @@ async function startStack(dir: string): Promise<Stack> {
     const value = process.env[variable];
     if (value !== undefined) env[variable] = value;
   }
+  env.PATH = storePath(env.PATH ?? '');
   // In the scratch directory: the store keeps its objects under ./.eddy/s3.
   const child = spawn(
     process.execPath,
@@ -247,6 +291,7 @@ async function startStack(dir: string): Promise<Stack> {
   const log: string[] = [];
   let listening: () => void;
   const ready = new Promise<void>((resolve) => (listening = resolve));
+  const storeLine = /eddy: S3 store on \S+ .*; (\S+)/;
   const announced = /thumbnail photos\/(\S+) -> photos-thumbnails\//;
   const report = /\[default\/thumbnail\] REPORT RequestId: \S+\tDuration: ([\d.]+) ms/;
   for (const stream of [child.stdout, child.stderr]) {
@@ -262,7 +307,11 @@ async function startStack(dir: string): Promise<Stack> {
       }
       const r = report.exec(line);
       if (r) reports.push(Number(r[1]));
-      if (line.includes('gateway listening on')) listening();
+      const s = storeLine.exec(line);
+      if (s) {
+        storeKind = s[1]!.replace(/,$/, '');
+        listening();
+      }
     });
   }
   const exited = new Promise<never>((_, reject) =>
@@ -275,7 +324,7 @@ async function startStack(dir: string): Promise<Stack> {
     ready,
     exited,
     sleep(30_000).then(() => {
-      throw new Error(`dev.js did not listen within 30 s:\n${log.join('\n')}`);
+      throw new Error(`dev.js's S3 store was not ready within 30 s:\n${log.join('\n')}`);
     }),
   ]);
   const s3 = new S3Client({
@@ -331,36 +380,101 @@ async function upload(
   };
 }
 
-/** CPU time (user + system, ms) of a process, or undefined without /proc. */
-function cpuMs(pid: number): number | undefined {
-  try {
-    // The fields after the command's name, which is in parentheses and may hold spaces.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime, in clock ticks (100 a second on Linux).
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
-  } catch {
-    return undefined;
-  }
+/** The fields of a /proc stat line after the command's name (which may hold spaces). */
+function statFields(path: string): { comm: string; fields: string[] } {
+  const stat = readFileSync(path, 'utf8');
+  const close = stat.lastIndexOf(')');
+  return {
+    comm: stat.slice(stat.indexOf('(') + 1, close),
+    fields: stat.slice(close + 2).split(' '),
+  };
 }
 
-/** Where the CPU goes: dev.js (gateway and S3 store), its replicas, and this process. */
-function cpuSplit(devPid: number): { dev: number; replicas: number; bench: number } | undefined {
-  const dev = cpuMs(devPid);
-  if (dev === undefined) return undefined;
-  let replicas = 0;
+/** utime + stime of a stat line's fields, in ms (clock ticks are 100 a second on Linux). */
+const ticksMs = (fields: string[]) => ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+
+/**
+ * CPU time (ms) of a process by thread: its main thread (JavaScript), libvips' workers (sharp's
+ * pixels), and the rest (libuv's pool driving sharp and zlib, V8's garbage collector helpers).
+ */
+interface ThreadCpu {
+  main: number;
+  vips: number;
+  other: number;
+}
+
+function threadCpu(pid: number): ThreadCpu {
+  const cpu: ThreadCpu = { main: 0, vips: 0, other: 0 };
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return cpu;
+  }
+  for (const tid of tasks) {
+    try {
+      const { comm, fields } = statFields(`/proc/${pid}/task/${tid}/stat`);
+      const kind = tid === String(pid) ? 'main' : comm === 'libvips worker' ? 'vips' : 'other';
+      cpu[kind] += ticksMs(fields);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return cpu;
+}
+
+/** Where the CPU goes: dev.js (gateway, and the S3 store when it is s3rver), its children, us. */
+interface CpuSplit {
+  dev: ThreadCpu;
+  /** The Function's replicas (node processes started by dev.js). */
+  replicas: ThreadCpu;
+  /** A store running as dev.js's child (MinIO), all threads. */
+  store: number;
+  bench: number;
+}
+
+function cpuSplit(devPid: number): CpuSplit | undefined {
+  if (!existsSync(`/proc/${devPid}/task`)) return undefined;
+  const split: CpuSplit = {
+    dev: threadCpu(devPid),
+    replicas: { main: 0, vips: 0, other: 0 },
+    store: 0,
+    bench: 0,
+  };
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === devPid) replicas += cpuMs(Number(entry)) ?? 0;
+      const { comm, fields } = statFields(`/proc/${entry}/stat`);
+      if (Number(fields[1]) !== devPid) continue;
+      if (comm === 'node') {
+        const t = threadCpu(Number(entry));
+        split.replicas.main += t.main;
+        split.replicas.vips += t.vips;
+        split.replicas.other += t.other;
+      } else {
+        split.store += ticksMs(fields);
+      }
     } catch {
       // gone meanwhile
     }
   }
   const own = process.cpuUsage();
-  return { dev, replicas, bench: (own.user + own.system) / 1000 };
+  split.bench = (own.user + own.system) / 1000;
+  return split;
+}
+
+/** `after - before` per image, as a line. */
+function cpuLine(before: CpuSplit, after: CpuSplit, images: number): string {
+  const per = (a: number, b: number) => ms((a - b) / images);
+  const sum = (t: ThreadCpu) => t.main + t.vips + t.other;
+  const threads = (a: ThreadCpu, b: ThreadCpu) =>
+    `main thread ${per(a.main, b.main)}, libvips ${per(a.vips, b.vips)}, other threads ${per(a.other, b.other)}`;
+  return [
+    `    CPU per image during the ${images} uploads: ${per(sum(after.dev) + sum(after.replicas) + after.store + after.bench, sum(before.dev) + sum(before.replicas) + before.store + before.bench)} in all`,
+    `      replicas ${per(sum(after.replicas), sum(before.replicas))} (${threads(after.replicas, before.replicas)})`,
+    `      dev.js ${per(sum(after.dev), sum(before.dev))} (${threads(after.dev, before.dev)})${after.store > 0 ? `, the store (MinIO) ${per(after.store, before.store)}` : ''}`,
+    `      the uploading client ${per(after.bench, before.bench)}`,
+  ].join('\n');
 }
 
 async function countThumbnails(s3: S3Client, prefix: string): Promise<number> {
@@ -431,18 +545,18 @@ try {
     say(`ImageMagick skipped: no ImageMagick convert on PATH (${magick.why})`);
   }
 
-  const overhead = 1 - stackRate / sharpPar;
+  const overhead = 1 - stackRate / sharpPar.rate;
   results.push(
     `${uploads} uploads of ${width}x${height} JPEGs (${mb.toFixed(1)} MB each on average), thumbnails 200 wide:`,
-    `  local stack (${replicas} replica${replicas === 1 ? '' : 's'} x concurrency 1, ${uploadConcurrency} uploads in flight): ${rate(stackRate)}`,
+    `  local stack (S3 store ${storeKind}, ${replicas} replica${replicas === 1 ? '' : 's'} x concurrency 1, ${uploadConcurrency} uploads in flight): ${rate(stackRate)}`,
     `    upload-to-thumbnail under that load: p50 ${ms(quantile(loaded.latencies, 0.5))}, p99 ${ms(quantile(loaded.latencies, 0.99))}`,
     `    upload-to-thumbnail one at a time (${idleUploads}): p50 ${ms(quantile(idle.latencies, 0.5))}, p99 ${ms(quantile(idle.latencies, 0.99))}`,
     `    handler Duration (REPORT lines, S3 read and write included): p50 ${ms(quantile(handlerMs, 0.5))}, p99 ${ms(quantile(handlerMs, 0.99))}`,
     `    invocations running on average (sum of handler Durations / wall time): ${(handlerMs.reduce((a, b) => a + b, 0) / 1000 / loaded.seconds).toFixed(2)} of ${replicas} replica${replicas === 1 ? '' : 's'}`,
     cpuBefore && cpuAfter
-      ? `    CPU per image during the ${uploads} uploads: replicas ${ms((cpuAfter.replicas - cpuBefore.replicas) / uploads)}, dev.js (gateway and S3 store) ${ms((cpuAfter.dev - cpuBefore.dev) / uploads)}, the uploading client ${ms((cpuAfter.bench - cpuBefore.bench) / uploads)}`
+      ? cpuLine(cpuBefore, cpuAfter, uploads)
       : '    CPU per image: not measured (no /proc)',
-    `  plain sharp loop: ${rate(sharpOne)} one at a time, ${rate(sharpPar)} ${replicas} at a time`,
+    `  plain sharp loop: ${rate(sharpOne.rate)} one at a time, ${rate(sharpPar.rate)} ${replicas} at a time; CPU per image ${ms(sharpPar.cpu)}`,
     magickOne !== undefined && magickPar !== undefined
       ? `  ImageMagick convert -thumbnail 200x (${magickImages} images): ${rate(magickOne)} one at a time, ${rate(magickPar)} ${replicas} at a time`
       : `  ImageMagick: skipped (${magick.ok ? '' : magick.why})`,

@@ -5,6 +5,7 @@
  *   node dist/operator/dev.js [--port 8080] <manifest files...>
  */
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -15,6 +16,7 @@ import { createLocalPlatform } from './platform/local.js';
 import { s3Settings } from './settings.js';
 import { fileCheckpoints } from './sources/checkpoints.js';
 import { startEmbeddedS3, type EmbeddedS3 } from './local/embedded-s3.js';
+import { findOnPath, startEmbeddedMinio } from './local/embedded-minio.js';
 import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
 import { s3IntakePath, s3Source } from './sources/s3.js';
@@ -28,8 +30,9 @@ const usage = `usage: node dist/operator/dev.js [--port 8080] [--host 127.0.0.1]
   Invoke with:
     curl -d '{"name":"eddy"}' http://127.0.0.1:8080/functions/<namespace>/<name>
 
-  --s3-port <port>        also run an S3-compatible store there (objects under .eddy/s3) that
-                          posts every upload's event to the gateway
+  --s3-port <port>        also run an S3-compatible store there that posts every upload's event
+                          to the gateway: MinIO when a minio binary is on PATH (objects under
+                          .eddy/minio), otherwise s3rver (objects under .eddy/s3)
   --s3-access-key <id>    its access key id (default eddy)
   --s3-secret-key <key>   its secret access key (default eddysecret)
   --s3-buckets <a,b>      buckets it starts with (default photos,photos-thumbnails)
@@ -68,7 +71,19 @@ if (values.help || positionals.length === 0) {
   process.exit(values.help ? 0 : 2);
 }
 const port = portOf('--port', values.port)!;
-const s3Port = portOf('--s3-port', values['s3-port']);
+let s3Port = portOf('--s3-port', values['s3-port']);
+const minioBinary = s3Port !== undefined ? findOnPath('minio') : undefined;
+if (minioBinary && s3Port === 0) {
+  // MinIO is told its port; the triggers' endpoints are matched against it before it starts.
+  s3Port = await new Promise<number>((done, fail) => {
+    const probe = createServer();
+    probe.once('error', fail);
+    probe.listen(0, values.host, () => {
+      const { port: free } = probe.address() as { port: number };
+      probe.close(() => done(free));
+    });
+  });
+}
 
 // The AWS SDK warns on every client that Node 20 support ends; the project targets Node 20.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -104,7 +119,10 @@ const webhookToken =
   settings.s3WebhookToken ?? (s3Port !== undefined ? randomBytes(24).toString('hex') : undefined);
 let gatewayUrl: string | undefined;
 let embedded: EmbeddedS3 | undefined;
-if (s3Port !== undefined) {
+const buckets = values['s3-buckets'].split(',').filter((b) => b !== '');
+const storeFailed = (err: unknown) =>
+  `eddy: the S3 store could not start on ${values.host}:${s3Port}: ${err instanceof Error ? err.message : String(err)}`;
+if (s3Port !== undefined && !minioBinary) {
   try {
     embedded = await startEmbeddedS3({
       port: s3Port,
@@ -112,7 +130,7 @@ if (s3Port !== undefined) {
       directory: resolve(process.cwd(), '.eddy', 's3'),
       accessKeyId: values['s3-access-key'],
       secretAccessKey: values['s3-secret-key'],
-      buckets: values['s3-buckets'].split(',').filter((b) => b !== ''),
+      buckets,
       intake: () =>
         gatewayUrl && webhookToken
           ? { url: `${gatewayUrl}${s3IntakePath}`, token: webhookToken }
@@ -120,13 +138,11 @@ if (s3Port !== undefined) {
       log: (m) => log(`eddy: s3: ${m}`),
     });
   } catch (err) {
-    console.error(
-      `eddy: the S3 store could not start on ${values.host}:${s3Port}: ${err instanceof Error ? err.message : String(err)}`,
-    );
+    console.error(storeFailed(err));
     process.exit(1);
   }
 }
-const embeddedPort = embedded?.port;
+const embeddedPort = minioBinary ? s3Port : embedded?.port;
 const s3 = s3Source({
   ...(webhookToken ? { webhookToken } : {}),
   ...(settings.s3WebhookArn ? { webhookArn: settings.s3WebhookArn } : {}),
@@ -145,6 +161,25 @@ const s3 = s3Source({
   },
 });
 sources.push(s3.factory, s3PollSource());
+let minioStarting: Promise<void> | undefined;
+/** What the user needs to use the store, once it takes requests. */
+function storeReady(store: EmbeddedS3, kind: string): void {
+  const [first] = buckets;
+  // curl signs for S3 with --aws-sigv4; the store wants the payload hash header too.
+  const sign = `--aws-sigv4 aws:amz:us-east-1:s3 --user ${values['s3-access-key']}:${values['s3-secret-key']} -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD'`;
+  log(
+    `eddy: S3 store on ${store.endpoint} (access key ${values['s3-access-key']}, secret ${values['s3-secret-key']}), buckets ${buckets.join(', ')}; ${kind}`,
+  );
+  if (first) {
+    log(`eddy: upload  curl ${sign} -T photo.jpg ${store.endpoint}/${first}/photo.jpg`);
+    // The demo's thumbnail function writes next door: where to look.
+    if (buckets.includes(`${first}-thumbnails`)) {
+      log(
+        `eddy: thumbnail  curl ${sign} -o thumbnail.jpg ${store.endpoint}/${first}-thumbnails/photo.jpg`,
+      );
+    }
+  }
+}
 const { manager } = composeEddy({
   platform: createLocalPlatform({
     store: manifests.store,
@@ -175,23 +210,30 @@ const { manager } = composeEddy({
         `eddy: try  curl -d '{"name":"eddy"}' ${url}/functions/${direct.metadata.namespace}/${direct.metadata.name}`,
       );
     }
-    if (embedded) {
-      const buckets = values['s3-buckets'].split(',').filter((b) => b !== '');
-      const [first] = buckets;
-      // curl signs for S3 with --aws-sigv4; the store wants the payload hash header too.
-      const sign = `--aws-sigv4 aws:amz:us-east-1:s3 --user ${values['s3-access-key']}:${values['s3-secret-key']} -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD'`;
-      log(
-        `eddy: S3 store on ${embedded.endpoint} (access key ${values['s3-access-key']}, secret ${values['s3-secret-key']}), buckets ${buckets.join(', ')}`,
+    if (embedded) storeReady(embedded, 's3rver');
+    else if (minioBinary && s3Port !== undefined && webhookToken) {
+      // MinIO reads its webhook target at start: it starts once the gateway has an address.
+      minioStarting = startEmbeddedMinio({
+        binary: minioBinary,
+        port: s3Port,
+        host: values.host,
+        directory: resolve(process.cwd(), '.eddy', 'minio'),
+        accessKeyId: values['s3-access-key'],
+        secretAccessKey: values['s3-secret-key'],
+        buckets,
+        intake: { url: `${url}${s3IntakePath}`, token: webhookToken },
+        log: (m) => log(`eddy: s3: ${m}`),
+      }).then(
+        (store) => {
+          embedded = store;
+          storeReady(store, `MinIO, ${minioBinary}`);
+        },
+        (err: unknown) => {
+          log(storeFailed(err));
+          process.exitCode = 1;
+          stop.abort();
+        },
       );
-      if (first) {
-        log(`eddy: upload  curl ${sign} -T photo.jpg ${embedded.endpoint}/${first}/photo.jpg`);
-        // The demo's thumbnail function writes next door: where to look.
-        if (buckets.includes(`${first}-thumbnails`)) {
-          log(
-            `eddy: thumbnail  curl ${sign} -o thumbnail.jpg ${embedded.endpoint}/${first}-thumbnails/photo.jpg`,
-          );
-        }
-      }
     }
   },
 });
@@ -200,6 +242,7 @@ try {
 } catch {
   process.exitCode = 1;
 } finally {
+  await minioStarting;
   await embedded?.close();
   if (pending.length > 0) flush();
 }

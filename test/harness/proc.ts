@@ -63,6 +63,8 @@ export function startProcess(
         await exited;
         clearTimeout(timer);
       }
+      // A second stop finds the log closed already.
+      if (out.closed) return;
       out.end();
       await once(out, 'close').catch(() => undefined);
     },

@@ -2,6 +2,7 @@
  * The local stack as a user runs it: `node dist/operator/dev.js <files...>`, with a bad Function
  * among good ones, a Secret-less file, and a file edited while it runs.
  */
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile, rename } from 'node:fs/promises';
 import {
   GetObjectCommand,
@@ -13,10 +14,11 @@ import sharp from 'sharp';
 import { freePort } from '../harness/ports.js';
 import { thumbnailManifest } from '../harness/thumbnail.js';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { projectRoot } from '../harness/components.js';
+import { goBinaries, goBinaryPath, projectRoot } from '../harness/components.js';
 import { startProcess, waitUntilReady, type ManagedProcess } from '../harness/proc.js';
+import { canRun } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
 
 const devMain = join(projectRoot, 'dist', 'operator', 'dev.js');
@@ -48,7 +50,17 @@ afterEach(async (ctx) => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function startDev(files: string[], flags: string[] = []): Promise<string> {
+/** PATH without any minio on it: dev.js runs s3rver then. */
+const pathWithoutMinio = (process.env.PATH ?? '')
+  .split(delimiter)
+  .filter((d) => d !== '' && !existsSync(join(d, 'minio')))
+  .join(delimiter);
+
+async function startDev(
+  files: string[],
+  flags: string[] = [],
+  path = pathWithoutMinio,
+): Promise<string> {
   proc = startProcess(
     'dev',
     process.execPath,
@@ -56,7 +68,7 @@ async function startDev(files: string[], flags: string[] = []): Promise<string> 
     join(dir, 'dev.log'),
     {
       cwd: dir,
-      env: { PATH: process.env.PATH, HOME: process.env.HOME },
+      env: { PATH: path, HOME: process.env.HOME },
     },
   );
   let url = '';
@@ -118,6 +130,64 @@ describe('the local stack (dev.js)', () => {
       s3.destroy();
     }
   });
+
+  it.runIf(canRun('minio'))(
+    'runs MinIO as the store when a minio binary is on PATH, with the same buckets, keys and events',
+    async () => {
+      const s3Port = await freePort();
+      const endpoint = `http://127.0.0.1:${s3Port}`;
+      const file = join(dir, 'thumbnail.yaml');
+      await writeFile(file, await thumbnailManifest(s3Port));
+      const minioDir = dirname(goBinaryPath(goBinaries.minio));
+      await startDev(
+        [file],
+        ['--s3-port', String(s3Port)],
+        `${minioDir}${delimiter}${pathWithoutMinio}`,
+      );
+      // MinIO starts once the gateway listens: the store says when it takes requests.
+      await waitFor('the S3 store', async () =>
+        proc!.log().includes(`S3 store on ${endpoint} (access key eddy, secret eddysecret)`)
+          ? true
+          : undefined,
+      );
+      expect(proc!.log()).toContain(`MinIO, ${join(minioDir, 'minio')}`);
+      const s3 = new S3Client({
+        endpoint,
+        region: 'us-east-1',
+        forcePathStyle: true,
+        credentials: { accessKeyId: 'eddy', secretAccessKey: 'eddysecret' },
+      });
+      try {
+        const photo = await sharp({
+          create: { width: 900, height: 600, channels: 3, background: { r: 20, g: 90, b: 200 } },
+        })
+          .jpeg()
+          .toBuffer();
+        // MinIO escapes keys differently from AWS: the handler still finds the object.
+        await s3.send(
+          new PutObjectCommand({ Bucket: 'photos', Key: 'trip/ü day+1.jpg', Body: photo }),
+        );
+        const thumbnail = await waitFor(
+          'the thumbnail',
+          async () => {
+            const got = await s3.send(
+              new GetObjectCommand({ Bucket: 'photos-thumbnails', Key: 'trip/ü day+1.jpg' }),
+            );
+            return Buffer.from(await got.Body!.transformToByteArray());
+          },
+          60_000,
+        );
+        const meta = await sharp(thumbnail).metadata();
+        expect([meta.format, meta.width, meta.height]).toEqual(['jpeg', 200, 133]);
+      } finally {
+        s3.destroy();
+      }
+      // MinIO keeps its objects in the working directory and stops with the local stack.
+      expect(existsSync(join(dir, '.eddy', 'minio', 'photos'))).toBe(true);
+      await proc!.stop(15_000);
+      await expect(fetch(`${endpoint}/minio/health/live`)).rejects.toThrow();
+    },
+  );
 
   it('runs an S3-compatible store whose uploads reach the functions triggered by them', async () => {
     const s3Port = await freePort();
