@@ -184,10 +184,36 @@ describe('the local stack (dev.js)', () => {
       }
       // MinIO keeps its objects in the working directory and stops with the local stack.
       expect(existsSync(join(dir, '.eddy', 'minio', 'photos'))).toBe(true);
-      await proc!.stop(15_000);
+      await proc!.stop(30_000);
       await expect(fetch(`${endpoint}/minio/health/live`)).rejects.toThrow();
     },
   );
+
+  it.runIf(canRun('minio'))('MinIO ends with dev.js even when dev.js is killed', async () => {
+    const s3Port = await freePort();
+    const endpoint = `http://127.0.0.1:${s3Port}`;
+    const minioDir = dirname(goBinaryPath(goBinaries.minio));
+    await startDev(
+      [join(projectRoot, 'examples', 'hello', 'function.yaml')],
+      ['--s3-port', String(s3Port)],
+      `${minioDir}${delimiter}${pathWithoutMinio}`,
+    );
+    await waitFor('the S3 store', async () =>
+      proc!.log().includes(`S3 store on ${endpoint}`) ? true : undefined,
+    );
+    proc!.child.kill('SIGKILL');
+    await proc!.exited;
+    // No exit handler runs on SIGKILL: the kernel ends MinIO with its parent.
+    await waitFor(
+      'MinIO to stop answering',
+      () =>
+        fetch(`${endpoint}/minio/health/live`).then(
+          () => undefined,
+          () => true,
+        ),
+      10_000,
+    );
+  });
 
   it('runs an S3-compatible store whose uploads reach the functions triggered by them', async () => {
     const s3Port = await freePort();

@@ -12,7 +12,7 @@
  * as with s3rver, whose queue is in memory, events are not kept across restarts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -24,6 +24,8 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import type { EmbeddedS3 } from './embedded-s3.js';
+
+const setpriv = '/usr/bin/setpriv';
 
 /** The webhook target's id: MinIO names it `arn:minio:sqs:<region>:EDDY:webhook`. */
 const targetId = 'EDDY';
@@ -84,11 +86,15 @@ export async function startEmbeddedMinio(o: EmbeddedMinioOptions): Promise<Embed
     [`MINIO_NOTIFY_WEBHOOK_ENDPOINT_${targetId}`]: o.intake.url,
     [`MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_${targetId}`]: o.intake.token,
   };
-  const child: ChildProcess = spawn(
-    o.binary,
-    ['server', '--quiet', '--address', `${host}:${o.port}`, o.directory],
-    { env, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const args = ['server', '--quiet', '--address', `${host}:${o.port}`, o.directory];
+  // Where util-linux's setpriv is (Linux), the kernel kills MinIO when this process ends, even
+  // by SIGKILL, which no exit handler sees.
+  const child: ChildProcess = existsSync(setpriv)
+    ? spawn(setpriv, ['--pdeathsig', 'KILL', '--', o.binary, ...args], {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+    : spawn(o.binary, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   for (const stream of [child.stdout!, child.stderr!]) {
     createInterface({ input: stream }).on('line', (line) => {
