@@ -85,6 +85,47 @@ async function startDev(
   return url;
 }
 
+/**
+ * Uploads a JPEG of `size` to photos/`key` with the demo's key pair, waits for its
+ * thumbnail in photos-thumbnails and checks it is a 200-pixel-wide JPEG of the same aspect.
+ */
+async function uploadAndFindThumbnail(
+  endpoint: string,
+  key: string,
+  size: { width: number; height: number },
+): Promise<void> {
+  const s3 = new S3Client({
+    endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: 'eddy', secretAccessKey: 'eddysecret' },
+  });
+  try {
+    const photo = await sharp({
+      create: { ...size, channels: 3, background: { r: 200, g: 80, b: 40 } },
+    })
+      .jpeg()
+      .toBuffer();
+    await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: key, Body: photo }));
+    const thumbnail = await waitFor(
+      'the thumbnail',
+      async () => {
+        const got = await s3.send(new GetObjectCommand({ Bucket: 'photos-thumbnails', Key: key }));
+        return Buffer.from(await got.Body!.transformToByteArray());
+      },
+      60_000,
+    );
+    const meta = await sharp(thumbnail).metadata();
+    expect([meta.format, meta.width, meta.height]).toEqual([
+      'jpeg',
+      200,
+      Math.round((200 * size.height) / size.width),
+    ]);
+  } finally {
+    s3.destroy();
+  }
+}
+
 const invoke = (url: string, name: string, body: unknown = {}) =>
   fetch(`${url}/functions/dev/${name}`, { method: 'POST', body: JSON.stringify(body) });
 
@@ -95,40 +136,14 @@ describe('the local stack (dev.js)', () => {
     const file = join(dir, 'thumbnail.yaml');
     await writeFile(file, manifest);
     await startDev([file], ['--s3-port', String(s3Port)]);
-    const s3 = new S3Client({
-      endpoint: `http://127.0.0.1:${s3Port}`,
-      region: 'us-east-1',
-      forcePathStyle: true,
-      credentials: { accessKeyId: 'eddy', secretAccessKey: 'eddysecret' },
+    await uploadAndFindThumbnail(`http://127.0.0.1:${s3Port}`, 'trip/beach day.jpg', {
+      width: 1200,
+      height: 800,
     });
-    try {
-      const photo = await sharp({
-        create: { width: 1200, height: 800, channels: 3, background: { r: 200, g: 80, b: 40 } },
-      })
-        .jpeg()
-        .toBuffer();
-      await s3.send(
-        new PutObjectCommand({ Bucket: 'photos', Key: 'trip/beach day.jpg', Body: photo }),
-      );
-      const thumbnail = await waitFor(
-        'the thumbnail',
-        async () => {
-          const got = await s3.send(
-            new GetObjectCommand({ Bucket: 'photos-thumbnails', Key: 'trip/beach day.jpg' }),
-          );
-          return Buffer.from(await got.Body!.transformToByteArray());
-        },
-        60_000,
-      );
-      const meta = await sharp(thumbnail).metadata();
-      expect([meta.format, meta.width, meta.height]).toEqual(['jpeg', 200, 133]);
-      // The invocation shows as it happens, with its REPORT line.
-      await waitFor('the REPORT line', async () =>
-        /\[default\/thumbnail\] REPORT RequestId: /.test(proc!.log()) ? true : undefined,
-      );
-    } finally {
-      s3.destroy();
-    }
+    // The invocation shows as it happens, with its REPORT line.
+    await waitFor('the REPORT line', async () =>
+      /\[default\/thumbnail\] REPORT RequestId: /.test(proc!.log()) ? true : undefined,
+    );
   });
 
   it.runIf(canRun('minio'))(
@@ -151,37 +166,8 @@ describe('the local stack (dev.js)', () => {
           : undefined,
       );
       expect(proc!.log()).toContain(`MinIO, ${join(minioDir, 'minio')}`);
-      const s3 = new S3Client({
-        endpoint,
-        region: 'us-east-1',
-        forcePathStyle: true,
-        credentials: { accessKeyId: 'eddy', secretAccessKey: 'eddysecret' },
-      });
-      try {
-        const photo = await sharp({
-          create: { width: 900, height: 600, channels: 3, background: { r: 20, g: 90, b: 200 } },
-        })
-          .jpeg()
-          .toBuffer();
-        // MinIO escapes keys differently from AWS: the handler still finds the object.
-        await s3.send(
-          new PutObjectCommand({ Bucket: 'photos', Key: 'trip/ü day+1.jpg', Body: photo }),
-        );
-        const thumbnail = await waitFor(
-          'the thumbnail',
-          async () => {
-            const got = await s3.send(
-              new GetObjectCommand({ Bucket: 'photos-thumbnails', Key: 'trip/ü day+1.jpg' }),
-            );
-            return Buffer.from(await got.Body!.transformToByteArray());
-          },
-          60_000,
-        );
-        const meta = await sharp(thumbnail).metadata();
-        expect([meta.format, meta.width, meta.height]).toEqual(['jpeg', 200, 133]);
-      } finally {
-        s3.destroy();
-      }
+      // MinIO escapes keys differently from AWS: the handler still finds the object.
+      await uploadAndFindThumbnail(endpoint, 'trip/ü day+1.jpg', { width: 900, height: 600 });
       // MinIO keeps its objects in the working directory and stops with the local stack.
       expect(existsSync(join(dir, '.eddy', 'minio', 'photos'))).toBe(true);
       await proc!.stop(30_000);

@@ -23,7 +23,7 @@ import {
   PutBucketNotificationConfigurationCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
-import type { EmbeddedS3 } from './embedded-s3.js';
+import type { EmbeddedS3, LocalStoreOptions } from './embedded-s3.js';
 
 const setpriv = '/usr/bin/setpriv';
 
@@ -35,20 +35,11 @@ const postsInFlight = 16;
 /** The store's own entry in each bucket's notification configuration (triggers write none here). */
 const entryId = 'eddy-local';
 
-export interface EmbeddedMinioOptions {
+export interface EmbeddedMinioOptions extends LocalStoreOptions {
   /** The `minio` executable. */
   binary: string;
-  port: number;
-  host: string;
-  /** Where objects are kept. */
-  directory: string;
-  accessKeyId: string;
-  secretAccessKey: string;
-  /** Made at start when missing. */
-  buckets: string[];
   /** Where every S3 event is posted (the gateway's `/sources/s3`), and the bearer token. */
   intake: { url: string; token: string };
-  log: (message: string) => void;
   /** How long MinIO may take to become ready. */
   startTimeoutMs?: number;
 }

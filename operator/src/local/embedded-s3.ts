@@ -9,7 +9,8 @@ import nodeModule from 'node:module';
 import { setTimeout as wait } from 'node:timers/promises';
 import { encodeS3Key } from '../sources/s3-events.js';
 
-export interface EmbeddedS3Options {
+/** What the local stack's stores (s3rver, MinIO) are started with. */
+export interface LocalStoreOptions {
   port: number;
   host: string;
   /** Where objects are kept. */
@@ -18,9 +19,12 @@ export interface EmbeddedS3Options {
   secretAccessKey: string;
   /** Made at start when missing. */
   buckets: string[];
+  log: (message: string) => void;
+}
+
+export interface EmbeddedS3Options extends LocalStoreOptions {
   /** Where every S3 event is posted (the gateway's `/sources/s3`), and the bearer token. */
   intake: () => { url: string; token: string } | undefined;
-  log: (message: string) => void;
 }
 
 export interface EmbeddedS3 {
