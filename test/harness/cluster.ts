@@ -14,8 +14,17 @@
  * in the cache, so the next start tears down what a crashed run left: processes, containers,
  * mounts, iptables chains (KUBE-*, CNI-*), the bridge and the kubelet's fixed paths.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile, readdir, readlink } from 'node:fs/promises';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import {
+  mkdir,
+  mkdtemp,
+  readFile,
+  rename,
+  rm,
+  writeFile,
+  readdir,
+  readlink,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
@@ -41,6 +50,7 @@ interface ClusterRecord {
   dir: string;
   sysctls: Record<string, string>;
   createdPaths: string[];
+  createdCgroups?: string[];
 }
 
 export interface Cluster {
@@ -60,6 +70,24 @@ const sysctlPaths = {
   forward: '/proc/sys/net/ipv4/ip_forward',
   bridgeNf: '/proc/sys/net/bridge/bridge-nf-call-iptables',
 };
+/** Kernel settings the kubelet sets to its own defaults at start: restored at teardown. */
+const kubeletSysctls = [
+  '/proc/sys/vm/overcommit_memory',
+  '/proc/sys/vm/panic_on_oom',
+  '/proc/sys/kernel/panic',
+  '/proc/sys/kernel/panic_on_oops',
+  '/proc/sys/kernel/keys/root_maxkeys',
+  '/proc/sys/kernel/keys/root_maxbytes',
+];
+/** cgroup v1 controllers' kubepods hierarchies, and cgroup v2's, that the kubelet makes. */
+const kubepodsCgroups = () =>
+  existsSync('/sys/fs/cgroup/cgroup.controllers')
+    ? ['/sys/fs/cgroup/kubepods']
+    : readdirSync('/sys/fs/cgroup').map((c) => join('/sys/fs/cgroup', c, 'kubepods'));
+/** Where the cluster's directories are made: the record's `dir` must be one. */
+const clusterDirPattern = /^\/tmp\/eddy-cluster-[A-Za-z0-9]{6}$/;
+/** Chains of the cluster's own making; the filter table's input guard is EDDY-INPUT. */
+const chainPrefixes = ['KUBE-', 'CNI-', 'EDDY-'];
 
 async function sh(script: string, timeoutMs = 60_000): Promise<string> {
   return run('bash', ['-o', 'pipefail', '-c', script], { timeoutMs });
@@ -73,30 +101,46 @@ async function quiet(script: string): Promise<void> {
   }
 }
 
+/** Chains named `prefix*` in IPv4 and IPv6 tables, as `family table chain`. */
+async function chainsNamed(prefix: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const family of ['iptables', 'ip6tables']) {
+    for (const table of ['filter', 'nat', 'mangle']) {
+      const saved = await run(`${family}-save`, ['-t', table]).catch(() => '');
+      for (const l of saved.split('\n')) {
+        if (l.startsWith(`:${prefix}`))
+          found.push(`${family} ${table} ${l.slice(1).split(' ')[0]}`);
+      }
+    }
+  }
+  return found;
+}
+
 /** Removes the rules that jump to chains named `prefix*`, then those chains, in every table. */
 async function removeChains(prefix: string): Promise<void> {
-  for (const table of ['filter', 'nat', 'mangle']) {
-    let saved: string;
-    try {
-      saved = await run('iptables-save', ['-t', table]);
-    } catch {
-      continue;
+  for (const family of ['iptables', 'ip6tables'])
+    for (const table of ['filter', 'nat', 'mangle']) {
+      let saved: string;
+      try {
+        saved = await run(`${family}-save`, ['-t', table]);
+      } catch {
+        continue;
+      }
+      const lines = saved.split('\n');
+      const chains = lines
+        .filter((l) => l.startsWith(`:${prefix}`))
+        .map((l) => l.slice(1).split(' ')[0]!);
+      if (chains.length === 0) continue;
+      // Rules in built-in chains (and in other tools' chains) that jump to ours go first.
+      for (const l of lines) {
+        const m = /^-A (\S+) (.*)$/.exec(l);
+        if (!m || m[1]!.startsWith(prefix)) continue;
+        if (!new RegExp(`-j ${prefix}`).test(m[2]!)) continue;
+        await quiet(`${family} -t ${table} -D ${m[1]} ${m[2]}`);
+      }
+      for (const c of chains) await quiet(`${family} -t ${table} -F ${c}`);
+      for (const c of chains) await quiet(`${family} -t ${table} -X ${c}`);
     }
-    const lines = saved.split('\n');
-    const chains = lines
-      .filter((l) => l.startsWith(`:${prefix}`))
-      .map((l) => l.slice(1).split(' ')[0]!);
-    if (chains.length === 0) continue;
-    // Rules in built-in chains (and in other tools' chains) that jump to ours go first.
-    for (const l of lines) {
-      const m = /^-A (\S+) (.*)$/.exec(l);
-      if (!m || m[1]!.startsWith(prefix)) continue;
-      if (!new RegExp(`-j ${prefix}`).test(m[2]!)) continue;
-      await quiet(`iptables -t ${table} -D ${m[1]} ${m[2]}`);
-    }
-    for (const c of chains) await quiet(`iptables -t ${table} -F ${c}`);
-    for (const c of chains) await quiet(`iptables -t ${table} -X ${c}`);
-  }
 }
 
 /** Mount points at or under `dir`, deepest first. */
@@ -139,7 +183,20 @@ async function removeContainers(socket: string): Promise<void> {
 /** Removes everything a cluster recorded in `record` left on the machine. */
 async function teardown(record: ClusterRecord): Promise<void> {
   const { dir } = record;
+  if (!clusterDirPattern.test(dir)) {
+    throw new Error(
+      `${stateFile} names ${JSON.stringify(dir)}, not a cluster directory (/tmp/eddy-cluster-*): delete that file, then remove what it left by hand`,
+    );
+  }
   await removeContainers(join(dir, 'containerd.sock'));
+  // With containerd gone (a killed run), runc still knows the containers under its root here:
+  // their processes outlive the shims otherwise.
+  for (const ns of existsSync(join(dir, 'runc')) ? readdirSync(join(dir, 'runc')) : []) {
+    const root = join(dir, 'runc', ns);
+    await quiet(
+      `for c in $(runc --root '${root}' list -q); do runc --root '${root}' delete --force "$c"; done`,
+    );
+  }
   for (const pid of await processesUsing(dir)) {
     try {
       process.kill(pid, 'SIGKILL');
@@ -149,13 +206,16 @@ async function teardown(record: ClusterRecord): Promise<void> {
   }
   await sleep(200);
   for (const m of mountsUnder(dir)) await quiet(`umount -l '${m}'`);
-  for (const p of kubeletFixedPaths)
+  for (const p of record.createdPaths)
     for (const m of mountsUnder(p)) await quiet(`umount -l '${m}'`);
   const proxy = goBinaryPath(goBinaries.kubeProxy);
   if (existsSync(proxy)) await quiet(`'${proxy}' --cleanup`);
-  await removeChains('KUBE-');
-  await removeChains('CNI-');
+  for (const prefix of chainPrefixes) await removeChains(prefix);
   await quiet(`ip link del ${bridgeName}`);
+  // The pods' cgroups, children first, where the run made the hierarchy.
+  for (const cg of record.createdCgroups ?? []) {
+    await quiet(`[ -d '${cg}' ] && find '${cg}' -depth -type d -exec rmdir {} +`);
+  }
   for (const [path, value] of Object.entries(record.sysctls)) {
     await writeFile(path, value).catch(() => undefined);
   }
@@ -176,12 +236,40 @@ async function teardown(record: ClusterRecord): Promise<void> {
 /** Tears down what an earlier run left, when it did not get to do so itself. */
 export async function removeLeftovers(): Promise<void> {
   if (existsSync(stateFile)) {
-    const record = JSON.parse(await readFile(stateFile, 'utf8')) as ClusterRecord;
+    let record: ClusterRecord;
+    try {
+      record = JSON.parse(await readFile(stateFile, 'utf8')) as ClusterRecord;
+    } catch (err) {
+      throw new Error(
+        `${stateFile} cannot be read (${err instanceof Error ? err.message : String(err)}): delete it, then remove /tmp/eddy-cluster-* and the bridge ${bridgeName} by hand`,
+      );
+    }
     console.log(`removing a cluster an earlier run left in ${record.dir}`);
     await teardown(record);
   }
   // A bridge without a record is ours all the same (nothing else names one eddy0).
   await quiet(`ip link show ${bridgeName} >/dev/null 2>&1 && ip link del ${bridgeName}`);
+}
+
+/**
+ * Refuses to start where another Kubernetes or CNI network is active, or where the cluster's
+ * networks are in use: the teardown removes chains by name and the bridge takes the routes.
+ */
+async function checkHostIsFree(): Promise<void> {
+  const chains = (await Promise.all(chainPrefixes.map(chainsNamed))).flat();
+  if (chains.length > 0) {
+    throw new Error(
+      `iptables chains of another Kubernetes or CNI network are present (${chains.slice(0, 3).join('; ')}${chains.length > 3 ? ', ...' : ''}): stop it, or run the cluster tests on a machine without one`,
+    );
+  }
+  const routes = (await run('ip', ['-4', 'route', 'show']))
+    .split('\n')
+    .filter((l) => /^(10\.244\.|10\.96\.)/.test(l));
+  if (routes.length > 0) {
+    throw new Error(
+      `the cluster's networks ${podCidr} and ${serviceCidr} are in use here (route ${routes[0]}): free them, or run the cluster tests on another machine`,
+    );
+  }
 }
 
 /** The pause image in the local Docker engine, from the compiled binary, unless present. */
@@ -362,14 +450,18 @@ async function nodeReady(kc: k8s.KubeConfig): Promise<boolean> {
 export async function startCluster(options: { images?: string[] } = {}): Promise<Cluster> {
   const progress = startProgress('one-node cluster');
   await removeLeftovers();
+  await checkHostIsFree();
   await mkdir(cacheRoot, { recursive: true });
   const dir = await mkdtemp('/tmp/eddy-cluster-');
-  const record: ClusterRecord = { dir, sysctls: {}, createdPaths: [] };
+  const record: ClusterRecord = { dir, sysctls: {}, createdPaths: [], createdCgroups: [] };
   for (const p of kubeletFixedPaths) if (!existsSync(p)) record.createdPaths.push(p);
-  for (const path of Object.values(sysctlPaths)) {
+  for (const cg of kubepodsCgroups()) if (!existsSync(cg)) record.createdCgroups!.push(cg);
+  for (const path of [...Object.values(sysctlPaths), ...kubeletSysctls]) {
     if (existsSync(path)) record.sysctls[path] = (await readFile(path, 'utf8')).trim();
   }
-  await writeFile(stateFile, JSON.stringify(record));
+  // Written whole or not at all: a run killed meanwhile leaves no half a record.
+  await writeFile(`${stateFile}.partial`, JSON.stringify(record));
+  await rename(`${stateFile}.partial`, stateFile);
   const socket = join(dir, 'containerd.sock');
   const processes: ManagedProcess[] = [];
   let kube: Kube | undefined;
@@ -391,6 +483,18 @@ export async function startCluster(options: { images?: string[] } = {}): Promise
     );
     await writeFile(sysctlPaths.forward, '1');
     if (existsSync(sysctlPaths.bridgeNf)) await writeFile(sysctlPaths.bridgeNf, '1');
+    // The bridge's addresses answer only on the bridge and to this machine itself, whatever
+    // other interface a packet for them arrives on.
+    await sh(
+      [
+        'iptables -N EDDY-INPUT',
+        'iptables -A EDDY-INPUT -i lo -j RETURN',
+        `iptables -A EDDY-INPUT -i ${bridgeName} -j RETURN`,
+        `iptables -A EDDY-INPUT -d ${podCidr} -j DROP`,
+        `iptables -A EDDY-INPUT -d ${serviceCidr} -j DROP`,
+        'iptables -I INPUT -j EDDY-INPUT',
+      ].join(' && '),
+    );
 
     progress.update('control plane');
     kube = await startKube({

@@ -123,7 +123,10 @@ export async function startEmbeddedMinio(o: EmbeddedMinioOptions): Promise<Embed
       throw new Error(`MinIO (${o.binary}) ended (${exited}): ${lines.join(' / ')}`);
     }
     try {
-      if ((await fetch(`${endpoint}/minio/health/ready`)).ok) break;
+      if (
+        (await fetch(`${endpoint}/minio/health/ready`, { signal: AbortSignal.timeout(1_000) })).ok
+      )
+        break;
     } catch {
       // not listening yet
     }
