@@ -27,6 +27,7 @@ import { buildProjectImages } from '../harness/images.js';
 import { s3Client, startMinio, type Minio } from '../harness/minio.js';
 import { run, tail } from '../harness/proc.js';
 import { canRun } from '../harness/suite.js';
+import { thumbnailManifest } from '../harness/thumbnail.js';
 import { waitFor } from '../harness/wait.js';
 
 /** Polls `probe` until it is true; fails after `timeoutMs`, naming what it waited for. */
@@ -352,14 +353,7 @@ spec:
     for (const bucket of ['photos', 'photos-thumbnails']) {
       await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     }
-    const manifest = (
-      await import('node:fs/promises').then((fs) =>
-        fs.readFile(join(projectRoot, 'examples', 'thumbnail', 'function.yaml'), 'utf8'),
-      )
-    )
-      .replaceAll('http://127.0.0.1:9000', minio.endpoint)
-      .replaceAll(/\b(value|accessKeyId): eddy\b(?!secret)/g, `$1: ${minio.accessKeyId}`)
-      .replaceAll(/\b(value|secretAccessKey): eddysecret\b/g, `$1: ${minio.secretAccessKey}`);
+    const manifest = await thumbnailManifest(minio);
     expect(manifest).toContain(minio.endpoint);
     expect(manifest).not.toMatch(/eddysecret|(value|accessKeyId): eddy\b/);
     await apply('thumbnail', manifest);

@@ -61,8 +61,6 @@ export interface Cluster {
   processes: ManagedProcess[];
   /** Runs the harness's kubectl against the cluster as the admin; resolves with its output. */
   kubectl(args: string[], options?: { timeoutMs?: number }): Promise<string>;
-  /** Copies images from the local Docker engine into the node's containerd. */
-  importImages(tags: string[]): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -101,14 +99,14 @@ async function quiet(script: string): Promise<void> {
   }
 }
 
-/** Chains named `prefix*` in IPv4 and IPv6 tables, as `family table chain`. */
-async function chainsNamed(prefix: string): Promise<string[]> {
+/** Chains whose names start with one of `prefixes`, in IPv4 and IPv6 tables, as `family table chain`. */
+async function chainsNamed(prefixes: string[]): Promise<string[]> {
   const found: string[] = [];
   for (const family of ['iptables', 'ip6tables']) {
     for (const table of ['filter', 'nat', 'mangle']) {
       const saved = await run(`${family}-save`, ['-t', table]).catch(() => '');
       for (const l of saved.split('\n')) {
-        if (l.startsWith(`:${prefix}`))
+        if (prefixes.some((prefix) => l.startsWith(`:${prefix}`)))
           found.push(`${family} ${table} ${l.slice(1).split(' ')[0]}`);
       }
     }
@@ -256,7 +254,7 @@ export async function removeLeftovers(): Promise<void> {
  * networks are in use: the teardown removes chains by name and the bridge takes the routes.
  */
 async function checkHostIsFree(): Promise<void> {
-  const chains = (await Promise.all(chainPrefixes.map(chainsNamed))).flat();
+  const chains = await chainsNamed(chainPrefixes);
   if (chains.length > 0) {
     throw new Error(
       `iptables chains of another Kubernetes or CNI network are present (${chains.slice(0, 3).join('; ')}${chains.length > 3 ? ', ...' : ''}): stop it, or run the cluster tests on a machine without one`,
@@ -549,17 +547,26 @@ export async function startCluster(options: { images?: string[] } = {}): Promise
     );
     await identity(kube, 'kube-proxy', '/CN=system:kube-proxy', join(dir, 'kube-proxy.kubeconfig'));
 
+    /** Starts one of the node's processes, its log in the run's directory. */
+    const launch = (name: string, command: string, args: string[]) => {
+      const p = startProcess(name, command, args, join(dir, `${name}.log`));
+      processes.push(p);
+      return p;
+    };
+    /** A control-plane component's flags to talk to the API server as itself. */
+    const clientFlags = (kubeconfig: string) =>
+      ['kubeconfig', 'authentication-kubeconfig', 'authorization-kubeconfig'].map(
+        (flag) => `--${flag}=${join(dir, kubeconfig)}`,
+      );
+
     progress.update('containerd');
     await mkdir(join(dir, 'cni', 'net.d'), { recursive: true });
     await writeFile(join(dir, 'cni', 'net.d', '10-eddy.conflist'), cniConfig(dir));
     await writeFile(join(dir, 'containerd.toml'), containerdConfig(dir, socket));
-    const containerd = startProcess(
-      'containerd',
-      '/usr/bin/containerd',
-      ['--config', join(dir, 'containerd.toml')],
-      join(dir, 'containerd.log'),
-    );
-    processes.push(containerd);
+    const containerd = launch('containerd', '/usr/bin/containerd', [
+      '--config',
+      join(dir, 'containerd.toml'),
+    ]);
     await waitUntilReady(
       containerd,
       async () => {
@@ -570,18 +577,15 @@ export async function startCluster(options: { images?: string[] } = {}): Promise
       200,
     );
 
-    const importImages = async (tags: string[]) => {
-      await ensureDockerd();
-      progress.update(`importing ${tags.join(', ')}`);
-      // One archive: layers the images share (the base image's) travel once.
-      await sh(
-        `'${dockerCli}' save ${tags.map((t) => `'${t}'`).join(' ')} | ctr --address '${socket}' -n k8s.io images import -`,
-        300_000,
-      );
-    };
     await ensureDockerd();
     await ensurePauseImage(dir);
-    await importImages([pauseImage, ...(options.images ?? [])]);
+    const images = [pauseImage, ...(options.images ?? [])];
+    progress.update(`importing ${images.join(', ')}`);
+    // One archive: layers the images share (the base image's) travel once.
+    await sh(
+      `'${dockerCli}' save ${images.map((t) => `'${t}'`).join(' ')} | ctr --address '${socket}' -n k8s.io images import -`,
+      300_000,
+    );
 
     progress.update('node');
     const [kubeletPort, kubeletHealthz, cmPort, schedPort, proxyHealthz, proxyMetrics] =
@@ -590,28 +594,20 @@ export async function startCluster(options: { images?: string[] } = {}): Promise
       join(dir, 'kubelet.yaml'),
       kubeletConfig(dir, pki, socket, kubeletPort, kubeletHealthz),
     );
-    const kubelet = startProcess(
-      'kubelet',
-      goBinaryPath(goBinaries.kubelet),
-      [
-        `--config=${join(dir, 'kubelet.yaml')}`,
-        `--kubeconfig=${join(dir, 'kubelet.kubeconfig')}`,
-        `--root-dir=${join(dir, 'kubelet')}`,
-        `--cert-dir=${join(dir, 'kubelet-pki')}`,
-        `--hostname-override=${nodeName}`,
-        `--node-ip=${nodeIp}`,
-        '--v=1',
-      ],
-      join(dir, 'kubelet.log'),
-    );
-    processes.push(kubelet);
-    const controllerManager = startProcess(
+    const kubelet = launch('kubelet', goBinaryPath(goBinaries.kubelet), [
+      `--config=${join(dir, 'kubelet.yaml')}`,
+      `--kubeconfig=${join(dir, 'kubelet.kubeconfig')}`,
+      `--root-dir=${join(dir, 'kubelet')}`,
+      `--cert-dir=${join(dir, 'kubelet-pki')}`,
+      `--hostname-override=${nodeName}`,
+      `--node-ip=${nodeIp}`,
+      '--v=1',
+    ]);
+    const controllerManager = launch(
       'kube-controller-manager',
       goBinaryPath(goBinaries.kubeControllerManager),
       [
-        `--kubeconfig=${join(dir, 'controller-manager.kubeconfig')}`,
-        `--authentication-kubeconfig=${join(dir, 'controller-manager.kubeconfig')}`,
-        `--authorization-kubeconfig=${join(dir, 'controller-manager.kubeconfig')}`,
+        ...clientFlags('controller-manager.kubeconfig'),
         '--bind-address=127.0.0.1',
         `--secure-port=${cmPort}`,
         '--leader-elect=false',
@@ -624,31 +620,17 @@ export async function startCluster(options: { images?: string[] } = {}): Promise
           'serviceaccount-token-controller,root-ca-certificate-publisher-controller,' +
           'pod-garbage-collector-controller,node-lifecycle-controller',
       ],
-      join(dir, 'kube-controller-manager.log'),
     );
-    processes.push(controllerManager);
-    const scheduler = startProcess(
-      'kube-scheduler',
-      goBinaryPath(goBinaries.kubeScheduler),
-      [
-        `--kubeconfig=${join(dir, 'scheduler.kubeconfig')}`,
-        `--authentication-kubeconfig=${join(dir, 'scheduler.kubeconfig')}`,
-        `--authorization-kubeconfig=${join(dir, 'scheduler.kubeconfig')}`,
-        '--bind-address=127.0.0.1',
-        `--secure-port=${schedPort}`,
-        '--leader-elect=false',
-      ],
-      join(dir, 'kube-scheduler.log'),
-    );
-    processes.push(scheduler);
+    launch('kube-scheduler', goBinaryPath(goBinaries.kubeScheduler), [
+      ...clientFlags('scheduler.kubeconfig'),
+      '--bind-address=127.0.0.1',
+      `--secure-port=${schedPort}`,
+      '--leader-elect=false',
+    ]);
     await writeFile(join(dir, 'kube-proxy.yaml'), kubeProxyConfig(dir, proxyHealthz, proxyMetrics));
-    const proxy = startProcess(
-      'kube-proxy',
-      goBinaryPath(goBinaries.kubeProxy),
-      [`--config=${join(dir, 'kube-proxy.yaml')}`],
-      join(dir, 'kube-proxy.log'),
-    );
-    processes.push(proxy);
+    launch('kube-proxy', goBinaryPath(goBinaries.kubeProxy), [
+      `--config=${join(dir, 'kube-proxy.yaml')}`,
+    ]);
 
     const nodeStarted = Date.now();
     await waitUntilReady(kubelet, () => nodeReady(kube!.kubeConfig), 120_000, 250);
@@ -678,7 +660,6 @@ export async function startCluster(options: { images?: string[] } = {}): Promise
           env: { ...process.env, KUBECONFIG: kubeconfigPath },
           timeoutMs: opts.timeoutMs ?? 60_000,
         }),
-      importImages,
       stop,
     };
   } catch (err) {

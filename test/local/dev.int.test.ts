@@ -85,6 +85,15 @@ async function startDev(
   return url;
 }
 
+/** An S3 client for the local stack's store, with the demo's key pair. */
+const demoS3Client = (endpoint: string) =>
+  new S3Client({
+    endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: 'eddy', secretAccessKey: 'eddysecret' },
+  });
+
 /**
  * Uploads a JPEG of `size` to photos/`key` with the demo's key pair, waits for its
  * thumbnail in photos-thumbnails and checks it is a 200-pixel-wide JPEG of the same aspect.
@@ -94,12 +103,7 @@ async function uploadAndFindThumbnail(
   key: string,
   size: { width: number; height: number },
 ): Promise<void> {
-  const s3 = new S3Client({
-    endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: 'eddy', secretAccessKey: 'eddysecret' },
-  });
+  const s3 = demoS3Client(endpoint);
   try {
     const photo = await sharp({
       create: { ...size, channels: 3, background: { r: 200, g: 80, b: 40 } },
@@ -221,12 +225,7 @@ stringData: {accessKeyId: eddy, secretAccessKey: eddysecret}
     );
     await startDev([file], ['--s3-port', String(s3Port)]);
     expect(proc!.log()).toContain(`S3 store on ${endpoint} (access key eddy, secret eddysecret)`);
-    const s3 = new S3Client({
-      endpoint,
-      region: 'us-east-1',
-      forcePathStyle: true,
-      credentials: { accessKeyId: 'eddy', secretAccessKey: 'eddysecret' },
-    });
+    const s3 = demoS3Client(endpoint);
     try {
       await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'beach day.jpg', Body: 'x' }));
       await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'notes.txt', Body: 'x' }));
