@@ -10,8 +10,15 @@ export const gatewayErrors = {
   NotFound: errorCodes.NotFound,
   /** A malformed event at a source's intake (an S3 notification body, say). */
   InvalidEvent: errorCodes.InvalidEvent,
-  /** A source's intake without the right bearer token. */
+  /**
+   * No bearer token, or one that is not valid: an invocation or listing without a Kubernetes
+   * token the API server accepts, or a source's intake without its own token.
+   */
   Unauthorized: { status: 401, errorType: 'UnauthorizedException', functionError: false },
+  /** The caller is known but RBAC does not let it invoke the function (Lambda's IAM denial). */
+  Forbidden: { status: 403, errorType: 'AccessDeniedException', functionError: false },
+  /** The gateway could not ask the API server who the caller is or what it may do. */
+  AuthUnavailable: { status: 503, errorType: 'EddyAuthUnavailable', functionError: false },
   /** A source's intake could not finish delivering: the sender should keep the event and retry. */
   DeliveryIncomplete: { status: 503, errorType: 'EddyDeliveryIncomplete', functionError: false },
   MethodNotAllowed: errorCodes.MethodNotAllowed,

@@ -1,0 +1,89 @@
+import { describe, expect, it } from 'vitest';
+import { GatewayError } from '../gateway/errors.js';
+import {
+  authorize,
+  bearerToken,
+  noAuth,
+  visibleTo,
+  type Access,
+  type Authorizer,
+  type Caller,
+} from './authorizer.js';
+
+/** A caller whose grants are a list of `verb namespace [name]`; '' namespace is cluster-wide. */
+function callerWith(grants: string[]): Caller & { asked: string[] } {
+  const asked: string[] = [];
+  const key = (a: Access) => [a.verb, a.namespace, a.name].filter((x) => x !== undefined).join(' ');
+  return {
+    identity: { username: 'system:serviceaccount:photos:ci' },
+    asked,
+    may: (a) => {
+      asked.push(key(a));
+      return Promise.resolve(grants.includes(key(a)));
+    },
+  };
+}
+
+const fns = [
+  { namespace: 'photos', name: 'thumbnail' },
+  { namespace: 'photos', name: 'resize' },
+  { namespace: 'billing', name: 'invoice' },
+];
+
+describe('authorize', () => {
+  const as = (caller: Caller): Authorizer => ({
+    mode: 'kubernetes',
+    authenticate: () => Promise.resolve(caller),
+  });
+
+  it('returns the identity when the caller may, and a 403 naming verb, resource and namespace when not', async () => {
+    const caller = callerWith(['invoke photos thumbnail']);
+    await expect(
+      authorize(as(caller), {}, { verb: 'invoke', namespace: 'photos', name: 'thumbnail' }),
+    ).resolves.toEqual(caller.identity);
+    const err = await authorize(
+      as(caller),
+      {},
+      { verb: 'invoke', namespace: 'photos', name: 'resize' },
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(GatewayError);
+    expect((err as GatewayError).status).toBe(403);
+    expect((err as GatewayError).errorType).toBe('AccessDeniedException');
+    expect((err as GatewayError).message).toMatch(
+      /^system:serviceaccount:photos:ci may not invoke functions\.eddy\.dev "resize" in namespace photos: .*verb invoke on resource functions \(group eddy\.dev\) in namespace photos/,
+    );
+  });
+
+  it('lets everyone do everything with auth off', async () => {
+    await expect(
+      authorize(noAuth, {}, { verb: 'invoke', namespace: 'x', name: 'y' }),
+    ).resolves.toBeDefined();
+  });
+});
+
+describe('visibleTo', () => {
+  it('shows everything to a caller who may get functions cluster-wide, with one question', async () => {
+    const c = callerWith(['get ']);
+    expect(await visibleTo(c, fns)).toEqual(fns);
+    expect(c.asked).toEqual(['get ']);
+  });
+
+  it('shows whole namespaces, and single functions granted by name', async () => {
+    const c = callerWith(['get billing', 'get photos resize']);
+    expect(await visibleTo(c, fns)).toEqual([fns[1], fns[2]]);
+  });
+
+  it('shows nothing to a caller with no grant', async () => {
+    expect(await visibleTo(callerWith([]), fns)).toEqual([]);
+  });
+});
+
+describe('bearerToken', () => {
+  it('takes the token of an Authorization: Bearer header only', () => {
+    expect(bearerToken({ authorization: 'Bearer abc.def' })).toBe('abc.def');
+    expect(bearerToken({ authorization: 'bearer abc' })).toBe('abc');
+    expect(bearerToken({ authorization: 'Basic abc' })).toBeUndefined();
+    expect(bearerToken({ authorization: 'Bearer ' })).toBeUndefined();
+    expect(bearerToken({})).toBeUndefined();
+  });
+});

@@ -1,0 +1,124 @@
+/**
+ * Who may invoke: the one question the gateway asks before every invocation and listing.
+ * Kubernetes' own authorizer is the model: a caller is authenticated once per request, then
+ * asked about attributes (verb, namespace, name) on `functions.eddy.dev`, so that
+ * `kubectl auth can-i invoke functions.eddy.dev/NAME -n NAMESPACE --as ...` answers the same.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import { gatewayError } from '../gateway/errors.js';
+
+/** The API group and resource every question is about. */
+export const functionsResource = { group: 'eddy.dev', resource: 'functions' } as const;
+
+/** The verb that lets a caller invoke a function (sync and async). */
+export const invokeVerb = 'invoke';
+
+/** What a caller asks to do: a verb on functions in a namespace, or on one function by name. */
+export interface Access {
+  verb: 'invoke' | 'get';
+  /** '' for every namespace. */
+  namespace: string;
+  /** Omitted: every function in the namespace. */
+  name?: string;
+}
+
+/** Who the API server says the caller is (TokenReview's user). */
+export interface Identity {
+  username: string;
+  uid?: string;
+  groups?: string[];
+  extra?: Record<string, string[]>;
+}
+
+export interface Caller {
+  identity: Identity;
+  /** Whether the caller may; throws a GatewayError (503) when that cannot be found out. */
+  may(access: Access): Promise<boolean>;
+}
+
+export interface Authorizer {
+  /** `kubernetes`: tokens and RBAC; `none`: everyone may do everything (the local stack). */
+  readonly mode: 'kubernetes' | 'none';
+  /**
+   * The caller whose bearer token the request carries. Throws the GatewayError `Unauthorized`
+   * (401) without a token or with one the API server does not accept.
+   */
+  authenticate(headers: IncomingHttpHeaders): Promise<Caller>;
+}
+
+/**
+ * The decision for one invocation: the caller's identity if it may, else the GatewayError
+ * `Unauthorized` (401) or `Forbidden` (403, naming what is missing).
+ */
+export async function authorize(
+  authorizer: Authorizer,
+  headers: IncomingHttpHeaders,
+  access: Access,
+): Promise<Identity> {
+  const caller = await authorizer.authenticate(headers);
+  if (await caller.may(access)) return caller.identity;
+  throw forbidden(caller.identity, access);
+}
+
+/** Only what `caller` may `get` of `functions`: whole namespaces first, then one by one. */
+export async function visibleTo<F extends { namespace: string; name: string }>(
+  caller: Caller,
+  functions: readonly F[],
+): Promise<F[]> {
+  if (functions.length === 0) return [];
+  if (await caller.may({ verb: 'get', namespace: '' })) return [...functions];
+  const namespaces = [...new Set(functions.map((f) => f.namespace))];
+  const whole = new Set<string>();
+  await Promise.all(
+    namespaces.map(async (namespace) => {
+      if (await caller.may({ verb: 'get', namespace })) whole.add(namespace);
+    }),
+  );
+  const seen = await Promise.all(
+    functions.map((f) =>
+      whole.has(f.namespace)
+        ? Promise.resolve(true)
+        : caller.may({ verb: 'get', namespace: f.namespace, name: f.name }),
+    ),
+  );
+  return functions.filter((_, i) => seen[i]);
+}
+
+export function forbidden(identity: Identity, access: Access) {
+  const what = `${access.verb} ${functionsResource.resource}.${functionsResource.group}${access.name !== undefined ? ` "${access.name}"` : ''}`;
+  const where = access.namespace === '' ? 'cluster-wide' : `in namespace ${access.namespace}`;
+  const grant =
+    access.verb === invokeVerb
+      ? `bind the ClusterRole eddy-invoker to it with a RoleBinding in ${access.namespace || 'the namespace'} (a Role with resourceNames grants single functions)`
+      : `grant it the verb ${access.verb} on ${functionsResource.resource}.${functionsResource.group} ${where}`;
+  return gatewayError(
+    'Forbidden',
+    `${identity.username} may not ${what} ${where}: it lacks the verb ${access.verb} on resource ${functionsResource.resource} (group ${functionsResource.group}) ${where}; ${grant}`,
+  );
+}
+
+/**
+ * The bearer token of `Authorization: Bearer <token>`; undefined without one. Only the first
+ * header counts, as the API server reads it.
+ */
+export function bearerToken(headers: IncomingHttpHeaders): string | undefined {
+  const v = headers.authorization;
+  if (v === undefined) return undefined;
+  const m = /^Bearer +(\S+) *$/i.exec(v);
+  return m?.[1];
+}
+
+/** Everyone may do everything: for the local stack on 127.0.0.1, and `gateway.auth: none`. */
+export const noAuth: Authorizer = {
+  mode: 'none',
+  authenticate: () => Promise.resolve(anyone),
+};
+
+const anyone: Caller = {
+  identity: { username: 'anyone (authentication off)' },
+  may: () => Promise.resolve(true),
+};
+
+/** The setting's values. */
+export const authModes = ['kubernetes', 'none'] as const;
+export type AuthMode = (typeof authModes)[number];
