@@ -21,6 +21,8 @@ const fn = (spec: FunctionSpec): EddyFunction => ({
 const settings = {
   runtimeImages: { nodejs20: 'rt:20', nodejs22: 'rt:22', nodejs24: 'rt:24' },
   gatewayUrl: 'http://gw:8080',
+  gatewayNamespace: 'eddy-system',
+  gatewayPodLabels: { 'app.kubernetes.io/component': 'operator' },
 };
 
 function podEnv(spec: FunctionSpec): Record<string, string> {

@@ -1,12 +1,13 @@
 /**
- * The shared informer caches of a process in a cluster: Functions, and the Deployments, Services
- * and ConfigMaps the operator manages. Started once by the manager and read by every runnable;
+ * The shared informer caches of a process in a cluster: Functions, and the Deployments, Services,
+ * NetworkPolicies and ConfigMaps the operator manages. Started once by the manager and read by every runnable;
  * the reconciler subscribes to their changes while it leads.
  */
 import {
   AppsV1Api,
   CoreV1Api,
   CustomObjectsApi,
+  NetworkingV1Api,
   type KubeConfig,
   type KubernetesListObject,
   type Informer,
@@ -14,15 +15,16 @@ import {
   type ObjectCache,
   type V1ConfigMap,
   type V1Deployment,
+  type V1NetworkPolicy,
   type V1Service,
 } from '@kubernetes/client-node';
 import { group, plural, version, type EddyFunction } from './api/types.js';
-import { fieldManager } from './controller/desired.js';
+import { fieldManager, functionLabel, managedByLabel } from './controller/desired.js';
 import { paginated, startInformer, type Resilient } from './controller/informers.js';
 import type { Caches } from './controller/reconciler.js';
 import type { FunctionStore } from './functions.js';
 
-export type CachedKind = 'Function' | 'Deployment' | 'Service' | 'ConfigMap';
+export type CachedKind = 'Function' | 'Deployment' | 'Service' | 'ConfigMap' | 'NetworkPolicy';
 export type CacheListener = (kind: CachedKind, obj: KubernetesObject, deleted: boolean) => void;
 
 export interface ClusterCaches extends Omit<Caches, 'deployments'> {
@@ -72,7 +74,12 @@ export class LazyClusterCaches {
   }
 }
 
-const managed = `app.kubernetes.io/managed-by=${fieldManager}`;
+const managed = `${managedByLabel}=${fieldManager}`;
+/**
+ * The Functions' own ConfigMaps (code): the sources' checkpoints carry the operator's label too,
+ * but not the function label, so that one written every second does not wake the reconciler.
+ */
+const managedCode = `${managed},${functionLabel}`;
 
 /** Starts the informers; resolves with the caches once each has its first full list. */
 export async function startClusterCaches(
@@ -92,9 +99,10 @@ export async function startClusterCaches(
   const custom = kc.makeApiClient(CustomObjectsApi);
   const apps = kc.makeApiClient(AppsV1Api);
   const core = kc.makeApiClient(CoreV1Api);
+  const networking = kc.makeApiClient(NetworkingV1Api);
   const common = { log, signal };
 
-  const [functions, deployments, services, configMaps] = await Promise.all([
+  const [functions, deployments, services, configMaps, networkPolicies] = await Promise.all([
     startInformer<EddyFunction>(kc, {
       ...common,
       ...emit('Function'),
@@ -135,9 +143,19 @@ export async function startClusterCaches(
       ...emit('ConfigMap'),
       name: 'configmaps',
       path: '/api/v1/configmaps',
+      labelSelector: managedCode,
+      list: paginated((page) =>
+        core.listConfigMapForAllNamespaces({ labelSelector: managedCode, ...page }),
+      ),
+    }),
+    startInformer<V1NetworkPolicy>(kc, {
+      ...common,
+      ...emit('NetworkPolicy'),
+      name: 'networkpolicies',
+      path: '/apis/networking.k8s.io/v1/networkpolicies',
       labelSelector: managed,
       list: paginated((page) =>
-        core.listConfigMapForAllNamespaces({ labelSelector: managed, ...page }),
+        networking.listNetworkPolicyForAllNamespaces({ labelSelector: managed, ...page }),
       ),
     }),
   ]);
@@ -153,6 +171,7 @@ export async function startClusterCaches(
     deployments,
     services,
     configMaps,
+    networkPolicies,
     onChange,
     store: informerStore(functions, onChange),
   };

@@ -50,16 +50,42 @@ function int(
   return n;
 }
 
+/** The labels of the chart's operator pods for the release `eddy`. */
+export const defaultGatewayPodLabels: Record<string, string> = {
+  'app.kubernetes.io/instance': 'eddy',
+  'app.kubernetes.io/component': 'operator',
+};
+
+/** `key=value,key=value`, as a label selector's equalities; at least one. */
+function labelSet(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  fallback: Record<string, string>,
+): Record<string, string> {
+  const raw = env[name]?.trim();
+  if (!raw) return { ...fallback };
+  const entries = raw.split(',').map((pair) => pair.trim().split('='));
+  if (entries.some((e) => e.length !== 2 || !e[0] || e[1] === undefined)) {
+    throw new Error(
+      `${name}=${JSON.stringify(raw)} is not allowed: use labels as key=value pairs separated by commas, such as app.kubernetes.io/component=operator`,
+    );
+  }
+  return Object.fromEntries(entries.map(([k, v]) => [k!.trim(), v!.trim()]));
+}
+
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSettings {
   // EDDY_RUNTIME_IMAGE names the runtime image with {runtime} for the Node.js version.
   const template = env.EDDY_RUNTIME_IMAGE ?? 'eddy/runtime:{runtime}';
   const runtimeImages = Object.fromEntries(
     runtimes.map((r) => [r, template.replaceAll('{runtime}', r)]),
   ) as Record<Runtime, string>;
+  const namespace = env.POD_NAMESPACE ?? 'eddy-system';
   return {
     runtimeImages,
     gatewayUrl: env.EDDY_GATEWAY_URL ?? 'http://eddy-gateway.eddy-system.svc:8080',
-    namespace: env.POD_NAMESPACE ?? 'eddy-system',
+    gatewayNamespace: namespace,
+    gatewayPodLabels: labelSet(env, 'EDDY_GATEWAY_POD_LABELS', defaultGatewayPodLabels),
+    namespace,
     identity: env.POD_NAME ?? `${hostname()}-${process.pid}`,
     resyncMs: int(env, 'EDDY_RESYNC_SECONDS', 600, 1, 86_400) * 1000,
     workers: int(env, 'EDDY_WORKERS', 4, 1, 64),

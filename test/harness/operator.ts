@@ -8,7 +8,7 @@ import { run, startProcess, type ManagedProcess } from './proc.js';
 import type { Controller } from '../../operator/src/controller/controller.js';
 import type { Cleaner } from '../../operator/src/controller/reconciler.js';
 import { runOperator } from '../../operator/src/operator.js';
-import type { OperatorSettings } from '../../operator/src/settings.js';
+import { defaultGatewayPodLabels, type OperatorSettings } from '../../operator/src/settings.js';
 
 export const releaseNamespace = 'eddy-system';
 export const operatorAccount = 'eddy-operator';
@@ -42,6 +42,8 @@ export const testSettings = (
     nodejs24: 'eddy/runtime:nodejs24',
   },
   gatewayUrl: 'http://eddy-gateway.eddy-system.svc:8080',
+  gatewayNamespace: releaseNamespace,
+  gatewayPodLabels: { ...defaultGatewayPodLabels },
   namespace: releaseNamespace,
   identity,
   resyncMs: 600_000,

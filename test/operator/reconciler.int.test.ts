@@ -155,6 +155,52 @@ describe.skipIf(!canRun('kube'))(
       const cm = await core.readNamespacedConfigMap({ name: 'thumbnail-code', namespace: ns });
       expect(cm.data).toEqual({ 'index.mjs': 'export const handler = async () => "ok";' });
 
+      // Its pods take traffic from the gateway's pods only (enforced where the CNI implements
+      // NetworkPolicy; here the object is what there is to check).
+      const policy = await admin
+        .makeApiClient(k8s.NetworkingV1Api)
+        .readNamespacedNetworkPolicy({ name: 'thumbnail', namespace: ns });
+      expect(policy.metadata!.labels).toMatchObject({
+        'eddy.dev/function': 'thumbnail',
+        'app.kubernetes.io/managed-by': 'eddy-operator',
+      });
+      expect(policy.metadata!.ownerReferences).toEqual([
+        expect.objectContaining({
+          apiVersion: 'eddy.dev/v1alpha1',
+          kind: 'Function',
+          name: 'thumbnail',
+          uid: d.metadata!.ownerReferences![0]!.uid,
+          controller: true,
+        }),
+      ]);
+      expect(policy.spec!.podSelector).toEqual(d.spec!.selector);
+      expect(policy.spec!.policyTypes).toEqual(['Ingress']);
+      expect(policy.spec!.ingress).toEqual([
+        {
+          _from: [
+            {
+              namespaceSelector: {
+                matchLabels: { 'kubernetes.io/metadata.name': 'eddy-system' },
+              },
+              podSelector: {
+                matchLabels: {
+                  'app.kubernetes.io/instance': 'eddy',
+                  'app.kubernetes.io/component': 'operator',
+                },
+              },
+            },
+          ],
+          ports: [{ protocol: 'TCP', port: 8080 }],
+        },
+      ]);
+      // Those labels select the chart's operator pods, the gateway.
+      const chartPods = (
+        await apps.readNamespacedDeployment({ name: 'eddy-operator', namespace: 'eddy-system' })
+      ).spec!.template.metadata!.labels!;
+      expect(chartPods).toMatchObject(
+        policy.spec!.ingress![0]!._from![0]!.podSelector!.matchLabels!,
+      );
+
       const fn = await settled('thumbnail');
       // Nothing outside the cluster to clean up: no finalizer to hold its deletion.
       expect(fn.metadata.finalizers ?? []).not.toContain('eddy.dev/cleanup');
@@ -183,7 +229,7 @@ describe.skipIf(!canRun('kube'))(
         return list.items.some((e) => e.reason === 'Created') ? list.items : undefined;
       });
       expect(events.filter((e) => e.reason === 'Created').map((e) => e.message)).toEqual([
-        'created ConfigMap thumbnail-code, Deployment thumbnail, Service thumbnail',
+        'created ConfigMap thumbnail-code, Deployment thumbnail, Service thumbnail, NetworkPolicy thumbnail',
       ]);
     });
 
@@ -298,6 +344,7 @@ describe.skipIf(!canRun('kube'))(
         'patch configmaps lean-code 201',
         'patch deployments lean 201',
         'patch functions/status lean 200',
+        'patch networkpolicies lean 201',
         'patch services lean 201',
       ]);
     });

@@ -11,6 +11,15 @@ describe('covers', () => {
     expect(covers({ a: 1 }, { a: 1, b: 2 })).toBe(false);
   });
 
+  it("reads a field the client's models rename under the API's name too", () => {
+    const desired = { ingress: [{ _from: [{ podSelector: { matchLabels: { a: 'b' } } }] }] };
+    const watched = { ingress: [{ from: [{ podSelector: { matchLabels: { a: 'b' } } }] }] };
+    expect(covers(watched, desired)).toBe(true);
+    expect(covers(desired, desired)).toBe(true);
+    const other = { ingress: [{ from: [{ podSelector: { matchLabels: { a: 'c' } } }] }] };
+    expect(covers(other, desired)).toBe(false);
+  });
+
   it('compares quantities by value', () => {
     expect(covers({ memory: '512Mi' }, { memory: '0.5Gi' })).toBe(true);
     expect(covers({ cpu: '1' }, { cpu: '1000m' })).toBe(true);

@@ -47,9 +47,16 @@ export function covers(live: unknown, desired: unknown): boolean {
   if (live === null || typeof live !== 'object' || Array.isArray(live)) return false;
   const l = live as Record<string, unknown>;
   return Object.entries(desired as Record<string, unknown>).every(
-    ([k, v]) => v === undefined || covers(l[k], v),
+    ([k, v]) => v === undefined || covers(l[k] ?? l[wireNames[k] ?? k], v),
   );
 }
+
+/**
+ * Fields client-node's models name otherwise than the API (reserved words): desired objects are
+ * typed with the model's name, while a cached object is in the model's form when it came from a
+ * list and in the API's when it came from a watch event.
+ */
+const wireNames: Record<string, string> = { _from: 'from', _except: 'except' };
 
 export function hashOf(obj: unknown): string {
   return createHash('sha256').update(JSON.stringify(obj)).digest('hex').slice(0, 20);

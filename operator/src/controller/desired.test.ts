@@ -4,6 +4,7 @@ import {
   cpuFor,
   desiredCodeConfigMap,
   desiredDeployment,
+  desiredNetworkPolicy,
   desiredService,
   functionUrl,
   type DesiredSettings,
@@ -12,6 +13,11 @@ import {
 const settings: DesiredSettings = {
   runtimeImages: { nodejs20: 'rt:20', nodejs22: 'rt:22', nodejs24: 'rt:24' },
   gatewayUrl: 'http://gw.eddy-system.svc:8080/',
+  gatewayNamespace: 'eddy-system',
+  gatewayPodLabels: {
+    'app.kubernetes.io/instance': 'eddy',
+    'app.kubernetes.io/component': 'operator',
+  },
 };
 
 const fn = (spec: FunctionSpec): EddyFunction => ({
@@ -166,5 +172,59 @@ describe('the other children', () => {
     expect(functionUrl(fn({ image: 'x' }), settings)).toBe(
       'http://gw.eddy-system.svc:8080/functions/photos/thumb',
     );
+  });
+
+  it('admits traffic to the pods only from the gateway pods in its namespace, on the runtime port', () => {
+    const policy = desiredNetworkPolicy(fn({ image: 'x' }), settings);
+    expect(policy.apiVersion).toBe('networking.k8s.io/v1');
+    expect(policy.spec).toEqual({
+      podSelector: { matchLabels: { 'eddy.dev/function': 'thumb' } },
+      policyTypes: ['Ingress'],
+      ingress: [
+        {
+          // One peer with both selectors: those pods in that namespace (two peers would admit
+          // any pod of the namespace, and pods so labelled anywhere).
+          _from: [
+            {
+              namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'eddy-system' } },
+              podSelector: {
+                matchLabels: {
+                  'app.kubernetes.io/instance': 'eddy',
+                  'app.kubernetes.io/component': 'operator',
+                },
+              },
+            },
+          ],
+          ports: [{ protocol: 'TCP', port: 8080 }],
+        },
+      ],
+    });
+    // Its pod selector is the Deployment's: the policy covers exactly the function's pods.
+    expect(policy.spec!.podSelector).toEqual(
+      desiredDeployment(fn({ image: 'x' }), settings).spec!.selector,
+    );
+  });
+
+  it('gives every child the owner reference and the label the admission policy requires', () => {
+    const f = fn({ code: { inline: 'x' } });
+    for (const child of [
+      desiredDeployment(f, settings),
+      desiredService(f),
+      desiredNetworkPolicy(f, settings),
+      desiredCodeConfigMap(f)!,
+    ]) {
+      expect(child.metadata!.namespace).toBe('photos');
+      expect(child.metadata!.labels!['app.kubernetes.io/managed-by']).toBe('eddy-operator');
+      expect(child.metadata!.ownerReferences).toEqual([
+        {
+          apiVersion: 'eddy.dev/v1alpha1',
+          kind: 'Function',
+          name: 'thumb',
+          uid: 'u-1',
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ]);
+    }
   });
 });

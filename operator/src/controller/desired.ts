@@ -1,6 +1,7 @@
 /**
  * The objects a Function owns, built from plain data: a Deployment of the runtime (or the
- * user's image), a ClusterIP Service, and a ConfigMap for inline code. No I/O here.
+ * user's image), a ClusterIP Service, a NetworkPolicy that admits only the gateway, and a
+ * ConfigMap for inline code. No I/O here.
  */
 import { createHash } from 'node:crypto';
 import type {
@@ -8,6 +9,7 @@ import type {
   V1Container,
   V1Deployment,
   V1EnvVar,
+  V1NetworkPolicy,
   V1OwnerReference,
   V1Service,
   V1Volume,
@@ -22,6 +24,10 @@ export interface DesiredSettings {
   runtimeImages: Record<Runtime, string>;
   /** Base URL of the gateway, such as http://eddy-gateway.eddy-system.svc:8080. */
   gatewayUrl: string;
+  /** The namespace the gateway's pods (the operator's) run in. */
+  gatewayNamespace: string;
+  /** Labels that select the gateway's pods in that namespace: the only peers a function takes traffic from. */
+  gatewayPodLabels: Record<string, string>;
 }
 
 export const fieldManager = 'eddy-operator';
@@ -32,13 +38,16 @@ export const codeDir = '/var/task';
 /** As on Lambda: one vCPU for every 1769 MiB of memory. */
 export const mebibytesPerVcpu = 1769;
 
+/** The label every object the operator writes carries; the chart's admission policy requires it. */
+export const managedByLabel = 'app.kubernetes.io/managed-by';
+
 export function labels(fn: EddyFunction): Record<string, string> {
   return {
     'app.kubernetes.io/name': 'eddy-function',
     'app.kubernetes.io/instance': fn.metadata.name,
     'app.kubernetes.io/component': 'function',
     'app.kubernetes.io/part-of': 'eddy',
-    'app.kubernetes.io/managed-by': fieldManager,
+    [managedByLabel]: fieldManager,
     [functionLabel]: fn.metadata.name,
   };
 }
@@ -97,6 +106,38 @@ export function desiredService(fn: EddyFunction): V1Service {
       type: 'ClusterIP',
       selector: { [functionLabel]: fn.metadata.name },
       ports: [{ name: 'http', port: runtimePort, targetPort: 'http', protocol: 'TCP' }],
+    },
+  };
+}
+
+/**
+ * Ingress to the function's pods from the gateway's pods only, on the runtime's port. Nothing else
+ * in the cluster (other functions included) reaches a function but through the gateway, where
+ * invocations are authenticated and counted. Enforced only where the CNI plugin implements
+ * NetworkPolicy.
+ */
+export function desiredNetworkPolicy(fn: EddyFunction, settings: DesiredSettings): V1NetworkPolicy {
+  return {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: meta(fn, fn.metadata.name),
+    spec: {
+      podSelector: { matchLabels: { [functionLabel]: fn.metadata.name } },
+      policyTypes: ['Ingress'],
+      ingress: [
+        {
+          // `from` on the wire: client-node's model renames the reserved word.
+          _from: [
+            {
+              namespaceSelector: {
+                matchLabels: { 'kubernetes.io/metadata.name': settings.gatewayNamespace },
+              },
+              podSelector: { matchLabels: { ...settings.gatewayPodLabels } },
+            },
+          ],
+          ports: [{ protocol: 'TCP', port: runtimePort }],
+        },
+      ],
     },
   };
 }

@@ -19,6 +19,7 @@ import {
   type ObjectCache,
   type V1ConfigMap,
   type V1Deployment,
+  type V1NetworkPolicy,
   type V1Service,
 } from '@kubernetes/client-node';
 import { group, plural, version, type EddyFunction, type FunctionStatus } from '../api/types.js';
@@ -27,6 +28,7 @@ import {
   codeConfigMapName,
   desiredCodeConfigMap,
   desiredDeployment,
+  desiredNetworkPolicy,
   desiredService,
   fieldManager,
   functionUrl,
@@ -60,6 +62,7 @@ export interface Caches {
   deployments: ObjectCache<V1Deployment>;
   services: ObjectCache<V1Service>;
   configMaps: ObjectCache<V1ConfigMap>;
+  networkPolicies: ObjectCache<V1NetworkPolicy>;
 }
 
 export interface ReconcilerDeps {
@@ -162,6 +165,7 @@ export class Reconciler {
       created,
     );
     await this.ensure(fn, caches.services, desiredService(fn), created);
+    await this.ensure(fn, caches.networkPolicies, desiredNetworkPolicy(fn, settings), created);
     if (created.length > 0)
       this.d.recorder.event(fn, 'Normal', 'Created', `created ${created.join(', ')}`);
     return deployment;

@@ -19,6 +19,7 @@ import {
 } from '@kubernetes/client-node';
 import type { EddyFunction } from '../api/types.js';
 import { apiVersion, kind } from '../api/types.js';
+import { fieldManager as operatorFieldManager, managedByLabel } from '../controller/desired.js';
 
 export type Checkpoint = Record<string, string>;
 
@@ -65,9 +66,11 @@ export function configMapCheckpoints(kc: KubeConfig): CheckpointStore {
         kind: 'ConfigMap',
         metadata: {
           ...ref(fn, trigger).metadata,
-          // Not the label the reconciler's cache selects: a checkpoint written every second must
-          // not wake the reconciler.
+          // The operator's label, which the chart's admission policy requires of every ConfigMap
+          // the operator writes; but not the function label the reconciler's cache also selects:
+          // a checkpoint written every second must not wake the reconciler.
           labels: {
+            [managedByLabel]: operatorFieldManager,
             'app.kubernetes.io/part-of': 'eddy',
             'app.kubernetes.io/component': 'source-checkpoint',
             'eddy.dev/source-function': fn.metadata.name,
