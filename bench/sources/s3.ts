@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { s3IntakePath, s3Source } from '../../operator/src/sources/s3.js';
+import { normaliseEndpoint } from '../../operator/src/sources/s3-stores.js';
 import { s3Client, startMinio } from '../../test/harness/minio.js';
 import { freePort } from '../../test/harness/ports.js';
 import { waitFor } from '../../test/harness/wait.js';
@@ -119,7 +120,12 @@ export const handler = async (event) => {
     );
     const stack = await startStack([fn], {
       gateway: { port, host: '127.0.0.1' },
-      sources: [s3Source({ webhookToken: token, webhookArn: m2.webhookArn }).factory],
+      sources: [
+        s3Source({
+          stores: [{ endpoints: [normaliseEndpoint(m2.endpoint)!], token }],
+          webhookArn: m2.webhookArn,
+        }).factory,
+      ],
       secrets: async () => ({ accessKeyId: m2.accessKeyId, secretAccessKey: m2.secretAccessKey }),
     });
     let eddy: number[];

@@ -4,7 +4,6 @@
  *
  *   node dist/operator/dev.js [--port 8080] <manifest files...>
  */
-import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +19,7 @@ import { findOnPath, startEmbeddedMinio } from './local/embedded-minio.js';
 import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
 import { s3IntakePath, s3Source } from './sources/s3.js';
+import { normaliseEndpoint } from './sources/s3-stores.js';
 import { scheduleSource } from './sources/schedule.js';
 import type { SourceFactory } from './sources/source.js';
 
@@ -113,10 +113,6 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 }
 manifests.watch(stop.signal);
 const sources: SourceFactory[] = [scheduleSource(), kinesisSource()];
-const settings = s3Settings();
-// The embedded store posts with a token of its own when none is set.
-const webhookToken =
-  settings.s3WebhookToken ?? (s3Port !== undefined ? randomBytes(24).toString('hex') : undefined);
 let gatewayUrl: string | undefined;
 let embedded: EmbeddedS3 | undefined;
 const buckets = values['s3-buckets'].split(',').filter((b) => b !== '');
@@ -143,22 +139,34 @@ if (s3Port !== undefined && !minioBinary) {
   }
 }
 const embeddedPort = minioBinary ? s3Port : embedded?.port;
+// The embedded store is registered under every name of this machine triggers may give it; it
+// posts with EDDY_S3_WEBHOOK_TOKEN, or a token of its own when none is set.
+const embeddedEndpoints =
+  embeddedPort === undefined
+    ? undefined
+    : [
+        ...new Set(
+          ['127.0.0.1', 'localhost', '[::1]', values.host].map(
+            (h) => `http://${h.includes(':') && !h.startsWith('[') ? `[${h}]` : h}:${embeddedPort}`,
+          ),
+        ),
+      ];
+let settings: ReturnType<typeof s3Settings>;
+try {
+  settings = s3Settings(process.env, embeddedEndpoints && { endpoints: embeddedEndpoints });
+} catch (err) {
+  console.error(`eddy: ${err instanceof Error ? err.message : String(err)}`);
+  await embedded?.close();
+  process.exit(1);
+}
+const webhookToken = settings.s3WebhookToken;
 const s3 = s3Source({
-  ...(webhookToken ? { webhookToken } : {}),
+  stores: settings.s3Stores,
   ...(settings.s3WebhookArn ? { webhookArn: settings.s3WebhookArn } : {}),
   // The embedded store posts every event itself: its buckets need no configuration.
-  postsEverything: (endpoint) => {
-    if (!endpoint || embeddedPort === undefined) return false;
-    try {
-      const u = new URL(endpoint);
-      return (
-        Number(u.port) === embeddedPort &&
-        ['127.0.0.1', 'localhost', '[::1]', values.host].includes(u.hostname)
-      );
-    } catch {
-      return false;
-    }
-  },
+  postsEverything: (endpoint) =>
+    embeddedEndpoints !== undefined &&
+    embeddedEndpoints.some((e) => normaliseEndpoint(e) === normaliseEndpoint(endpoint)),
 });
 sources.push(s3.factory, s3PollSource());
 let minioStarting: Promise<void> | undefined;

@@ -43,7 +43,7 @@ log(`${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`)
 const caches = new LazyClusterCaches(kc, log);
 const states = new TriggerStates();
 const sources: SourceFactory[] = [scheduleSource(), kinesisSource()];
-const s3 = s3Source({ webhookToken: settings.s3WebhookToken, webhookArn: settings.s3WebhookArn });
+const s3 = s3Source({ stores: settings.s3Stores ?? [], webhookArn: settings.s3WebhookArn });
 sources.push(s3.factory, s3PollSource());
 const { manager } = composeEddy({
   platform: createKubernetesPlatform({ kc, log, deployments: caches.deployments }),

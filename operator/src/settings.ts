@@ -1,8 +1,10 @@
 /** The operator's settings, from its environment (the Helm chart sets them). */
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Runtime } from './api/types.js';
 import { runtimes } from './api/types.js';
 import type { ReconcilerSettings } from './controller/reconciler.js';
+import { s3Stores, type S3Store, type S3StoreConfig } from './sources/s3-stores.js';
 
 export interface OperatorSettings extends ReconcilerSettings {
   /** Namespace of the leader-election Lease: the operator's own. */
@@ -13,19 +15,65 @@ export interface OperatorSettings extends ReconcilerSettings {
   /** Where the gateway listens (all addresses), and the Service in front of its replicas. */
   gatewayPort: number;
   gatewayService: string;
-  /** The bearer token S3 notifications must carry; without one the intake refuses them. */
-  s3WebhookToken?: string;
+  /** The stores that may post S3 notifications; without one the intake refuses them. */
+  s3Stores?: S3Store[];
   /** The ARN of the store's webhook target that posts to the gateway. */
   s3WebhookArn?: string;
 }
 
-/** The S3 source's settings, shared by the cluster and the local stack. */
-export function s3Settings(env: NodeJS.ProcessEnv = process.env): {
-  s3WebhookToken?: string;
-  s3WebhookArn: string;
-} {
-  const token = env.EDDY_S3_WEBHOOK_TOKEN?.trim();
+/**
+ * The S3 source's settings, shared by the cluster and the local stack: the stores that may post
+ * (`EDDY_S3_STORES`, a JSON list of `{endpoint | endpoints, token | tokenEnv}`, and the store of
+ * `EDDY_S3_WEBHOOK_TOKEN` at `EDDY_S3_WEBHOOK_ENDPOINT`). The local stack passes its embedded
+ * store's endpoints: that store posts with `EDDY_S3_WEBHOOK_TOKEN`, or a token made up here.
+ */
+export function s3Settings(
+  env: NodeJS.ProcessEnv = process.env,
+  embedded?: { endpoints: string[] },
+): { s3Stores: S3Store[]; s3WebhookToken?: string; s3WebhookArn: string } {
+  const configs: S3StoreConfig[] = [];
+  const listed = env.EDDY_S3_STORES?.trim();
+  if (listed) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(listed);
+    } catch (err) {
+      throw new Error(
+        `EDDY_S3_STORES is not JSON (${err instanceof Error ? err.message : String(err)}): give a list such as [{"endpoint": "http://minio.minio.svc:9000", "token": "..."}]`,
+      );
+    }
+    if (!Array.isArray(parsed)) {
+      throw new Error('EDDY_S3_STORES must be a JSON list of {endpoint, token} objects');
+    }
+    for (const [i, raw] of (parsed as unknown[]).entries()) {
+      const item = (raw ?? {}) as S3StoreConfig & { tokenEnv?: string };
+      // The chart hands tokens from Secrets over in variables of their own.
+      const token = item.tokenEnv !== undefined ? env[item.tokenEnv] : item.token;
+      if (item.tokenEnv !== undefined && !token?.trim()) {
+        throw new Error(
+          `EDDY_S3_STORES[${i}]: its token variable ${item.tokenEnv} is empty: check the Secret it comes from`,
+        );
+      }
+      configs.push({ ...item, token: token ?? '' });
+    }
+  }
+  let token = env.EDDY_S3_WEBHOOK_TOKEN?.trim() || undefined;
+  const endpoints = [
+    ...(env.EDDY_S3_WEBHOOK_ENDPOINT ?? '')
+      .split(',')
+      .map((e) => e.trim())
+      .filter((e) => e !== ''),
+    ...(embedded?.endpoints ?? []),
+  ];
+  if (embedded) token ??= randomBytes(24).toString('hex');
+  if (token && endpoints.length === 0) {
+    throw new Error(
+      'EDDY_S3_WEBHOOK_TOKEN is set but EDDY_S3_WEBHOOK_ENDPOINT is not: set it to the endpoint of the store that posts with this token, as triggers name it in connection.endpoint (such as http://minio.minio.svc:9000; several separated by commas), so that its records reach only triggers on that store',
+    );
+  }
+  if (token) configs.push({ endpoints, token });
   return {
+    s3Stores: s3Stores(configs, 'the S3 stores (EDDY_S3_STORES, EDDY_S3_WEBHOOK_TOKEN)'),
     ...(token ? { s3WebhookToken: token } : {}),
     // MinIO names a webhook target configured as MINIO_NOTIFY_WEBHOOK_*_EDDY so.
     s3WebhookArn: env.EDDY_S3_WEBHOOK_ARN ?? 'arn:minio:sqs::EDDY:webhook',

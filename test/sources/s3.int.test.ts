@@ -4,6 +4,8 @@
  * handling the records. Includes 1,000 uploads at zero with the gateway restarted midway.
  */
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +20,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { EddyFunction, S3Trigger } from '../../operator/src/api/types.js';
 import { s3IntakePath, s3Source, type S3Source } from '../../operator/src/sources/s3.js';
 import { s3PollSource } from '../../operator/src/sources/s3-poll.js';
+import { s3Stores } from '../../operator/src/sources/s3-stores.js';
 import { fileCheckpoints } from '../../operator/src/sources/checkpoints.js';
 import type { SourceFactory } from '../../operator/src/sources/source.js';
 import { TriggerStates } from '../../operator/src/sources/states.js';
@@ -82,6 +85,9 @@ describe.runIf(canRun('minio'))('S3 buckets', () => {
     await rm(scratch, { recursive: true, force: true });
   });
 
+  /** MinIO, registered by its token and endpoint. */
+  const stores = () => s3Stores([{ endpoint: minio.endpoint, token }], 'test');
+
   const connection = (): S3Trigger['connection'] => ({
     endpoint: minio.endpoint,
     region: minio.region,
@@ -100,7 +106,7 @@ describe.runIf(canRun('minio'))('S3 buckets', () => {
   async function start(
     fns: EddyFunction[],
     sources: S3Source | SourceFactory = s3Source({
-      webhookToken: token,
+      stores: stores(),
       webhookArn: minio.webhookArn,
       resyncMs: 500,
     }),
@@ -303,13 +309,121 @@ describe.runIf(canRun('minio'))('S3 buckets', () => {
     stack = undefined;
   });
 
+  it("gives a store's records only to triggers on that store, even where another store says the bucket is readable", async () => {
+    // A stub S3 endpoint that says yes to everything: HeadBucket 200 for any bucket.
+    const stub = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/xml' });
+      res.end(req.method === 'HEAD' ? undefined : '<NotificationConfiguration/>');
+    });
+    await new Promise<void>((done) => stub.listen(0, '127.0.0.1', done));
+    const stubEndpoint = `http://127.0.0.1:${(stub.address() as AddressInfo).port}`;
+    try {
+      await s3.send(new CreateBucketCommand({ Bucket: 'shared' }));
+      const seenA = join(scratch, 'shared-a.jsonl');
+      const seenB = join(scratch, 'shared-b.jsonl');
+      const a = recorderFn('owner', seenA, [
+        { name: 'uploads', s3: { bucket: 'shared', connection: connection() } },
+      ]);
+      const b = recorderFn('intruder', seenB, [
+        {
+          name: 'uploads',
+          s3: {
+            bucket: 'shared',
+            connection: {
+              ...connection(),
+              endpoint: `${stubEndpoint}/`,
+              secretRef: { name: 'wrong-creds' },
+            },
+          },
+        },
+      ]);
+      b.metadata = { ...b.metadata, namespace: 'tenant-b', uid: 'uid-intruder-b' };
+      const s = await start([a, b]);
+      await waitFor('the owner ready', async () =>
+        states.get(`${namespace}/owner`, 'uploads')?.ready ? true : undefined,
+      );
+      await s3.send(new PutObjectCommand({ Bucket: 'shared', Key: 'mine.txt', Body: 'x' }));
+      await waitFor(
+        'the upload handled by its owner',
+        async () => ((await seenIn(seenA)).some((r) => r.key === 'mine.txt') ? true : undefined),
+        30_000,
+      );
+      // A post with MinIO's token: its answer comes once every delivery ended, so what the
+      // intruder got is final then.
+      const direct = await fetch(`${s.url}${s3IntakePath}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({
+          Records: [
+            {
+              eventVersion: '2.0',
+              eventSource: 'minio:s3',
+              eventName: 's3:ObjectCreated:Put',
+              eventTime: new Date().toISOString(),
+              s3: { bucket: { name: 'shared' }, object: { key: 'direct.txt', sequencer: '2' } },
+            },
+          ],
+        }),
+      });
+      expect(direct.status).toBe(200);
+      expect(await direct.json()).toMatchObject({ records: 1, deliveries: 1 });
+      expect((await seenIn(seenA)).map((r) => r.key).sort()).toEqual(['direct.txt', 'mine.txt']);
+      expect(await seenIn(seenB)).toEqual([]);
+      await stack!.stop();
+      stack = undefined;
+    } finally {
+      await new Promise((done) => stub.close(done));
+    }
+  });
+
+  it("writes a bucket's entry only for triggers whose credentials read it, and keeps a refused event type out", async () => {
+    await s3.send(new CreateBucketCommand({ Bucket: 'guarded' }));
+    const owner = recorderFn('guard-owner', join(scratch, 'guarded.jsonl'), [
+      { name: 'uploads', s3: { bucket: 'guarded', connection: connection() } },
+      {
+        name: 'bogus',
+        s3: { bucket: 'guarded', events: ['s3:ObjectCreated:Bogus'], connection: connection() },
+      },
+    ]);
+    // Another namespace names the same bucket on the same store with credentials that cannot read it.
+    const other = recorderFn('guard-other', join(scratch, 'guarded-other.jsonl'), [
+      {
+        name: 'removals',
+        s3: {
+          bucket: 'guarded',
+          events: ['s3:ObjectRemoved:*'],
+          connection: { ...connection(), secretRef: { name: 'wrong-creds' } },
+        },
+      },
+    ]);
+    other.metadata = { ...other.metadata, namespace: 'tenant-b', uid: 'uid-guard-other-b' };
+    await start([owner, other]);
+    const [ready, bogus, removals] = await waitFor('every trigger reported', async () => {
+      const r = [
+        states.get(`${namespace}/guard-owner`, 'uploads'),
+        states.get(`${namespace}/guard-owner`, 'bogus'),
+        states.get('tenant-b/guard-other', 'removals'),
+      ];
+      return r.every((x) => x !== undefined) ? r : undefined;
+    });
+    expect(ready).toMatchObject({ ready: true });
+    expect(bogus).toMatchObject({ ready: false, reason: 'InvalidTrigger' });
+    expect(bogus!.message).toContain('s3:ObjectCreated:Bogus');
+    expect(removals).toMatchObject({ ready: false, reason: 'AccessDenied' });
+    const ours = (await entries('guarded')).find((e) => e.Id === 'eddy');
+    expect(ours?.Events).toEqual(['s3:ObjectCreated:*']);
+    await stack!.stop();
+    stack = undefined;
+  });
+
   it('handles 1,000 uploads made at zero with the gateway restarted midway: none missing', async () => {
     await s3.send(new CreateBucketCommand({ Bucket: 'burst' }));
     const seen = join(scratch, 'burst.jsonl');
     const fn = recorderFn('burst', seen, [
       { name: 'uploads', s3: { bucket: 'burst', connection: connection() } },
     ]);
-    const sources = s3Source({ webhookToken: token, webhookArn: minio.webhookArn, resyncMs: 500 });
+    const sources = s3Source({ stores: stores(), webhookArn: minio.webhookArn, resyncMs: 500 });
     await start([fn], sources);
     await waitFor('the bucket entry', async () =>
       (await entries('burst')).some((e) => e.Id === 'eddy') ? true : undefined,

@@ -2,15 +2,17 @@
  * S3-compatible buckets in `notifications` mode: the store (MinIO, AWS) posts bucket
  * notifications to the gateway, which delivers each record to every trigger it matches.
  *
- * - The intake, `POST /sources/s3`, runs in every gateway. It answers 2xx only once every matched
+ * - The intake, `POST /sources/s3`, runs in every gateway. The token a post carries tells which
+ *   registered store sent it; its records go only to triggers whose connection names that store
+ *   and whose own credentials can read the bucket there. It answers 2xx only once every matched
  *   function has succeeded or dead-lettered the event, so a store with a persistent queue (MinIO's
  *   queue_dir) keeps what the gateway could not finish and posts it again.
  * - The leader writes each bucket's notification configuration: one entry of its own (id
- *   `eddy`) covering the events and key filters of every trigger on the bucket, next to whatever
- *   other tools put there, which it keeps. When the last trigger on a bucket goes, so does the
- *   entry; on Function deletion the finalizer waits for that (the cleaner).
+ *   `eddy`) covering the events and key filters of every trigger on the bucket whose credentials
+ *   can read it, next to whatever other tools put there, which it keeps. When the last trigger on
+ *   a bucket goes, so does the entry; on Function deletion the finalizer waits for that (the
+ *   cleaner).
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import {
   GetBucketNotificationConfigurationCommand,
@@ -24,7 +26,7 @@ import type { EddyFunction, S3Trigger } from '../api/types.js';
 import type { Cleaner } from '../controller/reconciler.js';
 import { describeError } from '../errors.js';
 import type { DeliveryOutcome } from '../gateway/delivery.js';
-import { gatewayError } from '../gateway/errors.js';
+import { gatewayError, type GatewayError } from '../gateway/errors.js';
 import type { Runnable } from '../manager.js';
 import {
   classifyError,
@@ -42,6 +44,7 @@ import {
   recordMatches,
   s3CloudEvent,
 } from './s3-events.js';
+import { namesStore, normaliseEndpoint, storeByToken, type S3Store } from './s3-stores.js';
 import type { SourceContext, SourceFactory } from './source.js';
 
 export const s3IntakePath = '/sources/s3';
@@ -51,14 +54,19 @@ export const notificationId = 'eddy';
 export const defaultWebhookArn = 'arn:minio:sqs::EDDY:webhook';
 
 export interface S3SourceOptions {
-  /** The bearer token the store sends; without one the intake refuses every post. */
-  webhookToken?: string;
+  /**
+   * The stores that may post, each known by its token and endpoints; with none the intake
+   * refuses every post.
+   */
+  stores: readonly S3Store[];
   /** The ARN of the store's webhook target that posts to the intake. Default {@link defaultWebhookArn}. */
   webhookArn?: string;
   /** The region records without one are given. Default us-east-1. */
   defaultRegion?: string;
   /** How often the leader checks every bucket's configuration, changed or not. Default 60 s. */
   resyncMs?: number;
+  /** Longest wait for one call to a store (HeadBucket, the notification configuration). Default 10 s. */
+  callTimeoutMs?: number;
   /** S3 events one gateway delivers at once; past it, 429 and the store posts again. */
   intakeLimit?: number;
   /**
@@ -104,7 +112,8 @@ function bucketGroups(fns: readonly EddyFunction[], skip?: EddyFunction): Map<st
 }
 
 function groupKey(t: S3Trigger): string {
-  return JSON.stringify([t.connection.endpoint ?? '', t.bucket]);
+  const e = t.connection.endpoint;
+  return JSON.stringify([normaliseEndpoint(e) ?? e ?? '', t.bucket]);
 }
 
 function commonPrefix(values: string[]): string {
@@ -177,13 +186,17 @@ function sameEntry(a: QueueConfiguration | undefined, b: QueueConfiguration | un
   return JSON.stringify(norm(a)) === JSON.stringify(norm(b));
 }
 
-/** Constant time whatever the lengths: both sides are hashed first. */
-function tokenMatches(given: string, expected: string): boolean {
-  const h = (v: string) => createHash('sha256').update(v).digest();
-  return timingSafeEqual(h(given), h(expected));
+/** Whether the store refused a request as invalid (an event type it does not support, say). */
+function refusedByStore(err: unknown): boolean {
+  const e = err as { $metadata?: { httpStatusCode?: number } };
+  return e?.$metadata?.httpStatusCode === 400;
 }
 
+const unauthorised = (): GatewayError =>
+  gatewayError('Unauthorized', `${s3IntakePath} takes posts only from a registered store`);
+
 export function s3Source(o: S3SourceOptions): S3Source {
+  const callTimeoutMs = o.callTimeoutMs ?? 10_000;
   let ctx: SourceContext | undefined;
   const defaultRegion = o.defaultRegion ?? 'us-east-1';
   const arn = o.webhookArn ?? defaultWebhookArn;
@@ -226,9 +239,12 @@ export function s3Source(o: S3SourceOptions): S3Source {
 
   /**
    * Makes one bucket's configuration hold Eddy's entry for `group` (none when empty: the entry
-   * goes, using `former`'s credentials). Triggers with other credentials for the same bucket are
-   * checked with a read, so each trigger's state says whether its own connection works. Rejects
-   * when the configuration could not be written.
+   * goes, using `former`'s credentials). Only triggers whose own credentials read the bucket
+   * (HeadBucket) have a say in the entry, and it is written with such credentials, so a trigger
+   * that names another namespace's bucket on the same store cannot change its entry; each
+   * trigger's state says whether its own connection works. When the store refuses the entry (an
+   * event type it does not support), the triggers are added one at a time and the entry keeps
+   * those the store accepts; the refused ones say so. Rejects when nothing could be written.
    */
   async function syncBucket(key: string, former?: Bound, skip?: EddyFunction): Promise<void> {
     const c = ctx!;
@@ -246,6 +262,10 @@ export function s3Source(o: S3SourceOptions): S3Source {
     // The triggers by credentials, in order; those whose Secret cannot be read say so.
     const byCredentials = new Map<string, { conn: ResolvedConnection; triggers: Bound[] }>();
     let firstProblem: SourceProblem | undefined;
+    const failed = (triggers: Bound[], p: SourceProblem) => {
+      firstProblem ??= p;
+      for (const b of triggers) if (group.includes(b)) report(b, p);
+    };
     for (const b of group.length > 0 ? group : former ? [former] : []) {
       try {
         const conn = await resolveConnection(
@@ -259,56 +279,90 @@ export function s3Source(o: S3SourceOptions): S3Source {
         if (entry) entry.triggers.push(b);
         else byCredentials.set(fp, { conn, triggers: [b] });
       } catch (err) {
-        const p =
-          err instanceof SourceProblem ? err : classifyError(err, where(b), 'BucketNotFound');
-        firstProblem ??= p;
-        if (group.includes(b)) report(b, p);
+        failed(
+          [b],
+          err instanceof SourceProblem ? err : classifyError(err, where(b), 'BucketNotFound'),
+        );
       }
     }
-    const entry =
-      group.length > 0
-        ? desiredEntry(
-            group.map((b) => b.s3),
-            arn,
-          )
-        : undefined;
-    let writtenBy: Bound | undefined;
+    // Only credentials that read the bucket count.
+    const readers: Array<{ client: S3Client; triggers: Bound[] }> = [];
     for (const { conn, triggers } of byCredentials.values()) {
-      const by = triggers[0]!;
       const client = clientFor(conn);
       try {
-        const current = await client.send(
-          new GetBucketNotificationConfigurationCommand({ Bucket: by.s3.bucket }),
-        );
-        if (!writtenBy) {
-          const ours = current.QueueConfigurations?.find((q) => q.Id === notificationId);
-          if (!sameEntry(ours, entry)) {
-            await client.send(
-              new PutBucketNotificationConfigurationCommand({
-                Bucket: by.s3.bucket,
-                NotificationConfiguration: withEntry(current, entry),
-              }),
-            );
-            c.log(
-              entry
-                ? `${where(by)}: notifications of ${entry.Events!.join(', ')} now go to ${arn} for ${group.length} trigger(s)`
-                : `${where(by)}: removed its notification entry (no trigger left)`,
-            );
-          }
-          writtenBy = by;
-        }
-        for (const b of triggers) if (group.includes(b)) report(b);
+        await client.send(new HeadBucketCommand({ Bucket: triggers[0]!.s3.bucket }), {
+          abortSignal: AbortSignal.timeout(callTimeoutMs),
+        });
+        readers.push({ client, triggers });
       } catch (err) {
-        const p = classifyError(err, where(by), 'BucketNotFound');
-        firstProblem ??= p;
-        for (const b of triggers) if (group.includes(b)) report(b, p);
+        failed(triggers, classifyError(err, where(triggers[0]!), 'BucketNotFound'));
       }
     }
-    if (!writtenBy) {
+    const writer = readers[0];
+    if (!writer) {
       if (firstProblem) throw firstProblem;
       return;
     }
-    if (entry) written.set(key, writtenBy);
+    const by = writer.triggers[0]!;
+    const members = readers.flatMap((r) => r.triggers).filter((b) => group.includes(b));
+    const put = async (triggers: Bound[]) => {
+      const entry =
+        triggers.length > 0
+          ? desiredEntry(
+              triggers.map((b) => b.s3),
+              arn,
+            )
+          : undefined;
+      const current = await writer.client.send(
+        new GetBucketNotificationConfigurationCommand({ Bucket: by.s3.bucket }),
+        { abortSignal: AbortSignal.timeout(callTimeoutMs) },
+      );
+      const ours = current.QueueConfigurations?.find((q) => q.Id === notificationId);
+      if (sameEntry(ours, entry)) return;
+      await writer.client.send(
+        new PutBucketNotificationConfigurationCommand({
+          Bucket: by.s3.bucket,
+          NotificationConfiguration: withEntry(current, entry),
+        }),
+        { abortSignal: AbortSignal.timeout(callTimeoutMs) },
+      );
+      c.log(
+        entry
+          ? `${where(by)}: notifications of ${entry.Events!.join(', ')} now go to ${arn} for ${triggers.length} trigger(s)`
+          : `${where(by)}: removed its notification entry (no trigger left)`,
+      );
+    };
+    let accepted = members;
+    try {
+      try {
+        await put(members);
+      } catch (err) {
+        if (!refusedByStore(err) || members.length === 0) throw err;
+        // One trigger's event type must not keep the others' out: add them one at a time.
+        accepted = [];
+        for (const b of members) {
+          try {
+            await put([...accepted, b]);
+            accepted.push(b);
+          } catch (e) {
+            if (!refusedByStore(e)) throw e;
+            report(
+              b,
+              new SourceProblem(
+                'InvalidTrigger',
+                `trigger ${b.trigger}: the store refuses a notification for events ${(b.s3.events ?? defaultS3Events).join(', ')} on ${where(b)} (${describeError(e)}): use event types it supports`,
+              ),
+            );
+          }
+        }
+        if (accepted.length === 0) await put([]);
+      }
+    } catch (err) {
+      failed(members, classifyError(err, where(by), 'BucketNotFound'));
+      throw firstProblem!;
+    }
+    for (const b of accepted) report(b);
+    if (accepted.length > 0) written.set(key, by);
     else written.delete(key);
   }
 
@@ -372,53 +426,66 @@ export function s3Source(o: S3SourceOptions): S3Source {
     { needed: (fn: EddyFunction) => (fn.spec.triggers ?? []).some((t) => t.s3 && pushes(t.s3)) },
   );
 
-  /** Refuses a post without the token, before its body is read. */
+  /** The store each authorised post came from. */
+  const senders = new WeakMap<IncomingMessage, S3Store>();
+
+  /** Refuses a post without a registered store's token, before its body is read. */
   function authorize(req: IncomingMessage): void {
-    if (!o.webhookToken) {
+    if (o.stores.length === 0) {
       throw gatewayError(
         'Unauthorized',
-        `${s3IntakePath} is closed: no webhook token is configured; set EDDY_S3_WEBHOOK_TOKEN on the gateway and give the store the same token`,
+        `${s3IntakePath} is closed: no store is registered; set EDDY_S3_WEBHOOK_TOKEN and EDDY_S3_WEBHOOK_ENDPOINT (or EDDY_S3_STORES) on the gateway and give the store the same token`,
       );
     }
     const given = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? '';
-    if (!tokenMatches(given, o.webhookToken)) {
+    const store = storeByToken(o.stores, given);
+    if (!store) {
       throw gatewayError(
         'Unauthorized',
-        `${s3IntakePath} needs "Authorization: Bearer <token>" with the token set in EDDY_S3_WEBHOOK_TOKEN`,
+        `${s3IntakePath} needs "Authorization: Bearer <token>" with the token of a registered store (EDDY_S3_WEBHOOK_TOKEN or EDDY_S3_STORES)`,
       );
     }
+    senders.set(req, store);
   }
 
   /**
-   * Whether a trigger's own credentials reach its bucket (HeadBucket), remembered for a minute
-   * (ten seconds when not): a Function receives a bucket's events only if its Secret can read
-   * the bucket. Matching is by bucket name, so this also keeps a trigger on a same-named bucket
-   * of another store, which its connection cannot reach, from receiving this store's events.
+   * Whether a trigger's own credentials read its bucket (HeadBucket), remembered for a minute
+   * (ten seconds when not; checks under way are shared): a Function receives a bucket's events
+   * only if its Secret can read the bucket on the store that sent them.
    */
-  const access = new Map<string, { allowed: boolean; until: number }>();
-  async function allowed(b: Bound): Promise<boolean> {
+  const access = new Map<string, { verdict: Promise<boolean>; until: number }>();
+  function allowed(b: Bound): Promise<boolean> {
     const c = ctx!;
     const key = JSON.stringify([fnKey(b.fn), b.trigger, b.s3.bucket, b.s3.connection]);
     const known = access.get(key);
-    if (known && known.until > Date.now()) return known.allowed;
-    let verdict = true;
-    try {
-      const conn = await resolveConnection(
-        c.secrets,
-        b.fn,
-        b.s3.connection,
-        `trigger ${b.trigger}`,
-      );
-      await clientFor(conn).send(new HeadBucketCommand({ Bucket: b.s3.bucket }));
-    } catch (err) {
-      verdict = false;
-      const p = classifyError(err, where(b), 'BucketNotFound');
-      c.log(
-        `trigger ${fnKey(b.fn)}/${b.trigger} does not get ${b.s3.bucket}'s events: ${p.message}`,
-      );
-    }
+    if (known && known.until > Date.now()) return known.verdict;
+    const verdict = (async () => {
+      try {
+        const conn = await resolveConnection(
+          c.secrets,
+          b.fn,
+          b.s3.connection,
+          `trigger ${b.trigger}`,
+        );
+        await clientFor(conn).send(new HeadBucketCommand({ Bucket: b.s3.bucket }), {
+          abortSignal: AbortSignal.timeout(callTimeoutMs),
+        });
+        return true;
+      } catch (err) {
+        const p = classifyError(err, where(b), 'BucketNotFound');
+        c.log(
+          `trigger ${fnKey(b.fn)}/${b.trigger} does not get ${b.s3.bucket}'s events: ${p.message}`,
+        );
+        return false;
+      }
+    })();
     if (access.size >= 10_000) access.clear();
-    access.set(key, { allowed: verdict, until: Date.now() + (verdict ? 60_000 : 10_000) });
+    // Until it is known, the check is shared; then it is kept a minute, or ten seconds if denied.
+    const entry = { verdict, until: Infinity };
+    access.set(key, entry);
+    void verdict.then((ok) => {
+      entry.until = Date.now() + (ok ? 60_000 : 10_000);
+    });
     return verdict;
   }
 
@@ -426,8 +493,10 @@ export function s3Source(o: S3SourceOptions): S3Source {
   const inFlight = new Map<string, Promise<DeliveryOutcome>>();
   const intakeLimit = o.intakeLimit ?? 1_000;
 
-  async function intake(_req: IncomingMessage, raw: Buffer) {
+  async function intake(req: IncomingMessage, raw: Buffer) {
     const c = ctx!;
+    const store = senders.get(req);
+    if (!store) throw unauthorised();
     let records;
     try {
       records = parseNotification(JSON.parse(raw.toString('utf8')), defaultRegion);
@@ -442,6 +511,8 @@ export function s3Source(o: S3SourceOptions): S3Source {
         if (fn.metadata.deletionTimestamp) continue;
         for (const t of fn.spec.triggers ?? []) {
           if (!t.s3 || !pushes(t.s3) || !recordMatches(t.s3, r)) continue;
+          // A record is about the sending store's bucket: other stores' triggers never see it.
+          if (!namesStore(store, t.s3.connection.endpoint)) continue;
           matched.push({ b: { fn, trigger: t.name, s3: t.s3 }, record: r });
         }
       }
