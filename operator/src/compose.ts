@@ -41,6 +41,8 @@ export interface EddyOptions {
   autoscalerIntervalMs?: number;
   /** Invocations one function may hold waiting in this gateway before 429. Default 1000. */
   queueLimit?: number;
+  /** Bytes of bodies and answers the gateway holds at most (429 or 503 past it). Default 64 MiB. */
+  memoryBudget?: number;
   /** First delay before an asynchronous invocation is retried. Default 1 s. */
   retryBaseDelayMs?: number;
   /**
@@ -68,6 +70,7 @@ export function composeEddy(o: EddyOptions): Eddy {
     platform: o.platform,
     log: o.log,
     queueLimit: o.queueLimit,
+    memoryBudget: o.memoryBudget,
     asyncInvoke: (dispatcher, metrics) =>
       asyncDelivery({
         dispatcher,

@@ -12,7 +12,7 @@ import { composeEddy } from './compose.js';
 import { ManifestSet } from './local/manifests.js';
 import { soleLeader } from './manager.js';
 import { createLocalPlatform } from './platform/local.js';
-import { s3Settings } from './settings.js';
+import { gatewayMemoryBudget, s3Settings } from './settings.js';
 import { fileCheckpoints } from './sources/checkpoints.js';
 import { startEmbeddedS3, type EmbeddedS3 } from './local/embedded-s3.js';
 import { findOnPath, startEmbeddedMinio } from './local/embedded-minio.js';
@@ -200,6 +200,7 @@ const { manager } = composeEddy({
   elector: soleLeader,
   log: (m) => log(`eddy: ${m}`),
   gateway: { port, host: values.host },
+  memoryBudget: gatewayMemoryBudget(),
   sources,
   // Sources' progress (Kinesis checkpoints, schedules' last fires) survives a restart.
   checkpoints: fileCheckpoints(resolve(process.cwd(), '.eddy', 'sources')),

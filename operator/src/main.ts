@@ -52,6 +52,7 @@ const { manager } = composeEddy({
   elector: clusterElector(kc, settings, log),
   log,
   gateway: { port: settings.gatewayPort },
+  memoryBudget: settings.gatewayMemoryBudget,
   drainDelayMs: 5_000,
   startCaches: (signal) => caches.start(signal),
   load: () =>

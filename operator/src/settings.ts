@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import type { Runtime } from './api/types.js';
 import { runtimes } from './api/types.js';
 import type { ReconcilerSettings } from './controller/reconciler.js';
+import { parseMemoryBudget } from './gateway/budget.js';
 import { s3Stores, type S3Store, type S3StoreConfig } from './sources/s3-stores.js';
 
 export interface OperatorSettings extends ReconcilerSettings {
@@ -15,6 +16,8 @@ export interface OperatorSettings extends ReconcilerSettings {
   /** Where the gateway listens (all addresses), and the Service in front of its replicas. */
   gatewayPort: number;
   gatewayService: string;
+  /** Bytes of bodies and answers one gateway replica holds at most. */
+  gatewayMemoryBudget?: number;
   /** The stores that may post S3 notifications; without one the intake refuses them. */
   s3Stores?: S3Store[];
   /** The ARN of the store's webhook target that posts to the gateway. */
@@ -121,6 +124,14 @@ function labelSet(
   return Object.fromEntries(entries.map(([k, v]) => [k!.trim(), v!.trim()]));
 }
 
+/**
+ * The gateway's memory budget in bytes: `EDDY_GATEWAY_MEMORY_BUDGET` (a quantity such as 64Mi),
+ * in the cluster and the local stack alike.
+ */
+export function gatewayMemoryBudget(env: NodeJS.ProcessEnv = process.env): number {
+  return parseMemoryBudget(env.EDDY_GATEWAY_MEMORY_BUDGET, 'EDDY_GATEWAY_MEMORY_BUDGET');
+}
+
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSettings {
   // EDDY_RUNTIME_IMAGE names the runtime image with {runtime} for the Node.js version.
   const template = env.EDDY_RUNTIME_IMAGE ?? 'eddy/runtime:{runtime}';
@@ -139,6 +150,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSett
     workers: int(env, 'EDDY_WORKERS', 4, 1, 64),
     gatewayPort: int(env, 'EDDY_GATEWAY_PORT', 8080, 1, 65_535),
     gatewayService: env.EDDY_GATEWAY_SERVICE ?? 'eddy-gateway',
+    gatewayMemoryBudget: gatewayMemoryBudget(env),
     cleanupAttemptMs: int(env, 'EDDY_CLEANUP_ATTEMPT_SECONDS', 10, 1, 600) * 1000,
     cleanupDeadlineMs: int(env, 'EDDY_CLEANUP_DEADLINE_SECONDS', 120, 1, 86_400) * 1000,
     ...s3Settings(env),

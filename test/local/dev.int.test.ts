@@ -219,7 +219,7 @@ describe('the local stack (dev.js)', () => {
       )}---
 apiVersion: v1
 kind: Secret
-metadata: {name: s3-creds, namespace: dev}
+metadata: {name: s3-creds, namespace: dev, labels: {eddy.dev/connection: 'true'}}
 stringData: {accessKeyId: eddy, secretAccessKey: eddysecret}
 `,
     );

@@ -72,14 +72,14 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
       await core.createNamespacedSecret({
         namespace: 'default',
         body: {
-          metadata: { name: 'minio-creds' },
+          metadata: { name: 'minio-creds', labels: { 'eddy.dev/connection': 'true' } },
           stringData: { accessKeyId: minio.accessKeyId, secretAccessKey: minio.secretAccessKey },
         },
       });
       await core.createNamespacedSecret({
         namespace: 'default',
         body: {
-          metadata: { name: 'kinesis-creds' },
+          metadata: { name: 'kinesis-creds', labels: { 'eddy.dev/connection': 'true' } },
           stringData: {
             accessKeyId: kinesis.accessKeyId,
             secretAccessKey: kinesis.secretAccessKey,
@@ -87,10 +87,20 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
         },
       });
 
+      // Credentials not meant for Functions: unlabelled, so no trigger may send them anywhere.
+      await core.createNamespacedSecret({
+        namespace: 'default',
+        body: {
+          metadata: { name: 'app-creds' },
+          stringData: { accessKeyId: minio.accessKeyId, secretAccessKey: minio.secretAccessKey },
+        },
+      });
+
       const operator = await startOperatorBinary(kube(), dir, {
         POD_NAME: 'operator-sources',
         EDDY_GATEWAY_PORT: String(port),
         EDDY_S3_WEBHOOK_TOKEN: token,
+        EDDY_S3_WEBHOOK_ENDPOINT: minio.endpoint,
         EDDY_S3_WEBHOOK_ARN: minio.webhookArn!,
       });
       proc = operator;
@@ -112,6 +122,14 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
           triggers: [
             { name: 'uploads', s3: { bucket: 'cluster-photos', connection } },
             { name: 'missing', s3: { bucket: 'no-such-bucket', connection } },
+            {
+              name: 'unlabelled',
+              s3: {
+                bucket: 'cluster-photos',
+                mode: 'poll',
+                connection: { ...connection, secretRef: { name: 'app-creds' } },
+              },
+            },
             { name: 'listing', s3: { bucket: 'cluster-photos', mode: 'poll', connection } },
             {
               name: 'clicks',
@@ -141,7 +159,8 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
               ok('listing') &&
               ok('clicks') &&
               t.find((x) => x.name === 'daily')?.nextScheduleTime &&
-              t.find((x) => x.name === 'missing')?.reason
+              t.find((x) => x.name === 'missing')?.reason &&
+              t.find((x) => x.name === 'unlabelled')?.reason
               ? f
               : undefined;
           },
@@ -155,6 +174,14 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
           status: 'False',
           reason: 'BucketNotFound',
         });
+        // A Secret without the label is refused, and the status says how to allow it.
+        expect(fn.status!.triggers!.find((t) => t.name === 'unlabelled')).toMatchObject({
+          ready: false,
+          reason: 'SecretNotAllowed',
+        });
+        expect(fn.status!.triggers!.find((t) => t.name === 'unlabelled')!.message).toContain(
+          'kubectl label secret app-creds -n default eddy.dev/connection=true',
+        );
         expect(fn.metadata.finalizers).toContain('eddy.dev/cleanup');
         // The next 03:00 in Berlin is 01:00 or 02:00 UTC.
         expect(fn.status!.triggers!.find((t) => t.name === 'daily')!.nextScheduleTime).toMatch(

@@ -602,7 +602,7 @@ describe.skipIf(!canRun('kinesis'))('the Kinesis source through kills', () => {
         manifest,
         `apiVersion: v1
 kind: Secret
-metadata: {name: kinesis-creds, namespace: dev}
+metadata: {name: kinesis-creds, namespace: dev, labels: {eddy.dev/connection: 'true'}}
 stringData: {accessKeyId: ${k.accessKeyId}, secretAccessKey: ${secretAccessKey}}
 ---
 apiVersion: eddy.dev/v1alpha1

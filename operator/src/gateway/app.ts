@@ -19,11 +19,20 @@ import {
   requestIdPattern,
 } from '../../../runtime/src/contract/index.js';
 import { Dispatcher, type InvokeRequest } from './dispatcher.js';
+import { MemoryBudget, type Hold } from './budget.js';
 import { gatewayError, GatewayError } from './errors.js';
 import { GatewayMetrics } from './metrics.js';
 
 /** What the gateway does with an accepted asynchronous invocation. */
-export type AsyncInvoke = (fn: EddyFunction, req: InvokeRequest, acceptedAt: Date) => void;
+/**
+ * What the gateway does with an accepted asynchronous invocation: resolves (never rejects) once
+ * its delivery has ended, until when the gateway counts its body against the memory budget.
+ */
+export type AsyncInvoke = (
+  fn: EddyFunction,
+  req: InvokeRequest,
+  acceptedAt: Date,
+) => Promise<unknown>;
 
 export interface GatewayDeps {
   store: FunctionStore;
@@ -32,6 +41,8 @@ export interface GatewayDeps {
   /** Delivers asynchronous invocations (retries, dead letters); given the dispatcher. */
   asyncInvoke?: (dispatcher: Dispatcher, metrics: GatewayMetrics) => AsyncInvoke;
   queueLimit?: number;
+  /** Bytes of bodies and answers the gateway holds at most; default 64 MiB. */
+  memoryBudget?: number;
 }
 
 export interface FunctionState {
@@ -50,6 +61,8 @@ export interface Gateway {
   handle(req: IncomingMessage, res: ServerResponse): void;
   dispatcher: Dispatcher;
   metrics: GatewayMetrics;
+  /** The bytes of bodies and answers this gateway holds. */
+  budget: MemoryBudget;
   /** The counters the autoscaler reads, by function. */
   load(): LoadReport;
   functions(): FunctionState[];
@@ -70,6 +83,15 @@ export type RouteHandler = (
   body: Buffer,
   requestId: string,
 ) => Promise<{ status: number; body: unknown }>;
+
+/** What one request holds of the memory budget, and when it lets go. */
+interface Held {
+  hold: Hold;
+  /** An asynchronous delivery now holds the body: let go once it has ended. */
+  keep(delivery: Promise<unknown>): void;
+  /** The request's handling has ended. */
+  done(): void;
+}
 
 const functionPath = /^\/functions\/([^/]+)\/([^/]+?)(\/async)?\/?$/;
 /** Headers a caller's CloudEvent (binary mode) or body type travels in. */
@@ -97,6 +119,30 @@ export function createGateway(deps: GatewayDeps): Gateway {
       };
     });
   };
+  const budget = new MemoryBudget(deps.memoryBudget);
+  /**
+   * The bytes one request holds: its body, then its answer. Given back once both its answer is
+   * written (or its caller is gone) and its invocation, or asynchronous delivery, has ended.
+   */
+  const holdFor = (res: ServerResponse): Held => {
+    const hold = budget.hold();
+    let ends = 0;
+    let delivery: Promise<unknown> | undefined;
+    const end = () => {
+      if (++ends === 2) hold.release();
+    };
+    res.once('close', end);
+    return {
+      hold,
+      keep: (p) => {
+        delivery = p;
+      },
+      done: () => {
+        if (delivery) void delivery.finally(end);
+        else end();
+      },
+    };
+  };
   const metrics = new GatewayMetrics({
     snapshot: () =>
       functions().map((f) => ({
@@ -113,6 +159,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     metrics,
     log: deps.log,
     queueLimit: deps.queueLimit,
+    budget,
   });
   const asyncInvoke = deps.asyncInvoke?.(dispatcher, metrics);
 
@@ -136,12 +183,15 @@ export function createGateway(deps: GatewayDeps): Gateway {
     res: ServerResponse,
     requestId: string,
     m: RegExpExecArray,
+    held: Held,
   ) {
     const namespace = decodePart(m[1]!);
     const name = decodePart(m[2]!);
     const isAsync = m[3] !== undefined;
     const fn = find(namespace, name);
-    const body = await readBody(req);
+    const body = await readBody(req, held.hold, (bytes) =>
+      gatewayError('Throttled', `${budget.refusal(bytes)}: retry in a moment`, 1),
+    );
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) {
       if (typeof v === 'string' && forwarded(k)) headers[k] = v;
@@ -149,7 +199,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     if (isAsync) {
       if (!asyncInvoke)
         throw gatewayError('NotFound', 'asynchronous invocation is not enabled here');
-      asyncInvoke(fn, { requestId, body, headers, trigger: 'async' }, new Date());
+      held.keep(asyncInvoke(fn, { requestId, body, headers, trigger: 'async' }, new Date()));
       send(
         res,
         202,
@@ -171,6 +221,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
     });
     const out: Record<string, string> = {};
     for (const [k, v] of Object.entries(answer.headers)) if (!hopByHop.has(k)) out[k] = v;
+    // The answer is held until the caller has it; its handler has run, so it is always taken.
+    held.hold.force(answer.body.length);
     send(res, answer.status, out, answer.body);
   }
 
@@ -208,7 +260,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
         if (req.method !== 'POST') {
           throw gatewayError('MethodNotAllowed', `${req.method} ${path}: invoke with POST`);
         }
-        invoke(req, res, requestId, m).catch(fail);
+        const held = holdFor(res);
+        invoke(req, res, requestId, m, held)
+          .catch(fail)
+          .finally(() => held.done());
         return;
       }
       const route = routes.get(path);
@@ -217,7 +272,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
           throw gatewayError('MethodNotAllowed', `${req.method} ${path}: use POST`);
         }
         route.authorize?.(req);
-        readBody(req)
+        const held = holdFor(res);
+        readBody(req, held.hold, (bytes) =>
+          gatewayError('GatewayBusy', `${budget.refusal(bytes)}: post it again in a moment`, 1),
+        )
           .then((body) => route.handler(req, body, requestId))
           .then((answer) =>
             send(
@@ -227,7 +285,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
               JSON.stringify(answer.body),
             ),
           )
-          .catch(fail);
+          .catch(fail)
+          .finally(() => held.done());
         return;
       }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -277,6 +336,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     handle,
     dispatcher,
     metrics,
+    budget,
     load: () => dispatcher.load(),
     functions,
     start(signal) {
@@ -318,8 +378,16 @@ function send(
   res.end(buf);
 }
 
-/** The body, up to the 6 MB payload limit; past it, 413 (the rest is read and dropped). */
-function readBody(req: IncomingMessage): Promise<Buffer> {
+/**
+ * The body, up to the 6 MB payload limit; past it, 413 (the rest is read and dropped). Its bytes
+ * are reserved in `hold` before they are kept (the declared length at once, else as they
+ * arrive); what does not fit is read and dropped and the request refused with `overBudget`.
+ */
+function readBody(
+  req: IncomingMessage,
+  hold: Hold,
+  overBudget: (bytes: number) => GatewayError,
+): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
     const tooLarge = () =>
@@ -327,21 +395,36 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
         'PayloadTooLarge',
         `the event is larger than ${maxPayloadBytes} bytes (6 MB, Lambda's limit): put large data in a bucket and send its key`,
       );
-    if (declared > maxPayloadBytes) {
-      req.resume();
-      req.on('end', () => reject(tooLarge()));
-      req.on('error', reject);
-      return;
-    }
+    let refusal: GatewayError | undefined =
+      declared > maxPayloadBytes
+        ? tooLarge()
+        : declared > 0 && !hold.take(declared)
+          ? overBudget(declared)
+          : undefined;
+    // With a declared length the body is copied into one buffer as it arrives: no second copy.
+    const whole = declared > 0 && !refusal ? Buffer.allocUnsafe(declared) : undefined;
     const chunks: Buffer[] = [];
     let size = 0;
-    let over = false;
     req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > maxPayloadBytes) over = true;
+      if (refusal) return;
+      const end = size + c.length;
+      if (end > maxPayloadBytes) refusal = tooLarge();
+      else if (end > hold.bytes && !hold.take(end - hold.bytes)) refusal = overBudget(end);
+      else if (whole) c.copy(whole, size);
       else chunks.push(c);
+      size = end;
+      if (refusal) chunks.length = 0;
     });
-    req.on('end', () => (over ? reject(tooLarge()) : resolve(Buffer.concat(chunks))));
+    req.on('end', () => {
+      if (refusal) return reject(refusal);
+      // The declared length is what the parser reads, so the buffer is full.
+      hold.shrinkTo(size);
+      resolve(whole ?? Buffer.concat(chunks, size));
+    });
     req.on('error', reject);
+    // A caller gone before the end: nothing to answer, and nothing more to hold.
+    req.on('close', () => {
+      if (!req.complete) reject(new Error('the caller went away before the body was read'));
+    });
   });
 }

@@ -8,6 +8,7 @@ import { describeError } from '../errors.js';
 import type { FunctionStore, SecretReader } from '../functions.js';
 import { randomUUID } from 'node:crypto';
 import { eventTypes, requestIdPattern } from '../../../runtime/src/contract/index.js';
+import { keyOf } from '../platform/platform.js';
 import type { AsyncInvoke } from './app.js';
 import { createDeadLetterSender } from './dead-letter.js';
 import {
@@ -33,10 +34,11 @@ export interface AsyncDeliveryOptions {
   signal: AbortSignal;
   /** First retry delay; tests shorten it. */
   baseDelayMs?: number;
-  /** Accepted invocations not yet delivered, at most; past it, 429. Default 1000. */
+  /**
+   * Accepted invocations not yet delivered, at most; past it, 429. Default 1000. (Their bodies
+   * count against the gateway's memory budget, which the gateway holds for them.)
+   */
   backlogLimit?: number;
-  /** Their bodies together, at most. Default 64 MiB. */
-  backlogBytes?: number;
 }
 
 /** One invocation through the dispatcher, as delivery sees it. */
@@ -96,11 +98,19 @@ export interface EventSink {
   ): Promise<DeliveryOutcome>;
 }
 
-export type EventSinkOptions = Omit<AsyncDeliveryOptions, 'backlogLimit' | 'backlogBytes'>;
+export type EventSinkOptions = Omit<AsyncDeliveryOptions, 'backlogLimit'>;
 
 export function createEventSink(o: EventSinkOptions): EventSink {
   const deadLetter = createDeadLetterSender({ secrets: o.secrets });
   o.signal.addEventListener('abort', () => deadLetter.close(), { once: true });
+  // Deliveries waiting for a retry, by function: a deleted Function's try again at once, find
+  // it gone and end (NotRetryable, to the dead letter it had), rather than wait out the backoff.
+  const waiting = new Map<string, Set<AbortController>>();
+  const unsubscribe = o.store.onChange((fn, deleted) => {
+    if (!deleted) return;
+    for (const wake of waiting.get(keyOf(fn)) ?? []) wake.abort();
+  });
+  o.signal.addEventListener('abort', unsubscribe, { once: true });
   const delivery: Delivery = createDelivery({
     deadLetter,
     log: o.log,
@@ -165,14 +175,24 @@ export function createEventSink(o: EventSinkOptions): EventSink {
     deliver(fn, event, signal) {
       const req = requestOf(event);
       const { signal: both, release } = within(signal);
+      const key = keyOf(fn);
+      const wake = new AbortController();
+      let set = waiting.get(key);
+      if (!set) waiting.set(key, (set = new Set()));
+      set.add(wake);
       return delivery
         .deliver({
           fn,
           event,
           attempt: (_n, attemptSignal) => attempt(fn, req, attemptSignal),
           signal: both,
+          wake: wake.signal,
         })
-        .finally(release);
+        .finally(() => {
+          release();
+          set.delete(wake);
+          if (set.size === 0 && waiting.get(key) === set) waiting.delete(key);
+        });
     },
     async invoke(fn, event, signal) {
       const { signal: both, release } = within(signal);
@@ -202,20 +222,17 @@ export function createEventSink(o: EventSinkOptions): EventSink {
 export function asyncDelivery(o: AsyncDeliveryOptions): AsyncInvoke {
   const sink = createEventSink(o);
   const backlogLimit = o.backlogLimit ?? 1000;
-  const backlogBytes = o.backlogBytes ?? 64 * 1024 * 1024;
   let pending = 0;
-  let pendingBytes = 0;
   return (fn, req, acceptedAt) => {
     if (o.signal.aborted) throw gatewayError('ShuttingDown', 'the gateway is stopping; retry', 1);
-    if (pending >= backlogLimit || pendingBytes + req.body.length > backlogBytes) {
+    if (pending >= backlogLimit) {
       throw gatewayError(
         'Throttled',
-        `this gateway holds ${pending} asynchronous invocations (${Math.round(pendingBytes / 1024)} KiB) not yet delivered: slow down and retry`,
+        `this gateway holds ${pending} asynchronous invocations not yet delivered: slow down and retry`,
         1,
       );
     }
     pending++;
-    pendingBytes += req.body.length;
     // A direct call's body is JSON to the runtime whatever its content type says (curl -d sends
     // form-urlencoded); a dead letter should carry it the same way.
     const direct =
@@ -229,9 +246,6 @@ export function asyncDelivery(o: AsyncDeliveryOptions): AsyncInvoke {
       body: req.body,
       headers: direct ? { ...req.headers, 'content-type': 'application/json' } : req.headers,
     };
-    void sink.deliver(fn, event).finally(() => {
-      pending--;
-      pendingBytes -= req.body.length;
-    });
+    return sink.deliver(fn, event).finally(() => pending--);
   };
 }

@@ -132,6 +132,11 @@ export interface DeliverOptions {
   attempt: (attemptNo: number, signal: AbortSignal) => Promise<AttemptResult>;
   /** Shutdown: aborting ends the delivery as `interrupted`. */
   signal: AbortSignal;
+  /**
+   * Ends a wait for a retry early (the Function was deleted): the next attempt comes at once,
+   * and finds out what became of the Function.
+   */
+  wake?: AbortSignal;
 }
 
 export interface Delivery {
@@ -191,6 +196,21 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
   const maxDeadLetterSends = deps.maxDeadLetterSends ?? 10;
   // deliver never rejects: a sleep that does is taken as an early wake-up.
   const pause = (ms: number, signal: AbortSignal) => sleep(ms, signal).catch(() => undefined);
+  /** A pause that either signal ends; the listeners go with it. */
+  const pauseUnless = async (ms: number, signal: AbortSignal, wake: AbortSignal | undefined) => {
+    if (!wake) return pause(ms, signal);
+    if (wake.aborted) return;
+    const either = new AbortController();
+    const stop = () => either.abort();
+    signal.addEventListener('abort', stop, { once: true });
+    wake.addEventListener('abort', stop, { once: true });
+    try {
+      await pause(ms, either.signal);
+    } finally {
+      signal.removeEventListener('abort', stop);
+      wake.removeEventListener('abort', stop);
+    }
+  };
 
   async function deliver(o: DeliverOptions): Promise<DeliveryOutcome> {
     const { fn, event, signal } = o;
@@ -262,7 +282,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         );
       }
       report({ outcome: 'retried', attempts, delayMs, error: result.error });
-      await pause(delayMs, signal);
+      await pauseUnless(delayMs, signal, o.wake);
     }
   }
 

@@ -19,6 +19,7 @@ import {
   type Replica,
 } from '../platform/platform.js';
 import { headers as h, maxPayloadBytes } from '../../../runtime/src/contract/index.js';
+import type { MemoryBudget } from './budget.js';
 import { gatewayError, GatewayError } from './errors.js';
 import type { GatewayMetrics, InvocationOutcome } from './metrics.js';
 
@@ -49,6 +50,8 @@ export interface DispatcherOptions {
   log: (message: string) => void;
   /** Invocations one function may hold waiting; past it, 429. */
   queueLimit?: number;
+  /** Counts the answers while they arrive from replicas. */
+  budget?: MemoryBudget;
   now?: () => number;
 }
 
@@ -62,6 +65,8 @@ const activationRetryMs = 1_000;
 const activationCheckMs = 250;
 /** A replica at its own limit (another gateway filled it) is tried again after this. */
 const busyRetryMs = 25;
+/** Times an invocation is sent again after its connection failed before it was written. */
+const maxUnsentResends = 3;
 
 interface Waiter {
   fn: EddyFunction;
@@ -77,6 +82,8 @@ class Lane {
   readonly perReplica = new Map<string, number>();
   readonly waiters: Waiter[] = [];
   activating = false;
+  /** The function was deleted: nothing waits here any more. */
+  forgotten = false;
   /** The integral of (inFlight + queued) over time, in ms, up to `changedAt`. */
   concurrencyMs = 0;
   changedAt: number;
@@ -172,11 +179,12 @@ export class Dispatcher {
     lane.requests++;
     const deadline = this.now() + s.activationTimeoutMs;
     let outcome: InvocationOutcome = 'error';
-    let resetRetried = false;
+    let unsentResends = 0;
     try {
       for (;;) {
         if (this.stopping) throw gatewayError('ShuttingDown', 'the gateway is stopping; retry', 1);
         if (req.signal?.aborted) throw callerGone();
+        if (lane.forgotten) throw deleted(key);
         const replica = await this.acquire(fn, lane, deadline, req.signal);
         let sent: SendResult;
         try {
@@ -184,9 +192,14 @@ export class Dispatcher {
         } finally {
           this.release(key, lane, replica.id);
         }
-        if (sent.kind === 'reset' && !resetRetried) {
-          // A kept-alive connection the replica closed as the request went out: once, elsewhere.
-          resetRetried = true;
+        if (sent.kind === 'unsent') {
+          // The connection failed before the whole request was written (a kept-alive connection
+          // the replica had closed): the handler cannot have run, so it is sent again. A replica
+          // that keeps failing so is kept out until it proves ready again.
+          if (++unsentResends > maxUnsentResends) this.o.platform.unreachable(key, replica.id);
+          this.o.log(
+            `${key}: the connection to replica ${replica.id} failed before the invocation was written (${sent.reason}); sending it again`,
+          );
           continue;
         }
         if (sent.kind === 'undelivered') {
@@ -209,8 +222,10 @@ export class Dispatcher {
           await new Promise((r) => setTimeout(r, busyRetryMs));
           continue;
         }
-        if (sent.kind === 'died' || sent.kind === 'reset') {
-          const timedOut = sent.kind === 'died' && sent.timedOut;
+        if (sent.kind === 'died') {
+          // The whole invocation reached the replica: it is never sent again, since its
+          // handler may have run (Lambda's Runtime.ExitError, once).
+          const timedOut = sent.timedOut;
           outcome = timedOut ? 'timeout' : 'error';
           if (timedOut) {
             throw gatewayError(
@@ -269,17 +284,18 @@ export class Dispatcher {
     return report;
   }
 
-  /** Drops what is kept for a deleted function; its waiting invocations get 404. */
+  /**
+   * Drops the queue of a deleted function: its waiting invocations get 404 at once, those in
+   * flight end with their replica's answer and are not sent again, and a Function created
+   * again under the name starts with a queue of its own.
+   */
   forget(key: FunctionKey): void {
     const lane = this.lanes.get(key);
     if (!lane) return;
+    this.lanes.delete(key);
     lane.account(this.now());
-    for (const w of lane.waiters.splice(0)) {
-      w.reject(
-        gatewayError('FunctionNotFound', `function ${key} was deleted while the invocation waited`),
-      );
-    }
-    if (lane.inFlight === 0) this.lanes.delete(key);
+    lane.forgotten = true;
+    for (const w of lane.waiters.splice(0)) w.reject(deleted(key));
   }
 
   private lane(key: FunctionKey): Lane {
@@ -314,6 +330,7 @@ export class Dispatcher {
         ),
       );
     }
+    if (lane.forgotten) return Promise.reject(deleted(key));
     return new Promise<Replica>((resolve, reject) => {
       const now = this.now();
       const atZero = this.o.platform.ready(key).length === 0;
@@ -480,10 +497,14 @@ export class Dispatcher {
     return new Promise((resolve) => {
       const started = this.now();
       let settled = false;
+      // The answer's bytes while they arrive. Taken even past the budget: the handler has run,
+      // so its answer is kept, and new bodies are refused meanwhile.
+      const answer = this.o.budget?.hold();
       const done = (r: SendResult) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        answer?.release();
         resolve(r);
       };
       const target = this.targetOf(replica.url);
@@ -505,7 +526,10 @@ export class Dispatcher {
           let size = 0;
           res.on('data', (c: Buffer) => {
             size += c.length;
-            if (size <= maxPayloadBytes * 2) chunks.push(c);
+            if (size <= maxPayloadBytes * 2 && !settled) {
+              answer?.force(c.length);
+              chunks.push(c);
+            }
           });
           res.on('error', (err) => done(died(err, this.now() - started >= timeoutMs)));
           res.on('aborted', () => done(died(new Error('the answer was cut off'), false)));
@@ -536,18 +560,23 @@ export class Dispatcher {
         out.destroy();
         done({ kind: 'died', timedOut: true, reason: 'no answer in time' });
       }, timeoutMs + answerGraceMs);
+      // Whether the request was connected, and whole in the replica's socket ('finish': every
+      // byte handed to the kernel). The runtime starts a handler only once the body is complete,
+      // so a failure before that proves the invocation did not run; after it, it may have.
+      let connected = false;
+      let written = false;
+      out.once('socket', (socket) => {
+        if (!socket.connecting) connected = true;
+        else socket.once('connect', () => (connected = true));
+      });
+      out.once('finish', () => (written = true));
       // A caller that goes away does not cut the invocation short: the handler runs on either
       // way, and its slot is free only once the replica has answered.
       out.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ECONNREFUSED') {
-          done({ kind: 'undelivered', reason: err.code });
-        } else if (out.reusedSocket && err.code === 'ECONNRESET') {
-          // A kept-alive connection reset before any answer: most often the replica closed it
-          // as the request went out (Node's advice: retry those), rarely a crash mid-handler.
-          done({ kind: 'reset', reason: err.code });
-        } else {
-          done(died(err, this.now() - started >= timeoutMs));
-        }
+        const reason = err.code ?? err.message;
+        if (!connected) done({ kind: 'undelivered', reason });
+        else if (!written) done({ kind: 'unsent', reason });
+        else done(died(err, this.now() - started >= timeoutMs));
       });
       out.end(req.body);
     });
@@ -558,7 +587,8 @@ type SendResult =
   | { kind: 'answered'; response: InvokeResponse }
   | { kind: 'undelivered'; reason: string }
   | { kind: 'busy' }
-  | { kind: 'reset'; reason: string }
+  /** The connection failed before the request was fully written: it never reached the handler. */
+  | { kind: 'unsent'; reason: string }
   | { kind: 'died'; timedOut: boolean; reason: string };
 
 /** The caller went away before its invocation ended. */
@@ -568,6 +598,13 @@ class CallerGone extends Error {
 
 function callerGone(): CallerGone {
   return new CallerGone('the caller went away');
+}
+
+function deleted(key: FunctionKey): GatewayError {
+  return gatewayError(
+    'FunctionNotFound',
+    `function ${key} was deleted while the invocation waited; it was not run`,
+  );
 }
 
 function died(err: Error, timedOut: boolean): SendResult {

@@ -21,6 +21,11 @@ export const gatewayErrors = {
   AuthUnavailable: { status: 503, errorType: 'EddyAuthUnavailable', functionError: false },
   /** A source's intake could not finish delivering: the sender should keep the event and retry. */
   DeliveryIncomplete: { status: 503, errorType: 'EddyDeliveryIncomplete', functionError: false },
+  /**
+   * A source's intake found the gateway's memory budget full: the sender keeps the event and
+   * posts it again (a synchronous invocation gets `Throttled` instead).
+   */
+  GatewayBusy: { status: 503, errorType: 'EddyGatewayBusy', functionError: false },
   MethodNotAllowed: errorCodes.MethodNotAllowed,
   PayloadTooLarge: errorCodes.PayloadTooLarge,
   Throttled: errorCodes.Throttled,

@@ -24,6 +24,8 @@ kind: Secret
 metadata:
   name: minio-creds
   namespace: photos
+  labels:
+    eddy.dev/connection: 'true'
 data:
   accessKeyId: ${Buffer.from('minioadmin').toString('base64')}
 stringData:
@@ -90,6 +92,7 @@ describe('ManifestSet.load', () => {
         fnDoc('thumbnail', '  memory: 512Mi\n'),
         fnDoc('resize', '  timeoutSeconds: 30\n'),
         secretDoc,
+        secretDoc.replace('minio-creds', 'other-creds').replace(/ {2}labels:\n.*\n/, ''),
         configMapDoc,
       ].join('---\n'),
     );
@@ -109,6 +112,10 @@ describe('ManifestSet.load', () => {
       accessKeyId: 'minioadmin',
       secretAccessKey: 's3cret',
     });
+    // Only a Secret labelled for Functions' use is handed out, as in a cluster.
+    await expect(set.secret('photos', 'other-creds')).rejects.toThrow(
+      'kubectl label secret other-creds -n photos eddy.dev/connection=true',
+    );
     expect(set.configMap('photos', 'thumbnail-code')).toEqual({
       'index.mjs': "export const handler = async () => 'ok';",
     });

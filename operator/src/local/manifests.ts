@@ -19,6 +19,7 @@ import { LineCounter, parseAllDocuments } from 'yaml';
 import { checkFunction, loadFunctionSchema, type FunctionSchema } from '../api/schema.js';
 import type { EddyFunction } from '../api/types.js';
 import { MemoryFunctionStore, type SecretReader } from '../functions.js';
+import { mayUseSecret } from '../secrets.js';
 import type { ConfigMapReader } from '../platform/local-code.js';
 
 export interface ManifestSetOptions {
@@ -43,7 +44,14 @@ type Kind = 'Function' | 'Secret' | 'ConfigMap';
  */
 type Entry =
   | { kind: 'Function'; key: string; line: number; fn: EddyFunction }
-  | { kind: 'Secret' | 'ConfigMap'; key: string; line: number; data: Record<string, string> }
+  | {
+      kind: 'Secret' | 'ConfigMap';
+      key: string;
+      line: number;
+      data: Record<string, string>;
+      /** A Secret's labels: they decide whether Functions may use it. */
+      labels?: Record<string, string>;
+    }
   | { kind: Kind; key: string | undefined; line: number; problems: string[] }
   | { note: string };
 
@@ -122,6 +130,7 @@ export class ManifestSet {
   /** Running Functions: as checked (to see whether an edit changes them), and as served. */
   private readonly functions = new Map<string, { checked: EddyFunction; served: EddyFunction }>();
   private readonly secrets = new Map<string, Record<string, string>>();
+  private readonly secretLabels = new Map<string, Record<string, string> | undefined>();
   private readonly configMaps = new Map<string, Record<string, string>>();
   /** Loads run one at a time, in order, so two edits of a file cannot interleave. */
   private queue: Promise<void> = Promise.resolve();
@@ -157,6 +166,7 @@ export class ManifestSet {
         `Secret ${namespace}/${name} not found in the loaded manifests: add it to one of ${[...this.files.values()].join(', ')}`,
       );
     }
+    mayUseSecret(namespace, name, this.secretLabels.get(`${namespace}/${name}`));
     return { ...data };
   };
 
@@ -369,9 +379,17 @@ export class ManifestSet {
       }
       const read =
         kind === 'Secret' ? dataOf(obj, 'data', 'stringData') : dataOf(obj, 'binaryData', 'data');
-      return 'problems' in read
-        ? { kind, key, line, problems: read.problems }
-        : { kind, key, line, data: read.data };
+      if ('problems' in read) return { kind, key, line, problems: read.problems };
+      const labels = isObject(obj.metadata) ? obj.metadata.labels : undefined;
+      return {
+        kind,
+        key,
+        line,
+        data: read.data,
+        ...(kind === 'Secret' && isObject(labels)
+          ? { labels: labels as Record<string, string> }
+          : {}),
+      };
     }
     return {
       note: `${where}: ${String(apiVersion)} ${kind} ${key ?? ''} is not used by the local stack (it loads Functions, Secrets and ConfigMaps): ignored`,
@@ -399,7 +417,10 @@ export class ManifestSet {
       return true;
     }
     const map = entry.kind === 'Secret' ? this.secrets : this.configMaps;
-    if (isDeepStrictEqual(map.get(entry.key), entry.data)) return false;
+    const relabelled =
+      entry.kind === 'Secret' && !isDeepStrictEqual(this.secretLabels.get(entry.key), entry.labels);
+    if (entry.kind === 'Secret') this.secretLabels.set(entry.key, entry.labels);
+    if (isDeepStrictEqual(map.get(entry.key), entry.data) && !relabelled) return false;
     map.set(entry.key, entry.data);
     return true;
   }
@@ -416,6 +437,7 @@ export class ManifestSet {
       this.store.delete(key.slice(0, slash), key.slice(slash + 1));
     } else {
       (kind === 'Secret' ? this.secrets : this.configMaps).delete(key);
+      if (kind === 'Secret') this.secretLabels.delete(key);
     }
     const waiting = this.turnedAway.get(id);
     this.turnedAway.delete(id);

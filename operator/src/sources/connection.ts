@@ -9,6 +9,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { describeError } from '../errors.js';
 import type { Connection, EddyFunction } from '../api/types.js';
 import type { SecretReader } from '../functions.js';
+import { SecretNotAllowed } from '../secrets.js';
 import type { TriggerProblem } from './states.js';
 
 export interface ResolvedConnection {
@@ -51,7 +52,10 @@ export async function resolveConnection(
   try {
     data = await secrets(ns, ref.name);
   } catch (err) {
-    throw new SourceProblem('SecretNotFound', `${where}: ${describeError(err)}`);
+    throw new SourceProblem(
+      err instanceof SecretNotAllowed ? 'SecretNotAllowed' : 'SecretNotFound',
+      `${where}: ${describeError(err)}`,
+    );
   }
   const idKey = ref.accessKeyIdKey ?? 'accessKeyId';
   const secretKey = ref.secretAccessKeyKey ?? 'secretAccessKey';

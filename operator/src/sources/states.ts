@@ -12,6 +12,7 @@ export type TriggerProblem =
   | 'AccessDenied'
   | 'EndpointUnreachable'
   | 'SecretNotFound'
+  | 'SecretNotAllowed'
   | 'InvalidExpression'
   | 'InvalidTrigger'
   | 'SourceError';
