@@ -19,3 +19,17 @@ export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message.split('\n')[0]!;
   return String(err);
 }
+
+/**
+ * A Kubernetes API request that got no complete answer within its deadline: the API server, or
+ * the network to it, stalled. Callers retry as they retry any failed call.
+ */
+export class ApiRequestTimeout extends Error {
+  override readonly name = 'ApiRequestTimeout';
+
+  constructor(method: string, path: string, timeoutMs: number) {
+    super(
+      `the Kubernetes API did not answer ${method} ${path} within ${timeoutMs} ms: the API server or the network to it is stalled; the call is retried`,
+    );
+  }
+}

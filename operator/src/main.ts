@@ -5,6 +5,7 @@ import { LazyClusterCaches } from './caches.js';
 import { composeEddy } from './compose.js';
 import { withConnectionReuse } from './connection-reuse.js';
 import { clusterElector, controllerRunnable } from './operator.js';
+import { withRequestDeadlines } from './request-deadlines.js';
 import { createKubernetesPlatform } from './platform/kubernetes.js';
 import { clusterSecrets } from './secrets.js';
 import { loadSettings } from './settings.js';
@@ -31,7 +32,7 @@ if (
   );
   process.exit(1);
 }
-withConnectionReuse(kc);
+withRequestDeadlines(withConnectionReuse(kc), settings.apiTimeoutMs);
 const stop = new AbortController();
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {

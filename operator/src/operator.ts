@@ -6,6 +6,7 @@ import { startController, type Controller } from './controller/controller.js';
 import { LeaderElection } from './controller/leader.js';
 import type { Cleaner } from './controller/reconciler.js';
 import { Manager, type Runnable } from './manager.js';
+import { withRequestDeadlines } from './request-deadlines.js';
 import type { OperatorSettings } from './settings.js';
 import type { TriggerStates } from './sources/states.js';
 
@@ -86,7 +87,7 @@ export interface OperatorOptions {
  * bench:operator run. Runs until `signal` aborts.
  */
 export async function runOperator(o: OperatorOptions, signal: AbortSignal): Promise<void> {
-  withConnectionReuse(o.kc);
+  withRequestDeadlines(withConnectionReuse(o.kc), o.settings.apiTimeoutMs);
   const log = o.log ?? ((m: string) => console.log(`eddy-operator: ${m}`));
   const caches = new LazyClusterCaches(o.kc, log);
   await new Manager({

@@ -16,6 +16,8 @@ export interface OperatorSettings extends ReconcilerSettings {
   /** Where the gateway listens (all addresses), and the Service in front of its replicas. */
   gatewayPort: number;
   gatewayService: string;
+  /** The deadline of every Kubernetes API request (EDDY_API_TIMEOUT_SECONDS, default 10). */
+  apiTimeoutMs?: number;
   /** Bytes of bodies and answers one gateway replica holds at most. */
   gatewayMemoryBudget?: number;
   /** The stores that may post S3 notifications; without one the intake refuses them. */
@@ -152,6 +154,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSett
     gatewayService: env.EDDY_GATEWAY_SERVICE ?? 'eddy-gateway',
     gatewayMemoryBudget: gatewayMemoryBudget(env),
     cleanupAttemptMs: int(env, 'EDDY_CLEANUP_ATTEMPT_SECONDS', 10, 1, 600) * 1000,
+    apiTimeoutMs: int(env, 'EDDY_API_TIMEOUT_SECONDS', 10, 1, 300) * 1000,
     cleanupDeadlineMs: int(env, 'EDDY_CLEANUP_DEADLINE_SECONDS', 120, 1, 86_400) * 1000,
     ...s3Settings(env),
   };

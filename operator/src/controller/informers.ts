@@ -1,15 +1,18 @@
 /**
  * Informers that keep going: client-node's informer stops on any watch error but 410 Gone, so
- * each is restarted with a backoff, and the caller is told when it has its first full list.
+ * each is restarted with a backoff, and the caller is told when it has its first full list. Each
+ * watch is bounded (request-deadlines.ts): one over a connection that stalled is cut and
+ * restarted rather than leaving the cache silently stale.
  */
 import {
-  makeInformer,
+  ListWatch,
   type Informer,
   type KubeConfig,
   type KubernetesListObject,
   type KubernetesObject,
   type ObjectCache,
 } from '@kubernetes/client-node';
+import { boundedWatch, type BoundedWatchOptions } from '../request-deadlines.js';
 
 export type Resilient<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
 
@@ -22,7 +25,9 @@ export interface InformerOptions<T extends KubernetesObject> {
   onDelete?: (obj: T) => void;
   log: (message: string) => void;
   signal: AbortSignal;
-  /** Makes the informer; by default client-node's. */
+  /** The bounds of each watch; tests shorten them. */
+  watch?: BoundedWatchOptions;
+  /** Makes the informer; by default client-node's ListWatch over a bounded watch. */
   makeInformer?: (
     kc: KubeConfig,
     path: string,
@@ -64,7 +69,9 @@ export async function startInformer<T extends KubernetesObject>(
   kc: KubeConfig,
   o: InformerOptions<T>,
 ): Promise<Resilient<T>> {
-  const informer = (o.makeInformer ?? makeInformer<T>)(kc, o.path, o.list, o.labelSelector);
+  const informer = o.makeInformer
+    ? o.makeInformer(kc, o.path, o.list, o.labelSelector)
+    : new ListWatch<T>(o.path, boundedWatch(kc, o.watch), o.list, false, o.labelSelector);
   // The cache keeps the very objects handed to these callbacks. managedFields are most of a
   // Deployment's size and nothing here reads them (drift is checked against the spec itself).
   const slim = (obj: T) => {

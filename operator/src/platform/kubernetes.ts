@@ -20,6 +20,7 @@ import {
 } from '@kubernetes/client-node';
 import type { EddyFunction } from '../api/types.js';
 import { withConnectionReuse } from '../connection-reuse.js';
+import { withRequestDeadlines, withSignal } from '../request-deadlines.js';
 import { fieldManager as operatorFieldManager, runtimePort } from '../controller/desired.js';
 import { paginated, startInformer } from '../controller/informers.js';
 import { describeError } from '../errors.js';
@@ -201,7 +202,9 @@ function isStatus(err: unknown, code: number): boolean {
 const serverSideApply = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
 
 export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform {
-  withConnectionReuse(o.kc);
+  // Every call here has a deadline: a stalled API server fails an activation, which the gateway
+  // retries, rather than leaving it waiting forever.
+  withRequestDeadlines(withConnectionReuse(o.kc));
   const apps = o.kc.makeApiClient(AppsV1Api);
   const discovery = o.kc.makeApiClient(DiscoveryV1Api);
   const replicas = new ReadyReplicas(o.endpointUrl);
@@ -254,7 +257,12 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
    * `kubectl scale` in between takes the field for a moment). With `resourceVersion`, the write
    * fails with 409 if the Deployment changed since it was read.
    */
-  const applyScale = async (fn: EddyFunction, count: number, resourceVersion?: string) => {
+  const applyScale = async (
+    fn: EddyFunction,
+    count: number,
+    resourceVersion?: string,
+    signal?: AbortSignal,
+  ) => {
     const body: V1Scale = {
       apiVersion: 'autoscaling/v1',
       kind: 'Scale',
@@ -263,7 +271,7 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
     };
     await apps.patchNamespacedDeploymentScale(
       { ...target(fn), body, fieldManager: scalerFieldManager, force: true },
-      serverSideApply,
+      signal ? withSignal(signal, serverSideApply) : serverSideApply,
     );
   };
 
@@ -323,8 +331,8 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
       deployments = own;
     },
 
-    async scale(fn, n) {
-      await applyScale(fn, n);
+    async scale(fn, n, signal) {
+      await applyScale(fn, n, undefined, signal);
     },
 
     async activate(fn) {

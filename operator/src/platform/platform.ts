@@ -46,8 +46,11 @@ export interface Platform {
   start(signal: AbortSignal): Promise<void>;
   /** Resolves once stopped after start's signal aborted (local: every process has exited). */
   readonly stopped?: Promise<void>;
-  /** Sets how many replicas should run: the autoscaler's decision. */
-  scale(fn: EddyFunction, replicas: number): Promise<void>;
+  /**
+   * Sets how many replicas should run: the autoscaler's decision. `signal` abandons the call
+   * (its deadline passed, or the autoscaler stopped leading).
+   */
+  scale(fn: EddyFunction, replicas: number, signal?: AbortSignal): Promise<void>;
   /**
    * Activation from zero: at least one replica, at once. Sets max(current, 1), never more, so
    * two gateways activating the same function together ask for one replica, not two.
