@@ -12,6 +12,8 @@ import type { TriggerStates } from './sources/states.js';
 
 export interface LeaseTimings {
   durationSeconds?: number;
+  /** How long the leader tries to renew before it steps down (two thirds of the lease). */
+  renewDeadlineMs?: number;
   renewIntervalMs?: number;
   retryIntervalMs?: number;
 }
@@ -27,6 +29,7 @@ export function clusterElector(
     name: 'eddy-operator',
     identity: settings.identity,
     leaseDurationSeconds: lease?.durationSeconds,
+    renewDeadlineMs: lease?.renewDeadlineMs,
     renewIntervalMs: lease?.renewIntervalMs,
     retryIntervalMs: lease?.retryIntervalMs,
     log,

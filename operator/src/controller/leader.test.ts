@@ -1,15 +1,18 @@
 import { ApiException, KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LeaderElection, type LeaseApi } from './leader.js';
 
 /** One Lease kept in memory, with the API server's compare-and-swap on resourceVersion. */
 class LeaseStore implements LeaseApi {
   lease: V1Lease | undefined;
   replaces = 0;
+  /** Reads never answer, as from an API server that stalled. */
+  hang = false;
   private version = 0;
 
   async readNamespacedLease(): Promise<V1Lease> {
+    if (this.hang) return new Promise<V1Lease>(() => undefined);
     if (!this.lease) throw new ApiException(404, 'not found', {}, {});
     return structuredClone(this.lease);
   }
@@ -64,6 +67,57 @@ describe('LeaderElection', () => {
     const replaces = store.replaces;
     await sleep(100);
     expect(store.replaces).toBe(replaces);
+  });
+
+  it('steps down when it cannot renew within the renew deadline, and leads again only after its work stopped', async () => {
+    const store = new LeaseStore();
+    const logs: string[] = [];
+    const events: string[] = [];
+    const mine = new AbortController();
+    let terms = 0;
+    const running = new LeaderElection(new KubeConfig(), {
+      namespace: 'eddy-system',
+      name: 'eddy-operator',
+      identity: 'operator-a',
+      leaseDurationSeconds: 2,
+      renewDeadlineMs: 300,
+      renewIntervalMs: 50,
+      retryIntervalMs: 50,
+      log: (m) => logs.push(m),
+      api: store,
+    }).run(async (lost) => {
+      const term = ++terms;
+      events.push(`leads ${term}`);
+      if (term === 1) store.hang = true;
+      await new Promise((resolve) => lost.addEventListener('abort', resolve, { once: true }));
+      // Stopping takes a while; the API server answers again meanwhile.
+      store.hang = false;
+      await sleep(100);
+      events.push(`stopped ${term}`);
+    }, mine.signal);
+
+    await vi.waitFor(() => expect(events).toContain('leads 2'), { timeout: 5_000 });
+    expect(events.slice(0, 3)).toEqual(['leads 1', 'stopped 1', 'leads 2']);
+    expect(logs).toContain(
+      'operator-a could not renew the lease within 300 ms; stepping down: leader-only work stops before the lease can expire for others',
+    );
+    mine.abort();
+    await running;
+  });
+
+  it('refuses timings that leave leader-only work no time to stop before the lease expires', () => {
+    expect(
+      () =>
+        new LeaderElection(new KubeConfig(), {
+          namespace: 'eddy-system',
+          name: 'eddy-operator',
+          identity: 'operator-a',
+          leaseDurationSeconds: 10,
+          renewDeadlineMs: 9_500,
+          log: () => undefined,
+          api: new LeaseStore(),
+        }),
+    ).toThrow(/leaves less than 1 s of a 10 s lease/);
   });
 
   it('releases the lease on a graceful stop', async () => {
