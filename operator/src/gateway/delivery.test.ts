@@ -409,3 +409,46 @@ describe('delivery', () => {
     expect(none.logs.filter((l) => l.startsWith('DROPPED event evt-1'))).toHaveLength(1);
   });
 });
+
+describe('delivery when its Function is deleted', () => {
+  it('ends a wait for a retry at once, and the next attempt finds out', async () => {
+    const wake = new AbortController();
+    const h = harness({
+      deps: {
+        // A wait that only ends when its signal aborts (the backoff would be long).
+        sleep: (_ms, signal) =>
+          new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve())),
+      },
+    });
+    let deleted = false;
+    const calls: number[] = [];
+    const done = h.delivery.deliver({
+      fn: fn(),
+      event: event(),
+      attempt: async (n) => {
+        calls.push(n);
+        if (n === 1) {
+          // Deleted while the first attempt ran: the wait that follows is woken.
+          queueMicrotask(() => {
+            deleted = true;
+            wake.abort();
+          });
+          return failure('boom');
+        }
+        return deleted
+          ? failure('function photos/thumbnail was deleted', false)
+          : failure('still there');
+      },
+      signal: live(),
+      wake: wake.signal,
+    });
+    const out = await done;
+    expect(calls).toEqual([1, 2]);
+    expect(out).toMatchObject({
+      outcome: 'dead-lettered',
+      attempts: 2,
+      condition: 'NotRetryable',
+    });
+    expect(h.outcomes).toEqual(['retried', 'dead-lettered']);
+  });
+});
