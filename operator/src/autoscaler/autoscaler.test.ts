@@ -23,14 +23,19 @@ function fn(name: string, spec: FunctionSpec = {}, uid = `${name}-1`): EddyFunct
   };
 }
 
-/** Replicas appear as soon as they are asked for; `failures` scale calls fail first. */
+/**
+ * Replicas appear as soon as they are asked for; `failures` scale calls fail first; calls for
+ * the functions in `hanging` never answer (as a stalled API server), ignoring their signal.
+ */
 class FakePlatform implements Pick<Platform, 'scale' | 'counts'> {
   readonly replicas = new Map<FunctionKey, number>();
   readonly calls: [FunctionKey, number][] = [];
+  readonly hanging = new Set<FunctionKey>();
   failures = 0;
 
   async scale(f: EddyFunction, replicas: number): Promise<void> {
     this.calls.push([keyOf(f), replicas]);
+    if (this.hanging.has(keyOf(f))) return new Promise<void>(() => undefined);
     if (this.failures > 0) {
       this.failures--;
       throw new Error('deployments.apps "hello" is forbidden');
@@ -192,6 +197,54 @@ describe('createAutoscaler', () => {
     ]);
     await vi.advanceTimersByTimeAsync(2_000);
     expect(logs.at(-2)).toBe('reading the load works again');
+    expect(platform.calls).toEqual([[hello, 0]]);
+  });
+
+  it("scales other functions while one function's scale call hangs, asking that one again only after its deadline", async () => {
+    const other = 'default/other';
+    store.set(fn('hello'));
+    store.set(fn('other'));
+    platform.replicas.set(hello, 1);
+    platform.replicas.set(other, 1);
+    platform.hanging.add(hello);
+    start({ scaleTimeoutMs: 5_000 });
+    gateway.invoke(hello, 3);
+    gateway.invoke(other, 3);
+    await vi.advanceTimersByTimeAsync(4_000);
+    expect(platform.replicas.get(other)).toBe(3);
+    // One call for hello, still under way: not asked again meanwhile.
+    expect(platform.calls.filter(([key]) => key === hello)).toEqual([[hello, 3]]);
+
+    gateway.invoke(other, 3);
+    await vi.advanceTimersByTimeAsync(4_000);
+    // other goes on being scaled: its second change does not wait for hello's call either.
+    expect(platform.replicas.get(other)).toBeGreaterThan(3);
+    expect(logs).toContain('default/hello: 1 -> 3 failed, retrying: no answer within 5000 ms');
+    expect(platform.calls.filter(([key]) => key === hello).length).toBe(2);
+
+    platform.hanging.delete(hello);
+    await vi.advanceTimersByTimeAsync(8_000);
+    expect(platform.replicas.get(hello)).toBe(3);
+  });
+
+  it("scales nothing down while a gateway's load report is missing, and catches up after", async () => {
+    store.set(fn('hello', { scaling: { idleSeconds: 4 } }));
+    platform.replicas.set(hello, 2);
+    let missing: string[] = [];
+    start({ load: async () => ({ reports: [gateway.report()], missing }) });
+    await vi.advanceTimersByTimeAsync(2_000);
+    missing = ['http://10.0.0.8:8080'];
+    // Idle for longer than idleSeconds as far as the present gateway can tell; the missing one
+    // may be carrying all of hello's load: hello keeps its replicas.
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(platform.calls).toEqual([]);
+    expect(logs).toEqual([
+      'no load report from gateway http://10.0.0.8:8080: no function is scaled down until every gateway reports',
+    ]);
+
+    missing = [];
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(logs).toContain('every gateway reports its load again');
     expect(platform.calls).toEqual([[hello, 0]]);
   });
 

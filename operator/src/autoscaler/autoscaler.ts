@@ -1,15 +1,17 @@
 /**
  * The autoscaler: a leader-only loop that, every interval, reads what the gateways count, turns
  * it into one sample per Function, decides (decide.ts) and asks the platform for the replicas
- * that differ from what it has. It is the only writer of a Function's replicas.
+ * that differ from what it has. It is the only writer of a Function's replicas. Each Function's
+ * scale call runs on its own with its own deadline: one that hangs holds up that Function's
+ * next call and nothing else.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { EddyFunction } from '../api/types.js';
 import { describeError } from '../errors.js';
 import type { FunctionStore } from '../functions.js';
 import { keyOf, splitKey, type FunctionKey, type Platform } from '../platform/platform.js';
-import { Sampler, Windows, scalingOf, type Decision } from './decide.js';
-import type { LoadReport, LoadSource } from './load.js';
+import { Sampler, Windows, holdWhileMissing, scalingOf, type Decision } from './decide.js';
+import type { LoadReadout, LoadSource } from './load.js';
 
 export interface AutoscalerOptions {
   store: FunctionStore;
@@ -17,6 +19,8 @@ export interface AutoscalerOptions {
   load: LoadSource;
   /** How often to read the load and decide; also the longest a load read may take. */
   intervalMs?: number;
+  /** The longest one scale call may take before it is abandoned (default 10 s). */
+  scaleTimeoutMs?: number;
   now?: () => number;
   log: (message: string) => void;
   /** Where to register the autoscaler's metrics (one registry per app instance). */
@@ -35,6 +39,7 @@ export interface Autoscaler {
 
 export function createAutoscaler(o: AutoscalerOptions): Autoscaler {
   const intervalMs = o.intervalMs ?? 2000;
+  const scaleTimeoutMs = o.scaleTimeoutMs ?? 10_000;
   const now = o.now ?? Date.now;
   const metrics = o.metrics && autoscalerMetrics(o.metrics);
 
@@ -50,6 +55,10 @@ export function createAutoscaler(o: AutoscalerOptions): Autoscaler {
       // The last failure logged per function (or "load"), so a lasting failure is one line, not
       // one a tick.
       const failing = new Map<string, string>();
+      // Scale calls under way, by function: a function is not asked again until its call ends.
+      const scaling = new Map<FunctionKey, Promise<void>>();
+      // The gateways missing from the last read, to log a change once.
+      let missingBefore = '';
 
       const fail = (operation: 'load' | 'scale', what: string, message: string) => {
         metrics?.failures.inc({ operation });
@@ -60,8 +69,13 @@ export function createAutoscaler(o: AutoscalerOptions): Autoscaler {
       const scale = async (fn: EddyFunction, from: number, decision: Decision) => {
         const key = keyOf(fn);
         try {
-          await o.platform.scale(fn, decision.desired);
+          await withDeadline(
+            (s) => o.platform.scale(fn, decision.desired, s),
+            scaleTimeoutMs,
+            signal,
+          );
         } catch (err) {
+          if (signal.aborted) return;
           const message = `${key}: ${from} -> ${decision.desired} failed, retrying: ${describeError(err)}`;
           fail('scale', key, message);
           return;
@@ -73,20 +87,36 @@ export function createAutoscaler(o: AutoscalerOptions): Autoscaler {
       };
 
       const tick = async () => {
-        let reports: LoadReport[];
+        let readout: LoadReadout;
         try {
-          reports = await readLoad(o.load, intervalMs, signal);
+          const read = await withDeadline(
+            (s) => o.load(s),
+            intervalMs,
+            signal,
+            () => new Error(`no answer within ${intervalMs} ms`),
+          );
+          readout = Array.isArray(read) ? { reports: read, missing: [] } : read;
         } catch (err) {
           if (!signal.aborted)
             fail('load', 'load', `reading the load failed, retrying: ${describeError(err)}`);
           return;
         }
         if (failing.delete('load')) o.log('reading the load works again');
+        const missing = readout.missing.join(', ');
+        if (missing !== missingBefore) {
+          o.log(
+            missing
+              ? `no load report from gateway ${missing}: no function is scaled down until every gateway reports`
+              : 'every gateway reports its load again',
+          );
+          missingBefore = missing;
+        }
 
         const at = now();
-        const samples = sampler.sample(reports, at);
+        // A read with a report missing is no sample: the baseline stays at the last complete
+        // read, so the next complete one covers the gap with every gateway's counters.
+        const samples = missing ? undefined : sampler.sample(readout.reports, at);
         const present = new Set<FunctionKey>();
-        const changes: Promise<void>[] = [];
         for (const fn of o.store.list()) {
           const key = keyOf(fn);
           present.add(key);
@@ -99,11 +129,15 @@ export function createAutoscaler(o: AutoscalerOptions): Autoscaler {
           if (samples) state.windows.add(samples.get(key) ?? { at, concurrency: 0, active: false });
 
           const current = o.platform.counts(key);
-          const decision = state.windows.decide(at, current, scalingOf(fn.spec));
+          let decision = state.windows.decide(at, current, scalingOf(fn.spec));
+          if (missing) decision = holdWhileMissing(decision, current);
           o.onDecision?.(key, decision);
           metrics?.observe(key, decision);
           if (decision.desired === current.desired) announced.delete(key);
-          else changes.push(scale(fn, current.desired, decision));
+          else if (!scaling.has(key)) {
+            const call = scale(fn, current.desired, decision).finally(() => scaling.delete(key));
+            scaling.set(key, call);
+          }
         }
         for (const key of functions.keys()) {
           if (present.has(key)) continue;
@@ -112,29 +146,40 @@ export function createAutoscaler(o: AutoscalerOptions): Autoscaler {
           failing.delete(key);
           metrics?.forget(key);
         }
-        // Scale calls run side by side: one slow Deployment must not hold up the others.
-        await Promise.all(changes);
       };
 
       while (!signal.aborted) {
         await tick();
         await sleep(intervalMs, signal);
       }
+      // Stopping (the lease lost, say) aborts the calls under way; they end at once.
+      await Promise.all(scaling.values());
     },
   };
 }
 
-/** A read that takes longer than one interval is abandoned: a stuck gateway stalls no scaling. */
-async function readLoad(load: LoadSource, timeoutMs: number, signal: AbortSignal) {
+/**
+ * Runs `call` with a signal that aborts after `timeoutMs` or when `signal` does, and gives up on
+ * it then even if it ignores its signal: a stuck gateway or Deployment stalls no other scaling.
+ */
+async function withDeadline<T>(
+  call: (signal: AbortSignal) => Promise<T>,
+  timeoutMs: number,
+  signal: AbortSignal,
+  timeoutError = () => new Error(`no answer within ${timeoutMs} ms`),
+): Promise<T> {
   const deadline = new AbortController();
   const stop = () => deadline.abort(signal.reason);
   signal.addEventListener('abort', stop, { once: true });
-  const timer = setTimeout(
-    () => deadline.abort(new Error(`no answer within ${timeoutMs} ms`)),
-    timeoutMs,
-  );
+  // setTimeout rather than AbortSignal.timeout: the tests' fake clock drives it.
+  const timer = setTimeout(() => deadline.abort(timeoutError()), timeoutMs);
   try {
-    return await load(deadline.signal);
+    return await new Promise<T>((resolve, reject) => {
+      deadline.signal.addEventListener('abort', () => reject(deadline.signal.reason as Error), {
+        once: true,
+      });
+      call(deadline.signal).then(resolve, reject);
+    });
   } finally {
     clearTimeout(timer);
     signal.removeEventListener('abort', stop);

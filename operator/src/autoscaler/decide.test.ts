@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { Sampler, Windows, scalingOf, type Decision, type Scaling } from './decide.js';
+import {
+  Sampler,
+  Windows,
+  holdWhileMissing,
+  scalingOf,
+  type Decision,
+  type Scaling,
+} from './decide.js';
 import type { FunctionLoad, LoadReport } from './load.js';
 
 const fn = 'photos/thumbnail';
@@ -256,5 +263,27 @@ describe('Windows', () => {
     // The stable window alone would go 4 -> 3 -> 4 once per cycle.
     expect(decisions.some((d) => Math.ceil(d.concurrency.stable) === 3)).toBe(true);
     expect(decisions.every((d) => d.desired === 4)).toBe(true);
+  });
+});
+
+describe('holdWhileMissing', () => {
+  const decision = (desired: number): Decision => ({
+    desired,
+    panic: false,
+    reason: `idle 60 s -> ${desired}`,
+    concurrency: { stable: 0, panic: 0 },
+  });
+
+  it('keeps the replicas a function has instead of scaling it down or to zero', () => {
+    const held = holdWhileMissing(decision(0), { desired: 2, ready: 2 });
+    expect(held.desired).toBe(2);
+    expect(held.reason).toBe("idle 60 s -> 0, holding 2 while a gateway's load report is missing");
+  });
+
+  it('lets a scale-up or no change through as decided', () => {
+    const up = decision(4);
+    expect(holdWhileMissing(up, { desired: 2, ready: 2 })).toBe(up);
+    const same = decision(2);
+    expect(holdWhileMissing(same, { desired: 2, ready: 1 })).toBe(same);
   });
 });

@@ -263,3 +263,17 @@ export class Windows {
 function seconds(ms: number): number {
   return Math.round(ms / 1000);
 }
+
+/**
+ * A decision made while some gateway's load report is missing: what is missing may be all of a
+ * function's load, so the decision may raise replicas but never lower them (no scale-down, no
+ * scale to zero) until every gateway reports again.
+ */
+export function holdWhileMissing(decision: Decision, current: ReplicaCounts): Decision {
+  if (decision.desired >= current.desired) return decision;
+  return {
+    ...decision,
+    desired: current.desired,
+    reason: `${decision.reason}, holding ${current.desired} while a gateway's load report is missing`,
+  };
+}

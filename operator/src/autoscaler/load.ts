@@ -18,5 +18,15 @@ export interface FunctionLoad {
 /** One gateway replica's load, by function. */
 export type LoadReport = Record<FunctionKey, FunctionLoad>;
 
-/** Reads the load of every gateway replica (in-process locally; over HTTP in a cluster). */
-export type LoadSource = (signal: AbortSignal) => Promise<LoadReport[]>;
+/** What one read of the gateways found. */
+export interface LoadReadout {
+  reports: LoadReport[];
+  /** The gateways that should have reported and did not (no answer, an error): by URL. */
+  missing: string[];
+}
+
+/**
+ * Reads the load of every gateway replica (in-process locally; over HTTP in a cluster). A plain
+ * list means every gateway reported.
+ */
+export type LoadSource = (signal: AbortSignal) => Promise<LoadReport[] | LoadReadout>;

@@ -5,6 +5,7 @@
 import { DiscoveryV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { FunctionState } from '../gateway/app.js';
 import { httpUrl } from '../platform/platform.js';
+import { withSignal } from '../request-deadlines.js';
 import type { LoadReport, LoadSource } from './load.js';
 
 export interface PeersOptions {
@@ -22,10 +23,10 @@ export interface PeersOptions {
 export function gatewayPeersLoad(o: PeersOptions): LoadSource {
   const discovery = o.kc.makeApiClient(DiscoveryV1Api);
   return async (signal) => {
-    const slices = await discovery.listNamespacedEndpointSlice({
-      namespace: o.namespace,
-      labelSelector: `kubernetes.io/service-name=${o.service}`,
-    });
+    const slices = await discovery.listNamespacedEndpointSlice(
+      { namespace: o.namespace, labelSelector: `kubernetes.io/service-name=${o.service}` },
+      withSignal(signal),
+    );
     const urls: string[] = [];
     for (const slice of slices.items) {
       const port = slice.ports?.find((p) => p.name === 'http')?.port ?? slice.ports?.[0]?.port;
@@ -56,7 +57,8 @@ export function gatewayPeersLoad(o: PeersOptions): LoadSource {
           }
           return report;
         } catch (err) {
-          // A replica that does not answer is left out this time; the others still count.
+          // A replica that does not answer is named as missing: the others still count, and
+          // the autoscaler scales nothing down while a report is missing.
           o.log(
             `gateway ${url} did not report its load: ${err instanceof Error ? err.message : String(err)}`,
           );
@@ -64,6 +66,9 @@ export function gatewayPeersLoad(o: PeersOptions): LoadSource {
         }
       }),
     );
-    return reports.filter((r): r is LoadReport => r !== undefined);
+    return {
+      reports: reports.filter((r): r is LoadReport => r !== undefined),
+      missing: urls.filter((_, i) => reports[i] === undefined),
+    };
   };
 }
