@@ -1,12 +1,12 @@
 /**
  * The data path on the local platform, with real runtime processes: activation from zero, scale
- * to zero, throttling, timeouts and crashes, asynchronous retries, and a burst at zero in which
- * no event is lost.
+ * to zero, throttling, timeouts and crashes (an invocation runs once), a deleted function's queue,
+ * the memory budget, asynchronous retries, and a burst at zero in which no event is lost.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { keyOf } from '../../operator/src/platform/platform.js';
@@ -254,6 +254,208 @@ describe('the gateway on the local platform', () => {
     expect(metrics).toMatch(
       /eddy_function_retries_total\{namespace="data-path",function="crashy",trigger="async"\} 1/,
     );
+  });
+
+  it('runs an invocation once when its replica dies mid-handler on a kept-alive connection: 502 Runtime.ExitError, never sent again', async () => {
+    const runs = join(scratch, 'runs.log');
+    const code = `import { appendFileSync } from 'node:fs';
+      export const handler = async (event) => {
+        appendFileSync(${JSON.stringify(runs)}, (event.exit ? 'exit ' : 'run ') + process.pid + '\\n');
+        if (event.exit) process.exit(3);
+        return process.pid;
+      };`;
+    stack = await startStack([
+      inlineFunction('once', code, {
+        concurrency: 1,
+        scaling: { maxReplicas: 1 },
+        timeoutSeconds: 5,
+      }),
+    ]);
+    // The first invocation leaves its connection to the replica open (kept alive): the next one
+    // goes out on it, the normal case under load.
+    const warm = await stack.invoke('once', {});
+    expect(warm.status).toBe(200);
+    const first = (await warm.json()) as number;
+    const died = await stack.invoke('once', { exit: true });
+    expect(died.status).toBe(502);
+    expect(died.headers.get('x-eddy-function-error')).toBe('Unhandled');
+    expect(((await died.json()) as { errorType: string }).errorType).toBe('Runtime.ExitError');
+    // The next invocation is answered by the replica that replaced it; had the one that died
+    // been sent again, its run would stand between.
+    const after = await stack.invoke('once', {});
+    expect(after.status).toBe(200);
+    const second = (await after.json()) as number;
+    expect((await readFile(runs, 'utf8')).trim().split('\n')).toEqual([
+      `run ${first}`,
+      `exit ${first}`,
+      `run ${second}`,
+    ]);
+    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    expect(metrics).toMatch(/function="once",trigger="invoke",outcome="error"\} 1\n/);
+  });
+
+  it("drops a deleted function's queue: waiting invocations get 404, the one in flight finishes, and a delivery waiting for its retry ends", async () => {
+    const gate = join(scratch, 'gate-open');
+    const received: Array<{ condition: string; attempts: number }> = [];
+    const sink = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const ce = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+          data: { condition: string; attempts: number };
+        };
+        received.push(ce.data);
+        res.writeHead(202).end();
+      });
+    });
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+    const { port } = sink.address() as AddressInfo;
+    try {
+      const code = `import { existsSync } from 'node:fs';
+        export const handler = async (event) => {
+          while (event.wait && !existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 10));
+          if (event.fail) throw new Error('not today');
+          return 'ok';
+        };`;
+      stack = await startStack(
+        [
+          inlineFunction('doomed', code, {
+            concurrency: 1,
+            scaling: { maxReplicas: 1 },
+            timeoutSeconds: 30,
+            retry: { maxAttempts: 2 },
+            deadLetter: { url: `http://127.0.0.1:${port}/dead` },
+          }),
+        ],
+        // Retries wait up to a minute: long past this test unless the wait is cut short.
+        { retryBaseDelayMs: 60_000 },
+      );
+      const key = `${namespace}/doomed`;
+      expect((await stack.invoke('doomed', {})).status).toBe(200);
+      const accepted = await fetch(`${stack.url}/functions/${namespace}/doomed/async`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ fail: true }),
+      });
+      expect(accepted.status).toBe(202);
+      await waitFor('the asynchronous invocation to wait for its retry', async () =>
+        /function="doomed",trigger="async"\} [12]\n/.test(
+          await (await fetch(`${stack!.url}/metrics`)).text(),
+        )
+          ? true
+          : undefined,
+      );
+      const inFlight = stack.invoke('doomed', { wait: true });
+      await waitFor('one invocation in flight', async () =>
+        stack!.eddy.gateway.load()[key]?.inFlight === 1 ? true : undefined,
+      );
+      const waiting = stack.invoke('doomed', {});
+      await waitFor('one invocation waiting', async () =>
+        stack!.eddy.gateway.load()[key]?.queued === 1 ? true : undefined,
+      );
+
+      stack.store.delete(namespace, 'doomed');
+      const refused = await waiting;
+      expect(refused.status).toBe(404);
+      expect(await refused.json()).toEqual({
+        errorType: 'ResourceNotFoundException',
+        errorMessage: `function ${key} was deleted while the invocation waited; it was not run`,
+      });
+      expect(stack.eddy.gateway.load()[key]).toBeUndefined();
+      // The delivery does not wait out its backoff: it ends now, to the dead letter it had.
+      await waitFor(
+        'the dead letter',
+        async () => (received.length > 0 ? true : undefined),
+        10_000,
+      );
+      expect(received[0]).toMatchObject({ condition: 'NotRetryable' });
+      await writeFile(gate, '');
+      expect((await inFlight).status).toBe(200);
+      await waitFor('every byte given back', async () =>
+        stack!.eddy.gateway.budget.held === 0 ? true : undefined,
+      );
+    } finally {
+      sink.close();
+    }
+  });
+
+  it('refuses bodies past the memory budget, 429 for an invocation and 503 at an intake, and gives every byte back', async () => {
+    const gate = join(scratch, 'budget-gate');
+    const code = `import { existsSync } from 'node:fs';
+      export const handler = async (event) => {
+        while (event.wait && !existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 10));
+        return (event.pad ?? '').length;
+      };`;
+    const MiB = 2 ** 20;
+    stack = await startStack(
+      [
+        inlineFunction('big', code, {
+          concurrency: 4,
+          scaling: { maxReplicas: 1 },
+          timeoutSeconds: 30,
+          memory: '512Mi',
+        }),
+      ],
+      { memoryBudget: 8 * MiB },
+    );
+    const key = `${namespace}/big`;
+    const intake: number[] = [];
+    stack.eddy.gateway.route('/sources/budget-test', async (_req, body) => {
+      intake.push(body.length);
+      return { status: 200, body: { bytes: body.length } };
+    });
+    const pad = 'x'.repeat(5 * MiB);
+    expect((await stack.invoke('big', {})).status).toBe(200);
+    const held = stack.invoke('big', { wait: true, pad });
+    await waitFor('the 5 MiB invocation in flight', async () =>
+      stack!.eddy.gateway.load()[key]?.inFlight === 1 ? true : undefined,
+    );
+    expect(stack.eddy.gateway.budget.held).toBeGreaterThan(5 * MiB);
+
+    const refused = await stack.invoke('big', { pad });
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    const why = (await refused.json()) as { errorType: string; errorMessage: string };
+    expect(why.errorType).toBe('TooManyRequestsException');
+    expect(why.errorMessage).toMatch(
+      /^the gateway holds 5\.0 MiB of bodies and answers and 5\.0 MiB more would pass its memory budget of 8\.0 MiB \(EDDY_GATEWAY_MEMORY_BUDGET/,
+    );
+    // A body without a declared length is counted as it arrives.
+    const chunked = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const out = httpRequest(
+        `${stack!.url}/functions/${namespace}/big`,
+        { method: 'POST', headers: { 'content-type': 'application/json' } },
+        (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString('utf8')));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        },
+      );
+      out.on('error', reject);
+      out.write(`{"pad":"`);
+      for (let i = 0; i < 5; i++) out.write('x'.repeat(MiB));
+      out.end(`"}`);
+    });
+    expect(chunked.status).toBe(429);
+    expect(chunked.body).toMatch(/memory budget of 8\.0 MiB/);
+
+    const busy = await fetch(`${stack.url}/sources/budget-test`, { method: 'POST', body: pad });
+    expect(busy.status).toBe(503);
+    expect(busy.headers.get('retry-after')).toBe('1');
+    expect(((await busy.json()) as { errorType: string }).errorType).toBe('EddyGatewayBusy');
+    const small = await fetch(`${stack.url}/sources/budget-test`, { method: 'POST', body: 'ok' });
+    expect(small.status).toBe(200);
+    expect(intake).toEqual([2]);
+
+    await writeFile(gate, '');
+    const answer = await held;
+    expect(answer.status).toBe(200);
+    expect(await answer.json()).toBe(5 * MiB);
+    await waitFor('every byte given back', async () =>
+      stack!.eddy.gateway.budget.held === 0 ? true : undefined,
+    );
+    // With the budget free again, the same body is taken.
+    expect((await stack.invoke('big', { pad })).status).toBe(200);
   });
 
   it('sends an async invocation that keeps failing to the dead letter after its retries', async () => {

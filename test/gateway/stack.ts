@@ -48,6 +48,7 @@ export async function startStack(
       | 'checkpoints'
       | 'states'
       | 'gateway'
+      | 'memoryBudget'
     >
   > = {},
 ): Promise<Stack> {
