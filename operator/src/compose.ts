@@ -11,6 +11,7 @@ import type { LoadSource } from './autoscaler/load.js';
 import type { FunctionStore, SecretReader } from './functions.js';
 import { createGateway, type Gateway } from './gateway/app.js';
 import { asyncDelivery, createEventSink } from './gateway/async.js';
+import type { DeadLetterUrlOptions } from './gateway/dead-letter.js';
 import { Manager, type Elector, type Runnable } from './manager.js';
 import { httpUrl, type Platform } from './platform/platform.js';
 import { memoryCheckpoints, type CheckpointStore } from './sources/checkpoints.js';
@@ -45,6 +46,8 @@ export interface EddyOptions {
   memoryBudget?: number;
   /** First delay before an asynchronous invocation is retried. Default 1 s. */
   retryBaseDelayMs?: number;
+  /** Which addresses `deadLetter.url` may reach; only the local stack allows loopback. */
+  deadLetterUrls?: DeadLetterUrlOptions;
   /**
    * How long a stopping gateway keeps serving after it reports not ready, so that load
    * balancers (kube-proxy) have stopped sending to it before it closes. Default 0.
@@ -80,6 +83,7 @@ export function composeEddy(o: EddyOptions): Eddy {
         log: o.log,
         signal: deliveries.signal,
         baseDelayMs: o.retryBaseDelayMs,
+        deadLetterUrls: o.deadLetterUrls,
       }),
   });
   const serving: Runnable = {
@@ -125,6 +129,7 @@ export function composeEddy(o: EddyOptions): Eddy {
       log: o.log,
       signal: deliveries.signal,
       baseDelayMs: o.retryBaseDelayMs,
+      deadLetterUrls: o.deadLetterUrls,
     }),
     states: o.states ?? new TriggerStates(),
     checkpoints: o.checkpoints ?? memoryCheckpoints(),

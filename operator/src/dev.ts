@@ -200,6 +200,8 @@ const { manager } = composeEddy({
   elector: soleLeader,
   log: (m) => log(`eddy: ${m}`),
   gateway: { port, host: values.host },
+  // Dead-letter sinks of the local stack run on this machine: loopback is theirs to use.
+  deadLetterUrls: { allowLoopback: true },
   memoryBudget: gatewayMemoryBudget(),
   sources,
   // Sources' progress (Kinesis checkpoints, schedules' last fires) survives a restart.

@@ -6,12 +6,19 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CloudEvent, HTTP } from 'cloudevents';
-import { CreateBucketCommand, GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  CreateBucketCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  S3Client,
+} from '@aws-sdk/client-s3';
 import type { EddyFunction, FunctionSpec } from '../../operator/src/api/types.js';
 import type { SecretReader } from '../../operator/src/functions.js';
 import {
   createDeadLetterSender,
+  deadLetterTarget,
   type DeadLetterDocument,
+  type DeadLetterUrlOptions,
 } from '../../operator/src/gateway/dead-letter.js';
 import {
   createDelivery,
@@ -88,6 +95,12 @@ const failing = async (): Promise<AttemptResult> => ({
   retryable: true,
 });
 
+/** The sinks here run on 127.0.0.1, which only the local stack may reach. */
+const local: DeadLetterUrlOptions = { allowLoopback: true };
+
+/** A dead letter's name: the event's id and 16 hex digits of its own. */
+const named = (id: string) => new RegExp(`^${id}\\.[0-9a-f]{16}$`);
+
 const noSecrets: SecretReader = async (ns, name) => {
   throw new Error(`Secret ${ns}/${name} not found`);
 };
@@ -136,7 +149,7 @@ describe('dead letter to a URL', () => {
 
   it('receives a structured CloudEvent with the original event, the last error and the attempts', async () => {
     const logs: string[] = [];
-    const sender = createDeadLetterSender({ secrets: noSecrets });
+    const sender = createDeadLetterSender({ secrets: noSecrets, urls: local });
     const out = await fastDelivery(sender, logs).deliver({
       fn: fn({ retry: { maxAttempts: 1 }, deadLetter: { url: `${sinkUrl}?token=s3cr3t` } }),
       event: event({ time: fresh }),
@@ -154,9 +167,9 @@ describe('dead letter to a URL', () => {
     const parsed = HTTP.toEvent({ headers: got.headers, body: got.body }) as CloudEvent<unknown>;
     expect(parsed.validate()).toBe(true);
     const ce = JSON.parse(got.body) as Record<string, unknown>;
+    expect(ce.id).toMatch(/^evt-42\.[0-9a-f]{16}-dlq$/);
     expect(ce).toMatchObject({
       specversion: '1.0',
-      id: 'evt-42-dlq',
       type: 'dev.eddy.dead-letter',
       source: '/eddy/functions/photos/thumbnail',
       subject: 'evt-42',
@@ -171,7 +184,7 @@ describe('dead letter to a URL', () => {
   });
 
   it('carries a body that is not JSON as data_base64', async () => {
-    const sender = createDeadLetterSender({ secrets: noSecrets });
+    const sender = createDeadLetterSender({ secrets: noSecrets, urls: local });
     const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
     await sender.send(
       fn({ deadLetter: { url: sinkUrl } }),
@@ -185,15 +198,19 @@ describe('dead letter to a URL', () => {
 
   it('fails naming the URL (without its query) and the status when the sink refuses', async () => {
     answers = [500];
-    const sender = createDeadLetterSender({ secrets: noSecrets });
+    const sender = createDeadLetterSender({ secrets: noSecrets, urls: local });
     const sending = sender.send(fn({ deadLetter: { url: `${sinkUrl}?token=s3cr3t` } }), record());
-    await expect(sending).rejects.toThrow(`dead letter ${sinkUrl} answered HTTP 500: sink is full`);
+    await expect(sending).rejects.toThrow(
+      `dead letter ${sinkUrl} answered HTTP 500: it must accept`,
+    );
     await expect(sending).rejects.not.toThrow(/s3cr3t/);
+    // The sink's answer is its own business: it is not repeated in messages and logs.
+    await expect(sending).rejects.not.toThrow(/sink is full/);
   });
 
   it('fails on a redirect rather than following it and losing the event', async () => {
     answers = [302];
-    const sender = createDeadLetterSender({ secrets: noSecrets });
+    const sender = createDeadLetterSender({ secrets: noSecrets, urls: local });
     await expect(sender.send(fn({ deadLetter: { url: sinkUrl } }), record())).rejects.toThrow(
       `dead letter ${sinkUrl} answered HTTP 302`,
     );
@@ -203,7 +220,7 @@ describe('dead letter to a URL', () => {
   it('is sent again until the sink takes it, and the delivery ends dead-lettered', async () => {
     answers = [503, 503];
     const logs: string[] = [];
-    const sender = createDeadLetterSender({ secrets: noSecrets });
+    const sender = createDeadLetterSender({ secrets: noSecrets, urls: local });
     const out = await fastDelivery(sender, logs).deliver({
       fn: fn({ retry: { maxAttempts: 0 }, deadLetter: { url: sinkUrl } }),
       event: event(),
@@ -213,9 +230,9 @@ describe('dead letter to a URL', () => {
     expect(out).toMatchObject({ outcome: 'dead-lettered', deadLetterSends: 3 });
     expect(received).toHaveLength(3);
     // Every send is the same event, so the sink can deduplicate.
-    expect(new Set(received.map((r) => (JSON.parse(r.body) as { id: string }).id))).toEqual(
-      new Set(['evt-42-dlq']),
-    );
+    const ids = new Set(received.map((r) => (JSON.parse(r.body) as { id: string }).id));
+    expect(ids.size).toBe(1);
+    expect([...ids][0]).toMatch(/^evt-42\.[0-9a-f]{16}-dlq$/);
     expect(logs.filter((l) => l.includes('answered HTTP 503'))).toHaveLength(2);
   });
 
@@ -224,7 +241,7 @@ describe('dead letter to a URL', () => {
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
     const url = `http://127.0.0.1:${(closed.address() as AddressInfo).port}/dead`;
     await new Promise((resolve) => closed.close(resolve));
-    const sender = createDeadLetterSender({ secrets: noSecrets });
+    const sender = createDeadLetterSender({ secrets: noSecrets, urls: local });
     await expect(sender.send(fn({ deadLetter: { url } }), record())).rejects.toThrow(
       new RegExp(`dead letter ${url} unreachable: .*ECONNREFUSED`),
     );
@@ -232,12 +249,92 @@ describe('dead letter to a URL', () => {
 
   it('gives up on a sink that does not answer within the timeout', async () => {
     answers = ['hang'];
-    const sender = createDeadLetterSender({ secrets: noSecrets, timeoutMs: 300 });
+    const sender = createDeadLetterSender({ secrets: noSecrets, timeoutMs: 300, urls: local });
     const started = Date.now();
     await expect(sender.send(fn({ deadLetter: { url: sinkUrl } }), record())).rejects.toThrow(
       `dead letter ${sinkUrl}: no answer within 0.3 s`,
     );
     expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it("two events with one caller's id get a dead letter each, not one overwriting the other", async () => {
+    const sender = createDeadLetterSender({ secrets: noSecrets, urls: local });
+    const f = fn({ deadLetter: { url: sinkUrl } });
+    // Two accepted invocations whose callers both sent x-eddy-request-id: same-id.
+    await sender.send(f, record({ event: event({ id: 'same-id' }) }));
+    await sender.send(f, record({ event: event({ id: 'same-id' }) }));
+    const ids = received.map((r) => (JSON.parse(r.body) as { id: string }).id);
+    expect(ids).toHaveLength(2);
+    expect(new Set(ids).size).toBe(2);
+  });
+
+  it('never sends to loopback, link-local or metadata addresses, or the API server, in a cluster', async () => {
+    const cluster = createDeadLetterSender({ secrets: noSecrets });
+    await expect(cluster.send(fn({ deadLetter: { url: sinkUrl } }), record())).rejects.toThrow(
+      /dead letter http:\/\/127\.0\.0\.1:\d+\/dead is refused: 127\.0\.0\.1 is a loopback address/,
+    );
+    expect(received).toEqual([]);
+    const refused = async (url: string, o: DeadLetterUrlOptions = {}) =>
+      deadLetterTarget(url, o).then(
+        () => 'allowed',
+        (err: Error) => err.message,
+      );
+    expect(await refused('http://169.254.169.254/latest/meta-data/')).toMatch(
+      /169\.254\.169\.254 is a link-local address, where cloud metadata services answer/,
+    );
+    expect(await refused('http://[fd00:ec2::254]/latest')).toMatch(
+      /link-local address, where cloud metadata/,
+    );
+    expect(await refused('http://[fe80::1]/')).toMatch(/link-local/);
+    expect(await refused('http://[::1]:8080/')).toMatch(/loopback/);
+    expect(await refused('http://[::ffff:127.0.0.1]/')).toMatch(/loopback/);
+    expect(await refused('http://0.0.0.0:8080/')).toMatch(/unspecified/);
+    expect(await refused('https://kubernetes.default.svc/api')).toMatch(/names the API server/);
+    expect(await refused('https://kubernetes.default.svc.cluster.local./api')).toMatch(
+      /API server/,
+    );
+    expect(await refused('https://10.96.0.1:443/api', { apiServerHost: '10.96.0.1' })).toMatch(
+      /10\.96\.0\.1 is the API server's Service address/,
+    );
+    expect(await refused('file:///etc/passwd')).toMatch(/scheme is file/);
+    // A name is checked by every address it resolves to.
+    const resolvesTo =
+      (...addresses: string[]): DeadLetterUrlOptions['lookup'] =>
+      async () =>
+        addresses.map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
+    expect(
+      await refused('http://sink.example/dead', {
+        lookup: resolvesTo('203.0.113.7', '169.254.169.254'),
+      }),
+    ).toMatch(/sink\.example \(169\.254\.169\.254\) is a link-local address/);
+    expect(await refused('http://sink.example/dead', { lookup: resolvesTo('203.0.113.7') })).toBe(
+      'allowed',
+    );
+  });
+
+  it('sends to the address it checked, whatever the name resolves to afterwards', async () => {
+    // The resolver answers the sink's address once, then the metadata address (a rebinding):
+    // the request goes where the check was made, and nothing asks the resolver again.
+    let lookups = 0;
+    const port = (sink.address() as AddressInfo).port;
+    const sender = createDeadLetterSender({
+      secrets: noSecrets,
+      urls: {
+        allowLoopback: true,
+        lookup: async () => [
+          lookups++ === 0
+            ? { address: '127.0.0.1', family: 4 }
+            : { address: '169.254.169.254', family: 4 },
+        ],
+      },
+    });
+    await sender.send(
+      fn({ deadLetter: { url: `http://sink.rebinding.example:${port}/dead` } }),
+      record(),
+    );
+    expect(lookups).toBe(1);
+    expect(received).toHaveLength(1);
+    expect(received[0]!.headers.host).toBe(`sink.rebinding.example:${port}`);
   });
 });
 
@@ -275,6 +372,11 @@ describe.skipIf(!canRun('minio'))('dead letter to S3 (MinIO)', () => {
     };
   };
 
+  const keys = async (prefix: string) =>
+    (await admin.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }))).Contents?.map(
+      (o) => o.Key!,
+    ) ?? [];
+
   beforeAll(async () => {
     admin = s3Client(minio());
     await admin.send(new CreateBucketCommand({ Bucket: bucket }));
@@ -298,7 +400,14 @@ describe.skipIf(!canRun('minio'))('dead letter to S3 (MinIO)', () => {
     sender.close();
     expect(out).toMatchObject({ outcome: 'dead-lettered', attempts: 2 });
     const day = fresh.slice(0, 10).replaceAll('-', '/');
-    const { contentType, json } = await read(`failed/photos/thumbnail/${day}/evt-42.json`);
+    const [key] = await keys(`failed/photos/thumbnail/${day}/`);
+    expect(
+      key!
+        .split('/')
+        .pop()!
+        .replace(/\.json$/, ''),
+    ).toMatch(named('evt-42'));
+    const { contentType, json } = await read(key!);
     expect(contentType).toBe('application/json');
     expect(json).toEqual(expectedDocument());
   });
@@ -312,7 +421,8 @@ describe.skipIf(!canRun('minio'))('dead letter to S3 (MinIO)', () => {
       record({ event: event({ id: 'evt-keys' }) }),
     );
     sender.close();
-    expect((await read('failed/photos/thumbnail/2025/03/01/evt-keys.json')).json).toMatchObject({
+    const [key] = await keys('failed/photos/thumbnail/2025/03/01/evt-keys.');
+    expect((await read(key!)).json).toMatchObject({
       originalEvent: { id: 'evt-keys' },
       attempts: 3,
     });
@@ -347,7 +457,7 @@ describe.skipIf(!canRun('minio'))('dead letter to S3 (MinIO)', () => {
   it('names the bucket and the fix when the bucket does not exist', async () => {
     const sender = createDeadLetterSender({ secrets: secretReader });
     await expect(sender.send(s3Fn({ bucket: 'no-such-bucket' }), record())).rejects.toThrow(
-      /dead letter s3:\/\/no-such-bucket\/failed\/photos\/thumbnail\/2025\/03\/01\/evt-42\.json: the bucket does not exist .*create it/,
+      /dead letter s3:\/\/no-such-bucket\/failed\/photos\/thumbnail\/2025\/03\/01\/evt-42\.[0-9a-f]{16}\.json: the bucket does not exist .*create it/,
     );
     sender.close();
   });

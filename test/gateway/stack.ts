@@ -72,6 +72,8 @@ export async function startStack(
     elector: soleLeader,
     log,
     gateway: { port: 0, host: '127.0.0.1' },
+    // As the local stack runs: its dead-letter sinks are on 127.0.0.1.
+    deadLetterUrls: { allowLoopback: true },
     onListening: (u) => (url = u),
     ...options,
     secrets:

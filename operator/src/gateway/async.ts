@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { eventTypes, requestIdPattern } from '../../../runtime/src/contract/index.js';
 import { keyOf } from '../platform/platform.js';
 import type { AsyncInvoke } from './app.js';
-import { createDeadLetterSender } from './dead-letter.js';
+import { createDeadLetterSender, type DeadLetterUrlOptions } from './dead-letter.js';
 import {
   createDelivery,
   type AttemptResult,
@@ -34,6 +34,8 @@ export interface AsyncDeliveryOptions {
   signal: AbortSignal;
   /** First retry delay; tests shorten it. */
   baseDelayMs?: number;
+  /** Which addresses `deadLetter.url` may reach (the local stack allows loopback). */
+  deadLetterUrls?: DeadLetterUrlOptions;
   /**
    * Accepted invocations not yet delivered, at most; past it, 429. Default 1000. (Their bodies
    * count against the gateway's memory budget, which the gateway holds for them.)
@@ -101,7 +103,7 @@ export interface EventSink {
 export type EventSinkOptions = Omit<AsyncDeliveryOptions, 'backlogLimit'>;
 
 export function createEventSink(o: EventSinkOptions): EventSink {
-  const deadLetter = createDeadLetterSender({ secrets: o.secrets });
+  const deadLetter = createDeadLetterSender({ secrets: o.secrets, urls: o.deadLetterUrls });
   o.signal.addEventListener('abort', () => deadLetter.close(), { once: true });
   // Deliveries waiting for a retry, by function: a deleted Function's try again at once, find
   // it gone and end (NotRetryable, to the dead letter it had), rather than wait out the backoff.

@@ -2,11 +2,17 @@
  * Sends a failed event to its Function's `spec.deadLetter`:
  * - `url`: a structured-mode CloudEvent of type `dev.eddy.dead-letter`, POSTed;
  * - `s3`: the same document as a JSON object in the bucket.
- * Both carry the original event, the last error and the attempt count. The names are
- * deterministic (CloudEvent id `<event id>-dlq`, object key from the event's id and time), so a
- * dead letter sent twice, as at-least-once delivery allows, can be deduplicated or overwrites
- * itself.
+ * Both carry the original event, the last error and the attempt count. Their names (CloudEvent
+ * id, object key) hold the event's id and a suffix drawn once per accepted event: an event's id
+ * may be a caller's choice (x-eddy-request-id), and must not let one caller overwrite, or have
+ * deduplicated away, another event's dead letter. A dead letter sent twice for one event, as
+ * at-least-once delivery allows, keeps its name and overwrites itself.
  */
+import { randomBytes } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { BlockList, isIP, isIPv4, type LookupFunction } from 'node:net';
 import { PutObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { eventTypes } from '../../../runtime/src/contract/index.js';
 import type { Connection, EddyFunction } from '../api/types.js';
@@ -51,7 +57,8 @@ export interface DeadLetterDocument {
 export interface DeadLetterSenderDeps {
   /** Reads the Secret an S3 dead letter's connection names. */
   secrets: SecretReader;
-  fetch?: typeof fetch;
+  /** Which addresses a `url` dead letter may reach (the local stack allows loopback). */
+  urls?: DeadLetterUrlOptions;
   /** Makes the S3 client for a connection; tests may wrap it. */
   s3ClientFor?: (config: S3ClientConfig) => S3Client;
   now?: () => number;
@@ -132,18 +139,32 @@ export interface DeadLetterCloudEvent {
   data: DeadLetterDocument;
 }
 
+const names = new WeakMap<DeliveryEvent, string>();
+
 /**
- * The structured-mode CloudEvent POSTed to a `url` dead letter. Its id is `<event id>-dlq`,
- * unique within its source (the Function) and the same on every resend.
+ * What a dead letter of this accepted event is named by: `<event id>.<16 hex digits>`, the
+ * digits drawn the first time the event is dead-lettered and kept for its resends.
+ */
+export function deadLetterName(event: DeliveryEvent): string {
+  let name = names.get(event);
+  if (!name) names.set(event, (name = `${event.id}.${randomBytes(8).toString('hex')}`));
+  return name;
+}
+
+/**
+ * The structured-mode CloudEvent POSTed to a `url` dead letter. Its id is `<name>-dlq`
+ * ({@link deadLetterName}), unique within its source (the Function) and the same on every
+ * resend; its subject is the original event's id.
  */
 export function deadLetterCloudEvent(
   fn: EddyFunction,
   r: DeadLetterRecord,
   now: Date,
+  name = deadLetterName(r.event),
 ): DeadLetterCloudEvent {
   return {
     specversion: '1.0',
-    id: `${r.event.id}-dlq`,
+    id: `${name}-dlq`,
     type: eventTypes.deadLetter,
     source: `/eddy/functions/${fn.metadata.namespace}/${fn.metadata.name}`,
     subject: r.event.id,
@@ -154,12 +175,17 @@ export function deadLetterCloudEvent(
 }
 
 /**
- * `<prefix><namespace>/<name>/<yyyy>/<mm>/<dd>/<event id>.json`, dated (UTC) by the event's time
- * (by `now` if that does not parse). The prefix is used as given, as S3 prefixes are: end it
- * with `/` for a folder. The Function's name keeps apart the dead letters of two Functions that
- * share a bucket and got the same event.
+ * `<prefix><namespace>/<function>/<yyyy>/<mm>/<dd>/<name>.json` ({@link deadLetterName}: the
+ * event's id and a suffix of its own), dated (UTC) by the event's time (by `now` if that does not
+ * parse). The prefix is used as given, as S3 prefixes are: end it with `/` for a folder. The
+ * Function's name keeps apart the dead letters of two Functions that share a bucket.
  */
-export function deadLetterKey(fn: EddyFunction, r: DeadLetterRecord, now: Date): string {
+export function deadLetterKey(
+  fn: EddyFunction,
+  r: DeadLetterRecord,
+  now: Date,
+  name = deadLetterName(r.event),
+): string {
   const t = Date.parse(r.event.time);
   const at = Number.isNaN(t) ? now : new Date(t);
   const day = [
@@ -168,7 +194,160 @@ export function deadLetterKey(fn: EddyFunction, r: DeadLetterRecord, now: Date):
     String(at.getUTCDate()).padStart(2, '0'),
   ].join('/');
   const prefix = fn.spec.deadLetter?.s3?.prefix ?? '';
-  return `${prefix}${fn.metadata.namespace}/${fn.metadata.name}/${day}/${encodeURIComponent(r.event.id)}.json`;
+  return `${prefix}${fn.metadata.namespace}/${fn.metadata.name}/${day}/${encodeURIComponent(name)}.json`;
+}
+
+export interface DeadLetterUrlOptions {
+  /**
+   * Loopback addresses (127.0.0.0/8, ::1) may be reached: only the local stack sets it, where
+   * the sinks run beside the gateway. Never in a cluster, where loopback is the gateway itself.
+   */
+  allowLoopback?: boolean;
+  /** The API server's Service address. Default: KUBERNETES_SERVICE_HOST. */
+  apiServerHost?: string;
+  /** Resolves a host name to its addresses; default the system resolver. Tests replace it. */
+  lookup?: (host: string) => Promise<Array<{ address: string; family: number }>>;
+}
+
+/** A `deadLetter.url` that must not be followed; the message says why and what to do. */
+export class RefusedUrl extends Error {
+  override name = 'RefusedUrl';
+}
+
+/** Where a dead letter goes: the URL, and the one address it was checked for and is sent to. */
+export interface PinnedUrl {
+  url: URL;
+  address: string;
+  family: 4 | 6;
+}
+
+const never = new BlockList();
+for (const [net, prefix] of [
+  ['169.254.0.0', 16],
+  ['0.0.0.0', 8],
+] as const) {
+  never.addSubnet(net, prefix, 'ipv4');
+}
+for (const [net, prefix] of [
+  ['fe80::', 10],
+  ['fd00:ec2::', 64],
+  ['::', 128],
+] as const) {
+  never.addSubnet(net, prefix, 'ipv6');
+}
+const loopback = new BlockList();
+loopback.addSubnet('127.0.0.0', 8, 'ipv4');
+loopback.addAddress('::1', 'ipv6');
+
+/** The API server's names inside a cluster: `kubernetes`, `kubernetes.default[.svc[.<domain>]]`. */
+const apiServerName = /^kubernetes(\.default(\.svc(\..*)?)?)?\.?$/i;
+
+/** Why an address may not be reached, or undefined when it may. */
+function forbidden(
+  address: string,
+  o: DeadLetterUrlOptions,
+  apiServer?: string,
+): string | undefined {
+  let ip = address;
+  let family: 'ipv4' | 'ipv6' = isIPv4(ip) ? 'ipv4' : 'ipv6';
+  // An IPv4 address written as IPv6 (::ffff:127.0.0.1) is that IPv4 address.
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) {
+    ip = mapped[1]!;
+    family = 'ipv4';
+  }
+  if (apiServer && ip === apiServer) return "the API server's Service address";
+  if (loopback.check(ip, family)) {
+    return o.allowLoopback ? undefined : 'a loopback address (the gateway itself)';
+  }
+  if (never.check(ip, family)) {
+    return /^(169\.254\.|fd00:ec2:)/i.test(ip)
+      ? 'a link-local address, where cloud metadata services answer'
+      : ip.startsWith('fe80') || ip.startsWith('FE80')
+        ? 'a link-local address'
+        : 'an unspecified address';
+  }
+  return undefined;
+}
+
+/**
+ * Decides whether a dead letter may be sent to `raw`, and where: the one check every `url`
+ * dead letter passes. The host is resolved once; the URL is refused when any of its addresses is
+ * loopback (unless allowed), link-local (169.254.0.0/16, fe80::/10), AWS's metadata network
+ * (fd00:ec2::/64), unspecified, or the API server's Service (by name or address). The request then
+ * goes to the address checked, so an answer of the resolver that changes meanwhile (DNS
+ * rebinding) cannot send it elsewhere.
+ */
+export async function deadLetterTarget(
+  raw: string,
+  o: DeadLetterUrlOptions = {},
+): Promise<PinnedUrl> {
+  const shown = printable(raw);
+  const refuse = (why: string) =>
+    new RefusedUrl(
+      `dead letter ${shown} is refused: ${why}; dead letters go to a sink outside the node (a Service of yours, an external URL): correct spec.deadLetter.url`,
+    );
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw refuse('it is not a URL');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw refuse(`its scheme is ${url.protocol.slice(0, -1)}, not http or https`);
+  }
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (apiServerName.test(host)) throw refuse("it names the API server's Service");
+  const apiServer = (o.apiServerHost ?? process.env.KUBERNETES_SERVICE_HOST)?.trim() || undefined;
+  let addresses: Array<{ address: string; family: number }>;
+  if (isIP(host)) addresses = [{ address: host, family: isIP(host) }];
+  else {
+    try {
+      addresses = await (o.lookup ?? ((h) => lookup(h, { all: true, verbatim: true })))(host);
+    } catch (err) {
+      throw new Error(`dead letter ${shown} unreachable: ${networkCause(err)}`);
+    }
+    if (addresses.length === 0) throw new Error(`dead letter ${shown}: ${host} has no address`);
+  }
+  for (const a of addresses) {
+    const why = forbidden(a.address, o, apiServer);
+    if (why) throw refuse(`${host === a.address ? host : `${host} (${a.address})`} is ${why}`);
+  }
+  const first = addresses[0]!;
+  return { url, address: first.address, family: first.family === 6 ? 6 : 4 };
+}
+
+/** POSTs `body` to the pinned address (TLS still checks the URL's host name); the status. */
+function postPinned(target: PinnedUrl, body: string, signal: AbortSignal): Promise<number> {
+  const { url, address, family } = target;
+  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise<number>((resolve, reject) => {
+    const req = send(
+      url,
+      {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/cloudevents+json',
+          'content-length': Buffer.byteLength(body),
+        },
+        signal,
+        // A fresh connection each time, to the address that was checked.
+        agent: false,
+        lookup: ((_host: string, opts: { all?: boolean }, done: (...args: unknown[]) => void) => {
+          if (opts?.all) done(null, [{ address, family }]);
+          else done(null, address, family);
+        }) as unknown as LookupFunction,
+      },
+      (res) => {
+        // Redirects are not followed (a redirected POST may turn into a GET that "succeeds").
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 /** A URL fit for a log line: no user info, no query (either may hold a token). */
@@ -214,7 +393,6 @@ function s3Problem(err: unknown, where: string, fn: EddyFunction, secretName: st
 export function createDeadLetterSender(
   deps: DeadLetterSenderDeps,
 ): DeadLetterSender & { close(): void } {
-  const doFetch = deps.fetch ?? fetch;
   const makeClient = deps.s3ClientFor ?? ((config: S3ClientConfig) => new S3Client(config));
   const now = deps.now ?? Date.now;
   const timeoutMs = deps.timeoutMs ?? 10_000;
@@ -229,28 +407,22 @@ export function createDeadLetterSender(
   async function toUrl(url: string, fn: EddyFunction, r: DeadLetterRecord, signal?: AbortSignal) {
     const target = printable(url);
     const body = JSON.stringify(deadLetterCloudEvent(fn, r, new Date(now())));
-    let res: Response;
+    let status: number;
     try {
-      res = await doFetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/cloudevents+json' },
-        body,
-        // A redirected POST may turn into a GET that "succeeds" without the event: a 3xx fails.
-        redirect: 'manual',
-        signal: sendSignal(signal),
-      });
+      const pinned = await deadLetterTarget(url, deps.urls);
+      status = await postPinned(pinned, body, sendSignal(signal));
     } catch (err) {
+      if (err instanceof RefusedUrl) throw err;
       if (signal?.aborted) throw new Error(`dead letter ${target}: stopped by shutdown`);
       if (timedOut(err)) {
         throw new Error(`dead letter ${target}: no answer within ${timeoutMs / 1000} s`);
       }
       throw new Error(`dead letter ${target} unreachable: ${networkCause(err)}`);
     }
-    const text = await res.text().catch(() => '');
-    if (res.status < 200 || res.status > 299) {
-      const said = text.trim().slice(0, 200);
+    // The answer's body is the sink's own business (it may echo the event): never logged.
+    if (status < 200 || status > 299) {
       throw new Error(
-        `dead letter ${target} answered HTTP ${res.status}${said ? `: ${said}` : ''}: it must accept a POSTed CloudEvent with a 2xx`,
+        `dead letter ${target} answered HTTP ${status}: it must accept a POSTed CloudEvent with a 2xx`,
       );
     }
   }
