@@ -29,7 +29,7 @@ operator:
   resyncSeconds: 300
   workers: 8
 runtimeImage: registry.example.com/eddy/runtime:{runtime}
-gateway: { url: 'http://functions.example.com' }
+gateway: { url: 'http://functions.example.com', auth: none, invokerRole: { create: false } }
 s3:
   webhook: { arn: 'arn:minio:sqs:us-east-1:EDDY:webhook', token: 's3cret-token', tokenSecret: '' }
 metrics:
@@ -129,11 +129,18 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
         'Service/eddy-metrics',
         'ServiceAccount/eddy-operator',
         'ClusterRole/eddy-operator',
+        'ClusterRole/eddy-invoker',
         'ConfigMap/eddy-dashboard',
       ]),
     );
     expect(kinds.some((k) => k.startsWith('ServiceMonitor/'))).toBe(false);
     const deployment = objects.find((o) => o.kind === 'Deployment') as k8s.V1Deployment;
+    // Invocations are authenticated unless the values say otherwise.
+    expect(
+      deployment.spec!.template.spec!.containers[0]!.env!.find(
+        (e) => e.name === 'EDDY_GATEWAY_AUTH',
+      )!.value,
+    ).toBe('kubernetes');
     // The image defaults to the chart's appVersion, not a placeholder.
     expect(deployment.spec!.template.spec!.containers[0]!.image).toBe('eddy/operator:0.1.0');
     expect(await dryRun(objects)).toEqual([]);
@@ -152,6 +159,8 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
     const deployment = objects.find((o) => o.kind === 'Deployment') as k8s.V1Deployment;
     const container = deployment.spec!.template.spec!.containers[0]!;
     expect(container.image).toBe('registry.example.com/eddy/operator:9.9.9');
+    expect(container.env!.find((e) => e.name === 'EDDY_GATEWAY_AUTH')!.value).toBe('none');
+    expect(kinds).not.toContain('ClusterRole/eddy-invoker');
     expect(
       container.env!.find((e) => e.name === 'EDDY_S3_WEBHOOK_TOKEN')!.valueFrom!.secretKeyRef!.name,
     ).toBe('eddy-s3-webhook');
@@ -161,5 +170,6 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
   it('refuses values its schema does not allow, naming the path', async () => {
     await expect(render('operator: { workers: 100 }\n')).rejects.toThrow(/operator\/workers/);
     await expect(render('operatr: {}\n')).rejects.toThrow(/operatr/);
+    await expect(render('gateway: { auth: open }\n')).rejects.toThrow(/gateway\/auth/);
   });
 });

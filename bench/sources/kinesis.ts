@@ -20,6 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import type { EddyFunction, Trigger } from '../../operator/src/api/types.js';
+import { noAuth } from '../../operator/src/auth/authorizer.js';
 import { composeEddy } from '../../operator/src/compose.js';
 import { MemoryFunctionStore } from '../../operator/src/functions.js';
 import { soleLeader } from '../../operator/src/manager.js';
@@ -116,6 +117,8 @@ export async function benchKinesis(): Promise<string[]> {
       secrets: async () => ({ accessKeyId: k.accessKeyId, secretAccessKey: k.secretAccessKey }),
       elector: soleLeader,
       log: () => undefined,
+      // The local stack's gateway, as npm start runs it: no authentication.
+      auth: noAuth,
       gateway: { port: 0, host: '127.0.0.1' },
       onListening: (u) => (url = u),
       sources: [kinesisSource({ checkpointIntervalMs: 50 })],

@@ -6,12 +6,12 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Authorizer } from './auth/authorizer.js';
 import { createAutoscaler } from './autoscaler/autoscaler.js';
 import type { LoadSource } from './autoscaler/load.js';
 import type { FunctionStore, SecretReader } from './functions.js';
 import { createGateway, type Gateway } from './gateway/app.js';
 import { asyncDelivery, createEventSink } from './gateway/async.js';
-import type { DeadLetterUrlOptions } from './gateway/dead-letter.js';
 import { Manager, type Elector, type Runnable } from './manager.js';
 import { httpUrl, type Platform } from './platform/platform.js';
 import { memoryCheckpoints, type CheckpointStore } from './sources/checkpoints.js';
@@ -24,6 +24,8 @@ export interface EddyOptions {
   secrets: SecretReader;
   elector: Elector;
   log: (message: string) => void;
+  /** Who may invoke and list functions on the gateway. */
+  auth: Authorizer;
   gateway: { port: number; host?: string };
   /** Reads every gateway replica's load; by default only this process's gateway. */
   load?: (gateway: Gateway) => LoadSource;
@@ -46,8 +48,6 @@ export interface EddyOptions {
   memoryBudget?: number;
   /** First delay before an asynchronous invocation is retried. Default 1 s. */
   retryBaseDelayMs?: number;
-  /** Which addresses `deadLetter.url` may reach; only the local stack allows loopback. */
-  deadLetterUrls?: DeadLetterUrlOptions;
   /**
    * How long a stopping gateway keeps serving after it reports not ready, so that load
    * balancers (kube-proxy) have stopped sending to it before it closes. Default 0.
@@ -72,6 +72,7 @@ export function composeEddy(o: EddyOptions): Eddy {
     store: o.store,
     platform: o.platform,
     log: o.log,
+    auth: o.auth,
     queueLimit: o.queueLimit,
     memoryBudget: o.memoryBudget,
     asyncInvoke: (dispatcher, metrics) =>
@@ -83,7 +84,6 @@ export function composeEddy(o: EddyOptions): Eddy {
         log: o.log,
         signal: deliveries.signal,
         baseDelayMs: o.retryBaseDelayMs,
-        deadLetterUrls: o.deadLetterUrls,
       }),
   });
   const serving: Runnable = {
@@ -129,7 +129,6 @@ export function composeEddy(o: EddyOptions): Eddy {
       log: o.log,
       signal: deliveries.signal,
       baseDelayMs: o.retryBaseDelayMs,
-      deadLetterUrls: o.deadLetterUrls,
     }),
     states: o.states ?? new TriggerStates(),
     checkpoints: o.checkpoints ?? memoryCheckpoints(),

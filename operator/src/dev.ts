@@ -8,6 +8,7 @@ import { createServer } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { noAuth } from './auth/authorizer.js';
 import { composeEddy } from './compose.js';
 import { ManifestSet } from './local/manifests.js';
 import { soleLeader } from './manager.js';
@@ -71,6 +72,10 @@ if (values.help || positionals.length === 0) {
   process.exit(values.help ? 0 : 2);
 }
 const port = portOf('--port', values.port)!;
+// First, before anything else is printed: the local stack checks no caller.
+console.log(
+  `eddy: invocations on ${values.host}:${port} are not authenticated: anyone who can reach that address may invoke and list every function (the local stack; in a cluster every call needs a Kubernetes token)`,
+);
 let s3Port = portOf('--s3-port', values['s3-port']);
 const minioBinary = s3Port !== undefined ? findOnPath('minio') : undefined;
 if (minioBinary && s3Port === 0) {
@@ -199,9 +204,8 @@ const { manager } = composeEddy({
   secrets: manifests.secret,
   elector: soleLeader,
   log: (m) => log(`eddy: ${m}`),
+  auth: noAuth,
   gateway: { port, host: values.host },
-  // Dead-letter sinks of the local stack run on this machine: loopback is theirs to use.
-  deadLetterUrls: { allowLoopback: true },
   memoryBudget: gatewayMemoryBudget(),
   sources,
   // Sources' progress (Kinesis checkpoints, schedules' last fires) survives a restart.

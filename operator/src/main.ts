@@ -1,5 +1,7 @@
 /** The in-cluster operator: `node dist/operator/main.js`. Wiring only. */
 import { KubeConfig } from '@kubernetes/client-node';
+import { noAuth } from './auth/authorizer.js';
+import { kubernetesAuthorizer } from './auth/kubernetes.js';
 import { gatewayPeersLoad } from './autoscaler/peers.js';
 import { LazyClusterCaches } from './caches.js';
 import { composeEddy } from './compose.js';
@@ -8,7 +10,7 @@ import { clusterElector, controllerRunnable } from './operator.js';
 import { withRequestDeadlines } from './request-deadlines.js';
 import { createKubernetesPlatform } from './platform/kubernetes.js';
 import { clusterSecrets } from './secrets.js';
-import { loadSettings } from './settings.js';
+import { gatewayAuthSetting, loadSettings } from './settings.js';
 import { configMapCheckpoints } from './sources/checkpoints.js';
 import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
@@ -33,6 +35,19 @@ if (
   process.exit(1);
 }
 withRequestDeadlines(withConnectionReuse(kc), settings.apiTimeoutMs);
+const authMode = (() => {
+  try {
+    return gatewayAuthSetting();
+  } catch (err) {
+    log(err instanceof Error ? err.message : String(err));
+    process.exit(1);
+  }
+})();
+if (authMode === 'none') {
+  log(
+    'EDDY_GATEWAY_AUTH=none: invocations are not authenticated; anyone who reaches the gateway may invoke and list every function',
+  );
+}
 const stop = new AbortController();
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {
@@ -52,6 +67,7 @@ const { manager } = composeEddy({
   secrets: clusterSecrets(kc),
   elector: clusterElector(kc, settings, log),
   log,
+  auth: authMode === 'none' ? noAuth : kubernetesAuthorizer({ kc, log }),
   gateway: { port: settings.gatewayPort },
   memoryBudget: settings.gatewayMemoryBudget,
   drainDelayMs: 5_000,

@@ -1,6 +1,7 @@
 /** The operator's settings, from its environment (the Helm chart sets them). */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { authModes, type AuthMode } from './auth/authorizer.js';
 import type { Runtime } from './api/types.js';
 import { runtimes } from './api/types.js';
 import type { ReconcilerSettings } from './controller/reconciler.js';
@@ -158,4 +159,17 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSett
     cleanupDeadlineMs: int(env, 'EDDY_CLEANUP_DEADLINE_SECONDS', 120, 1, 86_400) * 1000,
     ...s3Settings(env),
   };
+}
+
+/**
+ * `EDDY_GATEWAY_AUTH`: `kubernetes` (the default) authenticates every invocation and listing
+ * with a bearer token and RBAC; `none` lets anyone who reaches the gateway invoke every function.
+ */
+export function gatewayAuthSetting(env: NodeJS.ProcessEnv = process.env): AuthMode {
+  const raw = env.EDDY_GATEWAY_AUTH?.trim();
+  if (raw === undefined || raw === '') return 'kubernetes';
+  if ((authModes as readonly string[]).includes(raw)) return raw as AuthMode;
+  throw new Error(
+    `EDDY_GATEWAY_AUTH=${JSON.stringify(raw)} is not allowed: use kubernetes (bearer tokens and RBAC, the default) or none (no authentication: anyone who reaches the gateway may invoke every function)`,
+  );
 }

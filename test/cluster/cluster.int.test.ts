@@ -43,6 +43,8 @@ const images = {
 const release = 'eddy';
 const system = 'eddy-system';
 const webhookToken = randomBytes(16).toString('hex');
+/** A caller's token (`kubectl create token`), sent with every POST; the chart's auth is on. */
+let invokerToken: string | undefined;
 
 interface Answer {
   status: number;
@@ -60,7 +62,11 @@ async function post(
     const res = await fetch(url, {
       method: 'POST',
       body,
-      headers: { 'content-type': 'application/json', ...headers },
+      headers: {
+        'content-type': 'application/json',
+        ...(invokerToken ? { authorization: `Bearer ${invokerToken}` } : {}),
+        ...headers,
+      },
       signal: AbortSignal.timeout(60_000),
     });
     return { status: res.status, headers: res.headers, body: await res.text() };
@@ -184,6 +190,20 @@ describe.skipIf(!canRun('cluster'))('on a one-node cluster', () => {
       },
       60_000,
     );
+    // Callers as docs/gateway.md has them: a service account bound to eddy-invoker, its token.
+    await kubectl('create', 'serviceaccount', 'caller', '-n', 'default');
+    await kubectl(
+      'create',
+      'rolebinding',
+      'caller-invokes',
+      '-n',
+      'default',
+      '--clusterrole',
+      'eddy-invoker',
+      '--serviceaccount',
+      'default:caller',
+    );
+    invokerToken = (await kubectl('create', 'token', 'caller', '-n', 'default')).trim();
   }, 300_000);
 
   it('kubectl apply of a Function with inline code and 256Mi: a pod under a 256 MiB limit answers through its Service, READY True', async () => {

@@ -6,6 +6,7 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { kubernetesAuthorizer } from '../../operator/src/auth/kubernetes.js';
 import { LazyClusterCaches } from '../../operator/src/caches.js';
 import { composeEddy, type Eddy } from '../../operator/src/compose.js';
 import { clusterElector, controllerRunnable } from '../../operator/src/operator.js';
@@ -13,7 +14,7 @@ import { createKubernetesPlatform } from '../../operator/src/platform/kubernetes
 import { clusterSecrets } from '../../operator/src/secrets.js';
 import { gatewayPeersLoad } from '../../operator/src/autoscaler/peers.js';
 import { functionsIn } from '../harness/functions.js';
-import { startKube } from '../harness/kube.js';
+import { serviceAccountKubeConfig, startKube } from '../harness/kube.js';
 import { startTestNode, type TestNode } from '../harness/node.js';
 import {
   installChart,
@@ -43,6 +44,8 @@ describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () 
   const replicas: Replica[] = [];
   /** Fake pod IPs of the gateway replicas, published behind the chart's gateway Service. */
   const gatewayPods = new Map<string, string>();
+  /** A caller's token: a service account of the namespace, bound to the ClusterRole eddy-invoker. */
+  let token: string;
 
   /** As the EndpointSlice controller would: the operator pods behind the eddy-gateway Service. */
   const publishGateways = async () => {
@@ -89,6 +92,9 @@ describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () 
         retryIntervalMs: 300,
       }),
       log,
+      // As main.ts runs it: callers need a token and RBAC; the autoscaler reads every gateway's
+      // load with the operator's own token.
+      auth: kubernetesAuthorizer({ kc, log }),
       gateway: { port: 0, host: '127.0.0.1' },
       startCaches: (signal) => caches.start(signal),
       // Every gateway replica's load, read over HTTP from the pods behind the gateway Service.
@@ -122,7 +128,11 @@ describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () 
       30_000,
     );
   const invoke = (r: Replica, name: string, body: unknown) =>
-    fetch(`${r.url}/functions/${ns}/${name}`, { method: 'POST', body: JSON.stringify(body) });
+    fetch(`${r.url}/functions/${ns}/${name}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+      body: JSON.stringify(body),
+    });
 
   beforeAll(async () => {
     const admin = kube().kubeConfig;
@@ -130,6 +140,19 @@ describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () 
     fns = functionsIn(admin, ns);
     await installChart(kube());
     await admin.makeApiClient(k8s.CoreV1Api).createNamespace({ body: { metadata: { name: ns } } });
+    token = (await serviceAccountKubeConfig(kube(), ns, 'caller')).getCurrentUser()!.token!;
+    await admin.makeApiClient(k8s.RbacAuthorizationV1Api).createNamespacedRoleBinding({
+      namespace: ns,
+      body: {
+        metadata: { name: 'caller-invokes' },
+        roleRef: {
+          apiGroup: 'rbac.authorization.k8s.io',
+          kind: 'ClusterRole',
+          name: 'eddy-invoker',
+        },
+        subjects: [{ kind: 'ServiceAccount', name: 'caller', namespace: ns }],
+      },
+    });
     node = startTestNode(admin, ns);
     await startReplica('operator-a');
     await startReplica('operator-b');

@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EddyFunction, FunctionSpec } from '../../operator/src/api/types.js';
+import { noAuth } from '../../operator/src/auth/authorizer.js';
 import { composeEddy, type Eddy, type EddyOptions } from '../../operator/src/compose.js';
 import { MemoryFunctionStore } from '../../operator/src/functions.js';
 import { soleLeader } from '../../operator/src/manager.js';
@@ -49,6 +50,7 @@ export async function startStack(
       | 'states'
       | 'gateway'
       | 'memoryBudget'
+      | 'auth'
     >
   > = {},
 ): Promise<Stack> {
@@ -71,9 +73,9 @@ export async function startStack(
     store,
     elector: soleLeader,
     log,
+    // As the local stack runs: no authentication (test/gateway/auth.int.test.ts covers it).
+    auth: noAuth,
     gateway: { port: 0, host: '127.0.0.1' },
-    // As the local stack runs: its dead-letter sinks are on 127.0.0.1.
-    deadLetterUrls: { allowLoopback: true },
     onListening: (u) => (url = u),
     ...options,
     secrets:

@@ -10,7 +10,12 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { functionsIn } from '../harness/functions.js';
 import { startKube } from '../harness/kube.js';
-import { installChart, releaseNamespace, startOperatorBinary } from '../harness/operator.js';
+import {
+  installChart,
+  operatorKubeConfig,
+  releaseNamespace,
+  startOperatorBinary,
+} from '../harness/operator.js';
 import { freePort } from '../harness/ports.js';
 import { waitUntilReady, type ManagedProcess } from '../harness/proc.js';
 import { canRun, useComponent } from '../harness/suite.js';
@@ -45,8 +50,16 @@ describe.skipIf(!canRun('kube'))('the operator binary', () => {
       await waitFor('the Deployment', () =>
         apps.readNamespacedDeployment({ name: 'from-main', namespace: 'default' }),
       );
+      // Authentication is on by default: a listing needs a token (the operator's sees all).
+      const unauthenticated = await fetch(`${url}/functions`);
+      expect(unauthenticated.status).toBe(401);
+      expect(unauthenticated.headers.get('www-authenticate')).toBe('Bearer');
+      const token = (await operatorKubeConfig(kube())).getCurrentUser()!.token!;
       const listed = await waitFor('the gateway to list the Function', async () => {
-        const { functions } = (await (await fetch(`${url}/functions`)).json()) as {
+        const res = await fetch(`${url}/functions`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        const { functions } = (await res.json()) as {
           functions: Array<{ name: string; replicas: { desired: number } }>;
         };
         return functions.find((f) => f.name === 'from-main' && f.replicas.desired === 1);

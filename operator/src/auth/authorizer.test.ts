@@ -36,11 +36,11 @@ describe('authorize', () => {
     authenticate: () => Promise.resolve(caller),
   });
 
-  it('returns the identity when the caller may, and a 403 naming verb, resource and namespace when not', async () => {
+  it('returns the caller when the caller may, and a 403 naming verb, resource and namespace when not', async () => {
     const caller = callerWith(['invoke photos thumbnail']);
     await expect(
       authorize(as(caller), {}, { verb: 'invoke', namespace: 'photos', name: 'thumbnail' }),
-    ).resolves.toEqual(caller.identity);
+    ).resolves.toBe(caller);
     const err = await authorize(
       as(caller),
       {},

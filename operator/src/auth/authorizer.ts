@@ -47,16 +47,16 @@ export interface Authorizer {
 }
 
 /**
- * The decision for one invocation: the caller's identity if it may, else the GatewayError
+ * The decision for one invocation: the caller if it may, else the GatewayError
  * `Unauthorized` (401) or `Forbidden` (403, naming what is missing).
  */
 export async function authorize(
   authorizer: Authorizer,
   headers: IncomingHttpHeaders,
   access: Access,
-): Promise<Identity> {
+): Promise<Caller> {
   const caller = await authorizer.authenticate(headers);
-  if (await caller.may(access)) return caller.identity;
+  if (await caller.may(access)) return caller;
   throw forbidden(caller.identity, access);
 }
 

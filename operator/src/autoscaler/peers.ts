@@ -38,10 +38,13 @@ export function gatewayPeersLoad(o: PeersOptions): LoadSource {
         }
       }
     }
+    const authorization = await bearerOf(o.kc);
     const reports = await Promise.all(
       urls.map(async (url): Promise<LoadReport | undefined> => {
         try {
           const res = await fetch(`${url}/functions`, {
+            // Gateways list only what the caller may get: the operator's own token sees all.
+            ...(authorization ? { headers: { authorization } } : {}),
             signal: AbortSignal.any([signal, AbortSignal.timeout(o.timeoutMs ?? 1_500)]),
           });
           if (!res.ok) throw new Error(`HTTP ${res.status}`);
@@ -71,4 +74,15 @@ export function gatewayPeersLoad(o: PeersOptions): LoadSource {
       missing: urls.filter((_, i) => reports[i] === undefined),
     };
   };
+}
+
+/**
+ * The `Authorization` header the KubeConfig's user sends the API server, when it is a bearer
+ * token: in a pod, the projected service-account token, re-read as the client refreshes it.
+ */
+async function bearerOf(kc: KubeConfig): Promise<string | undefined> {
+  const opts: { headers: Record<string, unknown> } = { headers: {} };
+  await kc.applyToHTTPSOptions(opts);
+  const v = opts.headers.Authorization ?? opts.headers.authorization;
+  return typeof v === 'string' && /^Bearer /i.test(v) ? v : undefined;
 }

@@ -10,6 +10,13 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { EddyFunction } from '../api/types.js';
+import {
+  authorize,
+  invokeVerb,
+  visibleTo,
+  type Authorizer,
+  type Caller,
+} from '../auth/authorizer.js';
 import type { FunctionStore } from '../functions.js';
 import type { LoadReport } from '../autoscaler/load.js';
 import { keyOf, type Platform } from '../platform/platform.js';
@@ -38,6 +45,11 @@ export interface GatewayDeps {
   store: FunctionStore;
   platform: Platform;
   log: (message: string) => void;
+  /**
+   * Who may invoke and list: asked before a function's body is read and for every listing
+   * (`noAuth` lets everyone, for the local stack).
+   */
+  auth: Authorizer;
   /** Delivers asynchronous invocations (retries, dead letters); given the dispatcher. */
   asyncInvoke?: (dispatcher: Dispatcher, metrics: GatewayMetrics) => AsyncInvoke;
   queueLimit?: number;
@@ -163,12 +175,17 @@ export function createGateway(deps: GatewayDeps): Gateway {
   });
   const asyncInvoke = deps.asyncInvoke?.(dispatcher, metrics);
 
-  const find = (namespace: string, name: string): EddyFunction => {
+  /** The function; its 404 names only the functions the caller may see. */
+  const find = async (caller: Caller, namespace: string, name: string): Promise<EddyFunction> => {
     const fn = deps.store.get(namespace, name);
     if (fn) return fn;
-    const others = deps.store
-      .list(namespace)
-      .map((f) => f.metadata.name)
+    const others = (
+      await visibleTo(
+        caller,
+        deps.store.list(namespace).map((f) => ({ namespace, name: f.metadata.name })),
+      )
+    )
+      .map((f) => f.name)
       .sort();
     throw gatewayError(
       'FunctionNotFound',
@@ -188,7 +205,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const namespace = decodePart(m[1]!);
     const name = decodePart(m[2]!);
     const isAsync = m[3] !== undefined;
-    const fn = find(namespace, name);
+    // Before anything of the function is looked at or the body read.
+    const caller = await authorize(deps.auth, req.headers, { verb: invokeVerb, namespace, name });
+    const fn = await find(caller, namespace, name);
     const body = await readBody(req, held.hold, (bytes) =>
       gatewayError('Throttled', `${budget.refusal(bytes)}: retry in a moment`, 1),
     );
@@ -250,6 +269,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         [h.requestId]: requestId,
       };
       if (e.retryAfterSeconds !== undefined) headers['retry-after'] = String(e.retryAfterSeconds);
+      if (e.status === 401) headers['www-authenticate'] = 'Bearer';
       if (e.functionError) headers[h.functionError] = 'Unhandled';
       if (!res.headersSent) send(res, e.status, headers, JSON.stringify(e.body()));
       else res.destroy();
@@ -308,12 +328,19 @@ export function createGateway(deps: GatewayDeps): Gateway {
           );
           return;
         case '/functions':
-          send(
-            res,
-            200,
-            { 'content-type': 'application/json' },
-            JSON.stringify({ functions: functions() }),
-          );
+          // Only the functions the caller may get (the autoscaler, with the operator's token, all).
+          deps.auth
+            .authenticate(req.headers)
+            .then((caller) => visibleTo(caller, functions()))
+            .then((visible) =>
+              send(
+                res,
+                200,
+                { 'content-type': 'application/json' },
+                JSON.stringify({ functions: visible }),
+              ),
+            )
+            .catch(fail);
           return;
         case '/metrics':
           metrics.registry
