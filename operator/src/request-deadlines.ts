@@ -8,6 +8,7 @@
  */
 import {
   IsomorphicFetchHttpLibrary,
+  Observable,
   ResponseContext,
   ServerConfiguration,
   Watch,
@@ -81,12 +82,13 @@ export function withSignal(
     middleware: [
       ...((options?.middleware ?? []) as unknown[]),
       {
-        pre: async (context: RequestContext) => {
+        // The typed APIs take the Observable form of middleware.
+        pre: (context: RequestContext) => {
           const own = context.getSignal();
           context.setSignal(own ? AbortSignal.any([own, signal]) : signal);
-          return context;
+          return new Observable(Promise.resolve(context));
         },
-        post: async (response: ResponseContext) => response,
+        post: (response: ResponseContext) => new Observable(Promise.resolve(response)),
       },
     ],
     middlewareMergeStrategy: 'append',
