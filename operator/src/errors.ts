@@ -33,3 +33,14 @@ export class ApiRequestTimeout extends Error {
     );
   }
 }
+
+/** An activation the Kubernetes API did not complete within its deadline; the gateway retries it. */
+export class ActivationStalled extends Error {
+  override readonly name = 'ActivationStalled';
+
+  constructor(key: string, timeoutMs: number) {
+    super(
+      `the Kubernetes API did not complete the activation of ${key} within ${timeoutMs} ms: the API server or the network to it is stalled`,
+    );
+  }
+}

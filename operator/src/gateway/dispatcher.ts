@@ -59,8 +59,15 @@ export interface DispatcherOptions {
 export const defaultActivationTimeoutSeconds = 120;
 /** What the gateway waits beyond a function's timeout before it gives up on a replica. */
 const answerGraceMs = 5_000;
-/** An activation that failed for a passing reason is asked again after this. */
-const activationRetryMs = 1_000;
+/**
+ * An activation that failed for a passing reason (an error, or no answer within
+ * activationAttemptMs) is asked again after this, doubling per failure in a row up to the max,
+ * for as long as invocations wait.
+ */
+const activationRetryMs = 250;
+const activationRetryMaxMs = 5_000;
+/** The longest one activation may take before it counts as failed and is asked again. */
+const activationAttemptMs = 15_000;
 /** After an activation, how soon to look whether the function was scaled to zero meanwhile. */
 const activationCheckMs = 250;
 /** A replica at its own limit (another gateway filled it) is tried again after this. */
@@ -82,6 +89,8 @@ class Lane {
   readonly perReplica = new Map<string, number>();
   readonly waiters: Waiter[] = [];
   activating = false;
+  /** Activations that failed in a row: the next retry waits longer. */
+  activationFailures = 0;
   /** The function was deleted: nothing waits here any more. */
   forgotten = false;
   /** The integral of (inFlight + queued) over time, in ms, up to `changedAt`. */
@@ -394,14 +403,37 @@ export class Dispatcher {
     if (lane.activating || lane.waiters.length === 0) return;
     if (this.o.platform.ready(key).length > 0) return;
     lane.activating = true;
-    void this.o.platform
-      .activate(fn)
+    let retry = false;
+    let timer: NodeJS.Timeout | undefined;
+    // A platform call that never answers must not leave the function "activating" until every
+    // waiting invocation times out: past activationAttemptMs it counts as failed.
+    const attempt = Promise.race([
+      this.o.platform.activate(fn),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`the platform did not answer within ${activationAttemptMs} ms`)),
+          activationAttemptMs,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+    void attempt
       .then(
-        () => activationCheckMs,
+        () => {
+          lane.activationFailures = 0;
+          return activationCheckMs;
+        },
         (err: unknown) => {
           const message = `${key} cannot be started: ${describeError(err)}`;
+          if (!(err instanceof CannotRun)) {
+            retry = true;
+            const waitMs = Math.min(
+              activationRetryMaxMs,
+              activationRetryMs * 2 ** lane.activationFailures++,
+            );
+            this.o.log(`${message}; trying again in ${waitMs} ms`);
+            return waitMs;
+          }
           this.o.log(message);
-          if (!(err instanceof CannotRun)) return activationRetryMs;
           lane.account(this.now());
           for (const w of lane.waiters.splice(0))
             w.reject(gatewayError('ActivationFailed', message, 5));
@@ -409,13 +441,14 @@ export class Dispatcher {
         },
       )
       .then(async (lookAgainMs) => {
-        // Passing trouble (the API server busy), or scaled to zero again meanwhile by the
-        // autoscaler: invocations that still wait ask again.
+        // Passing trouble (the API server busy or stalled), or scaled to zero again meanwhile
+        // by the autoscaler: invocations that still wait ask again.
         if (lookAgainMs !== undefined) await new Promise((r) => setTimeout(r, lookAgainMs));
         lane.activating = false;
         const first = lane.waiters[0];
-        if (first && this.o.platform.counts(key).desired === 0) this.activateIfIdle(first.fn, lane);
-        else if (first && lookAgainMs === activationRetryMs) this.activateIfIdle(first.fn, lane);
+        if (!first) lane.activationFailures = 0;
+        else if (retry || this.o.platform.counts(key).desired === 0)
+          this.activateIfIdle(first.fn, lane);
       });
   }
 

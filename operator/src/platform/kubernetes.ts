@@ -20,10 +20,10 @@ import {
 } from '@kubernetes/client-node';
 import type { EddyFunction } from '../api/types.js';
 import { withConnectionReuse } from '../connection-reuse.js';
-import { withRequestDeadlines, withSignal } from '../request-deadlines.js';
+import { requestTimeoutOf, withRequestDeadlines, withSignal } from '../request-deadlines.js';
 import { fieldManager as operatorFieldManager, runtimePort } from '../controller/desired.js';
 import { paginated, startInformer } from '../controller/informers.js';
-import { describeError } from '../errors.js';
+import { ActivationStalled, describeError } from '../errors.js';
 import {
   httpUrl,
   keyOf,
@@ -337,11 +337,17 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
 
     async activate(fn) {
       const key = keyOf(fn);
+      // One deadline for the whole activation, however many reads a conflict costs: the gateway
+      // retries a failed one while invocations wait.
+      const timeoutMs = requestTimeoutOf(o.kc);
+      const deadline = AbortSignal.timeout(timeoutMs);
+      const bounded = withSignal(deadline);
       for (let attempt = 1; ; attempt++) {
         let scale: V1Scale;
         try {
-          scale = await apps.readNamespacedDeploymentScale(target(fn));
+          scale = await apps.readNamespacedDeploymentScale(target(fn), bounded);
         } catch (err) {
+          if (deadline.aborted) throw new ActivationStalled(key, timeoutMs);
           if (!isStatus(err, 404)) throw err;
           // The reconciler has yet to make it, and makes it with one replica.
           o.log(`activating ${key}: no Deployment yet; it starts with one replica`);
@@ -352,10 +358,11 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
           // The resourceVersion read makes this a compare-and-swap: if anyone changed the
           // Deployment since (another gateway activating, the autoscaler deciding 3), the API
           // server answers 409 and the decision is made again on what is there now.
-          await applyScale(fn, 1, scale.metadata?.resourceVersion);
+          await applyScale(fn, 1, scale.metadata?.resourceVersion, deadline);
           o.log(`activated ${key}: 0 -> 1 replica`);
           return;
         } catch (err) {
+          if (deadline.aborted) throw new ActivationStalled(key, timeoutMs);
           if (!isStatus(err, 409) || attempt >= maxActivationAttempts) throw err;
           o.log(`activating ${key}: the Deployment changed meanwhile; reading it again`);
         }
