@@ -465,6 +465,78 @@ describe.skipIf(!canRun('kinesis'))('the Kinesis source', () => {
     }
   });
 
+  it('does not move past records whose dead letter cannot be written: the shard waits for it, across a restart', async () => {
+    let accepting = false;
+    let refused = 0;
+    const dead: Array<Record<string, unknown>> = [];
+    const sink: Server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        if (!accepting) refused++;
+        else dead.push(JSON.parse(body) as Record<string, unknown>);
+        res.statusCode = accepting ? 202 : 503;
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
+    const sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}`;
+    try {
+      await createStream(client, 'ledger', 1);
+      const puts = await putRecords(
+        client,
+        'ledger',
+        ['entry 0', 'poison', 'entry 2'].map((data) => ({ key: 'k', data })),
+      );
+      const seen = join(scratch, 'ledger.jsonl');
+      const checkpoints = fileCheckpoints(join(scratch, 'checkpoints-ledger'));
+      const states = new TriggerStates();
+      const fn = fnWith(
+        'ledger',
+        recorder,
+        seen,
+        [trigger('ledger', 'ledger', { batchSize: 1, maxRetryAttempts: 0 })],
+        { deadLetter: { url: `${sinkUrl}/ledger` } },
+      );
+      const options = { sources: [fast()], secrets, checkpoints, states, retryBaseDelayMs: 10 };
+      stack = await startStack([fn], options);
+      // Ten sends make one round of the dead letter: the eleventh is the shard trying again.
+      await waitFor('the dead letter refused, and tried again', async () =>
+        refused > 10 ? true : undefined,
+      );
+      const state = states.get(`${namespace}/ledger`, 'ledger');
+      expect(state).toMatchObject({ ready: false, reason: 'SourceError' });
+      expect(state!.message).toContain('could not be written');
+      const taken = async () =>
+        (await events(seen)).flatMap((e) => e.Records).map((r) => dataOf(r));
+      // The shard waits at the poison record: what comes after it is not taken.
+      expect(await taken()).not.toContain('entry 2');
+      await stack.stop();
+      stack = undefined;
+      expect(await checkpoints.load(fn, 'ledger')).toMatchObject({
+        'shardId-000000000000': puts[0]!.sequenceNumber,
+      });
+
+      // Started again with a sink that takes it: the dead letter is written, then the shard goes on.
+      accepting = true;
+      stack = await startStack([fn], options);
+      await waitFor('the record after the poison one', async () =>
+        (await taken()).includes('entry 2') ? true : undefined,
+      );
+      expect(dead).toHaveLength(1);
+      expect(dead[0]).toMatchObject({
+        data: {
+          originalEvent: {
+            data: { Records: [{ kinesis: { sequenceNumber: puts[1]!.sequenceNumber } }] },
+          },
+        },
+      });
+    } finally {
+      sink.closeAllConnections();
+      await new Promise((resolve) => sink.close(resolve));
+    }
+  });
+
   it('reports a missing stream in the trigger state, keeps the other trigger working, and recovers', async () => {
     await createStream(client, 'present', 1);
     const seen = join(scratch, 'watcher.jsonl');
@@ -564,7 +636,7 @@ describe.skipIf(!canRun('kinesis'))('the Kinesis source through kills', () => {
     const proc = startProcess(
       `dev-${n}`,
       process.execPath,
-      [devMain, '--port', '0', manifest],
+      [devMain, '--port', '0', '--metrics-port', '0', manifest],
       join(dir, `dev-${n}.log`),
       { cwd: dir, detached: true, env: { PATH: process.env.PATH, HOME: process.env.HOME } },
     );

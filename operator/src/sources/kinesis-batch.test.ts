@@ -203,6 +203,8 @@ function harness(
   const calls: number[][] = [];
   const checkpoints: number[] = [];
   const deadLetters: Sent[] = [];
+  /** What the dead letter answers, in turn; then `sent`. */
+  const deadLetterAnswers: Array<'sent' | 'failed' | 'stopped'> = [];
   const sleeps: number[] = [];
   let stopped = false;
   const deps: BatchDeps = {
@@ -218,7 +220,7 @@ function harness(
         attempts: f.attempts,
         errorType: f.error.errorType,
       });
-      return true;
+      return deadLetterAnswers.shift() ?? 'sent';
     },
     checkpoint: (s) => checkpoints.push(Number(s.slice(4))),
     sleep: async (ms) => {
@@ -231,7 +233,7 @@ function harness(
     now: () => clock,
     retryDelayMs: (n) => 1000 * 2 ** (n - 1),
   };
-  return { deps, calls, checkpoints, deadLetters, sleeps };
+  return { deps, calls, checkpoints, deadLetters, deadLetterAnswers, sleeps };
 }
 
 const settings = (over: Partial<KinesisSettings> = {}): KinesisSettings => ({
@@ -349,6 +351,27 @@ describe('delivering a batch with stream retries', () => {
     const h = harness(() => bad);
     await deliverBatch(recs(1, 2), settings(), h.deps);
     expect(h.deadLetters).toMatchObject([{ seqs: [1, 2], condition: 'NotRetryable', attempts: 1 }]);
+  });
+
+  it('does not checkpoint past records whose dead letter failed: the shard waits and sends it again', async () => {
+    const bad: AttemptResult = { ...failed, status: 400, retryable: false };
+    const h = harness((records) => (records.includes(2) ? bad : ok()));
+    h.deadLetterAnswers.push('failed', 'failed');
+    expect(await deliverBatch(recs(1, 2, 3), settings({ bisectOnError: true }), h.deps)).toBe(true);
+    // Record 2's dead letter failed twice and was written the third time: only then did the
+    // checkpoint pass it, and record 3 was sent after it.
+    expect(h.deadLetters.map((d) => d.seqs)).toEqual([[2], [2], [2]]);
+    expect(h.sleeps.slice(-2)).toEqual([1000, 2000]);
+    expect(h.checkpoints).toEqual([1, 2, 3]);
+  });
+
+  it('stops without checkpointing records whose dead letter failed', async () => {
+    const bad: AttemptResult = { ...failed, status: 400, retryable: false };
+    const h = harness(() => bad, 1);
+    h.deadLetterAnswers.push('failed');
+    expect(await deliverBatch(recs(1, 2), settings(), h.deps)).toBe(false);
+    expect(h.deadLetters).toHaveLength(1);
+    expect(h.checkpoints).toEqual([]);
   });
 
   it('sends records older than maxRecordAgeSeconds to the dead letter without invoking', async () => {

@@ -253,8 +253,9 @@ export interface BatchDeps {
   /** One invocation with these records. */
   invoke(records: readonly ShapedRecord[]): Promise<AttemptResult>;
   /**
-   * Sends records given up on to the dead letter; false when interrupted (shutdown), so that
-   * they are not checkpointed.
+   * Sends records given up on to the dead letter: `sent` (or dropped, for a Function without
+   * one), `failed` when the dead letter could not be written, `stopped` when interrupted
+   * (shutdown). Only sent records are checkpointed.
    */
   deadLetter(
     records: readonly ShapedRecord[],
@@ -265,7 +266,7 @@ export interface BatchDeps {
       firstAttemptAt: number;
       lastAttemptAt: number;
     },
-  ): Promise<boolean>;
+  ): Promise<'sent' | 'failed' | 'stopped'>;
   /** The records up to this sequence number are done. */
   checkpoint(sequenceNumber: string): void;
   /** Resolves after `ms`; false when stopped meanwhile. */
@@ -298,7 +299,9 @@ interface Part {
  * - with `reportBatchItemFailures`, the records before the lowest failed one are done, and the
  *   rest is retried as one batch (bisect splits only batches whose invocation failed);
  * - records older than `maxRecordAgeMs` are not sent (again);
- * - what is given up on goes to the dead letter and the shard moves past it.
+ * - what is given up on goes to the dead letter and the shard moves past it; while the dead
+ *   letter cannot be written the shard waits (growing waits) and tries it again, never
+ *   checkpointing past those records, as the S3 intake leaves them with the store.
  * Resolves true once every record is done, false when stopped first (nothing after the last
  * checkpoint counts as done then).
  */
@@ -312,15 +315,22 @@ export async function deliverBatch(
     deps.checkpoint(part.records[part.records.length - 1]!.sequenceNumber);
   const giveUp = async (part: Part, condition: GiveUp, error: AttemptError) => {
     const now = deps.now();
-    const sent = await deps.deadLetter(part.records, {
+    const failure = {
       error,
       attempts: part.attempts,
       condition,
       firstAttemptAt: part.firstAttemptAt ?? now,
       lastAttemptAt: part.lastAttemptAt ?? now,
-    });
-    if (sent) done(part);
-    return sent;
+    };
+    for (let failed = 1; ; failed++) {
+      const out = await deps.deadLetter(part.records, failure);
+      if (out === 'sent') {
+        done(part);
+        return true;
+      }
+      if (out === 'stopped' || deps.stopped()) return false;
+      if (!(await deps.sleep(deps.retryDelayMs(failed)))) return false;
+    }
   };
   while (queue.length > 0) {
     if (deps.stopped()) return false;

@@ -22,7 +22,7 @@ import { Gauge, type Registry } from 'prom-client';
 import { setTimeout as wait } from 'node:timers/promises';
 import type { EddyFunction, KinesisTrigger, Trigger } from '../api/types.js';
 import { describeError } from '../errors.js';
-import type { AttemptResult } from '../gateway/delivery.js';
+import type { AttemptResult, DeliveryEvent } from '../gateway/delivery.js';
 import { CheckpointWriter } from './checkpoint-writer.js';
 import type { Checkpoint } from './checkpoints.js';
 import {
@@ -317,6 +317,8 @@ export function callSignal(signal: AbortSignal, ms: number): { signal: AbortSign
 const streamProblem = ' stream';
 /** The key of the trigger's problem with its checkpoint. */
 const checkpointProblem = ' checkpoint';
+/** The prefix of the key of a shard's problem with its dead letter. */
+const deadLetterProblem = ' dead letter ';
 
 /** One trigger: its stream's shards, each read by its own loop, and the trigger's checkpoint. */
 class TriggerConsumer {
@@ -387,7 +389,8 @@ class TriggerConsumer {
     // Logged when it is new for this shard (or the stream, or the checkpoint), not on each retry.
     if (this.problems.get(key)?.message !== p.message) this.log(`${p.reason}: ${p.message}`);
     this.problems.set(key, p);
-    if (key !== checkpointProblem) this.stale = true;
+    // A new client helps with the stream, not with the checkpoint or a dead letter.
+    if (key !== checkpointProblem && !key.startsWith(deadLetterProblem)) this.stale = true;
     this.report();
   }
 
@@ -757,6 +760,7 @@ class TriggerConsumer {
   ): BatchDeps {
     const { signal, ctx } = this;
     const iso = (ms: number) => new Date(ms).toISOString();
+    const events = new WeakMap<readonly ShapedRecord[], DeliveryEvent>();
     return {
       invoke: async (records): Promise<AttemptResult> => {
         sending(records[0]!.arrivedAt);
@@ -768,7 +772,9 @@ class TriggerConsumer {
         return ctx.sink.invoke(this.fn(), batchEvent(records, origin, this.name), signal);
       },
       deadLetter: async (records, f) => {
-        const event = batchEvent(records, origin, this.name);
+        // The same event each time these records are tried again: one dead letter's name.
+        let event = events.get(records);
+        if (!event) events.set(records, (event = batchEvent(records, origin, this.name)));
         const out = await ctx.sink.deadLetter(
           this.fn(),
           {
@@ -781,13 +787,26 @@ class TriggerConsumer {
           },
           signal,
         );
-        if (out.outcome === 'interrupted') return false;
+        if (out.outcome === 'interrupted') return 'stopped';
+        const problem = `${deadLetterProblem}${origin.shardId}`;
+        if (out.outcome === 'dropped' && this.fn().spec.deadLetter !== undefined) {
+          // Not written: the records stay before the checkpoint and the shard waits for them.
+          this.problem(
+            problem,
+            new SourceProblem(
+              'SourceError',
+              `${origin.shardId}: the dead letter of ${records.length} record(s) from sequence number ${records[0]!.sequenceNumber} could not be written (${out.reason}); the shard waits and tries again: check spec.deadLetter`,
+            ),
+          );
+          return 'failed';
+        }
+        this.healthy(problem);
         if (out.outcome === 'dead-lettered') {
           this.log(
             `${records.length} record(s) of ${origin.shardId} from sequence number ${records[0]!.sequenceNumber} sent to the dead letter (${f.condition} after ${f.attempts} attempt(s), last error ${f.error.errorType}: ${f.error.errorMessage.replace(/\s*\n\s*/g, ' ')}); the shard moves on`,
           );
         }
-        return true;
+        return 'sent';
       },
       checkpoint: (sequenceNumber) => writer.set(origin.shardId, sequenceNumber),
       sleep: (ms) => sleep(ms, signal),
