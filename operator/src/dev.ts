@@ -74,7 +74,7 @@ if (values.help || positionals.length === 0) {
 const port = portOf('--port', values.port)!;
 // First, before anything else is printed: the local stack checks no caller.
 console.log(
-  `eddy: invocations on ${values.host}:${port} are not authenticated: anyone who can reach that address may invoke and list every function (the local stack; in a cluster every call needs a Kubernetes token)`,
+  `eddy: invocations on ${values.host}${port === 0 ? '' : `:${port}`} are not authenticated: anyone who can reach that address may invoke and list every function (the local stack; in a cluster every call needs a Kubernetes token)`,
 );
 let s3Port = portOf('--s3-port', values['s3-port']);
 const minioBinary = s3Port !== undefined ? findOnPath('minio') : undefined;

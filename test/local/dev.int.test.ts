@@ -257,6 +257,10 @@ stringData: {accessKeyId: eddy, secretAccessKey: eddysecret}
       ].join('---\n'),
     );
     const url = await startDev([good, mixed]);
+    // Its first line (after the harness's command line) says that no caller is checked.
+    expect(proc!.log().split('\n')[1]).toMatch(
+      /^eddy: invocations on 127\.0\.0\.1 are not authenticated: anyone who can reach that address may invoke/,
+    );
     expect(proc!.log()).toMatch(/Function dev\/bad.*timeoutSeconds/);
     const one = await invoke(url, 'one');
     expect(await one.json()).toBe('one');

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../gateway/errors.js';
+import { gatewayAuthSetting } from '../settings.js';
 import {
   authorize,
   bearerToken,
@@ -85,5 +86,17 @@ describe('bearerToken', () => {
     expect(bearerToken({ authorization: 'Basic abc' })).toBeUndefined();
     expect(bearerToken({ authorization: 'Bearer ' })).toBeUndefined();
     expect(bearerToken({})).toBeUndefined();
+  });
+});
+
+describe('EDDY_GATEWAY_AUTH', () => {
+  it('is kubernetes unless set to none, and refuses anything else naming both', () => {
+    expect(gatewayAuthSetting({})).toBe('kubernetes');
+    expect(gatewayAuthSetting({ EDDY_GATEWAY_AUTH: '' })).toBe('kubernetes');
+    expect(gatewayAuthSetting({ EDDY_GATEWAY_AUTH: 'kubernetes' })).toBe('kubernetes');
+    expect(gatewayAuthSetting({ EDDY_GATEWAY_AUTH: 'none' })).toBe('none');
+    expect(() => gatewayAuthSetting({ EDDY_GATEWAY_AUTH: 'off' })).toThrow(
+      /EDDY_GATEWAY_AUTH="off" is not allowed: use kubernetes .* or none/,
+    );
   });
 });
