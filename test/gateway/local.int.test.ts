@@ -12,7 +12,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { keyOf } from '../../operator/src/platform/platform.js';
 import { runtimeMain } from '../harness/runtime.js';
 import { waitFor } from '../harness/wait.js';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { inlineFunction, namespace, startStack, type Stack } from './stack.js';
 
 let stack: Stack | undefined;
@@ -41,6 +41,17 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Bytes this machine's IPv4 TCP connections to 127.0.0.1:`port` have not yet sent. */
+function sendQueueTo(port: number): number {
+  let queued = 0;
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').trim().split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[2] !== `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`) continue;
+    queued += parseInt(f[4]!.split(':')[0]!, 16);
+  }
+  return queued;
 }
 
 async function functionsState(url: string) {
@@ -292,6 +303,46 @@ describe('the gateway on the local platform', () => {
     ]);
     const metrics = await (await fetch(`${stack.url}/metrics`)).text();
     expect(metrics).toMatch(/function="once",trigger="invoke",outcome="error"\} 1\n/);
+  });
+
+  it('sends an invocation again when its connection failed before the request was written whole: the handler runs once', async () => {
+    const runs = join(scratch, 'resend.log');
+    const code = `import { appendFileSync } from 'node:fs';
+      export const handler = async (event) => {
+        appendFileSync(${JSON.stringify(runs)}, 'run ' + process.pid + ' ' + (event.pad ?? '').length + '\\n');
+        return process.pid;
+      };`;
+    stack = await startStack([
+      inlineFunction('resend', code, {
+        concurrency: 1,
+        scaling: { maxReplicas: 1 },
+        timeoutSeconds: 10,
+        memory: '512Mi',
+      }),
+    ]);
+    const key = `${namespace}/resend`;
+    const warm = await stack.invoke('resend', {});
+    expect(warm.status).toBe(200);
+    const first = (await warm.json()) as number;
+    const port = new URL(stack.platform.ready(key)[0]!.url).port;
+    // A replica that takes no more bytes: 6 MB cannot all fit in the sockets' buffers (a few MB
+    // on loopback), so the request cannot be written whole.
+    process.kill(first, 'SIGSTOP');
+    const pad = 'x'.repeat(6_000_000);
+    const big = stack.invoke('resend', { pad });
+    await waitFor('bytes waiting to go out to the stopped replica', async () =>
+      sendQueueTo(Number(port)) > 0 ? true : undefined,
+    );
+    process.kill(first, 'SIGKILL');
+    const res = await big;
+    expect(res.status).toBe(200);
+    const second = (await res.json()) as number;
+    expect(second).not.toBe(first);
+    expect((await readFile(runs, 'utf8')).trim().split('\n')).toEqual([
+      `run ${first} 0`,
+      `run ${second} ${pad.length}`,
+    ]);
+    expect(stack.logs.join('\n')).toMatch(/failed before the invocation was written/);
   });
 
   it("drops a deleted function's queue: waiting invocations get 404, the one in flight finishes, and a delivery waiting for its retry ends", async () => {
