@@ -25,6 +25,7 @@ import { nodeIp, startCluster, type Cluster } from '../harness/cluster.js';
 import { goBinaries, goBinaryPath, projectRoot } from '../harness/components.js';
 import { buildProjectImages } from '../harness/images.js';
 import { s3Client, startMinio, type Minio } from '../harness/minio.js';
+import { freePort } from '../harness/ports.js';
 import { run, tail } from '../harness/proc.js';
 import { canRun } from '../harness/suite.js';
 import { thumbnailManifest } from '../harness/thumbnail.js';
@@ -43,6 +44,8 @@ const images = {
 const release = 'eddy';
 const system = 'eddy-system';
 const webhookToken = randomBytes(16).toString('hex');
+/** MinIO's port on the node's address, chosen before the chart registers it as the store. */
+let minioPort: number;
 /** A caller's token (`kubectl create token`), sent with every POST; the chart's auth is on. */
 let invokerToken: string | undefined;
 
@@ -159,6 +162,8 @@ describe.skipIf(!canRun('cluster'))('on a one-node cluster', () => {
         '--create-namespace',
         '--set',
         `s3.webhook.token=${webhookToken}`,
+        '--set',
+        `s3.webhook.endpoint=http://${nodeIp}:${(minioPort = await freePort())}`,
         '--wait',
         '--timeout',
         '3m',
@@ -367,6 +372,7 @@ spec:
     // gateway's Service with the chart's token.
     minio = await startMinio({
       host: nodeIp,
+      port: minioPort,
       webhook: { endpoint: `${gateway}/sources/s3`, authToken: webhookToken },
     });
     s3 = s3Client(minio);

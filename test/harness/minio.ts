@@ -39,11 +39,14 @@ export async function startMinio(
     webhook?: MinioWebhook;
     /** The address to listen on: 127.0.0.1 unless pods on the test cluster's bridge need it. */
     host?: string;
+    /** The API's port, when it must be known before MinIO starts (a free one by default). */
+    port?: number;
   } = {},
 ): Promise<Minio> {
   const host = options.host ?? '127.0.0.1';
   const dir = await mkdtemp(join(tmpdir(), 'eddy-minio-'));
-  const [apiPort, consolePort] = (await freePorts(2)) as [number, number];
+  const [free, consolePort] = (await freePorts(2)) as [number, number];
+  const apiPort = options.port ?? free;
   const accessKeyId = `eddy${randomBytes(4).toString('hex')}`;
   const secretAccessKey = randomBytes(16).toString('hex');
   const region = 'us-east-1';
