@@ -278,6 +278,8 @@ async function startStack(dir: string): Promise<Stack> {
       join(projectRoot, 'dist', 'operator', 'dev.js'),
       '--port',
       String(port),
+      '--metrics-port',
+      '0',
       '--s3-port',
       String(s3Port),
       file,

@@ -31,16 +31,11 @@ operator:
 runtimeImage: registry.example.com/eddy/runtime:{runtime}
 gateway: { url: 'http://functions.example.com', auth: none, invokerRole: { create: false } }
 s3:
-  webhook:
-    arn: 'arn:minio:sqs:us-east-1:EDDY:webhook'
-    token: 's3cret-token'
-    tokenSecret: ''
-    endpoint: 'http://minio.minio.svc:9000'
-  stores:
-    - { endpoint: 'http://store-b.storage.svc:9000', token: 'store-b-token' }
-    - { endpoint: 'https://store-c.example.com', tokenSecret: { name: store-c, key: bearer } }
+  webhook: { arn: 'arn:minio:sqs:us-east-1:EDDY:webhook', token: 's3cret-token', tokenSecret: '' }
 metrics:
+  port: 9191
   serviceMonitor: { enabled: true, interval: 30s, labels: { release: prometheus } }
+admissionPolicy: { enabled: true }
 dashboard: { enabled: true, namespace: eddy-system, annotations: { grafana_folder: Eddy } }
 `;
 
@@ -141,6 +136,28 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       ]),
     );
     expect(kinds.some((k) => k.startsWith('ServiceMonitor/'))).toBe(false);
+    // /metrics on a port of its own: the metrics Service exposes it, the gateway Service does not.
+    const service = (name: string) =>
+      objects.find((o) => o.kind === 'Service' && o.metadata?.name === name) as k8s.V1Service;
+    expect(service('eddy-gateway').spec!.ports!.map((p) => p.targetPort)).toEqual(['http']);
+    expect(service('eddy-metrics').spec!.ports).toEqual([
+      { name: 'metrics', port: 9090, targetPort: 'metrics', protocol: 'TCP' },
+    ]);
+    const operatorPod = (objects.find((o) => o.kind === 'Deployment') as k8s.V1Deployment).spec!
+      .template.spec!.containers[0]!;
+    expect(operatorPod.ports).toContainEqual({
+      name: 'metrics',
+      containerPort: 9090,
+      protocol: 'TCP',
+    });
+    expect(operatorPod.env!.find((e) => e.name === 'EDDY_METRICS_PORT')!.value).toBe('9090');
+    // The operator's writes are confined to Eddy's objects.
+    expect(kinds).toEqual(
+      expect.arrayContaining([
+        'ValidatingAdmissionPolicy/eddy-operator-writes',
+        'ValidatingAdmissionPolicyBinding/eddy-operator-writes',
+      ]),
+    );
     const deployment = objects.find((o) => o.kind === 'Deployment') as k8s.V1Deployment;
     // Invocations are authenticated unless the values say otherwise.
     expect(
@@ -160,42 +177,34 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       expect.arrayContaining([
         'ServiceMonitor/eddy',
         'Secret/eddy-s3-webhook',
-        'Secret/eddy-s3-stores',
         'ConfigMap/eddy-dashboard',
       ]),
     );
     const deployment = objects.find((o) => o.kind === 'Deployment') as k8s.V1Deployment;
     const container = deployment.spec!.template.spec!.containers[0]!;
     expect(container.image).toBe('registry.example.com/eddy/operator:9.9.9');
+    expect(container.ports).toContainEqual({
+      name: 'metrics',
+      containerPort: 9191,
+      protocol: 'TCP',
+    });
+    const monitor = objects.find((o) => o.kind === 'ServiceMonitor') as k8s.KubernetesObject & {
+      spec: { endpoints: Array<{ port: string }> };
+    };
+    expect(monitor.spec.endpoints.map((e) => e.port)).toEqual(['metrics']);
     expect(container.env!.find((e) => e.name === 'EDDY_GATEWAY_AUTH')!.value).toBe('none');
     expect(kinds).not.toContain('ClusterRole/eddy-invoker');
     expect(
       container.env!.find((e) => e.name === 'EDDY_S3_WEBHOOK_TOKEN')!.valueFrom!.secretKeyRef!.name,
     ).toBe('eddy-s3-webhook');
-    const env = (name: string) => container.env!.find((e) => e.name === name);
-    expect(env('EDDY_S3_WEBHOOK_ENDPOINT')!.value).toBe('http://minio.minio.svc:9000');
-    expect(JSON.parse(env('EDDY_S3_STORES')!.value!)).toEqual([
-      { endpoint: 'http://store-b.storage.svc:9000', tokenEnv: 'EDDY_S3_STORE_TOKEN_0' },
-      { endpoint: 'https://store-c.example.com', tokenEnv: 'EDDY_S3_STORE_TOKEN_1' },
-    ]);
-    expect(env('EDDY_S3_STORE_TOKEN_0')!.valueFrom!.secretKeyRef).toMatchObject({
-      name: 'eddy-s3-stores',
-      key: 'token-0',
-    });
-    expect(env('EDDY_S3_STORE_TOKEN_1')!.valueFrom!.secretKeyRef).toMatchObject({
-      name: 'store-c',
-      key: 'bearer',
-    });
     expect(await dryRun(objects)).toEqual([]);
   });
 
   it('refuses values its schema does not allow, naming the path', async () => {
     await expect(render('operator: { workers: 100 }\n')).rejects.toThrow(/operator\/workers/);
     await expect(render('operatr: {}\n')).rejects.toThrow(/operatr/);
+    // Metrics on the gateway's port would be exposed by the gateway's Service.
+    await expect(render('metrics: { port: 8080 }\n')).rejects.toThrow(/metrics\/port/);
     await expect(render('gateway: { auth: open }\n')).rejects.toThrow(/gateway\/auth/);
-    // A store's token without its endpoint: its records could not be told from another store's.
-    await expect(render("s3: { webhook: { token: 't' } }\n")).rejects.toThrow(
-      /s3.webhook.endpoint is not: set it/,
-    );
   });
 });

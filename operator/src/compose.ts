@@ -27,6 +27,11 @@ export interface EddyOptions {
   /** Who may invoke and list functions on the gateway. */
   auth: Authorizer;
   gateway: { port: number; host?: string };
+  /**
+   * Where GET /metrics listens: a port of its own, so that the gateway's port (and Service)
+   * does not expose them. Without it no metrics are served.
+   */
+  metrics?: { port: number; host?: string };
   /** Reads every gateway replica's load; by default only this process's gateway. */
   load?: (gateway: Gateway) => LoadSource;
   /** The shared caches, started once before any runnable. */
@@ -41,6 +46,8 @@ export interface EddyOptions {
   checkpoints?: CheckpointStore;
   /** Told where the gateway listens, once it does. */
   onListening?: (url: string) => void;
+  /** Told where the metrics are (`<url>/metrics`), once they are served. */
+  onMetricsListening?: (url: string) => void;
   autoscalerIntervalMs?: number;
   /** Invocations one function may hold waiting in this gateway before 429. Default 1000. */
   queueLimit?: number;
@@ -102,6 +109,13 @@ export function composeEddy(o: EddyOptions): Eddy {
       const url = httpUrl(address, port);
       o.log(`gateway listening on ${url}`);
       o.onListening?.(url);
+      const metricsServer = o.metrics
+        ? await serveMetrics(gateway, o.metrics, o.log).catch(async (err: unknown) => {
+            await close(server, 0);
+            throw err;
+          })
+        : undefined;
+      if (metricsServer) o.onMetricsListening?.(metricsServer.url);
       gateway.setReady(true);
       await aborted(signal);
       // 1. Not ready: load balancers stop sending here, and asynchronous deliveries waiting for
@@ -112,6 +126,8 @@ export function composeEddy(o: EddyOptions): Eddy {
       // 2. No new invocations; those in flight finish, on replicas that still run.
       dispatching.abort();
       await close(server, drainMs);
+      // Metrics until the gateway has drained: the last scrapes see its last invocations.
+      if (metricsServer) await close(metricsServer.server, 1_000);
       gateway.dispatcher.close();
       // 3. Then the platform stops (locally: the replicas' processes).
       platformStop.abort();
@@ -165,6 +181,20 @@ function listen(server: Server, port: number, host: string): Promise<void> {
       resolve();
     });
   });
+}
+
+/** GET /metrics on a listener of its own; resolves once it listens. */
+async function serveMetrics(
+  gateway: Gateway,
+  at: { port: number; host?: string },
+  log: (message: string) => void,
+): Promise<{ server: Server; url: string }> {
+  const server = createServer((req, res) => gateway.serveMetrics(req, res));
+  await listen(server, at.port, at.host ?? '0.0.0.0');
+  const { address, port } = server.address() as AddressInfo;
+  const url = httpUrl(address, port);
+  log(`metrics on ${url}/metrics`);
+  return { server, url };
 }
 
 /** Stops taking connections, lets requests in flight finish for up to `ms`, then cuts the rest. */

@@ -2,7 +2,7 @@
  * The local stack (`npm start`): the gateway, autoscaler and local platform of a cluster, with
  * Functions from manifest files and their replicas as processes on 127.0.0.1. Wiring only.
  *
- *   node dist/operator/dev.js [--port 8080] <manifest files...>
+ *   node dist/operator/dev.js [--port 8080] [--metrics-port 9090] <manifest files...>
  */
 import { createServer } from 'node:net';
 import { dirname, resolve } from 'node:path';
@@ -24,12 +24,15 @@ import { normaliseEndpoint } from './sources/s3-stores.js';
 import { scheduleSource } from './sources/schedule.js';
 import type { SourceFactory } from './sources/source.js';
 
-const usage = `usage: node dist/operator/dev.js [--port 8080] [--host 127.0.0.1] [--s3-port 9000] <manifest files...>
+const usage = `usage: node dist/operator/dev.js [--port 8080] [--metrics-port 9090] [--host 127.0.0.1] [--s3-port 9000] <manifest files...>
   Runs the gateway, the autoscaler and each Function's replicas as local processes.
   Files hold Function, Secret and ConfigMap manifests (several documents per file); edits
   are picked up while it runs. Triggers run too (progress is kept under .eddy/sources).
   Invoke with:
     curl -d '{"name":"eddy"}' http://127.0.0.1:8080/functions/<namespace>/<name>
+
+  --metrics-port <port>   where Prometheus metrics are served, GET /metrics (default 9090; 0
+                          for any free port, which it prints)
 
   --s3-port <port>        also run an S3-compatible store there that posts every upload's event
                           to the gateway: MinIO when a minio binary is on PATH (objects under
@@ -45,6 +48,7 @@ const { values, positionals } = (() => {
       allowPositionals: true,
       options: {
         port: { type: 'string', default: '8080' },
+        'metrics-port': { type: 'string', default: '9090' },
         host: { type: 'string', default: '127.0.0.1' },
         's3-port': { type: 'string' },
         's3-access-key': { type: 'string', default: 'eddy' },
@@ -72,6 +76,7 @@ if (values.help || positionals.length === 0) {
   process.exit(values.help ? 0 : 2);
 }
 const port = portOf('--port', values.port)!;
+const metricsPort = portOf('--metrics-port', values['metrics-port'])!;
 // First, before anything else is printed: the local stack checks no caller.
 console.log(
   `eddy: invocations on ${values.host}${port === 0 ? '' : `:${port}`} are not authenticated: anyone who can reach that address may invoke and list every function (the local stack; in a cluster every call needs a Kubernetes token)`,
@@ -206,6 +211,7 @@ const { manager } = composeEddy({
   log: (m) => log(`eddy: ${m}`),
   auth: noAuth,
   gateway: { port, host: values.host },
+  metrics: { port: metricsPort, host: values.host },
   memoryBudget: gatewayMemoryBudget(),
   sources,
   // Sources' progress (Kinesis checkpoints, schedules' last fires) survives a restart.

@@ -69,6 +69,7 @@ const { manager } = composeEddy({
   log,
   auth: authMode === 'none' ? noAuth : kubernetesAuthorizer({ kc, log }),
   gateway: { port: settings.gatewayPort },
+  metrics: { port: settings.metricsPort },
   memoryBudget: settings.gatewayMemoryBudget,
   drainDelayMs: 5_000,
   startCaches: (signal) => caches.start(signal),

@@ -17,6 +17,8 @@ export interface OperatorSettings extends ReconcilerSettings {
   /** Where the gateway listens (all addresses), and the Service in front of its replicas. */
   gatewayPort: number;
   gatewayService: string;
+  /** Where GET /metrics listens (all addresses): not the gateway's port. */
+  metricsPort: number;
   /** The deadline of every Kubernetes API request (EDDY_API_TIMEOUT_SECONDS, default 10). */
   apiTimeoutMs?: number;
   /** Bytes of bodies and answers one gateway replica holds at most. */
@@ -153,6 +155,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSett
     workers: int(env, 'EDDY_WORKERS', 4, 1, 64),
     gatewayPort: int(env, 'EDDY_GATEWAY_PORT', 8080, 1, 65_535),
     gatewayService: env.EDDY_GATEWAY_SERVICE ?? 'eddy-gateway',
+    metricsPort: int(env, 'EDDY_METRICS_PORT', 9090, 1, 65_535),
     gatewayMemoryBudget: gatewayMemoryBudget(env),
     cleanupAttemptMs: int(env, 'EDDY_CLEANUP_ATTEMPT_SECONDS', 10, 1, 600) * 1000,
     apiTimeoutMs: int(env, 'EDDY_API_TIMEOUT_SECONDS', 10, 1, 300) * 1000,

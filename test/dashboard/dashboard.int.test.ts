@@ -66,7 +66,7 @@ describe.skipIf(!canRun('prometheus'))('the Grafana dashboard on real Prometheus
   beforeAll(async () => {
     if (!existsSync(runtimeMain)) throw new Error(`${runtimeMain} is missing: run npm run build`);
     stack = await startStack([inlineFunction('thumbs', handler, { timeoutSeconds: 5 })]);
-    target = new URL(stack.url).host;
+    target = new URL(stack.metricsUrl).host;
   });
   afterAll(async () => {
     await stack?.stop();

@@ -195,7 +195,7 @@ describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () 
       JSON.stringify(m.fieldsV1).includes('"f:replicas"'),
     );
     expect(owners.map((m) => [m.manager, m.subresource])).toEqual([['eddy-autoscaler', 'scale']]);
-    const metrics = await (await fetch(`${a!.url}/metrics`)).text();
+    const metrics = await a!.eddy.gateway.metrics.registry.metrics();
     expect(metrics).toMatch(
       /eddy_function_activation_seconds_count\{namespace="serving",function="hello"\} 1/,
     );

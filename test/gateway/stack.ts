@@ -28,6 +28,8 @@ export function inlineFunction(name: string, code: string, spec: FunctionSpec = 
 
 export interface Stack {
   url: string;
+  /** Where GET /metrics is served: a listener of its own. */
+  metricsUrl: string;
   store: MemoryFunctionStore;
   platform: LocalPlatform;
   eddy: Eddy;
@@ -67,6 +69,7 @@ export async function startStack(
     restartBackoffMs: { initial: 100, max: 1_000 },
   });
   let url: string | undefined;
+  let metricsUrl: string | undefined;
   const stop = new AbortController();
   const eddy = composeEddy({
     platform,
@@ -77,6 +80,8 @@ export async function startStack(
     auth: noAuth,
     gateway: { port: 0, host: '127.0.0.1' },
     onListening: (u) => (url = u),
+    metrics: { port: 0, host: '127.0.0.1' },
+    onMetricsListening: (u) => (metricsUrl = u),
     ...options,
     secrets:
       options.secrets ??
@@ -90,10 +95,11 @@ export async function startStack(
   });
   const listening = await waitFor('the gateway to listen', async () => {
     if (failed) throw failed;
-    return url;
+    return metricsUrl ? url : undefined;
   });
   return {
     url: listening,
+    metricsUrl: metricsUrl!,
     store,
     platform,
     eddy,

@@ -50,6 +50,7 @@ export const testSettings = (
   workers: 4,
   gatewayPort: 8080,
   gatewayService: 'eddy-gateway',
+  metricsPort: 9090,
   cleanupAttemptMs: 2_000,
   cleanupDeadlineMs: 60_000,
   ...overrides,

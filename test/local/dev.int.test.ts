@@ -64,7 +64,7 @@ async function startDev(
   proc = startProcess(
     'dev',
     process.execPath,
-    [devMain, '--port', '0', ...flags, ...files],
+    [devMain, '--port', '0', '--metrics-port', '0', ...flags, ...files],
     join(dir, 'dev.log'),
     {
       cwd: dir,

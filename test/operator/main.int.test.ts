@@ -16,7 +16,7 @@ import {
   releaseNamespace,
   startOperatorBinary,
 } from '../harness/operator.js';
-import { freePort } from '../harness/ports.js';
+import { freePorts } from '../harness/ports.js';
 import { waitUntilReady, type ManagedProcess } from '../harness/proc.js';
 import { canRun, useComponent } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
@@ -34,10 +34,11 @@ describe.skipIf(!canRun('kube'))('the operator binary', () => {
   it('serves the gateway, reconciles while leading, and hands over cleanly on SIGTERM', async () => {
     await installChart(kube());
     dir = await mkdtemp(join(tmpdir(), 'eddy-main-'));
-    const port = await freePort();
+    const [port, metricsPort] = (await freePorts(2)) as [number, number];
     proc = await startOperatorBinary(kube(), dir, {
       POD_NAME: 'operator-main',
       EDDY_GATEWAY_PORT: String(port),
+      EDDY_METRICS_PORT: String(metricsPort),
     });
     const url = `http://127.0.0.1:${port}`;
     try {
@@ -65,7 +66,11 @@ describe.skipIf(!canRun('kube'))('the operator binary', () => {
         return functions.find((f) => f.name === 'from-main' && f.replicas.desired === 1);
       });
       expect(listed.replicas.desired).toBe(1);
-      const metrics = await (await fetch(`${url}/metrics`)).text();
+      // Metrics on their own port; the gateway's says where they are.
+      const onGateway = await fetch(`${url}/metrics`);
+      expect(onGateway.status).toBe(404);
+      expect(await onGateway.text()).toContain('EDDY_METRICS_PORT');
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       expect(metrics).toMatch(
         /eddy_function_replicas\{namespace="default",function="from-main",state="desired"\} 1/,
       );

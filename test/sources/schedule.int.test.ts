@@ -95,7 +95,7 @@ async function recorded(file: string): Promise<Recorded[]> {
 }
 
 async function metric(pattern: RegExp): Promise<string | undefined> {
-  const text = await (await fetch(`${stack.url}/metrics`)).text();
+  const text = await (await fetch(`${stack.metricsUrl}/metrics`)).text();
   return text.split('\n').find((l) => pattern.test(l));
 }
 

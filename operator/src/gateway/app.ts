@@ -4,7 +4,8 @@
  *   POST /functions/{namespace}/{name}/async  202 with an id; delivered with retries and dead letters
  *   GET  /functions                           state, replicas, in flight and queued per function
  *   POST <route>                              a source's intake (POST /sources/s3), added by it
- *   GET  /healthz, /readyz, /metrics
+ *   GET  /healthz, /readyz
+ * and, on a listener of its own (`serveMetrics`), GET /metrics.
  * `createGateway` builds it; the caller decides where it listens.
  */
 import { randomUUID } from 'node:crypto';
@@ -71,6 +72,8 @@ export interface FunctionState {
 
 export interface Gateway {
   handle(req: IncomingMessage, res: ServerResponse): void;
+  /** The metrics listener's one endpoint, GET /metrics: a port of its own, not the gateway's. */
+  serveMetrics(req: IncomingMessage, res: ServerResponse): void;
   dispatcher: Dispatcher;
   metrics: GatewayMetrics;
   /** The bytes of bodies and answers this gateway holds. */
@@ -343,11 +346,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
             .catch(fail);
           return;
         case '/metrics':
-          metrics.registry
-            .metrics()
-            .then((text) => send(res, 200, { 'content-type': metrics.registry.contentType }, text))
-            .catch(fail);
-          return;
+          throw gatewayError(
+            'NotFound',
+            `${path}: metrics are served on a port of their own (EDDY_METRICS_PORT, 9090 unless set; in a cluster the <release>-metrics Service), not on the gateway's`,
+          );
         default:
           throw gatewayError(
             'NotFound',
@@ -359,8 +361,33 @@ export function createGateway(deps: GatewayDeps): Gateway {
     }
   }
 
+  function serveMetrics(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?')[0]!;
+    const json = { 'content-type': 'application/json' };
+    if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      const e = gatewayError(
+        'NotFound',
+        `${req.method} ${path}: this port serves only GET /metrics; invoke functions on the gateway's port`,
+      );
+      send(res, e.status, json, JSON.stringify(e.body()));
+      return;
+    }
+    metrics.registry
+      .metrics()
+      .then((text) => send(res, 200, { 'content-type': metrics.registry.contentType }, text))
+      .catch((err: unknown) => {
+        deps.log(
+          `GET /metrics: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+        );
+        const e = new GatewayError('ExitError', 'the gateway failed to collect its metrics');
+        if (!res.headersSent) send(res, e.status, json, JSON.stringify(e.body()));
+        else res.destroy();
+      });
+  }
+
   return {
     handle,
+    serveMetrics,
     dispatcher,
     metrics,
     budget,
@@ -369,7 +396,14 @@ export function createGateway(deps: GatewayDeps): Gateway {
     start(signal) {
       dispatcher.start(signal);
       const unsubscribe = deps.store.onChange((fn, deleted) => {
-        if (deleted) dispatcher.forget(keyOf(fn));
+        if (!deleted) return;
+        dispatcher.forget(keyOf(fn));
+        // Its series go with it: a deleted function does not linger on dashboards and in memory.
+        metrics
+          .forget(fn.metadata.namespace, fn.metadata.name)
+          .catch((err: unknown) =>
+            deps.log(`forgetting the metrics of ${keyOf(fn)}: ${String(err)}`),
+          );
       });
       signal.addEventListener('abort', unsubscribe, { once: true });
     },

@@ -2,7 +2,14 @@
  * The gateway's metrics: the numbers the Grafana dashboard reads. One Registry per gateway
  * (tests start many). Gauges of replicas, in-flight and queued work are read when scraped.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import {
+  Counter,
+  Gauge,
+  Histogram,
+  Registry,
+  collectDefaultMetrics,
+  type LabelValues,
+} from 'prom-client';
 
 /** How an invocation ended, as counted in eddy_function_invocations_total. */
 /** `cancelled`: the caller went away before the answer (the handler may still have run). */
@@ -151,6 +158,32 @@ export class GatewayMetrics {
       this.perFunction.set(key, m);
     }
     return m;
+  }
+
+  /**
+   * Removes every series labelled with this function (a deleted Function's) from every metric of
+   * the registry, the sources' included. The gauges read when scraped follow the Functions anyway.
+   */
+  async forget(namespace: string, name: string): Promise<void> {
+    const key = `${namespace}/${name}`;
+    this.perFunction.delete(key);
+    for (const k of this.invocationChildren.keys()) {
+      if (k.startsWith(`${key}\u0000`)) this.invocationChildren.delete(k);
+    }
+    for (const { name: metricName } of this.registry.getMetricsAsArray()) {
+      const metric = this.registry.getSingleMetric(metricName);
+      if (!metric) continue;
+      const removed = new Set<string>();
+      for (const { labels } of (await metric.get()).values) {
+        if (labels.namespace !== namespace || labels.function !== name) continue;
+        // A histogram's buckets and a summary's quantiles are parts of one series.
+        const { le: _le, quantile: _quantile, ...series } = labels;
+        const id = JSON.stringify(series);
+        if (removed.has(id)) continue;
+        removed.add(id);
+        metric.remove(series as LabelValues<string>);
+      }
+    }
   }
 
   invocation(namespace: string, name: string, trigger: string, outcome: InvocationOutcome): void {
