@@ -31,7 +31,14 @@ operator:
 runtimeImage: registry.example.com/eddy/runtime:{runtime}
 gateway: { url: 'http://functions.example.com', auth: none, invokerRole: { create: false } }
 s3:
-  webhook: { arn: 'arn:minio:sqs:us-east-1:EDDY:webhook', token: 's3cret-token', tokenSecret: '' }
+  webhook:
+    arn: 'arn:minio:sqs:us-east-1:EDDY:webhook'
+    token: 's3cret-token'
+    tokenSecret: ''
+    endpoint: 'http://minio.minio.svc:9000'
+  stores:
+    - { endpoint: 'http://store-b.storage.svc:9000', token: 'store-b-token' }
+    - { endpoint: 'https://store-c.example.com', tokenSecret: { name: store-c, key: bearer } }
 metrics:
   port: 9191
   serviceMonitor: { enabled: true, interval: 30s, labels: { release: prometheus } }
@@ -177,6 +184,7 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       expect.arrayContaining([
         'ServiceMonitor/eddy',
         'Secret/eddy-s3-webhook',
+        'Secret/eddy-s3-stores',
         'ConfigMap/eddy-dashboard',
       ]),
     );
@@ -197,6 +205,20 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
     expect(
       container.env!.find((e) => e.name === 'EDDY_S3_WEBHOOK_TOKEN')!.valueFrom!.secretKeyRef!.name,
     ).toBe('eddy-s3-webhook');
+    const env = (name: string) => container.env!.find((e) => e.name === name);
+    expect(env('EDDY_S3_WEBHOOK_ENDPOINT')!.value).toBe('http://minio.minio.svc:9000');
+    expect(JSON.parse(env('EDDY_S3_STORES')!.value!)).toEqual([
+      { endpoint: 'http://store-b.storage.svc:9000', tokenEnv: 'EDDY_S3_STORE_TOKEN_0' },
+      { endpoint: 'https://store-c.example.com', tokenEnv: 'EDDY_S3_STORE_TOKEN_1' },
+    ]);
+    expect(env('EDDY_S3_STORE_TOKEN_0')!.valueFrom!.secretKeyRef).toMatchObject({
+      name: 'eddy-s3-stores',
+      key: 'token-0',
+    });
+    expect(env('EDDY_S3_STORE_TOKEN_1')!.valueFrom!.secretKeyRef).toMatchObject({
+      name: 'store-c',
+      key: 'bearer',
+    });
     expect(await dryRun(objects)).toEqual([]);
   });
 
@@ -206,5 +228,9 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
     // Metrics on the gateway's port would be exposed by the gateway's Service.
     await expect(render('metrics: { port: 8080 }\n')).rejects.toThrow(/metrics\/port/);
     await expect(render('gateway: { auth: open }\n')).rejects.toThrow(/gateway\/auth/);
+    // A store's token without its endpoint: its records could not be told from another store's.
+    await expect(render("s3: { webhook: { token: 't' } }\n")).rejects.toThrow(
+      /s3.webhook.endpoint is not: set it/,
+    );
   });
 });
