@@ -131,8 +131,9 @@ describe.skipIf(!canRun('kube'))('who may invoke (tokens and RBAC)', () => {
     const code = 'export const handler = async (e) => ({ ok: true });';
     stack = await startStack(
       [
-        inlineFunction('hello', code, quiet()),
-        inlineFunction('secret', code, quiet()),
+        // Kept up, so that no test waits for a replica to start on a busy machine.
+        inlineFunction('hello', code, quiet({ scaling: { minReplicas: 1 } })),
+        inlineFunction('secret', code, quiet({ scaling: { minReplicas: 1 } })),
         {
           ...inlineFunction('ledger', code, quiet()),
           metadata: { name: 'ledger', namespace: other, generation: 1, uid: 'uid-ledger' },
