@@ -5,7 +5,10 @@
  * without a reset; connections made until `resume()` stall the same way. Connections made after
  * `resume()` work again.
  */
+import { createServer as createHttpServer, type ServerResponse } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { freePort } from './ports.js';
 
 export interface StallProxy {
@@ -67,6 +70,79 @@ export async function startStallProxy(target: string): Promise<StallProxy> {
         pair.server.destroy();
       }
       await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export interface RequestStallProxy {
+  /** http://127.0.0.1:<port>: a plain-HTTP API server that needs no credentials. */
+  url: string;
+  /** Requests held so far (never answered). */
+  held: string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * An HTTP proxy to the test API server that authenticates as `kc`'s user (its client
+ * certificate) and never answers the requests `stalls` picks: one API call hangs while every
+ * other goes through. A client reaches it with `skipTLSVerify` and no credentials of its own.
+ */
+export async function startRequestStallProxy(
+  kc: KubeConfig,
+  stalls: (method: string, path: string) => boolean,
+): Promise<RequestStallProxy> {
+  const cluster = kc.getCurrentCluster()!;
+  const user = kc.getCurrentUser()!;
+  const target = new URL(cluster.server);
+  const agent = new HttpsAgent({
+    keepAlive: true,
+    ca: Buffer.from(cluster.caData!, 'base64'),
+    cert: Buffer.from(user.certData!, 'base64'),
+    key: Buffer.from(user.keyData!, 'base64'),
+  });
+  const held: string[] = [];
+  const pending = new Set<ServerResponse>();
+  const server = createHttpServer((req, res) => {
+    const call = `${req.method} ${req.url}`;
+    if (stalls(req.method ?? 'GET', new URL(req.url ?? '/', 'http://x').pathname)) {
+      held.push(call);
+      pending.add(res);
+      req.resume();
+      return;
+    }
+    const upstream = httpsRequest(
+      {
+        host: target.hostname,
+        port: target.port,
+        method: req.method,
+        path: req.url,
+        headers: { ...req.headers, host: target.host },
+        agent,
+      },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        // A watch's headers come before any event: pass them on at once.
+        res.flushHeaders();
+        answer.pipe(res);
+      },
+    );
+    upstream.on('error', () => res.destroy());
+    res.on('close', () => upstream.destroy());
+    req.pipe(upstream);
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    held,
+    async stop() {
+      for (const res of pending) res.destroy();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      agent.destroy();
     },
   };
 }
