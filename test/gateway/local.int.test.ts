@@ -527,6 +527,47 @@ describe('the gateway on the local platform', () => {
     expect((await stack.invoke('big', { pad })).status).toBe(200);
   });
 
+  it("counts an asynchronous invocation's body against the memory budget until its delivery ends", async () => {
+    const MiB = 2 ** 20;
+    const code = `export const handler = async (event) => {
+      if (event.fail) throw new Error('not yet');
+      return (event.pad ?? '').length;
+    };`;
+    stack = await startStack(
+      [
+        inlineFunction('later', code, { retry: { maxAttempts: 2 }, memory: '512Mi' }),
+        inlineFunction('now', code, { memory: '512Mi' }),
+      ],
+      // Its retries wait up to a minute: the body stays held meanwhile.
+      { memoryBudget: 8 * MiB, retryBaseDelayMs: 60_000 },
+    );
+    const pad = 'x'.repeat(5 * MiB);
+    const accepted = await fetch(`${stack.url}/functions/${namespace}/later/async`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ fail: true, pad }),
+    });
+    expect(accepted.status).toBe(202);
+    expect(stack.eddy.gateway.budget.held).toBeGreaterThan(5 * MiB);
+    const refused = await stack.invoke('now', { pad });
+    expect(refused.status).toBe(429);
+    expect(((await refused.json()) as { errorMessage: string }).errorMessage).toMatch(
+      /memory budget of 8\.0 MiB/,
+    );
+    // Deleted, the Function's delivery ends at once (dropped: it has no dead letter), and with
+    // it the hold on its body.
+    stack.store.delete(namespace, 'later');
+    await waitFor('the body to be given back', async () =>
+      stack!.eddy.gateway.budget.held === 0 ? true : undefined,
+    );
+    expect(stack.logs.join('\n')).toMatch(
+      /DROPPED event .* for function data-path\/later .*NotRetryable/,
+    );
+    const taken = await stack.invoke('now', { pad });
+    expect(taken.status).toBe(200);
+    expect(await taken.json()).toBe(5 * MiB);
+  });
+
   it('sends an async invocation that keeps failing to the dead letter after its retries', async () => {
     const received: Array<{ headers: Record<string, unknown>; body: string }> = [];
     const sink = createServer((req, res) => {
