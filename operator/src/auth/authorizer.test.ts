@@ -5,6 +5,7 @@ import {
   authorize,
   bearerToken,
   noAuth,
+  questionsAtOnce,
   visibleTo,
   type Access,
   type Authorizer,
@@ -72,6 +73,24 @@ describe('visibleTo', () => {
   it('shows whole namespaces, and single functions granted by name', async () => {
     const c = callerWith(['get billing', 'get photos resize']);
     expect(await visibleTo(c, fns)).toEqual([fns[1], fns[2]]);
+  });
+
+  it('asks about single functions a few at a time', async () => {
+    let inFlight = 0;
+    let most = 0;
+    const many = Array.from({ length: 100 }, (_, i) => ({ namespace: 'big', name: `f${i}` }));
+    const caller: Caller = {
+      identity: { username: 'someone' },
+      may: async (a) => {
+        inFlight++;
+        most = Math.max(most, inFlight);
+        await new Promise((r) => setImmediate(r));
+        inFlight--;
+        return a.name === 'f7';
+      },
+    };
+    expect(await visibleTo(caller, many)).toEqual([{ namespace: 'big', name: 'f7' }]);
+    expect(most).toBe(questionsAtOnce);
   });
 
   it('shows nothing to a caller with no grant', async () => {

@@ -60,7 +60,10 @@ export async function authorize(
   throw forbidden(caller.identity, access);
 }
 
-/** Only what `caller` may `get` of `functions`: whole namespaces first, then one by one. */
+/** Questions a listing asks at once. */
+export const questionsAtOnce = 16;
+
+/** Only what `caller` may `get` of `functions`: cluster-wide, whole namespaces, one by one. */
 export async function visibleTo<F extends { namespace: string; name: string }>(
   caller: Caller,
   functions: readonly F[],
@@ -68,20 +71,31 @@ export async function visibleTo<F extends { namespace: string; name: string }>(
   if (functions.length === 0) return [];
   if (await caller.may({ verb: 'get', namespace: '' })) return [...functions];
   const namespaces = [...new Set(functions.map((f) => f.namespace))];
-  const whole = new Set<string>();
-  await Promise.all(
-    namespaces.map(async (namespace) => {
-      if (await caller.may({ verb: 'get', namespace })) whole.add(namespace);
-    }),
+  const wholeAnswers = await fewAtOnce(namespaces, (namespace) =>
+    caller.may({ verb: 'get', namespace }),
   );
-  const seen = await Promise.all(
-    functions.map((f) =>
-      whole.has(f.namespace)
-        ? Promise.resolve(true)
-        : caller.may({ verb: 'get', namespace: f.namespace, name: f.name }),
-    ),
+  const whole = new Set(namespaces.filter((_, i) => wholeAnswers[i]));
+  const seen = await fewAtOnce(functions, (f) =>
+    whole.has(f.namespace)
+      ? Promise.resolve(true)
+      : caller.may({ verb: 'get', namespace: f.namespace, name: f.name }),
   );
   return functions.filter((_, i) => seen[i]);
+}
+
+/**
+ * `ask` for each item, `questionsAtOnce` at a time: a caller who may see little in a large
+ * cluster sends the API server no burst of reviews.
+ */
+async function fewAtOnce<T>(
+  items: readonly T[],
+  ask: (item: T) => Promise<boolean>,
+): Promise<boolean[]> {
+  const answers: boolean[] = [];
+  for (let i = 0; i < items.length; i += questionsAtOnce) {
+    answers.push(...(await Promise.all(items.slice(i, i + questionsAtOnce).map(ask))));
+  }
+  return answers;
 }
 
 export function forbidden(identity: Identity, access: Access) {
