@@ -27,7 +27,7 @@ import {
   requestIdPattern,
 } from '../../../runtime/src/contract/index.js';
 import { Dispatcher, type InvokeRequest } from './dispatcher.js';
-import { MemoryBudget, type Hold } from './budget.js';
+import { MemoryBudget, registerBudgetMetrics, type Hold } from './budget.js';
 import { gatewayError, GatewayError } from './errors.js';
 import { GatewayMetrics } from './metrics.js';
 
@@ -169,6 +169,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         queued: f.queued,
       })),
   });
+  registerBudgetMetrics(budget, metrics.registry);
   const dispatcher = new Dispatcher({
     platform: deps.platform,
     metrics,

@@ -1,5 +1,11 @@
+import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { defaultMemoryBudgetBytes, MemoryBudget, parseMemoryBudget } from './budget.js';
+import {
+  defaultMemoryBudgetBytes,
+  MemoryBudget,
+  parseMemoryBudget,
+  registerBudgetMetrics,
+} from './budget.js';
 
 const MiB = 2 ** 20;
 
@@ -88,5 +94,26 @@ describe('parseMemoryBudget', () => {
     );
     expect(() => parseMemoryBudget('100Ki', 'X')).toThrow(/at least 1Mi/);
     expect(() => parseMemoryBudget('-64Mi', 'X')).toThrow(/at least 1Mi/);
+  });
+});
+
+describe('the budget in metrics', () => {
+  it('shows what is held, the limit and the refusals when scraped', async () => {
+    const budget = new MemoryBudget(10 * MiB);
+    const registry = new Registry();
+    registerBudgetMetrics(budget, registry);
+    const hold = budget.hold();
+    expect(hold.take(4 * MiB)).toBe(true);
+    expect(hold.take(7 * MiB)).toBe(false);
+    expect(budget.tryReserve(8 * MiB)).toBe(false);
+    let text = await registry.metrics();
+    expect(text).toMatch(/^eddy_gateway_memory_held_bytes 4194304$/m);
+    expect(text).toMatch(/^eddy_gateway_memory_budget_bytes 10485760$/m);
+    expect(text).toMatch(/^eddy_gateway_memory_refusals_total 2$/m);
+    hold.release();
+    expect(budget.tryReserve(11 * MiB)).toBe(false);
+    text = await registry.metrics();
+    expect(text).toMatch(/^eddy_gateway_memory_held_bytes 0$/m);
+    expect(text).toMatch(/^eddy_gateway_memory_refusals_total 3$/m);
   });
 });

@@ -5,6 +5,7 @@
  * the gateway's process in an out-of-memory kill. Bytes are reserved before they are held and
  * released when they are let go, on every path.
  */
+import { Counter, Gauge, type Registry } from 'prom-client';
 import { parseQuantity } from '../api/quantity.js';
 
 /** 64 MiB: the default budget, which a 256 MiB gateway container holds beside Node itself. */
@@ -15,6 +16,8 @@ export const memoryBudgetSetting = 'EDDY_GATEWAY_MEMORY_BUDGET (chart: gateway.m
 
 export class MemoryBudget {
   private heldBytes = 0;
+  /** Reservations refused so far: each a request answered 429 or 503. */
+  refusals = 0;
 
   constructor(readonly limitBytes: number = defaultMemoryBudgetBytes) {
     if (!(limitBytes > 0) || !Number.isFinite(limitBytes)) {
@@ -30,7 +33,10 @@ export class MemoryBudget {
   /** Reserves `bytes` if they fit; false (nothing reserved) if they do not. */
   tryReserve(bytes: number): boolean {
     if (bytes < 0) throw new RangeError(`cannot reserve ${bytes} bytes`);
-    if (this.heldBytes + bytes > this.limitBytes) return false;
+    if (this.heldBytes + bytes > this.limitBytes) {
+      this.refusals++;
+      return false;
+    }
     this.heldBytes += bytes;
     return true;
   }
@@ -104,6 +110,39 @@ export class Hold {
     this.budget.release(this.bytesHeld);
     this.bytesHeld = 0;
   }
+}
+
+/**
+ * The budget in `registry`: `eddy_gateway_memory_held_bytes`, `eddy_gateway_memory_budget_bytes`
+ * and `eddy_gateway_memory_refusals_total`, read when scraped.
+ */
+export function registerBudgetMetrics(budget: MemoryBudget, registry: Registry): void {
+  new Gauge({
+    name: 'eddy_gateway_memory_held_bytes',
+    help: 'Bytes of request bodies and answers this gateway holds',
+    registers: [registry],
+    collect() {
+      this.set(budget.held);
+    },
+  });
+  new Gauge({
+    name: 'eddy_gateway_memory_budget_bytes',
+    help: 'The most bytes of bodies and answers this gateway holds (EDDY_GATEWAY_MEMORY_BUDGET)',
+    registers: [registry],
+    collect() {
+      this.set(budget.limitBytes);
+    },
+  });
+  let counted = 0;
+  new Counter({
+    name: 'eddy_gateway_memory_refusals_total',
+    help: 'Requests refused because their bodies did not fit in the memory budget (429 or 503)',
+    registers: [registry],
+    collect() {
+      this.inc(budget.refusals - counted);
+      counted = budget.refusals;
+    },
+  });
 }
 
 /**
