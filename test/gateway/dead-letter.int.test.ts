@@ -26,7 +26,10 @@ import {
   type DeadLetterRecord,
   type DeliveryEvent,
 } from '../../operator/src/gateway/delivery.js';
+import { requestIdPattern } from '../../runtime/src/contract/index.js';
 import { s3Client, startMinio } from '../harness/minio.js';
+import { waitFor } from '../harness/wait.js';
+import { inlineFunction, namespace, startStack, type Stack } from './stack.js';
 import { canRun, useComponent } from '../harness/suite.js';
 
 function fn(spec: FunctionSpec): EddyFunction {
@@ -473,5 +476,68 @@ describe.skipIf(!canRun('minio'))('dead letter to S3 (MinIO)', () => {
       'Secret photos/minio-creds has no key "secretAccessKey"',
     );
     sender.close();
+  });
+});
+
+describe('dead letters of asynchronous invocations through the gateway', () => {
+  it("keeps one dead letter per accepted invocation when callers reuse a request id, and replaces ids not in the runtime's format", async () => {
+    const received: Array<{ id: string; subject: string }> = [];
+    const sink = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        received.push(JSON.parse(body) as { id: string; subject: string });
+        res.statusCode = 202;
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
+    const port = (sink.address() as AddressInfo).port;
+    let stack: Stack | undefined;
+    try {
+      stack = await startStack(
+        [
+          inlineFunction(
+            'failing',
+            `export const handler = async () => { throw new Error('no'); };`,
+            {
+              retry: { maxAttempts: 0 },
+              deadLetter: { url: `http://127.0.0.1:${port}/dead` },
+            },
+          ),
+        ],
+        { retryBaseDelayMs: 10 },
+      );
+      const invoke = async (id: string) => {
+        const res = await fetch(`${stack!.url}/functions/${namespace}/failing/async`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-eddy-request-id': id },
+          body: '{}',
+        });
+        expect(res.status).toBe(202);
+        return ((await res.json()) as { requestId: string }).requestId;
+      };
+      // Two callers choose the same id: each invocation keeps its own dead letter.
+      expect(await invoke('same-id')).toBe('same-id');
+      expect(await invoke('same-id')).toBe('same-id');
+      // Ids the runtime would not take are replaced by the gateway's own, as the runtime would.
+      for (const bad of ['a b', 'x'.repeat(129), 'über']) {
+        const given = await invoke(bad);
+        expect(given).not.toBe(bad);
+        expect(given).toMatch(/^[0-9a-f-]{36}$/);
+        expect(requestIdPattern.test(bad)).toBe(false);
+      }
+      await waitFor(
+        'five dead letters',
+        async () => (received.length >= 5 ? true : undefined),
+        30_000,
+      );
+      expect(new Set(received.map((r) => r.id)).size).toBe(5);
+      expect(received.filter((r) => r.subject === 'same-id')).toHaveLength(2);
+    } finally {
+      await stack?.stop();
+      sink.closeAllConnections();
+      await new Promise((resolve) => sink.close(resolve));
+    }
   });
 });
