@@ -40,7 +40,8 @@ const usage = `usage: node dist/operator/dev.js [--port 8080] [--metrics-port 90
   --s3-access-key <id>    its access key id (default eddy)
   --s3-secret-key <key>   its secret access key (default eddysecret)
   --s3-buckets <a,b>      buckets it starts with (default photos,photos-thumbnails)
-  Other S3-compatible stores post to /sources/s3 with EDDY_S3_WEBHOOK_TOKEN as bearer token.`;
+  Other S3-compatible stores post to /sources/s3 with EDDY_S3_WEBHOOK_TOKEN as bearer token,
+  registered at EDDY_S3_WEBHOOK_ENDPOINT (the endpoint their triggers name), or in EDDY_S3_STORES.`;
 
 const { values, positionals } = (() => {
   try {
