@@ -37,10 +37,15 @@ export interface ClusterCaches extends Omit<Caches, 'deployments'> {
 
 /**
  * The caches before they start: the manager starts them once, before any runnable, so that
- * runnables built earlier can hold `store` and read it once they run.
+ * runnables built earlier can hold `store` and read it once they run. What subscribes to the
+ * Functions' changes before then is subscribed when they start.
  */
 export class LazyClusterCaches {
   private started: ClusterCaches | undefined;
+  private readonly early = new Set<{
+    listener: Parameters<FunctionStore['onChange']>[0];
+    unsubscribe?: () => void;
+  }>();
   readonly store: FunctionStore;
   /** The Deployments cache, followed by the kubernetes platform once it starts. */
   readonly deployments: ObjectCache<V1Deployment> & Pick<Informer<V1Deployment>, 'on' | 'off'>;
@@ -53,7 +58,15 @@ export class LazyClusterCaches {
     this.store = {
       get: (namespace, name) => get().store.get(namespace, name),
       list: (namespace) => get().store.list(namespace),
-      onChange: (listener) => get().store.onChange(listener),
+      onChange: (listener) => {
+        if (this.started) return this.started.store.onChange(listener);
+        const entry: { listener: typeof listener; unsubscribe?: () => void } = { listener };
+        this.early.add(entry);
+        return () => {
+          this.early.delete(entry);
+          entry.unsubscribe?.();
+        };
+      },
     };
     const informer = () => get().deployments;
     this.deployments = {
@@ -66,6 +79,7 @@ export class LazyClusterCaches {
 
   async start(signal: AbortSignal): Promise<void> {
     this.started = await startClusterCaches(this.kc, this.log, signal);
+    for (const entry of this.early) entry.unsubscribe = this.started.store.onChange(entry.listener);
   }
 
   get(): ClusterCaches {
