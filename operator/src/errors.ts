@@ -44,3 +44,14 @@ export class ActivationStalled extends Error {
     );
   }
 }
+
+/** A Kubernetes API call given up because the work that made it stopped (leading ended, say). */
+export class ApiRequestAbandoned extends Error {
+  override readonly name = 'ApiRequestAbandoned';
+
+  constructor(method: string, path: string) {
+    super(
+      `${method} ${path} was abandoned: the work that made it stopped (this process stopped leading, or is stopping)`,
+    );
+  }
+}

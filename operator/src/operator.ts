@@ -6,7 +6,7 @@ import { startController, type Controller } from './controller/controller.js';
 import { LeaderElection } from './controller/leader.js';
 import type { Cleaner } from './controller/reconciler.js';
 import { Manager, type Runnable } from './manager.js';
-import { withRequestDeadlines } from './request-deadlines.js';
+import { boundTo, withRequestDeadlines } from './request-deadlines.js';
 import type { OperatorSettings } from './settings.js';
 import type { TriggerStates } from './sources/states.js';
 
@@ -48,7 +48,10 @@ export interface ControllerRunnableOptions {
   states?: TriggerStates;
 }
 
-/** The reconciler, run while this process leads. */
+/**
+ * The reconciler, run while this process leads. Its API calls are abandoned when leading stops,
+ * so that a leader that stepped down has none left to land after another took over.
+ */
 export function controllerRunnable(o: ControllerRunnableOptions): Runnable {
   return {
     name: 'reconciler',
@@ -56,7 +59,7 @@ export function controllerRunnable(o: ControllerRunnableOptions): Runnable {
     async run(signal) {
       const controller = await startController(
         {
-          kc: o.kc,
+          kc: boundTo(o.kc, signal),
           caches: o.caches.get(),
           settings: o.settings,
           identity: o.settings.identity,

@@ -21,7 +21,7 @@ import {
   type PromiseHttpLibrary,
   type RequestContext,
 } from '@kubernetes/client-node';
-import { ApiRequestTimeout } from './errors.js';
+import { ApiRequestAbandoned, ApiRequestTimeout } from './errors.js';
 
 /** The deadline of one API request unless the operator's settings say otherwise. */
 export const defaultRequestTimeoutMs = 10_000;
@@ -48,9 +48,28 @@ export function withRequestDeadlines(
 ): KubeConfig {
   if (patched.has(kc)) return kc;
   patched.set(kc, timeoutMs);
-  const http = wrapHttpLibrary(new DeadlineHttpLibrary(timeoutMs));
-  // What KubeConfig.makeApiClient does, with the deadline's HTTP library in place of the default.
-  kc.makeApiClient = <T extends ApiType>(apiClientType: ApiConstructor<T>): T => {
+  kc.makeApiClient = clientMaker(kc, timeoutMs);
+  return kc;
+}
+
+/**
+ * `kc` for work that must stop with `signal`: every API call of clients made from the result is
+ * abandoned when `signal` aborts (as well as at its deadline). A leader's reconciler uses one, so
+ * that a leader that steps down has no call of its left waiting to be written afterwards.
+ */
+export function boundTo(kc: KubeConfig, signal: AbortSignal): KubeConfig {
+  const timeoutMs = requestTimeoutOf(kc);
+  // Everything else (credentials, the shared agent, watches) is kc's own, through the prototype.
+  const bound = Object.create(kc) as KubeConfig;
+  bound.makeApiClient = clientMaker(kc, timeoutMs, signal);
+  patched.set(bound, timeoutMs);
+  return bound;
+}
+
+/** What KubeConfig.makeApiClient does, with the deadline's HTTP library in place of the default. */
+function clientMaker(kc: KubeConfig, timeoutMs: number, signal?: AbortSignal) {
+  const http = wrapHttpLibrary(new DeadlineHttpLibrary(timeoutMs, signal));
+  return <T extends ApiType>(apiClientType: ApiConstructor<T>): T => {
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error('the kubeconfig names no current cluster');
     return new apiClientType(
@@ -61,7 +80,6 @@ export function withRequestDeadlines(
       }),
     );
   };
-  return kc;
 }
 
 /** The request deadline of `kc`'s clients (the default if it has none of its own). */
@@ -98,16 +116,24 @@ export function withSignal(
 class DeadlineHttpLibrary implements PromiseHttpLibrary {
   private readonly inner = new IsomorphicFetchHttpLibrary();
 
-  constructor(private readonly timeoutMs: number) {}
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly bound?: AbortSignal,
+  ) {}
 
   async send(request: RequestContext): Promise<ResponseContext> {
     const deadline = AbortSignal.timeout(this.timeoutMs);
     const own = request.getSignal();
-    request.setSignal(own ? AbortSignal.any([own, deadline]) : deadline);
-    const named = (err: unknown) =>
-      deadline.aborted && !own?.aborted
-        ? new ApiRequestTimeout(request.getHttpMethod(), pathOf(request.getUrl()), this.timeoutMs)
-        : err;
+    const signals = [deadline, ...(own ? [own] : []), ...(this.bound ? [this.bound] : [])];
+    request.setSignal(signals.length > 1 ? AbortSignal.any(signals) : deadline);
+    const named = (err: unknown) => {
+      const method = request.getHttpMethod();
+      const path = pathOf(request.getUrl());
+      if (this.bound?.aborted) return new ApiRequestAbandoned(method, path);
+      if (deadline.aborted && !own?.aborted)
+        return new ApiRequestTimeout(method, path, this.timeoutMs);
+      return err;
+    };
     try {
       const response = await this.inner.send(request).toPromise();
       // The body arrives after the headers; the same deadline bounds it.

@@ -2,8 +2,8 @@ import * as k8s from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
 import { withConnectionReuse } from '../../operator/src/connection-reuse.js';
 import { paginated, startInformer } from '../../operator/src/controller/informers.js';
-import { ApiRequestTimeout } from '../../operator/src/errors.js';
-import { withRequestDeadlines } from '../../operator/src/request-deadlines.js';
+import { ApiRequestAbandoned, ApiRequestTimeout } from '../../operator/src/errors.js';
+import { boundTo, withRequestDeadlines } from '../../operator/src/request-deadlines.js';
 import { startKube } from '../harness/kube.js';
 import { startStallProxy, type StallProxy } from '../harness/stall-proxy.js';
 import { canRun, useComponent } from '../harness/suite.js';
@@ -55,6 +55,28 @@ describe.skipIf(!canRun('kube'))(
 
       proxy.resume();
       expect((await core.readNamespace({ name: ns })).metadata?.name).toBe(ns);
+    });
+
+    it('abandons the calls of work that stopped, long before their deadline', async () => {
+      proxy = await startStallProxy(kube().server);
+      const kc = withRequestDeadlines(
+        withConnectionReuse(kubeConfigVia(kube().kubeConfig, proxy.url)),
+        120_000,
+      );
+      const leading = new AbortController();
+      const core = boundTo(kc, leading.signal).makeApiClient(k8s.CoreV1Api);
+      await core.readNamespace({ name: ns });
+
+      proxy.stall();
+      const call = core.readNamespace({ name: ns });
+      const outcome = call.then(
+        () => 'answered',
+        (err: unknown) => err,
+      );
+      leading.abort();
+      const err = await outcome;
+      expect(err).toBeInstanceOf(ApiRequestAbandoned);
+      expect((err as Error).message).toMatch(/GET \/api\/v1\/namespaces\/default was abandoned/);
     });
 
     it('restarts an informer whose watch stalled, and sees what changed meanwhile', async () => {
