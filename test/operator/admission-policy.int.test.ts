@@ -6,7 +6,7 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { configMapCheckpoints } from '../../operator/src/sources/checkpoints.js';
+import { checkpointName, configMapCheckpoints } from '../../operator/src/sources/checkpoints.js';
 import { functionsIn } from '../harness/functions.js';
 import { startKube } from '../harness/kube.js';
 import {
@@ -272,6 +272,29 @@ describe.skipIf(!canRun('kube'))('the operator’s admission policy, on a real A
     // The sources' checkpoints, as the operator writes them.
     const checkpoints = configMapCheckpoints(operatorKc);
     const current = await fns.get('cart');
+    // One written before checkpoints carried the operator's label is still the operator's.
+    const legacy = {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: {
+        name: checkpointName(current, 'legacy'),
+        namespace: ns,
+        labels: {
+          'app.kubernetes.io/part-of': 'eddy',
+          'app.kubernetes.io/component': 'source-checkpoint',
+        },
+      },
+      data: { shard: '0' },
+    };
+    await asAdmin.create(legacy);
+    await checkpoints.save(current, 'legacy', { shard: '1' });
+    const saved = await asAdmin.read<k8s.V1ConfigMap>(legacy);
+    expect(saved.data).toEqual({ shard: '1' });
+    expect(saved.metadata!.labels).toMatchObject(label);
+    await checkpoints.remove(current, 'legacy');
+    // Someone else's ConfigMap of that name, though, is not.
+    await asAdmin.create({ ...legacy, metadata: { ...legacy.metadata, labels: {} } });
+    await expect(checkpoints.save(current, 'legacy', { shard: '2' })).rejects.toThrow(/not Eddy's/);
     await checkpoints.save(current, 'clicks', { shard: '1' });
     await checkpoints.save(current, 'clicks', { shard: '2' });
     expect(await checkpoints.load(current, 'clicks')).toEqual({ shard: '2' });
