@@ -231,7 +231,12 @@ describe('createAutoscaler', () => {
     store.set(fn('hello', { scaling: { idleSeconds: 4 } }));
     platform.replicas.set(hello, 2);
     let missing: string[] = [];
-    start({ load: async () => ({ reports: [gateway.report()], missing }) });
+    const metrics = new Registry();
+    const gauge = async () =>
+      (await metrics.getSingleMetricAsString('eddy_autoscaler_missing_load_reports'))
+        .split('\n')
+        .at(-1);
+    start({ load: async () => ({ reports: [gateway.report()], missing }), metrics });
     await vi.advanceTimersByTimeAsync(2_000);
     missing = ['http://10.0.0.8:8080'];
     // Idle for longer than idleSeconds as far as the present gateway can tell; the missing one
@@ -241,11 +246,13 @@ describe('createAutoscaler', () => {
     expect(logs).toEqual([
       'no load report from gateway http://10.0.0.8:8080: no function is scaled down until every gateway reports',
     ]);
+    expect(await gauge()).toBe('eddy_autoscaler_missing_load_reports 1');
 
     missing = [];
     await vi.advanceTimersByTimeAsync(2_000);
     expect(logs).toContain('every gateway reports its load again');
     expect(platform.calls).toEqual([[hello, 0]]);
+    expect(await gauge()).toBe('eddy_autoscaler_missing_load_reports 0');
   });
 
   it("forgets a deleted Function's windows and metrics", async () => {

@@ -102,6 +102,7 @@ export function createAutoscaler(o: AutoscalerOptions): Autoscaler {
           return;
         }
         if (failing.delete('load')) o.log('reading the load works again');
+        metrics?.missing.set(readout.missing.length);
         const missing = readout.missing.join(', ');
         if (missing !== missingBefore) {
           o.log(
@@ -221,6 +222,11 @@ function autoscalerMetrics(registry: Registry) {
     labelNames: [...labelNames, 'window'],
     registers,
   });
+  const missing = new Gauge({
+    name: 'eddy_autoscaler_missing_load_reports',
+    help: 'Gateway replicas whose load report was missing at the last read (while above 0, nothing is scaled down).',
+    registers,
+  });
   const failures = new Counter({
     name: 'eddy_autoscaler_failures_total',
     help: 'Load reads and scale calls that failed (each is retried on the next tick).',
@@ -229,6 +235,7 @@ function autoscalerMetrics(registry: Registry) {
   });
   return {
     failures,
+    missing,
     observe(key: FunctionKey, d: Decision) {
       const { namespace, name } = splitKey(key);
       const labels = { namespace, function: name };
