@@ -144,6 +144,13 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSett
     runtimes.map((r) => [r, template.replaceAll('{runtime}', r)]),
   ) as Record<Runtime, string>;
   const namespace = env.POD_NAMESPACE ?? 'eddy-system';
+  const gatewayPort = int(env, 'EDDY_GATEWAY_PORT', 8080, 1, 65_535);
+  const metricsPort = int(env, 'EDDY_METRICS_PORT', 9090, 1, 65_535);
+  if (metricsPort === gatewayPort) {
+    throw new Error(
+      `EDDY_METRICS_PORT=${metricsPort} is the gateway's port (EDDY_GATEWAY_PORT): metrics need a port of their own, such as 9090`,
+    );
+  }
   return {
     runtimeImages,
     gatewayUrl: env.EDDY_GATEWAY_URL ?? 'http://eddy-gateway.eddy-system.svc:8080',
@@ -153,9 +160,9 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSett
     identity: env.POD_NAME ?? `${hostname()}-${process.pid}`,
     resyncMs: int(env, 'EDDY_RESYNC_SECONDS', 600, 1, 86_400) * 1000,
     workers: int(env, 'EDDY_WORKERS', 4, 1, 64),
-    gatewayPort: int(env, 'EDDY_GATEWAY_PORT', 8080, 1, 65_535),
+    gatewayPort,
     gatewayService: env.EDDY_GATEWAY_SERVICE ?? 'eddy-gateway',
-    metricsPort: int(env, 'EDDY_METRICS_PORT', 9090, 1, 65_535),
+    metricsPort,
     gatewayMemoryBudget: gatewayMemoryBudget(env),
     cleanupAttemptMs: int(env, 'EDDY_CLEANUP_ATTEMPT_SECONDS', 10, 1, 600) * 1000,
     apiTimeoutMs: int(env, 'EDDY_API_TIMEOUT_SECONDS', 10, 1, 300) * 1000,
