@@ -387,6 +387,10 @@ describe.runIf(canRun('minio'))('S3 buckets', () => {
     const owner = recorderFn('guard-owner', join(scratch, 'guarded.jsonl'), [
       { name: 'uploads', s3: { bucket: 'guarded', connection: connection() } },
       {
+        name: 'deletions',
+        s3: { bucket: 'guarded', events: ['s3:ObjectRemoved:Delete'], connection: connection() },
+      },
+      {
         name: 'bogus',
         s3: { bucket: 'guarded', events: ['s3:ObjectRestore:Bogus'], connection: connection() },
       },
@@ -413,11 +417,13 @@ describe.runIf(canRun('minio'))('S3 buckets', () => {
       return r.every((x) => x !== undefined) ? r : undefined;
     });
     expect(ready).toMatchObject({ ready: true });
+    expect(states.get(`${namespace}/guard-owner`, 'deletions')).toMatchObject({ ready: true });
     expect(bogus).toMatchObject({ ready: false, reason: 'InvalidTrigger' });
     expect(bogus!.message).toContain('s3:ObjectRestore:Bogus');
     expect(removals).toMatchObject({ ready: false, reason: 'AccessDenied' });
     const ours = (await entries('guarded')).find((e) => e.Id === 'eddy');
-    expect(ours?.Events).toEqual(['s3:ObjectCreated:*']);
+    // The owner's two accepted triggers, and nothing of the refused one or the other namespace's.
+    expect(ours?.Events).toEqual(['s3:ObjectCreated:*', 's3:ObjectRemoved:Delete']);
     await stack!.stop();
     stack = undefined;
   });

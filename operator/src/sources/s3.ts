@@ -206,6 +206,8 @@ export function s3Source(o: S3SourceOptions): S3Source {
   const locks = new Map<string, Promise<void>>();
   /** Triggers whose state this source has set. */
   const reported = new Set<string>();
+  /** Triggers whose event types a store refused, by bucket, trigger and events: why. */
+  const refusedTriggers = new Map<string, SourceProblem>();
 
   function clientFor(c: ResolvedConnection): S3Client {
     const fingerprint = connectionFingerprint(c);
@@ -332,27 +334,36 @@ export function s3Source(o: S3SourceOptions): S3Source {
           : `${where(by)}: removed its notification entry (no trigger left)`,
       );
     };
-    let accepted = members;
+    // Triggers the store refused before, with the same events, stay out without asking again:
+    // each resync would otherwise narrow the entry while it tries them one at a time.
+    const refusal = (b: Bound) =>
+      JSON.stringify([key, fnKey(b.fn), b.trigger, b.s3.events ?? defaultS3Events]);
+    let accepted = members.filter((b) => {
+      const known = refusedTriggers.get(refusal(b));
+      if (known) report(b, known);
+      return !known;
+    });
     try {
       try {
-        await put(members);
+        await put(accepted);
       } catch (err) {
-        if (!refusedByStore(err) || members.length === 0) throw err;
+        if (!refusedByStore(err) || accepted.length === 0) throw err;
         // One trigger's event type must not keep the others' out: add them one at a time.
+        const candidates = accepted;
         accepted = [];
-        for (const b of members) {
+        for (const b of candidates) {
           try {
             await put([...accepted, b]);
             accepted.push(b);
           } catch (e) {
             if (!refusedByStore(e)) throw e;
-            report(
-              b,
-              new SourceProblem(
-                'InvalidTrigger',
-                `trigger ${b.trigger}: the store refuses a notification for events ${(b.s3.events ?? defaultS3Events).join(', ')} on ${where(b)} (${describeError(e)}): use event types it supports`,
-              ),
+            const p = new SourceProblem(
+              'InvalidTrigger',
+              `trigger ${b.trigger}: the store refuses a notification for events ${(b.s3.events ?? defaultS3Events).join(', ')} on ${where(b)} (${describeError(e)}): use event types it supports`,
             );
+            if (refusedTriggers.size >= 10_000) refusedTriggers.clear();
+            refusedTriggers.set(refusal(b), p);
+            report(b, p);
           }
         }
         if (accepted.length === 0) await put([]);
