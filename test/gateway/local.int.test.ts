@@ -89,7 +89,7 @@ describe('the gateway on the local platform', () => {
     expect(res.headers.get('x-eddy-init-duration-ms')).not.toBeNull();
     expect(alive(body.pid)).toBe(true);
 
-    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    const metrics = await (await fetch(`${stack.metricsUrl}/metrics`)).text();
     expect(metrics).toMatch(
       /eddy_function_invocations_total\{namespace="data-path",function="hello",trigger="invoke",outcome="success"\} 1/,
     );
@@ -193,7 +193,7 @@ describe('the gateway on the local platform', () => {
       'start 2',
       'end 2',
     ]);
-    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    const metrics = await (await fetch(`${stack.metricsUrl}/metrics`)).text();
     expect(metrics).toMatch(/function="single",trigger="invoke",outcome="cancelled"\} 1/);
   });
 
@@ -270,7 +270,7 @@ describe('the gateway on the local platform', () => {
       20_000,
     );
     expect(done.trim().split('\n')).toHaveLength(1);
-    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    const metrics = await (await fetch(`${stack.metricsUrl}/metrics`)).text();
     expect(metrics).toMatch(
       /eddy_function_retries_total\{namespace="data-path",function="crashy",trigger="async"\} 1/,
     );
@@ -310,7 +310,7 @@ describe('the gateway on the local platform', () => {
       `exit ${first}`,
       `run ${second}`,
     ]);
-    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    const metrics = await (await fetch(`${stack.metricsUrl}/metrics`)).text();
     expect(metrics).toMatch(/function="once",trigger="invoke",outcome="error"\} 1\n/);
   });
 
@@ -408,7 +408,7 @@ describe('the gateway on the local platform', () => {
       expect(accepted.status).toBe(202);
       await waitFor('the asynchronous invocation to wait for its retry', async () =>
         /function="doomed-async",trigger="async"\} [12]\n/.test(
-          await (await fetch(`${stack!.url}/metrics`)).text(),
+          await (await fetch(`${stack!.metricsUrl}/metrics`)).text(),
         )
           ? true
           : undefined,
@@ -619,7 +619,7 @@ describe('the gateway on the local platform', () => {
       expect(ce.data.originalEvent.data).toEqual({ key: 'cat.jpg' });
       expect(ce.data.error).toEqual({ errorType: 'TypeError', errorMessage: 'no thumbnail today' });
       expect(ce.data.attempts).toBe(2);
-      const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+      const metrics = await (await fetch(`${stack.metricsUrl}/metrics`)).text();
       expect(metrics).toMatch(
         /eddy_function_invocations_total\{namespace="data-path",function="failing",trigger="async",outcome="error"\} 2/,
       );
