@@ -12,6 +12,7 @@ import type { LoadSource } from './autoscaler/load.js';
 import type { FunctionStore, SecretReader } from './functions.js';
 import { createGateway, type Gateway } from './gateway/app.js';
 import { asyncDelivery, createEventSink } from './gateway/async.js';
+import type { DeadLetterUrlOptions } from './gateway/dead-letter.js';
 import { Manager, type Elector, type Runnable } from './manager.js';
 import { httpUrl, type Platform } from './platform/platform.js';
 import { memoryCheckpoints, type CheckpointStore } from './sources/checkpoints.js';
@@ -55,6 +56,8 @@ export interface EddyOptions {
   memoryBudget?: number;
   /** First delay before an asynchronous invocation is retried. Default 1 s. */
   retryBaseDelayMs?: number;
+  /** Which addresses `deadLetter.url` may reach; only the local stack allows loopback. */
+  deadLetterUrls?: DeadLetterUrlOptions;
   /**
    * How long a stopping gateway keeps serving after it reports not ready, so that load
    * balancers (kube-proxy) have stopped sending to it before it closes. Default 0.
@@ -91,6 +94,7 @@ export function composeEddy(o: EddyOptions): Eddy {
         log: o.log,
         signal: deliveries.signal,
         baseDelayMs: o.retryBaseDelayMs,
+        deadLetterUrls: o.deadLetterUrls,
       }),
   });
   const serving: Runnable = {
@@ -145,6 +149,7 @@ export function composeEddy(o: EddyOptions): Eddy {
       log: o.log,
       signal: deliveries.signal,
       baseDelayMs: o.retryBaseDelayMs,
+      deadLetterUrls: o.deadLetterUrls,
     }),
     states: o.states ?? new TriggerStates(),
     checkpoints: o.checkpoints ?? memoryCheckpoints(),

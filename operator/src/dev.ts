@@ -213,6 +213,8 @@ const { manager } = composeEddy({
   auth: noAuth,
   gateway: { port, host: values.host },
   metrics: { port: metricsPort, host: values.host },
+  // Dead-letter sinks of the local stack run on this machine: loopback is theirs to use.
+  deadLetterUrls: { allowLoopback: true },
   memoryBudget: gatewayMemoryBudget(),
   sources,
   // Sources' progress (Kinesis checkpoints, schedules' last fires) survives a restart.

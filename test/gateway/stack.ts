@@ -79,6 +79,8 @@ export async function startStack(
     // As the local stack runs: no authentication (test/gateway/auth.int.test.ts covers it).
     auth: noAuth,
     gateway: { port: 0, host: '127.0.0.1' },
+    // As the local stack runs: its dead-letter sinks are on 127.0.0.1.
+    deadLetterUrls: { allowLoopback: true },
     onListening: (u) => (url = u),
     metrics: { port: 0, host: '127.0.0.1' },
     onMetricsListening: (u) => (metricsUrl = u),
