@@ -378,6 +378,34 @@ describe.skipIf(!canRun('kube'))(
       ).toEqual(['Apply']);
     });
 
+    it('puts back a NetworkPolicy someone opened, and makes again one someone deleted', async () => {
+      const networking = admin.makeApiClient(k8s.NetworkingV1Api);
+      const read = () => networking.readNamespacedNetworkPolicy({ name: 'fenced', namespace: ns });
+      await createFn('fenced', { code: { inline: 'export const handler = () => 1;' } });
+      await settled('fenced');
+      const made = await waitFor('the NetworkPolicy', read);
+      // Someone lets every pod in: the operator's watch on NetworkPolicies sees it at once.
+      await networking.patchNamespacedNetworkPolicy(
+        {
+          name: 'fenced',
+          namespace: ns,
+          body: { spec: { ingress: [{}] } },
+        },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+      );
+      const restored = await waitFor('the ingress rule to be put back', async () => {
+        const p = await read();
+        return p.spec!.ingress?.[0]?._from !== undefined ? p : undefined;
+      });
+      expect(restored.spec!.ingress).toEqual(made.spec!.ingress);
+      await networking.deleteNamespacedNetworkPolicy({ name: 'fenced', namespace: ns });
+      const again = await waitFor('the NetworkPolicy to be made again', async () => {
+        const p = await read().catch(() => undefined);
+        return p && p.metadata!.uid !== made.metadata!.uid ? p : undefined;
+      });
+      expect(again.spec).toEqual(made.spec);
+    });
+
     it('makes again a child someone deleted', async () => {
       await createFn('phoenix', { code: { inline: 'export const handler = () => 1;' } });
       await settled('phoenix');
