@@ -26,6 +26,7 @@ import {
   type DeadLetterRecord,
   type DeliveryEvent,
 } from '../../operator/src/gateway/delivery.js';
+import { resolveConnection, SourceProblem } from '../../operator/src/sources/connection.js';
 import { requestIdPattern } from '../../runtime/src/contract/index.js';
 import { s3Client, startMinio } from '../harness/minio.js';
 import { waitFor } from '../harness/wait.js';
@@ -313,6 +314,58 @@ describe('dead letter to a URL', () => {
     expect(await refused('http://sink.example/dead', { lookup: resolvesTo('203.0.113.7') })).toBe(
       'allowed',
     );
+  });
+
+  it('refuses store endpoints at metadata addresses or the API server, for triggers and S3 dead letters, before reading the Secret', async () => {
+    let reads = 0;
+    const secrets: SecretReader = async () => {
+      reads++;
+      return { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'example-secret-key-0' };
+    };
+    const f = fn({});
+    const problem = async (endpoint: string) =>
+      resolveConnection(
+        secrets,
+        f,
+        { endpoint, secretRef: { name: 'store-creds' } },
+        'trigger uploads (s3.connection)',
+      ).then(
+        () => undefined,
+        (err: unknown) => err as SourceProblem,
+      );
+    const metadata = await problem('http://169.254.169.254/');
+    expect(metadata).toBeInstanceOf(SourceProblem);
+    expect(metadata!.reason).toBe('InvalidTrigger');
+    expect(metadata!.message).toMatch(
+      /^trigger uploads \(s3\.connection\): endpoint http:\/\/169\.254\.169\.254\/ is refused: 169\.254\.169\.254 is a link-local address.*correct connection\.endpoint/,
+    );
+    expect((await problem('https://kubernetes.default.svc:443'))!.message).toMatch(/API server/);
+    expect(reads).toBe(0);
+    // The local stack's stores, and the operator's own pod, are on loopback: allowed.
+    expect(await problem('http://127.0.0.1:9000')).toBeUndefined();
+    expect(reads).toBe(1);
+
+    const sender = createDeadLetterSender({ secrets });
+    await expect(
+      sender.send(
+        fn({
+          deadLetter: {
+            s3: {
+              bucket: 'failed',
+              connection: {
+                endpoint: 'http://[fd00:ec2::254]',
+                secretRef: { name: 'store-creds' },
+              },
+            },
+          },
+        }),
+        record(),
+      ),
+    ).rejects.toThrow(
+      /endpoint http:\/\/\[fd00:ec2::254\]\/ is refused: .*correct spec\.deadLetter\.s3\.connection\.endpoint/,
+    );
+    expect(reads).toBe(1);
+    sender.close();
   });
 
   it('sends to the address it checked, whatever the name resolves to afterwards', async () => {

@@ -239,6 +239,9 @@ const loopback = new BlockList();
 loopback.addSubnet('127.0.0.0', 8, 'ipv4');
 loopback.addAddress('::1', 'ipv6');
 
+/** How long a host name may take to resolve. */
+const lookupTimeoutMs = 5_000;
+
 /** The API server's names inside a cluster: `kubernetes`, `kubernetes.default[.svc[.<domain>]]`. */
 const apiServerName = /^kubernetes(\.default(\.svc(\..*)?)?)?\.?$/i;
 
@@ -278,15 +281,24 @@ function forbidden(
  * goes to the address checked, so an answer of the resolver that changes meanwhile (DNS
  * rebinding) cannot send it elsewhere.
  */
-export async function deadLetterTarget(
+export function deadLetterTarget(raw: string, o: DeadLetterUrlOptions = {}): Promise<PinnedUrl> {
+  return outboundTarget(raw, o, {
+    name: `dead letter ${printable(raw)}`,
+    fix: 'dead letters go to a sink outside the node (a Service of yours, an external URL): correct spec.deadLetter.url',
+  });
+}
+
+/**
+ * The same check for any URL a Function's author writes: `subject` names it in messages
+ * (`trigger uploads (s3.connection): endpoint http://...`) and says what to do when refused.
+ */
+export async function outboundTarget(
   raw: string,
-  o: DeadLetterUrlOptions = {},
+  o: DeadLetterUrlOptions,
+  subject: { name: string; fix: string },
 ): Promise<PinnedUrl> {
-  const shown = printable(raw);
-  const refuse = (why: string) =>
-    new RefusedUrl(
-      `dead letter ${shown} is refused: ${why}; dead letters go to a sink outside the node (a Service of yours, an external URL): correct spec.deadLetter.url`,
-    );
+  const shown = subject.name;
+  const refuse = (why: string) => new RefusedUrl(`${shown} is refused: ${why}; ${subject.fix}`);
   let url: URL;
   try {
     url = new URL(raw);
@@ -303,11 +315,21 @@ export async function deadLetterTarget(
   if (isIP(host)) addresses = [{ address: host, family: isIP(host) }];
   else {
     try {
-      addresses = await (o.lookup ?? ((h) => lookup(h, { all: true, verbatim: true })))(host);
+      // The resolver takes no signal: it gets a deadline of its own.
+      let timer: NodeJS.Timeout | undefined;
+      addresses = await Promise.race([
+        (o.lookup ?? ((h) => lookup(h, { all: true, verbatim: true })))(host),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`${host} did not resolve within ${lookupTimeoutMs / 1000} s`)),
+            lookupTimeoutMs,
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
     } catch (err) {
-      throw new Error(`dead letter ${shown} unreachable: ${networkCause(err)}`);
+      throw new Error(`${shown} unreachable: ${networkCause(err)}`);
     }
-    if (addresses.length === 0) throw new Error(`dead letter ${shown}: ${host} has no address`);
+    if (addresses.length === 0) throw new Error(`${shown}: ${host} has no address`);
   }
   for (const a of addresses) {
     const why = forbidden(a.address, o, apiServer);
@@ -351,7 +373,7 @@ function postPinned(target: PinnedUrl, body: string, signal: AbortSignal): Promi
 }
 
 /** A URL fit for a log line: no user info, no query (either may hold a token). */
-function printable(url: string): string {
+export function printable(url: string): string {
   try {
     const u = new URL(url);
     return `${u.origin}${u.pathname}`;
@@ -430,6 +452,20 @@ export function createDeadLetterSender(
   async function clientFor(fn: EddyFunction, conn: Connection, where: string): Promise<S3Client> {
     const ns = fn.metadata.namespace;
     const ref = conn.secretRef;
+    if (conn.endpoint) {
+      // The store's own address may be loopback only where the gateway runs beside it anyway;
+      // metadata and the API server never. A name that does not resolve is the client's to report.
+      await outboundTarget(
+        conn.endpoint,
+        { ...deps.urls, allowLoopback: true },
+        {
+          name: `${where}: endpoint ${printable(conn.endpoint)}`,
+          fix: 'correct spec.deadLetter.s3.connection.endpoint',
+        },
+      ).catch((err: unknown) => {
+        if (err instanceof RefusedUrl) throw err;
+      });
+    }
     if (!ref) {
       // The operator's own identity must never write where a Function's author points it.
       throw new Error(

@@ -9,6 +9,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { describeError } from '../errors.js';
 import type { Connection, EddyFunction } from '../api/types.js';
 import type { SecretReader } from '../functions.js';
+import { outboundTarget, printable, RefusedUrl } from '../gateway/dead-letter.js';
 import { SecretNotAllowed } from '../secrets.js';
 import type { TriggerProblem } from './states.js';
 
@@ -41,6 +42,7 @@ export async function resolveConnection(
 ): Promise<ResolvedConnection> {
   const ns = fn.metadata.namespace;
   const ref = conn.secretRef;
+  await checkEndpoint(conn.endpoint, where);
   if (!ref) {
     // The operator's own identity must never act where a Function's author points it.
     throw new SourceProblem(
@@ -73,6 +75,27 @@ export async function resolveConnection(
     forcePathStyle: conn.forcePathStyle ?? true,
     credentials: { accessKeyId: data[idKey]!, secretAccessKey: data[secretKey]! },
   };
+}
+
+/**
+ * Refuses an endpoint that is, or resolves to, a link-local or metadata address, an unspecified
+ * one, or the API server's Service: the operator would send the trigger's requests, and show
+ * parts of the answers in its status, there. Loopback is the operator's own pod (and the local
+ * stack's stores): allowed. A name that does not resolve is left to the client, which reports it
+ * as unreachable.
+ */
+export async function checkEndpoint(endpoint: string | undefined, where: string): Promise<void> {
+  if (!endpoint) return;
+  await outboundTarget(
+    endpoint,
+    { allowLoopback: true },
+    {
+      name: `${where}: endpoint ${printable(endpoint)}`,
+      fix: 'name the service by an address outside the node: correct connection.endpoint',
+    },
+  ).catch((err: unknown) => {
+    if (err instanceof RefusedUrl) throw new SourceProblem('InvalidTrigger', err.message);
+  });
 }
 
 /** Same connection and credentials: a client made for one can be kept for the other. */
