@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { parseMemoryBudget } from '../operator/src/gateway/budget.js';
 import { goBinaries, goBinaryPath, projectRoot } from './harness/components.js';
 import { startKube } from './harness/kube.js';
 import { releaseNamespace } from './harness/operator.js';
@@ -172,6 +173,11 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
         (e) => e.name === 'EDDY_GATEWAY_AUTH',
       )!.value,
     ).toBe('kubernetes');
+    // The gateway's memory budget, as the operator reads it: 64 MiB, well under the pod's limit.
+    const budget = deployment.spec!.template.spec!.containers[0]!.env!.find(
+      (e) => e.name === 'EDDY_GATEWAY_MEMORY_BUDGET',
+    )!.value;
+    expect(parseMemoryBudget(budget, 'EDDY_GATEWAY_MEMORY_BUDGET')).toBe(64 * 2 ** 20);
     // The image defaults to the chart's appVersion, not a placeholder.
     expect(deployment.spec!.template.spec!.containers[0]!.image).toBe('eddy/operator:0.1.0');
     expect(await dryRun(objects)).toEqual([]);
@@ -228,6 +234,9 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
     // Metrics on the gateway's port would be exposed by the gateway's Service.
     await expect(render('metrics: { port: 8080 }\n')).rejects.toThrow(/metrics\/port/);
     await expect(render('gateway: { auth: open }\n')).rejects.toThrow(/gateway\/auth/);
+    await expect(render('gateway: { memoryBudget: lots }\n')).rejects.toThrow(
+      /gateway\/memoryBudget/,
+    );
     // A store's token without its endpoint: its records could not be told from another store's.
     await expect(render("s3: { webhook: { token: 't' } }\n")).rejects.toThrow(
       /s3.webhook.endpoint is not: set it/,
