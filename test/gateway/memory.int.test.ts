@@ -40,14 +40,26 @@ afterEach(async (ctx) => {
   }
   await proc?.stop(30_000);
   proc = undefined;
-  // A group can go once its processes have: the replicas end a moment after dev.js.
+  // A group can go once its processes have: the replica ends a moment after dev.js, or, if
+  // dev.js was killed (the out-of-memory killer), is left behind and is ended here.
   for (const group of made.splice(0).reverse()) {
-    await waitFor(
-      `the processes of ${group} to end`,
-      async () =>
-        readFileSync(join(group, 'cgroup.procs'), 'utf8').trim() === '' ? true : undefined,
-      30_000,
-    );
+    const procs = () => readFileSync(join(group, 'cgroup.procs'), 'utf8').trim();
+    try {
+      await waitFor(`the processes of ${group} to end`, async () =>
+        procs() === '' ? true : undefined,
+      );
+    } catch {
+      for (const pid of procs().split('\n').filter(Boolean)) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          // ended meanwhile
+        }
+      }
+      await waitFor(`the processes of ${group} to be killed`, async () =>
+        procs() === '' ? true : undefined,
+      );
+    }
     await rmdir(group);
   }
   if (dir) await rm(dir, { recursive: true, force: true });
