@@ -198,6 +198,30 @@ describe.skipIf(!canRun('kube'))('the operator’s admission policy, on a real A
     }
   });
 
+  it('lets the operator scale only Functions’ Deployments', async () => {
+    const dns = objectsOfEachKind('dns', {}).find((o) => o.kind === 'Deployment')!;
+    dns.metadata!.namespace = 'kube-system';
+    await asAdmin.create(dns);
+    const scale = (kc: k8s.KubeConfig) =>
+      attempt(() =>
+        kc
+          .makeApiClient(k8s.AppsV1Api)
+          .patchNamespacedDeploymentScale(
+            { name: 'dns', namespace: 'kube-system', body: { spec: { replicas: 0 } } },
+            k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+          ),
+      );
+    // Loaded alongside the other policy, though not necessarily in the same instant.
+    const refused = await waitFor('the scale policy to be in force', async () => {
+      const answer = await scale(operatorKc);
+      return answer === 'allowed' ? undefined : answer;
+    });
+    expect(refused).toMatch(
+      /^403 .*the Eddy operator may scale only the Deployments of Functions .*deployments kube-system\/dns is not one/,
+    );
+    expect(await scale(admin)).toBe('allowed');
+  });
+
   it('binds only the operator: an admin may still change kube-system', async () => {
     expect(
       await attempt(() =>
@@ -258,7 +282,7 @@ describe.skipIf(!canRun('kube'))('the operator’s admission policy, on a real A
         ? true
         : undefined,
     );
-    // The autoscaler's scale subresource is not the policy's business.
+    // The autoscaler scales a Function's Deployment through its scale subresource.
     expect(
       await attempt(() =>
         operatorKc
