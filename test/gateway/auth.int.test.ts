@@ -297,3 +297,59 @@ describe.skipIf(!canRun('kube'))('who may invoke (tokens and RBAC)', () => {
     expect(requests()).toBeGreaterThan(asked);
   });
 });
+
+describe('who may invoke, when the API server does not answer', () => {
+  /** An API server that takes requests and never answers them, counting them. */
+  const silent = async () => {
+    let requests = 0;
+    const server = createServer(() => void requests++);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as AddressInfo;
+    return {
+      url: `http://127.0.0.1:${port}`,
+      requests: () => requests,
+      close: () =>
+        new Promise<void>((r) => {
+          server.closeAllConnections();
+          server.close(() => r());
+        }),
+    };
+  };
+  const kubeConfigFor = (server: string) => {
+    const kc = new k8s.KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: 'c', server, skipTLSVerify: true }],
+      users: [{ name: 'u', token: 'operator-token' }],
+      contexts: [{ name: 'c', cluster: 'c', user: 'u' }],
+      currentContext: 'c',
+    });
+    return kc;
+  };
+
+  it('refuses with 503 EddyAuthUnavailable once the review passes its deadline, and asks again next time', async () => {
+    const api = await silent();
+    const logs: string[] = [];
+    try {
+      const auth = kubernetesAuthorizer({
+        kc: kubeConfigFor(api.url),
+        log: (m) => logs.push(m),
+        timeoutMs: 200,
+      });
+      for (const attempt of [1, 2]) {
+        const err = await auth
+          .authenticate({ authorization: 'Bearer some-token' })
+          .catch((e: unknown) => e);
+        expect(err).toMatchObject({ status: 503, errorType: 'EddyAuthUnavailable' });
+        expect((err as { retryAfterSeconds: number }).retryAfterSeconds).toBe(1);
+        expect((err as Error).message).toMatch(
+          /\(TokenReview: no answer within 200 ms\); try again$/,
+        );
+        // A failure is not an answer: nothing is kept, the next caller asks again.
+        expect(api.requests()).toBe(attempt);
+      }
+      expect(logs.join('\n')).not.toContain('some-token');
+    } finally {
+      await api.close();
+    }
+  });
+});
