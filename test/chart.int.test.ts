@@ -30,7 +30,11 @@ operator:
   resyncSeconds: 300
   workers: 8
 runtimeImage: registry.example.com/eddy/runtime:{runtime}
-gateway: { url: 'http://functions.example.com', auth: none, invokerRole: { create: false } }
+gateway:
+  url: 'http://functions.example.com'
+  auth: none
+  tokenAudiences: [eddy-gateway, other]
+  invokerRole: { create: false }
 s3:
   webhook:
     arn: 'arn:minio:sqs:us-east-1:EDDY:webhook'
@@ -207,6 +211,9 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
     };
     expect(monitor.spec.endpoints.map((e) => e.port)).toEqual(['metrics']);
     expect(container.env!.find((e) => e.name === 'EDDY_GATEWAY_AUTH')!.value).toBe('none');
+    expect(container.env!.find((e) => e.name === 'EDDY_GATEWAY_TOKEN_AUDIENCES')!.value).toBe(
+      'eddy-gateway,other',
+    );
     expect(kinds).not.toContain('ClusterRole/eddy-invoker');
     expect(
       container.env!.find((e) => e.name === 'EDDY_S3_WEBHOOK_TOKEN')!.valueFrom!.secretKeyRef!.name,

@@ -10,7 +10,7 @@ import { clusterElector, controllerRunnable } from './operator.js';
 import { withRequestDeadlines } from './request-deadlines.js';
 import { createKubernetesPlatform } from './platform/kubernetes.js';
 import { clusterSecrets } from './secrets.js';
-import { gatewayAuthSetting, loadSettings } from './settings.js';
+import { gatewayAuthSetting, gatewayTokenAudiences, loadSettings } from './settings.js';
 import { configMapCheckpoints } from './sources/checkpoints.js';
 import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
@@ -35,9 +35,9 @@ if (
   process.exit(1);
 }
 withRequestDeadlines(withConnectionReuse(kc), settings.apiTimeoutMs);
-const authMode = (() => {
+const [authMode, audiences] = (() => {
   try {
-    return gatewayAuthSetting();
+    return [gatewayAuthSetting(), gatewayTokenAudiences()] as const;
   } catch (err) {
     log(err instanceof Error ? err.message : String(err));
     process.exit(1);
@@ -67,7 +67,7 @@ const { manager } = composeEddy({
   secrets: clusterSecrets(kc),
   elector: clusterElector(kc, settings, log),
   log,
-  auth: authMode === 'none' ? noAuth : kubernetesAuthorizer({ kc, log }),
+  auth: authMode === 'none' ? noAuth : kubernetesAuthorizer({ kc, log, audiences }),
   gateway: { port: settings.gatewayPort },
   metrics: { port: settings.metricsPort },
   memoryBudget: settings.gatewayMemoryBudget,

@@ -183,3 +183,21 @@ export function gatewayAuthSetting(env: NodeJS.ProcessEnv = process.env): AuthMo
     `EDDY_GATEWAY_AUTH=${JSON.stringify(raw)} is not allowed: use kubernetes (bearer tokens and RBAC, the default) or none (no authentication: anyone who reaches the gateway may invoke every function)`,
   );
 }
+
+/**
+ * `EDDY_GATEWAY_TOKEN_AUDIENCES`: the audiences callers' tokens must be meant for, separated by
+ * commas; empty (the default) for the API server's own.
+ */
+export function gatewayTokenAudiences(env: NodeJS.ProcessEnv = process.env): string[] {
+  const audiences = (env.EDDY_GATEWAY_TOKEN_AUDIENCES ?? '')
+    .split(',')
+    .map((a) => a.trim())
+    .filter((a) => a !== '');
+  const bad = audiences.find((a) => /\s/.test(a));
+  if (bad !== undefined) {
+    throw new Error(
+      `EDDY_GATEWAY_TOKEN_AUDIENCES: ${JSON.stringify(bad)} is not an audience: give audiences without spaces, separated by commas, such as eddy-gateway`,
+    );
+  }
+  return audiences;
+}

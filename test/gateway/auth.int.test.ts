@@ -282,6 +282,30 @@ describe.skipIf(!canRun('kube'))('who may invoke (tokens and RBAC)', () => {
     expect(proxy.counts.get(accessReviews)! - access).toBe(1);
   });
 
+  it('takes only tokens meant for its own audiences when it has some', async () => {
+    const operator = await operatorKubeConfig(kube());
+    const auth = kubernetesAuthorizer({
+      kc: operator,
+      log: () => undefined,
+      audiences: ['eddy-gateway'],
+    });
+    const core = kube().kubeConfig.makeApiClient(k8s.CoreV1Api);
+    const meant = await core.createNamespacedServiceAccountToken({
+      namespace,
+      name: 'all',
+      body: { spec: { audiences: ['eddy-gateway'], expirationSeconds: 600 } },
+    });
+    const caller = await auth.authenticate({ authorization: `Bearer ${meant.status!.token}` });
+    expect(caller.identity.username).toBe(`system:serviceaccount:${namespace}:all`);
+    expect(await caller.may({ verb: 'invoke', namespace, name: 'hello' })).toBe(true);
+    // A token for the API server itself is refused, and the message says how to get one.
+    const err = await auth
+      .authenticate({ authorization: `Bearer ${tokens.all}` })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 401, errorType: 'UnauthorizedException' });
+    expect((err as Error).message).toContain('--audience eddy-gateway');
+  });
+
   it('stops allowing a revoked grant within 30 s, and not before the cache says so', async () => {
     const token = await tokenOf(namespace, 'revoked');
     await bind(namespace, 'revoked-invokes', invoker, 'revoked');

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../gateway/errors.js';
-import { gatewayAuthSetting } from '../settings.js';
+import { gatewayAuthSetting, gatewayTokenAudiences } from '../settings.js';
 import {
   authorize,
   bearerToken,
@@ -116,6 +116,18 @@ describe('EDDY_GATEWAY_AUTH', () => {
     expect(gatewayAuthSetting({ EDDY_GATEWAY_AUTH: 'none' })).toBe('none');
     expect(() => gatewayAuthSetting({ EDDY_GATEWAY_AUTH: 'off' })).toThrow(
       /EDDY_GATEWAY_AUTH="off" is not allowed: use kubernetes .* or none/,
+    );
+  });
+});
+
+describe('EDDY_GATEWAY_TOKEN_AUDIENCES', () => {
+  it('is a list separated by commas, empty by default', () => {
+    expect(gatewayTokenAudiences({})).toEqual([]);
+    expect(
+      gatewayTokenAudiences({ EDDY_GATEWAY_TOKEN_AUDIENCES: ' eddy-gateway, other ,' }),
+    ).toEqual(['eddy-gateway', 'other']);
+    expect(() => gatewayTokenAudiences({ EDDY_GATEWAY_TOKEN_AUDIENCES: 'a b' })).toThrow(
+      /"a b" is not an audience/,
     );
   });
 });

@@ -34,6 +34,12 @@ export interface KubernetesAuthOptions {
   /** How long answers are reused; at most 30 s (allow) and 5 s (deny), the defaults. */
   allowTtlMs?: number;
   denyTtlMs?: number;
+  /**
+   * Audiences a caller's token must be meant for (`kubectl create token --audience`); by
+   * default the API server's own. With audiences of its own, a token that reaches the gateway
+   * is of no use against the API server.
+   */
+  audiences?: readonly string[];
   /** The clock, in ms; tests pass their own. */
   now?: () => number;
 }
@@ -56,6 +62,9 @@ export function kubernetesAuthorizer(o: KubernetesAuthOptions): Authorizer {
     now: o.now,
   });
   const post = apiPoster(o.kc, timeoutMs);
+  const audiences = o.audiences?.length ? [...o.audiences] : undefined;
+  /** How a caller gets a token the gateway takes. */
+  const getToken = `kubectl create token <service-account>${audiences ? ` --audience ${audiences[0]}` : ''}`;
   // One Caller per token while its identity is cached: the warm path allocates nothing.
   const callers = new WeakMap<Authenticated, Caller>();
 
@@ -63,10 +72,14 @@ export function kubernetesAuthorizer(o: KubernetesAuthOptions): Authorizer {
     const answer = (await post('/apis/authentication.k8s.io/v1/tokenreviews', {
       apiVersion: 'authentication.k8s.io/v1',
       kind: 'TokenReview',
-      spec: { token },
+      spec: { token, ...(audiences ? { audiences } : {}) },
     })) as TokenReview;
     const user = answer.status?.user;
     if (!answer.status?.authenticated || !user?.username) return { rejected: true };
+    // The API server answers with the requested audiences the token is meant for: one at least.
+    if (audiences && !answer.status.audiences?.some((a) => audiences.includes(a))) {
+      return { rejected: true };
+    }
     return {
       identity: {
         username: user.username,
@@ -120,7 +133,7 @@ export function kubernetesAuthorizer(o: KubernetesAuthOptions): Authorizer {
       if (token === undefined) {
         throw gatewayError(
           'Unauthorized',
-          'no bearer token: send Authorization: Bearer <token> with a Kubernetes token, such as `kubectl create token <service-account>` gives',
+          `no bearer token: send Authorization: Bearer <token> with a Kubernetes token, such as \`${getToken}\` gives`,
         );
       }
       const hash = createHash('sha256').update(token).digest('base64url');
@@ -128,7 +141,7 @@ export function kubernetesAuthorizer(o: KubernetesAuthOptions): Authorizer {
       if (!('identity' in a)) {
         throw gatewayError(
           'Unauthorized',
-          'the bearer token was not accepted by the Kubernetes API server (expired, revoked, or for another cluster or audience): get a new one with `kubectl create token <service-account>`',
+          `the bearer token was not accepted by the Kubernetes API server (expired, revoked, or for another cluster or audience): get a new one with \`${getToken}\``,
         );
       }
       return callerFor(hash, a);
@@ -160,6 +173,7 @@ function bounded(name: string, ms: number, max: number): number {
 interface TokenReview {
   status?: {
     authenticated?: boolean;
+    audiences?: string[];
     user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
   };
 }
