@@ -65,7 +65,7 @@ export function kubernetesAuthorizer(o: KubernetesAuthOptions): Authorizer {
   const audiences = o.audiences?.length ? [...o.audiences] : undefined;
   /** How a caller gets a token the gateway takes. */
   const getToken = `kubectl create token <service-account>${audiences ? ` --audience ${audiences[0]}` : ''}`;
-  // One Caller per token while its identity is cached: the warm path allocates nothing.
+  // One Caller per token while its identity is cached: a warm call makes no new one.
   const callers = new WeakMap<Authenticated, Caller>();
 
   const review = async (token: string): Promise<Authenticated> => {
