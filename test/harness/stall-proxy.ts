@@ -8,8 +8,20 @@
 import { createServer as createHttpServer, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import type { KubeConfig } from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
 import { freePort } from './ports.js';
+
+/** The same identity as `kc`, talking to the API server at `server` (a proxy in front of it). */
+export function kubeConfigVia(kc: KubeConfig, server: string): KubeConfig {
+  const via = new KubeConfig();
+  via.loadFromOptions({
+    clusters: kc.clusters.map((c) => ({ ...c, server })),
+    users: kc.users,
+    contexts: kc.contexts,
+    currentContext: kc.currentContext,
+  });
+  return via;
+}
 
 export interface StallProxy {
   /** http(s)://127.0.0.1:<port> with the scheme of the target. */

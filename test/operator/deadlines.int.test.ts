@@ -5,23 +5,11 @@ import { paginated, startInformer } from '../../operator/src/controller/informer
 import { ApiRequestAbandoned, ApiRequestTimeout } from '../../operator/src/errors.js';
 import { boundTo, withRequestDeadlines } from '../../operator/src/request-deadlines.js';
 import { startKube } from '../harness/kube.js';
-import { startStallProxy, type StallProxy } from '../harness/stall-proxy.js';
+import { kubeConfigVia, startStallProxy, type StallProxy } from '../harness/stall-proxy.js';
 import { canRun, useComponent } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
 
 const ns = 'default';
-
-/** The same identity as `kc`, talking to the API server at `server`. */
-function kubeConfigVia(kc: k8s.KubeConfig, server: string): k8s.KubeConfig {
-  const via = new k8s.KubeConfig();
-  via.loadFromOptions({
-    clusters: kc.clusters.map((c) => ({ ...c, server })),
-    users: kc.users,
-    contexts: kc.contexts,
-    currentContext: kc.currentContext,
-  });
-  return via;
-}
 
 describe.skipIf(!canRun('kube'))(
   'Kubernetes API deadlines: nothing hangs on a stalled API server',

@@ -5,23 +5,11 @@ import { LeaderElection } from '../../operator/src/controller/leader.js';
 import { Manager } from '../../operator/src/manager.js';
 import { withRequestDeadlines } from '../../operator/src/request-deadlines.js';
 import { startKube } from '../harness/kube.js';
-import { startStallProxy, type StallProxy } from '../harness/stall-proxy.js';
+import { kubeConfigVia, startStallProxy, type StallProxy } from '../harness/stall-proxy.js';
 import { canRun, useComponent } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
 
 const ns = 'default';
-
-/** The same identity as `kc`, talking to the API server at `server`. */
-function kubeConfigVia(kc: k8s.KubeConfig, server: string): k8s.KubeConfig {
-  const via = new k8s.KubeConfig();
-  via.loadFromOptions({
-    clusters: kc.clusters.map((c) => ({ ...c, server })),
-    users: kc.users,
-    contexts: kc.contexts,
-    currentContext: kc.currentContext,
-  });
-  return via;
-}
 
 /** When a replica's leader-only work ran: from its start until it had stopped (performance.now()). */
 interface Interval {
