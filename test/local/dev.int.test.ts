@@ -97,6 +97,9 @@ const demoS3Client = (endpoint: string) =>
 /**
  * Uploads a JPEG of `size` to photos/`key` with the demo's key pair, waits for its
  * thumbnail in photos-thumbnails and checks it is a 200-pixel-wide JPEG of the same aspect.
+ * The thumbnail is read once the handler has logged it as written (the store acknowledged its
+ * PutObject): s3rver shows an object while its body is still being written, so an earlier read
+ * can find it empty.
  */
 async function uploadAndFindThumbnail(
   endpoint: string,
@@ -114,6 +117,7 @@ async function uploadAndFindThumbnail(
     const thumbnail = await waitFor(
       'the thumbnail',
       async () => {
+        if (!proc!.log().includes(`-> photos-thumbnails/${key} `)) return undefined;
         const got = await s3.send(new GetObjectCommand({ Bucket: 'photos-thumbnails', Key: key }));
         return Buffer.from(await got.Body!.transformToByteArray());
       },
