@@ -122,7 +122,16 @@ class DeadlineHttpLibrary implements PromiseHttpLibrary {
   ) {}
 
   async send(request: RequestContext): Promise<ResponseContext> {
-    const deadline = AbortSignal.timeout(this.timeoutMs);
+    // A timer cleared once the body is in, not AbortSignal.timeout: that one lives for the whole
+    // deadline, and with it the request and its answer (about 30 MB more at 1,000 Functions).
+    const timer = new AbortController();
+    const pending = setTimeout(
+      () => timer.abort(new DOMException('the request deadline passed', 'TimeoutError')),
+      this.timeoutMs,
+    );
+    pending.unref();
+    const settled = () => clearTimeout(pending);
+    const deadline = timer.signal;
     const own = request.getSignal();
     const signals = [deadline, ...(own ? [own] : []), ...(this.bound ? [this.bound] : [])];
     request.setSignal(signals.length > 1 ? AbortSignal.any(signals) : deadline);
@@ -139,15 +148,22 @@ class DeadlineHttpLibrary implements PromiseHttpLibrary {
       // The body arrives after the headers; the same deadline bounds it.
       return new ResponseContext(response.httpStatusCode, response.headers, {
         text: () =>
-          response.body.text().catch((err: unknown) => {
-            throw named(err);
-          }),
+          response.body
+            .text()
+            .catch((err: unknown) => {
+              throw named(err);
+            })
+            .finally(settled),
         binary: () =>
-          response.body.binary().catch((err: unknown) => {
-            throw named(err);
-          }),
+          response.body
+            .binary()
+            .catch((err: unknown) => {
+              throw named(err);
+            })
+            .finally(settled),
       });
     } catch (err) {
+      settled();
       throw named(err);
     }
   }
