@@ -300,8 +300,18 @@ describe('the gateway on the local platform', () => {
     expect(died.status).toBe(502);
     expect(died.headers.get('x-eddy-function-error')).toBe('Unhandled');
     expect(((await died.json()) as { errorType: string }).errorType).toBe('Runtime.ExitError');
-    // The next invocation is answered by the replica that replaced it; had the one that died
-    // been sent again, its run would stand between.
+    // Once the process that died is gone (until then the kernel may still take a connection on
+    // its listening socket, and a request written there is lost with it: a 502 of its own), the
+    // next invocation is answered by the replica that replaced it; had the one that died been
+    // sent again, its run would stand between.
+    await waitFor('the replica that died to be gone', async () => {
+      try {
+        process.kill(first, 0);
+        return undefined;
+      } catch {
+        return true;
+      }
+    });
     const after = await stack.invoke('once', {});
     expect(after.status).toBe(200);
     const second = (await after.json()) as number;
