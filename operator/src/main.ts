@@ -19,8 +19,16 @@ import { scheduleSource } from './sources/schedule.js';
 import type { SourceFactory } from './sources/source.js';
 import { TriggerStates } from './sources/states.js';
 
-const settings = loadSettings();
 const log = (m: string) => console.log(`eddy-operator: ${m}`);
+// A setting that is wrong stops the operator with one line that says what to set.
+const [settings, authMode, audiences] = (() => {
+  try {
+    return [loadSettings(), gatewayAuthSetting(), gatewayTokenAudiences()] as const;
+  } catch (err) {
+    log(err instanceof Error ? err.message : String(err));
+    process.exit(1);
+  }
+})();
 const kc = new KubeConfig();
 // In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config.
 kc.loadFromDefault();
@@ -35,14 +43,6 @@ if (
   process.exit(1);
 }
 withRequestDeadlines(withConnectionReuse(kc), settings.apiTimeoutMs);
-const [authMode, audiences] = (() => {
-  try {
-    return [gatewayAuthSetting(), gatewayTokenAudiences()] as const;
-  } catch (err) {
-    log(err instanceof Error ? err.message : String(err));
-    process.exit(1);
-  }
-})();
 if (authMode === 'none') {
   log(
     'EDDY_GATEWAY_AUTH=none: invocations are not authenticated; anyone who reaches the gateway may invoke and list every function',
