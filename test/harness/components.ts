@@ -18,6 +18,7 @@ export const versions = {
   etcd: '3.6.16',
   minio: '0.0.0-20260212201848-7aac2a2c5b7c',
   helm: '3.21.4',
+  natsServer: '2.15.3',
   nodeImage: '22',
   /** Node and npm placed in the local base image, from the npm registry. */
   node: '22.23.3',
@@ -55,6 +56,12 @@ export const goBinaries = {
     version: versions.minio,
   },
   helm: { name: 'helm', recipe: 'helm', pkg: 'helm.sh/helm/v3/cmd/helm', version: versions.helm },
+  natsServer: {
+    name: 'nats-server',
+    recipe: 'nats',
+    pkg: 'github.com/nats-io/nats-server/v2',
+    version: versions.natsServer,
+  },
 } satisfies Record<string, GoBinary>;
 
 /** The one-node cluster's Kubernetes binaries beyond the control plane's. */
@@ -97,7 +104,8 @@ export const baseImageDir = join(cacheRoot, `base-image-bookworm-node${versions.
 export const prometheusBinary = process.env.EDDY_PROMETHEUS ?? '/usr/bin/prometheus';
 export const promtoolBinary = process.env.EDDY_PROMTOOL ?? '/usr/bin/promtool';
 
-export type ComponentName = 'kube' | 'minio' | 'kinesis' | 'docker' | 'prometheus' | 'cluster';
+export type ComponentName =
+  'kube' | 'minio' | 'nats' | 'kinesis' | 'docker' | 'prometheus' | 'cluster';
 
 /**
  * Why a component cannot run here, or undefined when it can. Cheap checks only (files on disk),
@@ -114,6 +122,8 @@ export function missingReason(c: ComponentName): string | undefined {
       );
     case 'minio':
       return need(goBinaryPath(goBinaries.minio), 'minio binary');
+    case 'nats':
+      return need(goBinaryPath(goBinaries.natsServer), 'nats-server binary');
     case 'kinesis':
       return need(join(projectRoot, 'node_modules', 'kinesalite'), 'kinesalite package');
     case 'docker':

@@ -1,7 +1,7 @@
 /**
  * `npm run test:setup [component...]`: builds or installs everything the integration suites
  * run, into per-version caches, so a warm machine starts them in seconds. Components:
- * kube (kube-apiserver + etcd + helm), minio, docker (dockerd + local base image), prometheus,
+ * kube (kube-apiserver + etcd + helm), minio, nats (nats-server with JetStream), docker (dockerd + local base image), prometheus,
  * kinesis, cluster (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, the
  * pause binary, and Debian's containerd, runc and CNI plugins). Debian packages are installed
  * when running as root; otherwise the error names the command that installs them.
@@ -272,6 +272,7 @@ const steps: Record<string, () => Promise<void>> = {
     await buildGoBinary(goBinaries.helm);
   },
   minio: () => buildGoBinary(goBinaries.minio),
+  nats: () => buildGoBinary(goBinaries.natsServer),
   docker: async () => {
     await ensurePackages({
       'docker.io': '/usr/sbin/dockerd',
