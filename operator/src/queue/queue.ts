@@ -27,9 +27,10 @@ export interface EventQueue {
   /**
    * Accepts an event for delivery to `fn` with its retry policy and dead letter. Resolves once
    * accepted (JetStream: the stream acknowledged it); rejects with a GatewayError when it was
-   * not (QueueUnavailable, Throttled, ShuttingDown), and then nothing was accepted.
+   * not (QueueUnavailable, Throttled, ShuttingDown), and then nothing was accepted. In memory,
+   * `signal` interrupts the delivery (its source stopping); a durable queue keeps the event.
    */
-  enqueue(fn: EddyFunction, event: DeliveryEvent): Promise<Enqueued>;
+  enqueue(fn: EddyFunction, event: DeliveryEvent, signal?: AbortSignal): Promise<Enqueued>;
 }
 
 /** The queue in this process's memory: each event delivered at once, in the background. */
@@ -44,7 +45,7 @@ export function memoryQueue(o: {
   let pending = 0;
   return {
     kind: 'memory',
-    enqueue(fn, event) {
+    enqueue(fn, event, signal) {
       if (o.signal.aborted) {
         return Promise.reject(gatewayError('ShuttingDown', 'the gateway is stopping; retry', 1));
       }
@@ -58,7 +59,7 @@ export function memoryQueue(o: {
         );
       }
       pending++;
-      const delivered = o.sink.deliver(fn, event).finally(() => pending--);
+      const delivered = o.sink.deliver(fn, event, signal).finally(() => pending--);
       return Promise.resolve({ duplicate: false, delivered });
     },
   };

@@ -514,7 +514,7 @@ async function runSchedules(
   ): Promise<DeliveryOutcome | undefined> {
     for (let refusals = 0; !signal.aborted && !e.removed; refusals++) {
       try {
-        const { delivered } = await ctx.queue.enqueue(e.fn, delivery);
+        const { delivered } = await ctx.queue.enqueue(e.fn, delivery, signal);
         return delivered ? await delivered : { outcome: 'succeeded', attempts: 0, status: 202 };
       } catch (err) {
         const waitMs = Math.min(30_000, 1_000 * 2 ** Math.min(refusals, 5));
