@@ -201,6 +201,8 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
   let js: JetStreamClient | undefined;
   let jsm: JetStreamManager | undefined;
   let streamReady = false;
+  /** False while the connection is down (NATS restarting, say): events are refused at once. */
+  let connected = false;
   let lastProblem = 'not connected yet';
   const closing = new AbortController();
   const where = o.servers.join(',');
@@ -237,6 +239,7 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
         js = jetstream(nc, { timeout: publishTimeoutMs });
         jsm = await jetstreamManager(nc, { timeout: 5_000 });
         await ensureStream();
+        connected = true;
         o.log(`queue: NATS JetStream at ${where}, stream ${stream}`);
         void watchStatus(nc);
         return;
@@ -257,9 +260,11 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
   async function watchStatus(conn: NatsConnection): Promise<void> {
     for await (const s of conn.status()) {
       if (s.type === 'disconnect') {
+        connected = false;
         lastProblem = `disconnected from ${s.server}`;
         o.log(`queue: ${lastProblem}; reconnecting (events are refused meanwhile)`);
       } else if (s.type === 'reconnect') {
+        connected = true;
         o.log(`queue: reconnected to ${s.server}`);
         await ensureStream().catch((err: unknown) =>
           o.log(`queue: the stream ${stream} could not be checked: ${describeError(err)}`),
@@ -274,7 +279,7 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
       function: fn.metadata.name ?? '',
       trigger: event.trigger ?? 'async',
     };
-    if (!js || !streamReady || nc?.isClosed()) {
+    if (!js || !streamReady || !connected || nc?.isClosed()) {
       published.inc({ ...labels, outcome: 'refused' });
       throw gatewayError(
         'QueueUnavailable',
