@@ -178,7 +178,10 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
   const publishSeconds = new Histogram({
     name: 'eddy_queue_publish_seconds',
     help: "Time from publishing an event to the stream's acknowledgement.",
-    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5],
+    buckets: [
+      0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025,
+      0.05, 0.1, 0.5, 1, 5,
+    ],
     registers: [o.registry],
   });
   const interrupted = new Counter({
