@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loadSettings } from './settings.js';
+import { loadSettings, queueSettings, roleSetting } from './settings.js';
 
 describe('loadSettings', () => {
   it('serves metrics on 9090 and admits the release eddy’s operator pods by default', () => {
@@ -37,5 +37,48 @@ describe('loadSettings', () => {
     expect(() => loadSettings({ EDDY_METRICS_PORT: '70000' })).toThrow(
       /EDDY_METRICS_PORT="70000" is not allowed: use a whole number from 1 to 65535/,
     );
+  });
+});
+
+describe('roleSetting and queueSettings', () => {
+  it('runs everything in one process, with events in memory, when nothing is set', () => {
+    expect(roleSetting({})).toBe('all');
+    expect(queueSettings({})).toBeUndefined();
+  });
+
+  it('reads the role and the queue as the chart sets them', () => {
+    expect(roleSetting({ EDDY_ROLE: 'gateway' })).toBe('gateway');
+    expect(roleSetting({ EDDY_ROLE: 'controller' })).toBe('controller');
+    expect(
+      queueSettings({
+        EDDY_NATS_URL: 'nats://nats-0.nats:4222, nats://nats-1.nats:4222',
+        EDDY_QUEUE_STREAM: 'TEAM_EVENTS',
+        EDDY_QUEUE_REPLICAS: '3',
+        EDDY_QUEUE_MAX_BYTES: '8Gi',
+      }),
+    ).toEqual({
+      servers: ['nats://nats-0.nats:4222', 'nats://nats-1.nats:4222'],
+      stream: 'TEAM_EVENTS',
+      replicas: 3,
+      maxBytes: 8 * 1024 ** 3,
+    });
+  });
+
+  it('refuses what it cannot use, saying what to set instead', () => {
+    expect(() => roleSetting({ EDDY_ROLE: 'operator' })).toThrow(
+      /EDDY_ROLE="operator" is not allowed: use controller, gateway or all/,
+    );
+    expect(() => queueSettings({ EDDY_NATS_URL: 'http://nats:8222' })).toThrow(
+      /not a NATS server address: give nats:\/\/host:port/,
+    );
+    expect(() => queueSettings({ EDDY_NATS_CREDS_FILE: '/etc/nats/user.creds' })).toThrow(
+      /EDDY_NATS_CREDS_FILE is set but EDDY_NATS_URL is not/,
+    );
+    expect(() =>
+      queueSettings({ EDDY_NATS_URL: 'nats://n:4222', EDDY_NATS_CREDS_FILE: '/no/such.creds' }),
+    ).toThrow(/no such file: mount the Secret/);
+    expect(() =>
+      queueSettings({ EDDY_NATS_URL: 'nats://n:4222', EDDY_QUEUE_STREAM: 'a.b' }),
+    ).toThrow(/EDDY_QUEUE_STREAM="a.b" is not allowed/);
   });
 });

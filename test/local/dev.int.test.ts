@@ -2,7 +2,7 @@
  * The local stack as a user runs it: `node dist/operator/dev.js <files...>`, with a bad Function
  * among good ones, a Secret-less file, and a file edited while it runs.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile, rename } from 'node:fs/promises';
 import {
   GetObjectCommand,
@@ -280,6 +280,54 @@ stringData: {accessKeyId: eddy, secretAccessKey: eddysecret}
       /\[dev\/two\] REPORT RequestId/.test(proc!.log()) ? true : undefined,
     );
   });
+
+  it.runIf(canRun('nats'))(
+    'queues events in a nats-server found on PATH, says so in its first lines, and ends it with the stack',
+    async () => {
+      const file = join(dir, 'queued.yaml');
+      await writeFile(
+        file,
+        fn(
+          'queued',
+          `export const handler = async (e) => { console.log('got', e.n); return 'ok'; };`,
+        ),
+      );
+      const natsDir = dirname(goBinaryPath(goBinaries.natsServer));
+      const url = await startDev([file], [], `${natsDir}${delimiter}${pathWithoutMinio}`);
+      expect(proc!.log().split('\n')[2]).toMatch(
+        /^eddy: events are queued in NATS JetStream \(.*nats-server, store \.eddy\/nats\): accepted events survive a restart/,
+      );
+      await waitFor('the queue', async () =>
+        /queue: NATS JetStream at nats:\/\/127\.0\.0\.1:\d+, stream EDDY_EVENTS/.test(proc!.log())
+          ? true
+          : undefined,
+      );
+      const res = await fetch(`${url}/functions/dev/queued/async`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ n: 42 }),
+      });
+      expect(res.status).toBe(202);
+      await waitFor('the event handled', async () =>
+        /\[dev\/queued\] .*INFO\tgot 42/.test(proc!.log()) ? true : undefined,
+      );
+      expect(existsSync(join(dir, '.eddy', 'nats', 'jetstream'))).toBe(true);
+      await proc!.stop(15_000);
+      proc = undefined;
+      // No nats-server outlives the stack.
+      const store = join(dir, '.eddy', 'nats');
+      const left = readdirSync('/proc')
+        .filter((p) => /^\d+$/.test(p))
+        .filter((p) => {
+          try {
+            return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(store);
+          } catch {
+            return false;
+          }
+        });
+      expect(left).toEqual([]);
+    },
+  );
 
   it('picks up an edited file without a restart', async () => {
     const file = join(dir, 'fn.yaml');
