@@ -113,7 +113,7 @@ export function createEventSink(o: EventSinkOptions): EventSink {
     deadLetter,
     log: o.log,
     ...(o.baseDelayMs !== undefined ? { baseDelayMs: o.baseDelayMs } : {}),
-    onOutcome: (fn, event, outcome) => {
+    onOutcome: (fn, event, outcome, detail) => {
       const labels = {
         namespace: fn.metadata.namespace,
         function: fn.metadata.name,
@@ -123,6 +123,14 @@ export function createEventSink(o: EventSinkOptions): EventSink {
       else if (outcome === 'dead-lettered')
         o.metrics.deadLetters.inc({ ...labels, outcome: 'sent' });
       else if (outcome === 'dropped') o.metrics.deadLetters.inc({ ...labels, outcome: 'dropped' });
+      else if (outcome === 'interrupted') {
+        // Its delivery was in this process's memory: say so, and count it. (A store posts its
+        // notification again, a schedule keeps the tick owed; an async invocation is gone.)
+        o.metrics.interrupted.inc(labels);
+        o.log(
+          `INTERRUPTED event ${event.id} for function ${keyOf(fn)}${event.trigger ? ` (trigger ${event.trigger})` : ''}: the gateway stopped before its delivery ended, after ${detail.attempts} attempt(s)`,
+        );
+      }
     },
   });
   const requestOf = (event: DeliveryEvent): InvokeRequest => ({

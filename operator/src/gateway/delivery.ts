@@ -365,7 +365,8 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     deliver,
     async deadLetter(fn, record, signal, options) {
       const r = await deadLetter(fn, record, signal, options);
-      deps.onOutcome?.(fn, record.event, r.outcome, r);
+      // Not ended: the caller keeps the event and says what becomes of it.
+      if (r.outcome !== 'interrupted') deps.onOutcome?.(fn, record.event, r.outcome, r);
       return r;
     },
   };

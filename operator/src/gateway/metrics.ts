@@ -59,6 +59,7 @@ export class GatewayMetrics {
   readonly billedGbSeconds: Counter<'namespace' | 'function'>;
   readonly retries: Counter<'namespace' | 'function' | 'trigger'>;
   readonly deadLetters: Counter<'namespace' | 'function' | 'trigger' | 'outcome'>;
+  readonly interrupted: Counter<'namespace' | 'function' | 'trigger'>;
 
   constructor(source: FunctionGaugeSource) {
     const registers = [this.registry];
@@ -104,6 +105,12 @@ export class GatewayMetrics {
       name: 'eddy_function_dead_letters_total',
       help: 'Events whose retries were spent: sent to the dead letter, or dropped for want of one.',
       labelNames: ['namespace', 'function', 'trigger', 'outcome'],
+      registers,
+    });
+    this.interrupted = new Counter({
+      name: 'eddy_queue_interrupted_total',
+      help: 'Deliveries of queued events cut short unfinished (the gateway stopping, or a dead letter failing): with NATS JetStream they are delivered again, in memory they are lost.',
+      labelNames: ['namespace', 'function', 'trigger'],
       registers,
     });
     new Gauge({

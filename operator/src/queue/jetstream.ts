@@ -184,12 +184,6 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
     ],
     registers: [o.registry],
   });
-  const interrupted = new Counter({
-    name: 'eddy_queue_interrupted_total',
-    help: 'Deliveries handed back to the queue unfinished (the gateway stopping, or a dead letter failing), to be delivered again.',
-    labelNames: ['namespace', 'function', 'trigger'],
-    registers: [o.registry],
-  });
   const redelivered = new Counter({
     name: 'eddy_queue_redelivered_total',
     help: 'Deliveries of an event after its first: retries, and events whose holder stopped or went silent.',
@@ -411,7 +405,7 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
           { keep: { sends: 3 } },
         );
         if (out.outcome === 'interrupted') {
-          interrupted.inc(labels);
+          c.metrics.interrupted.inc(labels);
           const delay = Math.min(60_000, backoff.baseDelayMs * 2 ** Math.min(attempts, 6));
           c.log(
             `queue: event ${event.id} of ${keyOf(fn)} is kept in the queue: its dead letter could not be written; trying again in ${Math.round(delay / 1000)} s`,
@@ -458,7 +452,7 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
         return;
       }
       if (handing.signal.aborted) {
-        interrupted.inc(labels);
+        c.metrics.interrupted.inc(labels);
         c.log(
           `queue: delivery ${attempts} of event ${event.id} to ${keyOf(fn)} was interrupted (the gateway is stopping); it goes back to the queue`,
         );
