@@ -53,6 +53,11 @@ export class LazyClusterCaches {
   constructor(
     private readonly kc: KubeConfig,
     private readonly log: (message: string) => void,
+    /**
+     * Whether this process reconciles: the Services, ConfigMaps and NetworkPolicies caches are
+     * the reconciler's alone, and a gateway process neither starts them nor may list them.
+     */
+    private readonly reconciles = true,
   ) {
     const get = () => this.get();
     this.store = {
@@ -78,7 +83,7 @@ export class LazyClusterCaches {
   }
 
   async start(signal: AbortSignal): Promise<void> {
-    this.started = await startClusterCaches(this.kc, this.log, signal);
+    this.started = await startClusterCaches(this.kc, this.log, signal, this.reconciles);
     for (const entry of this.early) entry.unsubscribe = this.started.store.onChange(entry.listener);
   }
 
@@ -100,6 +105,7 @@ export async function startClusterCaches(
   kc: KubeConfig,
   log: (message: string) => void,
   signal: AbortSignal,
+  reconciles = true,
 ): Promise<ClusterCaches> {
   const listeners = new Set<CacheListener>();
   const emit = (kind: CachedKind) => ({
@@ -116,6 +122,11 @@ export async function startClusterCaches(
   const networking = kc.makeApiClient(NetworkingV1Api);
   const common = { log, signal };
 
+  /** What a process that does not reconcile holds instead: nothing, and it never lists. */
+  const none = <T extends KubernetesObject>(): ObjectCache<T> => ({
+    get: () => undefined,
+    list: () => [],
+  });
   const [functions, deployments, services, configMaps, networkPolicies] = await Promise.all([
     startInformer<EddyFunction>(kc, {
       ...common,
@@ -142,36 +153,42 @@ export async function startClusterCaches(
         apps.listDeploymentForAllNamespaces({ labelSelector: managed, ...page }),
       ),
     }),
-    startInformer<V1Service>(kc, {
-      ...common,
-      ...emit('Service'),
-      name: 'services',
-      path: '/api/v1/services',
-      labelSelector: managed,
-      list: paginated((page) =>
-        core.listServiceForAllNamespaces({ labelSelector: managed, ...page }),
-      ),
-    }),
-    startInformer<V1ConfigMap>(kc, {
-      ...common,
-      ...emit('ConfigMap'),
-      name: 'configmaps',
-      path: '/api/v1/configmaps',
-      labelSelector: managedCode,
-      list: paginated((page) =>
-        core.listConfigMapForAllNamespaces({ labelSelector: managedCode, ...page }),
-      ),
-    }),
-    startInformer<V1NetworkPolicy>(kc, {
-      ...common,
-      ...emit('NetworkPolicy'),
-      name: 'networkpolicies',
-      path: '/apis/networking.k8s.io/v1/networkpolicies',
-      labelSelector: managed,
-      list: paginated((page) =>
-        networking.listNetworkPolicyForAllNamespaces({ labelSelector: managed, ...page }),
-      ),
-    }),
+    reconciles
+      ? startInformer<V1Service>(kc, {
+          ...common,
+          ...emit('Service'),
+          name: 'services',
+          path: '/api/v1/services',
+          labelSelector: managed,
+          list: paginated((page) =>
+            core.listServiceForAllNamespaces({ labelSelector: managed, ...page }),
+          ),
+        })
+      : Promise.resolve(none<V1Service>()),
+    reconciles
+      ? startInformer<V1ConfigMap>(kc, {
+          ...common,
+          ...emit('ConfigMap'),
+          name: 'configmaps',
+          path: '/api/v1/configmaps',
+          labelSelector: managedCode,
+          list: paginated((page) =>
+            core.listConfigMapForAllNamespaces({ labelSelector: managedCode, ...page }),
+          ),
+        })
+      : Promise.resolve(none<V1ConfigMap>()),
+    reconciles
+      ? startInformer<V1NetworkPolicy>(kc, {
+          ...common,
+          ...emit('NetworkPolicy'),
+          name: 'networkpolicies',
+          path: '/apis/networking.k8s.io/v1/networkpolicies',
+          labelSelector: managed,
+          list: paginated((page) =>
+            networking.listNetworkPolicyForAllNamespaces({ labelSelector: managed, ...page }),
+          ),
+        })
+      : Promise.resolve(none<V1NetworkPolicy>()),
   ]);
 
   const onChange = (listener: CacheListener) => {

@@ -78,7 +78,7 @@ if (!jetstream && role !== 'controller') {
     "no event queue (EDDY_NATS_URL): accepted asynchronous events wait in this process's memory, and a process that stops loses those not yet delivered",
   );
 }
-const caches = new LazyClusterCaches(kc, log);
+const caches = new LazyClusterCaches(kc, log, role !== 'gateway');
 const states = new TriggerStates();
 const sources: SourceFactory[] = [scheduleSource(), kinesisSource()];
 const s3 = s3Source({ stores: settings.s3Stores ?? [], webhookArn: settings.s3WebhookArn });
