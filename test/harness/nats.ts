@@ -17,8 +17,11 @@ export interface Nats {
   process(): ManagedProcess;
   /** SIGKILL: what a crash looks like to clients. Resolves once it has exited. */
   kill(): Promise<void>;
-  /** Starts it again on the same port and store; resolves once JetStream answers. */
-  restart(): Promise<void>;
+  /**
+   * Starts it again on the same port and store (`wipe`: with its store emptied, as a pod on an
+   * emptyDir comes back); resolves once JetStream answers.
+   */
+  restart(options?: { wipe?: boolean }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -74,7 +77,8 @@ export async function startNats(options: { host?: string } = {}): Promise<Nats> 
       await proc.exited;
       await proc.stop();
     },
-    async restart() {
+    async restart(options = {}) {
+      if (options.wipe) await rm(join(dir, 'jetstream'), { recursive: true, force: true });
       proc = await launch();
     },
     async stop() {

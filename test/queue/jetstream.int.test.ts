@@ -222,6 +222,34 @@ describe.skipIf(!run)('durable queue (NATS JetStream)', () => {
     }
   }, 60_000);
 
+  it('makes the stream and the consumers again when NATS comes back without its store', async () => {
+    const out = outFile('wiped');
+    const stack = await stackWith([inlineFunction('wiped', recording(), quiet({ env: env(out) }))]);
+    try {
+      const send = async () => (await asyncInvoke(stack, 'wiped')).status;
+      await waitFor('the queue to take events', async () =>
+        (await send()) === 202 ? true : undefined,
+      );
+      await waitFor('the first event handled', async () =>
+        (await handled(out)).length ? true : undefined,
+      );
+      await nats.kill();
+      await nats.restart({ wipe: true });
+      const res = await waitFor('the queue to take events again', async () => {
+        const r = await asyncInvoke(stack, 'wiped');
+        return r.status === 202 ? r : undefined;
+      });
+      const { requestId } = (await res.json()) as { requestId: string };
+      await waitFor(
+        'the event handled by the consumer made again',
+        async () => ((await handled(out)).includes(requestId) ? true : undefined),
+        30_000,
+      );
+    } finally {
+      await stack.stop();
+    }
+  }, 90_000);
+
   it('refuses with 503 while NATS is down, takes events again once it is back, and loses none', async () => {
     const out = outFile('outage');
     const stack = await stackWith([

@@ -509,6 +509,20 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
           });
           const stop = () => void messages.stop();
           entry.interrupt = stop;
+          // A consumer or stream gone (NATS lost its store: an emptyDir restarted) is made again
+          // on the next round, rather than waited for.
+          void (async () => {
+            for await (const s of messages.status()) {
+              if (
+                s.type === 'consumer_not_found' ||
+                s.type === 'consumer_deleted' ||
+                s.type === 'stream_not_found'
+              ) {
+                stop();
+                return;
+              }
+            }
+          })().catch(() => undefined);
           c.signal.addEventListener('abort', stop, { once: true });
           // A deleted Function drains what is left, then stops to delete the consumer.
           const drainCheck = entry.deleted ? setInterval(stop, 2_000) : undefined;
