@@ -51,6 +51,7 @@ queue:
     storage: { persistent: true, size: 20Gi, storageClassName: fast }
   stream: PHOTOS_EVENTS
   replicas: 0
+  maxBytes: 8Gi
 s3:
   webhook:
     arn: 'arn:minio:sqs:us-east-1:EDDY:webhook'
@@ -632,6 +633,7 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       });
       expect(envOf(objects, name)('EDDY_QUEUE_STREAM')!.value).toBe('PHOTOS_EVENTS');
       expect(envOf(objects, name)('EDDY_QUEUE_REPLICAS')!.value).toBe('3');
+      expect(envOf(objects, name)('EDDY_QUEUE_MAX_BYTES')!.value).toBe('8Gi');
     }
     // operator.* is the controller's; gateway.* the gateway's.
     expect(deploymentOf(objects, 'eddy-controller').spec!.replicas).toBe(3);
@@ -702,6 +704,7 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
     await expect(render("queue: { nats: { url: 'http://nats:4222' } }\n")).rejects.toThrow(
       /queue\/nats\/url/,
     );
+    await expect(render('queue: { maxBytes: plenty }\n')).rejects.toThrow(/queue\/maxBytes/);
     // A store's token without its endpoint: its records could not be told from another store's.
     await expect(render("s3: { webhook: { token: 't' } }\n")).rejects.toThrow(
       /s3.webhook.endpoint is not: set it/,

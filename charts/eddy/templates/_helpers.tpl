@@ -110,6 +110,10 @@ capabilities: { drop: [ALL] }
   value: {{ $.ctx.Values.queue.stream | quote }}
 - name: EDDY_QUEUE_REPLICAS
   value: {{ include "eddy.streamReplicas" $.ctx | quote }}
+{{- with $.ctx.Values.queue.maxBytes }}
+- name: EDDY_QUEUE_MAX_BYTES
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
