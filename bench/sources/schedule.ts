@@ -5,6 +5,7 @@
  * figure is the scheduler's own (no gateway, no function). Its wall clock is shifted so that a
  * minute boundary comes a few seconds after it starts, rather than waiting for the next one.
  */
+import { memoryQueue } from '../../operator/src/queue/queue.js';
 import { performance } from 'node:perf_hooks';
 import { Registry } from 'prom-client';
 import type { EddyFunction } from '../../operator/src/api/types.js';
@@ -94,6 +95,7 @@ async function source(): Promise<{ lags: number[]; loadMs: number }> {
     store,
     secrets: () => Promise.reject(new Error('no secrets in the bench')),
     sink,
+    queue: memoryQueue({ sink, signal: new AbortController().signal }),
     states,
     checkpoints: memoryCheckpoints(),
     metrics: new Registry(),

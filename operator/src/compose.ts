@@ -11,10 +11,12 @@ import { createAutoscaler } from './autoscaler/autoscaler.js';
 import type { LoadSource } from './autoscaler/load.js';
 import type { FunctionStore, SecretReader } from './functions.js';
 import { createGateway, type Gateway } from './gateway/app.js';
-import { asyncDelivery, createEventSink } from './gateway/async.js';
+import { asyncInvokeVia, createEventSink } from './gateway/async.js';
 import type { DeadLetterUrlOptions } from './gateway/dead-letter.js';
 import { Manager, type Elector, type Runnable } from './manager.js';
 import { httpUrl, type Platform } from './platform/platform.js';
+import { createJetStreamQueue, type JetStreamSettings } from './queue/jetstream.js';
+import { memoryQueue, type EventQueue } from './queue/queue.js';
 import { memoryCheckpoints, type CheckpointStore } from './sources/checkpoints.js';
 import type { SourceContext, SourceFactory } from './sources/source.js';
 import { TriggerStates } from './sources/states.js';
@@ -63,13 +65,32 @@ export interface EddyOptions {
    * balancers (kube-proxy) have stopped sending to it before it closes. Default 0.
    */
   drainDelayMs?: number;
+  /**
+   * What runs here: everything (the default: the local stack, or one Deployment), or one side
+   * of the chart's two Deployments. `controller`: the reconciler, autoscaler and leader-only
+   * sources (Kinesis, schedules, the S3 notification writer). `gateway`: the invoke API, the
+   * sources' intakes and the queue's consumers, with no leader.
+   */
+  role?: EddyRole;
+  /**
+   * The durable queue. Without it, accepted events wait in this process's memory (and a
+   * process that stops loses the deliveries it had not finished).
+   */
+  jetstream?: JetStreamSettings;
+  /** The pod's name, as NATS shows the connection. */
+  name?: string;
 }
+
+export type EddyRole = 'all' | 'controller' | 'gateway';
 
 export interface Eddy {
   manager: Manager;
   gateway: Gateway;
   /** What the sources were given. */
   sources: SourceContext;
+  queue: EventQueue;
+  /** Closes the queue's connection; after the manager has stopped. */
+  close(): Promise<void>;
 }
 
 /** How long a stopping gateway lets invocations in flight finish. */
@@ -78,6 +99,7 @@ const drainMs = 30_000;
 export function composeEddy(o: EddyOptions): Eddy {
   // Deliveries end after the gateway has drained, so retries in progress get their chance.
   const deliveries = new AbortController();
+  const role = o.role ?? 'all';
   const gateway = createGateway({
     store: o.store,
     platform: o.platform,
@@ -85,18 +107,28 @@ export function composeEddy(o: EddyOptions): Eddy {
     auth: o.auth,
     queueLimit: o.queueLimit,
     memoryBudget: o.memoryBudget,
-    asyncInvoke: (dispatcher, metrics) =>
-      asyncDelivery({
-        dispatcher,
-        store: o.store,
-        metrics,
-        secrets: o.secrets,
-        log: o.log,
-        signal: deliveries.signal,
-        baseDelayMs: o.retryBaseDelayMs,
-        deadLetterUrls: o.deadLetterUrls,
-      }),
+    asyncInvoke: () => asyncInvokeVia({ kind: 'memory', enqueue: (fn, e) => queue.enqueue(fn, e) }),
   });
+  const sinkOptions = {
+    dispatcher: gateway.dispatcher,
+    store: o.store,
+    metrics: gateway.metrics,
+    secrets: o.secrets,
+    log: o.log,
+    baseDelayMs: o.retryBaseDelayMs,
+    deadLetterUrls: o.deadLetterUrls,
+  };
+  const sink = createEventSink({ ...sinkOptions, signal: deliveries.signal });
+  const jetstream = o.jetstream
+    ? createJetStreamQueue({
+        ...o.jetstream,
+        log: o.log,
+        registry: gateway.metrics.registry,
+        ...(o.name ? { name: o.name } : {}),
+      })
+    : undefined;
+  // Made once the gateway (its dispatcher and metrics) exists; the async API asks it later.
+  const queue: EventQueue = jetstream ?? memoryQueue({ sink, signal: deliveries.signal });
   const serving: Runnable = {
     name: 'gateway',
     leaderOnly: false,
@@ -141,16 +173,8 @@ export function composeEddy(o: EddyOptions): Eddy {
   const sources: SourceContext = {
     store: o.store,
     secrets: o.secrets,
-    sink: createEventSink({
-      dispatcher: gateway.dispatcher,
-      store: o.store,
-      metrics: gateway.metrics,
-      secrets: o.secrets,
-      log: o.log,
-      signal: deliveries.signal,
-      baseDelayMs: o.retryBaseDelayMs,
-      deadLetterUrls: o.deadLetterUrls,
-    }),
+    sink,
+    queue,
     states: o.states ?? new TriggerStates(),
     checkpoints: o.checkpoints ?? memoryCheckpoints(),
     metrics: gateway.metrics.registry,
@@ -165,17 +189,60 @@ export function composeEddy(o: EddyOptions): Eddy {
     metrics: gateway.metrics.registry,
     ...(o.autoscalerIntervalMs !== undefined ? { intervalMs: o.autoscalerIntervalMs } : {}),
   });
+  // The queue's consumers deliver what the gateways accepted; those in hand when the process
+  // stops get their chance to finish (their own sink, not stopped with the gateway's retries).
+  const consumers: Runnable | undefined =
+    jetstream && role !== 'controller'
+      ? {
+          name: 'queue-consumers',
+          leaderOnly: false,
+          async run(signal) {
+            const handing = new AbortController();
+            try {
+              await jetstream.consume({
+                store: o.store,
+                sink: createEventSink({ ...sinkOptions, signal: handing.signal }),
+                metrics: gateway.metrics,
+                log: o.log,
+                signal,
+                ...(o.retryBaseDelayMs !== undefined ? { baseDelayMs: o.retryBaseDelayMs } : {}),
+              });
+            } finally {
+              handing.abort();
+            }
+          },
+        }
+      : undefined;
+  const fromSources = (o.sources ?? []).flatMap((make) => make(sources));
   const manager = new Manager({
     elector: o.elector,
     log: o.log,
     startCaches: o.startCaches,
   }).add(
     serving,
-    { name: 'autoscaler', leaderOnly: true, run: (signal) => autoscaler.run(signal) },
-    ...(o.runnables ?? []),
-    ...(o.sources ?? []).flatMap((make) => make(sources)),
+    ...(consumers ? [consumers] : []),
+    ...(role === 'gateway'
+      ? // No leader here: the sources' intakes (their routes) only.
+        fromSources.filter((r) => !r.leaderOnly)
+      : [
+          {
+            name: 'autoscaler',
+            leaderOnly: true,
+            run: (signal: AbortSignal) => autoscaler.run(signal),
+          },
+          ...(o.runnables ?? []),
+          ...fromSources,
+        ]),
   );
-  return { manager, gateway, sources };
+  return {
+    manager,
+    gateway,
+    sources,
+    queue,
+    close: async () => {
+      await jetstream?.close();
+    },
+  };
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {

@@ -13,10 +13,11 @@ import { composeEddy } from './compose.js';
 import { ManifestSet } from './local/manifests.js';
 import { soleLeader } from './manager.js';
 import { createLocalPlatform } from './platform/local.js';
-import { gatewayMemoryBudget, s3Settings } from './settings.js';
+import { gatewayMemoryBudget, queueSettings, s3Settings } from './settings.js';
 import { fileCheckpoints } from './sources/checkpoints.js';
 import { startEmbeddedS3, type EmbeddedS3 } from './local/embedded-s3.js';
 import { findOnPath, startEmbeddedMinio } from './local/embedded-minio.js';
+import { startEmbeddedNats, type EmbeddedNats } from './local/embedded-nats.js';
 import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
 import { s3IntakePath, s3Source } from './sources/s3.js';
@@ -81,6 +82,40 @@ const metricsPort = portOf('--metrics-port', values['metrics-port'])!;
 // First, before anything else is printed: the local stack checks no caller.
 console.log(
   `eddy: invocations on ${values.host}${port === 0 ? '' : `:${port}`} are not authenticated: anyone who can reach that address may invoke and list every function (the local stack; in a cluster every call needs a Kubernetes token)`,
+);
+// Second: where accepted events wait. EDDY_NATS_URL names a NATS JetStream; otherwise a
+// nats-server on PATH is started with its store under .eddy/nats; otherwise memory.
+let jetstream = (() => {
+  try {
+    return queueSettings();
+  } catch (err) {
+    console.error(`eddy: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(2);
+  }
+})();
+let embeddedNats: EmbeddedNats | undefined;
+if (!jetstream) {
+  const natsBinary = findOnPath('nats-server');
+  if (natsBinary) {
+    try {
+      embeddedNats = await startEmbeddedNats({
+        binary: natsBinary,
+        directory: resolve(process.cwd(), '.eddy', 'nats'),
+        log: (line) => console.log(`eddy: nats: ${line}`),
+      });
+      jetstream = { servers: [embeddedNats.url] };
+    } catch (err) {
+      console.error(`eddy: ${err instanceof Error ? err.message : String(err)}`);
+      process.exit(1);
+    }
+  }
+}
+console.log(
+  embeddedNats
+    ? `eddy: events are queued in NATS JetStream (${findOnPath('nats-server')}, store .eddy/nats): accepted events survive a restart`
+    : jetstream
+      ? `eddy: events are queued in NATS JetStream at ${jetstream.servers.join(',')}`
+      : 'eddy: events wait in memory (no nats-server on PATH and no EDDY_NATS_URL): accepted events not yet delivered are lost when the stack stops',
 );
 let s3Port = portOf('--s3-port', values['s3-port']);
 const minioBinary = s3Port !== undefined ? findOnPath('minio') : undefined;
@@ -199,7 +234,8 @@ function storeReady(store: EmbeddedS3, kind: string): void {
     }
   }
 }
-const { manager } = composeEddy({
+const eddy = composeEddy({
+  ...(jetstream ? { jetstream } : {}),
   platform: createLocalPlatform({
     store: manifests.store,
     runtimeMain: resolve(root, 'dist', 'runtime', 'main.js'),
@@ -262,10 +298,12 @@ const { manager } = composeEddy({
   },
 });
 try {
-  await manager.start(stop.signal);
+  await eddy.manager.start(stop.signal);
 } catch {
   process.exitCode = 1;
 } finally {
+  await eddy.close();
+  await embeddedNats?.stop();
   await minioStarting;
   await embedded?.close();
   if (pending.length > 0) flush();

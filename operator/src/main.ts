@@ -5,12 +5,19 @@ import { kubernetesAuthorizer } from './auth/kubernetes.js';
 import { gatewayPeersLoad } from './autoscaler/peers.js';
 import { LazyClusterCaches } from './caches.js';
 import { composeEddy } from './compose.js';
+import { neverLeader } from './manager.js';
 import { withConnectionReuse } from './connection-reuse.js';
 import { clusterElector, controllerRunnable } from './operator.js';
 import { withRequestDeadlines } from './request-deadlines.js';
 import { createKubernetesPlatform } from './platform/kubernetes.js';
 import { clusterSecrets } from './secrets.js';
-import { gatewayAuthSetting, gatewayTokenAudiences, loadSettings } from './settings.js';
+import {
+  gatewayAuthSetting,
+  gatewayTokenAudiences,
+  loadSettings,
+  queueSettings,
+  roleSetting,
+} from './settings.js';
 import { configMapCheckpoints } from './sources/checkpoints.js';
 import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
@@ -21,9 +28,15 @@ import { TriggerStates } from './sources/states.js';
 
 const log = (m: string) => console.log(`eddy-operator: ${m}`);
 // A setting that is wrong stops the operator with one line that says what to set.
-const [settings, authMode, audiences] = (() => {
+const [settings, authMode, audiences, role, jetstream] = (() => {
   try {
-    return [loadSettings(), gatewayAuthSetting(), gatewayTokenAudiences()] as const;
+    return [
+      loadSettings(),
+      gatewayAuthSetting(),
+      gatewayTokenAudiences(),
+      roleSetting(),
+      queueSettings(),
+    ] as const;
   } catch (err) {
     log(err instanceof Error ? err.message : String(err));
     process.exit(1);
@@ -55,17 +68,35 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     stop.abort();
   });
 }
-log(`${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`);
+log(
+  role === 'gateway'
+    ? `${settings.identity} starting as a gateway (invoke API, intakes, the queue's consumers)`
+    : `${settings.identity} starting${role === 'controller' ? ' as the controller' : ''} (lease ${settings.namespace}/eddy-operator)`,
+);
+if (!jetstream && role !== 'controller') {
+  log(
+    "no event queue (EDDY_NATS_URL): accepted asynchronous events wait in this process's memory, and a process that stops loses those not yet delivered",
+  );
+}
 const caches = new LazyClusterCaches(kc, log);
 const states = new TriggerStates();
 const sources: SourceFactory[] = [scheduleSource(), kinesisSource()];
 const s3 = s3Source({ stores: settings.s3Stores ?? [], webhookArn: settings.s3WebhookArn });
 sources.push(s3.factory, s3PollSource());
-const { manager } = composeEddy({
+const peers = gatewayPeersLoad({
+  kc,
+  namespace: settings.namespace,
+  service: settings.gatewayService,
+  log,
+});
+const eddy = composeEddy({
+  role,
+  ...(jetstream ? { jetstream } : {}),
+  name: settings.identity,
   platform: createKubernetesPlatform({ kc, log, deployments: caches.deployments }),
   store: caches.store,
   secrets: clusterSecrets(kc),
-  elector: clusterElector(kc, settings, log),
+  elector: role === 'gateway' ? neverLeader : clusterElector(kc, settings, log),
   log,
   auth: authMode === 'none' ? noAuth : kubernetesAuthorizer({ kc, log, audiences }),
   gateway: { port: settings.gatewayPort },
@@ -73,15 +104,24 @@ const { manager } = composeEddy({
   memoryBudget: settings.gatewayMemoryBudget,
   drainDelayMs: 5_000,
   startCaches: (signal) => caches.start(signal),
-  load: () =>
-    gatewayPeersLoad({ kc, namespace: settings.namespace, service: settings.gatewayService, log }),
+  // The gateways' load; the controller adds its own (it invokes Kinesis batches itself).
+  load: (gateway) =>
+    role === 'controller'
+      ? async (signal) => {
+          const read = await peers(signal);
+          return Array.isArray(read)
+            ? [gateway.load(), ...read]
+            : { ...read, reports: [gateway.load(), ...read.reports] };
+        }
+      : peers,
   runnables: [controllerRunnable({ kc, caches, settings, log, states, cleaners: [s3.cleaner] })],
   sources,
   states,
   checkpoints: configMapCheckpoints(kc),
 });
 try {
-  await manager.start(stop.signal);
+  await eddy.manager.start(stop.signal);
+  await eddy.close();
   log('stopped');
 } catch {
   // The manager has logged what failed; a new pod starts clean.

@@ -29,6 +29,16 @@ export const soleLeader: Elector = {
   },
 };
 
+/** For a process with nothing to lead (the gateway Deployment): never campaigns. */
+export const neverLeader: Elector = {
+  async run(_lead, signal) {
+    if (signal.aborted) return;
+    await new Promise<void>((resolve) =>
+      signal.addEventListener('abort', () => resolve(), { once: true }),
+    );
+  },
+};
+
 export interface ManagerOptions {
   elector: Elector;
   log: (message: string) => void;

@@ -5,7 +5,10 @@ import { authModes, type AuthMode } from './auth/authorizer.js';
 import type { Runtime } from './api/types.js';
 import { runtimes } from './api/types.js';
 import type { ReconcilerSettings } from './controller/reconciler.js';
+import { existsSync } from 'node:fs';
+import type { EddyRole } from './compose.js';
 import { parseMemoryBudget } from './gateway/budget.js';
+import type { JetStreamSettings } from './queue/jetstream.js';
 import { s3Stores, type S3Store, type S3StoreConfig } from './sources/s3-stores.js';
 
 export interface OperatorSettings extends ReconcilerSettings {
@@ -200,4 +203,66 @@ export function gatewayTokenAudiences(env: NodeJS.ProcessEnv = process.env): str
     );
   }
   return audiences;
+}
+
+const roles = ['all', 'controller', 'gateway'] as const;
+
+/**
+ * `EDDY_ROLE`: what this process runs. `all` (the default): everything, as one Deployment or
+ * the local stack; `controller`: the reconciler, autoscaler and leader-only sources; `gateway`:
+ * the invoke API, the intakes and the queue's consumers.
+ */
+export function roleSetting(env: NodeJS.ProcessEnv = process.env): EddyRole {
+  const raw = env.EDDY_ROLE?.trim();
+  if (raw === undefined || raw === '') return 'all';
+  if ((roles as readonly string[]).includes(raw)) return raw as EddyRole;
+  throw new Error(
+    `EDDY_ROLE=${JSON.stringify(raw)} is not allowed: use controller, gateway or all (both in one process, the default)`,
+  );
+}
+
+/**
+ * The durable queue: `EDDY_NATS_URL` (nats://host:4222, several separated by commas), with
+ * `EDDY_NATS_CREDS_FILE`, `EDDY_QUEUE_STREAM`, `EDDY_QUEUE_REPLICAS` and
+ * `EDDY_QUEUE_MAX_BYTES`. Undefined without a URL: events wait in the gateway's memory.
+ */
+export function queueSettings(env: NodeJS.ProcessEnv = process.env): JetStreamSettings | undefined {
+  const servers = (env.EDDY_NATS_URL ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  const credsFile = env.EDDY_NATS_CREDS_FILE?.trim() || undefined;
+  if (servers.length === 0) {
+    if (credsFile) {
+      throw new Error(
+        'EDDY_NATS_CREDS_FILE is set but EDDY_NATS_URL is not: set it to the NATS server, such as nats://nats.nats.svc:4222',
+      );
+    }
+    return undefined;
+  }
+  const bad = servers.find((s) => !/^(nats|tls):\/\/[^\s/]+$/.test(s) && !/^[^\s/:]+:\d+$/.test(s));
+  if (bad !== undefined) {
+    throw new Error(
+      `EDDY_NATS_URL: ${JSON.stringify(bad)} is not a NATS server address: give nats://host:port, several separated by commas`,
+    );
+  }
+  if (credsFile && !existsSync(credsFile)) {
+    throw new Error(
+      `EDDY_NATS_CREDS_FILE=${credsFile}: no such file: mount the Secret holding the NATS credentials there`,
+    );
+  }
+  const stream = env.EDDY_QUEUE_STREAM?.trim() || 'EDDY_EVENTS';
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(stream)) {
+    throw new Error(
+      `EDDY_QUEUE_STREAM=${JSON.stringify(stream)} is not allowed: use letters, digits, _ and - (up to 64), such as EDDY_EVENTS`,
+    );
+  }
+  const maxBytes = env.EDDY_QUEUE_MAX_BYTES?.trim();
+  return {
+    servers,
+    ...(credsFile ? { credsFile } : {}),
+    stream,
+    replicas: int(env, 'EDDY_QUEUE_REPLICAS', 1, 1, 5),
+    ...(maxBytes ? { maxBytes: parseMemoryBudget(maxBytes, 'EDDY_QUEUE_MAX_BYTES') } : {}),
+  };
 }

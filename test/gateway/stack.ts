@@ -53,6 +53,8 @@ export async function startStack(
       | 'gateway'
       | 'memoryBudget'
       | 'auth'
+      | 'jetstream'
+      | 'role'
     >
   > = {},
 ): Promise<Stack> {
@@ -116,6 +118,7 @@ export async function startStack(
     async stop() {
       stop.abort();
       await done;
+      await eddy.close();
       await rm(workDir, { recursive: true, force: true });
       if (failed) throw failed;
     },

@@ -36,11 +36,15 @@ import { GatewayMetrics } from './metrics.js';
  * What the gateway does with an accepted asynchronous invocation: resolves (never rejects) once
  * its delivery has ended, until when the gateway counts its body against the memory budget.
  */
+/**
+ * Accepts an asynchronous invocation: resolves once it is accepted (with the delivery, when
+ * the queue is this process's memory), rejects with a GatewayError when it was not.
+ */
 export type AsyncInvoke = (
   fn: EddyFunction,
   req: InvokeRequest,
   acceptedAt: Date,
-) => Promise<unknown>;
+) => Promise<{ delivered?: Promise<unknown> }>;
 
 export interface GatewayDeps {
   store: FunctionStore;
@@ -222,7 +226,13 @@ export function createGateway(deps: GatewayDeps): Gateway {
     if (isAsync) {
       if (!asyncInvoke)
         throw gatewayError('NotFound', 'asynchronous invocation is not enabled here');
-      held.keep(asyncInvoke(fn, { requestId, body, headers, trigger: 'async' }, new Date()));
+      // 202 once the queue has it: durably, when the queue is JetStream.
+      const { delivered } = await asyncInvoke(
+        fn,
+        { requestId, body, headers, trigger: 'async' },
+        new Date(),
+      );
+      if (delivered) held.keep(delivered);
       send(
         res,
         202,

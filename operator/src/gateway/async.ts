@@ -1,7 +1,7 @@
 /**
- * Asynchronous invocation (Lambda's `InvocationType: Event`): the gateway answers 202 at once
- * and delivers in the background with retries and the dead letter. The backlog lives in this
- * gateway's memory: a gateway that stops ends the deliveries still waiting for a retry.
+ * Asynchronous invocation (Lambda's `InvocationType: Event`) and the event sink every source
+ * delivers through: one attempt, retries and the dead letter. The gateway answers 202 once the
+ * event queue (operator/src/queue/) has accepted the event.
  */
 import type { EddyFunction } from '../api/types.js';
 import { describeError } from '../errors.js';
@@ -14,6 +14,7 @@ import { createDeadLetterSender, type DeadLetterUrlOptions } from './dead-letter
 import {
   createDelivery,
   type AttemptResult,
+  type DeadLetterOptions,
   type DeadLetterRecord,
   type Delivery,
   type DeliveryEvent,
@@ -21,9 +22,10 @@ import {
 } from './delivery.js';
 import type { Dispatcher, InvokeRequest } from './dispatcher.js';
 import { gatewayError, GatewayError } from './errors.js';
+import type { EventQueue } from '../queue/queue.js';
 import type { GatewayMetrics } from './metrics.js';
 
-export interface AsyncDeliveryOptions {
+export interface EventSinkOptions {
   dispatcher: Dispatcher;
   /** Each attempt invokes the Function as it is now; a deleted one is not invoked again. */
   store: FunctionStore;
@@ -36,11 +38,6 @@ export interface AsyncDeliveryOptions {
   baseDelayMs?: number;
   /** Which addresses `deadLetter.url` may reach (the local stack allows loopback). */
   deadLetterUrls?: DeadLetterUrlOptions;
-  /**
-   * Accepted invocations not yet delivered, at most; past it, 429. Default 1000. (Their bodies
-   * count against the gateway's memory budget, which the gateway holds for them.)
-   */
-  backlogLimit?: number;
 }
 
 /** One invocation through the dispatcher, as delivery sees it. */
@@ -97,10 +94,9 @@ export interface EventSink {
     fn: EddyFunction,
     record: DeadLetterRecord,
     signal?: AbortSignal,
+    options?: DeadLetterOptions,
   ): Promise<DeliveryOutcome>;
 }
-
-export type EventSinkOptions = Omit<AsyncDeliveryOptions, 'backlogLimit'>;
 
 export function createEventSink(o: EventSinkOptions): EventSink {
   const deadLetter = createDeadLetterSender({ secrets: o.secrets, urls: o.deadLetterUrls });
@@ -214,27 +210,16 @@ export function createEventSink(o: EventSinkOptions): EventSink {
         release();
       }
     },
-    deadLetter(fn, record, signal) {
+    deadLetter(fn, record, signal, options) {
       const { signal: both, release } = within(signal);
-      return delivery.deadLetter(fn, record, both).finally(release);
+      return delivery.deadLetter(fn, record, both, options).finally(release);
     },
   };
 }
 
-export function asyncDelivery(o: AsyncDeliveryOptions): AsyncInvoke {
-  const sink = createEventSink(o);
-  const backlogLimit = o.backlogLimit ?? 1000;
-  let pending = 0;
-  return (fn, req, acceptedAt) => {
-    if (o.signal.aborted) throw gatewayError('ShuttingDown', 'the gateway is stopping; retry', 1);
-    if (pending >= backlogLimit) {
-      throw gatewayError(
-        'Throttled',
-        `this gateway holds ${pending} asynchronous invocations not yet delivered: slow down and retry`,
-        1,
-      );
-    }
-    pending++;
+/** The async invoke API's events, as a queue takes them. */
+export function asyncInvokeVia(queue: EventQueue): AsyncInvoke {
+  return async (fn, req, acceptedAt) => {
     // A direct call's body is JSON to the runtime whatever its content type says (curl -d sends
     // form-urlencoded); a dead letter should carry it the same way.
     const direct =
@@ -248,6 +233,7 @@ export function asyncDelivery(o: AsyncDeliveryOptions): AsyncInvoke {
       body: req.body,
       headers: direct ? { ...req.headers, 'content-type': 'application/json' } : req.headers,
     };
-    return sink.deliver(fn, event).finally(() => pending--);
+    const { delivered } = await queue.enqueue(fn, event);
+    return delivered ? { delivered } : {};
   };
 }

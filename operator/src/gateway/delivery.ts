@@ -153,7 +153,16 @@ export interface Delivery {
     fn: EddyFunction,
     record: DeadLetterRecord,
     signal: AbortSignal,
+    options?: DeadLetterOptions,
   ): Promise<DeliveryOutcome>;
+}
+
+export interface DeadLetterOptions {
+  /**
+   * The event is kept elsewhere (a durable queue): when the destination keeps failing, end
+   * `interrupted` after `sends` sends instead of dropping it, so that it is tried again later.
+   */
+  keep?: { sends: number };
 }
 
 /** `spec.retry` when the Function leaves it out, as the CRD defaults it. */
@@ -177,6 +186,31 @@ export function backoffDelay(
 ): number {
   const ceiling = Math.min(o.maxDelayMs, o.baseDelayMs * 2 ** Math.max(0, retry - 1));
   return Math.floor(o.random() * ceiling);
+}
+
+/**
+ * What follows a failed attempt, Lambda's way: the dead letter when the event itself is bad, the
+ * retries are used up (throttled tries do not count) or the event would be too old by the next
+ * try; otherwise a retry after the backoff. The in-process delivery and the durable queue's
+ * consumers both decide here.
+ */
+export function afterFailure(o: {
+  retryable: boolean;
+  /** Invocations made, this one included. */
+  attempts: number;
+  /** Of those, the ones the function's limit refused. */
+  throttles: number;
+  policy: { maxAttempts: number; maxEventAgeMs: number };
+  /** How old the event is now. */
+  ageMs: number;
+  backoff: { baseDelayMs: number; maxDelayMs: number; random: () => number };
+}): { condition: DeadLetterCondition } | { delayMs: number } {
+  if (!o.retryable) return { condition: 'NotRetryable' };
+  if (o.attempts - o.throttles > o.policy.maxAttempts) return { condition: 'RetriesExhausted' };
+  const delayMs = backoffDelay(o.attempts, o.backoff);
+  // Do not wait for a retry the event would be too old to get.
+  if (o.ageMs + delayMs >= o.policy.maxEventAgeMs) return { condition: 'EventAgeExceeded' };
+  return { delayMs };
 }
 
 async function defaultSleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -255,17 +289,17 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       if (result.ok) return end({ outcome: 'succeeded', attempts, status: result.status });
       if (signal.aborted) return end({ outcome: 'interrupted', attempts });
 
-      let condition: DeadLetterCondition | undefined;
-      let delayMs = 0;
       if (result.throttled) throttles++;
-      if (!result.retryable) condition = 'NotRetryable';
-      else if (attempts - throttles > maxAttempts) condition = 'RetriesExhausted';
-      else {
-        delayMs = backoffDelay(attempts, backoff);
-        // Do not wait for a retry the event would be too old to get.
-        if (now() - happenedAt + delayMs >= maxEventAgeMs) condition = 'EventAgeExceeded';
-      }
-      if (condition) {
+      const next = afterFailure({
+        retryable: result.retryable,
+        attempts,
+        throttles,
+        policy: { maxAttempts, maxEventAgeMs },
+        ageMs: now() - happenedAt,
+        backoff,
+      });
+      if ('condition' in next) {
+        const { condition } = next;
         return end(
           await deadLetter(
             fn,
@@ -281,8 +315,8 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
           ),
         );
       }
-      report({ outcome: 'retried', attempts, delayMs, error: result.error });
-      await pauseUnless(delayMs, signal, o.wake);
+      report({ outcome: 'retried', attempts, delayMs: next.delayMs, error: result.error });
+      await pauseUnless(next.delayMs, signal, o.wake);
     }
   }
 
@@ -290,7 +324,9 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     fn: EddyFunction,
     record: DeadLetterRecord,
     signal: AbortSignal,
+    options: DeadLetterOptions = {},
   ): Promise<DeliveryOutcome> {
+    const sends = options.keep?.sends ?? maxDeadLetterSends;
     const { attempts, condition, error } = record;
     const dropped = (reason: string): DeliveryOutcome => {
       // Lambda discards such an event too; say so loudly, in one line, so it is never silent.
@@ -306,7 +342,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
       return dropped('the Function has no spec.deadLetter: set url or s3 to keep failed events');
     }
     let lastFailure = '';
-    for (let send = 1; send <= maxDeadLetterSends; send++) {
+    for (let send = 1; send <= sends; send++) {
       if (signal.aborted) return { outcome: 'interrupted', attempts };
       try {
         await deps.deadLetter.send(fn, record, signal);
@@ -316,18 +352,19 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         lastFailure = describeError(err);
         deps.log(
           `dead letter for event ${record.event.id} of ${fnKey(fn)} failed ` +
-            `(send ${send}/${maxDeadLetterSends}): ${lastFailure}`,
+            `(send ${send}/${sends}): ${lastFailure}`,
         );
       }
-      if (send < maxDeadLetterSends) await pause(backoffDelay(send, backoff), signal);
+      if (send < sends) await pause(backoffDelay(send, backoff), signal);
     }
+    if (options.keep) return { outcome: 'interrupted', attempts };
     return dropped(`the dead letter failed ${maxDeadLetterSends} times, last with: ${lastFailure}`);
   }
 
   return {
     deliver,
-    async deadLetter(fn, record, signal) {
-      const r = await deadLetter(fn, record, signal);
+    async deadLetter(fn, record, signal, options) {
+      const r = await deadLetter(fn, record, signal, options);
       deps.onOutcome?.(fn, record.event, r.outcome, r);
       return r;
     },

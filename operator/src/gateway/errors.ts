@@ -26,6 +26,11 @@ export const gatewayErrors = {
    * posts it again (a synchronous invocation gets `Throttled` instead).
    */
   GatewayBusy: { status: 503, errorType: 'EddyGatewayBusy', functionError: false },
+  /**
+   * The durable queue (NATS JetStream) did not acknowledge the event in time: nothing was
+   * accepted, and the caller (or the store) sends it again.
+   */
+  QueueUnavailable: { status: 503, errorType: 'EddyQueueUnavailable', functionError: false },
   MethodNotAllowed: errorCodes.MethodNotAllowed,
   PayloadTooLarge: errorCodes.PayloadTooLarge,
   Throttled: errorCodes.Throttled,

@@ -247,6 +247,10 @@ function harness(
     checkpoints,
     metrics,
     log: (m) => logs.push(m),
+    queue: {
+      kind: 'memory',
+      enqueue: () => Promise.reject(new Error('streams are not queued')),
+    },
     route: () => undefined,
   };
   const fn: EddyFunction = {

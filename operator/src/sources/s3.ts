@@ -529,11 +529,25 @@ export function s3Source(o: S3SourceOptions): S3Source {
       }
     }
     const verdicts = await Promise.all(matched.map((m) => allowed(m.b)));
+    const events = matched
+      .filter((_, i) => verdicts[i])
+      .map(({ b, record }) => ({ fn: b.fn, event: s3CloudEvent(record, b.trigger) }));
+    if (c.queue.kind !== 'memory') {
+      // Durable: the store hears 2xx once every event is queued, not once delivered, so a slow
+      // function holds up no other. A refusal (the queue unreachable or full) fails the post:
+      // the store posts again and what was queued already is kept once (same message ids).
+      const queued = await Promise.all(events.map(({ fn, event }) => c.queue.enqueue(fn, event)));
+      const duplicates = queued.filter((q) => q.duplicate).length;
+      return {
+        status: 200,
+        body: { records: records.length, queued: queued.length - duplicates, duplicates },
+      };
+    }
+    // In this process's memory nothing else keeps the events: the post is answered once they
+    // are delivered, and a post repeated meanwhile joins the deliveries under way.
     const deliveries: Array<{ fn: EddyFunction; done: Promise<DeliveryOutcome> }> = [];
-    for (const [i, { b, record }] of matched.entries()) {
-      if (!verdicts[i]) continue;
-      const event = s3CloudEvent(record, b.trigger);
-      const key = `${fnKey(b.fn)}/${b.trigger}/${event.id}`;
+    for (const { fn, event } of events) {
+      const key = `${fnKey(fn)}/${event.trigger}/${event.id}`;
       let done = inFlight.get(key);
       if (!done) {
         if (inFlight.size >= intakeLimit) {
@@ -543,12 +557,18 @@ export function s3Source(o: S3SourceOptions): S3Source {
             1,
           );
         }
-        done = c.sink.deliver(b.fn, event).finally(() => inFlight.delete(key));
+        done = c.queue
+          .enqueue(fn, event)
+          .then(({ delivered }) => delivered!)
+          .finally(() => inFlight.delete(key));
         inFlight.set(key, done);
       }
-      deliveries.push({ fn: b.fn, done });
+      deliveries.push({ fn, done });
     }
-    const outcomes = await Promise.all(deliveries.map((d) => d.done));
+    const settled = await Promise.allSettled(deliveries.map((d) => d.done));
+    const refused = settled.find((r) => r.status === 'rejected');
+    if (refused) throw refused.reason;
+    const outcomes = settled.map((r) => (r as PromiseFulfilledResult<DeliveryOutcome>).value);
     // Final: succeeded, dead-lettered, or dropped because the Function keeps no dead letter (as
     // Lambda drops it). Anything else stays with the store, which posts it again.
     const unfinished = outcomes.filter(

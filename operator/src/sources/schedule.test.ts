@@ -1,4 +1,5 @@
 import { Registry } from 'prom-client';
+import { memoryQueue } from '../queue/queue.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { EddyFunction, ScheduleTrigger } from '../api/types.js';
 import { MemoryFunctionStore } from '../functions.js';
@@ -128,6 +129,7 @@ function harness(start: string, o: { hold?: boolean; maxInFlightPerTrigger?: num
     store,
     secrets: () => Promise.reject(new Error('no secrets here')),
     sink,
+    queue: memoryQueue({ sink, signal: new AbortController().signal }),
     states,
     checkpoints,
     metrics,

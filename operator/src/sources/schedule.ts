@@ -17,7 +17,7 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import { eventTypes } from '../../../runtime/src/contract/index.js';
 import type { EddyFunction, ScheduleTrigger } from '../api/types.js';
 import { describeError } from '../errors.js';
-import type { DeliveryEvent } from '../gateway/delivery.js';
+import type { DeliveryEvent, DeliveryOutcome } from '../gateway/delivery.js';
 import type { Checkpoint } from './checkpoints.js';
 import { parseSchedule, ticksBetween, type Schedule } from './schedule-expression.js';
 import type { SourceContext, SourceFactory } from './source.js';
@@ -487,10 +487,9 @@ async function runSchedules(
       p && p.tick === tick && p.payload === e.spec.payload
         ? p.delivery
         : scheduledEvent(e.fn, e.trigger, e.spec.payload, tick).delivery;
-    const done = ctx.sink
-      .deliver(e.fn, delivery, signal)
+    const done = enqueue(e, tick, delivery)
       .then((outcome) => {
-        if (outcome.outcome === 'interrupted') return; // stays in the checkpoint: owed
+        if (!outcome || outcome.outcome === 'interrupted') return; // stays in the checkpoint: owed
         e.inflight.delete(tick);
         if (outcome.outcome === 'dropped') {
           log(e, `the tick of ${rfc3339(tick)} was dropped: ${outcome.reason}`);
@@ -500,6 +499,41 @@ async function runSchedules(
       .catch((err: unknown) => log(e, `delivery failed: ${describeError(err)}`))
       .finally(() => deliveries.delete(done));
     deliveries.add(done);
+  }
+
+  /**
+   * Puts a tick on the queue, again and again while the queue refuses it (NATS down). Resolves
+   * with how its delivery ended: at once when queued durably (the queue's consumers deliver
+   * it), once delivered when the queue is this process's memory; undefined when the source
+   * stopped first (the tick stays owed in the checkpoint).
+   */
+  async function enqueue(
+    e: Entry,
+    tick: number,
+    delivery: DeliveryEvent,
+  ): Promise<DeliveryOutcome | undefined> {
+    for (let refusals = 0; !signal.aborted && !e.removed; refusals++) {
+      try {
+        const { delivered } = await ctx.queue.enqueue(e.fn, delivery, signal);
+        return delivered ? await delivered : { outcome: 'succeeded', attempts: 0, status: 202 };
+      } catch (err) {
+        const waitMs = Math.min(30_000, 1_000 * 2 ** Math.min(refusals, 5));
+        log(
+          e,
+          `the tick of ${rfc3339(tick)} could not be queued (${describeError(err)}); trying again in ${Math.round(waitMs / 1000)} s`,
+        );
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, waitMs);
+          function done() {
+            clearTimeout(timer);
+            signal.removeEventListener('abort', done);
+            resolve();
+          }
+          signal.addEventListener('abort', done, { once: true });
+        });
+      }
+    }
+    return undefined;
   }
 
   /** Works out the next tick after `now` and queues it. */

@@ -9,13 +9,20 @@ import type { FunctionStore, SecretReader } from '../functions.js';
 import type { RouteHandler } from '../gateway/app.js';
 import type { EventSink } from '../gateway/async.js';
 import type { Runnable } from '../manager.js';
+import type { EventQueue } from '../queue/queue.js';
 import type { CheckpointStore } from './checkpoints.js';
 import type { TriggerStates } from './states.js';
 
 export interface SourceContext {
   store: FunctionStore;
   secrets: SecretReader;
+  /** Delivers at once: a stream source's batches (Kinesis), which keep their own order. */
   sink: EventSink;
+  /**
+   * Where pushed and scheduled events go (S3 notifications, schedule ticks): accepted once
+   * queued, delivered by the queue's consumers with the Function's retries and dead letter.
+   */
+  queue: EventQueue;
   states: TriggerStates;
   checkpoints: CheckpointStore;
   /** The gateway's registry: source metrics are scraped with the rest. */
