@@ -383,6 +383,14 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
         get: await may(account, 'get', 'secrets'),
         list: await may(account, 'list', 'secrets'),
       },
+      // The shared caches every process starts.
+      caches: {
+        services: await may(account, 'watch', 'services'),
+        configmaps: await may(account, 'watch', 'configmaps'),
+        networkpolicies: await may(account, 'watch', 'networkpolicies', {
+          group: 'networking.k8s.io',
+        }),
+      },
       services: await may(account, 'create', 'services'),
       configmaps: await may(account, 'patch', 'configmaps'),
       networkpolicies: await may(account, 'create', 'networkpolicies', {
@@ -404,6 +412,7 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       deployments: { watch: true, create: false, patch: false, scale: true },
       endpointslices: true,
       secrets: { get: true, list: false },
+      caches: { services: true, configmaps: true, networkpolicies: true },
       services: false,
       configmaps: false,
       networkpolicies: false,
@@ -416,6 +425,7 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       deployments: { watch: true, create: true, patch: true, scale: true },
       endpointslices: true,
       secrets: { get: true, list: false },
+      caches: { services: true, configmaps: true, networkpolicies: true },
       services: true,
       configmaps: true,
       networkpolicies: true,
