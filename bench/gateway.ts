@@ -6,7 +6,9 @@
  *   2. steady: a 100 ms handler at an open-loop 200 req/s: added p95;
  *   3. cold: event arrival to answer at zero (a fresh Function per sample), against a bare runtime
  *      process's spawn to first answer; the difference is the activation overhead;
- *   4. burst: 500 events at once to a Function at zero: all answered, and when the last one was.
+ *   4. burst: 500 events at once to a Function at zero: all answered, and when the last one was;
+ *   5. queue: asynchronous events through NATS JetStream beside the in-memory path, and the
+ *      publish acknowledgement's p50/p99 (`-- --queue-only` runs this section alone).
  * The no-op at concurrency 1 also runs with authentication on (bearer token, TokenReview and
  * SubjectAccessReview against a real kube-apiserver, the answers cached), in rounds alternating
  * with auth off: what a warm caller adds, at most +0.1 ms at p50 (the medians of the rounds).
@@ -60,7 +62,7 @@ const burstSize = 500;
  */
 const settleMs = 300;
 /** The whole bench is stopped (processes included) past this. */
-const overallLimitMs = 5 * 60_000;
+const overallLimitMs = 8 * 60_000;
 
 const namespace = 'bench';
 const builtRuntime = join(projectRoot, 'dist', 'runtime');
@@ -331,7 +333,7 @@ async function serve(functionsFile: string, runtimeMain: string, logFile: string
         h.authorization === undefined ? noAuth.authenticate(h) : kubernetes.authenticate(h),
     };
   }
-  const { manager } = composeEddy({
+  const eddy = composeEddy({
     platform: createLocalPlatform({ store, runtimeMain, log }),
     store,
     secrets: async (ns, name) => {
@@ -341,11 +343,16 @@ async function serve(functionsFile: string, runtimeMain: string, logFile: string
     log: (m) => log(`eddy: ${m}`),
     auth,
     gateway: { port: 0, host: '127.0.0.1' },
+    metrics: { port: 0, host: '127.0.0.1' },
+    onMetricsListening: (url) => process.stdout.write(`metrics on ${url}\n`),
     onListening: (url) => process.stdout.write(`gateway listening on ${url}\n`),
+    // The queue section's second gateway keeps its events in NATS JetStream.
+    ...(process.env.BENCH_NATS_URL ? { jetstream: { servers: [process.env.BENCH_NATS_URL] } } : {}),
   });
   let code = 0;
   try {
-    await manager.start(stopping.signal);
+    await eddy.manager.start(stopping.signal);
+    await eddy.close();
   } catch {
     code = 1;
   }
@@ -356,6 +363,7 @@ async function serve(functionsFile: string, runtimeMain: string, logFile: string
 interface GatewayProcess {
   proc: Proc;
   url: string;
+  metricsUrl: string;
   logFile: string;
 }
 
@@ -393,10 +401,10 @@ async function startGateway(
     const match = await firstMatch(
       proc,
       child.stdout!,
-      /gateway listening on (http:\/\/\S+)/,
+      /gateway listening on (http:\/\/\S+)[\s\S]*metrics on (http:\/\/\S+)/,
       30_000,
     );
-    return { proc, url: match[1]!, logFile };
+    return { proc, url: match[1]!, metricsUrl: match[2]!, logFile };
   } catch (e) {
     throw new Error(`${e instanceof Error ? e.message : String(e)}\n${tail(logFile)}`);
   }
@@ -591,6 +599,11 @@ async function main(): Promise<void> {
       `binary-mode CloudEvents; closed loops ${seconds} s after ${warmUpSeconds} s of warm-up; ${coldRuns} cold starts each; logs in ${dir}`,
     );
     const rows: Row[] = [];
+    if (process.argv.includes('--queue-only')) {
+      rows.push(...(await queueSection(dir, runtimeMain)));
+      printRows(rows);
+      return;
+    }
 
     say('starting a kube-apiserver for the callers with a token (auth on)');
     kube = await startKube({ installCrds: false });
@@ -839,13 +852,12 @@ async function main(): Promise<void> {
       },
     );
 
-    console.log('\n| measure | value (through the gateway) | baseline (direct) | target | met |');
-    console.log('| --- | --- | --- | --- | --- |');
-    for (const r of rows) {
-      const met = r.met === undefined ? '' : r.met ? 'met' : 'MISSED';
-      console.log(`| ${r.measure} | ${r.value} | ${r.baseline} | ${r.target} | ${met} |`);
-    }
-    console.log(`load average now ${loadAverage()}`);
+    // 5. The queue.
+    await stop(gateway.proc);
+    gateway = undefined;
+    rows.push(...(await queueSection(dir, runtimeMain)));
+
+    printRows(rows);
   } catch (err) {
     failed = true;
     if (gateway) console.error(`the gateway's log, last lines:\n${tail(gateway.logFile)}`);
@@ -856,6 +868,138 @@ async function main(): Promise<void> {
     await kube?.stop();
     if (failed) console.error(`logs kept in ${dir}`);
     else await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function printRows(rows: Row[]): void {
+  console.log('\n| measure | value (through the gateway) | baseline (direct) | target | met |');
+  console.log('| --- | --- | --- | --- | --- |');
+  for (const r of rows) {
+    const met = r.met === undefined ? '' : r.met ? 'met' : 'MISSED';
+    console.log(`| ${r.measure} | ${r.value} | ${r.baseline} | ${r.target} | ${met} |`);
+  }
+  console.log(`load average now ${loadAverage()}`);
+}
+
+const queueEvents = Number(process.env.BENCH_QUEUE_EVENTS ?? 5_000);
+
+/** Prometheus's histogram_quantile over one histogram's cumulative buckets, in seconds. */
+function histogramQuantile(text: string, name: string, q: number): number {
+  const buckets = [...text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\S+)$`, 'gm'))]
+    .map((m) => ({ le: m[1] === '+Inf' ? Infinity : Number(m[1]), count: Number(m[2]) }))
+    .sort((a, b) => a.le - b.le);
+  const total = buckets.at(-1)?.count ?? 0;
+  if (total === 0) return NaN;
+  const rank = q * total;
+  let lower = { le: 0, count: 0 };
+  for (const b of buckets) {
+    if (b.count >= rank) {
+      if (b.le === Infinity) return lower.le;
+      return lower.le + ((b.le - lower.le) * (rank - lower.count)) / (b.count - lower.count || 1);
+    }
+    lower = b;
+  }
+  return NaN;
+}
+
+/**
+ * 5. The queue: asynchronous events to a no-op function, accepted (202) and delivered, through
+ * NATS JetStream beside the in-memory path, each in a gateway process of its own: events per
+ * second from the first send to the last delivery, and the publish acknowledgement's p50/p99
+ * (the gateway's eddy_queue_publish_seconds). Targets: JetStream at least 50% of memory, p99
+ * acknowledgement at most 5 ms.
+ */
+async function queueSection(dir: string, runtimeMain: string): Promise<Row[]> {
+  const { goBinaries, goBinaryPath } = await import('../test/harness/components.js');
+  const natsBinary = goBinaryPath(goBinaries.natsServer);
+  if (!existsSync(natsBinary)) {
+    say(`queue: skipped, no ${natsBinary} (npm run test:setup nats builds it)`);
+    return [];
+  }
+  const { startNats } = await import('../test/harness/nats.js');
+  const nats = await startNats();
+  const fn = inlineFunction('qnoop', noopCode, {
+    timeoutSeconds: 10,
+    concurrency: 16,
+    scaling: { minReplicas: 2, maxReplicas: 2, idleSeconds: 600 },
+  });
+  const measure = async (via: 'memory' | 'jetstream') => {
+    const sub = join(dir, `queue-${via}`);
+    await mkdir(sub, { recursive: true });
+    const gw = await startGateway(
+      sub,
+      runtimeMain,
+      [fn],
+      via === 'jetstream' ? { BENCH_NATS_URL: nats.url } : {},
+    );
+    try {
+      await waitForReplicas(gw.url, ['qnoop'], { desired: 2, ready: 2 }, 30_000);
+      const url = `${gw.url}/functions/${namespace}/qnoop/async`;
+      const send = (amount: number) =>
+        new Promise<autocannon.Result>((resolve, reject) => {
+          autocannon(
+            { url, method: 'POST', headers, body: event, connections: 32, amount },
+            (err, r) =>
+              err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(r),
+          );
+        });
+      const handled = async () => (await functionStates(gw.url)).get('qnoop')?.requests ?? 0;
+      const waitHandled = async (n: number) => {
+        const deadline = performance.now() + 120_000;
+        while ((await handled()) < n) {
+          if (performance.now() > deadline)
+            throw new Error(`${via}: ${n} events not handled in 120 s`);
+          await sleep(20);
+        }
+      };
+      // Warm-up: connections, the consumer, JIT.
+      const warm = await send(500);
+      await waitHandled(warm.non2xx === 0 ? 500 : 500 - warm.non2xx);
+      const before = await handled();
+      const t0 = performance.now();
+      const r = await send(queueEvents);
+      const accepted = queueEvents - r.non2xx - r.errors;
+      await waitHandled(before + accepted);
+      const elapsedS = (performance.now() - t0) / 1000;
+      const perSecond = accepted / elapsedS;
+      const text = await (await fetch(`${gw.metricsUrl}/metrics`)).text();
+      const ack =
+        via === 'jetstream'
+          ? {
+              p50: histogramQuantile(text, 'eddy_queue_publish_seconds', 0.5) * 1000,
+              p99: histogramQuantile(text, 'eddy_queue_publish_seconds', 0.99) * 1000,
+            }
+          : undefined;
+      say(
+        `queue, ${via}: ${accepted} of ${queueEvents} accepted (${r.non2xx} refused, ${r.errors} errors), all delivered in ${fmt(elapsedS, 2)} s: ${fmt(perSecond, 0)} events/s${ack ? `; publish acknowledgement p50 ${fmt(ack.p50, 2)} ms, p99 ${fmt(ack.p99, 2)} ms` : ''}`,
+      );
+      return { perSecond, refused: r.non2xx + r.errors, ack };
+    } finally {
+      await stop(gw.proc);
+    }
+  };
+  try {
+    const memory = await measure('memory');
+    const jet = await measure('jetstream');
+    const ratio = jet.perSecond / memory.perSecond;
+    return [
+      {
+        measure: `async events/s to a no-op (${queueEvents}, 32 callers): JetStream vs in memory`,
+        value: `${fmt(jet.perSecond, 0)} (${fmt(ratio * 100, 0)}%)`,
+        baseline: `${fmt(memory.perSecond, 0)} (in memory)`,
+        target: '>= 50%',
+        met: ratio >= 0.5 && jet.refused === 0,
+      },
+      {
+        measure: 'publish acknowledgement p50 / p99 ms',
+        value: `${fmt(jet.ack!.p50, 2)} / ${fmt(jet.ack!.p99, 2)}`,
+        baseline: '',
+        target: 'p99 <= 5',
+        met: jet.ack!.p99 <= 5,
+      },
+    ];
+  } finally {
+    await nats.stop();
   }
 }
 

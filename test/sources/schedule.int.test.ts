@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { EventSink } from '../../operator/src/gateway/async.js';
+import type { EventQueue } from '../../operator/src/queue/queue.js';
 import type { Runnable } from '../../operator/src/manager.js';
 import {
   scheduleSource,
@@ -31,15 +31,15 @@ beforeAll(async () => {
   scratch = await mkdtemp(join(tmpdir(), 'eddy-schedule-'));
   stack = await startStack([]);
   handedOver = [];
-  const real = stack.eddy.sources.sink;
-  const sink: EventSink = {
-    ...real,
-    deliver(fn, event, signal) {
+  const real = stack.eddy.sources.queue;
+  const queue: EventQueue = {
+    kind: real.kind,
+    enqueue(fn, event, signal) {
       handedOver.push({ function: fn.metadata.name, time: event.time });
-      return real.deliver(fn, event, signal);
+      return real.enqueue(fn, event, signal);
     },
   };
-  ctx = { ...stack.eddy.sources, sink };
+  ctx = { ...stack.eddy.sources, queue };
 });
 
 afterAll(async () => {

@@ -9,6 +9,7 @@ import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_p
 import { createHash } from 'node:crypto';
 import { Agent, get as httpGet } from 'node:http';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -34,6 +35,8 @@ import {
   type Replica,
   type ReplicaCounts,
 } from './platform.js';
+
+const setpriv = '/usr/bin/setpriv';
 
 export { localCodeDirAnnotation, type ConfigMapReader } from './local-code.js';
 
@@ -457,7 +460,12 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     }
     let child: ChildProcessByStdio<null, Readable, Readable>;
     try {
-      child = spawn(process.execPath, [options.runtimeMain], {
+      // Where util-linux's setpriv is (Linux), the kernel ends the replica when the stack ends,
+      // even by SIGKILL, which no exit handler sees: no replica outlives its stack.
+      const [command, args] = existsSync(setpriv)
+        ? [setpriv, ['--pdeathsig', 'KILL', '--', process.execPath, options.runtimeMain]]
+        : [process.execPath, [options.runtimeMain]];
+      child = spawn(command, args, {
         env: replicaEnv(st, r, codeDir, fnEnv),
         cwd: codeDir,
         stdio: ['ignore', 'pipe', 'pipe'],

@@ -178,7 +178,10 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
   const publishSeconds = new Histogram({
     name: 'eddy_queue_publish_seconds',
     help: "Time from publishing an event to the stream's acknowledgement.",
-    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5],
+    buckets: [
+      0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025,
+      0.05, 0.1, 0.5, 1, 5,
+    ],
     registers: [o.registry],
   });
   const interrupted = new Counter({
@@ -201,6 +204,8 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
   let js: JetStreamClient | undefined;
   let jsm: JetStreamManager | undefined;
   let streamReady = false;
+  /** False while the connection is down (NATS restarting, say): events are refused at once. */
+  let connected = false;
   let lastProblem = 'not connected yet';
   const closing = new AbortController();
   const where = o.servers.join(',');
@@ -237,6 +242,7 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
         js = jetstream(nc, { timeout: publishTimeoutMs });
         jsm = await jetstreamManager(nc, { timeout: 5_000 });
         await ensureStream();
+        connected = true;
         o.log(`queue: NATS JetStream at ${where}, stream ${stream}`);
         void watchStatus(nc);
         return;
@@ -257,9 +263,11 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
   async function watchStatus(conn: NatsConnection): Promise<void> {
     for await (const s of conn.status()) {
       if (s.type === 'disconnect') {
+        connected = false;
         lastProblem = `disconnected from ${s.server}`;
         o.log(`queue: ${lastProblem}; reconnecting (events are refused meanwhile)`);
       } else if (s.type === 'reconnect') {
+        connected = true;
         o.log(`queue: reconnected to ${s.server}`);
         await ensureStream().catch((err: unknown) =>
           o.log(`queue: the stream ${stream} could not be checked: ${describeError(err)}`),
@@ -274,7 +282,7 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
       function: fn.metadata.name ?? '',
       trigger: event.trigger ?? 'async',
     };
-    if (!js || !streamReady || nc?.isClosed()) {
+    if (!js || !streamReady || !connected || nc?.isClosed()) {
       published.inc({ ...labels, outcome: 'refused' });
       throw gatewayError(
         'QueueUnavailable',
