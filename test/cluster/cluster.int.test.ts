@@ -501,7 +501,8 @@ spec:
     await new Promise<void>((resolve) => collector.listen(0, nodeIp, resolve));
     const collectorUrl = `http://${nodeIp}:${(collector.address() as AddressInfo).port}/seen`;
     try {
-      // Two at a time, a fifth of a second each: accepted events wait while the pods go.
+      // Two at a time, half a second each (at most 4 a second): events accepted before the
+      // deletion are still waiting when the pods go, on a loaded machine too.
       await apply(
         'counter',
         `apiVersion: eddy.dev/v1alpha1
@@ -516,7 +517,7 @@ spec:
   code:
     inline: |
       export const handler = async (event, context) => {
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        await new Promise((resolve) => setTimeout(resolve, 500));
         const res = await fetch(process.env.COLLECTOR, {
           method: 'POST',
           body: JSON.stringify({ key: event.key, requestId: context.awsRequestId }),
