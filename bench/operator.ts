@@ -16,6 +16,7 @@ import { projectRoot } from '../test/harness/components.js';
 import { startKube, type AuditEvent, type Kube } from '../test/harness/kube.js';
 import {
   installChart,
+  operatorAccount,
   operatorKubeConfig,
   releaseNamespace,
   testSettings,
@@ -32,7 +33,7 @@ import type { EddyFunction } from '../operator/src/api/types.js';
 
 const count = Number(process.env.BENCH_FUNCTIONS ?? 1000);
 const parallelism = 16;
-const operatorUser = `system:serviceaccount:${releaseNamespace}:eddy-operator`;
+const operatorUser = `system:serviceaccount:${releaseNamespace}:${operatorAccount}`;
 const writeVerbs = new Set(['create', 'update', 'patch', 'delete', 'deletecollection']);
 
 async function inParallel<T>(items: T[], work: (item: T) => Promise<unknown>): Promise<void> {

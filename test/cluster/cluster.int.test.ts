@@ -1,15 +1,21 @@
 /**
  * The user's story on a real one-node cluster (test/harness/cluster.ts): `helm install` Eddy with
- * the locally built operator image, `kubectl apply` Functions, and pods of the runtime image that
+ * the locally built operator image as its two Deployments (controller and gateway) and NATS
+ * JetStream as the chart's own StatefulSet (the harness's nats-server in an image), `kubectl
+ * apply` Functions, and pods of the runtime image that
  * really run under their memory limits. Invocations go through the function's Service and through
  * the in-cluster gateway, as a client in the cluster would; the thumbnail story runs with MinIO
  * on the host (pods reach it at the bridge's address) and the function as a real pod.
+ * Asynchronous invocations keep flowing while the gateway Deployment's pods are deleted, and
+ * every one accepted is handled.
  *
  * One cluster for the whole file: the tests run in order and build on each other (the chart is
  * installed once).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import {
   CreateBucketCommand,
@@ -22,8 +28,8 @@ import * as k8s from '@kubernetes/client-node';
 import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { nodeIp, startCluster, type Cluster } from '../harness/cluster.js';
-import { goBinaries, goBinaryPath, projectRoot } from '../harness/components.js';
-import { buildProjectImages } from '../harness/images.js';
+import { goBinaries, goBinaryPath, projectRoot, versions } from '../harness/components.js';
+import { buildNatsImage, buildProjectImages, natsImage } from '../harness/images.js';
 import { s3Client, startMinio, type Minio } from '../harness/minio.js';
 import { freePort } from '../harness/ports.js';
 import { run, tail } from '../harness/proc.js';
@@ -122,7 +128,8 @@ describe.skipIf(!canRun('cluster'))('on a one-node cluster', () => {
 
   beforeAll(async () => {
     await buildProjectImages(images);
-    cluster = await startCluster({ images: Object.values(images) });
+    await buildNatsImage(natsImage);
+    cluster = await startCluster({ images: [...Object.values(images), natsImage] });
     core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
     apps = cluster.kubeConfig.makeApiClient(k8s.AppsV1Api);
     custom = cluster.kubeConfig.makeApiClient(k8s.CustomObjectsApi);
@@ -137,7 +144,18 @@ describe.skipIf(!canRun('cluster'))('on a one-node cluster', () => {
       ['get', 'pods', '-A', '-o', 'wide'],
       ['get', 'functions', '-A'],
       ['describe', 'pods', '-n', 'default'],
-      ['logs', '-n', system, '-l', 'app.kubernetes.io/component=operator', '--tail=80', '--prefix'],
+      ['get', 'pods', '-n', system, '-o', 'wide'],
+      [
+        'logs',
+        '-n',
+        system,
+        '-l',
+        'app.kubernetes.io/component=controller',
+        '--tail=60',
+        '--prefix',
+      ],
+      ['logs', '-n', system, '-l', 'app.kubernetes.io/component=gateway', '--tail=80', '--prefix'],
+      ['logs', '-n', system, '-l', 'app.kubernetes.io/component=nats', '--tail=40', '--prefix'],
     ]) {
       const out = await kubectl(...args).catch((err: Error) => err.message);
       process.stderr.write(`\n----- kubectl ${args.join(' ')} -----\n${tail(out, 120)}\n`);
@@ -150,7 +168,7 @@ describe.skipIf(!canRun('cluster'))('on a one-node cluster', () => {
     await cluster?.stop();
   });
 
-  it('helm install: the operator pods run under the chart, one leads, both report ready', async () => {
+  it('helm install with queue.nats.install: the controller and gateway pods and a JetStream server run under the chart, one controller leads, all ready', async () => {
     await run(
       goBinaryPath(goBinaries.helm),
       [
@@ -164,30 +182,62 @@ describe.skipIf(!canRun('cluster'))('on a one-node cluster', () => {
         `s3.webhook.token=${webhookToken}`,
         '--set',
         `s3.webhook.endpoint=http://${nodeIp}:${(minioPort = await freePort())}`,
+        // JetStream of the chart's own, on an emptyDir (the node has no volume provisioner).
+        '--set',
+        'queue.nats.install=true',
+        '--set',
+        'queue.nats.storage.persistent=false',
+        '--set',
+        `queue.nats.image.repository=${natsImage.split(':')[0]}`,
+        '--set',
+        `queue.nats.image.tag=${versions.natsServer}`,
+        '--set',
+        'queue.nats.image.pullPolicy=Never',
         '--wait',
         '--timeout',
-        '3m',
+        '4m',
         '--kubeconfig',
         cluster.kubeconfigPath,
       ],
-      { timeoutMs: 240_000 },
+      { timeoutMs: 300_000 },
     );
-    const pods = (
-      await core.listNamespacedPod({
-        namespace: system,
-        labelSelector: 'app.kubernetes.io/component=operator',
-      })
-    ).items;
+    const podsOf = async (component: string) =>
+      (
+        await core.listNamespacedPod({
+          namespace: system,
+          labelSelector: `app.kubernetes.io/component=${component}`,
+        })
+      ).items;
+    const pods = await podsOf('controller');
+    const gateways = await podsOf('gateway');
     expect(pods).toHaveLength(2);
-    for (const pod of pods) {
-      expect(pod.spec?.serviceAccountName).toBe('eddy-operator');
+    expect(gateways).toHaveLength(2);
+    for (const [pod, account] of [
+      ...pods.map((p) => [p, 'eddy-controller'] as const),
+      ...gateways.map((p) => [p, 'eddy-gateway'] as const),
+    ]) {
+      expect(pod.spec?.serviceAccountName).toBe(account);
       expect(pod.spec?.containers[0]?.image).toBe(images.operator);
       expect(pod.status?.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
     }
-    // One of them holds the Lease.
+    const [nats] = await podsOf('nats');
+    expect(nats?.spec?.containers[0]?.image).toBe(natsImage);
+    expect(nats?.status?.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
+    // The gateway's pods were given the NATS Service's address, without cluster DNS.
+    const natsUrl = await kubectl(
+      'exec',
+      '-n',
+      system,
+      gateways[0]!.metadata!.name!,
+      '--',
+      'printenv',
+      'EDDY_NATS_URL',
+    );
+    expect(natsUrl.trim()).toBe(`nats://${await clusterIp(system, 'eddy-nats')}:4222`);
+    // One controller pod holds the Lease.
     const coordination = cluster.kubeConfig.makeApiClient(k8s.CoordinationV1Api);
     await until(
-      'an operator pod to hold the Lease',
+      'a controller pod to hold the Lease',
       async () => {
         const leases = (await coordination.listNamespacedLease({ namespace: system })).items;
         const holders = leases.map((l) => l.spec?.holderIdentity);
@@ -433,6 +483,145 @@ spec:
     expect(pods.length).toBeGreaterThan(0);
     expect(pods[0]?.spec?.containers[0]?.image).toBe(images.thumbnail);
   }, 400_000);
+
+  it('asynchronous invocations flowing while the gateway Deployment’s pods are deleted: every one accepted is handled', async () => {
+    const total = 200;
+    // What the function saw, by the key each invocation carries: a server on the node's address,
+    // which pods reach as they reach MinIO.
+    const seen = new Map<string, number>();
+    const collector: Server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', () => {
+        const { key } = JSON.parse(body) as { key: string };
+        seen.set(key, (seen.get(key) ?? 0) + 1);
+        res.end('ok');
+      });
+    });
+    await new Promise<void>((resolve) => collector.listen(0, nodeIp, resolve));
+    const collectorUrl = `http://${nodeIp}:${(collector.address() as AddressInfo).port}/seen`;
+    try {
+      // Two at a time, half a second each (at most 4 a second): events accepted before the
+      // deletion are still waiting when the pods go, on a loaded machine too.
+      await apply(
+        'counter',
+        `apiVersion: eddy.dev/v1alpha1
+kind: Function
+metadata: {name: counter, namespace: default}
+spec:
+  memory: 128Mi
+  timeoutSeconds: 10
+  concurrency: 2
+  scaling: {minReplicas: 1, maxReplicas: 1}
+  env: [{name: COLLECTOR, value: "${collectorUrl}"}]
+  code:
+    inline: |
+      export const handler = async (event, context) => {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        const res = await fetch(process.env.COLLECTOR, {
+          method: 'POST',
+          body: JSON.stringify({ key: event.key, requestId: context.awsRequestId }),
+          signal: AbortSignal.timeout(5000),
+        });
+        if (!res.ok) throw new Error('the collector answered ' + res.status);
+        return { seen: event.key };
+      };
+`,
+      );
+      await until(
+        'the counter Function to have a ready pod',
+        async () => (await readyReplicas('counter')) >= 1,
+        120_000,
+      );
+      const gateway = await gatewayUrl();
+      const gatewayPods = async () =>
+        (
+          await core.listNamespacedPod({
+            namespace: system,
+            labelSelector: 'app.kubernetes.io/component=gateway',
+          })
+        ).items;
+      const before = new Set((await gatewayPods()).map((p) => p.metadata!.uid));
+      expect(before.size).toBe(2);
+
+      const keys = Array.from({ length: total }, (_, i) => `event-${i}-${randomUUID()}`);
+      let accepted = 0;
+      let refusals = 0;
+      let deletion: Promise<unknown> | undefined;
+      let atDeletion: { accepted: number; seen: number } | undefined;
+      /** Sends one invocation until a gateway accepts it (202); a client retries what got no answer. */
+      const send = async (key: string) => {
+        const deadline = Date.now() + 180_000;
+        for (;;) {
+          const answer = await post(
+            `${gateway}/functions/default/counter/async`,
+            JSON.stringify({ key }),
+          );
+          if (answer.status === 202) break;
+          refusals++;
+          if (Date.now() > deadline) {
+            throw new Error(
+              `${key} was never accepted; last answer ${answer.status} ${answer.body}`,
+            );
+          }
+          await new Promise((r) => setTimeout(r, 250));
+        }
+        accepted++;
+        if (accepted === total / 4 && !deletion) {
+          atDeletion = { accepted, seen: seen.size };
+          // Both gateway pods at once: their Deployment replaces them.
+          deletion = kubectl(
+            'delete',
+            'pods',
+            '-n',
+            system,
+            '-l',
+            'app.kubernetes.io/component=gateway',
+            '--wait=false',
+          );
+        }
+      };
+      const queue = [...keys];
+      await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          for (let key = queue.shift(); key; key = queue.shift()) await send(key);
+        }),
+      );
+      await deletion;
+      expect(accepted).toBe(total);
+      // The pods were deleted while accepted events were still waiting to be handled.
+      expect(atDeletion!.seen).toBeLessThan(atDeletion!.accepted);
+      await until(
+        'the gateway Deployment to run two new pods',
+        async () => {
+          const pods = await gatewayPods();
+          return (
+            pods.length === 2 &&
+            pods.every(
+              (p) =>
+                !before.has(p.metadata!.uid) &&
+                p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+            )
+          );
+        },
+        180_000,
+      );
+      await until(
+        `the function to have seen all ${total} events`,
+        async () => keys.every((k) => seen.has(k)),
+        240_000,
+      );
+      const deliveries = [...seen.values()].reduce((a, b) => a + b, 0);
+      console.log(
+        `async across the gateway pods' deletion: ${total} accepted (${refusals} sends refused or unanswered and sent again), ${seen.size} handled, ${deliveries - seen.size} duplicate deliveries; at the deletion ${atDeletion!.accepted} accepted, ${atDeletion!.seen} handled`,
+      );
+      expect(keys.filter((k) => !seen.has(k))).toEqual([]);
+      expect([...seen.keys()].filter((k) => !keys.includes(k))).toEqual([]);
+    } finally {
+      collector.closeAllConnections();
+      await new Promise((resolve) => collector.close(resolve));
+    }
+  }, 900_000);
 
   it('deleting Functions: their pods, Service and ConfigMap go (owner references), and the finalizer cleans the bucket', async () => {
     expect(

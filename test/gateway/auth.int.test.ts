@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { kubernetesAuthorizer } from '../../operator/src/auth/kubernetes.js';
 import { startKube, serviceAccountKubeConfig } from '../harness/kube.js';
-import { installChart, operatorKubeConfig } from '../harness/operator.js';
+import { gatewayAccount, installChart, operatorKubeConfig } from '../harness/operator.js';
 import { canRun, useComponent } from '../harness/suite.js';
 import { inlineFunction, namespace, quiet, startStack, type Stack } from './stack.js';
 
@@ -117,8 +117,8 @@ describe.skipIf(!canRun('kube'))('who may invoke (tokens and RBAC)', () => {
     for (const ns of [namespace, other])
       await core.createNamespace({ body: { metadata: { name: ns } } });
     rbac = admin.makeApiClient(k8s.RbacAuthorizationV1Api);
-    // The gateway asks as the chart's operator service account, through the counting proxy.
-    const operator = await operatorKubeConfig(kube());
+    // The gateway asks as the chart's gateway service account, through the counting proxy.
+    const operator = await operatorKubeConfig(kube(), gatewayAccount);
     proxy = await countingProxy(kube().server, kube().caPem);
     const viaProxy = new k8s.KubeConfig();
     viaProxy.loadFromOptions({
@@ -283,7 +283,7 @@ describe.skipIf(!canRun('kube'))('who may invoke (tokens and RBAC)', () => {
   });
 
   it('takes only tokens meant for its own audiences when it has some', async () => {
-    const operator = await operatorKubeConfig(kube());
+    const operator = await operatorKubeConfig(kube(), gatewayAccount);
     const auth = kubernetesAuthorizer({
       kc: operator,
       log: () => undefined,

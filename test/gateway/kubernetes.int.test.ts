@@ -18,7 +18,7 @@ import { serviceAccountKubeConfig, startKube } from '../harness/kube.js';
 import { startTestNode, type TestNode } from '../harness/node.js';
 import {
   installChart,
-  operatorKubeConfig,
+  allRolesKubeConfig,
   releaseNamespace,
   testSettings,
 } from '../harness/operator.js';
@@ -71,7 +71,7 @@ describe.skipIf(!canRun('kube'))('the data path on the kubernetes platform', () 
 
   /** One operator replica: gateway everywhere, autoscaler and reconciler while it leads. */
   const startReplica = async (name: string): Promise<Replica> => {
-    const kc = await operatorKubeConfig(kube());
+    const kc = await allRolesKubeConfig(kube());
     const logs: string[] = [];
     const log = (m: string) => logs.push(`${new Date().toISOString()} ${m}`);
     const settings = testSettings(name, { resyncMs: 2_000 });

@@ -615,8 +615,9 @@ export async function startCluster(options: { images?: string[] } = {}): Promise
         `--root-ca-file=${join(pki, 'ca.crt')}`,
         `--service-account-private-key-file=${join(pki, 'sa.key')}`,
         `--service-cluster-ip-range=${serviceCidr}`,
-        '--controllers=deployment-controller,replicaset-controller,endpointslice-controller,' +
-          'garbage-collector-controller,namespace-controller,serviceaccount-controller,' +
+        '--controllers=deployment-controller,replicaset-controller,statefulset-controller,' +
+          'endpointslice-controller,garbage-collector-controller,namespace-controller,' +
+          'serviceaccount-controller,' +
           'serviceaccount-token-controller,root-ca-certificate-publisher-controller,' +
           'pod-garbage-collector-controller,node-lifecycle-controller',
       ],

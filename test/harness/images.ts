@@ -1,7 +1,16 @@
 /** The project's images, built for real from its Dockerfiles on the local base image. */
+import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { GenericContainer } from 'testcontainers';
-import { baseImageDir, baseImageTag, projectRoot } from './components.js';
+import {
+  baseImageDir,
+  baseImageTag,
+  goBinaries,
+  goBinaryPath,
+  projectRoot,
+  versions,
+} from './components.js';
 import { ensureDockerd, hasImage, importBaseImage } from './docker.js';
 
 // The reaper's image would come from a container registry, which the tests do without; each
@@ -41,4 +50,36 @@ export async function buildProjectImages(tags: ProjectImages): Promise<void> {
     RUNTIME_IMAGE: tags.runtime,
     NODE_IMAGE: baseImageTag,
   });
+}
+
+/** The tag of the NATS image the one-node cluster runs (imported, never pulled). */
+export const natsImage = `eddy.local/nats-server:${versions.natsServer}`;
+
+/**
+ * A NATS image for the one-node cluster: the harness's nats-server (built from the Go module
+ * proxy at the pinned version) on the local base image, with `nats-server` on PATH as in the
+ * official image, so the chart's StatefulSet runs it unchanged.
+ */
+export async function buildNatsImage(tag = natsImage): Promise<void> {
+  await ensureDockerd();
+  if (!(await hasImage(baseImageTag))) await importBaseImage(join(baseImageDir, 'rootfs.tar'));
+  const context = await mkdtemp(join(tmpdir(), 'eddy-nats-image-'));
+  try {
+    await copyFile(goBinaryPath(goBinaries.natsServer), join(context, 'nats-server'));
+    await writeFile(
+      join(context, 'Dockerfile'),
+      [
+        'ARG BASE_IMAGE',
+        'FROM ${BASE_IMAGE}',
+        'COPY nats-server /usr/local/bin/nats-server',
+        'USER 1000:1000',
+        'EXPOSE 4222 6222 8222',
+        'ENTRYPOINT ["nats-server"]',
+        '',
+      ].join('\n'),
+    );
+    await buildImage(context, tag, { BASE_IMAGE: baseImageTag });
+  } finally {
+    await rm(context, { recursive: true, force: true });
+  }
 }

@@ -1,6 +1,6 @@
 /** Installs the Helm chart into a test API server and runs the operator under its service account. */
 import { join } from 'node:path';
-import type * as k8s from '@kubernetes/client-node';
+import * as k8s from '@kubernetes/client-node';
 import { goBinaries, goBinaryPath, projectRoot } from './components.js';
 import { serviceAccountKubeConfig, type Kube } from './kube.js';
 import { writeFile } from 'node:fs/promises';
@@ -8,10 +8,25 @@ import { run, startProcess, type ManagedProcess } from './proc.js';
 import type { Controller } from '../../operator/src/controller/controller.js';
 import type { Cleaner } from '../../operator/src/controller/reconciler.js';
 import { runOperator } from '../../operator/src/operator.js';
-import { defaultGatewayPodLabels, type OperatorSettings } from '../../operator/src/settings.js';
+import type { OperatorSettings } from '../../operator/src/settings.js';
 
 export const releaseNamespace = 'eddy-system';
-export const operatorAccount = 'eddy-operator';
+/** The chart's accounts: the controller Deployment's and the gateway Deployment's. */
+export const controllerAccount = 'eddy-controller';
+export const gatewayAccount = 'eddy-gateway';
+/** The account the reconciler, the autoscaler and the sources run under. */
+export const operatorAccount = controllerAccount;
+/**
+ * Both roles in one process (EDDY_ROLE unset, as the local stack runs them), which the chart
+ * never deploys: a test account bound to both of the chart's ClusterRoles and the controller's
+ * leader Role, so such a process still runs under nothing but the chart's grants.
+ */
+export const allRolesAccount = 'eddy-all-roles';
+/** The labels of the chart's controller and gateway pods, which Functions' NetworkPolicies admit. */
+export const chartOperatorPodLabels = {
+  'app.kubernetes.io/instance': 'eddy',
+  'eddy.dev/operator': 'true',
+};
 
 /** `helm install eddy charts/eddy` into the test API server, as a user would. */
 export async function installChart(kube: Kube): Promise<string> {
@@ -27,9 +42,49 @@ export async function installChart(kube: Kube): Promise<string> {
   ]);
 }
 
-/** A KubeConfig for the chart's operator service account: exactly the chart's RBAC. */
-export function operatorKubeConfig(kube: Kube): Promise<k8s.KubeConfig> {
-  return serviceAccountKubeConfig(kube, releaseNamespace, operatorAccount);
+/** A KubeConfig for one of the chart's service accounts: exactly the chart's RBAC for it. */
+export function operatorKubeConfig(
+  kube: Kube,
+  account: string = controllerAccount,
+): Promise<k8s.KubeConfig> {
+  return serviceAccountKubeConfig(kube, releaseNamespace, account);
+}
+
+/** A KubeConfig for a process that runs both roles: the union of the chart's two grants. */
+export async function allRolesKubeConfig(kube: Kube): Promise<k8s.KubeConfig> {
+  const kc = await serviceAccountKubeConfig(kube, releaseNamespace, allRolesAccount);
+  const rbac = kube.kubeConfig.makeApiClient(k8s.RbacAuthorizationV1Api);
+  const subjects = [{ kind: 'ServiceAccount', name: allRolesAccount, namespace: releaseNamespace }];
+  const roleRef = (kind: string, name: string) => ({
+    apiGroup: 'rbac.authorization.k8s.io',
+    kind,
+    name,
+  });
+  const exists = (err: unknown) => {
+    if (!(err instanceof k8s.ApiException && err.code === 409)) throw err;
+  };
+  for (const role of [controllerAccount, gatewayAccount]) {
+    await rbac
+      .createClusterRoleBinding({
+        body: {
+          metadata: { name: `${allRolesAccount}-${role}` },
+          roleRef: roleRef('ClusterRole', role),
+          subjects,
+        },
+      })
+      .catch(exists);
+  }
+  await rbac
+    .createNamespacedRoleBinding({
+      namespace: releaseNamespace,
+      body: {
+        metadata: { name: `${allRolesAccount}-leader` },
+        roleRef: roleRef('Role', `${controllerAccount}-leader`),
+        subjects,
+      },
+    })
+    .catch(exists);
+  return kc;
 }
 
 export const testSettings = (
@@ -43,7 +98,7 @@ export const testSettings = (
   },
   gatewayUrl: 'http://eddy-gateway.eddy-system.svc:8080',
   gatewayNamespace: releaseNamespace,
-  gatewayPodLabels: { ...defaultGatewayPodLabels },
+  gatewayPodLabels: { ...chartOperatorPodLabels },
   namespace: releaseNamespace,
   identity,
   resyncMs: 600_000,
@@ -109,8 +164,8 @@ export function startOperator(
 }
 
 /**
- * The operator binary as the chart runs it (`node dist/operator/main.js`), under the chart's
- * service account, its files in `dir`. `env` adds to what the chart sets.
+ * The operator binary (`node dist/operator/main.js`) with both roles in one process, under the
+ * chart's two grants together, its files in `dir`. `env` adds to what the chart sets.
  */
 export async function startOperatorBinary(
   kube: Kube,
@@ -118,7 +173,7 @@ export async function startOperatorBinary(
   env: { POD_NAME: string; EDDY_GATEWAY_PORT: string } & Record<string, string>,
 ): Promise<ManagedProcess> {
   const kubeconfig = join(dir, 'kubeconfig');
-  await writeFile(kubeconfig, (await operatorKubeConfig(kube)).exportConfig());
+  await writeFile(kubeconfig, (await allRolesKubeConfig(kube)).exportConfig());
   return startProcess(
     'operator',
     process.execPath,

@@ -5,7 +5,9 @@ import { readFileSync } from 'node:fs';
 import { startKube, type AuditEvent } from '../harness/kube.js';
 import {
   installChart,
+  operatorAccount,
   operatorKubeConfig,
+  releaseNamespace,
   startOperator,
   type RunningOperator,
 } from '../harness/operator.js';
@@ -40,7 +42,9 @@ describe.skipIf(!canRun('kube'))(
         .split('\n')
         .filter((l) => l.startsWith('{'))
         .map((l) => JSON.parse(l) as AuditEvent)
-        .filter((e) => e.user.username === 'system:serviceaccount:eddy-system:eddy-operator');
+        .filter(
+          (e) => e.user.username === `system:serviceaccount:${releaseNamespace}:${operatorAccount}`,
+        );
     const settled = (name: string) =>
       waitFor(`${name} to have an up-to-date status`, async () => {
         const fn = await getFn(name);
@@ -185,7 +189,7 @@ describe.skipIf(!canRun('kube'))(
               podSelector: {
                 matchLabels: {
                   'app.kubernetes.io/instance': 'eddy',
-                  'app.kubernetes.io/component': 'operator',
+                  'eddy.dev/operator': 'true',
                 },
               },
             },
@@ -193,13 +197,15 @@ describe.skipIf(!canRun('kube'))(
           ports: [{ protocol: 'TCP', port: 8080 }],
         },
       ]);
-      // Those labels select the chart's operator pods, the gateway.
-      const chartPods = (
-        await apps.readNamespacedDeployment({ name: 'eddy-operator', namespace: 'eddy-system' })
-      ).spec!.template.metadata!.labels!;
-      expect(chartPods).toMatchObject(
-        policy.spec!.ingress![0]!._from![0]!.podSelector!.matchLabels!,
-      );
+      // Those labels select the chart's gateway pods, which deliver, and its controller pods,
+      // which invoke Kinesis batches.
+      for (const name of ['eddy-gateway', 'eddy-controller']) {
+        const chartPods = (await apps.readNamespacedDeployment({ name, namespace: 'eddy-system' }))
+          .spec!.template.metadata!.labels!;
+        expect(chartPods).toMatchObject(
+          policy.spec!.ingress![0]!._from![0]!.podSelector!.matchLabels!,
+        );
+      }
 
       const fn = await settled('thumbnail');
       // Nothing outside the cluster to clean up: no finalizer to hold its deletion.

@@ -19,6 +19,7 @@ import { functionsIn } from '../harness/functions.js';
 import { startKube } from '../harness/kube.js';
 import {
   installChart,
+  gatewayAccount,
   operatorKubeConfig,
   startOperator,
   type RunningOperator,
@@ -87,7 +88,7 @@ describe.skipIf(!canRun('kube'))(
 
     /** A platform as a gateway runs it: its own client under the operator's service account. */
     const startGateway = async (deployments?: DeploymentCache): Promise<Gateway> => {
-      const sa = await operatorKubeConfig(kube());
+      const sa = await operatorKubeConfig(kube(), gatewayAccount);
       const kc = new GatedKubeConfig();
       kc.loadFromOptions({
         clusters: sa.clusters,
@@ -254,7 +255,7 @@ describe.skipIf(!canRun('kube'))(
 
     it('follows the desired count in a shared Deployments cache', async () => {
       const fn = await deployed('shared');
-      const kc = await operatorKubeConfig(kube());
+      const kc = await operatorKubeConfig(kube(), gatewayAccount);
       const stop = new AbortController();
       const managed = 'app.kubernetes.io/managed-by=eddy-operator';
       const sa = kc.makeApiClient(k8s.AppsV1Api);

@@ -21,8 +21,8 @@ import { s3Client, startMinio } from '../harness/minio.js';
 import { startKinesis } from '../harness/kinesis.js';
 import { createStream, kinesisClient } from './kinesis-stream.js';
 import {
+  allRolesAccount,
   installChart,
-  operatorAccount,
   releaseNamespace,
   startOperatorBinary,
 } from '../harness/operator.js';
@@ -227,7 +227,7 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
           .map((l) => JSON.parse(l) as AuditEvent)
           .filter(
             (e) =>
-              e.user.username === `system:serviceaccount:${releaseNamespace}:${operatorAccount}` &&
+              e.user.username === `system:serviceaccount:${releaseNamespace}:${allRolesAccount}` &&
               e.objectRef?.resource === 'secrets',
           );
         expect(audit.length).toBeGreaterThan(0);
