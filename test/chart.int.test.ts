@@ -383,7 +383,7 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
         get: await may(account, 'get', 'secrets'),
         list: await may(account, 'list', 'secrets'),
       },
-      // The shared caches every process starts.
+      // The reconciler's caches of Eddy's Services, ConfigMaps and NetworkPolicies.
       caches: {
         services: await may(account, 'watch', 'services'),
         configmaps: await may(account, 'watch', 'configmaps'),
@@ -412,7 +412,8 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       deployments: { watch: true, create: false, patch: false, scale: true },
       endpointslices: true,
       secrets: { get: true, list: false },
-      caches: { services: true, configmaps: true, networkpolicies: true },
+      // A gateway starts only the Functions and Deployments caches.
+      caches: { services: false, configmaps: false, networkpolicies: false },
       services: false,
       configmaps: false,
       networkpolicies: false,

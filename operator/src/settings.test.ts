@@ -9,7 +9,7 @@ describe('loadSettings', () => {
     expect(s.gatewayNamespace).toBe('platform');
     expect(s.gatewayPodLabels).toEqual({
       'app.kubernetes.io/instance': 'eddy',
-      'app.kubernetes.io/component': 'operator',
+      'eddy.dev/operator': 'true',
     });
   });
 

@@ -109,10 +109,10 @@ function int(
   return n;
 }
 
-/** The labels of the chart's operator pods for the release `eddy`. */
+/** The labels of the chart's controller and gateway pods for the release `eddy`. */
 export const defaultGatewayPodLabels: Record<string, string> = {
   'app.kubernetes.io/instance': 'eddy',
-  'app.kubernetes.io/component': 'operator',
+  'eddy.dev/operator': 'true',
 };
 
 /** `key=value,key=value`, as a label selector's equalities; at least one. */
