@@ -158,6 +158,34 @@ describe('checkFunction with crds/function.yaml', () => {
     accepted(kinesis(60));
   });
 
+  it('checks filterCriteria: a JSON object by CEL, the rule syntax by validate.ts', () => {
+    const kinesis = (...patterns: string[]) =>
+      manifest({
+        triggers: [
+          {
+            name: 'k',
+            kinesis: {
+              stream: 's',
+              connection,
+              filterCriteria: { filters: patterns.map((pattern) => ({ pattern })) },
+            },
+          },
+        ],
+      });
+    accepted(
+      kinesis('{"data": {"kind": ["order"]}}', '{"data": {"amount": [{"numeric": [">", 100]}]}}'),
+    );
+    expect(problems(kinesis('eventName = INSERT'))).toEqual([
+      'spec.triggers[0].kinesis.filterCriteria.filters[0]: a filter pattern is a JSON object, such as {"eventName": ["INSERT"]}',
+    ]);
+    expect(problems(kinesis('{"data": {"kind": "order"}}'))).toEqual([
+      'spec.triggers[0] (k): filterCriteria.filters[0].pattern is invalid: at data.kind: "order" must be in a list (["order"]) or be an object of nested fields',
+    ]);
+    expect(problems(kinesis(...Array<string>(6).fill('{"data": {"a": ["b"]}}')))[0]).toMatch(
+      /^spec\.triggers\[0\]\.kinesis\.filterCriteria\.filters: .*5/,
+    );
+  });
+
   it('rejects a schedule in an unknown time zone (validate.ts)', () => {
     const trigger = {
       name: 'nightly',

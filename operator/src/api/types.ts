@@ -25,6 +25,11 @@ export interface S3Trigger {
   connection: Connection;
 }
 
+/** Lambda's event filtering: a record goes on when it matches any filter's pattern. */
+export interface FilterCriteria {
+  filters: Array<{ pattern: string }>;
+}
+
 export interface KinesisTrigger {
   stream: string;
   startingPosition?: 'TRIM_HORIZON' | 'LATEST' | 'AT_TIMESTAMP';
@@ -35,6 +40,7 @@ export interface KinesisTrigger {
   maxRetryAttempts?: number;
   maxRecordAgeSeconds?: number;
   reportBatchItemFailures?: boolean;
+  filterCriteria?: FilterCriteria;
   connection: Connection;
 }
 

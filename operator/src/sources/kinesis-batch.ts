@@ -72,6 +72,11 @@ export interface ShapedRecord {
   json: string;
   /** Its length in UTF-8. */
   bytes: number;
+  /**
+   * The last sequence number done once this record is: records after it that no filter passed
+   * were skipped, and are checkpointed with it.
+   */
+  through?: string;
 }
 
 /** One record of Lambda's Kinesis event, keys in Lambda's order. */
@@ -311,8 +316,10 @@ export async function deliverBatch(
   deps: BatchDeps,
 ): Promise<boolean> {
   const queue: Part[] = [{ records: [...records], failures: 0, attempts: 0, throttles: 0 }];
-  const done = (part: Part) =>
-    deps.checkpoint(part.records[part.records.length - 1]!.sequenceNumber);
+  const done = (part: Part) => {
+    const last = part.records[part.records.length - 1]!;
+    deps.checkpoint(last.through ?? last.sequenceNumber);
+  };
   const giveUp = async (part: Part, condition: GiveUp, error: AttemptError) => {
     const now = deps.now();
     const failure = {

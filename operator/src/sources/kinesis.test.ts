@@ -605,6 +605,82 @@ describe('the Kinesis source', () => {
     expect(Number(metric?.split(' ')[1])).toBeGreaterThanOrEqual(119);
   });
 
+  it('delivers only records a filter passes, and checkpoints the skipped ones too', async () => {
+    const kinesis = new FakeKinesis(1);
+    const puts = [
+      '{"kind": "order", "amount": 150}',
+      '{"kind": "order", "amount": 50}',
+      'not json',
+      '{"kind": "refund", "amount": 500}',
+      '{"kind": "order", "amount": 101}',
+      '{"kind": "order", "amount": 7}',
+    ];
+    for (const d of puts) kinesis.put(0, d);
+    const checkpoints = memoryCheckpoints();
+    const h = harness(
+      kinesis,
+      {
+        filterCriteria: {
+          filters: [
+            { pattern: '{"data": {"kind": ["order"], "amount": [{"numeric": [">", 100]}]}}' },
+          ],
+        },
+      },
+      { checkpoints },
+    );
+    const stop = await h.start();
+    await until('the passed records', () => (h.records().length >= 2 ? true : undefined));
+    await readsMore(kinesis, [0]);
+    await stop();
+    expect(h.delivered).toEqual([[puts[0], puts[4]]]);
+    // The last record was skipped, and the checkpoint is past it: a restart reads nothing again.
+    const last = kinesis.shards[0]!.records[puts.length - 1]!.SequenceNumber;
+    expect(checkpoints.data.get('shop/clicks/clicks')?.[kinesis.shards[0]!.id]).toBe(last);
+    const metric = (await h.metrics.metrics())
+      .split('\n')
+      .find((l) => l.startsWith('eddy_source_filtered_records_total{'));
+    expect(metric).toBe(
+      'eddy_source_filtered_records_total{namespace="shop",function="clicks",trigger="clicks"} 4',
+    );
+  });
+
+  it('checkpoints a read whose records no filter passes without invoking', async () => {
+    const kinesis = new FakeKinesis(1);
+    for (const d of ['{"kind": "refund"}', '{"kind": "refund"}']) kinesis.put(0, d);
+    const checkpoints = memoryCheckpoints();
+    const h = harness(
+      kinesis,
+      { filterCriteria: { filters: [{ pattern: '{"data": {"kind": ["order"]}}' }] } },
+      { checkpoints },
+    );
+    const stop = await h.start();
+    const last = kinesis.shards[0]!.records[1]!.SequenceNumber;
+    await until('the checkpoint past the skipped records', () =>
+      checkpoints.data.get('shop/clicks/clicks')?.[kinesis.shards[0]!.id] === last
+        ? true
+        : undefined,
+    );
+    await stop();
+    expect(h.invocations()).toBe(0);
+  });
+
+  it('does not read a trigger whose filter pattern is invalid, and says why', async () => {
+    const kinesis = new FakeKinesis(1);
+    kinesis.put(0, '{"kind": "order"}');
+    const h = harness(kinesis, {
+      filterCriteria: { filters: [{ pattern: '{"data": {"kind": "order"}}' }] },
+    });
+    await h.start();
+    const state = await until('the trigger state', () => h.state());
+    expect(state).toEqual({
+      ready: false,
+      reason: 'InvalidTrigger',
+      message:
+        'filterCriteria.filters[0].pattern is invalid: at data.kind: "order" must be in a list (["order"]) or be an object of nested fields',
+    });
+    expect(kinesis.calls).toEqual([]);
+  });
+
   it('retries a record with no age limit only as long as the stream keeps it', async () => {
     const kinesis = new FakeKinesis(1);
     kinesis.retentionHours = 24;

@@ -21,6 +21,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { Gauge, type Registry } from 'prom-client';
 import { setTimeout as wait } from 'node:timers/promises';
 import type { EddyFunction, KinesisTrigger, Trigger } from '../api/types.js';
+import { triggerProblem } from '../api/validate.js';
 import { describeError } from '../errors.js';
 import type { AttemptResult, DeliveryEvent } from '../gateway/delivery.js';
 import { CheckpointWriter } from './checkpoint-writer.js';
@@ -34,6 +35,12 @@ import {
   type ResolvedConnection,
 } from './connection.js';
 import { checkpointName } from './checkpoints.js';
+import {
+  EventFilter,
+  filteredRecordsCounter,
+  kinesisFilterView,
+  type FilteredCounter,
+} from './event-filter.js';
 import {
   batchDue,
   batchEvent,
@@ -158,6 +165,7 @@ const fnKeyOf = (fn: EddyFunction) => `${fn.metadata.namespace}/${fn.metadata.na
 /** Starts, restarts and stops a consumer per kinesis trigger as Functions change. */
 async function followTriggers(ctx: SourceContext, o: Settings, signal: AbortSignal): Promise<void> {
   const gauge = iteratorAgeGauge(ctx.metrics);
+  const filtered = filteredRecordsCounter(ctx.metrics);
   const running = new Map<string, Running>();
   let changed = true;
   let wake: (() => void) | undefined;
@@ -230,7 +238,7 @@ async function followTriggers(ctx: SourceContext, o: Settings, signal: AbortSign
         trigger: w.trigger.name,
         fingerprint: w.fingerprint,
         stop,
-        done: before.then(() => keepConsuming(ctx, o, gauge, w, own)),
+        done: before.then(() => keepConsuming(ctx, o, { gauge, filtered }, w, own)),
       });
     }
   };
@@ -266,13 +274,27 @@ async function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
 async function keepConsuming(
   ctx: SourceContext,
   o: Settings,
-  gauge: AgeGauge,
+  metrics: Metrics,
   w: Wanted,
   signal: AbortSignal,
 ): Promise<void> {
+  // A trigger the API check refuses (an invalid filter pattern) is not read until it changes.
+  const invalid = triggerProblem(w.trigger);
+  if (invalid) {
+    ctx.states.set(fnKeyOf(w.fn), w.trigger.name, {
+      ready: false,
+      reason: 'InvalidTrigger',
+      message: invalid,
+    });
+    await new Promise((resolve) => {
+      if (signal.aborted) resolve(undefined);
+      else signal.addEventListener('abort', resolve, { once: true });
+    });
+    return;
+  }
   for (let failures = 1; !signal.aborted; failures++) {
     try {
-      await new TriggerConsumer(ctx, o, gauge, w, signal).run();
+      await new TriggerConsumer(ctx, o, metrics, w, signal).run();
       return;
     } catch (err) {
       const message = `the consumer failed and restarts: ${describeError(err)}`;
@@ -285,6 +307,12 @@ async function keepConsuming(
       await sleep(problemBackoffMs(failures, o.problemBaseMs), signal);
     }
   }
+}
+
+/** The metrics every consumer of the source updates. */
+interface Metrics {
+  gauge: AgeGauge;
+  filtered: FilteredCounter;
 }
 
 /** Where a shard starts when it has no checkpoint. */
@@ -340,15 +368,20 @@ class TriggerConsumer {
   private writer: CheckpointWriter | undefined;
   /** Where a shard with no position starts (LATEST is pinned to the moment the trigger started). */
   private start: Start = { ShardIteratorType: 'TRIM_HORIZON' };
+  private readonly gauge: AgeGauge;
+  /** Lambda's event filtering: records no filter passes are skipped and checkpointed. */
+  private readonly filter: EventFilter;
 
   constructor(
     private readonly ctx: SourceContext,
     private readonly o: Settings,
-    private readonly gauge: AgeGauge,
+    private readonly metrics: Metrics,
     private readonly w: Wanted,
     private readonly signal: AbortSignal,
   ) {
     this.t = w.trigger.kinesis;
+    this.gauge = metrics.gauge;
+    this.filter = new EventFilter((this.t.filterCriteria?.filters ?? []).map((f) => f.pattern));
     this.name = w.trigger.name;
     this.key = fnKeyOf(w.fn);
     this.s = kinesisSettings(this.t);
@@ -714,10 +747,26 @@ class TriggerConsumer {
           const behindMs = out.MillisBehindLatest ?? 0;
           this.gauge.set(labels, behindMs / 1000);
           const records = out.Records ?? [];
-          for (const r of records) buffer.push(shapeRecord(r, origin));
+          let skipped = 0;
+          for (const r of records) {
+            if (this.filter.active && !this.filter.matches(kinesisFilterView(r.Data))) {
+              // Done with the record before it; with none pending, done at once.
+              skipped++;
+              const last = buffer[buffer.length - 1];
+              if (last) last.through = r.SequenceNumber;
+              else if (r.SequenceNumber) writer.set(shardId, r.SequenceNumber);
+              continue;
+            }
+            buffer.push(shapeRecord(r, origin));
+          }
+          if (skipped > 0) {
+            const { shard: _, ...trigger } = labels;
+            this.metrics.filtered.inc(trigger, skipped);
+          }
           if (records.length > 0) {
             after = records[records.length - 1]!.SequenceNumber;
-            gathering ??= Date.now();
+            // Records all filtered out start no batch.
+            if (buffer.length > 0) gathering ??= Date.now();
           }
           iterator = out.NextShardIterator;
           if (!iterator) ended = true;
