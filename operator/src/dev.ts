@@ -17,6 +17,7 @@ import { gatewayMemoryBudget, s3Settings } from './settings.js';
 import { fileCheckpoints } from './sources/checkpoints.js';
 import { startEmbeddedS3, type EmbeddedS3 } from './local/embedded-s3.js';
 import { findOnPath, startEmbeddedMinio } from './local/embedded-minio.js';
+import { dynamodbSource } from './sources/dynamodb.js';
 import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
 import { s3IntakePath, s3Source } from './sources/s3.js';
@@ -123,7 +124,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 manifests.watch(stop.signal);
-const sources: SourceFactory[] = [scheduleSource(), kinesisSource()];
+const sources: SourceFactory[] = [scheduleSource(), kinesisSource(), dynamodbSource()];
 let gatewayUrl: string | undefined;
 let embedded: EmbeddedS3 | undefined;
 const buckets = values['s3-buckets'].split(',').filter((b) => b !== '');

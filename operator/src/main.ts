@@ -12,6 +12,7 @@ import { createKubernetesPlatform } from './platform/kubernetes.js';
 import { clusterSecrets } from './secrets.js';
 import { gatewayAuthSetting, gatewayTokenAudiences, loadSettings } from './settings.js';
 import { configMapCheckpoints } from './sources/checkpoints.js';
+import { dynamodbSource } from './sources/dynamodb.js';
 import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
 import { s3Source } from './sources/s3.js';
@@ -58,7 +59,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 log(`${settings.identity} starting (lease ${settings.namespace}/eddy-operator)`);
 const caches = new LazyClusterCaches(kc, log);
 const states = new TriggerStates();
-const sources: SourceFactory[] = [scheduleSource(), kinesisSource()];
+const sources: SourceFactory[] = [scheduleSource(), kinesisSource(), dynamodbSource()];
 const s3 = s3Source({ stores: settings.s3Stores ?? [], webhookArn: settings.s3WebhookArn });
 sources.push(s3.factory, s3PollSource());
 const { manager } = composeEddy({

@@ -258,6 +258,12 @@ describe.skipIf(!canRun('kinesis'))('the Kinesis source', () => {
     await waitFor('the record put while up', async () =>
       (await events(seen)).length >= 1 ? true : undefined,
     );
+    // Done once checkpointed: the handler writes before its invocation has ended.
+    await waitFor('the record put while up checkpointed', async () =>
+      Object.values(await checkpoints.load(fn, 'views')).includes(up[0]!.sequenceNumber)
+        ? true
+        : undefined,
+    );
     await stack.stop();
     stack = undefined;
 

@@ -75,6 +75,9 @@ export function triggerProblem(t: Trigger): string | undefined {
   if (t.kinesis?.filterCriteria) {
     return filterCriteriaProblem('kinesis', t.kinesis.filterCriteria.filters ?? []);
   }
+  if (t.dynamodb?.filterCriteria) {
+    return filterCriteriaProblem('dynamodb', t.dynamodb.filterCriteria.filters ?? []);
+  }
   return undefined;
 }
 
