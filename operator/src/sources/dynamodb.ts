@@ -195,6 +195,8 @@ export const dynamodbKind: StreamKind<DynamoDBStreamsClient, DynamoDBTrigger> = 
   // DynamoDB writes numbers as strings ({"N": "150"}): numeric filters read them as numbers.
   matchOptions: { numericStrings: true },
   timestamps: false,
+  // A read is at most 1 MB (and 1,000 records): one is read ahead while a batch is delivered.
+  readAhead: readLimit,
   throttles: new Set([
     'LimitExceededException',
     'ThrottlingException',

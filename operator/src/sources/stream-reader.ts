@@ -117,6 +117,13 @@ export interface StreamKind<C extends StreamClient, T extends StreamTriggerBase>
    * time is read from its oldest record and what came before that time is skipped.
    */
   timestamps: boolean;
+  /**
+   * With fewer records than this waiting, the next read starts while a batch is delivered, so
+   * reading and invoking overlap (Lambda reads ahead too). Only for services whose reads are
+   * small: what is read ahead is held besides the batch. Absent: a shard reads only between
+   * batches.
+   */
+  readAhead?: number;
   /** Error names that mean "slow down, the iterator stays good". */
   throttles: ReadonlySet<string>;
   makeClient(conn: ResolvedConnection): C;
@@ -752,6 +759,11 @@ class TriggerConsumer<C extends StreamClient, T extends StreamTriggerBase> {
      * Without AT_TIMESTAMP iterators a shard that starts at a time is read from its oldest
      * record, and records from before that second are skipped (checkpointed, not delivered).
      */
+    /** A read started while a batch was delivered, and when it started. */
+    let ahead: Promise<ReadResult> | undefined;
+    let aheadAt = 0;
+    const readFrom = (it: string) =>
+      this.send((c, abortSignal) => this.kind.read(c, it, abortSignal));
     const skipBefore =
       start.type === 'AT_TIMESTAMP' && !this.kind.timestamps
         ? Math.floor(start.at.getTime() / 1000) * 1000
@@ -765,6 +777,19 @@ class TriggerConsumer<C extends StreamClient, T extends StreamTriggerBase> {
         });
         if (due) {
           const batch = buffer.splice(0, batchLength(buffer, s.batchSize));
+          if (
+            this.kind.readAhead !== undefined &&
+            ahead === undefined &&
+            iterator !== undefined &&
+            !ended &&
+            buffer.length < this.kind.readAhead &&
+            Date.now() >= nextReadAt
+          ) {
+            aheadAt = Date.now();
+            ahead = readFrom(iterator);
+            // Its failure is met where it is awaited (or not at all when the shard stops).
+            ahead.catch(() => undefined);
+          }
           oldest = batch[0]!.arrivedAt;
           showAge();
           const ticker = setInterval(showAge, 1_000);
@@ -809,9 +834,10 @@ class TriggerConsumer<C extends StreamClient, T extends StreamTriggerBase> {
             byTime ? Math.min(o.atTimestampWaitMs, o.callTimeoutMs) : undefined,
           );
           if (iterator === undefined) throw new Error(`no iterator for ${shardId}`);
-          const current = iterator;
-          const read = Date.now();
-          const out = await this.send((c, abortSignal) => this.kind.read(c, current, abortSignal));
+          const started = ahead;
+          ahead = undefined;
+          const read = started ? aheadAt : Date.now();
+          const out = await (started ?? readFrom(iterator));
           failures = 0;
           this.healthy(shardId);
           const behindMs = out.behindMs;
