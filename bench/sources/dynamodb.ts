@@ -7,7 +7,7 @@
  * time ends when the shard's checkpoint reaches its last record (saved every 50 ms here rather
  * than every second).
  *
- *   tsx bench/sources/dynamodb.ts      (after npm run build; BENCH_DYNAMODB_RECORDS=5000)
+ *   tsx bench/sources/dynamodb.ts      (after npm run build; BENCH_DYNAMODB_RECORDS=20000)
  */
 import { BatchWriteItemCommand } from '@aws-sdk/client-dynamodb';
 import {
@@ -33,7 +33,7 @@ import { startMoto, type Moto } from '../../test/harness/moto.js';
 import { runtimeMain } from '../../test/harness/runtime.js';
 import { createTable, dynamoClient, streamsClient } from '../../test/sources/dynamodb-table.js';
 
-const records = Number(process.env.BENCH_DYNAMODB_RECORDS ?? 5_000);
+const records = Number(process.env.BENCH_DYNAMODB_RECORDS ?? 20_000);
 const namespace = 'bench';
 const table = 'bench';
 
