@@ -94,6 +94,8 @@ export interface StreamEntry {
   sequenceNumber: string;
   id: string;
   eventName: string;
+  /** The record's ApproximateCreationDateTime, in milliseconds. */
+  arrivedAt: number;
 }
 
 /** Every record of every shard of the stream, in each shard's order, read raw. */
@@ -124,6 +126,7 @@ export async function readStream(
           sequenceNumber: r.dynamodb!.SequenceNumber!,
           id: r.dynamodb!.Keys!.id!.S!,
           eventName: r.eventName!,
+          arrivedAt: r.dynamodb!.ApproximateCreationDateTime!.getTime(),
         });
       }
       if (records.length === 0) break;

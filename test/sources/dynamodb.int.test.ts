@@ -15,6 +15,7 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { DynamoDBStreamsClient } from '@aws-sdk/client-dynamodb-streams';
 import type { Trigger } from '../../operator/src/api/types.js';
 import type { SecretReader } from '../../operator/src/functions.js';
+import { fileCheckpoints } from '../../operator/src/sources/checkpoints.js';
 import { dynamodbSource } from '../../operator/src/sources/dynamodb.js';
 import { TriggerStates } from '../../operator/src/sources/states.js';
 import { inlineFunction, namespace, quiet, startStack, type Stack } from '../gateway/stack.js';
@@ -342,6 +343,47 @@ describe.skipIf(!canRun('moto'))('the DynamoDB source', () => {
       sink.closeAllConnections();
       await new Promise((resolve) => sink.close(resolve));
     }
+  });
+
+  it('keeps a LATEST start across a restart: no history replayed, nothing changed meanwhile lost', async () => {
+    const arn = await createTable(db, 'carts');
+    await writeAll(db, 'carts', [{ op: 'put', id: 'old', amount: 1 }]);
+    const checkpoints = fileCheckpoints(join(scratch, 'checkpoints-latest'));
+    const seen = join(scratch, 'carts.jsonl');
+    const fn = fnWith('carts', recorder, seen, [
+      trigger('carts', { table: 'carts' }, { startingPosition: 'LATEST' }),
+    ]);
+    // The history is older than the second the trigger starts in.
+    const history = await readStream(streams, arn);
+    await waitFor('a second after the history', async () =>
+      Date.now() - history[0]!.arrivedAt > 1_000 ? true : undefined,
+    );
+    stack = await startStack([fn], { sources: [fast()], secrets, checkpoints });
+    await waitFor('the start saved', async () =>
+      (await checkpoints.load(fn, 'carts')).startedAt !== undefined ? true : undefined,
+    );
+    await writeAll(db, 'carts', [{ op: 'put', id: 'while up', amount: 2 }]);
+    await waitFor('the change made while up', async () =>
+      (await records(seen)).length >= 1 ? true : undefined,
+    );
+    const up = (await readStream(streams, arn)).find((w) => w.id === 'while up')!;
+    await waitFor('the change made while up checkpointed', async () =>
+      (await checkpoints.load(fn, 'carts'))[up.shardId] === up.sequenceNumber ? true : undefined,
+    );
+    await stack.stop();
+    stack = undefined;
+
+    await writeAll(db, 'carts', [{ op: 'put', id: 'while down', amount: 3 }]);
+    stack = await startStack([fn], { sources: [fast()], secrets, checkpoints });
+    await writeAll(db, 'carts', [{ op: 'put', id: 'after the restart', amount: 4 }]);
+    await waitFor('the changes made while down and after', async () =>
+      (await records(seen)).length >= 3 ? true : undefined,
+    );
+    expect((await records(seen)).map((r) => r.dynamodb.Keys.id.S)).toEqual([
+      'while up',
+      'while down',
+      'after the restart',
+    ]);
   });
 
   it('reports a table without a stream, and a missing one, in the trigger state', async () => {
