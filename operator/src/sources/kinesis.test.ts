@@ -6,7 +6,8 @@ import type { EddyFunction, KinesisTrigger } from '../api/types.js';
 import { MemoryFunctionStore } from '../functions.js';
 import type { AttemptResult } from '../gateway/delivery.js';
 import { memoryCheckpoints, type Checkpoint, type CheckpointStore } from './checkpoints.js';
-import { callSignal, kinesisSource } from './kinesis.js';
+import { callSignal, kinesisKind } from './kinesis.js';
+import { streamSource } from './stream-reader.js';
 import type { SourceContext } from './source.js';
 import { TriggerStates } from './states.js';
 
@@ -202,6 +203,8 @@ function harness(
     atTimestampWaitMs?: number;
     /** How long each invocation takes. */
     invokeMs?: number;
+    /** Reads ahead with fewer records than this waiting (as DynamoDB shards do). */
+    readAhead?: number;
   } = {},
 ) {
   const store = new MemoryFunctionStore();
@@ -214,6 +217,7 @@ function harness(
   const deadLettered: string[] = [];
   const invokedAt: number[] = [];
   let invocations = 0;
+  let active = 0;
   const ctx: SourceContext = {
     store,
     secrets: async () => ({ accessKeyId: 'id', secretAccessKey: secret.key }),
@@ -222,7 +226,9 @@ function harness(
       invoke: async (_fn, event) => {
         invocations++;
         invokedAt.push(Date.now());
-        if (o.invokeMs) await pause(o.invokeMs);
+        active++;
+        if (o.invokeMs) await pause(o.invokeMs).finally(() => active--);
+        else active--;
         const answer = o.answer?.() ?? { ok: true, status: 200 };
         if (answer.ok) {
           const body = JSON.parse(event.body.toString()) as {
@@ -278,10 +284,13 @@ function harness(
     deadLettered,
     invokedAt,
     invocations: () => invocations,
+    /** Invocations under way. */
+    active: () => active,
     records: () => delivered.flat(),
     state: () => states.get('shop/clicks', 'clicks'),
     async start() {
-      const [runnable] = kinesisSource({
+      const kind = o.readAhead ? { ...kinesisKind, readAhead: o.readAhead } : kinesisKind;
+      const [runnable] = streamSource(kind, {
         idlePollMs: 20,
         minPollMs: 5,
         shardSyncMs: 50,
@@ -679,6 +688,55 @@ describe('the Kinesis source', () => {
         'filterCriteria.filters[0].pattern is invalid: at data.kind: "order" must be in a list (["order"]) or be an object of nested fields',
     });
     expect(kinesis.calls).toEqual([]);
+  });
+
+  it('with readAhead, reads the next records while a batch is delivered, in order', async () => {
+    const kinesis = new FakeKinesis(1);
+    for (let i = 0; i < 4; i++) kinesis.put(0, `r${i}`);
+    const h = harness(kinesis, { batchSize: 2 }, { invokeMs: 150, readAhead: 10 });
+    /** For each answered read: whether a batch was being delivered when it came. */
+    const duringBatch: boolean[] = [];
+    const make = kinesis.client.bind(kinesis);
+    kinesis.client = () => {
+      const c = make();
+      const send = c.send.bind(c) as (cmd: unknown, o?: unknown) => Promise<unknown>;
+      (c as unknown as { send: typeof send }).send = async (cmd, o) => {
+        const out = await send(cmd, o);
+        if ((cmd as object).constructor.name === 'GetRecordsCommand') {
+          duringBatch.push(h.active() > 0);
+        }
+        return out;
+      };
+      return c;
+    };
+    await h.start();
+    await until('the first batch in flight', () => (h.invocations() >= 1 ? true : undefined));
+    kinesis.put(0, 'r4');
+    await until('every record', () => (h.records().length >= 5 ? true : undefined));
+    expect(h.records()).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
+    expect(duringBatch).toContain(true);
+  });
+
+  it('without readAhead (Kinesis), reads only between batches', async () => {
+    const kinesis = new FakeKinesis(1);
+    for (let i = 0; i < 4; i++) kinesis.put(0, `r${i}`);
+    const h = harness(kinesis, { batchSize: 2 }, { invokeMs: 150 });
+    const duringBatch: boolean[] = [];
+    const make = kinesis.client.bind(kinesis);
+    kinesis.client = () => {
+      const c = make();
+      const send = c.send.bind(c) as (cmd: unknown, o?: unknown) => Promise<unknown>;
+      (c as unknown as { send: typeof send }).send = async (cmd, o) => {
+        if ((cmd as object).constructor.name === 'GetRecordsCommand') {
+          duringBatch.push(h.active() > 0);
+        }
+        return send(cmd, o);
+      };
+      return c;
+    };
+    await h.start();
+    await until('every record', () => (h.records().length >= 4 ? true : undefined));
+    expect(duringBatch).not.toContain(true);
   });
 
   it('retries a record with no age limit only as long as the stream keeps it', async () => {
