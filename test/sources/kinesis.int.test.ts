@@ -281,6 +281,46 @@ describe.skipIf(!canRun('kinesis'))('the Kinesis source', () => {
     );
   });
 
+  it('delivers only records whose data a filter passes, and checkpoints past the others', async () => {
+    await createStream(client, 'filtered', 1);
+    const data = [
+      '{"kind": "order", "amount": 150}',
+      'not json',
+      '{"kind": "refund", "amount": 900}',
+      '{"kind": "order", "amount": 20}',
+      '{"kind": "order", "amount": 101, "note": "last passed"}',
+      '{"kind": "view"}',
+    ];
+    const puts = await putRecords(
+      client,
+      'filtered',
+      data.map((d) => ({ key: 'k', data: d })),
+    );
+    const checkpoints = fileCheckpoints(join(scratch, 'checkpoints-filtered'));
+    const seen = join(scratch, 'filtered.jsonl');
+    const fn = fnWith('filtered', recorder, seen, [
+      trigger('filtered', 'filtered', {
+        filterCriteria: {
+          filters: [
+            { pattern: '{"data": {"kind": ["order"], "amount": [{"numeric": [">", 100]}]}}' },
+          ],
+        },
+      }),
+    ]);
+    stack = await startStack([fn], { sources: [fast()], secrets, checkpoints });
+    // The last record was filtered out: the checkpoint reaches it all the same.
+    await waitFor('the checkpoint past the last record', async () =>
+      (await checkpoints.load(fn, 'filtered'))[puts[5]!.shardId] === puts[5]!.sequenceNumber
+        ? true
+        : undefined,
+    );
+    expect((await events(seen)).flatMap((e) => e.Records).map(dataOf)).toEqual([data[0], data[4]]);
+    const metrics = await stack.eddy.gateway.metrics.registry.metrics();
+    expect(metrics).toContain(
+      `eddy_source_filtered_records_total{namespace="${namespace}",function="filtered",trigger="filtered"} 4`,
+    );
+  });
+
   it('follows a changed trigger from where it was, and stops with a deleted Function', async () => {
     await createStream(client, 'carts', 1);
     const seen = join(scratch, 'carts.jsonl');
