@@ -437,6 +437,28 @@ describe('the Kinesis source', () => {
     await until('the record', () => h.records().includes('in the gap'));
   });
 
+  it('reads on from the oldest record when the records after its checkpoint left the stream', async () => {
+    const kinesis = new FakeKinesis(1);
+    kinesis.put(0, 'oldest kept');
+    kinesis.put(0, 'next');
+    const checkpoints = memoryCheckpoints();
+    checkpoints.data.set('shop/clicks/clicks', {
+      stream: 'clicks',
+      streamCreated: kinesis.created.toISOString(),
+      [kinesis.shards[0]!.id]: kinesis.shards[0]!.records[0]!.SequenceNumber,
+    });
+    // DynamoDB Streams' answer for a sequence number older than the stream's retention.
+    kinesis.fail.GetShardIterator = failing(
+      () => named('TrimmedDataAccessException', 'the requested data has been trimmed'),
+      { times: 1 },
+    );
+    const h = harness(kinesis, {}, { checkpoints });
+    await h.start();
+    await until('both records', () => (h.records().length >= 2 ? true : undefined));
+    expect(h.records()).toEqual(['oldest kept', 'next']);
+    expect(h.logs.join('\n')).toContain('are no longer in the stream; reading on from its oldest');
+  });
+
   it('keeps its iterator when reads are throttled', async () => {
     const kinesis = new FakeKinesis(1);
     const h = harness(kinesis, {});

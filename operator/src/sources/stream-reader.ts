@@ -759,6 +759,8 @@ class TriggerConsumer<C extends StreamClient, T extends StreamTriggerBase> {
      * Without AT_TIMESTAMP iterators a shard that starts at a time is read from its oldest
      * record, and records from before that second are skipped (checkpointed, not delivered).
      */
+    /** The records after the checkpoint expired: the shard goes on from its oldest record. */
+    let trimmed = false;
     /** A read started while a batch was delivered, and when it started. */
     let ahead: Promise<ReadResult> | undefined;
     let aheadAt = 0;
@@ -826,7 +828,7 @@ class TriggerConsumer<C extends StreamClient, T extends StreamTriggerBase> {
         try {
           const from: Position = after
             ? { type: 'AFTER_SEQUENCE_NUMBER', sequenceNumber: after }
-            : skipBefore !== undefined
+            : skipBefore !== undefined || trimmed
               ? { type: 'TRIM_HORIZON' }
               : start;
           iterator ??= await this.send(
@@ -887,6 +889,16 @@ class TriggerConsumer<C extends StreamClient, T extends StreamTriggerBase> {
           // the shard started (never a new LATEST, which would skip what came meanwhile).
           iterator = undefined;
           if (name === 'ExpiredIteratorException') continue;
+          if (name === 'TrimmedDataAccessException' && after !== undefined) {
+            // The records after the last one done left the stream (a trigger stopped for
+            // longer than its retention): what is left is read, as Lambda does.
+            this.log(
+              `${shardId}: the records after sequence number ${after} are no longer in the stream; reading on from its oldest record`,
+            );
+            after = undefined;
+            trimmed = true;
+            continue;
+          }
           this.problem(shardId, err);
           nextReadAt = Date.now() + problemBackoffMs(failures, o.problemBaseMs);
         }
