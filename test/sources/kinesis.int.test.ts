@@ -216,6 +216,18 @@ describe.skipIf(!canRun('kinesis'))('the Kinesis source', () => {
     await waitFor('the first 10 orders', async () =>
       (await events(seenA)).flatMap((e) => e.Records).length >= 10 ? true : undefined,
     );
+    // The handler writes before its invocation ends: stopped only once the gateway counted
+    // every invocation, so none is cut short and delivered again.
+    const written = (await events(seenA)).length;
+    await waitFor('the invocations ended', async () => {
+      const metrics = await stack!.eddy.gateway.metrics.registry.metrics();
+      const counts = [
+        ...metrics.matchAll(
+          /eddy_function_invocations_total\{[^}]*function="orders"[^}]*\} (\d+)/g,
+        ),
+      ].map((m) => Number(m[1]));
+      return counts.reduce((a, b) => a + b, 0) >= written ? true : undefined;
+    });
     await stack.stop();
     stack = undefined;
     // Stopping saved the last sequence number delivered, whatever the interval.
