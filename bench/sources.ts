@@ -4,11 +4,14 @@
  *      posting to a bare receiver;
  *   2. Kinesis: records/s through a no-op function, against raw GetRecords from the same
  *      kinesalite;
- *   3. schedules: 1,000 triggers due in the same second, the p99 lag of their fires, against
+ *   3. DynamoDB Streams: records/s through a no-op function, against raw GetRecords from the
+ *      same moto server;
+ *   4. schedules: 1,000 triggers due in the same second, the p99 lag of their fires, against
  *      1,000 plain timers due at the same instant;
  * Prints the CPU model: ratios differ from one machine to another.
  */
 import { machine } from './machine.js';
+import { benchDynamoDB } from './sources/dynamodb.js';
 import { benchKinesis } from './sources/kinesis.js';
 import { benchS3 } from './sources/s3.js';
 import { benchSchedule } from './sources/schedule.js';
@@ -22,6 +25,7 @@ const say = (line: string) =>
 const parts: Array<[string, (say: (line: string) => void) => Promise<string[]>]> = [
   ['S3', benchS3],
   ['Kinesis', () => benchKinesis()],
+  ['DynamoDB', () => benchDynamoDB()],
   ['schedules', () => benchSchedule()],
 ];
 

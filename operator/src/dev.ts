@@ -18,6 +18,7 @@ import { fileCheckpoints } from './sources/checkpoints.js';
 import { startEmbeddedS3, type EmbeddedS3 } from './local/embedded-s3.js';
 import { findOnPath, startEmbeddedMinio } from './local/embedded-minio.js';
 import { startEmbeddedNats, type EmbeddedNats } from './local/embedded-nats.js';
+import { dynamodbSource } from './sources/dynamodb.js';
 import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
 import { s3IntakePath, s3Source } from './sources/s3.js';
@@ -158,7 +159,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 manifests.watch(stop.signal);
-const sources: SourceFactory[] = [scheduleSource(), kinesisSource()];
+const sources: SourceFactory[] = [scheduleSource(), kinesisSource(), dynamodbSource()];
 let gatewayUrl: string | undefined;
 let embedded: EmbeddedS3 | undefined;
 const buckets = values['s3-buckets'].split(',').filter((b) => b !== '');

@@ -19,6 +19,7 @@ import {
   roleSetting,
 } from './settings.js';
 import { configMapCheckpoints } from './sources/checkpoints.js';
+import { dynamodbSource } from './sources/dynamodb.js';
 import { kinesisSource } from './sources/kinesis.js';
 import { s3PollSource } from './sources/s3-poll.js';
 import { s3Source } from './sources/s3.js';
@@ -80,7 +81,7 @@ if (!jetstream && role !== 'controller') {
 }
 const caches = new LazyClusterCaches(kc, log, role !== 'gateway');
 const states = new TriggerStates();
-const sources: SourceFactory[] = [scheduleSource(), kinesisSource()];
+const sources: SourceFactory[] = [scheduleSource(), kinesisSource(), dynamodbSource()];
 const s3 = s3Source({ stores: settings.s3Stores ?? [], webhookArn: settings.s3WebhookArn });
 sources.push(s3.factory, s3PollSource());
 const peers = gatewayPeersLoad({

@@ -23,6 +23,8 @@ export const versions = {
   /** Node and npm placed in the local base image, from the npm registry. */
   node: '22.23.3',
   npm: '10.9.9',
+  /** moto's server (PyPI `moto[server]`), for DynamoDB and DynamoDB Streams. */
+  moto: '5.2.5',
 } as const;
 
 export interface GoBinary {
@@ -104,8 +106,14 @@ export const baseImageDir = join(cacheRoot, `base-image-bookworm-node${versions.
 export const prometheusBinary = process.env.EDDY_PROMETHEUS ?? '/usr/bin/prometheus';
 export const promtoolBinary = process.env.EDDY_PROMTOOL ?? '/usr/bin/promtool';
 
+/** A Python virtual environment of its own holding moto's server, pinned. */
+export const motoVenv = join(cacheRoot, `moto-${versions.moto}`);
+export const motoPython = join(motoVenv, 'bin', 'python');
+/** The Python that makes the environment: Debian's (package python3-venv) when there is one. */
+export const systemPython = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+
 export type ComponentName =
-  'kube' | 'minio' | 'nats' | 'kinesis' | 'docker' | 'prometheus' | 'cluster';
+  'kube' | 'minio' | 'nats' | 'kinesis' | 'moto' | 'docker' | 'prometheus' | 'cluster';
 
 /**
  * Why a component cannot run here, or undefined when it can. Cheap checks only (files on disk),
@@ -126,6 +134,9 @@ export function missingReason(c: ComponentName): string | undefined {
       return need(goBinaryPath(goBinaries.natsServer), 'nats-server binary');
     case 'kinesis':
       return need(join(projectRoot, 'node_modules', 'kinesalite'), 'kinesalite package');
+    case 'moto':
+      // Written last by the provision step, so a half-made environment does not count.
+      return need(join(motoVenv, 'eddy-installed'), `moto ${versions.moto} virtual environment`);
     case 'docker':
       return (
         need('/usr/sbin/dockerd', 'dockerd (Debian package docker.io)') ??

@@ -2,7 +2,7 @@
  * `npm run test:setup [component...]`: builds or installs everything the integration suites
  * run, into per-version caches, so a warm machine starts them in seconds. Components:
  * kube (kube-apiserver + etcd + helm), minio, nats (nats-server with JetStream), docker (dockerd + local base image), prometheus,
- * kinesis, cluster (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, the
+ * kinesis, moto (moto's server in a Python virtual environment), cluster (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, the
  * pause binary, and Debian's containerd, runc and CNI plugins). Debian packages are installed
  * when running as root; otherwise the error names the command that installs them.
  */
@@ -26,10 +26,13 @@ import {
   hostCaPath,
   goBinaryPath,
   missingReason,
+  motoPython,
+  motoVenv,
   nodeBinaries,
   nodePackages,
   pauseBinary,
   recipesDir,
+  systemPython,
   type ComponentName,
   type GoBinary,
   versions,
@@ -226,6 +229,43 @@ async function provisionDocker(): Promise<void> {
   progress.done();
 }
 
+/** moto's server, pinned, in a virtual environment of its own under the cache. */
+async function provisionMoto(): Promise<void> {
+  const marker = join(motoVenv, 'eddy-installed');
+  if (existsSync(marker)) {
+    console.log(`moto ${versions.moto}: cached at ${motoVenv}`);
+    return;
+  }
+  if (systemPython === '/usr/bin/python3') {
+    // Debian's Python makes virtual environments only with python3-venv.
+    await ensurePackages({ 'python3-venv': '/usr/share/doc/python3-venv' });
+  }
+  const progress = startProgress(`moto ${versions.moto}`);
+  try {
+    rmSync(motoVenv, { recursive: true, force: true });
+    progress.update('making the virtual environment');
+    await run(systemPython, ['-m', 'venv', motoVenv]);
+    progress.update(`pip install moto[server]==${versions.moto}`);
+    await run(
+      motoPython,
+      [
+        '-m',
+        'pip',
+        'install',
+        '--disable-pip-version-check',
+        '-q',
+        `moto[server]==${versions.moto}`,
+      ],
+      { onLine: (line) => progress.update(line) },
+    );
+    appendFileSync(marker, `moto[server]==${versions.moto}\n`);
+    progress.done(`installed in ${motoVenv}`);
+  } catch (err) {
+    progress.fail(err instanceof Error ? err.message : String(err));
+    throw err;
+  }
+}
+
 /** The pause container's binary, compiled statically from the Kubernetes module's source. */
 async function buildPause(): Promise<void> {
   if (existsSync(pauseBinary)) {
@@ -290,6 +330,7 @@ const steps: Record<string, () => Promise<void>> = {
     await buildPause();
   },
   kinesis: async () => checkInstalled('kinesis', 'npm ci'),
+  moto: provisionMoto,
 };
 
 async function main(): Promise<void> {

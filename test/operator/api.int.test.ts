@@ -207,12 +207,45 @@ describe.skipIf(!canRun('kube'))('Function API (CRD) on a real API server', () =
           },
         ],
       }),
-      /a trigger takes exactly one of s3, kinesis or schedule/,
+      /a trigger takes exactly one of s3, kinesis, dynamodb or schedule/,
+    ],
+    [
+      'a filter pattern that is not a JSON object',
+      base('filter-text', {
+        triggers: [
+          {
+            name: 'a',
+            kinesis: {
+              stream: 's',
+              connection,
+              filterCriteria: { filters: [{ pattern: 'eventName = INSERT' }] },
+            },
+          },
+        ],
+      }),
+      /a filter pattern is a JSON object, such as \{"eventName": \["INSERT"\]\}/,
+    ],
+    [
+      'a dynamodb trigger naming both a stream and a table',
+      base('ddb-both', {
+        triggers: [
+          {
+            name: 'a',
+            dynamodb: {
+              streamArn:
+                'arn:aws:dynamodb:us-east-1:000000000000:table/orders/stream/2026-12-01T00:00:00.000',
+              table: 'orders',
+              connection,
+            },
+          },
+        ],
+      }),
+      /set exactly one of streamArn or table/,
     ],
     [
       'a trigger with no kind',
       base('no-kind', { triggers: [{ name: 'a' }] }),
-      /a trigger takes exactly one of s3, kinesis or schedule/,
+      /a trigger takes exactly one of s3, kinesis, dynamodb or schedule/,
     ],
     [
       'a malformed cron',

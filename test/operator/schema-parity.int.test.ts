@@ -26,6 +26,13 @@ const thumbnail = (
 const trigger = (t: Record<string, unknown>) => thumbnail({ triggers: [t] });
 const kinesis = (k: Record<string, unknown>) =>
   trigger({ name: 'k', kinesis: { stream: 's', connection: {}, ...k } });
+const dynamodb = (d: Record<string, unknown>) =>
+  trigger({ name: 'd', dynamodb: { connection: {}, ...d } });
+const streamArn =
+  'arn:aws:dynamodb:us-east-1:000000000000:table/orders/stream/2026-12-01T00:00:00.000';
+const filters = (...patterns: string[]) => ({
+  filterCriteria: { filters: patterns.map((pattern) => ({ pattern })) },
+});
 const s3 = (s: Record<string, unknown>) =>
   trigger({ name: 'a', s3: { bucket: 'abc', connection: {}, ...s } });
 const everyMinute = { expression: 'rate(1 minute)' };
@@ -85,6 +92,17 @@ const cases: Array<[string, Manifest]> = [
   ],
   ['bad timestamp', kinesis({ startingPosition: 'AT_TIMESTAMP', startingTimestamp: 'yesterday' })],
   ['maxRecordAge 30', kinesis({ maxRecordAgeSeconds: 30 })],
+  ['dynamodb by arn', dynamodb({ streamArn })],
+  ['dynamodb by table', dynamodb({ table: 'orders', startingPosition: 'LATEST' })],
+  ['dynamodb both', dynamodb({ streamArn, table: 'orders' })],
+  ['dynamodb neither', dynamodb({})],
+  ['dynamodb bad arn', dynamodb({ streamArn: 'orders' })],
+  ['dynamodb AT_TIMESTAMP', dynamodb({ table: 'orders', startingPosition: 'AT_TIMESTAMP' })],
+  ['dynamodb batch 10001', dynamodb({ table: 'orders', batchSize: 10_001 })],
+  ['filter ok', dynamodb({ table: 'orders', ...filters('{"eventName": ["INSERT"]}') })],
+  ['filter not an object', kinesis(filters('data.kind = order'))],
+  ['filter six', kinesis(filters(...Array<string>(6).fill('{"data": {"a": ["b"]}}')))],
+  ['filter without pattern', kinesis({ filterCriteria: { filters: [{}] } })],
   [
     'env valueFrom',
     thumbnail({ env: [{ name: 'A', valueFrom: { secretKeyRef: { name: 's', key: 'k' } } }] }),

@@ -1,6 +1,6 @@
 /**
  * The sources in the operator binary under the chart's service account, against a real API
- * server, a real MinIO and kinesalite: Secrets read with `get` alone, each trigger's state in the Function's
+ * server, a real MinIO, kinesalite and moto (DynamoDB Streams): Secrets read with `get` alone, each trigger's state in the Function's
  * status, poll progress in a ConfigMap owned by the Function, and the bucket entry removed by
  * the finalizer when the Function goes. Credentials appear nowhere.
  */
@@ -19,6 +19,8 @@ import { functionsIn } from '../harness/functions.js';
 import { startKube, type AuditEvent } from '../harness/kube.js';
 import { s3Client, startMinio } from '../harness/minio.js';
 import { startKinesis } from '../harness/kinesis.js';
+import { startMoto } from '../harness/moto.js';
+import { createTable, dynamoClient } from './dynamodb-table.js';
 import { createStream, kinesisClient } from './kinesis-stream.js';
 import {
   allRolesAccount,
@@ -33,7 +35,7 @@ import { waitFor } from '../harness/wait.js';
 
 const token = 'cluster-webhook-token-42';
 
-describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
+describe.skipIf(!canRun('kube', 'minio', 'kinesis', 'moto'))(
   'sources in a cluster, under the chart role',
   () => {
     const kube = useComponent(() => startKube({ audit: true }));
@@ -42,16 +44,18 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
     let s3: S3Client | undefined;
     let stopMinio: (() => Promise<void>) | undefined;
     let stopKinesis: (() => Promise<void>) | undefined;
+    let stopMoto: (() => Promise<void>) | undefined;
 
     afterAll(async () => {
       await proc?.stop(15_000);
       s3?.destroy();
       await stopMinio?.();
       await stopKinesis?.();
+      await stopMoto?.();
       if (dir) await rm(dir, { recursive: true, force: true });
     });
 
-    it('report each trigger (S3, Kinesis, schedule), keep poll progress in a ConfigMap, and clean up on delete', async () => {
+    it('report each trigger (S3, Kinesis, DynamoDB, schedule), keep poll progress in a ConfigMap, and clean up on delete', async () => {
       await installChart(kube());
       dir = await mkdtemp(join(tmpdir(), 'eddy-sources-cluster-'));
       const port = await freePort();
@@ -66,6 +70,11 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
       const streams = kinesisClient(kinesis);
       await createStream(streams, 'clicks', 1);
       streams.destroy();
+      const moto = await startMoto();
+      stopMoto = () => moto.stop();
+      const tables = dynamoClient(moto);
+      await createTable(tables, 'orders');
+      tables.destroy();
 
       const kc = kube().kubeConfig;
       const core = kc.makeApiClient(k8s.CoreV1Api);
@@ -84,6 +93,14 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
             accessKeyId: kinesis.accessKeyId,
             secretAccessKey: kinesis.secretAccessKey,
           },
+        },
+      });
+
+      await core.createNamespacedSecret({
+        namespace: 'default',
+        body: {
+          metadata: { name: 'dynamodb-creds', labels: { 'eddy.dev/connection': 'true' } },
+          stringData: { accessKeyId: moto.accessKeyId, secretAccessKey: moto.secretAccessKey },
         },
       });
 
@@ -143,6 +160,18 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
               },
             },
             {
+              name: 'orders',
+              dynamodb: {
+                table: 'orders',
+                filterCriteria: { filters: [{ pattern: '{"eventName": ["INSERT"]}' }] },
+                connection: {
+                  endpoint: moto.endpoint,
+                  region: moto.region,
+                  secretRef: { name: 'dynamodb-creds' },
+                },
+              },
+            },
+            {
               name: 'daily',
               schedule: { expression: 'cron(0 3 * * ? *)', timezone: 'Europe/Berlin' },
             },
@@ -158,6 +187,7 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
             return ok('uploads') &&
               ok('listing') &&
               ok('clicks') &&
+              ok('orders') &&
               t.find((x) => x.name === 'daily')?.nextScheduleTime &&
               t.find((x) => x.name === 'missing')?.reason &&
               t.find((x) => x.name === 'unlabelled')?.reason
@@ -205,6 +235,12 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis'))(
           name: 'photos',
           uid: fn.metadata.uid,
         });
+        // The DynamoDB trigger's checkpoint names its stream, in a ConfigMap the Function owns.
+        const orders = await waitFor('the DynamoDB checkpoint ConfigMap', () =>
+          core.readNamespacedConfigMap({ name: 'photos.orders.source', namespace: 'default' }),
+        );
+        expect(orders.data?.stream).toMatch(/^arn:aws:dynamodb:[^:]+:\d+:table\/orders\/stream\//);
+        expect(orders.metadata?.ownerReferences?.[0]).toMatchObject({ uid: fn.metadata.uid });
 
         // Credentials appear in no status, event or log line.
         const events = await core.listNamespacedEvent({ namespace: 'default' });

@@ -216,6 +216,18 @@ describe.skipIf(!canRun('kinesis'))('the Kinesis source', () => {
     await waitFor('the first 10 orders', async () =>
       (await events(seenA)).flatMap((e) => e.Records).length >= 10 ? true : undefined,
     );
+    // The handler writes before its invocation ends: stopped only once the gateway counted
+    // every invocation, so none is cut short and delivered again.
+    const written = (await events(seenA)).length;
+    await waitFor('the invocations ended', async () => {
+      const metrics = await stack!.eddy.gateway.metrics.registry.metrics();
+      const counts = [
+        ...metrics.matchAll(
+          /eddy_function_invocations_total\{[^}]*function="orders"[^}]*\} (\d+)/g,
+        ),
+      ].map((m) => Number(m[1]));
+      return counts.reduce((a, b) => a + b, 0) >= written ? true : undefined;
+    });
     await stack.stop();
     stack = undefined;
     // Stopping saved the last sequence number delivered, whatever the interval.
@@ -258,6 +270,12 @@ describe.skipIf(!canRun('kinesis'))('the Kinesis source', () => {
     await waitFor('the record put while up', async () =>
       (await events(seen)).length >= 1 ? true : undefined,
     );
+    // Done once checkpointed: the handler writes before its invocation has ended.
+    await waitFor('the record put while up checkpointed', async () =>
+      Object.values(await checkpoints.load(fn, 'views')).includes(up[0]!.sequenceNumber)
+        ? true
+        : undefined,
+    );
     await stack.stop();
     stack = undefined;
 
@@ -272,6 +290,46 @@ describe.skipIf(!canRun('kinesis'))('the Kinesis source', () => {
     expect(all.map((r) => r.kinesis.sequenceNumber)).not.toContain(history[0]!.sequenceNumber);
     expect([...up, ...down, ...later].map((p) => p.sequenceNumber)).toEqual(
       all.map((r) => r.kinesis.sequenceNumber),
+    );
+  });
+
+  it('delivers only records whose data a filter passes, and checkpoints past the others', async () => {
+    await createStream(client, 'filtered', 1);
+    const data = [
+      '{"kind": "order", "amount": 150}',
+      'not json',
+      '{"kind": "refund", "amount": 900}',
+      '{"kind": "order", "amount": 20}',
+      '{"kind": "order", "amount": 101, "note": "last passed"}',
+      '{"kind": "view"}',
+    ];
+    const puts = await putRecords(
+      client,
+      'filtered',
+      data.map((d) => ({ key: 'k', data: d })),
+    );
+    const checkpoints = fileCheckpoints(join(scratch, 'checkpoints-filtered'));
+    const seen = join(scratch, 'filtered.jsonl');
+    const fn = fnWith('filtered', recorder, seen, [
+      trigger('filtered', 'filtered', {
+        filterCriteria: {
+          filters: [
+            { pattern: '{"data": {"kind": ["order"], "amount": [{"numeric": [">", 100]}]}}' },
+          ],
+        },
+      }),
+    ]);
+    stack = await startStack([fn], { sources: [fast()], secrets, checkpoints });
+    // The last record was filtered out: the checkpoint reaches it all the same.
+    await waitFor('the checkpoint past the last record', async () =>
+      (await checkpoints.load(fn, 'filtered'))[puts[5]!.shardId] === puts[5]!.sequenceNumber
+        ? true
+        : undefined,
+    );
+    expect((await events(seen)).flatMap((e) => e.Records).map(dataOf)).toEqual([data[0], data[4]]);
+    const metrics = await stack.eddy.gateway.metrics.registry.metrics();
+    expect(metrics).toContain(
+      `eddy_source_filtered_records_total{namespace="${namespace}",function="filtered",trigger="filtered"} 4`,
     );
   });
 

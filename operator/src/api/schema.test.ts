@@ -142,7 +142,7 @@ describe('checkFunction with crds/function.yaml', () => {
       schedule: { expression: 'rate(5 minutes)' },
     };
     expect(problems(manifest({ triggers: [trigger] }))).toEqual([
-      'spec.triggers[0]: a trigger takes exactly one of s3, kinesis or schedule',
+      'spec.triggers[0]: a trigger takes exactly one of s3, kinesis, dynamodb or schedule',
     ]);
   });
 
@@ -156,6 +156,83 @@ describe('checkFunction with crds/function.yaml', () => {
     ]);
     accepted(kinesis(-1));
     accepted(kinesis(60));
+  });
+
+  it('checks filterCriteria: a JSON object by CEL, the rule syntax by validate.ts', () => {
+    const kinesis = (...patterns: string[]) =>
+      manifest({
+        triggers: [
+          {
+            name: 'k',
+            kinesis: {
+              stream: 's',
+              connection,
+              filterCriteria: { filters: patterns.map((pattern) => ({ pattern })) },
+            },
+          },
+        ],
+      });
+    accepted(
+      kinesis('{"data": {"kind": ["order"]}}', '{"data": {"amount": [{"numeric": [">", 100]}]}}'),
+    );
+    expect(problems(kinesis('eventName = INSERT'))).toEqual([
+      'spec.triggers[0].kinesis.filterCriteria.filters[0]: a filter pattern is a JSON object, such as {"eventName": ["INSERT"]}',
+    ]);
+    expect(problems(kinesis('{"data": {"kind": "order"}}'))).toEqual([
+      'spec.triggers[0] (k): filterCriteria.filters[0].pattern is invalid: at data.kind: "order" must be in a list (["order"]) or be an object of nested fields',
+    ]);
+    expect(problems(kinesis(...Array<string>(6).fill('{"data": {"a": ["b"]}}')))[0]).toMatch(
+      /^spec\.triggers\[0\]\.kinesis\.filterCriteria\.filters: .*5/,
+    );
+  });
+
+  it('takes a dynamodb trigger by stream ARN or table, with the defaults of a stream trigger', () => {
+    const dynamodb = (spec: Record<string, unknown>) =>
+      manifest({ triggers: [{ name: 'orders', dynamodb: { connection, ...spec } }] });
+    const arn =
+      'arn:aws:dynamodb:us-east-1:000000000000:table/orders/stream/2026-12-01T00:00:00.000';
+    const fn = accepted(
+      dynamodb({
+        streamArn: arn,
+        filterCriteria: {
+          filters: [
+            {
+              pattern:
+                '{"eventName": ["INSERT"], "dynamodb": {"NewImage": {"amount": {"N": [{"numeric": [">", 100]}]}}}}',
+            },
+          ],
+        },
+      }),
+    );
+    expect(fn.spec.triggers![0]!.dynamodb).toMatchObject({
+      streamArn: arn,
+      startingPosition: 'TRIM_HORIZON',
+      batchSize: 100,
+      maxRetryAttempts: -1,
+      maxRecordAgeSeconds: -1,
+      bisectOnError: false,
+      reportBatchItemFailures: false,
+    });
+    accepted(dynamodb({ table: 'orders', startingPosition: 'LATEST' }));
+    expect(problems(dynamodb({ connection }))).toEqual([
+      'spec.triggers[0].dynamodb: set exactly one of streamArn or table',
+    ]);
+    expect(problems(dynamodb({ table: 'orders', startingPosition: 'AT_TIMESTAMP' }))[0]).toMatch(
+      /^spec\.triggers\[0\]\.dynamodb\.startingPosition: Unsupported value: "AT_TIMESTAMP"/,
+    );
+    expect(problems(dynamodb({ streamArn: 'orders' }))[0]).toMatch(
+      /^spec\.triggers\[0\]\.dynamodb\.streamArn: /,
+    );
+    expect(
+      problems(
+        dynamodb({
+          table: 'orders',
+          filterCriteria: { filters: [{ pattern: '{"Keys": ["a"]}' }] },
+        }),
+      ),
+    ).toEqual([
+      'spec.triggers[0] (orders): filterCriteria.filters[0].pattern: dynamodb records are filtered on eventID, eventName, eventVersion, eventSource, awsRegion, dynamodb, eventSourceARN, userIdentity, not "Keys"',
+    ]);
   });
 
   it('rejects a schedule in an unknown time zone (validate.ts)', () => {

@@ -25,17 +25,34 @@ export interface S3Trigger {
   connection: Connection;
 }
 
-export interface KinesisTrigger {
-  stream: string;
+/** Lambda's event filtering: a record goes on when it matches any filter's pattern. */
+export interface FilterCriteria {
+  filters: Array<{ pattern: string }>;
+}
+
+/** What Kinesis and DynamoDB Streams triggers share: Lambda's stream event source mapping. */
+export interface StreamTriggerBase {
   startingPosition?: 'TRIM_HORIZON' | 'LATEST' | 'AT_TIMESTAMP';
-  startingTimestamp?: string;
   batchSize?: number;
   maxBatchingWindowSeconds?: number;
   bisectOnError?: boolean;
   maxRetryAttempts?: number;
   maxRecordAgeSeconds?: number;
   reportBatchItemFailures?: boolean;
+  filterCriteria?: FilterCriteria;
   connection: Connection;
+}
+
+export interface KinesisTrigger extends StreamTriggerBase {
+  stream: string;
+  startingTimestamp?: string;
+}
+
+export interface DynamoDBTrigger extends StreamTriggerBase {
+  /** The stream's ARN; or `table`, whose latest stream is looked up. */
+  streamArn?: string;
+  table?: string;
+  startingPosition?: 'TRIM_HORIZON' | 'LATEST';
 }
 
 export interface ScheduleTrigger {
@@ -49,6 +66,7 @@ export interface Trigger {
   name: string;
   s3?: S3Trigger;
   kinesis?: KinesisTrigger;
+  dynamodb?: DynamoDBTrigger;
   schedule?: ScheduleTrigger;
 }
 
@@ -117,6 +135,14 @@ export interface EddyFunction {
 }
 
 /** The kind of a trigger, from the one field it sets. */
-export function triggerKind(t: Trigger): 's3' | 'kinesis' | 'schedule' | undefined {
-  return t.s3 ? 's3' : t.kinesis ? 'kinesis' : t.schedule ? 'schedule' : undefined;
+export function triggerKind(t: Trigger): 's3' | 'kinesis' | 'dynamodb' | 'schedule' | undefined {
+  return t.s3
+    ? 's3'
+    : t.kinesis
+      ? 'kinesis'
+      : t.dynamodb
+        ? 'dynamodb'
+        : t.schedule
+          ? 'schedule'
+          : undefined;
 }

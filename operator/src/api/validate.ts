@@ -2,6 +2,7 @@
  * Checks that the CRD's schema and CEL rules cannot make: a time zone that exists, cron fields
  * within their ranges. A problem becomes a condition on the Function, not a retry.
  */
+import { filterCriteriaProblem } from './filter-pattern.js';
 import type { EddyFunction, Trigger } from './types.js';
 
 const ranges5: Array<[string, number, number]> = [
@@ -70,6 +71,12 @@ export function triggerProblem(t: Trigger): string | undefined {
   }
   if (t.kinesis?.startingTimestamp && Number.isNaN(Date.parse(t.kinesis.startingTimestamp))) {
     return `startingTimestamp "${t.kinesis.startingTimestamp}" is not an RFC 3339 time`;
+  }
+  if (t.kinesis?.filterCriteria) {
+    return filterCriteriaProblem('kinesis', t.kinesis.filterCriteria.filters ?? []);
+  }
+  if (t.dynamodb?.filterCriteria) {
+    return filterCriteriaProblem('dynamodb', t.dynamodb.filterCriteria.filters ?? []);
   }
   return undefined;
 }

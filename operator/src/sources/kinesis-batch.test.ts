@@ -250,6 +250,17 @@ describe('delivering a batch with stream retries', () => {
     expect(h.checkpoints).toEqual([3]);
   });
 
+  it('checkpoints records no filter passed with the record before them, once it is done', async () => {
+    // 2 was followed by 3 and 4 and 5 by 6, which were filtered out.
+    const rs = recs(1, 2, 5);
+    rs[1] = { ...rs[1]!, through: 'seq-04' };
+    rs[2] = { ...rs[2]!, through: 'seq-06' };
+    const h = harness((_r, call) => (call === 1 ? failures('seq-05') : ok()));
+    expect(await deliverBatch(rs, settings({ reportBatchItemFailures: true }), h.deps)).toBe(true);
+    expect(h.calls).toEqual([[1, 2, 5], [5]]);
+    expect(h.checkpoints).toEqual([4, 6]);
+  });
+
   it('retries a failed batch whole, after growing waits, holding the shard until it succeeds', async () => {
     const h = harness((_r, call) => (call < 4 ? failed : ok()));
     expect(await deliverBatch(recs(1, 2), settings(), h.deps)).toBe(true);

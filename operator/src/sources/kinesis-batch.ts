@@ -5,7 +5,7 @@
  * record age, then the dead letter. No I/O here: the shard consumer supplies invoke, dead letter,
  * checkpoint and sleep.
  */
-import type { KinesisTrigger } from '../api/types.js';
+import type { StreamTriggerBase } from '../api/types.js';
 import type { AttemptError, AttemptResult, DeliveryEvent } from '../gateway/delivery.js';
 import { eventTypes, maxPayloadBytes } from '../../../runtime/src/contract/index.js';
 
@@ -21,7 +21,7 @@ export interface KinesisSettings {
   reportBatchItemFailures: boolean;
 }
 
-export function kinesisSettings(t: KinesisTrigger): KinesisSettings {
+export function kinesisSettings<T extends StreamTriggerBase>(t: T): KinesisSettings {
   const int = (v: number | undefined, fallback: number, min: number, max: number) =>
     v === undefined || !Number.isFinite(v) ? fallback : Math.min(max, Math.max(min, Math.floor(v)));
   const age = int(t.maxRecordAgeSeconds, -1, -1, 604_800);
@@ -72,6 +72,11 @@ export interface ShapedRecord {
   json: string;
   /** Its length in UTF-8. */
   bytes: number;
+  /**
+   * The last sequence number done once this record is: records after it that no filter passed
+   * were skipped, and are checkpointed with it.
+   */
+  through?: string;
 }
 
 /** One record of Lambda's Kinesis event, keys in Lambda's order. */
@@ -151,20 +156,21 @@ export function batchEvent(
   records: readonly ShapedRecord[],
   o: StreamOrigin,
   trigger: string,
+  type: string = eventTypes.kinesisBatch,
 ): DeliveryEvent {
   const first = records[0]!;
   const id = `${o.shardId}:${first.sequenceNumber}:${records.length}`;
   const time = new Date(first.arrivedAt).toISOString();
   return {
     id,
-    type: eventTypes.kinesisBatch,
+    type,
     source: o.streamArn,
     time,
     body: Buffer.from(`{"Records":[${records.map((r) => r.json).join(',')}]}`),
     headers: {
       'ce-specversion': '1.0',
       'ce-id': id,
-      'ce-type': eventTypes.kinesisBatch,
+      'ce-type': type,
       'ce-source': o.streamArn,
       'ce-subject': o.shardId,
       'ce-time': time,
@@ -311,8 +317,10 @@ export async function deliverBatch(
   deps: BatchDeps,
 ): Promise<boolean> {
   const queue: Part[] = [{ records: [...records], failures: 0, attempts: 0, throttles: 0 }];
-  const done = (part: Part) =>
-    deps.checkpoint(part.records[part.records.length - 1]!.sequenceNumber);
+  const done = (part: Part) => {
+    const last = part.records[part.records.length - 1]!;
+    deps.checkpoint(last.through ?? last.sequenceNumber);
+  };
   const giveUp = async (part: Part, condition: GiveUp, error: AttemptError) => {
     const now = deps.now();
     const failure = {

@@ -6,7 +6,8 @@ import type { EddyFunction, KinesisTrigger } from '../api/types.js';
 import { MemoryFunctionStore } from '../functions.js';
 import type { AttemptResult } from '../gateway/delivery.js';
 import { memoryCheckpoints, type Checkpoint, type CheckpointStore } from './checkpoints.js';
-import { callSignal, kinesisSource } from './kinesis.js';
+import { callSignal, kinesisKind } from './kinesis.js';
+import { streamSource } from './stream-reader.js';
 import type { SourceContext } from './source.js';
 import { TriggerStates } from './states.js';
 
@@ -202,6 +203,8 @@ function harness(
     atTimestampWaitMs?: number;
     /** How long each invocation takes. */
     invokeMs?: number;
+    /** Reads ahead with fewer records than this waiting (as DynamoDB shards do). */
+    readAhead?: number;
   } = {},
 ) {
   const store = new MemoryFunctionStore();
@@ -214,6 +217,7 @@ function harness(
   const deadLettered: string[] = [];
   const invokedAt: number[] = [];
   let invocations = 0;
+  let active = 0;
   const ctx: SourceContext = {
     store,
     secrets: async () => ({ accessKeyId: 'id', secretAccessKey: secret.key }),
@@ -222,7 +226,9 @@ function harness(
       invoke: async (_fn, event) => {
         invocations++;
         invokedAt.push(Date.now());
-        if (o.invokeMs) await pause(o.invokeMs);
+        active++;
+        if (o.invokeMs) await pause(o.invokeMs).finally(() => active--);
+        else active--;
         const answer = o.answer?.() ?? { ok: true, status: 200 };
         if (answer.ok) {
           const body = JSON.parse(event.body.toString()) as {
@@ -282,10 +288,13 @@ function harness(
     deadLettered,
     invokedAt,
     invocations: () => invocations,
+    /** Invocations under way. */
+    active: () => active,
     records: () => delivered.flat(),
     state: () => states.get('shop/clicks', 'clicks'),
     async start() {
-      const [runnable] = kinesisSource({
+      const kind = o.readAhead ? { ...kinesisKind, readAhead: o.readAhead } : kinesisKind;
+      const [runnable] = streamSource(kind, {
         idlePollMs: 20,
         minPollMs: 5,
         shardSyncMs: 50,
@@ -430,6 +439,28 @@ describe('the Kinesis source', () => {
     kinesis.fail.GetRecords = failing(() => named('InternalFailure', 'try again'), { times: 1 });
     kinesis.put(0, 'in the gap');
     await until('the record', () => h.records().includes('in the gap'));
+  });
+
+  it('reads on from the oldest record when the records after its checkpoint left the stream', async () => {
+    const kinesis = new FakeKinesis(1);
+    kinesis.put(0, 'oldest kept');
+    kinesis.put(0, 'next');
+    const checkpoints = memoryCheckpoints();
+    checkpoints.data.set('shop/clicks/clicks', {
+      stream: 'clicks',
+      streamCreated: kinesis.created.toISOString(),
+      [kinesis.shards[0]!.id]: kinesis.shards[0]!.records[0]!.SequenceNumber,
+    });
+    // DynamoDB Streams' answer for a sequence number older than the stream's retention.
+    kinesis.fail.GetShardIterator = failing(
+      () => named('TrimmedDataAccessException', 'the requested data has been trimmed'),
+      { times: 1 },
+    );
+    const h = harness(kinesis, {}, { checkpoints });
+    await h.start();
+    await until('both records', () => (h.records().length >= 2 ? true : undefined));
+    expect(h.records()).toEqual(['oldest kept', 'next']);
+    expect(h.logs.join('\n')).toContain('are no longer in the stream; reading on from its oldest');
   });
 
   it('keeps its iterator when reads are throttled', async () => {
@@ -607,6 +638,131 @@ describe('the Kinesis source', () => {
       .split('\n')
       .find((l) => l.startsWith('eddy_source_kinesis_iterator_age_seconds{'));
     expect(Number(metric?.split(' ')[1])).toBeGreaterThanOrEqual(119);
+  });
+
+  it('delivers only records a filter passes, and checkpoints the skipped ones too', async () => {
+    const kinesis = new FakeKinesis(1);
+    const puts = [
+      '{"kind": "order", "amount": 150}',
+      '{"kind": "order", "amount": 50}',
+      'not json',
+      '{"kind": "refund", "amount": 500}',
+      '{"kind": "order", "amount": 101}',
+      '{"kind": "order", "amount": 7}',
+    ];
+    for (const d of puts) kinesis.put(0, d);
+    const checkpoints = memoryCheckpoints();
+    const h = harness(
+      kinesis,
+      {
+        filterCriteria: {
+          filters: [
+            { pattern: '{"data": {"kind": ["order"], "amount": [{"numeric": [">", 100]}]}}' },
+          ],
+        },
+      },
+      { checkpoints },
+    );
+    const stop = await h.start();
+    await until('the passed records', () => (h.records().length >= 2 ? true : undefined));
+    await readsMore(kinesis, [0]);
+    await stop();
+    expect(h.delivered).toEqual([[puts[0], puts[4]]]);
+    // The last record was skipped, and the checkpoint is past it: a restart reads nothing again.
+    const last = kinesis.shards[0]!.records[puts.length - 1]!.SequenceNumber;
+    expect(checkpoints.data.get('shop/clicks/clicks')?.[kinesis.shards[0]!.id]).toBe(last);
+    const metric = (await h.metrics.metrics())
+      .split('\n')
+      .find((l) => l.startsWith('eddy_source_filtered_records_total{'));
+    expect(metric).toBe(
+      'eddy_source_filtered_records_total{namespace="shop",function="clicks",trigger="clicks"} 4',
+    );
+  });
+
+  it('checkpoints a read whose records no filter passes without invoking', async () => {
+    const kinesis = new FakeKinesis(1);
+    for (const d of ['{"kind": "refund"}', '{"kind": "refund"}']) kinesis.put(0, d);
+    const checkpoints = memoryCheckpoints();
+    const h = harness(
+      kinesis,
+      { filterCriteria: { filters: [{ pattern: '{"data": {"kind": ["order"]}}' }] } },
+      { checkpoints },
+    );
+    const stop = await h.start();
+    const last = kinesis.shards[0]!.records[1]!.SequenceNumber;
+    await until('the checkpoint past the skipped records', () =>
+      checkpoints.data.get('shop/clicks/clicks')?.[kinesis.shards[0]!.id] === last
+        ? true
+        : undefined,
+    );
+    await stop();
+    expect(h.invocations()).toBe(0);
+  });
+
+  it('does not read a trigger whose filter pattern is invalid, and says why', async () => {
+    const kinesis = new FakeKinesis(1);
+    kinesis.put(0, '{"kind": "order"}');
+    const h = harness(kinesis, {
+      filterCriteria: { filters: [{ pattern: '{"data": {"kind": "order"}}' }] },
+    });
+    await h.start();
+    const state = await until('the trigger state', () => h.state());
+    expect(state).toEqual({
+      ready: false,
+      reason: 'InvalidTrigger',
+      message:
+        'filterCriteria.filters[0].pattern is invalid: at data.kind: "order" must be in a list (["order"]) or be an object of nested fields',
+    });
+    expect(kinesis.calls).toEqual([]);
+  });
+
+  it('with readAhead, reads the next records while a batch is delivered, in order', async () => {
+    const kinesis = new FakeKinesis(1);
+    for (let i = 0; i < 4; i++) kinesis.put(0, `r${i}`);
+    const h = harness(kinesis, { batchSize: 2 }, { invokeMs: 150, readAhead: 10 });
+    /** For each answered read: whether a batch was being delivered when it came. */
+    const duringBatch: boolean[] = [];
+    const make = kinesis.client.bind(kinesis);
+    kinesis.client = () => {
+      const c = make();
+      const send = c.send.bind(c) as (cmd: unknown, o?: unknown) => Promise<unknown>;
+      (c as unknown as { send: typeof send }).send = async (cmd, o) => {
+        const out = await send(cmd, o);
+        if ((cmd as object).constructor.name === 'GetRecordsCommand') {
+          duringBatch.push(h.active() > 0);
+        }
+        return out;
+      };
+      return c;
+    };
+    await h.start();
+    await until('the first batch in flight', () => (h.invocations() >= 1 ? true : undefined));
+    kinesis.put(0, 'r4');
+    await until('every record', () => (h.records().length >= 5 ? true : undefined));
+    expect(h.records()).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
+    expect(duringBatch).toContain(true);
+  });
+
+  it('without readAhead (Kinesis), reads only between batches', async () => {
+    const kinesis = new FakeKinesis(1);
+    for (let i = 0; i < 4; i++) kinesis.put(0, `r${i}`);
+    const h = harness(kinesis, { batchSize: 2 }, { invokeMs: 150 });
+    const duringBatch: boolean[] = [];
+    const make = kinesis.client.bind(kinesis);
+    kinesis.client = () => {
+      const c = make();
+      const send = c.send.bind(c) as (cmd: unknown, o?: unknown) => Promise<unknown>;
+      (c as unknown as { send: typeof send }).send = async (cmd, o) => {
+        if ((cmd as object).constructor.name === 'GetRecordsCommand') {
+          duringBatch.push(h.active() > 0);
+        }
+        return send(cmd, o);
+      };
+      return c;
+    };
+    await h.start();
+    await until('every record', () => (h.records().length >= 4 ? true : undefined));
+    expect(duringBatch).not.toContain(true);
   });
 
   it('retries a record with no age limit only as long as the stream keeps it', async () => {

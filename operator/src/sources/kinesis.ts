@@ -1,12 +1,8 @@
 /**
  * The Kinesis source: for every `kinesis` trigger of every Function, one consumer per shard
- * (ListShards, GetShardIterator, GetRecords), as Lambda's event source mapping polls. A shard's
- * batches go to the function one at a time, in order, as `dev.eddy.kinesis.batch` CloudEvents
- * whose data is Lambda's Kinesis event; the shard waits while a batch is retried. The children of
- * a split or merge are read only once their parents reached their end. Progress (the last
- * sequence number delivered per shard, which stream it belongs to, and when a LATEST trigger
- * first started) is saved at most once a second and resumed after a restart or a change of
- * leader. Leader-only: one reader per shard cluster-wide.
+ * (ListShards, GetShardIterator, GetRecords), as Lambda's event source mapping polls, with the
+ * stream machinery of `stream-reader.ts`. Batches go to the function as `dev.eddy.kinesis.batch`
+ * CloudEvents whose data is Lambda's Kinesis event.
  */
 import {
   DescribeStreamSummaryCommand,
@@ -18,803 +14,117 @@ import {
   type Shard,
 } from '@aws-sdk/client-kinesis';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import { Gauge, type Registry } from 'prom-client';
-import { setTimeout as wait } from 'node:timers/promises';
-import type { EddyFunction, KinesisTrigger, Trigger } from '../api/types.js';
-import { describeError } from '../errors.js';
-import type { AttemptResult, DeliveryEvent } from '../gateway/delivery.js';
-import { CheckpointWriter } from './checkpoint-writer.js';
-import type { Checkpoint } from './checkpoints.js';
+import type { KinesisTrigger } from '../api/types.js';
+import { eventTypes } from '../../../runtime/src/contract/index.js';
+import type { ResolvedConnection } from './connection.js';
+import { kinesisFilterView } from './event-filter.js';
+import { shapeRecord } from './kinesis-batch.js';
+import type { SourceFactory } from './source.js';
 import {
-  classifyError,
-  connectionFingerprint,
-  problemBackoffMs,
-  resolveConnection,
-  SourceProblem,
-  type ResolvedConnection,
-} from './connection.js';
-import { checkpointName } from './checkpoints.js';
-import {
-  batchDue,
-  batchEvent,
-  batchLength,
-  deliverBatch,
-  streamSettings,
-  kinesisSettings,
-  shapeRecord,
-  type BatchDeps,
-  type KinesisSettings,
-  type ShapedRecord,
-  type StreamOrigin,
-} from './kinesis-batch.js';
-import type { SourceContext, SourceFactory } from './source.js';
+  streamSource,
+  type Position,
+  type ShardInfo,
+  type StreamKind,
+  type StreamSourceOptions,
+} from './stream-reader.js';
 
-export interface KinesisSourceOptions {
-  /** Wait before reading again a shard that had nothing new. Default 1 s, as Lambda polls. */
-  idlePollMs?: number;
-  /** Least time between two reads of one shard: Kinesis allows 5 a second. Default 200 ms. */
-  minPollMs?: number;
-  /** How often shards are listed again to find those a reshard made. Default 10 s. */
-  shardSyncMs?: number;
-  /** First wait before a failed batch is retried, doubling up to `retryMaxDelayMs` (60 s). Default 1 s. */
-  retryBaseDelayMs?: number;
-  retryMaxDelayMs?: number;
-  /** First wait before a trigger with a problem is tried again, doubling up to 60 s. Default 1 s. */
-  problemBaseMs?: number;
-  /** Checkpoints are saved at most this often. Default 1 s. */
-  checkpointIntervalMs?: number;
-  /** Longest wait for one Kinesis call; longer, and it is aborted and retried. Default 30 s. */
-  callTimeoutMs?: number;
-  /**
-   * At an endpoint (a Kinesis-compatible server), longest wait for an AT_TIMESTAMP iterator:
-   * kinesalite answers one only once the shard holds a record from then on. Default 2 s.
-   */
-  atTimestampWaitMs?: number;
-  /** Longest wait for the checkpoint's last save as the consumer stops (tried twice). Default 5 s. */
-  finalSaveTimeoutMs?: number;
-  /** Makes the client for a connection (tests give a fake one). */
-  makeClient?: (conn: ResolvedConnection) => KinesisClient;
-}
+export { callSignal, shardEnd } from './stream-reader.js';
 
-type Settings = Required<Omit<KinesisSourceOptions, 'makeClient'>> &
-  Pick<KinesisSourceOptions, 'makeClient'>;
+export type KinesisSourceOptions = StreamSourceOptions<KinesisClient>;
 
-const defaults: Settings = {
-  idlePollMs: 1_000,
-  minPollMs: 200,
-  shardSyncMs: 10_000,
-  retryBaseDelayMs: 1_000,
-  retryMaxDelayMs: 60_000,
-  problemBaseMs: 1_000,
-  checkpointIntervalMs: 1_000,
-  callTimeoutMs: 30_000,
-  atTimestampWaitMs: 2_000,
-  finalSaveTimeoutMs: 5_000,
-};
-
-/** A shard's checkpoint once it was read to its end: its children may be read. */
-export const shardEnd = 'SHARD_END';
-/** The checkpoint's key naming the stream its sequence numbers belong to. */
-const streamKey = 'stream';
-/**
- * With the name, which stream: a stream deleted and made again under the same name repeats its
- * shard ids, and the old sequence numbers mean nothing in it.
- */
-const createdKey = 'streamCreated';
-/** When a LATEST trigger first started: shards with no position yet start at this moment. */
-const startedKey = 'startedAt';
-const metaKeys = new Set([streamKey, createdKey, startedKey]);
 /** Records asked for per read: Kinesis's most (a read also stops at 10 MB). */
 const readLimit = 10_000;
 
-const metricName = 'eddy_source_kinesis_iterator_age_seconds';
-type AgeGauge = Gauge<'namespace' | 'function' | 'trigger' | 'shard'>;
-const gauges = new WeakMap<Registry, AgeGauge>();
+function iteratorInput(from: Position): Omit<GetShardIteratorCommandInput, 'ShardId'> {
+  switch (from.type) {
+    case 'AFTER_SEQUENCE_NUMBER':
+      return {
+        ShardIteratorType: 'AFTER_SEQUENCE_NUMBER',
+        StartingSequenceNumber: from.sequenceNumber,
+      };
+    case 'AT_TIMESTAMP':
+      return { ShardIteratorType: 'AT_TIMESTAMP', Timestamp: from.at };
+    case 'TRIM_HORIZON':
+      return { ShardIteratorType: 'TRIM_HORIZON' };
+  }
+}
 
-/** Registered once per registry, however many times a source is made for it. */
-function iteratorAgeGauge(registry: Registry): AgeGauge {
-  let gauge = gauges.get(registry);
-  if (!gauge) {
-    gauge = new Gauge({
-      name: metricName,
-      help: "How far behind the stream's newest record a shard's consumer reads (GetRecords' MillisBehindLatest).",
-      labelNames: ['namespace', 'function', 'trigger', 'shard'],
-      registers: [registry],
+/** Kinesis Data Streams, as the stream machinery reads it. */
+export const kinesisKind: StreamKind<KinesisClient, KinesisTrigger> = {
+  name: 'kinesis',
+  spec: (t) => t.kinesis,
+  what: (t) => `stream ${t.stream}`,
+  ageMetric: {
+    name: 'eddy_source_kinesis_iterator_age_seconds',
+    help: "How far behind the stream's newest record a shard's consumer reads (GetRecords' MillisBehindLatest).",
+  },
+  eventType: eventTypes.kinesisBatch,
+  matchOptions: {},
+  timestamps: true,
+  throttles: new Set(['ProvisionedThroughputExceededException', 'LimitExceededException']),
+  makeClient: kinesisClientFor,
+  async describe(c, t, abortSignal) {
+    const out = await c.send(new DescribeStreamSummaryCommand({ StreamName: t.stream }), {
+      abortSignal,
     });
-    gauges.set(registry, gauge);
-  }
-  return gauge;
-}
-
-/** The Kinesis source: one leader-only runnable that follows the Functions' kinesis triggers. */
-export function kinesisSource(options: KinesisSourceOptions = {}): SourceFactory {
-  const settings: Settings = { ...defaults, ...options };
-  return (ctx) => [
-    {
-      name: 'kinesis',
-      leaderOnly: true,
-      run: (signal) => followTriggers(ctx, settings, signal),
-    },
-  ];
-}
-
-interface Wanted {
-  fn: EddyFunction;
-  trigger: Trigger & { kinesis: KinesisTrigger };
-  index: number;
-  fingerprint: string;
-}
-
-interface Running {
-  fn: EddyFunction;
-  trigger: string;
-  fingerprint: string;
-  stop: AbortController;
-  done: Promise<void>;
-}
-
-const fnKeyOf = (fn: EddyFunction) => `${fn.metadata.namespace}/${fn.metadata.name}`;
-
-/** Starts, restarts and stops a consumer per kinesis trigger as Functions change. */
-async function followTriggers(ctx: SourceContext, o: Settings, signal: AbortSignal): Promise<void> {
-  const gauge = iteratorAgeGauge(ctx.metrics);
-  const running = new Map<string, Running>();
-  let changed = true;
-  let wake: (() => void) | undefined;
-  const unsubscribe = ctx.store.onChange(() => {
-    changed = true;
-    wake?.();
-  });
-  const onAbort = () => wake?.();
-  signal.addEventListener('abort', onAbort, { once: true });
-
-  /** Per trigger: the stop (and clean-up) of its last consumer, which the next one waits for. */
-  const settling = new Map<string, Promise<void>>();
-
-  const stillWanted = (r: Running) =>
-    ctx.store
-      .get(r.fn.metadata.namespace, r.fn.metadata.name)
-      ?.spec.triggers?.some((t) => t.name === r.trigger && t.kinesis !== undefined) ?? false;
-
-  const retire = async (r: Running): Promise<void> => {
-    await r.done;
-    // Looked at once it stopped: the trigger may be back by now.
-    if (stillWanted(r)) return;
-    ctx.states.delete(fnKeyOf(r.fn), r.trigger);
-    const now = ctx.store.get(r.fn.metadata.namespace, r.fn.metadata.name);
-    // The trigger went from a Function that stays: its progress goes too. (A deleted
-    // Function's goes with it: its ConfigMaps are owned by it.)
-    if (now && now.metadata.uid === r.fn.metadata.uid) {
-      await ctx.checkpoints
-        .remove(now, r.trigger)
-        .catch((err: unknown) =>
-          ctx.log(
-            `kinesis: forgetting the checkpoint of ${fnKeyOf(now)} trigger ${r.trigger} failed: ${describeError(err)}`,
-          ),
-        );
-    }
-  };
-
-  const sync = () => {
-    const wanted = new Map<string, Wanted>();
-    for (const fn of ctx.store.list()) {
-      (fn.spec.triggers ?? []).forEach((trigger, index) => {
-        if (!trigger.kinesis) return;
-        wanted.set(`${fnKeyOf(fn)}/${trigger.name}`, {
-          fn,
-          trigger: trigger as Wanted['trigger'],
-          index,
-          fingerprint: JSON.stringify([fn.metadata.uid ?? '', trigger.kinesis]),
-        });
-      });
-    }
-    for (const [key, r] of running) {
-      if (wanted.get(key)?.fingerprint === r.fingerprint) continue;
-      r.stop.abort();
-      running.delete(key);
-      // Stopping may take as long as the batch in flight: no other trigger waits for it.
-      const settled = retire(r);
-      settling.set(key, settled);
-      void settled.finally(() => {
-        if (settling.get(key) === settled) settling.delete(key);
-      });
-    }
-    for (const [key, w] of wanted) {
-      if (running.has(key) || signal.aborted) continue;
-      const stop = new AbortController();
-      const own = AbortSignal.any([signal, stop.signal]);
-      // A changed trigger's new consumer reads what the old one saved as it stopped.
-      const before = settling.get(key) ?? Promise.resolve();
-      running.set(key, {
-        fn: w.fn,
-        trigger: w.trigger.name,
-        fingerprint: w.fingerprint,
-        stop,
-        done: before.then(() => keepConsuming(ctx, o, gauge, w, own)),
-      });
-    }
-  };
-
-  try {
-    while (!signal.aborted) {
-      if (changed) {
-        changed = false;
-        sync();
-        continue;
-      }
-      await new Promise<void>((resolve) => (wake = resolve));
-      wake = undefined;
-    }
-  } finally {
-    unsubscribe();
-    signal.removeEventListener('abort', onAbort);
-    for (const r of running.values()) r.stop.abort();
-    // Each consumer saves its checkpoint as it stops.
-    await Promise.all([...running.values()].map((r) => r.done));
-    await Promise.all(settling.values());
-  }
-}
-
-/** Resolves after `ms`: true, or false as soon as `signal` aborts. */
-async function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  if (signal.aborted) return false;
-  await wait(Math.max(0, ms), undefined, { signal }).catch(() => undefined);
-  return !signal.aborted;
-}
-
-/** A consumer that failed unexpectedly starts again (with backoff) rather than going quiet. */
-async function keepConsuming(
-  ctx: SourceContext,
-  o: Settings,
-  gauge: AgeGauge,
-  w: Wanted,
-  signal: AbortSignal,
-): Promise<void> {
-  for (let failures = 1; !signal.aborted; failures++) {
-    try {
-      await new TriggerConsumer(ctx, o, gauge, w, signal).run();
-      return;
-    } catch (err) {
-      const message = `the consumer failed and restarts: ${describeError(err)}`;
-      ctx.log(`kinesis: ${fnKeyOf(w.fn)} trigger ${w.trigger.name}: ${message}`);
-      ctx.states.set(fnKeyOf(w.fn), w.trigger.name, {
-        ready: false,
-        reason: 'SourceError',
-        message,
-      });
-      await sleep(problemBackoffMs(failures, o.problemBaseMs), signal);
-    }
-  }
-}
-
-/** Where a shard starts when it has no checkpoint. */
-type Start = Pick<GetShardIteratorCommandInput, 'ShardIteratorType' | 'Timestamp'>;
-
-/**
- * A signal for one call: aborted with `signal`, or after `ms`. `done` must be called once the
- * call settled, so that neither the timer nor the listener outlives it.
- */
-export function callSignal(signal: AbortSignal, ms: number): { signal: AbortSignal; done(): void } {
-  const c = new AbortController();
-  const onAbort = () => c.abort(signal.reason);
-  if (signal.aborted) onAbort();
-  else signal.addEventListener('abort', onAbort, { once: true });
-  const timer = setTimeout(() => {
-    const err = new Error(`no answer within ${ms / 1000} s`);
-    err.name = 'TimeoutError';
-    c.abort(err);
-  }, ms);
-  return {
-    signal: c.signal,
-    done: () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
-    },
-  };
-}
-
-/** The key of the trigger's problem with the stream itself (describe, list), not one shard's. */
-const streamProblem = ' stream';
-/** The key of the trigger's problem with its checkpoint. */
-const checkpointProblem = ' checkpoint';
-/** The prefix of the key of a shard's problem with its dead letter. */
-const deadLetterProblem = ' dead letter ';
-
-/** One trigger: its stream's shards, each read by its own loop, and the trigger's checkpoint. */
-class TriggerConsumer {
-  private readonly t: KinesisTrigger;
-  private readonly name: string;
-  private readonly key: string;
-  private s: KinesisSettings;
-  /** Names the stream in messages, never with credentials. */
-  private readonly what: string;
-  private readonly where: string;
-  private client: KinesisClient | undefined;
-  /** Clients with the reads that use each: an old one goes once its last read settled. */
-  private readonly inUse = new Map<KinesisClient, number>();
-  private clientFingerprint = '';
-  /** After a problem the connection is resolved again: the Secret may have been fixed. */
-  private stale = true;
-  /** What keeps the trigger from being ready, per shard (and for the stream and checkpoint). */
-  private readonly problems = new Map<string, SourceProblem>();
-  private writer: CheckpointWriter | undefined;
-  /** Where a shard with no position starts (LATEST is pinned to the moment the trigger started). */
-  private start: Start = { ShardIteratorType: 'TRIM_HORIZON' };
-
-  constructor(
-    private readonly ctx: SourceContext,
-    private readonly o: Settings,
-    private readonly gauge: AgeGauge,
-    private readonly w: Wanted,
-    private readonly signal: AbortSignal,
-  ) {
-    this.t = w.trigger.kinesis;
-    this.name = w.trigger.name;
-    this.key = fnKeyOf(w.fn);
-    this.s = kinesisSettings(this.t);
-    const region = this.t.connection.region ?? 'us-east-1';
-    this.what = `stream ${this.t.stream} at ${safeEndpoint(this.t.connection.endpoint) ?? `AWS ${region}`}`;
-    this.where = `trigger ${this.name} (spec.triggers[${w.index}].kinesis.connection)`;
-  }
-
-  /** The Function as it is now (its dead letter, its checkpoint's owner). */
-  private fn(): EddyFunction {
-    return this.ctx.store.get(this.w.fn.metadata.namespace, this.w.fn.metadata.name) ?? this.w.fn;
-  }
-
-  private log(message: string): void {
-    this.ctx.log(`kinesis: ${this.key} trigger ${this.name}: ${message}`);
-  }
-
-  /** Ready once no shard, nor the stream or the checkpoint, has a problem left. */
-  private report(): void {
-    const [p] = this.problems.values();
-    if (!p) {
-      this.ctx.states.set(this.key, this.name, { ready: true });
-      return;
-    }
-    this.ctx.states.set(this.key, this.name, {
-      ready: false,
-      reason: p.reason,
-      message: p.message,
-    });
-  }
-
-  private healthy(key: string): void {
-    if (this.problems.delete(key) || this.problems.size === 0) this.report();
-  }
-
-  private problem(key: string, err: unknown): void {
-    const p = classifyError(err, this.what, 'StreamNotFound');
-    // Logged when it is new for this shard (or the stream, or the checkpoint), not on each retry.
-    if (this.problems.get(key)?.message !== p.message) this.log(`${p.reason}: ${p.message}`);
-    this.problems.set(key, p);
-    // A new client helps with the stream, not with the checkpoint or a dead letter.
-    if (key !== checkpointProblem && !key.startsWith(deadLetterProblem)) this.stale = true;
-    this.report();
-  }
-
-  /** Names the checkpoint and what the operator needs to keep it. */
-  private checkpointError(doing: string, err: unknown): SourceProblem {
-    const fn = this.fn();
-    return new SourceProblem(
-      'SourceError',
-      `${doing} the checkpoint ConfigMap ${fn.metadata.namespace}/${checkpointName(fn, this.name)} failed: the operator needs get, create and patch on configmaps in namespace ${fn.metadata.namespace} (${describeError(err)})`,
-    );
-  }
-
-  private async kinesis(): Promise<KinesisClient> {
-    if (this.client && !this.stale) return this.client;
-    const conn = await resolveConnection(
-      this.ctx.secrets,
-      this.fn(),
-      this.t.connection,
-      this.where,
-    );
-    this.stale = false;
-    const fingerprint = connectionFingerprint(conn);
-    if (this.client && fingerprint === this.clientFingerprint) return this.client;
-    const old = this.client;
-    this.client = this.o.makeClient ? this.o.makeClient(conn) : kinesisClientFor(conn);
-    this.inUse.set(this.client, 0);
-    this.clientFingerprint = fingerprint;
-    // An older client still in use by another shard's read goes once that read settled.
-    if (old && this.inUse.get(old) === 0) {
-      this.inUse.delete(old);
-      old.destroy();
-    }
-    return this.client;
-  }
-
-  /** One Kinesis call, bounded by `timeoutMs` (`callTimeoutMs`). */
-  private async send<T>(
-    call: (c: KinesisClient, signal: AbortSignal) => Promise<T>,
-    timeoutMs = this.o.callTimeoutMs,
-  ): Promise<T> {
-    const c = await this.kinesis();
-    this.inUse.set(c, (this.inUse.get(c) ?? 0) + 1);
-    const bounded = callSignal(this.signal, timeoutMs);
-    try {
-      return await call(c, bounded.signal);
-    } catch (err) {
-      if (bounded.signal.aborted && !this.signal.aborted) {
-        const timeout = new Error(`no answer within ${timeoutMs / 1000} s`);
-        timeout.name = 'TimeoutError';
-        throw timeout;
-      }
-      throw err;
-    } finally {
-      bounded.done();
-      const left = (this.inUse.get(c) ?? 1) - 1;
-      if (left > 0 || c === this.client) this.inUse.set(c, left);
-      else {
-        this.inUse.delete(c);
-        c.destroy();
-      }
-    }
-  }
-
-  /** Repeats `call` with backoff, reporting each failure as the trigger's problem `key`. */
-  private async retrying<T>(key: string, call: () => Promise<T>): Promise<T | undefined> {
-    for (let failures = 1; !this.signal.aborted; failures++) {
-      try {
-        const out = await call();
-        this.healthy(key);
-        return out;
-      } catch (err) {
-        if (this.signal.aborted) return undefined;
-        this.problem(key, err);
-        await sleep(problemBackoffMs(failures, this.o.problemBaseMs), this.signal);
-      }
-    }
-    return undefined;
-  }
-
-  async run(): Promise<void> {
-    try {
-      const summary = await this.retrying(streamProblem, () =>
-        this.send(async (c, abortSignal) => {
-          const out = await c.send(
-            new DescribeStreamSummaryCommand({ StreamName: this.t.stream }),
-            { abortSignal },
-          );
-          return out.StreamDescriptionSummary;
-        }),
-      );
-      if (!summary) return;
-      this.s = streamSettings(this.s, summary.RetentionPeriodHours);
-      const saved = await this.retrying(checkpointProblem, () =>
-        this.ctx.checkpoints.load(this.fn(), this.name).catch((err: unknown) => {
-          throw this.checkpointError('Reading', err);
-        }),
-      );
-      if (!saved) return;
-      const created = summary.StreamCreationTimestamp?.toISOString();
-      // Sequence numbers of another stream (the trigger was pointed elsewhere, or the stream was
-      // deleted and made again under its name) mean nothing here.
-      const resuming =
-        saved[streamKey] === this.t.stream &&
-        (saved[createdKey] === undefined || created === undefined || saved[createdKey] === created);
-      const initial: Checkpoint = resuming ? { ...saved } : { [streamKey]: this.t.stream };
-      if (created !== undefined) initial[createdKey] = created;
-      this.start = this.startingPosition(initial);
-      this.writer = new CheckpointWriter(initial, {
-        save: (data) =>
-          this.ctx.checkpoints.save(this.fn(), this.name, data).catch((err: unknown) => {
-            throw this.checkpointError('Saving', err);
-          }),
-        intervalMs: this.o.checkpointIntervalMs,
-        log: (m) => this.log(m),
-        onSaved: () => this.healthy(checkpointProblem),
-        onError: (err) => this.problem(checkpointProblem, err),
-      });
-      // The stream's identity and start are saved at once, before any shard delivered.
-      this.writer.touch();
-      const streamArn =
-        summary.StreamARN ??
-        `arn:aws:kinesis:${this.region()}:000000000000:stream/${this.t.stream}`;
-      await this.followShards(streamArn, this.writer);
-    } finally {
-      await this.writer?.flush(this.o.finalSaveTimeoutMs);
-      for (const c of this.inUse.keys()) c.destroy();
-    }
-  }
-
-  private region(): string {
-    return this.t.connection.region ?? 'us-east-1';
-  }
-
-  /**
-   * Lists the shards now and then (and whenever one ends), and reads each shard whose parents
-   * are done. A shard with no checkpoint starts at `startingPosition`: LATEST as the moment the
-   * trigger first started, so that a restart neither replays nor skips; a shard made after that
-   * moment (or after the AT_TIMESTAMP) starts at its oldest record, as AT_TIMESTAMP gives it. A
-   * shard closed before then is read to its end at once, finding nothing.
-   */
-  private async followShards(streamArn: string, writer: CheckpointWriter): Promise<void> {
-    const reading = new Map<string, Promise<void>>();
-    let wake: (() => void) | undefined;
-    const onAbort = () => wake?.();
-    this.signal.addEventListener('abort', onAbort, { once: true });
-    try {
-      while (!this.signal.aborted) {
-        const shards = await this.retrying(streamProblem, () => this.listShards());
-        if (!shards) break;
-        const listed = new Set(shards.map((s) => s.ShardId!));
-        // Shards that left the stream (their records expired) need no position any more.
-        for (const id of Object.keys(writer.snapshot())) {
-          if (!metaKeys.has(id) && !listed.has(id) && !reading.has(id)) writer.delete(id);
-        }
-        for (const shard of shards) {
-          const id = shard.ShardId!;
-          if (reading.has(id) || writer.get(id) === shardEnd) continue;
-          const waiting = [shard.ParentShardId, shard.AdjacentParentShardId].some(
-            (p) => p !== undefined && listed.has(p) && writer.get(p) !== shardEnd,
-          );
-          if (waiting) continue;
-          const origin: StreamOrigin = {
-            shardId: id,
-            streamArn,
-            region: this.region(),
-            identity: `system:serviceaccount:${this.w.fn.metadata.namespace}:${this.w.fn.spec.serviceAccountName ?? 'default'}`,
-          };
-          reading.set(
-            id,
-            this.readShard(origin, this.start, writer).finally(() => {
-              reading.delete(id);
-              // A shard read to its end has no problem left (one stopping keeps what it had).
-              if (!this.signal.aborted) this.healthy(id);
-              wake?.();
-            }),
-          );
-        }
-        let timer: NodeJS.Timeout | undefined;
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          timer = setTimeout(resolve, this.o.shardSyncMs);
-        });
-        clearTimeout(timer);
-        wake = undefined;
-      }
-    } finally {
-      this.signal.removeEventListener('abort', onAbort);
-      await Promise.all(reading.values());
-    }
-  }
-
-  /** Where shards without a position start; a LATEST trigger's first start is noted in `data`. */
-  private startingPosition(data: Checkpoint): Start {
-    const type = this.t.startingPosition ?? 'TRIM_HORIZON';
-    if (type === 'AT_TIMESTAMP') {
-      return { ShardIteratorType: type, Timestamp: new Date(this.t.startingTimestamp ?? 0) };
-    }
-    if (type === 'LATEST') {
-      const at = Date.parse(data[startedKey] ?? '');
-      const startedAt = Number.isFinite(at) ? at : Date.now();
-      data[startedKey] = new Date(startedAt).toISOString();
-      return { ShardIteratorType: 'AT_TIMESTAMP', Timestamp: new Date(startedAt) };
-    }
-    return { ShardIteratorType: 'TRIM_HORIZON' };
-  }
-
-  private async listShards(): Promise<Shard[]> {
+    const summary = out.StreamDescriptionSummary;
+    const region = t.connection.region ?? 'us-east-1';
+    return {
+      arn: summary?.StreamARN ?? `arn:aws:kinesis:${region}:000000000000:stream/${t.stream}`,
+      stream: t.stream,
+      created: summary?.StreamCreationTimestamp?.toISOString(),
+      retentionHours: summary?.RetentionPeriodHours,
+    };
+  },
+  async listShards(c, stream, abortSignal) {
     const shards: Shard[] = [];
     let next: string | undefined;
     do {
-      const out = await this.send((c, abortSignal) =>
-        c.send(new ListShardsCommand(next ? { NextToken: next } : { StreamName: this.t.stream }), {
-          abortSignal,
-        }),
+      const out = await c.send(
+        new ListShardsCommand(next ? { NextToken: next } : { StreamName: stream.stream }),
+        { abortSignal },
       );
       shards.push(...(out.Shards ?? []));
       next = out.NextToken;
     } while (next);
-    return shards;
-  }
-
-  /** Reads one shard to its end (or until stopped), delivering its batches in order. */
-  private async readShard(origin: StreamOrigin, start: Start, writer: CheckpointWriter) {
-    const { signal, o } = this;
-    const s = this.s;
-    const shardId = origin.shardId;
-    const labels = {
-      namespace: this.w.fn.metadata.namespace,
-      function: this.w.fn.metadata.name,
-      trigger: this.name,
-      shard: shardId,
-    };
-    /** The oldest record not yet done, while a batch is delivered: the age the gauge shows. */
-    let oldest: number | undefined;
-    const showAge = () => {
-      if (oldest !== undefined) this.gauge.set(labels, Math.max(0, Date.now() - oldest) / 1000);
-    };
-    const deps = this.batchDeps(origin, writer, (arrivedAt) => {
-      oldest = arrivedAt;
-      showAge();
+    return shards.map((s): ShardInfo => ({
+      id: s.ShardId!,
+      parents: [s.ParentShardId, s.AdjacentParentShardId].filter(
+        (p): p is string => p !== undefined,
+      ),
+    }));
+  },
+  async iterator(c, stream, shardId, from, abortSignal) {
+    const out = await c.send(
+      new GetShardIteratorCommand({
+        StreamName: stream.stream,
+        ShardId: shardId,
+        ...iteratorInput(from),
+      }),
+      { abortSignal },
+    );
+    return out.ShardIterator;
+  },
+  async read(c, iterator, abortSignal) {
+    const out = await c.send(new GetRecordsCommand({ ShardIterator: iterator, Limit: readLimit }), {
+      abortSignal,
     });
-    const buffer: ShapedRecord[] = [];
-    const saved = writer.get(shardId);
-    /** The last record read: a new iterator starts after it. */
-    let after = saved;
-    let iterator: string | undefined;
-    let ended = false;
-    let nextReadAt = 0;
-    /** When the first record of the batch being gathered was read. */
-    let gathering: number | undefined;
-    let failures = 0;
-    try {
-      while (!signal.aborted) {
-        const due = batchDue(buffer, s, {
-          gatheringSince: gathering ?? 0,
-          now: Date.now(),
-          shardEnded: ended,
-        });
-        if (due) {
-          const batch = buffer.splice(0, batchLength(buffer, s.batchSize));
-          oldest = batch[0]!.arrivedAt;
-          showAge();
-          const ticker = setInterval(showAge, 1_000);
-          let delivered: boolean;
-          try {
-            delivered = await deliverBatch(batch, s, deps);
-          } finally {
-            clearInterval(ticker);
-            oldest = undefined;
-          }
-          if (!delivered) return;
-          // Records left over were read with the batch: their window runs from then.
-          if (buffer.length === 0) gathering = undefined;
-          continue;
-        }
-        if (ended) {
-          writer.set(shardId, shardEnd);
-          this.log(`${shardId} read to its end`);
-          return;
-        }
-        const until = Math.min(
-          nextReadAt,
-          gathering === undefined ? Infinity : gathering + s.maxBatchingWindowMs,
-        );
-        if (!(await sleep(until - Date.now(), signal))) return;
-        if (Date.now() < nextReadAt) continue;
-        // Kinesis-compatible servers may hold an AT_TIMESTAMP iterator until a record comes.
-        const byTime =
-          iterator === undefined &&
-          !after &&
-          start.ShardIteratorType === 'AT_TIMESTAMP' &&
-          this.t.connection.endpoint !== undefined;
-        try {
-          iterator ??= (
-            await this.send(
-              (c, abortSignal) =>
-                c.send(
-                  new GetShardIteratorCommand({
-                    StreamName: this.t.stream,
-                    ShardId: shardId,
-                    ...(after
-                      ? {
-                          ShardIteratorType: 'AFTER_SEQUENCE_NUMBER',
-                          StartingSequenceNumber: after,
-                        }
-                      : start),
-                  }),
-                  { abortSignal },
-                ),
-              byTime ? Math.min(o.atTimestampWaitMs, o.callTimeoutMs) : undefined,
-            )
-          ).ShardIterator;
-          const read = Date.now();
-          const out = await this.send((c, abortSignal) =>
-            c.send(new GetRecordsCommand({ ShardIterator: iterator, Limit: readLimit }), {
-              abortSignal,
-            }),
-          );
-          failures = 0;
-          this.healthy(shardId);
-          const behindMs = out.MillisBehindLatest ?? 0;
-          this.gauge.set(labels, behindMs / 1000);
-          const records = out.Records ?? [];
-          for (const r of records) buffer.push(shapeRecord(r, origin));
-          if (records.length > 0) {
-            after = records[records.length - 1]!.SequenceNumber;
-            gathering ??= Date.now();
-          }
-          iterator = out.NextShardIterator;
-          if (!iterator) ended = true;
-          const idle = records.length === 0 && behindMs === 0;
-          nextReadAt = read + (idle ? o.idlePollMs : o.minPollMs);
-        } catch (err) {
-          if (signal.aborted) return;
-          const name = (err as { name?: string }).name;
-          if (byTime && name === 'TimeoutError') {
-            // Nothing in the shard from then on yet: asked again, as an idle shard is read.
-            nextReadAt = Date.now() + o.idlePollMs;
-            continue;
-          }
-          failures++;
-          if (
-            name === 'ProvisionedThroughputExceededException' ||
-            name === 'LimitExceededException'
-          ) {
-            // The iterator stays good for five minutes: kept, so that nothing is skipped.
-            nextReadAt = Date.now() + problemBackoffMs(failures, o.minPollMs, 10_000);
-            continue;
-          }
-          // A new iterator starts after the last record read or, before the first one, where
-          // the shard started (never a new LATEST, which would skip what came meanwhile).
-          iterator = undefined;
-          if (name === 'ExpiredIteratorException') continue;
-          this.problem(shardId, err);
-          nextReadAt = Date.now() + problemBackoffMs(failures, o.problemBaseMs);
-        }
-      }
-    } finally {
-      this.gauge.remove(labels);
-    }
-  }
-
-  private batchDeps(
-    origin: StreamOrigin,
-    writer: CheckpointWriter,
-    sending: (oldestArrivedAt: number) => void,
-  ): BatchDeps {
-    const { signal, ctx } = this;
-    const iso = (ms: number) => new Date(ms).toISOString();
-    const events = new WeakMap<readonly ShapedRecord[], DeliveryEvent>();
     return {
-      invoke: async (records): Promise<AttemptResult> => {
-        sending(records[0]!.arrivedAt);
-        const { namespace, name } = this.w.fn.metadata;
-        if (!ctx.store.get(namespace, name) && !signal.aborted) {
-          // Deleted: this consumer is about to be stopped; nothing is sent or given up.
-          await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
-        }
-        return ctx.sink.invoke(this.fn(), batchEvent(records, origin, this.name), signal);
-      },
-      deadLetter: async (records, f) => {
-        // The same event each time these records are tried again: one dead letter's name.
-        let event = events.get(records);
-        if (!event) events.set(records, (event = batchEvent(records, origin, this.name)));
-        const out = await ctx.sink.deadLetter(
-          this.fn(),
-          {
-            event,
-            error: f.error,
-            attempts: f.attempts,
-            condition: f.condition,
-            firstAttemptAt: iso(f.firstAttemptAt),
-            lastAttemptAt: iso(f.lastAttemptAt),
-          },
-          signal,
-        );
-        if (out.outcome === 'interrupted') return 'stopped';
-        const problem = `${deadLetterProblem}${origin.shardId}`;
-        if (out.outcome === 'dropped' && this.fn().spec.deadLetter !== undefined) {
-          // Not written: the records stay before the checkpoint and the shard waits for them.
-          this.problem(
-            problem,
-            new SourceProblem(
-              'SourceError',
-              `${origin.shardId}: the dead letter of ${records.length} record(s) from sequence number ${records[0]!.sequenceNumber} could not be written (${out.reason}); the shard waits and tries again: check spec.deadLetter`,
-            ),
-          );
-          return 'failed';
-        }
-        this.healthy(problem);
-        if (out.outcome === 'dead-lettered') {
-          this.log(
-            `${records.length} record(s) of ${origin.shardId} from sequence number ${records[0]!.sequenceNumber} sent to the dead letter (${f.condition} after ${f.attempts} attempt(s), last error ${f.error.errorType}: ${f.error.errorMessage.replace(/\s*\n\s*/g, ' ')}); the shard moves on`,
-          );
-        }
-        return 'sent';
-      },
-      checkpoint: (sequenceNumber) => writer.set(origin.shardId, sequenceNumber),
-      sleep: (ms) => sleep(ms, signal),
-      stopped: () => signal.aborted,
-      now: Date.now,
-      retryDelayMs: (n) => problemBackoffMs(n, this.o.retryBaseDelayMs, this.o.retryMaxDelayMs),
+      records: (out.Records ?? []).map((r) => ({
+        sequenceNumber: r.SequenceNumber ?? '',
+        arrivedAt: r.ApproximateArrivalTimestamp?.getTime() ?? Date.now(),
+        filterView: () => kinesisFilterView(r.Data),
+        shape: (origin) => shapeRecord(r, origin),
+      })),
+      next: out.NextShardIterator,
+      behindMs: out.MillisBehindLatest ?? 0,
     };
-  }
+  },
+};
+
+/** The Kinesis source: one leader-only runnable that follows the Functions' kinesis triggers. */
+export function kinesisSource(options: KinesisSourceOptions = {}): SourceFactory {
+  return streamSource(kinesisKind, options);
 }
 
 /** A Kinesis client with bounded waits. */
@@ -834,17 +144,4 @@ function kinesisClientFor(conn: ResolvedConnection): KinesisClient {
         }
       : {}),
   });
-}
-
-/** The endpoint without user or password, for messages. */
-function safeEndpoint(endpoint: string | undefined): string | undefined {
-  if (!endpoint) return undefined;
-  try {
-    const url = new URL(endpoint);
-    url.username = '';
-    url.password = '';
-    return url.toString().replace(/\/$/, '');
-  } catch {
-    return '(an endpoint that is not a URL)';
-  }
 }

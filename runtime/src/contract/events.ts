@@ -4,6 +4,8 @@ export const eventTypes = {
   invoke: 'dev.eddy.invoke',
   /** A Kinesis batch; data is Lambda's Kinesis event, `{Records: [...]}`. */
   kinesisBatch: 'dev.eddy.kinesis.batch',
+  /** A DynamoDB Streams batch; data is Lambda's DynamoDB event, `{Records: [...]}`. */
+  dynamodbBatch: 'dev.eddy.dynamodb.batch',
   /** A schedule's tick; data is EventBridge's "Scheduled Event". */
   schedule: 'dev.eddy.schedule',
   /** A dead-lettered event: data carries the original event, the last error and the attempts. */
