@@ -548,6 +548,19 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
     // NATS pods are not among those a Function's NetworkPolicy admits, nor scraped as Eddy's.
     const admitted = labelSet(envOf(objects, 'eddy-controller')('EDDY_GATEWAY_POD_LABELS')!.value!);
     expect(selects(admitted, set.spec!.template.metadata!.labels)).toBe(false);
+    // Only Eddy's pods reach the client port, only the servers the routes.
+    const policy = find<k8s.V1NetworkPolicy>(objects, 'NetworkPolicy', 'eddy-nats');
+    expect(
+      selects(policy.spec!.podSelector!.matchLabels!, set.spec!.template.metadata!.labels),
+    ).toBe(true);
+    const [clients, routes] = policy.spec!.ingress!;
+    for (const name of ['eddy-controller', 'eddy-gateway']) {
+      const pod = find<k8s.V1Deployment>(objects, 'Deployment', name).spec!.template.metadata!;
+      expect(selects(clients!.from![0]!.podSelector!.matchLabels!, pod.labels)).toBe(true);
+      expect(selects(routes!.from![0]!.podSelector!.matchLabels!, pod.labels)).toBe(false);
+    }
+    expect(clients!.ports).toEqual([{ port: 4222, protocol: 'TCP' }]);
+    expect(routes!.ports).toEqual([{ port: 6222, protocol: 'TCP' }]);
     // Both Deployments reach it at its Service's cluster IP (the variables Kubernetes gives
     // every pod of the namespace), and keep the stream on all three servers.
     for (const name of ['eddy-controller', 'eddy-gateway']) {
