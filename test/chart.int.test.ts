@@ -554,10 +554,13 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       selects(policy.spec!.podSelector!.matchLabels!, set.spec!.template.metadata!.labels),
     ).toBe(true);
     const [clients, routes] = policy.spec!.ingress!;
+    // Rendered YAML says `from` (the client's type names it `_from`).
+    const from = (r: k8s.V1NetworkPolicyIngressRule | undefined) =>
+      (r as unknown as { from: k8s.V1NetworkPolicyPeer[] }).from[0]!.podSelector!.matchLabels!;
     for (const name of ['eddy-controller', 'eddy-gateway']) {
       const pod = find<k8s.V1Deployment>(objects, 'Deployment', name).spec!.template.metadata!;
-      expect(selects(clients!.from![0]!.podSelector!.matchLabels!, pod.labels)).toBe(true);
-      expect(selects(routes!.from![0]!.podSelector!.matchLabels!, pod.labels)).toBe(false);
+      expect(selects(from(clients), pod.labels)).toBe(true);
+      expect(selects(from(routes), pod.labels)).toBe(false);
     }
     expect(clients!.ports).toEqual([{ port: 4222, protocol: 'TCP' }]);
     expect(routes!.ports).toEqual([{ port: 6222, protocol: 'TCP' }]);
