@@ -11,11 +11,9 @@
  * `postsInFlight` here), and an event the gateway does not take is dropped and logged by MinIO:
  * as with s3rver, whose queue is in memory, events are not kept across restarts.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as wait } from 'node:timers/promises';
 import {
   CreateBucketCommand,
@@ -24,8 +22,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import type { EmbeddedS3, LocalStoreOptions } from './embedded-s3.js';
-
-const setpriv = '/usr/bin/setpriv';
+import { startTiedProcess } from './tied-process.js';
 
 /** The webhook target's id: MinIO names it `arn:minio:sqs:<region>:EDDY:webhook`. */
 const targetId = 'EDDY';
@@ -78,49 +75,13 @@ export async function startEmbeddedMinio(o: EmbeddedMinioOptions): Promise<Embed
     [`MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_${targetId}`]: o.intake.token,
   };
   const args = ['server', '--quiet', '--address', `${host}:${o.port}`, o.directory];
-  // Where util-linux's setpriv is (Linux), the kernel kills MinIO when this process ends, even
-  // by SIGKILL, which no exit handler sees.
-  const child: ChildProcess = existsSync(setpriv)
-    ? spawn(setpriv, ['--pdeathsig', 'KILL', '--', o.binary, ...args], {
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      })
-    : spawn(o.binary, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  for (const stream of [child.stdout!, child.stderr!]) {
-    createInterface({ input: stream }).on('line', (line) => {
-      lines.push(line);
-      if (lines.length > 20) lines.shift();
-      o.log(line);
-    });
-  }
-  let exited: string | undefined;
-  const gone = new Promise<void>((resolve) =>
-    child.once('exit', (code, signal) => {
-      exited = signal ?? String(code);
-      resolve();
-    }),
-  );
-  child.once('error', (err) => {
-    exited = err.message;
-  });
-  // Not left behind when this process exits without stopping it (process.exit on an error).
-  const orphaned = () => child.kill('SIGKILL');
-  process.once('exit', orphaned);
-  const stop = async () => {
-    process.off('exit', orphaned);
-    if (exited === undefined) {
-      child.kill('SIGTERM');
-      const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await gone;
-      clearTimeout(killer);
-    }
-  };
+  const proc = startTiedProcess({ binary: o.binary, args, env, onLine: o.log });
+  const { lines, stop } = proc;
 
   const deadline = Date.now() + (o.startTimeoutMs ?? 30_000);
   for (;;) {
-    if (exited !== undefined) {
-      throw new Error(`MinIO (${o.binary}) ended (${exited}): ${lines.join(' / ')}`);
+    if (proc.exited() !== undefined) {
+      throw new Error(`MinIO (${o.binary}) ended (${proc.exited()}): ${lines.join(' / ')}`);
     }
     try {
       if (

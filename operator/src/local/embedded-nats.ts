@@ -3,15 +3,11 @@
  * `.eddy/nats`, on loopback. Accepted asynchronous events, S3 notifications and schedule ticks
  * then survive a restart of the stack, as they do in a cluster.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as wait } from 'node:timers/promises';
-
-const setpriv = '/usr/bin/setpriv';
+import { startTiedProcess } from './tied-process.js';
 
 export interface EmbeddedNats {
   url: string;
@@ -52,47 +48,20 @@ export async function startEmbeddedNats(o: {
     '--server_name',
     'eddy-local',
   ];
-  // Where util-linux's setpriv is (Linux), the kernel ends nats-server when this process ends.
-  const child: ChildProcess = existsSync(setpriv)
-    ? spawn(setpriv, ['--pdeathsig', 'KILL', '--', o.binary, ...args], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      })
-    : spawn(o.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  for (const stream of [child.stdout!, child.stderr!]) {
-    createInterface({ input: stream }).on('line', (line) => {
-      lines.push(line);
-      if (lines.length > 20) lines.shift();
-      // nats-server is chatty at start; only its warnings and errors are worth a line here.
+  const proc = startTiedProcess({
+    binary: o.binary,
+    args,
+    // nats-server is chatty at start; only its warnings and errors are worth a line here.
+    onLine: (line) => {
       if (/\[(WRN|ERR|FTL)\]/.test(line)) o.log(line);
-    });
-  }
-  let exited: string | undefined;
-  const gone = new Promise<void>((resolve) =>
-    child.once('exit', (code, signal) => {
-      exited = signal ?? String(code);
-      resolve();
-    }),
-  );
-  child.once('error', (err) => {
-    exited = err.message;
+    },
   });
-  const orphaned = () => child.kill('SIGKILL');
-  process.once('exit', orphaned);
-  const stop = async () => {
-    process.off('exit', orphaned);
-    if (exited === undefined) {
-      child.kill('SIGTERM');
-      const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await gone;
-      clearTimeout(killer);
-    }
-  };
+  const { lines, stop } = proc;
   const timeoutMs = o.startTimeoutMs ?? 30_000;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (exited !== undefined) {
-      throw new Error(`nats-server (${o.binary}) ended (${exited}): ${lines.join(' / ')}`);
+    if (proc.exited() !== undefined) {
+      throw new Error(`nats-server (${o.binary}) ended (${proc.exited()}): ${lines.join(' / ')}`);
     }
     try {
       const res = await fetch(`http://${host}:${monitorPort}/healthz?js-enabled-only=true`, {

@@ -95,8 +95,6 @@ export interface JetStreamQueue extends EventQueue {
   readonly kind: 'jetstream';
   /** Runs every Function's consumer in this process until the signal; resolves once drained. */
   consume(o: ConsumeOptions): Promise<void>;
-  /** Waits until the stream exists (the first connection made it); rejects on the deadline. */
-  ready(timeoutMs: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -585,10 +583,13 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
     unsubscribe();
     await Promise.all([...loops.values()].map((l) => l.done));
     // What is in hand gets its chance to finish; the rest goes back to the queue.
+    const waited = new AbortController();
     const drained = await Promise.race([
       Promise.all([...inHand]).then(() => true),
-      sleep(drainMs).then(() => false),
+      sleep(drainMs, waited.signal).then(() => false),
     ]);
+    // The timer goes with the wait: a pending one would keep the process alive.
+    waited.abort();
     if (!drained) handing.abort();
     await Promise.all([...inHand]);
   }
@@ -619,21 +620,12 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
     kind: 'jetstream',
     enqueue,
     consume,
-    async ready(timeoutMs) {
-      const ok = await Promise.race([
-        connecting.then(() => true),
-        sleep(timeoutMs).then(() => false),
-      ]);
-      if (!ok || !streamReady) {
-        throw new Error(
-          `the event queue (NATS JetStream at ${where}) was not ready within ${timeoutMs} ms: ${lastProblem}`,
-        );
-      }
-    },
     async close() {
       closing.abort();
       await connecting;
-      await nc?.drain().catch(() => undefined);
+      // Everything published has its acknowledgement and every consumer has stopped: close
+      // (a drain would wait for the consumers' pull subscriptions to time out).
+      await nc?.close().catch(() => undefined);
     },
   };
 }

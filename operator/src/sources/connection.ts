@@ -184,6 +184,28 @@ export function problemBackoffMs(failures: number, baseMs = 1_000, maxMs = 60_00
 }
 
 /**
+ * What a stream service's client (Kinesis, DynamoDB Streams) is given for a connection: its
+ * region and credentials, and at a custom endpoint HTTP/1.1 with bounded waits (the clients
+ * speak HTTP/2 by default; compatible servers often only HTTP/1.1).
+ */
+export function streamClientConfig(conn: ResolvedConnection) {
+  return {
+    region: conn.region,
+    credentials: conn.credentials,
+    ...(conn.endpoint
+      ? {
+          endpoint: conn.endpoint,
+          requestHandler: new NodeHttpHandler({
+            connectionTimeout: 5_000,
+            requestTimeout: 30_000,
+            throwOnRequestTimeout: true,
+          }),
+        }
+      : {}),
+  };
+}
+
+/**
  * An S3 client for a connection, with bounded waits: an endpoint that accepts connections but
  * never answers must not hold a source forever.
  */

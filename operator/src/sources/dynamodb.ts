@@ -18,11 +18,10 @@ import {
   type Shard,
   type ShardIteratorType,
 } from '@aws-sdk/client-dynamodb-streams';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { DynamoDBTrigger } from '../api/types.js';
 import { eventTypes } from '../../../runtime/src/contract/index.js';
 import type { DeliveryEvent } from '../gateway/delivery.js';
-import { SourceProblem, type ResolvedConnection } from './connection.js';
+import { SourceProblem, streamClientConfig, type ResolvedConnection } from './connection.js';
 import { batchEvent, type ShapedRecord, type StreamOrigin } from './kinesis-batch.js';
 import type { SourceFactory } from './source.js';
 import {
@@ -261,18 +260,5 @@ export function dynamodbSource(options: DynamoDBSourceOptions = {}): SourceFacto
 
 /** A DynamoDB Streams client with bounded waits. */
 function dynamodbStreamsClientFor(conn: ResolvedConnection): DynamoDBStreamsClient {
-  return new DynamoDBStreamsClient({
-    region: conn.region,
-    credentials: conn.credentials,
-    ...(conn.endpoint
-      ? {
-          endpoint: conn.endpoint,
-          requestHandler: new NodeHttpHandler({
-            connectionTimeout: 5_000,
-            requestTimeout: 30_000,
-            throwOnRequestTimeout: true,
-          }),
-        }
-      : {}),
-  });
+  return new DynamoDBStreamsClient(streamClientConfig(conn));
 }

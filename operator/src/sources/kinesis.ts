@@ -13,10 +13,9 @@ import {
   type GetShardIteratorCommandInput,
   type Shard,
 } from '@aws-sdk/client-kinesis';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { KinesisTrigger } from '../api/types.js';
 import { eventTypes } from '../../../runtime/src/contract/index.js';
-import type { ResolvedConnection } from './connection.js';
+import { streamClientConfig, type ResolvedConnection } from './connection.js';
 import { kinesisFilterView } from './event-filter.js';
 import { shapeRecord } from './kinesis-batch.js';
 import type { SourceFactory } from './source.js';
@@ -129,19 +128,5 @@ export function kinesisSource(options: KinesisSourceOptions = {}): SourceFactory
 
 /** A Kinesis client with bounded waits. */
 function kinesisClientFor(conn: ResolvedConnection): KinesisClient {
-  return new KinesisClient({
-    region: conn.region,
-    credentials: conn.credentials,
-    ...(conn.endpoint
-      ? {
-          endpoint: conn.endpoint,
-          // The client speaks HTTP/2 by default; Kinesis-compatible servers often only HTTP/1.1.
-          requestHandler: new NodeHttpHandler({
-            connectionTimeout: 5_000,
-            requestTimeout: 30_000,
-            throwOnRequestTimeout: true,
-          }),
-        }
-      : {}),
-  });
+  return new KinesisClient(streamClientConfig(conn));
 }
