@@ -117,8 +117,8 @@ describe('checkFunction with crds/function.yaml', () => {
   });
 
   it('rejects an unknown runtime, listing the supported ones', () => {
-    expect(problems(manifest({ runtime: 'python3' }))).toEqual([
-      'spec.runtime: Unsupported value: "python3": supported values: "nodejs20", "nodejs22", "nodejs24"',
+    expect(problems(manifest({ runtime: 'ruby3.3' }))).toEqual([
+      'spec.runtime: Unsupported value: "ruby3.3": supported values: "nodejs20", "nodejs22", "nodejs24", "python3.11", "java17", "provided"',
     ]);
   });
 
@@ -193,7 +193,7 @@ describe('checkFunction with crds/function.yaml', () => {
   });
 
   it('reports every problem of a manifest at once', () => {
-    const found = problems(manifest({ memory: 'lots', runtime: 'python3', timeoutSeconds: '30s' }));
+    const found = problems(manifest({ memory: 'lots', runtime: 'ruby3.3', timeoutSeconds: '30s' }));
     expect(found).toEqual(
       expect.arrayContaining([
         expect.stringMatching(/^spec\.memory: /),

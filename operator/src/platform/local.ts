@@ -407,6 +407,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       memoryMb: mebibytes(spec.memory ?? '128Mi'),
       timeoutMs: (spec.timeoutSeconds ?? 3) * 1000,
       concurrency: spec.concurrency ?? 1,
+      runtime: spec.runtime,
       // The runtime binds any free port and says which: no port is picked here and lost in a race.
       port: 0,
       host: '127.0.0.1',
