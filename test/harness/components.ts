@@ -2,7 +2,8 @@
  * What the test harness runs, at which pinned versions, and where provisioning caches it.
  * One place for versions: `npm run test:setup` builds from here and the suites look here.
  */
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +24,10 @@ export const versions = {
   /** Node and npm placed in the local base image, from the npm registry. */
   node: '22.23.3',
   npm: '10.9.9',
+  /** AWS's Go library for Lambda functions, which the provided runtime's test function uses. */
+  awsLambdaGo: '1.55.0',
+  /** AWS's Python runtime interface client, in the virtual environment the harness makes. */
+  awslambdaric: '4.2.2',
 } as const;
 
 export interface GoBinary {
@@ -62,7 +67,24 @@ export const goBinaries = {
     pkg: 'github.com/nats-io/nats-server/v2',
     version: versions.natsServer,
   },
+  /** The provided runtime's test function (test/harness/go/lambda-go/main.go). */
+  lambdaGoFunction: {
+    name: 'bootstrap',
+    recipe: 'lambda-go',
+    pkg: 'eddy.dev/harness/lambda-go',
+    // Its own source is part of what is cached: a change to main.go builds it again.
+    version: `${versions.awsLambdaGo}-${createHash('sha256')
+      .update(readFileSync(join(recipesDir, 'lambda-go', 'main.go')))
+      .digest('hex')
+      .slice(0, 12)}`,
+  },
 } satisfies Record<string, GoBinary>;
+
+/** Debian's python3 (bookworm: 3.11), which python3.11 functions run on. */
+export const systemPython = process.env.EDDY_SYSTEM_PYTHON ?? '/usr/bin/python3';
+/** A virtual environment of the system python with awslambdaric, made by `test:setup runtimes`. */
+export const pythonRicDir = join(cacheRoot, `python3.11-awslambdaric-${versions.awslambdaric}`);
+export const pythonRic = join(pythonRicDir, 'bin', 'python');
 
 /** The one-node cluster's Kubernetes binaries beyond the control plane's. */
 export const nodeBinaries: GoBinary[] = [
@@ -105,7 +127,7 @@ export const prometheusBinary = process.env.EDDY_PROMETHEUS ?? '/usr/bin/prometh
 export const promtoolBinary = process.env.EDDY_PROMTOOL ?? '/usr/bin/promtool';
 
 export type ComponentName =
-  'kube' | 'minio' | 'nats' | 'kinesis' | 'docker' | 'prometheus' | 'cluster';
+  'kube' | 'minio' | 'nats' | 'kinesis' | 'docker' | 'prometheus' | 'cluster' | 'runtimes';
 
 /**
  * Why a component cannot run here, or undefined when it can. Cheap checks only (files on disk),
@@ -133,6 +155,11 @@ export function missingReason(c: ComponentName): string | undefined {
       );
     case 'prometheus':
       return need(prometheusBinary, 'prometheus (Debian package prometheus)');
+    case 'runtimes':
+      return (
+        need(goBinaryPath(goBinaries.lambdaGoFunction), 'the Go test function (aws-lambda-go)') ??
+        need(pythonRic, 'the python3.11 virtual environment with awslambdaric')
+      );
     case 'cluster': {
       if (process.getuid?.() !== 0) return 'root (the node sets up a bridge, iptables and cgroups)';
       for (const b of nodeBinaries) {

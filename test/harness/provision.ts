@@ -2,6 +2,7 @@
  * `npm run test:setup [component...]`: builds or installs everything the integration suites
  * run, into per-version caches, so a warm machine starts them in seconds. Components:
  * kube (kube-apiserver + etcd + helm), minio, nats (nats-server with JetStream), docker (dockerd + local base image), prometheus,
+ * runtimes (the provided runtime's Go test function, python3.11 with awslambdaric),
  * kinesis, cluster (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, the
  * pause binary, and Debian's containerd, runc and CNI plugins). Debian packages are installed
  * when running as root; otherwise the error names the command that installs them.
@@ -29,7 +30,10 @@ import {
   nodeBinaries,
   nodePackages,
   pauseBinary,
+  pythonRic,
+  pythonRicDir,
   recipesDir,
+  systemPython,
   type ComponentName,
   type GoBinary,
   versions,
@@ -290,7 +294,44 @@ const steps: Record<string, () => Promise<void>> = {
     await buildPause();
   },
   kinesis: async () => checkInstalled('kinesis', 'npm ci'),
+  runtimes: async () => {
+    await buildGoBinary(goBinaries.lambdaGoFunction);
+    await makePythonRic();
+  },
 };
+
+/** Debian's python3 with awslambdaric from PyPI (manylinux wheels only: no compiler). */
+async function makePythonRic(): Promise<void> {
+  if (existsSync(pythonRic)) {
+    console.log(`awslambdaric ${versions.awslambdaric}: cached at ${pythonRicDir}`);
+    return;
+  }
+  if (!existsSync(systemPython)) {
+    throw new Error(
+      `${systemPython} is missing: apt-get install -y python3 python3-venv (or set EDDY_SYSTEM_PYTHON)`,
+    );
+  }
+  const progress = startProgress(`awslambdaric ${versions.awslambdaric}`);
+  const partial = `${pythonRicDir}.partial`;
+  try {
+    rmSync(partial, { recursive: true, force: true });
+    await run(systemPython, ['-m', 'venv', partial]);
+    progress.update('pip install');
+    await run(join(partial, 'bin', 'pip'), [
+      'install',
+      '-q',
+      '--timeout',
+      '30',
+      '--only-binary=:all:',
+      `awslambdaric==${versions.awslambdaric}`,
+    ]);
+    renameSync(partial, pythonRicDir);
+    progress.done(`made ${pythonRicDir}`);
+  } catch (err) {
+    progress.fail(err instanceof Error ? err.message : String(err));
+    throw err;
+  }
+}
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { LogFormat, RuntimeName } from '../contract/env.js';
 import type { FunctionInvoker, InitResult, Invocation, Outcome } from '../invocation.js';
 import { decodeEvent } from '../invoker.js';
-import { functionVersion, queue, startLine, write } from '../logs.js';
+import { functionVersion, startLine, write } from '../logs.js';
 import { Slot, type LanguageCommand } from './slot.js';
 
 export interface ProcessInvokerSettings {
@@ -162,7 +162,8 @@ export class ProcessInvoker implements FunctionInvoker {
     // The runtime server admits at most `concurrency` invocations, so one slot is free.
     const slot = this.slots.find((s) => !s.busy);
     if (!slot) throw new Error('no free language process: more invocations than EDDY_CONCURRENCY');
-    queue(startLine(this.settings.logFormat, m.requestId));
+    // Now, not queued: the process may write its first line before this turn ends.
+    write(startLine(this.settings.logFormat, m.requestId));
     const outcome = slot.run({
       requestId: m.requestId,
       deadline: m.deadline,
