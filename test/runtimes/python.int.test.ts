@@ -2,6 +2,8 @@
  * The python3.11 runtime through the local stack's gateway: a handler written for Lambda, run
  * by AWS's own runtime interface client (awslambdaric from PyPI) on Debian's python3.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { canRun } from '../harness/suite.js';
 import { inline, manifest, startStack, type Stack } from './stack.js';
@@ -160,4 +162,21 @@ describe.skipIf(!canRun('runtimes'))('python3.11: a handler run by awslambdaric'
     for (const a of answers) expect(a.status).toBe(200);
     expect(new Set(answers.map((a) => a.body.pid)).size).toBe(4);
   });
+});
+
+describe.skipIf(!canRun('runtimes'))('python3.11 on the local stack without EDDY_PYTHON', () => {
+  let stack: Stack | undefined;
+  afterAll(() => stack?.stop());
+
+  it('makes a virtual environment with awslambdaric under .eddy/ once, and says so', async () => {
+    stack = await startStack([manifest('hello', spec)], { EDDY_PYTHON: '' });
+    const { status, body } = await stack.invoke('hello', { payload: 'hi' });
+    expect(status).toBe(200);
+    expect(body).toEqual({ echo: 'hi' });
+    const venv = join(stack.dir, '.eddy', 'python3.11-awslambdaric-4.2.2');
+    expect(stack.log()).toContain(
+      `eddy: python3.11 functions run on /usr/bin/python3 with awslambdaric 4.2.2; making its virtual environment in ${venv} (once)`,
+    );
+    expect(existsSync(join(venv, 'bin', 'python'))).toBe(true);
+  }, 180_000);
 });

@@ -48,7 +48,10 @@ export const inline = (code: string) =>
     .map((l) => `      ${l}`)
     .join('\n')}\n`;
 
-export async function startStack(manifests: string[]): Promise<Stack> {
+export async function startStack(
+  manifests: string[],
+  env: Record<string, string> = {},
+): Promise<Stack> {
   const dir = await mkdtemp(join(tmpdir(), 'eddy-runtimes-'));
   await writeFile(join(dir, 'functions.yaml'), manifests.join('---\n'));
   const proc: ManagedProcess = startProcess(
@@ -64,6 +67,7 @@ export async function startStack(manifests: string[]): Promise<Stack> {
         HOME: process.env.HOME,
         // The harness's virtual environment, so no test installs from PyPI.
         EDDY_PYTHON: pythonRic,
+        ...env,
       },
     },
   );
