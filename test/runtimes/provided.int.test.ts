@@ -158,6 +158,86 @@ describe.skipIf(!canRun('runtimes'))('provided: a Go function built with aws-lam
   });
 });
 
+/** A bootstrap that streams its response (chunked), with an error in its trailers when asked. */
+const streamingBootstrap = `
+#!/usr/bin/env node
+const http = require('node:http');
+const [host, port] = process.env.AWS_LAMBDA_RUNTIME_API.split(':');
+const api = '/2018-06-01/runtime/invocation';
+function next() {
+  http.get({ host, port, path: api + '/next' }, (res) => {
+    let body = '';
+    res.on('data', (c) => (body += c));
+    res.on('end', () => handle(res.headers['lambda-runtime-aws-request-id'], JSON.parse(body)));
+  });
+}
+function handle(id, event) {
+  const headers = { 'Lambda-Runtime-Function-Response-Mode': event.mode || 'streaming', 'Transfer-Encoding': 'chunked' };
+  if (event.fail) headers.Trailer = 'Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body';
+  const req = http.request({ host, port, method: 'POST', path: api + '/' + id + '/response', headers }, (res) => {
+    let body = '';
+    res.on('data', (c) => (body += c));
+    res.on('end', () => {
+      console.log('streamer answered ' + res.statusCode + ' ' + body.trim());
+      next();
+    });
+  });
+  req.write('{"parts":[');
+  req.write('"one",');
+  if (event.fail) {
+    const error = { errorType: 'Stream.Broken', errorMessage: 'the source went away' };
+    req.addTrailers({
+      'Lambda-Runtime-Function-Error-Type': 'Stream.Broken',
+      'Lambda-Runtime-Function-Error-Body': Buffer.from(JSON.stringify(error)).toString('base64'),
+    });
+    req.end();
+    return;
+  }
+  req.end('"two"]}');
+}
+next();
+`;
+
+describe.skipIf(!canRun('runtimes'))('provided: a bootstrap that streams its response', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack([
+      manifest('streamer', `  runtime: provided\n${inline(streamingBootstrap)}`),
+    ]);
+  }, 60_000);
+  afterAll(() => stack?.stop());
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') process.stderr.write(`--- dev.js log\n${stack.log()}\n`);
+  });
+
+  it('is answered whole once the stream ends', async () => {
+    const { status, body } = await stack.invoke('streamer', {});
+    expect(status).toBe(200);
+    expect(body).toEqual({ parts: ['one', 'two'] });
+  });
+
+  it('fails with the error in its trailers', async () => {
+    const { status, body } = await stack.invoke('streamer', { fail: true });
+    expect(status).toBe(500);
+    expect(body).toEqual({ errorType: 'Stream.Broken', errorMessage: 'the source went away' });
+  });
+
+  it('fails with Runtime.InvalidResponseModeHeader for a mode other than streaming', async () => {
+    const { status, body } = await stack.invoke('streamer', { mode: 'buffered' });
+    expect(status).toBe(502);
+    expect(body.errorType).toBe('Runtime.InvalidResponseModeHeader');
+    await waitFor('the bootstrap to log its answer', async () =>
+      stack
+        .log()
+        .includes(
+          'streamer answered 400 {"errorMessage":"Invalid function response mode","errorType":"InvalidFunctionResponseMode"}',
+        )
+        ? true
+        : undefined,
+    );
+  });
+});
+
 describe.skipIf(!canRun('runtimes'))('provided: a shell-script bootstrap with curl', () => {
   let stack: Stack;
   beforeAll(async () => {
