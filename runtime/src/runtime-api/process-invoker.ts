@@ -5,6 +5,7 @@
  */
 import { join } from 'node:path';
 import type { LogFormat, RuntimeName } from '../contract/env.js';
+import type { ErrorBody } from '../contract/errors.js';
 import type { FunctionInvoker, InitResult, Invocation, Outcome } from '../invocation.js';
 import { decodeEvent } from '../invoker.js';
 import { functionVersion, startLine, write } from '../logs.js';
@@ -99,6 +100,13 @@ export function languageCommand(s: ProcessInvokerSettings, api: string): Languag
   }
 }
 
+/** `INIT_ERROR <type>: <message>`, or a `platform.initError` record, as the Node runtime logs them. */
+function initErrorLine(format: LogFormat, error: ErrorBody): string {
+  return format === 'json'
+    ? `${JSON.stringify({ time: new Date().toISOString(), type: 'platform.initError', record: error })}\n`
+    : `INIT_ERROR ${error.errorType}: ${error.errorMessage}\n`;
+}
+
 const hex = () =>
   Math.floor(Math.random() * 0x100000000)
     .toString(16)
@@ -133,7 +141,12 @@ export class ProcessInvoker implements FunctionInvoker {
   constructor(private readonly settings: ProcessInvokerSettings) {
     this.functionArn = `eddy:${settings.functionNamespace}:function:${settings.functionName}`;
     for (let i = 0; i < settings.concurrency; i++)
-      this.slots.push(new Slot((api) => languageCommand(settings, api), write));
+      this.slots.push(
+        new Slot(
+          (api) => languageCommand(settings, api),
+          (error) => write(initErrorLine(settings.logFormat, error)),
+        ),
+      );
     this.ready = Promise.all(this.slots.map((s) => s.start())).then(
       () => ({ ok: true, initDurationMs: 0 }),
       (err: Error) => ({

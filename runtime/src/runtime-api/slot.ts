@@ -135,7 +135,8 @@ export class Slot {
 
   constructor(
     private readonly language: (apiAddress: string) => LanguageCommand,
-    private readonly log: (line: string) => void,
+    /** Told of each init error, to log it. */
+    private readonly initFailedLog: (error: ErrorBody) => void,
   ) {
     this.server = createServer((req, res) => this.route(req, res));
     // A long poll waits as long as no invocation comes.
@@ -244,7 +245,7 @@ export class Slot {
           errorType: 'Runtime.InvalidEntrypoint',
           errorMessage: `${lang.command} is not an executable file (${(err as NodeJS.ErrnoException).code}): ${lang.hint}`,
         };
-        this.log(`INIT_ERROR ${this.initError.errorType}: ${this.initError.errorMessage}\n`);
+        this.initFailedLog(this.initError);
         this.initFailed();
         return;
       }
@@ -269,7 +270,7 @@ export class Slot {
         errorType: missing ? 'Runtime.InvalidEntrypoint' : 'Runtime.Unknown',
         errorMessage: `cannot start ${lang.command}: ${err.message}`,
       };
-      this.log(`INIT_ERROR ${this.initError.errorType}: ${this.initError.errorMessage}\n`);
+      this.initFailedLog(this.initError);
       this.initFailed();
     });
     child.once('exit', (code, signal) => this.exited(child, code, signal));
@@ -319,9 +320,10 @@ export class Slot {
 
   private timedOut(current: Current): void {
     if (this.current !== current) return;
+    const figures = this.figures();
     this.kill();
     this.parked = undefined;
-    current.settle({ kind: 'timeout', restarted: true, ...this.figures() });
+    current.settle({ kind: 'timeout', restarted: true, ...figures });
     this.spawn();
   }
 
@@ -474,7 +476,7 @@ export class Slot {
       this.initMs = nowMs() - this.spawnedAt;
       const error = errorBodyFrom(body === 'too-large' ? Buffer.alloc(0) : body, headerType);
       this.initError = error;
-      this.log(`INIT_ERROR ${error.errorType}: ${error.errorMessage}\n`);
+      this.initFailedLog(error);
       accepted(res);
       // Lambda ends a runtime that failed its init; the next event starts it again.
       res.once('finish', () => this.kill());
