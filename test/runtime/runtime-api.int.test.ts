@@ -25,7 +25,7 @@ async function invoke(url: string, event: unknown) {
     body: JSON.stringify(event),
     signal: AbortSignal.timeout(30_000),
   });
-  return { status: res.status, headers: res.headers, body: (await res.json()) };
+  return { status: res.status, headers: res.headers, body: await res.json() };
 }
 
 describe('the runtime with a provided bootstrap', () => {
