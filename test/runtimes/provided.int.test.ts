@@ -3,7 +3,9 @@
  * aws-lambda-go v1.55, unmodified, and a shell-script bootstrap that speaks the Runtime API with
  * curl, as in AWS's custom runtime tutorial.
  */
-import { dirname } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { goBinaries, goBinaryPath } from '../harness/components.js';
 import { canRun } from '../harness/suite.js';
@@ -11,16 +13,16 @@ import { waitFor } from '../harness/wait.js';
 import { inline, manifest, startStack, type Stack } from './stack.js';
 
 const goDir = dirname(goBinaryPath(goBinaries.lambdaGoFunction));
-const goSpec = (extra = '') => `  image: example.com/go-function:1
+const goSpec = (extra = '', timeoutSeconds = 3) => `  image: example.com/go-function:1
   runtime: provided
   handler: orders.handler
   memory: 256Mi
-  timeoutSeconds: 3
+  timeoutSeconds: ${timeoutSeconds}
   concurrency: 4
   scaling: {maxReplicas: 1}
 ${extra}`;
-const goFn = (name: string, extra = '') =>
-  manifest(name, goSpec(extra), `eddy.dev/local-code-dir: ${goDir}`);
+const goFn = (name: string, extra = '', timeoutSeconds = 3) =>
+  manifest(name, goSpec(extra, timeoutSeconds), `eddy.dev/local-code-dir: ${goDir}`);
 
 /** AWS's tutorial bootstrap, in spirit: next, handle, response, with curl. */
 const shellBootstrap = `
@@ -62,6 +64,7 @@ describe.skipIf(!canRun('runtimes'))('provided: a Go function built with aws-lam
     stack = await startStack([
       goFn('orders'),
       goFn('broken', '  env: [{name: FAIL_INIT, value: "1"}]'),
+      goFn('wide', '', 60),
     ]);
   }, 60_000);
   afterAll(() => stack?.stop());
@@ -149,12 +152,17 @@ describe.skipIf(!canRun('runtimes'))('provided: a Go function built with aws-lam
   });
 
   it('runs concurrency 4 as four processes at once', async () => {
-    const answers = await Promise.all(
-      [0, 1, 2, 3].map(() => stack.invoke('orders', { action: 'sleep', sleepMs: 1500 })),
-    );
-    for (const a of answers) expect(a.status).toBe(200);
-    // One process takes one invocation at a time: four at once are four processes.
-    expect(new Set(answers.map((a) => a.body.pid)).size).toBe(4);
+    // Each invocation waits until all four have arrived: they pass only if they run at once.
+    const dir = await mkdtemp(join(tmpdir(), 'eddy-barrier-'));
+    try {
+      const answers = await Promise.all(
+        [0, 1, 2, 3].map(() => stack.invoke('wide', { action: 'barrier', dir, count: 4 })),
+      );
+      for (const a of answers) expect(a.status).toBe(200);
+      expect(new Set(answers.map((a) => a.body.pid)).size).toBe(4);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -3,6 +3,8 @@
  * by AWS's own runtime interface client (awslambdaric from PyPI) on Debian's python3.
  */
 import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { canRun } from '../harness/suite.js';
@@ -49,18 +51,26 @@ def handler(event, context):
     if action == "sleep":
         time.sleep(event["sleepMs"] / 1000)
         return {"slept": event["sleepMs"], "pid": os.getpid()}
+    if action == "barrier":
+        # Waits until event["count"] invocations have arrived (one file each in event["dir"]):
+        # only invocations running at once get past it.
+        open(os.path.join(event["dir"], str(os.getpid())), "w").close()
+        while len(os.listdir(event["dir"])) < event["count"]:
+            time.sleep(0.01)
+        return {"pid": os.getpid()}
     if action == "crash":
         os._exit(3)
     return {"echo": event.get("payload")}
 `;
 
-const spec = `  runtime: python3.11
+const specWith = (timeoutSeconds: number) => `  runtime: python3.11
   handler: index.handler
   memory: 256Mi
-  timeoutSeconds: 3
+  timeoutSeconds: ${timeoutSeconds}
   concurrency: 4
   scaling: {maxReplicas: 1}
 ${inline(handler)}`;
+const spec = specWith(3);
 
 describe.skipIf(!canRun('runtimes'))('python3.11: a handler run by awslambdaric', () => {
   let stack: Stack;
@@ -68,6 +78,7 @@ describe.skipIf(!canRun('runtimes'))('python3.11: a handler run by awslambdaric'
     stack = await startStack([
       manifest('orders', spec),
       manifest('broken', `${spec}  env: [{name: FAIL_INIT, value: "1"}]\n`),
+      manifest('wide', specWith(60)),
     ]);
   }, 60_000);
   afterAll(() => stack?.stop());
@@ -156,11 +167,17 @@ describe.skipIf(!canRun('runtimes'))('python3.11: a handler run by awslambdaric'
   });
 
   it('runs concurrency 4 as four processes at once', async () => {
-    const answers = await Promise.all(
-      [0, 1, 2, 3].map(() => stack.invoke('orders', { action: 'sleep', sleepMs: 1500 })),
-    );
-    for (const a of answers) expect(a.status).toBe(200);
-    expect(new Set(answers.map((a) => a.body.pid)).size).toBe(4);
+    // Each invocation waits until all four have arrived: they pass only if they run at once.
+    const dir = await mkdtemp(join(tmpdir(), 'eddy-barrier-'));
+    try {
+      const answers = await Promise.all(
+        [0, 1, 2, 3].map(() => stack.invoke('wide', { action: 'barrier', dir, count: 4 })),
+      );
+      for (const a of answers) expect(a.status).toBe(200);
+      expect(new Set(answers.map((a) => a.body.pid)).size).toBe(4);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -18,6 +18,8 @@ type event struct {
 	Action  string          `json:"action"`
 	Message string          `json:"message"`
 	SleepMs int             `json:"sleepMs"`
+	Dir     string          `json:"dir"`
+	Count   int             `json:"count"`
 	Payload json.RawMessage `json:"payload"`
 }
 
@@ -54,6 +56,22 @@ func handle(ctx context.Context, e event) (any, error) {
 	case "sleep":
 		time.Sleep(time.Duration(e.SleepMs) * time.Millisecond)
 		return map[string]any{"slept": e.SleepMs, "pid": os.Getpid()}, nil
+	case "barrier":
+		// Waits until Count invocations have arrived (one file each in Dir): only invocations
+		// running at once get past it.
+		if err := os.WriteFile(fmt.Sprintf("%s/%d", e.Dir, os.Getpid()), nil, 0o644); err != nil {
+			return nil, err
+		}
+		for {
+			entries, err := os.ReadDir(e.Dir)
+			if err != nil {
+				return nil, err
+			}
+			if len(entries) >= e.Count {
+				return map[string]any{"pid": os.Getpid()}, nil
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	case "crash":
 		os.Exit(3)
 	}
