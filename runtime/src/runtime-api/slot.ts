@@ -132,6 +132,9 @@ export class Slot {
   private parked: ServerResponse | undefined;
   private current: Current | undefined;
   private stopped = false;
+  private peakMb: number | undefined;
+  private peakPid: number | undefined;
+  private peakReadAt: number | undefined;
 
   constructor(
     private readonly language: (apiAddress: string) => LanguageCommand,
@@ -206,8 +209,19 @@ export class Slot {
   }
 
   private figures(): { initDurationMs?: number; maxMemoryUsedMb?: number } {
+    // Reading /proc costs tens of µs: at most every 10 ms, as the Node runtime reads its own.
+    const now = nowMs();
+    if (
+      this.peakReadAt === undefined ||
+      now - this.peakReadAt >= 10 ||
+      this.peakPid !== this.child?.pid
+    ) {
+      this.peakPid = this.child?.pid;
+      this.peakMb = peakMemoryMb(this.peakPid) ?? this.peakMb;
+      this.peakReadAt = now;
+    }
     const out: { initDurationMs?: number; maxMemoryUsedMb?: number } = {
-      maxMemoryUsedMb: peakMemoryMb(this.child?.pid),
+      maxMemoryUsedMb: this.peakMb,
     };
     if (!this.initReported && this.initMs !== undefined) {
       this.initReported = true;
