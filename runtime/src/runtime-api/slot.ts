@@ -70,14 +70,35 @@ function json(res: ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
-const accepted = (res: ServerResponse) => json(res, 202, { status: 'OK' });
-const forbidden = (res: ServerResponse, from: string, to: string, why: string) =>
-  json(res, 403, {
-    errorMessage: `State transition from ${from} to ${to} failed for runtime. Error: ${why}`,
-    errorType: 'InvalidStateTransition',
-  });
-const invalidRequestId = (res: ServerResponse) =>
-  json(res, 400, { errorMessage: 'Invalid request ID', errorType: 'InvalidRequestID' });
+/**
+ * Every answer the Runtime API gives a language process, in one place: those of AWS's Runtime
+ * Interface Emulator, with its status codes, error types and messages.
+ */
+const answer = {
+  accepted: (res: ServerResponse) => json(res, 202, { status: 'OK' }),
+  invalidRequestId: (res: ServerResponse) =>
+    json(res, 400, { errorMessage: 'Invalid request ID', errorType: 'InvalidRequestID' }),
+  invalidResponseMode: (res: ServerResponse) =>
+    json(res, 400, {
+      errorMessage: 'Invalid function response mode',
+      errorType: 'InvalidFunctionResponseMode',
+    }),
+  outOfTurn: (res: ServerResponse, from: string, to: string, why: string) =>
+    json(res, 403, {
+      errorMessage: `State transition from ${from} to ${to} failed for runtime. Error: ${why}`,
+      errorType: 'InvalidStateTransition',
+    }),
+  notFound: (res: ServerResponse, method: string | undefined, path: string) =>
+    json(res, 404, {
+      errorMessage: `no route ${method} ${path}: the Runtime API is under ${apiPrefix}`,
+      errorType: 'NotFound',
+    }),
+  tooLarge: (res: ServerResponse) =>
+    json(res, 413, {
+      errorMessage: `Exceeded maximum allowed payload size (${maxResponseBytes} bytes).`,
+      errorType: 'RequestEntityTooLarge',
+    }),
+};
 
 /** Peak resident set size of a process in MB (VmHWM), or undefined when it cannot be read. */
 function peakMemoryMb(pid: number | undefined): number | undefined {
@@ -380,10 +401,7 @@ export class Slot {
 
   private notFound(req: IncomingMessage, res: ServerResponse, path: string): void {
     req.resume();
-    json(res, 404, {
-      errorMessage: `no route ${req.method} ${path}: the Runtime API is under ${apiPrefix}`,
-      errorType: 'NotFound',
-    });
+    answer.notFound(res, req.method, path);
   }
 
   private notAllowed(res: ServerResponse, allow: string): void {
@@ -406,11 +424,11 @@ export class Slot {
   private expecting(res: ServerResponse, requestId: string, to: string): Current | undefined {
     const current = this.current;
     if (!current || current.delivered === undefined) {
-      forbidden(res, 'Ready', to, 'no invocation is in progress');
+      answer.outOfTurn(res, 'Ready', to, 'no invocation is in progress');
       return undefined;
     }
     if (current.requestId !== requestId) {
-      invalidRequestId(res);
+      answer.invalidRequestId(res);
       return undefined;
     }
     return current;
@@ -426,10 +444,7 @@ export class Slot {
         errorType: 'Runtime.InvalidResponseModeHeader',
         errorMessage: `the runtime answered with ${apiHeaders.responseMode}: ${String(mode)}; the only mode is streaming`,
       });
-      json(res, 400, {
-        errorMessage: 'Invalid function response mode',
-        errorType: 'InvalidFunctionResponseMode',
-      });
+      answer.invalidResponseMode(res);
       return;
     }
     readBody(req, maxResponseBytes, (body) => {
@@ -438,10 +453,7 @@ export class Slot {
           errorType: 'Function.ResponseSizeTooLarge',
           errorMessage: `Response payload size exceeded maximum allowed payload size (${maxPayloadBytes} bytes).`,
         });
-        json(res, 413, {
-          errorMessage: `Exceeded maximum allowed payload size (${maxResponseBytes} bytes).`,
-          errorType: 'RequestEntityTooLarge',
-        });
+        answer.tooLarge(res);
         return;
       }
       // A streamed response is buffered; an error met mid-stream arrives in its trailers.
@@ -461,7 +473,7 @@ export class Slot {
           ...this.figures(),
         });
       }
-      accepted(res);
+      answer.accepted(res);
     });
   }
 
@@ -475,14 +487,14 @@ export class Slot {
         'Unhandled',
         errorBodyFrom(body === 'too-large' ? Buffer.alloc(0) : body, headerType),
       );
-      accepted(res);
+      answer.accepted(res);
     });
   }
 
   private postInitError(req: IncomingMessage, res: ServerResponse): void {
     if (this.initMs !== undefined) {
       req.resume();
-      forbidden(res, 'Ready', 'InitError', 'the runtime has finished its init');
+      answer.outOfTurn(res, 'Ready', 'InitError', 'the runtime has finished its init');
       return;
     }
     const headerType = req.headers[apiHeaders.errorType] as string | undefined;
@@ -491,7 +503,7 @@ export class Slot {
       const error = errorBodyFrom(body === 'too-large' ? Buffer.alloc(0) : body, headerType);
       this.initError = error;
       this.initFailedLog(error);
-      accepted(res);
+      answer.accepted(res);
       // Lambda ends a runtime that failed its init; the next event starts it again.
       res.once('finish', () => this.kill());
       this.initFailed();
