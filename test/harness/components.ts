@@ -28,6 +28,8 @@ export const versions = {
   awsLambdaGo: '1.55.0',
   /** AWS's Python runtime interface client, in the virtual environment the harness makes. */
   awslambdaric: '4.2.2',
+  /** AWS's Java runtime interface client, from Maven Central (test/harness/java/ric/pom.xml). */
+  javaRic: '2.10.1',
 } as const;
 
 export interface GoBinary {
@@ -85,6 +87,12 @@ export const systemPython = process.env.EDDY_SYSTEM_PYTHON ?? '/usr/bin/python3'
 /** A virtual environment of the system python with awslambdaric, made by `test:setup runtimes`. */
 export const pythonRicDir = join(cacheRoot, `python3.11-awslambdaric-${versions.awslambdaric}`);
 export const pythonRic = join(pythonRicDir, 'bin', 'python');
+/** The Java client's jars and what they need, copied by `test:setup java`. */
+export const javaRicDir = join(cacheRoot, `java-ric-${versions.javaRic}`);
+export const javaRicJar = join(
+  javaRicDir,
+  `aws-lambda-java-runtime-interface-client-${versions.javaRic}.jar`,
+);
 
 /** The one-node cluster's Kubernetes binaries beyond the control plane's. */
 export const nodeBinaries: GoBinary[] = [
@@ -127,7 +135,7 @@ export const prometheusBinary = process.env.EDDY_PROMETHEUS ?? '/usr/bin/prometh
 export const promtoolBinary = process.env.EDDY_PROMTOOL ?? '/usr/bin/promtool';
 
 export type ComponentName =
-  'kube' | 'minio' | 'nats' | 'kinesis' | 'docker' | 'prometheus' | 'cluster' | 'runtimes';
+  'kube' | 'minio' | 'nats' | 'kinesis' | 'docker' | 'prometheus' | 'cluster' | 'runtimes' | 'java';
 
 /**
  * Why a component cannot run here, or undefined when it can. Cheap checks only (files on disk),
@@ -159,6 +167,11 @@ export function missingReason(c: ComponentName): string | undefined {
       return (
         need(goBinaryPath(goBinaries.lambdaGoFunction), 'the Go test function (aws-lambda-go)') ??
         need(pythonRic, 'the python3.11 virtual environment with awslambdaric')
+      );
+    case 'java':
+      return (
+        need('/usr/bin/javac', 'a JDK 17 (Debian package openjdk-17-jdk-headless)') ??
+        need(javaRicJar, "AWS's Java runtime interface client")
       );
     case 'cluster': {
       if (process.getuid?.() !== 0) return 'root (the node sets up a bridge, iptables and cgroups)';

@@ -2,7 +2,8 @@
  * `npm run test:setup [component...]`: builds or installs everything the integration suites
  * run, into per-version caches, so a warm machine starts them in seconds. Components:
  * kube (kube-apiserver + etcd + helm), minio, nats (nats-server with JetStream), docker (dockerd + local base image), prometheus,
- * runtimes (the provided runtime's Go test function, python3.11 with awslambdaric),
+ * runtimes (the provided runtime's Go test function, python3.11 with awslambdaric), java (AWS's
+ * Java runtime interface client from Maven Central),
  * kinesis, cluster (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, the
  * pause binary, and Debian's containerd, runc and CNI plugins). Debian packages are installed
  * when running as root; otherwise the error names the command that installs them.
@@ -30,6 +31,8 @@ import {
   nodeBinaries,
   nodePackages,
   pauseBinary,
+  javaRicDir,
+  javaRicJar,
   pythonRic,
   pythonRicDir,
   recipesDir,
@@ -294,11 +297,38 @@ const steps: Record<string, () => Promise<void>> = {
     await buildPause();
   },
   kinesis: async () => checkInstalled('kinesis', 'npm ci'),
+  java: async () => {
+    await ensurePackages({ 'openjdk-17-jdk-headless': '/usr/bin/javac', maven: '/usr/bin/mvn' });
+    await copyJavaRic();
+  },
   runtimes: async () => {
     await buildGoBinary(goBinaries.lambdaGoFunction);
     await makePythonRic();
   },
 };
+
+/** AWS's Java runtime interface client and its dependencies from Maven Central, as jars. */
+async function copyJavaRic(): Promise<void> {
+  if (existsSync(javaRicJar)) {
+    console.log(
+      `aws-lambda-java-runtime-interface-client ${versions.javaRic}: cached at ${javaRicDir}`,
+    );
+    return;
+  }
+  const progress = startProgress(`aws-lambda-java-runtime-interface-client ${versions.javaRic}`);
+  const partial = `${javaRicDir}.partial`;
+  try {
+    rmSync(partial, { recursive: true, force: true });
+    await run('mvn', ['-q', '-B', 'dependency:copy-dependencies', `-DoutputDirectory=${partial}`], {
+      cwd: join(recipesDir, '..', 'java', 'ric'),
+    });
+    renameSync(partial, javaRicDir);
+    progress.done(`copied to ${javaRicDir}`);
+  } catch (err) {
+    progress.fail(err instanceof Error ? err.message : String(err));
+    throw err;
+  }
+}
 
 /** Debian's python3 with awslambdaric from PyPI (manylinux wheels only: no compiler). */
 async function makePythonRic(): Promise<void> {

@@ -3,12 +3,15 @@
  * provided): one process per invocation in flight, `EDDY_CONCURRENCY` of them, each started with
  * the environment Lambda sets and `AWS_LAMBDA_RUNTIME_API` naming its own 127.0.0.1 port.
  */
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LogFormat, RuntimeName } from '../contract/env.js';
 import type { ErrorBody } from '../contract/errors.js';
 import type { FunctionInvoker, InitResult, Invocation, Outcome } from '../invocation.js';
 import { decodeEvent } from '../invoker.js';
 import { functionVersion, startLine, write } from '../logs.js';
+import { findClientJar, jniProperty, unpackJni } from './java-jni.js';
 import { Slot, type LanguageCommand } from './slot.js';
 
 export interface ProcessInvokerSettings {
@@ -77,19 +80,27 @@ export function languageCommand(s: ProcessInvokerSettings, api: string): Languag
         env,
         hint: 'set EDDY_PYTHON to a python3.11 that has awslambdaric installed',
       };
-    case 'java17':
+    case 'java17': {
+      const classpath = [
+        s.codeDir,
+        join(s.codeDir, 'lib', '*'),
+        ...(s.env.EDDY_JAVA_CLASSPATH ?? '').split(':').filter(Boolean),
+      ];
+      const jar = findClientJar(classpath);
+      // Each process its own copy of the client's JNI library, unpacked before it starts.
+      const jni = jar
+        ? [
+            `-D${jniProperty}=${unpackJni(jar, join(tmpdir(), `eddy-java-${process.pid}`, api.replace(/\W/g, '-')))}`,
+          ]
+        : [];
       return {
         command: 'java',
         args: [
           '-XX:+TieredCompilation',
           '-XX:TieredStopAtLevel=1',
-          // Each process its own directory for the client's JNI library, which it unpacks to a
-          // fixed file name under java.io.tmpdir.
-          `-Djava.io.tmpdir=/tmp/eddy-java-${api.replace(/\W/g, '-')}`,
+          ...jni,
           '-cp',
-          [s.codeDir, join(s.codeDir, 'lib', '*'), s.env.EDDY_JAVA_CLASSPATH ?? '']
-            .filter(Boolean)
-            .join(':'),
+          classpath.join(':'),
           'com.amazonaws.services.lambda.runtime.api.client.AWSLambda',
           s.handler,
         ],
@@ -97,6 +108,7 @@ export function languageCommand(s: ProcessInvokerSettings, api: string): Languag
         env,
         hint: "java17 needs a JDK 17 on PATH and AWS's runtime interface client in EDDY_JAVA_CLASSPATH",
       };
+    }
   }
 }
 
@@ -188,8 +200,10 @@ export class ProcessInvoker implements FunctionInvoker {
     return outcome.finally(() => this.onDeadlinesChanged?.());
   }
 
-  /** Ends every language process. */
+  /** Ends every language process, and removes the Java client's libraries unpacked for them. */
   stop(): void {
     for (const s of this.slots) s.stop();
+    if (this.settings.runtime === 'java17')
+      rmSync(join(tmpdir(), `eddy-java-${process.pid}`), { recursive: true, force: true });
   }
 }
