@@ -1,6 +1,6 @@
 /**
- * The java17 runtime on its own (the local stack does not run java17 yet): a handler written for
- * Lambda, run by AWS's Java runtime interface client from Maven Central on Debian's OpenJDK 17.
+ * The java17 runtime, on its own and on the local stack: a handler written for Lambda, run by
+ * AWS's Java runtime interface client from Maven Central on Debian's OpenJDK 17.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -11,6 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { javaRicDir } from '../harness/components.js';
 import { startRuntime, waitForReadyz, type Runtime } from '../harness/runtime.js';
 import { canRun } from '../harness/suite.js';
+import { manifest, startStack, type Stack } from './stack.js';
 
 const handler = `
 package example;
@@ -155,3 +156,47 @@ describe.skipIf(!canRun('java'))(
     });
   },
 );
+
+describe.skipIf(!canRun('java'))('java17 on the local stack', () => {
+  let stack: Stack | undefined;
+  let classes: string;
+  beforeAll(async () => {
+    classes = await mkdtemp(join(tmpdir(), 'eddy-java-classes-'));
+    await writeFile(join(classes, 'Orders.java'), handler);
+    await promisify(execFile)('javac', [
+      '-cp',
+      `${javaRicDir}/*`,
+      '-d',
+      classes,
+      join(classes, 'Orders.java'),
+    ]);
+  }, 120_000);
+  afterAll(async () => {
+    await stack?.stop();
+    await rm(classes, { recursive: true, force: true });
+  });
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail' && stack)
+      process.stderr.write(`--- dev.js log\n${stack.log()}\n`);
+  });
+
+  it('copies the client from Maven Central under .eddy/ once, says so, and runs the handler', async () => {
+    stack = await startStack(
+      [
+        manifest(
+          'orders',
+          `  image: example.com/orders:1\n  runtime: java17\n  handler: example.Orders::handleRequest\n  memory: 512Mi\n  timeoutSeconds: 20\n`,
+          `eddy.dev/local-code-dir: ${classes}`,
+        ),
+      ],
+      { EDDY_JAVA_CLASSPATH: '' },
+    );
+    const { status, requestId, body } = await stack.invoke('orders', { payload: 'hi' });
+    expect(status).toBe(200);
+    expect(body).toMatchObject({ echo: 'hi', requestId, functionName: 'orders' });
+    const target = join(stack.dir, '.eddy', 'java-ric-2.10.1');
+    expect(stack.log()).toContain(
+      `eddy: java17 functions run on /usr/bin/java with AWS's Java runtime interface client 2.10.1; copying it from Maven Central into ${target} (once)`,
+    );
+  }, 180_000);
+});

@@ -63,9 +63,21 @@ describe('codeSource for the runtimes behind the Runtime API', () => {
     );
   });
 
-  it('says java17 does not run locally yet', () => {
-    expect(() => codeSource(fn({ runtime: 'java17', code: { inline: 'x' } }))).toThrow(
-      'runtime java17 does not run as a local process yet',
+  it('says what java17 needs when there is no java, or no mvn to fetch the client', async () => {
+    const java17 = fn(
+      { runtime: 'java17', image: 'example.com/orders:1' },
+      { [localCodeDirAnnotation]: dir },
     );
+    vi.stubEnv('PATH', dir);
+    vi.stubEnv('EDDY_JAVA_CLASSPATH', '');
+    expect(() => codeSource(java17)).toThrow(
+      'Function shop/orders cannot run locally: runtime java17 needs java on PATH (Debian: apt-get install -y openjdk-17-jre-headless)',
+    );
+    await writeFile(join(dir, 'java'), '#!/bin/sh\n', { mode: 0o755 });
+    expect(() => codeSource(java17)).toThrow(
+      "runtime java17 needs mvn on PATH to fetch AWS's Java runtime interface client 2.10.1 (Debian: apt-get install -y maven), or EDDY_JAVA_CLASSPATH naming its jars",
+    );
+    vi.stubEnv('EDDY_JAVA_CLASSPATH', '/opt/ric/*');
+    expect(codeSource(java17)).toEqual({ kind: 'dir', dir });
   });
 });

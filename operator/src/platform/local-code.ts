@@ -188,9 +188,15 @@ function checkLanguage(fn: EddyFunction, source: CodeSource): void {
         );
       return;
     case 'java17':
-      throw new CannotRun(
-        `Function ${key} cannot run locally: runtime java17 does not run as a local process yet; run it in a cluster`,
-      );
+      if (!onPath('java'))
+        throw new CannotRun(
+          `Function ${key} cannot run locally: runtime java17 needs java on PATH (Debian: apt-get install -y openjdk-17-jre-headless)`,
+        );
+      if (!process.env.EDDY_JAVA_CLASSPATH && !onPath('mvn'))
+        throw new CannotRun(
+          `Function ${key} cannot run locally: runtime java17 needs mvn on PATH to fetch AWS's Java runtime interface client ${javaRicVersion} (Debian: apt-get install -y maven), or EDDY_JAVA_CLASSPATH naming its jars`,
+        );
+      return;
     default:
       return;
   }
@@ -208,6 +214,57 @@ function run(command: string, args: string[], timeoutMs: number): Promise<void> 
       else resolve();
     });
   });
+}
+
+/** AWS's Java runtime interface client, as the local stack fetches it. */
+export const javaRicVersion = '2.10.1';
+
+const javaRics = new Map<string, Promise<string>>();
+
+/**
+ * The classpath entries of AWS's Java runtime interface client and what it needs, copied from
+ * Maven Central by mvn under `dir` once and kept; or EDDY_JAVA_CLASSPATH as it is, when set.
+ */
+export function javaRicClasspath(dir: string, say: (line: string) => void): Promise<string> {
+  if (process.env.EDDY_JAVA_CLASSPATH) return Promise.resolve(process.env.EDDY_JAVA_CLASSPATH);
+  const target = join(dir, `java-ric-${javaRicVersion}`);
+  const classpath = join(target, '*');
+  let made = javaRics.get(target);
+  if (!made) {
+    made = (async () => {
+      if (existsSync(target)) return classpath;
+      say(
+        `eddy: java17 functions run on ${onPath('java')} with AWS's Java runtime interface client ${javaRicVersion}; copying it from Maven Central into ${target} (once)`,
+      );
+      const partial = `${target}.partial-${randomUUID()}`;
+      await mkdir(partial, { recursive: true });
+      try {
+        await writeFile(
+          join(partial, 'pom.xml'),
+          `<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion><groupId>dev.eddy.local</groupId><artifactId>java-ric</artifactId><version>1</version><packaging>pom</packaging><dependencies><dependency><groupId>com.amazonaws</groupId><artifactId>aws-lambda-java-runtime-interface-client</artifactId><version>${javaRicVersion}</version></dependency></dependencies></project>\n`,
+        );
+        await run(
+          'mvn',
+          [
+            '-q',
+            '-B',
+            '-f',
+            join(partial, 'pom.xml'),
+            'dependency:copy-dependencies',
+            `-DoutputDirectory=${join(partial, 'jars')}`,
+          ],
+          300_000,
+        );
+        await rename(join(partial, 'jars'), target);
+      } finally {
+        await rm(partial, { recursive: true, force: true });
+      }
+      return classpath;
+    })();
+    javaRics.set(target, made);
+    made.catch(() => javaRics.delete(target));
+  }
+  return made;
 }
 
 const venvs = new Map<string, Promise<string>>();

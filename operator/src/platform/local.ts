@@ -21,6 +21,7 @@ import { describeError } from '../errors.js';
 import type { FunctionStore } from '../functions.js';
 import {
   codeSource,
+  javaRicClasspath,
   localCodeDirAnnotation,
   pythonWithRic,
   removeCodeExcept,
@@ -464,18 +465,22 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       return;
     }
     const languageEnv: Record<string, string> = {};
-    if (r.fn.spec.runtime === 'python3.11') {
+    const runtime = r.fn.spec.runtime;
+    if (runtime === 'python3.11' || runtime === 'java17') {
+      const languagesDir = options.languagesDir ?? resolve(process.cwd(), '.eddy');
       try {
-        languageEnv[envNames.python] = await pythonWithRic(
-          options.languagesDir ?? resolve(process.cwd(), '.eddy'),
-          (line) => log(line),
-        );
+        if (runtime === 'python3.11')
+          languageEnv[envNames.python] = await pythonWithRic(languagesDir, (line) => log(line));
+        else
+          languageEnv[envNames.javaClasspath] = await javaRicClasspath(languagesDir, (line) =>
+            log(line),
+          );
       } catch (err) {
         if (!superseded()) {
           const delay = failure(st);
           say(
             r.key,
-            `cannot make python3.11's environment: ${describeError(err)}; trying again in ${delay} ms`,
+            `cannot make ${runtime}'s environment: ${describeError(err)}; trying again in ${delay} ms`,
           );
         }
         r.phase = 'stopping';

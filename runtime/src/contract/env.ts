@@ -20,6 +20,8 @@ export const envNames = {
   runtime: 'EDDY_RUNTIME',
   /** python3.11: the interpreter with awslambdaric installed (a virtual environment's python). */
   python: 'EDDY_PYTHON',
+  /** java17: AWS's Java runtime interface client and what it needs, as classpath entries. */
+  javaClasspath: 'EDDY_JAVA_CLASSPATH',
 } as const;
 
 /**

@@ -6,7 +6,7 @@
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { LogFormat, RuntimeName } from '../contract/env.js';
+import { envNames, type LogFormat, type RuntimeName } from '../contract/env.js';
 import type { ErrorBody } from '../contract/errors.js';
 import type { FunctionInvoker, InitResult, Invocation, Outcome } from '../invocation.js';
 import { decodeEvent } from '../invoker.js';
@@ -84,7 +84,7 @@ export function languageCommand(s: ProcessInvokerSettings, api: string): Languag
       const classpath = [
         s.codeDir,
         join(s.codeDir, 'lib', '*'),
-        ...(s.env.EDDY_JAVA_CLASSPATH ?? '').split(':').filter(Boolean),
+        ...(s.env[envNames.javaClasspath] ?? '').split(':').filter(Boolean),
       ];
       const jar = findClientJar(classpath);
       // Each process its own copy of the client's JNI library, unpacked before it starts.
