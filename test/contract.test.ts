@@ -19,7 +19,14 @@ const fn = (spec: FunctionSpec): EddyFunction => ({
 });
 
 const settings = {
-  runtimeImages: { nodejs20: 'rt:20', nodejs22: 'rt:22', nodejs24: 'rt:24' },
+  runtimeImages: {
+    nodejs20: 'rt:20',
+    nodejs22: 'rt:22',
+    nodejs24: 'rt:24',
+    'python3.11': 'rt:python3.11',
+    java17: 'rt:java17',
+    provided: 'rt:provided',
+  },
   gatewayUrl: 'http://gw:8080',
   gatewayNamespace: 'eddy-system',
   gatewayPodLabels: { 'app.kubernetes.io/component': 'operator' },
@@ -38,6 +45,7 @@ describe('the runtime environment contract', () => {
       memory: '1Gi',
       timeoutSeconds: 30,
       concurrency: 8,
+      runtime: 'python3.11',
     });
     expect(loadConfig(env)).toEqual({
       handler: 'src/app.run',
@@ -48,6 +56,7 @@ describe('the runtime environment contract', () => {
       timeoutMs: 30_000,
       concurrency: 8,
       logFormat: 'text',
+      runtime: 'python3.11',
       port: 8080,
       host: '0.0.0.0',
     });

@@ -12,6 +12,7 @@ describe('loadConfig', () => {
       timeoutMs: 3000,
       concurrency: 1,
       logFormat: 'text',
+      runtime: 'nodejs22',
       port: 8080,
       host: '0.0.0.0',
     });
@@ -49,10 +50,24 @@ describe('loadConfig', () => {
     ['EDDY_HANDLER', 'index', 'use file.export'],
     ['EDDY_FUNCTION_NAME', 'Thumbnail', 'use a Kubernetes object name'],
     ['EDDY_LOG_FORMAT', 'yaml', 'use text or json'],
+    [
+      'EDDY_RUNTIME',
+      'python3',
+      'use one of nodejs20, nodejs22, nodejs24, python3.11, java17, provided',
+    ],
   ])('refuses %s=%s, naming the variable and what is allowed', (name, value, allowed) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(
       `${name}=${JSON.stringify(value)} is not allowed: ${allowed}`,
+    );
+  });
+
+  it("takes the handler as a language process names it, where the runtime is not Node's", () => {
+    expect(
+      loadConfig({ EDDY_RUNTIME: 'java17', EDDY_HANDLER: 'example.Hello::handle' }),
+    ).toMatchObject({ runtime: 'java17', handler: 'example.Hello::handle' });
+    expect(() => loadConfig({ EDDY_RUNTIME: 'provided', EDDY_HANDLER: 'a b' })).toThrow(
+      'EDDY_HANDLER="a b" is not allowed: use the handler as the runtime names it, without spaces',
     );
   });
 

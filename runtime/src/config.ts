@@ -4,7 +4,10 @@ import {
   envNames as n,
   heapSizing,
   limits,
+  runtimeNames,
+  usesRuntimeApi,
   type LogFormat,
+  type RuntimeName,
   type RuntimeEnvInput,
 } from './contract/env.js';
 
@@ -55,12 +58,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): RuntimeConfig 
     return raw;
   };
 
-  const handler = text(
-    n.handler,
-    d.handler,
-    handlerPattern,
-    'use file.export, such as index.handler or src/app.handler',
-  );
+  const runtime = text(
+    n.runtime,
+    d.runtime,
+    new RegExp(`^(${runtimeNames.map((r) => r.replace('.', '\\.')).join('|')})$`),
+    `use one of ${runtimeNames.join(', ')}`,
+  ) as RuntimeName;
+  // Node's handler is a file and an export; a language process reads _HANDLER its own way
+  // (Python's module.function, Java's package.Class::method, anything for a bootstrap).
+  const handler = usesRuntimeApi(runtime)
+    ? text(n.handler, d.handler, /^\S+$/, 'use the handler as the runtime names it, without spaces')
+    : text(
+        n.handler,
+        d.handler,
+        handlerPattern,
+        'use file.export, such as index.handler or src/app.handler',
+      );
   const functionName = text(
     n.functionName,
     d.functionName,
@@ -88,6 +101,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): RuntimeConfig 
     timeoutMs: int(n.timeoutMs, d.timeoutMs, limits.timeoutMs),
     concurrency: int(n.concurrency, d.concurrency, limits.concurrency),
     logFormat,
+    runtime,
     port: int(n.port, d.port, limits.port),
     host: env[n.host] || d.host,
   };

@@ -17,19 +17,42 @@ export interface Invocation {
   data?: unknown;
 }
 
+/** What a language process behind the Runtime API adds to an outcome. */
+export interface ProcessFigures {
+  /** Set on the first invocation a process takes: its start to its first `next`. */
+  initDurationMs?: number;
+  /** The process's peak resident set size, when the runtime cannot read its own. */
+  maxMemoryUsedMb?: number;
+}
+
 export type Outcome =
-  | {
+  | ({
       kind: 'result';
       durationMs: number;
       body?: string;
       error?: { code: ErrorCode; body: ErrorBody };
-    }
+    } & ProcessFigures)
   /** The event could not be decoded (e.g. JSON data that is not JSON); the handler did not run. */
   | { kind: 'invalid'; message: string }
-  | { kind: 'timeout' }
+  /** `restarted`: only the language process that ran it was replaced, not the runtime. */
+  | ({ kind: 'timeout'; restarted?: boolean } & ProcessFigures)
   /** Something escaped the handler (an uncaught exception) while this invocation ran. */
   | { kind: 'crash'; durationMs: number; code: ErrorCode; body: ErrorBody };
 
 export type InitResult =
   | { ok: true; initDurationMs: number }
   | { ok: false; code: ErrorCode; error: ErrorBody; initDurationMs: number };
+
+/** What runs the handler: in this process (Node) or in language processes (the Runtime API). */
+export interface FunctionInvoker {
+  readonly ready: Promise<InitResult>;
+  invoke(m: Invocation): Promise<Outcome>;
+  /** The earliest deadline among invocations in flight, or 0 when none are. */
+  earliestDeadline(): number;
+  onDeadlinesChanged: (() => void) | undefined;
+  /**
+   * True when each language process reports its own init in its first outcome; `ready` then
+   * only says the runtime can take invocations.
+   */
+  readonly initPerProcess: boolean;
+}

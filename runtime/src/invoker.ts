@@ -8,7 +8,7 @@ import type { LogFormat } from './config.js';
 import { eventTypes, isS3Type } from './contract/events.js';
 import { maxPayloadBytes, type ErrorBody, type ErrorCode } from './contract/errors.js';
 import { loadHandler, LoadError, type Handler } from './handler-loader.js';
-import type { InitResult, Invocation, Outcome } from './invocation.js';
+import type { FunctionInvoker, InitResult, Invocation, Outcome } from './invocation.js';
 import { consoleLine, functionVersion, queue, startLine, write } from './logs.js';
 
 export interface InvokerSettings {
@@ -37,8 +37,9 @@ function nowMs(): number {
 const textType = /^(text\/|application\/(json|[\w.+-]*\+json|xml|x-www-form-urlencoded))/i;
 const jsonType = /^application\/(json|[\w.+-]*\+json)\s*(;|$)/i;
 
-export class Invoker {
+export class Invoker implements FunctionInvoker {
   readonly ready: Promise<InitResult>;
+  readonly initPerProcess = false;
   private handler: Handler | undefined;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
@@ -253,7 +254,7 @@ export class Invoker {
 }
 
 /** The event the handler sees, or a string saying why the event cannot be decoded. */
-function decodeEvent(m: Invocation): { event: unknown; data: unknown } | string {
+export function decodeEvent(m: Invocation): { event: unknown; data: unknown } | string {
   let data: unknown;
   if (m.mode === 'structured') {
     data = m.data;

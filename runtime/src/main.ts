@@ -7,13 +7,34 @@ import { heapIsSized, relaunchWithHeap } from './heap.js';
 import { Invoker } from './invoker.js';
 import { write } from './logs.js';
 import { RuntimeMetrics } from './metrics.js';
-import { createRuntimeServer } from './server.js';
+import { envDefaults, envNames, usesRuntimeApi } from './contract/env.js';
+import type { FunctionInvoker } from './invocation.js';
+import { ProcessInvoker, type ProcessInvokerSettings } from './runtime-api/process-invoker.js';
+import { createRuntimeServer, type RuntimeServer } from './server.js';
 import { Watchdog } from './watchdog.js';
 
 function logStreamName(): string {
   const day = new Date().toISOString().slice(0, 10).replaceAll('-', '/');
   // In a pod HOSTNAME is the pod's name.
   return `${day}/[$LATEST]${process.env.HOSTNAME ?? 'local'}-${process.pid}`;
+}
+
+/** python3.11, java17, provided: the handler runs in language processes behind the Runtime API. */
+function startProcesses(config: RuntimeConfig): void {
+  const invoker = new ProcessInvoker({
+    runtime: config.runtime as ProcessInvokerSettings['runtime'],
+    codeDir: config.codeDir,
+    handler: config.handler,
+    functionName: config.functionName,
+    functionNamespace: config.functionNamespace,
+    memoryMb: config.memoryMb,
+    concurrency: config.concurrency,
+    logFormat: config.logFormat,
+    logStreamName: logStreamName(),
+    python: process.env[envNames.python] || envDefaults.python,
+    env: process.env,
+  });
+  serve(config, invoker, () => Promise.resolve());
 }
 
 function start(config: RuntimeConfig): void {
@@ -41,6 +62,14 @@ function start(config: RuntimeConfig): void {
     earliestDeadline: () => invoker.earliestDeadline(),
   });
   invoker.onDeadlinesChanged = () => watchdog.deadlinesChanged();
+  const rt = serve(config, invoker, () => watchdog.stop());
+}
+
+function serve(
+  config: RuntimeConfig,
+  invoker: FunctionInvoker,
+  stopping: () => Promise<void>,
+): RuntimeServer {
   const metrics = new RuntimeMetrics({
     namespace: config.functionNamespace,
     function: config.functionName,
@@ -54,7 +83,7 @@ function start(config: RuntimeConfig): void {
       const code = reason === 'drained' ? 0 : 1;
       rt.server.close();
       rt.server.closeAllConnections();
-      void watchdog.stop().finally(() => process.exit(code));
+      void stopping().finally(() => process.exit(code));
     },
   });
   const { server } = rt;
@@ -75,6 +104,7 @@ function start(config: RuntimeConfig): void {
   // drain() is idempotent: a second signal (a supervisor forwarding one already sent) changes nothing.
   process.on('SIGTERM', () => rt.drain());
   process.on('SIGINT', () => rt.drain());
+  return rt;
 }
 
 let config: RuntimeConfig | undefined;
@@ -86,7 +116,8 @@ try {
   process.exitCode = 2;
 }
 if (config) {
-  if (heapIsSized()) start(config);
+  if (usesRuntimeApi(config.runtime)) startProcesses(config);
+  else if (heapIsSized()) start(config);
   else
     relaunchWithHeap(config.memoryMb).catch((err: Error) => {
       process.stderr.write(`eddy runtime: cannot start itself with a sized heap: ${err.message}\n`);

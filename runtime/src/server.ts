@@ -14,14 +14,19 @@ import {
   type ErrorBody,
   type ErrorCode,
 } from './contract/errors.js';
-import type { EventAttributes, InitResult, Invocation, Outcome } from './invocation.js';
-import type { Invoker } from './invoker.js';
+import type {
+  EventAttributes,
+  FunctionInvoker,
+  InitResult,
+  Invocation,
+  Outcome,
+} from './invocation.js';
 import { endAndReport, maxMemoryUsedMb, queue, timeoutLine, write } from './logs.js';
 import type { RuntimeMetrics } from './metrics.js';
 
 export interface RuntimeDeps {
   config: RuntimeConfig;
-  invoker: Invoker;
+  invoker: FunctionInvoker;
   metrics: RuntimeMetrics;
   /** Called once nothing is in flight after a drain or recycle began; the caller exits. */
   onIdle(reason: 'drained' | 'recycled'): void;
@@ -323,7 +328,10 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       [h.billedDurationMs]: String(billedMs),
     };
     let initDurationMs: number | undefined;
-    if (!initReported && init?.ok) {
+    if (outcome.kind !== 'crash' && outcome.initDurationMs !== undefined) {
+      initDurationMs = outcome.initDurationMs;
+      headers[h.initDurationMs] = initDurationMs.toFixed(2);
+    } else if (!initReported && init?.ok && !invoker.initPerProcess) {
       initReported = true;
       initDurationMs = init.initDurationMs;
       headers[h.initDurationMs] = initDurationMs.toFixed(2);
@@ -334,7 +342,8 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       durationMs,
       billedDurationMs: billedMs,
       memorySizeMb: config.memoryMb,
-      maxMemoryUsedMb: maxMemoryUsedMb(),
+      maxMemoryUsedMb:
+        (outcome.kind !== 'crash' ? outcome.maxMemoryUsedMb : undefined) ?? maxMemoryUsedMb(),
       initDurationMs,
     };
     if (outcome.kind === 'timeout') {
@@ -350,7 +359,8 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
         { errorType: 'Sandbox.Timedout', errorMessage: message },
         headers,
       );
-      recycle(`invocation ${requestId} timed out`);
+      // A language process that timed out has been replaced; this process is still sound.
+      if (!outcome.restarted) recycle(`invocation ${requestId} timed out`);
       return;
     }
     if (outcome.kind === 'crash') {

@@ -2,7 +2,8 @@
  * What the test harness runs, at which pinned versions, and where provisioning caches it.
  * One place for versions: `npm run test:setup` builds from here and the suites look here.
  */
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +26,12 @@ export const versions = {
   npm: '10.9.9',
   /** moto's server (PyPI `moto[server]`), for DynamoDB and DynamoDB Streams. */
   moto: '5.2.5',
+  /** AWS's Go library for Lambda functions, which the provided runtime's test function uses. */
+  awsLambdaGo: '1.55.0',
+  /** AWS's Python runtime interface client, in the virtual environment the harness makes. */
+  awslambdaric: '4.2.2',
+  /** AWS's Java runtime interface client, from Maven Central (test/harness/java/ric/pom.xml). */
+  javaRic: '2.10.1',
 } as const;
 
 export interface GoBinary {
@@ -64,7 +71,35 @@ export const goBinaries = {
     pkg: 'github.com/nats-io/nats-server/v2',
     version: versions.natsServer,
   },
+  /** The provided runtime's test function (test/harness/go/lambda-go/main.go). */
+  lambdaGoFunction: {
+    name: 'bootstrap',
+    recipe: 'lambda-go',
+    pkg: 'eddy.dev/harness/lambda-go',
+    // Its own source is part of what is cached: a change to main.go builds it again.
+    version: `${versions.awsLambdaGo}-${createHash('sha256')
+      .update(readFileSync(join(recipesDir, 'lambda-go', 'main.go')))
+      .digest('hex')
+      .slice(0, 12)}`,
+  },
 } satisfies Record<string, GoBinary>;
+
+/**
+ * Debian's python3 (bookworm: 3.11, package python3-venv), which python3.11 functions run on and
+ * which makes the harness's virtual environments (moto's, awslambdaric's).
+ */
+export const systemPython =
+  process.env.EDDY_SYSTEM_PYTHON ??
+  (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
+/** A virtual environment of the system python with awslambdaric, made by `test:setup runtimes`. */
+export const pythonRicDir = join(cacheRoot, `python3.11-awslambdaric-${versions.awslambdaric}`);
+export const pythonRic = join(pythonRicDir, 'bin', 'python');
+/** The Java client's jars and what they need, copied by `test:setup java`. */
+export const javaRicDir = join(cacheRoot, `java-ric-${versions.javaRic}`);
+export const javaRicJar = join(
+  javaRicDir,
+  `aws-lambda-java-runtime-interface-client-${versions.javaRic}.jar`,
+);
 
 /** The one-node cluster's Kubernetes binaries beyond the control plane's. */
 export const nodeBinaries: GoBinary[] = [
@@ -109,11 +144,18 @@ export const promtoolBinary = process.env.EDDY_PROMTOOL ?? '/usr/bin/promtool';
 /** A Python virtual environment of its own holding moto's server, pinned. */
 export const motoVenv = join(cacheRoot, `moto-${versions.moto}`);
 export const motoPython = join(motoVenv, 'bin', 'python');
-/** The Python that makes the environment: Debian's (package python3-venv) when there is one. */
-export const systemPython = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 
 export type ComponentName =
-  'kube' | 'minio' | 'nats' | 'kinesis' | 'moto' | 'docker' | 'prometheus' | 'cluster';
+  | 'kube'
+  | 'minio'
+  | 'nats'
+  | 'kinesis'
+  | 'moto'
+  | 'docker'
+  | 'prometheus'
+  | 'cluster'
+  | 'runtimes'
+  | 'java';
 
 /**
  * Why a component cannot run here, or undefined when it can. Cheap checks only (files on disk),
@@ -144,6 +186,16 @@ export function missingReason(c: ComponentName): string | undefined {
       );
     case 'prometheus':
       return need(prometheusBinary, 'prometheus (Debian package prometheus)');
+    case 'runtimes':
+      return (
+        need(goBinaryPath(goBinaries.lambdaGoFunction), 'the Go test function (aws-lambda-go)') ??
+        need(pythonRic, 'the python3.11 virtual environment with awslambdaric')
+      );
+    case 'java':
+      return (
+        need('/usr/bin/javac', 'a JDK 17 (Debian package openjdk-17-jdk-headless)') ??
+        need(javaRicJar, "AWS's Java runtime interface client")
+      );
     case 'cluster': {
       if (process.getuid?.() !== 0) return 'root (the node sets up a bridge, iptables and cgroups)';
       for (const b of nodeBinaries) {

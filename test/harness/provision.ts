@@ -2,7 +2,9 @@
  * `npm run test:setup [component...]`: builds or installs everything the integration suites
  * run, into per-version caches, so a warm machine starts them in seconds. Components:
  * kube (kube-apiserver + etcd + helm), minio, nats (nats-server with JetStream), docker (dockerd + local base image), prometheus,
- * kinesis, moto (moto's server in a Python virtual environment), cluster (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, the
+ * kinesis, moto (moto's server in a Python virtual environment), runtimes (the provided
+ * runtime's Go test function, python3.11 with awslambdaric), java (AWS's Java runtime interface
+ * client from Maven Central), cluster (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, the
  * pause binary, and Debian's containerd, runc and CNI plugins). Debian packages are installed
  * when running as root; otherwise the error names the command that installs them.
  */
@@ -31,6 +33,10 @@ import {
   nodeBinaries,
   nodePackages,
   pauseBinary,
+  javaRicDir,
+  javaRicJar,
+  pythonRic,
+  pythonRicDir,
   recipesDir,
   systemPython,
   type ComponentName,
@@ -331,7 +337,71 @@ const steps: Record<string, () => Promise<void>> = {
   },
   kinesis: async () => checkInstalled('kinesis', 'npm ci'),
   moto: provisionMoto,
+  java: async () => {
+    await ensurePackages({ 'openjdk-17-jdk-headless': '/usr/bin/javac', maven: '/usr/bin/mvn' });
+    await copyJavaRic();
+  },
+  runtimes: async () => {
+    await buildGoBinary(goBinaries.lambdaGoFunction);
+    await makePythonRic();
+  },
 };
+
+/** AWS's Java runtime interface client and its dependencies from Maven Central, as jars. */
+async function copyJavaRic(): Promise<void> {
+  if (existsSync(javaRicJar)) {
+    console.log(
+      `aws-lambda-java-runtime-interface-client ${versions.javaRic}: cached at ${javaRicDir}`,
+    );
+    return;
+  }
+  const progress = startProgress(`aws-lambda-java-runtime-interface-client ${versions.javaRic}`);
+  const partial = `${javaRicDir}.partial`;
+  try {
+    rmSync(partial, { recursive: true, force: true });
+    await run('mvn', ['-q', '-B', 'dependency:copy-dependencies', `-DoutputDirectory=${partial}`], {
+      cwd: join(recipesDir, '..', 'java', 'ric'),
+    });
+    renameSync(partial, javaRicDir);
+    progress.done(`copied to ${javaRicDir}`);
+  } catch (err) {
+    progress.fail(err instanceof Error ? err.message : String(err));
+    throw err;
+  }
+}
+
+/** Debian's python3 with awslambdaric from PyPI (manylinux wheels only: no compiler). */
+async function makePythonRic(): Promise<void> {
+  if (existsSync(pythonRic)) {
+    console.log(`awslambdaric ${versions.awslambdaric}: cached at ${pythonRicDir}`);
+    return;
+  }
+  if (!existsSync(systemPython)) {
+    throw new Error(
+      `${systemPython} is missing: apt-get install -y python3 python3-venv (or set EDDY_SYSTEM_PYTHON)`,
+    );
+  }
+  const progress = startProgress(`awslambdaric ${versions.awslambdaric}`);
+  const partial = `${pythonRicDir}.partial`;
+  try {
+    rmSync(partial, { recursive: true, force: true });
+    await run(systemPython, ['-m', 'venv', partial]);
+    progress.update('pip install');
+    await run(join(partial, 'bin', 'pip'), [
+      'install',
+      '-q',
+      '--timeout',
+      '30',
+      '--only-binary=:all:',
+      `awslambdaric==${versions.awslambdaric}`,
+    ]);
+    renameSync(partial, pythonRicDir);
+    progress.done(`made ${pythonRicDir}`);
+  } catch (err) {
+    progress.fail(err instanceof Error ? err.message : String(err));
+    throw err;
+  }
+}
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);

@@ -25,7 +25,8 @@ export async function writeCode(files: Record<string, string>): Promise<string> 
   const dir = await mkdtemp(join(tmpdir(), 'eddy-code-'));
   for (const [path, content] of Object.entries(files)) {
     await mkdir(dirname(join(dir, path)), { recursive: true });
-    await writeFile(join(dir, path), content);
+    // A provided function's bootstrap is started as it is.
+    await writeFile(join(dir, path), content, { mode: path === 'bootstrap' ? 0o755 : 0o644 });
   }
   return dir;
 }

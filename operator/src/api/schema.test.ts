@@ -116,9 +116,21 @@ describe('checkFunction with crds/function.yaml', () => {
     }
   });
 
+  it("takes Java's Class::method handler for java17 only", () => {
+    const accepted = (spec: Record<string, unknown>) =>
+      'fn' in checkFunction(schema, manifest(spec));
+    expect(accepted({ runtime: 'java17', handler: 'example.Hello::handleRequest' })).toBe(true);
+    expect(accepted({ runtime: 'python3.11', handler: 'app.handler' })).toBe(true);
+    expect(
+      problems(manifest({ runtime: 'nodejs22', handler: 'example.Hello::handleRequest' })),
+    ).toEqual([
+      "spec: a handler of the form package.Class::method is Java's; with another runtime use file.export (Node.js) or module.function (Python)",
+    ]);
+  });
+
   it('rejects an unknown runtime, listing the supported ones', () => {
-    expect(problems(manifest({ runtime: 'python3' }))).toEqual([
-      'spec.runtime: Unsupported value: "python3": supported values: "nodejs20", "nodejs22", "nodejs24"',
+    expect(problems(manifest({ runtime: 'ruby3.3' }))).toEqual([
+      'spec.runtime: Unsupported value: "ruby3.3": supported values: "nodejs20", "nodejs22", "nodejs24", "python3.11", "java17", "provided"',
     ]);
   });
 
@@ -270,7 +282,7 @@ describe('checkFunction with crds/function.yaml', () => {
   });
 
   it('reports every problem of a manifest at once', () => {
-    const found = problems(manifest({ memory: 'lots', runtime: 'python3', timeoutSeconds: '30s' }));
+    const found = problems(manifest({ memory: 'lots', runtime: 'ruby3.3', timeoutSeconds: '30s' }));
     expect(found).toEqual(
       expect.arrayContaining([
         expect.stringMatching(/^spec\.memory: /),

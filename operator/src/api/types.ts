@@ -7,8 +7,15 @@ export const apiVersion = `${group}/${version}`;
 export const kind = 'Function';
 export const plural = 'functions';
 
-export type Runtime = 'nodejs20' | 'nodejs22' | 'nodejs24';
-export const runtimes: Runtime[] = ['nodejs20', 'nodejs22', 'nodejs24'];
+export type Runtime = 'nodejs20' | 'nodejs22' | 'nodejs24' | 'python3.11' | 'java17' | 'provided';
+export const runtimes: Runtime[] = [
+  'nodejs20',
+  'nodejs22',
+  'nodejs24',
+  'python3.11',
+  'java17',
+  'provided',
+];
 
 export interface Connection {
   endpoint?: string;

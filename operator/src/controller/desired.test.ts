@@ -11,7 +11,14 @@ import {
 } from './desired.js';
 
 const settings: DesiredSettings = {
-  runtimeImages: { nodejs20: 'rt:20', nodejs22: 'rt:22', nodejs24: 'rt:24' },
+  runtimeImages: {
+    nodejs20: 'rt:20',
+    nodejs22: 'rt:22',
+    nodejs24: 'rt:24',
+    'python3.11': 'rt:python3.11',
+    java17: 'rt:java17',
+    provided: 'rt:provided',
+  },
   gatewayUrl: 'http://gw.eddy-system.svc:8080/',
   gatewayNamespace: 'eddy-system',
   gatewayPodLabels: {
@@ -62,6 +69,7 @@ describe('desiredDeployment', () => {
       EDDY_TIMEOUT_MS: '60000',
       EDDY_CONCURRENCY: '4',
       PORT: '8080',
+      EDDY_RUNTIME: 'nodejs22',
       NODE_OPTIONS: '--max-old-space-size=822 --max-semi-space-size=16',
     });
   });

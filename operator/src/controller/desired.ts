@@ -160,6 +160,7 @@ export function desiredDeployment(fn: EddyFunction, settings: DesiredSettings): 
     timeoutMs: timeoutSeconds * 1000,
     concurrency,
     port: runtimePort,
+    runtime: spec.runtime,
   });
   const env: V1EnvVar[] = [
     ...Object.entries(contract).map(([name, value]) => ({ name, value })),

@@ -4,11 +4,12 @@
  * annotated with `eddy.dev/local-code-dir` runs from that directory as it is, and an image
  * alone cannot run as a local process.
  */
+import { execFile } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import type { EddyFunction } from '../api/types.js';
+import { delimiter, join, resolve } from 'node:path';
+import type { EddyFunction, Runtime } from '../api/types.js';
 import { CannotRun, keyOf } from './platform.js';
 
 /** Runs a Function from a directory of this machine (an image-based Function's code, locally). */
@@ -37,6 +38,12 @@ function contentHash(files: Record<string, string>): string {
  * cannot run locally: only an image, a missing ConfigMap or directory.
  */
 export function codeSource(fn: EddyFunction, configMaps?: ConfigMapReader): CodeSource {
+  const source = findCode(fn, configMaps);
+  checkLanguage(fn, source);
+  return source;
+}
+
+function findCode(fn: EddyFunction, configMaps?: ConfigMapReader): CodeSource {
   const key = keyOf(fn);
   // The annotation wins: it is the local stack's explicit answer to "where is this code here".
   const annotated = fn.metadata.annotations?.[localCodeDirAnnotation];
@@ -51,7 +58,7 @@ export function codeSource(fn: EddyFunction, configMaps?: ConfigMapReader): Code
   }
   const code = fn.spec.code;
   if (code?.inline !== undefined) {
-    const files = { 'index.mjs': code.inline };
+    const files = { [inlineFile(fn.spec.runtime)]: code.inline };
     return { kind: 'files', files, hash: contentHash(files) };
   }
   if (code?.configMap?.name) {
@@ -93,7 +100,8 @@ export async function writeCode(
   await mkdir(tmp, { recursive: true });
   try {
     for (const [name, content] of Object.entries(source.files)) {
-      await writeFile(join(tmp, name), content);
+      // A provided function's bootstrap is what the runtime starts.
+      await writeFile(join(tmp, name), content, { mode: name === 'bootstrap' ? 0o755 : 0o644 });
     }
     await rename(tmp, dir);
   } catch (err) {
@@ -115,4 +123,195 @@ export async function removeCodeExcept(functionDir: string, keep: Set<string>): 
     const dir = join(functionDir, entry);
     if (!keep.has(dir)) await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The file inline code is written to: what the runtime loads with the default handler. */
+export function inlineFile(runtime: Runtime | undefined): string {
+  if (runtime === 'python3.11') return 'index.py';
+  if (runtime === 'provided') return 'bootstrap';
+  return 'index.mjs';
+}
+
+/** awslambdaric, AWS's Python runtime interface client, as the local stack installs it. */
+export const awslambdaricVersion = '4.2.2';
+
+function onPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    try {
+      accessSync(join(dir, name), constants.X_OK);
+      return join(dir, name);
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** The python a local python3.11 replica runs: EDDY_PYTHON when set, else python3 on PATH. */
+export function basePython(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return env.EDDY_PYTHON || onPath('python3');
+}
+
+/**
+ * Throws, saying what is missing, when this machine cannot run the language `fn` names: a
+ * provided function without an executable bootstrap, a python3.11 function without python3,
+ * java17 (not run locally yet).
+ */
+function checkLanguage(fn: EddyFunction, source: CodeSource): void {
+  const key = keyOf(fn);
+  switch (fn.spec.runtime) {
+    case 'provided': {
+      const hint =
+        'a provided function brings an executable named bootstrap (Go: GOOS=linux go build -o bootstrap)';
+      if (source.kind === 'files') {
+        if (!('bootstrap' in source.files))
+          throw new CannotRun(
+            `Function ${key} cannot run locally: runtime provided starts bootstrap, which its code does not hold; ${hint}`,
+          );
+        return;
+      }
+      const bootstrap = join(source.dir, 'bootstrap');
+      try {
+        accessSync(bootstrap, constants.X_OK);
+      } catch {
+        throw new CannotRun(
+          `Function ${key} cannot run locally: runtime provided starts ${bootstrap}, which ${existsSync(bootstrap) ? 'is not executable (chmod +x it)' : 'does not exist'}; ${hint}`,
+        );
+      }
+      return;
+    }
+    case 'python3.11':
+      if (!basePython())
+        throw new CannotRun(
+          `Function ${key} cannot run locally: runtime python3.11 needs python3 on PATH (Debian: apt-get install -y python3 python3-venv), or EDDY_PYTHON naming a python that has awslambdaric ${awslambdaricVersion}`,
+        );
+      return;
+    case 'java17':
+      if (!onPath('java'))
+        throw new CannotRun(
+          `Function ${key} cannot run locally: runtime java17 needs java on PATH (Debian: apt-get install -y openjdk-17-jre-headless)`,
+        );
+      if (!process.env.EDDY_JAVA_CLASSPATH && !onPath('mvn'))
+        throw new CannotRun(
+          `Function ${key} cannot run locally: runtime java17 needs mvn on PATH to fetch AWS's Java runtime interface client ${javaRicVersion} (Debian: apt-get install -y maven), or EDDY_JAVA_CLASSPATH naming its jars`,
+        );
+      return;
+    default:
+      return;
+  }
+}
+
+function run(command: string, args: string[], timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(command, args, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, _out, stderr) => {
+      if (err)
+        reject(
+          new Error(
+            `${command} ${args.join(' ')} failed: ${stderr.trim().split('\n').pop() ?? err.message}`,
+          ),
+        );
+      else resolve();
+    });
+  });
+}
+
+/** AWS's Java runtime interface client, as the local stack fetches it. */
+export const javaRicVersion = '2.10.1';
+
+const javaRics = new Map<string, Promise<string>>();
+
+/**
+ * The classpath entries of AWS's Java runtime interface client and what it needs, copied from
+ * Maven Central by mvn under `dir` once and kept; or EDDY_JAVA_CLASSPATH as it is, when set.
+ */
+export function javaRicClasspath(dir: string, say: (line: string) => void): Promise<string> {
+  if (process.env.EDDY_JAVA_CLASSPATH) return Promise.resolve(process.env.EDDY_JAVA_CLASSPATH);
+  const target = join(dir, `java-ric-${javaRicVersion}`);
+  const classpath = join(target, '*');
+  let made = javaRics.get(target);
+  if (!made) {
+    made = (async () => {
+      if (existsSync(target)) return classpath;
+      say(
+        `eddy: java17 functions run on ${onPath('java')} with AWS's Java runtime interface client ${javaRicVersion}; copying it from Maven Central into ${target} (once)`,
+      );
+      const partial = `${target}.partial-${randomUUID()}`;
+      await mkdir(partial, { recursive: true });
+      try {
+        await writeFile(
+          join(partial, 'pom.xml'),
+          `<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion><groupId>dev.eddy.local</groupId><artifactId>java-ric</artifactId><version>1</version><packaging>pom</packaging><dependencies><dependency><groupId>com.amazonaws</groupId><artifactId>aws-lambda-java-runtime-interface-client</artifactId><version>${javaRicVersion}</version></dependency></dependencies></project>\n`,
+        );
+        await run(
+          'mvn',
+          [
+            '-q',
+            '-B',
+            '-f',
+            join(partial, 'pom.xml'),
+            'dependency:copy-dependencies',
+            `-DoutputDirectory=${join(partial, 'jars')}`,
+          ],
+          300_000,
+        );
+        await rename(join(partial, 'jars'), target);
+      } finally {
+        await rm(partial, { recursive: true, force: true });
+      }
+      return classpath;
+    })();
+    javaRics.set(target, made);
+    made.catch(() => javaRics.delete(target));
+  }
+  return made;
+}
+
+const venvs = new Map<string, Promise<string>>();
+
+/**
+ * The python of a virtual environment under `dir` with awslambdaric installed from PyPI
+ * (manylinux wheels, no compiler), made once and kept; or EDDY_PYTHON as it is, when set.
+ * `say` is told when the environment is made.
+ */
+export function pythonWithRic(dir: string, say: (line: string) => void): Promise<string> {
+  if (process.env.EDDY_PYTHON) return Promise.resolve(process.env.EDDY_PYTHON);
+  const venv = join(dir, `python3.11-awslambdaric-${awslambdaricVersion}`);
+  const python = join(venv, 'bin', 'python');
+  let made = venvs.get(venv);
+  if (!made) {
+    made = (async () => {
+      if (existsSync(python)) return python;
+      const base = basePython();
+      if (!base) throw new Error('python3 is not on PATH');
+      say(
+        `eddy: python3.11 functions run on ${base} with awslambdaric ${awslambdaricVersion}; making its virtual environment in ${venv} (once)`,
+      );
+      const partial = `${venv}.partial-${randomUUID()}`;
+      await mkdir(dir, { recursive: true });
+      try {
+        await run(base, ['-m', 'venv', partial], 60_000);
+        await run(
+          join(partial, 'bin', 'pip'),
+          [
+            'install',
+            '-q',
+            '--timeout',
+            '30',
+            '--only-binary=:all:',
+            `awslambdaric==${awslambdaricVersion}`,
+          ],
+          300_000,
+        );
+        await rename(partial, venv);
+      } catch (err) {
+        await rm(partial, { recursive: true, force: true });
+        throw err;
+      }
+      return python;
+    })();
+    venvs.set(venv, made);
+    made.catch(() => venvs.delete(venv));
+  }
+  return made;
 }

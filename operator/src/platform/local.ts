@@ -11,17 +11,19 @@ import { Agent, get as httpGet } from 'node:http';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runtimeEnv } from '../../../runtime/src/contract/index.js';
+import { envNames, runtimeEnv } from '../../../runtime/src/contract/index.js';
 import { mebibytes } from '../api/quantity.js';
 import type { EddyFunction } from '../api/types.js';
 import { describeError } from '../errors.js';
 import type { FunctionStore } from '../functions.js';
 import {
   codeSource,
+  javaRicClasspath,
   localCodeDirAnnotation,
+  pythonWithRic,
   removeCodeExcept,
   writeCode,
   type CodeSource,
@@ -56,6 +58,11 @@ export interface LocalPlatformOptions {
   env?: Record<string, string>;
   /** A replica not ready this long after it was started is stopped and counts as failed. Default 60 s. */
   startTimeoutMs?: number;
+  /**
+   * Where what a language needs is made once and kept (python3.11's virtual environment with
+   * awslambdaric). Default: .eddy under the working directory.
+   */
+  languagesDir?: string;
 }
 
 export interface LocalPlatform extends Platform {
@@ -389,6 +396,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     r: LocalReplica,
     codeDir: string,
     fnEnv: Record<string, string>,
+    languageEnv: Record<string, string>,
   ): Record<string, string> {
     const { namespace, name } = splitKey(r.key);
     const spec = r.fn.spec;
@@ -407,6 +415,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       memoryMb: mebibytes(spec.memory ?? '128Mi'),
       timeoutMs: (spec.timeoutSeconds ?? 3) * 1000,
       concurrency: spec.concurrency ?? 1,
+      runtime: spec.runtime,
       // The runtime binds any free port and says which: no port is picked here and lost in a race.
       port: 0,
       host: '127.0.0.1',
@@ -416,7 +425,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
         sayOnce(st, `${variable} is set by the platform; the Function's value is not used`);
       }
     }
-    return Object.assign(env, contract);
+    return Object.assign(env, contract, languageEnv);
   }
 
   async function launch(
@@ -448,15 +457,41 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       }
     }
     // Stopped, or its revision replaced, while the code was being written.
-    if (
-      r.phase === 'stopping' ||
-      closing ||
-      states.get(r.key) !== st ||
-      st.revision !== r.revision
-    ) {
+    const superseded = () =>
+      r.phase === 'stopping' || closing || states.get(r.key) !== st || st.revision !== r.revision;
+    if (superseded()) {
       r.phase = 'stopping';
       gone(r);
       return;
+    }
+    const languageEnv: Record<string, string> = {};
+    const runtime = r.fn.spec.runtime;
+    if (runtime === 'python3.11' || runtime === 'java17') {
+      const languagesDir = options.languagesDir ?? resolve(process.cwd(), '.eddy');
+      try {
+        if (runtime === 'python3.11')
+          languageEnv[envNames.python] = await pythonWithRic(languagesDir, (line) => log(line));
+        else
+          languageEnv[envNames.javaClasspath] = await javaRicClasspath(languagesDir, (line) =>
+            log(line),
+          );
+      } catch (err) {
+        if (!superseded()) {
+          const delay = failure(st);
+          say(
+            r.key,
+            `cannot make ${runtime}'s environment: ${describeError(err)}; trying again in ${delay} ms`,
+          );
+        }
+        r.phase = 'stopping';
+        gone(r);
+        return;
+      }
+      if (superseded()) {
+        r.phase = 'stopping';
+        gone(r);
+        return;
+      }
     }
     let child: ChildProcessByStdio<null, Readable, Readable>;
     try {
@@ -466,7 +501,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
         ? [setpriv, ['--pdeathsig', 'KILL', '--', process.execPath, options.runtimeMain]]
         : [process.execPath, [options.runtimeMain]];
       child = spawn(command, args, {
-        env: replicaEnv(st, r, codeDir, fnEnv),
+        env: replicaEnv(st, r, codeDir, fnEnv, languageEnv),
         cwd: codeDir,
         stdio: ['ignore', 'pipe', 'pipe'],
       });

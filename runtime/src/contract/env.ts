@@ -16,7 +16,32 @@ export const envNames = {
   port: 'PORT',
   host: 'HOST',
   nodeOptions: 'NODE_OPTIONS',
+  /** Which language runs the handler (the Function's spec.runtime). */
+  runtime: 'EDDY_RUNTIME',
+  /** python3.11: the interpreter with awslambdaric installed (a virtual environment's python). */
+  python: 'EDDY_PYTHON',
+  /** java17: AWS's Java runtime interface client and what it needs, as classpath entries. */
+  javaClasspath: 'EDDY_JAVA_CLASSPATH',
 } as const;
+
+/**
+ * The Function's spec.runtime values. The Node versions run the handler in the runtime's own
+ * process; the others run the language's process behind Lambda's Runtime API, served in the pod.
+ */
+export const runtimeNames = [
+  'nodejs20',
+  'nodejs22',
+  'nodejs24',
+  'python3.11',
+  'java17',
+  'provided',
+] as const;
+export type RuntimeName = (typeof runtimeNames)[number];
+
+/** True for runtimes whose handler runs in a language process behind the Runtime API. */
+export function usesRuntimeApi(runtime: string): boolean {
+  return runtime === 'python3.11' || runtime === 'java17' || runtime === 'provided';
+}
 
 export type LogFormat = 'text' | 'json';
 
@@ -29,6 +54,8 @@ export const envDefaults = {
   timeoutMs: 3000,
   concurrency: 1,
   logFormat: 'text' as LogFormat,
+  runtime: 'nodejs22' as RuntimeName,
+  python: 'python3',
   port: 8080,
   host: '0.0.0.0',
 } as const;
@@ -70,6 +97,7 @@ export interface RuntimeEnvInput {
   port: number;
   host?: string;
   logFormat?: LogFormat;
+  runtime?: RuntimeName;
 }
 
 /** The environment a replica of the runtime is started with, heap flags included. */
@@ -83,6 +111,7 @@ export function runtimeEnv(input: RuntimeEnvInput): Record<string, string> {
     [envNames.timeoutMs]: String(input.timeoutMs),
     [envNames.concurrency]: String(input.concurrency),
     [envNames.port]: String(input.port),
+    [envNames.runtime]: input.runtime ?? envDefaults.runtime,
     // The heap is fixed when Node starts; sized here, the runtime need not start itself again.
     [envNames.nodeOptions]: heapFlags(input.memoryMb).join(' '),
   };

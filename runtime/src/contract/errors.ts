@@ -43,6 +43,17 @@ export const errorCodes = {
     errorType: 'Function.ResponseSizeTooLarge',
     functionError: true,
   },
+  /**
+   * A language process reported an init error (Runtime API `init/error`), or ended before it
+   * asked for its first invocation; the body carries the type it reported.
+   */
+  InitError: { status: 502, errorType: 'Runtime.Unknown', functionError: true },
+  /** A language process answered with a response mode other than `streaming`. */
+  InvalidResponseMode: {
+    status: 502,
+    errorType: 'Runtime.InvalidResponseModeHeader',
+    functionError: true,
+  },
   /** The handler threw, rejected or called back with an error. */
   Unhandled: { status: 500, errorType: 'Error', functionError: true },
   FunctionTimeout: { status: 504, errorType: 'Sandbox.Timedout', functionError: true },

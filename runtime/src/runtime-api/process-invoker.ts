@@ -1,0 +1,209 @@
+/**
+ * Runs the handler in language processes behind Lambda's Runtime API (python3.11, java17,
+ * provided): one process per invocation in flight, `EDDY_CONCURRENCY` of them, each started with
+ * the environment Lambda sets and `AWS_LAMBDA_RUNTIME_API` naming its own 127.0.0.1 port.
+ */
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { envNames, type LogFormat, type RuntimeName } from '../contract/env.js';
+import type { ErrorBody } from '../contract/errors.js';
+import type { FunctionInvoker, InitResult, Invocation, Outcome } from '../invocation.js';
+import { decodeEvent } from '../invoker.js';
+import { functionVersion, startLine, write } from '../logs.js';
+import { findClientJar, jniProperty, unpackJni } from './java-jni.js';
+import { Slot, type LanguageCommand } from './slot.js';
+
+export interface ProcessInvokerSettings {
+  runtime: Exclude<RuntimeName, 'nodejs20' | 'nodejs22' | 'nodejs24'>;
+  codeDir: string;
+  handler: string;
+  functionName: string;
+  functionNamespace: string;
+  memoryMb: number;
+  concurrency: number;
+  logFormat: LogFormat;
+  logStreamName: string;
+  /** python3.11: the interpreter that has awslambdaric. */
+  python: string;
+  /** The runtime's own environment, which the language processes inherit (less Node's). */
+  env: NodeJS.ProcessEnv;
+}
+
+/** The runtime's own variables, which mean nothing to a language process. */
+const notInherited = new Set(['NODE_OPTIONS', 'PORT', 'HOST']);
+
+/** The environment Lambda gives a runtime process, for the process listening at `api`. */
+export function lambdaEnv(s: ProcessInvokerSettings, api: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(s.env))
+    if (v !== undefined && !notInherited.has(k)) env[k] = v;
+  const region = s.env.AWS_REGION || s.env.AWS_DEFAULT_REGION || 'us-east-1';
+  Object.assign(env, {
+    AWS_LAMBDA_RUNTIME_API: api,
+    _HANDLER: s.handler,
+    LAMBDA_TASK_ROOT: s.codeDir,
+    AWS_EXECUTION_ENV: `AWS_Lambda_${s.runtime}`,
+    AWS_LAMBDA_FUNCTION_NAME: s.functionName,
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(s.memoryMb),
+    AWS_LAMBDA_FUNCTION_VERSION: functionVersion,
+    AWS_REGION: region,
+    AWS_DEFAULT_REGION: s.env.AWS_DEFAULT_REGION || region,
+    AWS_LAMBDA_LOG_GROUP_NAME: `/eddy/${s.functionNamespace}/${s.functionName}`,
+    AWS_LAMBDA_LOG_STREAM_NAME: s.logStreamName,
+    AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand',
+    TZ: s.env.TZ || ':UTC',
+  });
+  return env;
+}
+
+/** The command that starts the runtime's language process. */
+export function languageCommand(s: ProcessInvokerSettings, api: string): LanguageCommand {
+  const env = lambdaEnv(s, api);
+  switch (s.runtime) {
+    case 'provided':
+      return {
+        command: join(s.codeDir, 'bootstrap'),
+        args: [],
+        cwd: s.codeDir,
+        env,
+        hint: 'a provided function brings an executable named bootstrap in its code directory',
+      };
+    case 'python3.11':
+      // AWS's base images start `python -m awslambdaric <handler>` in the task root.
+      env.PYTHONPATH = env.PYTHONPATH ? `${s.codeDir}:${env.PYTHONPATH}` : s.codeDir;
+      env.PYTHONUNBUFFERED = '1';
+      return {
+        command: s.python,
+        args: ['-m', 'awslambdaric', s.handler],
+        cwd: s.codeDir,
+        env,
+        hint: 'set EDDY_PYTHON to a python3.11 that has awslambdaric installed',
+      };
+    case 'java17': {
+      const classpath = [
+        s.codeDir,
+        join(s.codeDir, 'lib', '*'),
+        ...(s.env[envNames.javaClasspath] ?? '').split(':').filter(Boolean),
+      ];
+      const jar = findClientJar(classpath);
+      // Each process its own copy of the client's JNI library, unpacked before it starts.
+      const jni = jar
+        ? [
+            `-D${jniProperty}=${unpackJni(jar, join(tmpdir(), `eddy-java-${process.pid}`, api.replace(/\W/g, '-')))}`,
+          ]
+        : [];
+      return {
+        command: 'java',
+        args: [
+          '-XX:+TieredCompilation',
+          '-XX:TieredStopAtLevel=1',
+          ...jni,
+          '-cp',
+          classpath.join(':'),
+          'com.amazonaws.services.lambda.runtime.api.client.AWSLambda',
+          s.handler,
+        ],
+        cwd: s.codeDir,
+        env,
+        hint: "java17 needs a JDK 17 on PATH and AWS's runtime interface client in EDDY_JAVA_CLASSPATH",
+      };
+    }
+  }
+}
+
+/** `INIT_ERROR <type>: <message>`, or a `platform.initError` record, as the Node runtime logs them. */
+function initErrorLine(format: LogFormat, error: ErrorBody): string {
+  return format === 'json'
+    ? `${JSON.stringify({ time: new Date().toISOString(), type: 'platform.initError', record: error })}\n`
+    : `INIT_ERROR ${error.errorType}: ${error.errorMessage}\n`;
+}
+
+const hex = () =>
+  Math.floor(Math.random() * 0x100000000)
+    .toString(16)
+    .padStart(8, '0');
+
+/** An X-Ray trace header for an invocation, as Lambda gives one to every event. */
+function traceId(): string {
+  const epoch = Math.floor(Date.now() / 1000).toString(16);
+  return `Root=1-${epoch}-${hex()}${hex()}${hex()};Parent=${hex()}${hex()};Sampled=0`;
+}
+
+/** The event's bytes for the language process, or a string saying why it cannot be decoded. */
+function payload(m: Invocation): Buffer | string {
+  if (m.mode === 'direct' && m.body !== undefined && m.body.length > 0) {
+    // The body is the event as the caller sent it; JSON checked, not re-encoded.
+    const decoded = decodeEvent(m);
+    return typeof decoded === 'string' ? decoded : m.body;
+  }
+  const decoded = decodeEvent(m);
+  if (typeof decoded === 'string') return decoded;
+  const event = Buffer.isBuffer(decoded.event) ? decoded.event.toString('base64') : decoded.event;
+  return Buffer.from(JSON.stringify(event ?? {}));
+}
+
+export class ProcessInvoker implements FunctionInvoker {
+  readonly ready: Promise<InitResult>;
+  readonly initPerProcess = true;
+  onDeadlinesChanged: (() => void) | undefined;
+  private readonly slots: Slot[] = [];
+  private readonly functionArn: string;
+
+  constructor(private readonly settings: ProcessInvokerSettings) {
+    this.functionArn = `eddy:${settings.functionNamespace}:function:${settings.functionName}`;
+    for (let i = 0; i < settings.concurrency; i++)
+      this.slots.push(
+        new Slot(
+          (api) => languageCommand(settings, api),
+          (error) => write(initErrorLine(settings.logFormat, error)),
+        ),
+      );
+    this.ready = Promise.all(this.slots.map((s) => s.start())).then(
+      () => ({ ok: true, initDurationMs: 0 }),
+      (err: Error) => ({
+        ok: false,
+        code: 'InitError',
+        error: {
+          errorType: 'Runtime.Unknown',
+          errorMessage: `cannot serve the Runtime API: ${err.message}`,
+        },
+        initDurationMs: 0,
+      }),
+    );
+    process.once('exit', () => this.stop());
+  }
+
+  earliestDeadline(): number {
+    let earliest = 0;
+    for (const s of this.slots)
+      if (s.busy && (earliest === 0 || s.deadline < earliest)) earliest = s.deadline;
+    return earliest;
+  }
+
+  invoke(m: Invocation): Promise<Outcome> {
+    const body = payload(m);
+    if (typeof body === 'string') return Promise.resolve({ kind: 'invalid', message: body });
+    // The runtime server admits at most `concurrency` invocations, so one slot is free.
+    const slot = this.slots.find((s) => !s.busy);
+    if (!slot) throw new Error('no free language process: more invocations than EDDY_CONCURRENCY');
+    // Now, not queued: the process may write its first line before this turn ends.
+    write(startLine(this.settings.logFormat, m.requestId));
+    const outcome = slot.run({
+      requestId: m.requestId,
+      deadline: m.deadline,
+      payload: body,
+      functionArn: this.functionArn,
+      traceId: traceId(),
+    });
+    this.onDeadlinesChanged?.();
+    return outcome.finally(() => this.onDeadlinesChanged?.());
+  }
+
+  /** Ends every language process, and removes the Java client's libraries unpacked for them. */
+  stop(): void {
+    for (const s of this.slots) s.stop();
+    if (this.settings.runtime === 'java17')
+      rmSync(join(tmpdir(), `eddy-java-${process.pid}`), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,512 @@
+/**
+ * One language process and the Runtime API it talks to: Lambda's `2018-06-01` interface on its
+ * own 127.0.0.1 port, so that each process is told apart by where it connects. The process takes
+ * one invocation at a time, as on Lambda; answers to the process are those of AWS's Runtime
+ * Interface Emulator (202 `{"status":"OK"}`, 400 `InvalidRequestID`, 403 `InvalidStateTransition`,
+ * 413 `RequestEntityTooLarge`).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { maxPayloadBytes, type ErrorBody } from '../contract/errors.js';
+import type { Outcome } from '../invocation.js';
+
+/** Lambda's Runtime API header names. */
+export const apiHeaders = {
+  requestId: 'Lambda-Runtime-Aws-Request-Id',
+  deadlineMs: 'Lambda-Runtime-Deadline-Ms',
+  functionArn: 'Lambda-Runtime-Invoked-Function-Arn',
+  traceId: 'Lambda-Runtime-Trace-Id',
+  clientContext: 'Lambda-Runtime-Client-Context',
+  cognitoIdentity: 'Lambda-Runtime-Cognito-Identity',
+  errorType: 'lambda-runtime-function-error-type',
+  errorBody: 'lambda-runtime-function-error-body',
+  responseMode: 'lambda-runtime-function-response-mode',
+} as const;
+
+const apiPrefix = '/2018-06-01/runtime/';
+/** The emulator accepts a response this much over 6 MB (headers of its own framing). */
+const maxResponseBytes = maxPayloadBytes + 100;
+const setpriv = '/usr/bin/setpriv';
+
+export interface LanguageCommand {
+  command: string;
+  args: string[];
+  cwd: string;
+  env: Record<string, string>;
+  /** What to do when the command cannot be run. */
+  hint: string;
+}
+
+/** What the slot hands a process with its invocation. */
+export interface Delivery {
+  requestId: string;
+  /** Epoch ms. */
+  deadline: number;
+  payload: Buffer;
+  functionArn: string;
+  traceId: string;
+}
+
+interface Current extends Delivery {
+  settle(outcome: Outcome): void;
+  /** Monotonic ms when the process took the event; undefined until it asks for it. */
+  delivered?: number;
+  timer: NodeJS.Timeout;
+}
+
+function nowMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  // Go's json.Encoder, which the emulator renders with, ends each body with a newline.
+  const text = `${JSON.stringify(body)}\n`;
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+/**
+ * Every answer the Runtime API gives a language process, in one place: those of AWS's Runtime
+ * Interface Emulator, with its status codes, error types and messages.
+ */
+const answer = {
+  accepted: (res: ServerResponse) => json(res, 202, { status: 'OK' }),
+  invalidRequestId: (res: ServerResponse) =>
+    json(res, 400, { errorMessage: 'Invalid request ID', errorType: 'InvalidRequestID' }),
+  invalidResponseMode: (res: ServerResponse) =>
+    json(res, 400, {
+      errorMessage: 'Invalid function response mode',
+      errorType: 'InvalidFunctionResponseMode',
+    }),
+  outOfTurn: (res: ServerResponse, from: string, to: string, why: string) =>
+    json(res, 403, {
+      errorMessage: `State transition from ${from} to ${to} failed for runtime. Error: ${why}`,
+      errorType: 'InvalidStateTransition',
+    }),
+  notFound: (res: ServerResponse, method: string | undefined, path: string) =>
+    json(res, 404, {
+      errorMessage: `no route ${method} ${path}: the Runtime API is under ${apiPrefix}`,
+      errorType: 'NotFound',
+    }),
+  tooLarge: (res: ServerResponse) =>
+    json(res, 413, {
+      errorMessage: `Exceeded maximum allowed payload size (${maxResponseBytes} bytes).`,
+      errorType: 'RequestEntityTooLarge',
+    }),
+};
+
+/** Peak resident set size of a process in MB (VmHWM), or undefined when it cannot be read. */
+function peakMemoryMb(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Math.ceil(Number(m[1]) / 1024) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads a body up to `limit` bytes; 'too-large' past it (read to the end and dropped). */
+function readBody(req: IncomingMessage, limit: number, done: (b: Buffer | 'too-large') => void) {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  req.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size <= limit) chunks.push(chunk);
+  });
+  req.on('end', () => done(size > limit ? 'too-large' : Buffer.concat(chunks)));
+  req.on('error', () => done(Buffer.alloc(0)));
+}
+
+/** An error body a runtime client posted, in Lambda's shape whatever it sent. */
+function errorBodyFrom(raw: Buffer, headerType: string | undefined): ErrorBody {
+  let parsed: Partial<ErrorBody> = {};
+  try {
+    const value: unknown = JSON.parse(raw.toString('utf8'));
+    if (value !== null && typeof value === 'object') parsed = value;
+  } catch {
+    parsed = { errorMessage: raw.toString('utf8') };
+  }
+  const body: ErrorBody = {
+    errorType:
+      (typeof parsed.errorType === 'string' && parsed.errorType) || headerType || 'Runtime.Unknown',
+    errorMessage: typeof parsed.errorMessage === 'string' ? parsed.errorMessage : '',
+  };
+  if (Array.isArray(parsed.stackTrace)) body.stackTrace = parsed.stackTrace.map(String);
+  return body;
+}
+
+export class Slot {
+  private readonly server: Server;
+  private port = 0;
+  private child: ChildProcess | undefined;
+  private spawnedAt = 0;
+  /** The process's start to its first `next`, until an invocation reports it. */
+  private initMs: number | undefined;
+  private initReported = false;
+  private initError: ErrorBody | undefined;
+  private parked: ServerResponse | undefined;
+  private current: Current | undefined;
+  private stopped = false;
+  private peakMb: number | undefined;
+  private peakPid: number | undefined;
+  private peakReadAt: number | undefined;
+
+  constructor(
+    private readonly language: (apiAddress: string) => LanguageCommand,
+    /** Told of each init error, to log it. */
+    private readonly initFailedLog: (error: ErrorBody) => void,
+  ) {
+    this.server = createServer((req, res) => this.route(req, res));
+    // A long poll waits as long as no invocation comes.
+    this.server.requestTimeout = 0;
+    this.server.headersTimeout = 60_000;
+    this.server.keepAliveTimeout = 0;
+  }
+
+  get busy(): boolean {
+    return this.current !== undefined;
+  }
+
+  get deadline(): number {
+    return this.current?.deadline ?? 0;
+  }
+
+  /** Listens on a free 127.0.0.1 port and starts the process (init begins before any event). */
+  async start(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(0, '127.0.0.1', () => {
+        this.port = (this.server.address() as AddressInfo).port;
+        resolve();
+      });
+    });
+    this.spawn();
+  }
+
+  /** Runs one invocation in this slot's process; resolves at the latest at its deadline. */
+  run(delivery: Delivery): Promise<Outcome> {
+    return new Promise<Outcome>((resolve) => {
+      const current: Current = {
+        ...delivery,
+        settle: (outcome) => {
+          if (this.current !== current) return;
+          clearTimeout(current.timer);
+          this.current = undefined;
+          resolve(outcome);
+        },
+        timer: setTimeout(
+          () => this.timedOut(current),
+          Math.max(0, delivery.deadline - Date.now()),
+        ),
+      };
+      this.current = current;
+      if (this.initError) {
+        // The process failed its init before this event came: the event fails with that error,
+        // and the next one starts the process again.
+        const error = this.initError;
+        this.initError = undefined;
+        this.fail(current, 'InitError', error);
+        this.spawn();
+        return;
+      }
+      if (!this.child) this.spawn();
+      if (this.parked) this.deliver();
+    });
+  }
+
+  /** Ends the process and stops listening. */
+  stop(): void {
+    this.stopped = true;
+    this.kill();
+    this.parked?.destroy();
+    this.server.close();
+    this.server.closeAllConnections();
+  }
+
+  private figures(): { initDurationMs?: number; maxMemoryUsedMb?: number } {
+    // Reading /proc costs tens of µs: at most every 10 ms, as the Node runtime reads its own.
+    const now = nowMs();
+    if (
+      this.peakReadAt === undefined ||
+      now - this.peakReadAt >= 10 ||
+      this.peakPid !== this.child?.pid
+    ) {
+      this.peakPid = this.child?.pid;
+      this.peakMb = peakMemoryMb(this.peakPid) ?? this.peakMb;
+      this.peakReadAt = now;
+    }
+    const out: { initDurationMs?: number; maxMemoryUsedMb?: number } = {
+      maxMemoryUsedMb: this.peakMb,
+    };
+    if (!this.initReported && this.initMs !== undefined) {
+      this.initReported = true;
+      out.initDurationMs = this.initMs;
+    }
+    return out;
+  }
+
+  private fail(
+    current: Current,
+    code: 'InitError' | 'ExitError' | 'Unhandled' | 'InvalidResponseMode' | 'ResponseSizeTooLarge',
+    body: ErrorBody,
+  ): void {
+    current.settle({
+      kind: 'result',
+      durationMs: current.delivered === undefined ? 0 : nowMs() - current.delivered,
+      error: { code, body },
+      ...this.figures(),
+    });
+  }
+
+  private spawn(): void {
+    if (this.stopped) return;
+    const lang = this.language(`127.0.0.1:${this.port}`);
+    this.initMs = undefined;
+    this.initReported = false;
+    this.spawnedAt = nowMs();
+    if (lang.command.startsWith('/')) {
+      try {
+        accessSync(lang.command, constants.X_OK);
+      } catch (err) {
+        this.child = undefined;
+        this.initMs = 0;
+        this.initError = {
+          errorType: 'Runtime.InvalidEntrypoint',
+          errorMessage: `${lang.command} is not an executable file (${(err as NodeJS.ErrnoException).code}): ${lang.hint}`,
+        };
+        this.initFailedLog(this.initError);
+        this.initFailed();
+        return;
+      }
+    }
+    // Its own process group, so a timeout ends what it started too (a shell script's curl);
+    // where util-linux's setpriv is, the kernel ends it should the runtime itself be killed.
+    const [command, args] = existsSync(setpriv)
+      ? [setpriv, ['--pdeathsig', 'KILL', '--', lang.command, ...lang.args]]
+      : [lang.command, lang.args];
+    const child = spawn(command, args, {
+      cwd: lang.cwd,
+      env: lang.env,
+      stdio: ['ignore', 'inherit', 'inherit'],
+      detached: true,
+    });
+    this.child = child;
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      if (this.child !== child) return;
+      this.child = undefined;
+      const missing = err.code === 'ENOENT' || err.code === 'EACCES';
+      this.initError = {
+        errorType: missing ? 'Runtime.InvalidEntrypoint' : 'Runtime.Unknown',
+        errorMessage: `cannot start ${lang.command}: ${err.message}`,
+      };
+      this.initFailedLog(this.initError);
+      this.initFailed();
+    });
+    child.once('exit', (code, signal) => this.exited(child, code, signal));
+  }
+
+  private kill(): void {
+    const child = this.child;
+    if (!child?.pid) return;
+    this.child = undefined;
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+
+  /** An init error is known: an event waiting for this process fails with it now. */
+  private initFailed(): void {
+    if (!this.current || !this.initError) return;
+    const error = this.initError;
+    this.initError = undefined;
+    this.fail(this.current, 'InitError', error);
+  }
+
+  private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.child === child) this.child = undefined;
+    else if (this.child !== undefined) return; // a replacement runs already
+    this.parked?.destroy();
+    this.parked = undefined;
+    const current = this.current;
+    if (!current) return;
+    if (this.initError) {
+      this.initFailed();
+      return;
+    }
+    const how = signal
+      ? `signal: ${signal === 'SIGKILL' ? 'killed' : signal}`
+      : `exit status ${code}`;
+    this.fail(current, 'ExitError', {
+      errorType: 'Runtime.ExitError',
+      errorMessage: `RequestId: ${current.requestId} Error: Runtime exited with error: ${how}`,
+    });
+    // Lambda starts the runtime again for the next event; so does this slot, now, so that the
+    // next event finds it initialised.
+    this.spawn();
+  }
+
+  private timedOut(current: Current): void {
+    if (this.current !== current) return;
+    const figures = this.figures();
+    this.kill();
+    this.parked = undefined;
+    current.settle({ kind: 'timeout', restarted: true, ...figures });
+    this.spawn();
+  }
+
+  private deliver(): void {
+    const res = this.parked;
+    const current = this.current;
+    if (!res || !current || current.delivered !== undefined) return;
+    this.parked = undefined;
+    current.delivered = nowMs();
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': current.payload.length,
+      [apiHeaders.requestId]: current.requestId,
+      [apiHeaders.deadlineMs]: String(current.deadline),
+      [apiHeaders.functionArn]: current.functionArn,
+      [apiHeaders.traceId]: current.traceId,
+    });
+    res.end(current.payload);
+  }
+
+  private route(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '').split('?')[0]!;
+    if (!path.startsWith(apiPrefix)) return this.notFound(req, res, path);
+    const rest = path.slice(apiPrefix.length);
+    if (rest === 'invocation/next') {
+      if (req.method !== 'GET') return this.notAllowed(res, 'GET');
+      return this.next(res);
+    }
+    if (rest === 'init/error') {
+      if (req.method !== 'POST') return this.notAllowed(res, 'POST');
+      return this.postInitError(req, res);
+    }
+    const m = /^invocation\/([^/]+)\/(response|error)$/.exec(rest);
+    if (!m) return this.notFound(req, res, path);
+    if (req.method !== 'POST') return this.notAllowed(res, 'POST');
+    const requestId = decodeURIComponent(m[1]!);
+    if (m[2] === 'response') this.postResponse(req, res, requestId);
+    else this.postError(req, res, requestId);
+  }
+
+  private notFound(req: IncomingMessage, res: ServerResponse, path: string): void {
+    req.resume();
+    answer.notFound(res, req.method, path);
+  }
+
+  private notAllowed(res: ServerResponse, allow: string): void {
+    res.writeHead(405, { allow, 'content-length': 0 });
+    res.end();
+  }
+
+  private next(res: ServerResponse): void {
+    if (this.initMs === undefined) this.initMs = nowMs() - this.spawnedAt;
+    // A process asking again means it is done with the last event.
+    this.parked?.destroy();
+    this.parked = res;
+    res.once('close', () => {
+      if (this.parked === res) this.parked = undefined;
+    });
+    this.deliver();
+  }
+
+  /** The invocation a response or error is for, or an answer saying why there is none. */
+  private expecting(res: ServerResponse, requestId: string, to: string): Current | undefined {
+    const current = this.current;
+    if (!current || current.delivered === undefined) {
+      answer.outOfTurn(res, 'Ready', to, 'no invocation is in progress');
+      return undefined;
+    }
+    if (current.requestId !== requestId) {
+      answer.invalidRequestId(res);
+      return undefined;
+    }
+    return current;
+  }
+
+  private postResponse(req: IncomingMessage, res: ServerResponse, requestId: string): void {
+    const current = this.expecting(res, requestId, 'InvocationResponse');
+    if (!current) return void req.resume();
+    const mode = req.headers[apiHeaders.responseMode];
+    if (typeof mode === 'string' && mode.toLowerCase() !== 'streaming') {
+      req.resume();
+      this.fail(current, 'InvalidResponseMode', {
+        errorType: 'Runtime.InvalidResponseModeHeader',
+        errorMessage: `the runtime answered with ${apiHeaders.responseMode}: ${String(mode)}; the only mode is streaming`,
+      });
+      answer.invalidResponseMode(res);
+      return;
+    }
+    readBody(req, maxResponseBytes, (body) => {
+      if (body === 'too-large') {
+        this.fail(current, 'ResponseSizeTooLarge', {
+          errorType: 'Function.ResponseSizeTooLarge',
+          errorMessage: `Response payload size exceeded maximum allowed payload size (${maxPayloadBytes} bytes).`,
+        });
+        answer.tooLarge(res);
+        return;
+      }
+      // A streamed response is buffered; an error met mid-stream arrives in its trailers.
+      const trailerType = req.trailers[apiHeaders.errorType];
+      if (trailerType) {
+        const encoded = req.trailers[apiHeaders.errorBody];
+        this.fail(
+          current,
+          'Unhandled',
+          errorBodyFrom(encoded ? Buffer.from(encoded, 'base64') : Buffer.alloc(0), trailerType),
+        );
+      } else {
+        current.settle({
+          kind: 'result',
+          durationMs: nowMs() - current.delivered!,
+          body: body.length === 0 ? undefined : body.toString('utf8'),
+          ...this.figures(),
+        });
+      }
+      answer.accepted(res);
+    });
+  }
+
+  private postError(req: IncomingMessage, res: ServerResponse, requestId: string): void {
+    const current = this.expecting(res, requestId, 'InvocationErrorResponse');
+    if (!current) return void req.resume();
+    const headerType = req.headers[apiHeaders.errorType] as string | undefined;
+    readBody(req, maxResponseBytes, (body) => {
+      this.fail(
+        current,
+        'Unhandled',
+        errorBodyFrom(body === 'too-large' ? Buffer.alloc(0) : body, headerType),
+      );
+      answer.accepted(res);
+    });
+  }
+
+  private postInitError(req: IncomingMessage, res: ServerResponse): void {
+    if (this.initMs !== undefined) {
+      req.resume();
+      answer.outOfTurn(res, 'Ready', 'InitError', 'the runtime has finished its init');
+      return;
+    }
+    const headerType = req.headers[apiHeaders.errorType] as string | undefined;
+    readBody(req, maxResponseBytes, (body) => {
+      this.initMs = nowMs() - this.spawnedAt;
+      const error = errorBodyFrom(body === 'too-large' ? Buffer.alloc(0) : body, headerType);
+      this.initError = error;
+      this.initFailedLog(error);
+      answer.accepted(res);
+      // Lambda ends a runtime that failed its init; the next event starts it again.
+      res.once('finish', () => this.kill());
+      this.initFailed();
+    });
+  }
+}
