@@ -459,6 +459,11 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
       }
       const tries = attempts;
       const throttledNow = throttled + (result.throttled ? 1 : 0);
+      // What another replica settles is never forgotten here: held to a bound instead.
+      if (lastErrors.size >= 10_000) {
+        throttles.clear();
+        lastErrors.clear();
+      }
       if (result.throttled) throttles.set(seq, throttledNow);
       lastErrors.set(seq, result.error);
       const next = afterFailure({
