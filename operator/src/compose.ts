@@ -107,7 +107,7 @@ export function composeEddy(o: EddyOptions): Eddy {
     auth: o.auth,
     queueLimit: o.queueLimit,
     memoryBudget: o.memoryBudget,
-    asyncInvoke: () => asyncInvokeVia({ kind: 'memory', enqueue: (fn, e) => queue.enqueue(fn, e) }),
+    asyncInvoke: () => asyncInvokeVia(() => queue),
   });
   const sinkOptions = {
     dispatcher: gateway.dispatcher,

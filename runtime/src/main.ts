@@ -19,10 +19,9 @@ function logStreamName(): string {
   return `${day}/[$LATEST]${process.env.HOSTNAME ?? 'local'}-${process.pid}`;
 }
 
-/** python3.11, java17, provided: the handler runs in language processes behind the Runtime API. */
-function startProcesses(config: RuntimeConfig): void {
-  const invoker = new ProcessInvoker({
-    runtime: config.runtime as ProcessInvokerSettings['runtime'],
+/** What both kinds of invoker are told about the function. */
+function functionSettings(config: RuntimeConfig) {
+  return {
     codeDir: config.codeDir,
     handler: config.handler,
     functionName: config.functionName,
@@ -31,6 +30,14 @@ function startProcesses(config: RuntimeConfig): void {
     concurrency: config.concurrency,
     logFormat: config.logFormat,
     logStreamName: logStreamName(),
+  };
+}
+
+/** python3.11, java17, provided: the handler runs in language processes behind the Runtime API. */
+function startProcesses(config: RuntimeConfig): void {
+  const invoker = new ProcessInvoker({
+    runtime: config.runtime as ProcessInvokerSettings['runtime'],
+    ...functionSettings(config),
     python: process.env[envNames.python] || envDefaults.python,
     env: process.env,
   });
@@ -39,16 +46,7 @@ function startProcesses(config: RuntimeConfig): void {
 
 function start(config: RuntimeConfig): void {
   const invoker = new Invoker(
-    {
-      codeDir: config.codeDir,
-      handler: config.handler,
-      functionName: config.functionName,
-      functionNamespace: config.functionNamespace,
-      memoryMb: config.memoryMb,
-      concurrency: config.concurrency,
-      logFormat: config.logFormat,
-      logStreamName: logStreamName(),
-    },
+    functionSettings(config),
     // Only called from later turns of the event loop, once `rt` below exists.
     (reason) => rt.recycle(reason),
   );

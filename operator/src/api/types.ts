@@ -1,5 +1,6 @@
 /** The Function resource (`eddy.dev/v1alpha1`), as crds/function.yaml defines it. */
 import type { V1EnvFromSource, V1EnvVar, V1ObjectMeta } from '@kubernetes/client-node';
+import { runtimeNames, type RuntimeName } from '../../../runtime/src/contract/index.js';
 
 export const group = 'eddy.dev';
 export const version = 'v1alpha1';
@@ -7,15 +8,9 @@ export const apiVersion = `${group}/${version}`;
 export const kind = 'Function';
 export const plural = 'functions';
 
-export type Runtime = 'nodejs20' | 'nodejs22' | 'nodejs24' | 'python3.11' | 'java17' | 'provided';
-export const runtimes: Runtime[] = [
-  'nodejs20',
-  'nodejs22',
-  'nodejs24',
-  'python3.11',
-  'java17',
-  'provided',
-];
+/** spec.runtime: the runtime's contract names them. */
+export type Runtime = RuntimeName;
+export const runtimes: Runtime[] = [...runtimeNames];
 
 export interface Connection {
   endpoint?: string;

@@ -225,8 +225,8 @@ export function createEventSink(o: EventSinkOptions): EventSink {
   };
 }
 
-/** The async invoke API's events, as a queue takes them. */
-export function asyncInvokeVia(queue: EventQueue): AsyncInvoke {
+/** The async invoke API's events, as a queue takes them (asked for when each call comes). */
+export function asyncInvokeVia(queue: () => EventQueue): AsyncInvoke {
   return async (fn, req, acceptedAt) => {
     // A direct call's body is JSON to the runtime whatever its content type says (curl -d sends
     // form-urlencoded); a dead letter should carry it the same way.
@@ -241,7 +241,7 @@ export function asyncInvokeVia(queue: EventQueue): AsyncInvoke {
       body: req.body,
       headers: direct ? { ...req.headers, 'content-type': 'application/json' } : req.headers,
     };
-    const { delivered } = await queue.enqueue(fn, event);
+    const { delivered } = await queue().enqueue(fn, event);
     return delivered ? { delivered } : {};
   };
 }
