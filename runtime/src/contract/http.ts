@@ -9,7 +9,19 @@ export const headers = {
   initDurationMs: 'x-eddy-init-duration-ms',
   /** `Unhandled` when the function failed rather than the request. */
   functionError: 'x-eddy-function-error',
+  /**
+   * Sent by the gateway: the caller's client context, base64-encoded JSON as Lambda's
+   * `X-Amz-Client-Context` carries it; the handler sees it as `context.clientContext`.
+   */
+  clientContext: 'x-eddy-client-context',
+  /** Sent by the gateway as `Tail`: answer with the invocation's last 4 KB of log lines. */
+  logType: 'x-eddy-log-type',
+  /** On the answer when `logType` was `Tail`: the invocation's last 4 KB of log lines, base64. */
+  logResult: 'x-eddy-log-result',
 } as const;
+
+/** The most of an invocation's log returned by a `Tail` request, as Lambda returns it. */
+export const logTailBytes = 4096;
 
 /** A request id a caller may choose; others are replaced by a new one. */
 export const requestIdPattern = /^[\w.:/+=-]{1,128}$/;
