@@ -243,6 +243,33 @@ describe('delivery', () => {
     expect(out).toMatchObject({ outcome: 'succeeded', attempts: 4 });
   });
 
+  it('logs each failed attempt as it fails, with its number, error type and message and what comes next', async () => {
+    const h = harness();
+    // What was logged by the time each attempt starts: the previous failure is already there.
+    const seenAtStart: string[][] = [];
+    const s = h.script(failure('first'), failure('second\nline'), failure('third'));
+    const out = await h.delivery.deliver({
+      fn: fn({}),
+      event: event(),
+      attempt: async (n) => {
+        seenAtStart.push([...h.logs]);
+        return s.attempt(n);
+      },
+      signal: live(),
+    });
+    expect(out.outcome).toBe('dropped');
+    const line1 =
+      'attempt 1 of event evt-1 to photos/thumbnail (trigger uploads) failed: Error: first; retrying in 500 ms';
+    const line2 =
+      'attempt 2 of event evt-1 to photos/thumbnail (trigger uploads) failed: Error: second line; retrying in 1000 ms';
+    expect(seenAtStart).toEqual([[], [line1], [line1, line2]]);
+    expect(h.logs[2]).toBe(
+      'attempt 3 of event evt-1 to photos/thumbnail (trigger uploads) failed: Error: third; not retried (RetriesExhausted)',
+    );
+    expect(h.logs[3]).toMatch(/^DROPPED event evt-1/);
+    expect(h.logs).toHaveLength(4);
+  });
+
   it('drops the event of a Function without a dead letter, in one loud log line, and counts it', async () => {
     const h = harness();
     const s = h.script(failure('ECONNRESET'));

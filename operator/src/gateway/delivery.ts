@@ -213,6 +213,34 @@ export function afterFailure(o: {
   return { delayMs };
 }
 
+/**
+ * The line a failed attempt is logged with as soon as it fails, on every path (in memory, the
+ * queue, a stream's batch): which attempt, of what, the error, and what comes next.
+ */
+export function failedAttemptLine(o: {
+  /** What failed: `event <id> to <namespace>/<name> (trigger <t>)` or a stream's records. */
+  what: string;
+  attempt: number;
+  error: AttemptError;
+  next: { delayMs: number } | { condition: DeadLetterCondition } | { bisect: true };
+}): string {
+  const then =
+    'delayMs' in o.next
+      ? `retrying in ${o.next.delayMs} ms`
+      : 'bisect' in o.next
+        ? 'retrying it in two halves (bisectOnError)'
+        : `not retried (${o.next.condition})`;
+  return `attempt ${o.attempt} of ${o.what} failed: ${o.error.errorType}: ${o.error.errorMessage.replace(/\s*\n\s*/g, ' ')}; ${then}`;
+}
+
+/** How a failed attempt names its event: `event <id> to <namespace>/<name> (trigger <t>)`. */
+export function eventDescription(
+  fn: EddyFunction,
+  event: Pick<DeliveryEvent, 'id' | 'trigger'>,
+): string {
+  return `event ${event.id} to ${fn.metadata.namespace}/${fn.metadata.name}${event.trigger ? ` (trigger ${event.trigger})` : ''}`;
+}
+
 async function defaultSleep(ms: number, signal: AbortSignal): Promise<void> {
   await wait(ms, undefined, { signal }).catch(() => undefined);
 }
@@ -298,6 +326,14 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         ageMs: now() - happenedAt,
         backoff,
       });
+      deps.log(
+        failedAttemptLine({
+          what: eventDescription(fn, event),
+          attempt: attempts,
+          error: result.error,
+          next,
+        }),
+      );
       if ('condition' in next) {
         const { condition } = next;
         return end(

@@ -39,6 +39,8 @@ import type { FunctionStore } from '../functions.js';
 import type { EventSink } from '../gateway/async.js';
 import {
   afterFailure,
+  eventDescription,
+  failedAttemptLine,
   retryPolicy,
   type AttemptError,
   type DeadLetterCondition,
@@ -474,14 +476,19 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
         ageMs: Date.now() - happenedAt,
         backoff,
       });
+      c.log(
+        failedAttemptLine({
+          what: eventDescription(fn, event),
+          attempt: tries,
+          error: result.error,
+          next,
+        }),
+      );
       if ('condition' in next) {
         await toDeadLetter(next.condition, result.error);
         return;
       }
       c.metrics.retries.inc(labels);
-      c.log(
-        `attempt ${tries} of event ${event.id} to ${keyOf(fn)}${event.trigger ? ` (trigger ${event.trigger})` : ''} failed: ${result.error.errorType}: ${result.error.errorMessage.replace(/\s*\n\s*/g, ' ')}; retrying in ${next.delayMs} ms`,
-      );
       msg.nak(next.delayMs);
     }
 

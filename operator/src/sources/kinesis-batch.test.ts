@@ -206,10 +206,13 @@ function harness(
   /** What the dead letter answers, in turn; then `sent`. */
   const deadLetterAnswers: Array<'sent' | 'failed' | 'stopped'> = [];
   const sleeps: number[] = [];
+  /** Invocations and failures in the order they happened. */
+  const story: string[] = [];
   let stopped = false;
   const deps: BatchDeps = {
     invoke: async (records) => {
       calls.push(seqs(records));
+      story.push(`invoke ${seqs(records).join(',')}`);
       clock += 100;
       return answer(seqs(records), calls.length);
     },
@@ -222,6 +225,10 @@ function harness(
       });
       return deadLetterAnswers.shift() ?? 'sent';
     },
+    failed: (records, attempt, error, next) =>
+      story.push(
+        `attempt ${attempt} of ${seqs(records).join(',')} failed: ${error.errorType}; ${JSON.stringify(next)}`,
+      ),
     checkpoint: (s) => checkpoints.push(Number(s.slice(4))),
     sleep: async (ms) => {
       sleeps.push(ms);
@@ -233,7 +240,7 @@ function harness(
     now: () => clock,
     retryDelayMs: (n) => 1000 * 2 ** (n - 1),
   };
-  return { deps, calls, checkpoints, deadLetters, deadLetterAnswers, sleeps };
+  return { deps, calls, checkpoints, deadLetters, deadLetterAnswers, sleeps, story };
 }
 
 const settings = (over: Partial<KinesisSettings> = {}): KinesisSettings => ({
@@ -303,6 +310,24 @@ describe('delivering a batch with stream retries', () => {
       { seqs: [3], condition: 'RetriesExhausted', attempts: 5, errorType: 'Error' },
     ]);
     expect(h.checkpoints).toEqual([2, 3, 4, 8]);
+  });
+
+  it('tells of each failed invocation as it fails: its number, error and what comes next', async () => {
+    const h = harness(poison(3));
+    const s = settings({ bisectOnError: true, maxRetryAttempts: 1 });
+    expect(await deliverBatch(recs(1, 2, 3, 4), s, h.deps)).toBe(true);
+    expect(h.story).toEqual([
+      'invoke 1,2,3,4',
+      'attempt 1 of 1,2,3,4 failed: Error; {"bisect":true}',
+      'invoke 1,2',
+      'invoke 3,4',
+      'attempt 2 of 3,4 failed: Error; {"bisect":true}',
+      'invoke 3',
+      'attempt 3 of 3 failed: Error; {"delayMs":1000}',
+      'invoke 3',
+      'attempt 4 of 3 failed: Error; {"condition":"RetriesExhausted"}',
+      'invoke 4',
+    ]);
   });
 
   it('with reportBatchItemFailures, checkpoints before the lowest failed record and retries from it', async () => {

@@ -273,6 +273,13 @@ export interface BatchDeps {
       lastAttemptAt: number;
     },
   ): Promise<'sent' | 'failed' | 'stopped'>;
+  /** Told of each failed invocation as it fails: its number, its error and what comes next. */
+  failed?(
+    records: readonly ShapedRecord[],
+    attempt: number,
+    error: AttemptError,
+    next: { delayMs: number } | { condition: GiveUp } | { bisect: true },
+  ): void;
   /** The records up to this sequence number are done. */
   checkpoint(sequenceNumber: string): void;
   /** Resolves after `ms`; false when stopped meanwhile. */
@@ -384,11 +391,14 @@ export async function deliverBatch(
     const retryable = answer.kind === 'partial' || answer.retryable;
     if (answer.kind === 'failed' && answer.throttled) {
       part.throttles++;
-      if (!(await deps.sleep(deps.retryDelayMs(part.throttles)))) return false;
+      const delayMs = deps.retryDelayMs(part.throttles);
+      deps.failed?.(part.records, part.attempts, answer.error, { delayMs });
+      if (!(await deps.sleep(delayMs))) return false;
       continue;
     }
     // The records the function reported as failed are retried as they are, not split again.
     if (s.bisectOnError && answer.kind === 'failed' && part.records.length > 1) {
+      deps.failed?.(part.records, part.attempts, answer.error, { bisect: true });
       const half = Math.ceil(part.records.length / 2);
       const split = (rs: ShapedRecord[]): Part => ({ ...part, records: rs, failures: 0 });
       queue.splice(0, 1, split(part.records.slice(0, half)), split(part.records.slice(half)));
@@ -401,11 +411,14 @@ export async function deliverBatch(
         ? 'RetriesExhausted'
         : undefined;
     if (condition) {
+      deps.failed?.(part.records, part.attempts, answer.error, { condition });
       if (!(await giveUp(part, condition, answer.error))) return false;
       queue.shift();
       continue;
     }
-    if (!(await deps.sleep(deps.retryDelayMs(part.failures)))) return false;
+    const delayMs = deps.retryDelayMs(part.failures);
+    deps.failed?.(part.records, part.attempts, answer.error, { delayMs });
+    if (!(await deps.sleep(delayMs))) return false;
   }
   return true;
 }

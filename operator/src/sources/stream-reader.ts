@@ -13,7 +13,7 @@ import { setTimeout as wait } from 'node:timers/promises';
 import type { EddyFunction, StreamTriggerBase, Trigger } from '../api/types.js';
 import { triggerProblem } from '../api/validate.js';
 import { describeError } from '../errors.js';
-import type { AttemptResult, DeliveryEvent } from '../gateway/delivery.js';
+import { failedAttemptLine, type AttemptResult, type DeliveryEvent } from '../gateway/delivery.js';
 import { CheckpointWriter } from './checkpoint-writer.js';
 import type { Checkpoint } from './checkpoints.js';
 import {
@@ -972,6 +972,15 @@ class TriggerConsumer<C extends StreamClient, T extends StreamTriggerBase> {
         }
         return 'sent';
       },
+      failed: (records, attempt, error, next) =>
+        this.log(
+          failedAttemptLine({
+            what: `${records.length} record(s) of ${origin.shardId} from sequence number ${records[0]!.sequenceNumber}`,
+            attempt,
+            error,
+            next,
+          }),
+        ),
       checkpoint: (sequenceNumber) => writer.set(origin.shardId, sequenceNumber),
       sleep: (ms) => sleep(ms, signal),
       stopped: () => signal.aborted,
