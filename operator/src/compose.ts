@@ -13,6 +13,7 @@ import type { FunctionStore, SecretReader } from './functions.js';
 import { createGateway, type Gateway } from './gateway/app.js';
 import { asyncInvokeVia, createEventSink } from './gateway/async.js';
 import type { DeadLetterUrlOptions } from './gateway/dead-letter.js';
+import { portTakenOr } from './errors.js';
 import { Manager, type Elector, type Runnable } from './manager.js';
 import { httpUrl, type Platform } from './platform/platform.js';
 import { createJetStreamQueue, type JetStreamSettings } from './queue/jetstream.js';
@@ -140,7 +141,14 @@ export function composeEddy(o: EddyOptions): Eddy {
       gateway.start(dispatching.signal);
       const server = createServer((req, res) => gateway.handle(req, res));
       server.keepAliveTimeout = 65_000;
-      await listen(server, o.gateway.port, o.gateway.host ?? '0.0.0.0');
+      try {
+        await listen(server, o.gateway.port, o.gateway.host ?? '0.0.0.0', 'the gateway');
+      } catch (err) {
+        // Nothing was served: what started for serving stops, so the process can end.
+        dispatching.abort();
+        platformStop.abort();
+        throw err;
+      }
       const { address, port } = server.address() as AddressInfo;
       const url = httpUrl(address, port);
       o.log(`gateway listening on ${url}`);
@@ -148,6 +156,8 @@ export function composeEddy(o: EddyOptions): Eddy {
       const metricsServer = o.metrics
         ? await serveMetrics(gateway, o.metrics, o.log).catch(async (err: unknown) => {
             await close(server, 0);
+            dispatching.abort();
+            platformStop.abort();
             throw err;
           })
         : undefined;
@@ -245,11 +255,12 @@ export function composeEddy(o: EddyOptions): Eddy {
   };
 }
 
-function listen(server: Server, port: number, host: string): Promise<void> {
+function listen(server: Server, port: number, host: string, listener: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const failed = (err: Error) => reject(portTakenOr(err, listener, host, port));
+    server.once('error', failed);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', failed);
       resolve();
     });
   });
@@ -262,7 +273,7 @@ async function serveMetrics(
   log: (message: string) => void,
 ): Promise<{ server: Server; url: string }> {
   const server = createServer((req, res) => gateway.serveMetrics(req, res));
-  await listen(server, at.port, at.host ?? '0.0.0.0');
+  await listen(server, at.port, at.host ?? '0.0.0.0', 'the metrics endpoint');
   const { address, port } = server.address() as AddressInfo;
   const url = httpUrl(address, port);
   log(`metrics on ${url}/metrics`);

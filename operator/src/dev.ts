@@ -4,12 +4,13 @@
  *
  *   node dist/operator/dev.js [--port 8080] [--metrics-port 9090] <manifest files...>
  */
-import { createServer } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { noAuth } from './auth/authorizer.js';
 import { composeEddy } from './compose.js';
+import { PortTaken } from './errors.js';
+import { freePortOn } from './local/free-port.js';
 import { ManifestSet } from './local/manifests.js';
 import { soleLeader } from './manager.js';
 import { createLocalPlatform } from './platform/local.js';
@@ -25,6 +26,10 @@ import { s3IntakePath, s3Source } from './sources/s3.js';
 import { normaliseEndpoint } from './sources/s3-stores.js';
 import { scheduleSource } from './sources/schedule.js';
 import type { SourceFactory } from './sources/source.js';
+
+function storeFailedOn(port: number | undefined, err: unknown): string {
+  return `eddy: the S3 store could not start on ${values.host}:${port}: ${err instanceof Error ? err.message : String(err)}`;
+}
 
 const usage = `usage: node dist/operator/dev.js [--port 8080] [--metrics-port 9090] [--host 127.0.0.1] [--s3-port 9000] <manifest files...>
   Runs the gateway, the autoscaler and each Function's replicas as local processes.
@@ -120,16 +125,27 @@ console.log(
 );
 let s3Port = portOf('--s3-port', values['s3-port']);
 const minioBinary = s3Port !== undefined ? findOnPath('minio') : undefined;
-if (minioBinary && s3Port === 0) {
-  // MinIO is told its port; the triggers' endpoints are matched against it before it starts.
-  s3Port = await new Promise<number>((done, fail) => {
-    const probe = createServer();
-    probe.once('error', fail);
-    probe.listen(0, values.host, () => {
-      const { port: free } = probe.address() as { port: number };
-      probe.close(() => done(free));
-    });
-  });
+/** The flag that chooses each listener's port, for the message when another process has it. */
+const portFlags: Record<string, string> = {
+  'the gateway': '--port',
+  'the metrics endpoint': '--metrics-port',
+  'the S3 store': '--s3-port',
+};
+/** What to tell the user when a port is taken: which, and how to choose another. */
+const portAdvice = (err: PortTaken) => {
+  const flag = portFlags[err.listener] ?? '--port';
+  return `eddy: ${err.message}: stop that process, or choose another port with ${flag} <port> (npm start -- ${flag} ${err.port + 100}; ${flag} 0 takes any free port and prints it)`;
+};
+if (minioBinary && s3Port !== undefined) {
+  // MinIO is told its port; the triggers' endpoints are matched against it before it starts,
+  // and a taken port is said now rather than once MinIO fails.
+  try {
+    s3Port = await freePortOn('the S3 store', values.host, s3Port);
+  } catch (err) {
+    console.error(err instanceof PortTaken ? portAdvice(err) : storeFailedOn(s3Port, err));
+    await embeddedNats?.stop();
+    process.exit(1);
+  }
 }
 
 // The AWS SDK warns on every client that Node 20 support ends; the project targets Node 20.
@@ -164,7 +180,7 @@ let gatewayUrl: string | undefined;
 let embedded: EmbeddedS3 | undefined;
 const buckets = values['s3-buckets'].split(',').filter((b) => b !== '');
 const storeFailed = (err: unknown) =>
-  `eddy: the S3 store could not start on ${values.host}:${s3Port}: ${err instanceof Error ? err.message : String(err)}`;
+  err instanceof PortTaken ? portAdvice(err) : storeFailedOn(s3Port, err);
 if (s3Port !== undefined && !minioBinary) {
   try {
     embedded = await startEmbeddedS3({
@@ -182,6 +198,7 @@ if (s3Port !== undefined && !minioBinary) {
     });
   } catch (err) {
     console.error(storeFailed(err));
+    await embeddedNats?.stop();
     process.exit(1);
   }
 }
@@ -300,9 +317,12 @@ const eddy = composeEddy({
 });
 try {
   await eddy.manager.start(stop.signal);
-} catch {
+} catch (err) {
+  if (err instanceof PortTaken) log(portAdvice(err));
   process.exitCode = 1;
 } finally {
+  // Whatever ended the manager ends the rest (the files' watch, the store's start).
+  stop.abort();
   await eddy.close();
   await embeddedNats?.stop();
   await minioStarting;

@@ -55,3 +55,29 @@ export class ApiRequestAbandoned extends Error {
     );
   }
 }
+
+/**
+ * A listener that cannot start because another process holds its port. `listener` names it as
+ * a user knows it (`the gateway`, `the metrics endpoint`, `the S3 store`); the entry point that
+ * chose the port adds how to choose another.
+ */
+export class PortTaken extends Error {
+  override readonly name = 'PortTaken';
+
+  constructor(
+    readonly listener: string,
+    readonly host: string,
+    readonly port: number,
+  ) {
+    super(
+      `${listener} cannot listen on ${host.includes(':') ? `[${host}]` : host}:${port}: another process is using port ${port}`,
+    );
+  }
+}
+
+/** `err` as a PortTaken when it is a listen error for a port in use; otherwise `err` itself. */
+export function portTakenOr(err: Error, listener: string, host: string, port: number): Error {
+  return (err as NodeJS.ErrnoException).code === 'EADDRINUSE'
+    ? new PortTaken(listener, host, port)
+    : err;
+}

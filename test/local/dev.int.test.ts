@@ -10,6 +10,7 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
+import { createServer as createNetServer, type AddressInfo, type Server } from 'node:net';
 import sharp from 'sharp';
 import { freePort } from '../harness/ports.js';
 import { thumbnailManifest } from '../harness/thumbnail.js';
@@ -328,6 +329,92 @@ stringData: {accessKeyId: eddy, secretAccessKey: eddysecret}
       expect(left).toEqual([]);
     },
   );
+
+  describe('with a port taken by another process', () => {
+    let holder: Server | undefined;
+    /** A real listener on a free port of 127.0.0.1, as another program would hold it. */
+    const occupy = async (): Promise<number> => {
+      holder = createNetServer();
+      await new Promise<void>((resolve, reject) => {
+        holder!.once('error', reject);
+        holder!.listen(0, '127.0.0.1', resolve);
+      });
+      return (holder.address() as AddressInfo).port;
+    };
+    afterEach(async () => {
+      await new Promise((resolve) => (holder ? holder.close(resolve) : resolve(undefined)));
+      holder = undefined;
+    });
+    /** Runs dev.js with `flags` until it exits on its own; its exit and its log. */
+    const runToExit = async (flags: string[], path = pathWithoutMinio) => {
+      proc = startProcess(
+        'dev',
+        process.execPath,
+        [devMain, ...flags, join(projectRoot, 'examples', 'hello', 'function.yaml')],
+        join(dir, 'dev.log'),
+        { cwd: dir, env: { PATH: path, HOME: process.env.HOME } },
+      );
+      const how = await Promise.race([
+        proc.exited,
+        new Promise<string>((resolve) =>
+          setTimeout(() => resolve('still running after 30 s'), 30_000).unref(),
+        ),
+      ]);
+      return { how, log: proc.log() };
+    };
+
+    it('the gateway’s: says which port and how to choose another, and exits non-zero', async () => {
+      const taken = await occupy();
+      const { how, log } = await runToExit(['--port', String(taken), '--metrics-port', '0']);
+      expect(how).toBe('exited with code 1');
+      expect(log).toContain(
+        `eddy: the gateway cannot listen on 127.0.0.1:${taken}: another process is using port ${taken}: stop that process, or choose another port with --port <port> (npm start -- --port ${taken + 100};`,
+      );
+      expect(log).not.toMatch(/Unhandled|\n\s+at /);
+    });
+
+    it('the metrics endpoint’s: names --metrics-port, and exits non-zero', async () => {
+      const taken = await occupy();
+      const { how, log } = await runToExit(['--port', '0', '--metrics-port', String(taken)]);
+      expect(how).toBe('exited with code 1');
+      expect(log).toContain(
+        `eddy: the metrics endpoint cannot listen on 127.0.0.1:${taken}: another process is using port ${taken}: stop that process, or choose another port with --metrics-port <port>`,
+      );
+    });
+
+    it('the S3 store’s (s3rver): says which port and how to choose another, without a stack trace, and exits non-zero', async () => {
+      const taken = await occupy();
+      const { how, log } = await runToExit([
+        '--port',
+        '0',
+        '--metrics-port',
+        '0',
+        '--s3-port',
+        String(taken),
+      ]);
+      expect(how).toBe('exited with code 1');
+      expect(log).toContain(
+        `eddy: the S3 store cannot listen on 127.0.0.1:${taken}: another process is using port ${taken}: stop that process, or choose another port with --s3-port <port> (npm start -- --s3-port ${taken + 100};`,
+      );
+      expect(log).not.toMatch(/Unhandled|\n\s+at /);
+    });
+
+    it.runIf(canRun('minio'))(
+      'the S3 store’s (MinIO): says so before MinIO starts, and exits non-zero',
+      async () => {
+        const taken = await occupy();
+        const minioDir = dirname(goBinaryPath(goBinaries.minio));
+        const { how, log } = await runToExit(
+          ['--port', '0', '--metrics-port', '0', '--s3-port', String(taken)],
+          `${minioDir}${delimiter}${pathWithoutMinio}`,
+        );
+        expect(how).toBe('exited with code 1');
+        expect(log).toContain(
+          `eddy: the S3 store cannot listen on 127.0.0.1:${taken}: another process is using port ${taken}: stop that process, or choose another port with --s3-port <port>`,
+        );
+      },
+    );
+  });
 
   it('picks up an edited file without a restart', async () => {
     const file = join(dir, 'fn.yaml');

@@ -5,8 +5,10 @@
  *
  * s3rver is loaded only when asked for, from the project's own node_modules.
  */
+import type { Server } from 'node:http';
 import nodeModule from 'node:module';
 import { setTimeout as wait } from 'node:timers/promises';
+import { portTakenOr } from '../errors.js';
 import { encodeS3Key } from '../sources/s3-events.js';
 
 /** What the local stack's stores (s3rver, MinIO) are started with. */
@@ -40,6 +42,8 @@ interface S3rverRecord {
 
 interface S3rverServer {
   run(): Promise<{ port: number; address: string }>;
+  /** With a callback last: listens and returns the server; without: a promise of it (`run`'s way). */
+  listen(...args: unknown[]): Server | Promise<Server>;
   close(): Promise<void>;
   on(event: 'event', listener: (e: { Records: S3rverRecord[] }) => void): void;
 }
@@ -66,6 +70,18 @@ export async function startEmbeddedS3(o: EmbeddedS3Options): Promise<EmbeddedS3>
     directory: o.directory,
     configureBuckets: o.buckets.map((name) => ({ name })),
   });
+  // s3rver listens without an 'error' listener (a taken port would be an unhandled 'error'
+  // event): its listen is given one that rejects the run instead.
+  const listen = server.listen.bind(server);
+  server.listen = (...args) =>
+    new Promise<Server>((resolve, reject) => {
+      const failed = (err: Error) => reject(portTakenOr(err, 'the S3 store', o.host, o.port));
+      const http = listen(...args, () => {
+        http.off('error', failed);
+        resolve(http);
+      }) as Server;
+      http.once('error', failed);
+    });
   const address = await server.run();
   const endpoint = `http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${address.port}`;
 
