@@ -345,7 +345,10 @@ stringData: {accessKeyId: eddy, secretAccessKey: eddysecret}
       await new Promise((resolve) => (holder ? holder.close(resolve) : resolve(undefined)));
       holder = undefined;
     });
-    /** Runs dev.js with `flags` until it exits on its own; its exit and its log. */
+    /**
+     * Runs dev.js with `flags` until it exits on its own; its exit, and its log once the harness
+     * has written out what it printed (the file is written after the exit is seen).
+     */
     const runToExit = async (flags: string[], path = pathWithoutMinio) => {
       proc = startProcess(
         'dev',
@@ -354,13 +357,24 @@ stringData: {accessKeyId: eddy, secretAccessKey: eddysecret}
         join(dir, 'dev.log'),
         { cwd: dir, env: { PATH: path, HOME: process.env.HOME } },
       );
+      const closed = new Promise<void>((resolve) => proc!.child.once('close', () => resolve()));
       const how = await Promise.race([
         proc.exited,
         new Promise<string>((resolve) =>
           setTimeout(() => resolve('still running after 30 s'), 30_000).unref(),
         ),
       ]);
-      return { how, log: proc.log() };
+      if (how.startsWith('still')) return { how, log: proc.log() };
+      await closed;
+      const log = await waitFor(
+        'its last line in the log',
+        async () => {
+          const text = proc!.log();
+          return /eddy: .* cannot listen on /.test(text) ? text : undefined;
+        },
+        10_000,
+      ).catch(() => proc!.log());
+      return { how, log };
     };
 
     it('the gateway’s: says which port and how to choose another, and exits non-zero', async () => {
