@@ -258,7 +258,7 @@ async function startStack(dir: string): Promise<Stack> {
   const [port, s3Port] = (await freePorts(2)) as [number, number];
   // examples/thumbnail/function.yaml on the free port, with one replica per core kept up (an
   // invocation at a time each: sharp keeps a core busy).
-  const manifest = (await thumbnailManifest(s3Port)).replace(
+  const manifest = (await thumbnailManifest('local')).replace(
     '  timeoutSeconds: 30\n',
     `  timeoutSeconds: 30\n  concurrency: 1\n  scaling: { minReplicas: ${replicas}, maxReplicas: ${replicas} }\n`,
   );

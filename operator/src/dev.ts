@@ -43,7 +43,9 @@ const usage = `usage: node dist/operator/dev.js [--port 8080] [--metrics-port 90
 
   --s3-port <port>        also run an S3-compatible store there that posts every upload's event
                           to the gateway: MinIO when a minio binary is on PATH (objects under
-                          .eddy/minio), otherwise s3rver (objects under .eddy/s3)
+                          .eddy/minio), otherwise s3rver (objects under .eddy/s3). Manifests
+                          name it http://eddy-local-s3 (connection.endpoint, env values): the
+                          stack puts this store's address there, whichever port it has
   --s3-access-key <id>    its access key id (default eddy)
   --s3-secret-key <key>   its secret access key (default eddysecret)
   --s3-buckets <a,b>      buckets it starts with (default photos,photos-thumbnails)
@@ -162,19 +164,6 @@ const flush = () => {
 const log = (line: string) => {
   if (pending.push(line) === 1) setImmediate(flush);
 };
-const manifests = new ManifestSet({
-  crdPath: resolve(root, 'crds', 'function.yaml'),
-  report: (line) => console.error(line),
-});
-await manifests.load(positionals);
-const stop = new AbortController();
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.once(signal, () => {
-    log(`eddy: ${signal}: draining and stopping the functions' processes`);
-    stop.abort();
-  });
-}
-manifests.watch(stop.signal);
 const sources: SourceFactory[] = [scheduleSource(), kinesisSource(), dynamodbSource()];
 let gatewayUrl: string | undefined;
 let embedded: EmbeddedS3 | undefined;
@@ -203,6 +192,26 @@ if (s3Port !== undefined && !minioBinary) {
   }
 }
 const embeddedPort = minioBinary ? s3Port : embedded?.port;
+// Manifests name this store http://eddy-local-s3 (localS3Endpoint), whichever port it has: they
+// are served with its address (docs/sources.md).
+const localS3 =
+  embeddedPort === undefined
+    ? undefined
+    : `http://${values.host.includes(':') ? `[${values.host}]` : values.host}:${embeddedPort}`;
+const manifests = new ManifestSet({
+  crdPath: resolve(root, 'crds', 'function.yaml'),
+  report: (line) => console.error(line),
+  localS3: () => localS3,
+});
+await manifests.load(positionals);
+const stop = new AbortController();
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(signal, () => {
+    log(`eddy: ${signal}: draining and stopping the functions' processes`);
+    stop.abort();
+  });
+}
+manifests.watch(stop.signal);
 // The embedded store is registered under every name of this machine triggers may give it; it
 // posts with EDDY_S3_WEBHOOK_TOKEN, or a token of its own when none is set.
 const embeddedEndpoints =
@@ -258,6 +267,7 @@ const eddy = composeEddy({
     store: manifests.store,
     runtimeMain: resolve(root, 'dist', 'runtime', 'main.js'),
     configMaps: manifests.configMap,
+    secrets: manifests.secretData,
     log,
   }),
   store: manifests.store,

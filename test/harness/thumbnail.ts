@@ -11,17 +11,20 @@ export interface ThumbnailStore {
 }
 
 /**
- * The manifest as it is, but with the S3 store on `s3Port` of 127.0.0.1, or `store` with its own
- * key pair, and the code's folder absolute (for a local stack started in a scratch directory).
+ * The manifest with the code's folder absolute (for a local stack started in a scratch
+ * directory). For the local stack's own store (`local`) it names the store as it is,
+ * `http://eddy-local-s3`, which the stack maps to whichever port its store has; otherwise it
+ * names `store`, with its own key pair, as a cluster user edits it.
  */
-export async function thumbnailManifest(store: number | ThumbnailStore): Promise<string> {
+export async function thumbnailManifest(store: 'local' | ThumbnailStore): Promise<string> {
   const dir = join(projectRoot, 'examples', 'thumbnail');
   let manifest = await readFile(join(dir, 'function.yaml'), 'utf8');
-  if (typeof store === 'number') {
-    manifest = manifest.replaceAll('127.0.0.1:9000', `127.0.0.1:${store}`);
-  } else {
+  if (store !== 'local') {
+    if (!manifest.includes('http://eddy-local-s3')) {
+      throw new Error('examples/thumbnail/function.yaml no longer names http://eddy-local-s3');
+    }
     manifest = manifest
-      .replaceAll('http://127.0.0.1:9000', store.endpoint)
+      .replaceAll('http://eddy-local-s3', store.endpoint)
       .replaceAll(/\b(value|accessKeyId): eddy\b(?!secret)/g, `$1: ${store.accessKeyId}`)
       .replaceAll(/\b(value|secretAccessKey): eddysecret\b/g, `$1: ${store.secretAccessKey}`);
   }

@@ -139,9 +139,14 @@ const invoke = (url: string, name: string, body: unknown = {}) =>
   fetch(`${url}/functions/dev/${name}`, { method: 'POST', body: JSON.stringify(body) });
 
 describe('the local stack (dev.js)', () => {
-  it('tells the thumbnail story: an upload to photos becomes a thumbnail in photos-thumbnails', async () => {
+  it('tells the thumbnail story on the store port chosen: an upload to photos becomes a thumbnail in photos-thumbnails', async () => {
+    // Another port than the default 9000: the example names the store http://eddy-local-s3,
+    // and its triggers and the function's S3 client (keys from the Secret) reach this port.
     const s3Port = await freePort();
-    const manifest = await thumbnailManifest(s3Port);
+    expect(s3Port).not.toBe(9000);
+    const manifest = await thumbnailManifest('local');
+    expect(manifest).not.toMatch(/:9000|value: eddy/);
+    expect(manifest).toContain('secretKeyRef: { name: s3-creds, key: secretAccessKey }');
     const file = join(dir, 'thumbnail.yaml');
     await writeFile(file, manifest);
     await startDev([file], ['--s3-port', String(s3Port)]);
@@ -161,7 +166,7 @@ describe('the local stack (dev.js)', () => {
       const s3Port = await freePort();
       const endpoint = `http://127.0.0.1:${s3Port}`;
       const file = join(dir, 'thumbnail.yaml');
-      await writeFile(file, await thumbnailManifest(s3Port));
+      await writeFile(file, await thumbnailManifest('local'));
       const minioDir = dirname(goBinaryPath(goBinaries.minio));
       await startDev(
         [file],
@@ -248,6 +253,54 @@ stringData: {accessKeyId: eddy, secretAccessKey: eddysecret}
     } finally {
       s3.destroy();
     }
+  });
+
+  it('gives a Function the keys of a Secret in its files (secretKeyRef, envFrom), and refuses to start one whose Secret key is missing, naming it', async () => {
+    const file = join(dir, 'secrets.yaml');
+    await writeFile(
+      file,
+      `${fn(
+        'keyed',
+        `export const handler = async () => [process.env.TOKEN, process.env.APP_token, process.env.OPTIONAL ?? 'unset'];`,
+        `\n  env:\n    - name: TOKEN\n      valueFrom: {secretKeyRef: {name: app, key: token}}\n    - name: OPTIONAL\n      valueFrom: {secretKeyRef: {name: app, key: nope, optional: true}}\n  envFrom:\n    - {prefix: APP_, secretRef: {name: app}}`,
+      )}---
+${fn(
+  'keyless',
+  `export const handler = async () => 'ran';`,
+  `\n  env:\n    - name: TOKEN\n      valueFrom: {secretKeyRef: {name: app, key: missing}}`,
+)}---
+apiVersion: v1
+kind: Secret
+metadata: {name: app, namespace: dev}
+stringData: {token: s3cr3t}
+`,
+    );
+    const url = await startDev([file]);
+    const keyed = await invoke(url, 'keyed');
+    expect(await keyed.json()).toEqual(['s3cr3t', 's3cr3t', 'unset']);
+    const keyless = await invoke(url, 'keyless');
+    expect(keyless.status).toBe(503);
+    const body = (await keyless.json()) as { errorType: string; errorMessage: string };
+    expect(body.errorType).toBe('EddyActivationFailed');
+    expect(body.errorMessage).toContain(
+      'env TOKEN names key missing of Secret dev/app, which has no such key',
+    );
+  });
+
+  it('says so when a Function names the local S3 store and none runs', async () => {
+    const file = join(dir, 'store.yaml');
+    await writeFile(
+      file,
+      fn(
+        'stored',
+        `export const handler = async () => process.env.S3_ENDPOINT;`,
+        `\n  env:\n    - {name: S3_ENDPOINT, value: 'http://eddy-local-s3'}`,
+      ),
+    );
+    await startDev([file]);
+    expect(proc!.log()).toContain(
+      'Function dev/stored names the local S3 store (http://eddy-local-s3), but none runs: start the local stack with --s3-port <port>',
+    );
   });
 
   it('reports a bad Function, skips it, and runs the others', async () => {

@@ -206,6 +206,73 @@ describe('ManifestSet.load', () => {
     );
   });
 
+  it("hands a Function's environment any Secret of the files, labelled or not", async () => {
+    const file = join(dir, 'photos.yaml');
+    await writeFile(
+      file,
+      [secretDoc.replace(/ {2}labels:\n.*\n/, ''), fnDoc('thumbnail', '')].join('---\n'),
+    );
+    const set = manifests();
+    await set.load([file]);
+    expect(set.secretData('photos', 'minio-creds')).toEqual({
+      accessKeyId: 'minioadmin',
+      secretAccessKey: 's3cret',
+    });
+    expect(set.secretData('photos', 'other')).toBeUndefined();
+  });
+
+  it('serves Functions that name the local S3 store (http://eddy-local-s3) with its address', async () => {
+    const file = join(dir, 'photos.yaml');
+    const s3 = (bucket: string) =>
+      `{bucket: ${bucket}, connection: {endpoint: 'http://eddy-local-s3', secretRef: {name: minio-creds}}}`;
+    await writeFile(
+      file,
+      fnDoc(
+        'thumbnail',
+        `  env:
+    - {name: S3_ENDPOINT, value: 'http://eddy-local-s3'}
+    - {name: BUCKET_URL, value: 'http://eddy-local-s3/photos'}
+    - {name: ELSEWHERE, value: 'http://eddy-local-s3.example.com'}
+  deadLetter: {s3: ${s3('dead')}}
+  triggers:
+    - {name: uploads, s3: ${s3('photos')}}
+    - {name: far, s3: {bucket: far, connection: {endpoint: 'http://minio.minio.svc:9000', secretRef: {name: minio-creds}}}}
+`,
+      ),
+    );
+    const set = new ManifestSet({
+      crdPath,
+      report: (line) => reports.push(line),
+      localS3: () => 'http://127.0.0.1:9100',
+    });
+    await set.load([file]);
+    expect(reports).toEqual([]);
+    const { spec } = set.store.get('photos', 'thumbnail')!;
+    expect(spec.env).toEqual([
+      { name: 'S3_ENDPOINT', value: 'http://127.0.0.1:9100' },
+      { name: 'BUCKET_URL', value: 'http://127.0.0.1:9100/photos' },
+      { name: 'ELSEWHERE', value: 'http://eddy-local-s3.example.com' },
+    ]);
+    expect(spec.triggers!.map((t) => t.s3!.connection.endpoint)).toEqual([
+      'http://127.0.0.1:9100',
+      'http://minio.minio.svc:9000',
+    ]);
+    expect(spec.deadLetter!.s3!.connection.endpoint).toBe('http://127.0.0.1:9100');
+
+    // Without a store it stays as written, and the report says how to run one.
+    reports = [];
+    const none = new ManifestSet({
+      crdPath,
+      report: (l) => reports.push(l),
+      localS3: () => undefined,
+    });
+    await none.load([file]);
+    expect(none.store.get('photos', 'thumbnail')!.spec.env![0]!.value).toBe('http://eddy-local-s3');
+    expect(reports).toEqual([
+      `${file}:1: Function photos/thumbnail names the local S3 store (http://eddy-local-s3), but none runs: start the local stack with --s3-port <port> (npm start runs one on 9000)`,
+    ]);
+  });
+
   it('keeps the first of two files that define the same Function, and says so', async () => {
     const a = join(dir, 'a.yaml');
     const b = join(dir, 'b.yaml');

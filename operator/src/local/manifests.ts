@@ -34,6 +34,54 @@ export interface ManifestSetOptions {
   store?: MemoryFunctionStore;
   /** Quiet time after a file's last change before it is read again. */
   debounceMs?: number;
+  /**
+   * The address of the local stack's own S3 store, undefined when it runs none. When given,
+   * Functions that name the store as `http://eddy-local-s3` (a trigger's or dead letter's
+   * `connection.endpoint`, an env value) are served with this address instead, and those
+   * loaded while no store runs are reported.
+   */
+  localS3?: () => string | undefined;
+}
+
+/**
+ * How manifests name the local stack's own S3 store, whichever port it was given (`--s3-port`):
+ * the stack serves Functions with the store's address in its place. The name resolves nowhere
+ * else, so a manifest that keeps it outside the local stack fails at once rather than reaching
+ * some other store.
+ */
+export const localS3Endpoint = 'http://eddy-local-s3';
+
+/** Whether `value` names the local store: the endpoint itself, or a URL under it. */
+const namesLocalS3 = (value: unknown): value is string =>
+  typeof value === 'string' &&
+  (value === localS3Endpoint || value.startsWith(`${localS3Endpoint}/`));
+
+/**
+ * `spec` with the local store's name replaced by `address` in connection endpoints (triggers,
+ * dead letter) and env values; `found` tells whether it named the store at all.
+ */
+function mapLocalS3(
+  spec: EddyFunction['spec'],
+  address: string | undefined,
+): { spec: EddyFunction['spec']; found: boolean } {
+  let found = false;
+  const swap = (value: string) => {
+    found = true;
+    return address === undefined ? value : address + value.slice(localS3Endpoint.length);
+  };
+  const walk = (v: unknown, key?: string): unknown => {
+    if (Array.isArray(v)) return v.map((item) => walk(item));
+    if (!isObject(v)) return key === 'endpoint' && namesLocalS3(v) ? swap(v) : v;
+    return Object.fromEntries(Object.entries(v).map(([k, item]) => [k, walk(item, k)]));
+  };
+  const env = spec.env?.map((e) => (namesLocalS3(e.value) ? { ...e, value: swap(e.value) } : e));
+  const mapped = {
+    ...spec,
+    ...(env ? { env } : {}),
+    ...(spec.triggers ? { triggers: walk(spec.triggers) as typeof spec.triggers } : {}),
+    ...(spec.deadLetter ? { deadLetter: walk(spec.deadLetter) as typeof spec.deadLetter } : {}),
+  };
+  return { spec: mapped, found };
 }
 
 type Kind = 'Function' | 'Secret' | 'ConfigMap';
@@ -118,6 +166,7 @@ export class ManifestSet {
   private readonly crdPath: string;
   private readonly report: (line: string) => void;
   private readonly debounceMs: number;
+  private readonly localS3: (() => string | undefined) | undefined;
   private schema: FunctionSchema | undefined;
   /** Absolute path -> the path as the user gave it, for reports. */
   private readonly files = new Map<string, string>();
@@ -140,6 +189,7 @@ export class ManifestSet {
     this.report = options.report ?? ((line) => console.error(line));
     this.store = options.store ?? new MemoryFunctionStore();
     this.debounceMs = options.debounceMs ?? 100;
+    this.localS3 = options.localS3;
   }
 
   /**
@@ -168,6 +218,16 @@ export class ManifestSet {
     }
     mayUseSecret(namespace, name, this.secretLabels.get(`${namespace}/${name}`));
     return { ...data };
+  };
+
+  /**
+   * A Secret's data for a Function's environment (secretKeyRef, envFrom), or undefined when the
+   * files hold none. As for a pod in a cluster, no label is asked for: the Secret is the
+   * Function's own, in its namespace, not a trigger's connection.
+   */
+  readonly secretData = (namespace: string, name: string): Record<string, string> | undefined => {
+    const data = this.secrets.get(`${namespace}/${name}`);
+    return data && { ...data };
   };
 
   /** A ConfigMap's data (binaryData decoded as UTF-8), or undefined when there is none. */
@@ -285,6 +345,14 @@ export class ManifestSet {
       }
       now.add(id!);
       this.owners.set(id!, path);
+      if (entry.kind === 'Function' && this.localS3) {
+        const { found } = mapLocalS3(entry.fn.spec, undefined);
+        if (found && this.localS3() === undefined) {
+          this.report(
+            `${where}: ${what} names the local S3 store (${localS3Endpoint}), but none runs: start the local stack with --s3-port <port> (npm start runs one on 9000)`,
+          );
+        }
+      }
       if (this.use(entry) && watching) {
         this.report(`${where}: ${what} ${previous.has(id!) ? 'updated' : 'added'}`);
       }
@@ -408,9 +476,11 @@ export class ManifestSet {
         : isDeepStrictEqual(running.checked.spec, entry.fn.spec)
           ? (before.generation ?? 1)
           : (before.generation ?? 1) + 1;
+      const address = this.localS3?.();
       const served: EddyFunction = {
         ...entry.fn,
         metadata: { ...entry.fn.metadata, uid: before?.uid ?? randomUUID(), generation },
+        spec: address === undefined ? entry.fn.spec : mapLocalS3(entry.fn.spec, address).spec,
       };
       this.functions.set(entry.key, { checked: entry.fn, served });
       this.store.set(served);

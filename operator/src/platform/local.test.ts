@@ -111,6 +111,48 @@ describe('functionEnv', () => {
   });
 });
 
+describe('functionEnv with the local stack’s Secrets', () => {
+  const secrets = (ns: string, name: string) =>
+    ns === 'photos' && name === 'creds' ? { token: 's3cr3t', user: 'eddy' } : undefined;
+
+  it('resolves secretKeyRef and envFrom secretRef; an optional reference that misses is left out', () => {
+    const { env, notes } = functionEnv(
+      fn({
+        envFrom: [{ prefix: 'CREDS_', secretRef: { name: 'creds' } }],
+        env: [
+          { name: 'TOKEN', valueFrom: { secretKeyRef: { name: 'creds', key: 'token' } } },
+          {
+            name: 'MAYBE',
+            valueFrom: { secretKeyRef: { name: 'creds', key: 'nope', optional: true } },
+          },
+        ],
+      }),
+      undefined,
+      secrets,
+    );
+    expect(env).toEqual({ CREDS_token: 's3cr3t', CREDS_user: 'eddy', TOKEN: 's3cr3t' });
+    expect(notes).toEqual([]);
+  });
+
+  it('refuses to run a Function whose Secret or key is missing, naming them', () => {
+    const run = (ref: { name: string; key: string }) => () =>
+      functionEnv(
+        fn({ env: [{ name: 'TOKEN', valueFrom: { secretKeyRef: ref } }] }),
+        undefined,
+        secrets,
+      );
+    expect(run({ name: 'creds', key: 'password' })).toThrow(
+      /env TOKEN names key password of Secret photos\/creds, which has no such key: add it/,
+    );
+    expect(run({ name: 'gone', key: 'token' })).toThrow(
+      /env TOKEN names key token of Secret photos\/gone, which is not in the loaded manifests/,
+    );
+    expect(() =>
+      functionEnv(fn({ envFrom: [{ secretRef: { name: 'gone' } }] }), undefined, secrets),
+    ).toThrow(/envFrom names Secret photos\/gone, which is not in the loaded manifests/);
+  });
+});
+
 describe('revisionOf', () => {
   const base = fn({ code: { inline: 'v1' }, memory: '256Mi', scaling: { maxReplicas: 2 } });
 

@@ -30,6 +30,7 @@ import {
   type ConfigMapReader,
 } from './local-code.js';
 import {
+  CannotRun,
   keyOf,
   splitKey,
   type FunctionKey,
@@ -48,6 +49,8 @@ export interface LocalPlatformOptions {
   runtimeMain: string;
   /** The local stack's ConfigMaps: code (spec.code.configMap) and env (configMapKeyRef). */
   configMaps?: ConfigMapReader;
+  /** The local stack's Secrets, for env (secretKeyRef, envFrom secretRef); none when absent. */
+  secrets?: SecretDataReader;
   /** Where inline and ConfigMap code is written; a new temporary directory by default. */
   workDir?: string;
   /** Receives every line, the replicas' output prefixed `[namespace/name] `. Default: stdout. */
@@ -119,14 +122,23 @@ export function revisionOf(fn: EddyFunction): string {
     .slice(0, 16);
 }
 
+/** A Secret's data by namespace and name, decoded; undefined when there is no such Secret. */
+export type SecretDataReader = (
+  namespace: string,
+  name: string,
+) => Record<string, string> | undefined;
+
 /**
- * The Function's own environment: `spec.env` entries with a value, and ConfigMap references
- * resolved through `configMaps`. What cannot be resolved locally (Secrets, field references,
- * missing ConfigMaps) is left out, with one note per variable saying why.
+ * The Function's own environment: `spec.env` entries with a value, and ConfigMap and Secret
+ * references resolved through `configMaps` and `secrets`. A Secret reference that cannot be
+ * resolved and is not `optional` throws CannotRun naming the Secret and key, as a pod would not
+ * start (CreateContainerConfigError). What else cannot be resolved locally (field references,
+ * missing ConfigMaps, Secrets without a reader) is left out, with one note per variable.
  */
 export function functionEnv(
   fn: EddyFunction,
   configMaps?: ConfigMapReader,
+  secrets?: SecretDataReader,
 ): { env: Record<string, string>; notes: string[] } {
   const ns = fn.metadata.namespace;
   const env: Record<string, string> = {};
@@ -140,6 +152,14 @@ export function functionEnv(
         notes.push(
           `envFrom ConfigMap ${ns}/${from.configMapRef.name} is not set: no such ConfigMap locally`,
         );
+    } else if (from.secretRef && secrets) {
+      const data = secrets(ns, from.secretRef.name ?? '');
+      if (data) for (const [k, v] of Object.entries(data)) env[prefix + k] = v;
+      else if (!from.secretRef.optional) {
+        throw new CannotRun(
+          `Function ${keyOf(fn)}: envFrom names Secret ${ns}/${from.secretRef.name}, which is not in the loaded manifests: add it to the files given, or mark the reference optional`,
+        );
+      }
     } else if (from.secretRef) {
       notes.push(
         `envFrom Secret ${ns}/${from.secretRef.name} is not set: the local platform does not read Secrets`,
@@ -155,6 +175,16 @@ export function functionEnv(
       const value = configMaps?.(ns, name ?? '')?.[key];
       if (value !== undefined) env[v.name] = value;
       else notes.push(`${v.name} is not set: ConfigMap ${ns}/${name} has no key ${key} locally`);
+    } else if (ref.secretKeyRef && secrets) {
+      const { name, key, optional } = ref.secretKeyRef;
+      const data = secrets(ns, name ?? '');
+      const value = data?.[key];
+      if (value !== undefined) env[v.name] = value;
+      else if (!optional) {
+        throw new CannotRun(
+          `Function ${keyOf(fn)}: env ${v.name} names key ${key} of Secret ${ns}/${name}, ${data ? 'which has no such key' : 'which is not in the loaded manifests'}: add it (stringData: {${key}: ...}) to the files given, or mark the reference optional`,
+        );
+      }
     } else if (ref.secretKeyRef) {
       notes.push(
         `${v.name} is not set: the local platform does not read Secrets (secretKeyRef ${ns}/${ref.secretKeyRef.name})`,
@@ -594,7 +624,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
   /** Starts one replica of the current revision; throws when the Function cannot run here. */
   function startReplica(st: FunctionState, launches: Promise<void>[]): void {
     const source = codeSource(st.fn, options.configMaps);
-    const { env, notes } = functionEnv(st.fn, options.configMaps);
+    const { env, notes } = functionEnv(st.fn, options.configMaps, options.secrets);
     for (const note of notes) sayOnce(st, note);
     let markExited: () => void = () => undefined;
     const exited = new Promise<void>((resolve) => (markExited = resolve));
@@ -796,6 +826,8 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     async activate(fn) {
       const st = track(fn);
       codeSource(st.fn, options.configMaps);
+      // A Secret it names and the files lack: refused now, naming it, not after a timeout.
+      functionEnv(st.fn, options.configMaps, options.secrets);
       if (st.desired < 1) {
         st.desired = 1;
         emit(st.key);
