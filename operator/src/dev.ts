@@ -256,7 +256,7 @@ function storeReady(store: EmbeddedS3, kind: string): void {
     // The demo's thumbnail function writes next door: where to look.
     if (buckets.includes(`${first}-thumbnails`)) {
       log(
-        `eddy: thumbnail  curl ${sign} -o thumbnail.jpg ${store.endpoint}/${first}-thumbnails/photo.jpg`,
+        `eddy: thumbnail  curl --fail --retry 30 --retry-delay 1 --retry-all-errors ${sign} -o thumbnail.jpg ${store.endpoint}/${first}-thumbnails/photo.jpg`,
       );
     }
   }

@@ -2,6 +2,7 @@
  * The local stack as a user runs it: `node dist/operator/dev.js <files...>`, with a bad Function
  * among good ones, a Secret-less file, and a file edited while it runs.
  */
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile, rename } from 'node:fs/promises';
 import {
@@ -159,6 +160,68 @@ describe('the local stack (dev.js)', () => {
       /\[default\/thumbnail\] REPORT RequestId: /.test(proc!.log()) ? true : undefined,
     );
   });
+
+  it.runIf(existsSync('/usr/bin/curl'))(
+    "README's upload and download commands, run one after the other, save the thumbnail; the download fails loudly while there is none",
+    async () => {
+      const s3Port = await freePort();
+      const endpoint = `http://127.0.0.1:${s3Port}`;
+      const file = join(dir, 'thumbnail.yaml');
+      await writeFile(file, await thumbnailManifest('local'));
+      await startDev([file], ['--s3-port', String(s3Port)]);
+      await waitFor('the S3 store', async () =>
+        proc!.log().includes(`S3 store on ${endpoint}`) ? true : undefined,
+      );
+      // The commands as README.md writes them (one per line once continuations are joined),
+      // on this stack's store port.
+      const readme = await readFile(join(projectRoot, 'README.md'), 'utf8');
+      const block = /```sh\n(curl --aws-sigv4[\s\S]*?)```/.exec(readme)?.[1];
+      if (!block) throw new Error('README.md no longer has the upload and download commands');
+      const commands = block
+        .replace(/\\\n\s*/g, '')
+        .split('\n')
+        .map((line) => line.replace(/\s+#.*$/, '').trim())
+        .filter((line) => line.includes('127.0.0.1:9000'))
+        .map((line) => line.replaceAll('http://127.0.0.1:9000', endpoint));
+      expect(commands).toHaveLength(2);
+      const [upload, download] = commands as [string, string];
+      expect(upload).toContain('-T photo.jpg');
+      // dev.js prints the same download command.
+      await waitFor('the printed download command', async () =>
+        proc!.log().includes(`eddy: thumbnail  ${download}`) ? true : undefined,
+      );
+      await sharp({
+        create: { width: 1200, height: 800, channels: 3, background: { r: 20, g: 80, b: 200 } },
+      })
+        .jpeg()
+        .toFile(join(dir, 'photo.jpg'));
+      const run = (script: string) =>
+        new Promise<{ code: number | null; stderr: string }>((resolve) => {
+          const child = spawn('bash', ['-c', script], {
+            cwd: dir,
+            stdio: ['ignore', 'ignore', 'pipe'],
+          });
+          let stderr = '';
+          child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+          child.on('close', (code) => resolve({ code, stderr }));
+        });
+      // One after the other, as a user pastes them: the download waits for the thumbnail.
+      const both = await run(`${upload}\n${download}`);
+      expect(both.code, both.stderr).toBe(0);
+      const meta = await sharp(await readFile(join(dir, 'thumbnail.jpg'))).metadata();
+      expect([meta.format, meta.width, meta.height]).toEqual(['jpeg', 200, 133]);
+      // A thumbnail that never comes: a non-zero exit and no file (fewer tries, same command).
+      const never = await run(
+        download
+          .replace('--retry 30', '--retry 2')
+          .replace('-o thumbnail.jpg', '-o never.jpg')
+          .replace('photos-thumbnails/photo.jpg', 'photos-thumbnails/never.jpg'),
+      );
+      expect(never.code).toBe(22);
+      expect(never.stderr).toContain('404');
+      expect(existsSync(join(dir, 'never.jpg'))).toBe(false);
+    },
+  );
 
   it.runIf(canRun('minio'))(
     'runs MinIO as the store when a minio binary is on PATH, with the same buckets, keys and events',
