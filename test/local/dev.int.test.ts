@@ -366,6 +366,46 @@ stringData: {token: s3cr3t}
     );
   });
 
+  it('logs each failed attempt of an asynchronous invocation as it fails, with its number, error type and message', async () => {
+    const file = join(dir, 'failing.yaml');
+    await writeFile(
+      file,
+      fn(
+        'failing',
+        `let n = 0; export const handler = async () => { n++; console.log('try ' + n); throw new TypeError('boom ' + n); };`,
+        '\n  retry: {maxAttempts: 1}',
+      ),
+    );
+    const url = await startDev([file]);
+    const res = await fetch(`${url}/functions/dev/failing/async`, { method: 'POST', body: '{}' });
+    expect(res.status).toBe(202);
+    const { requestId } = (await res.json()) as { requestId: string };
+    const lines = await waitFor(
+      'the event dropped',
+      async () => {
+        const all = proc!.log().split('\n');
+        return all.some((l) => l.includes(`DROPPED event ${requestId}`)) ? all : undefined;
+      },
+      30_000,
+    );
+    const at = (pattern: RegExp) => lines.findIndex((l) => pattern.test(l));
+    const first = at(
+      new RegExp(
+        `^eddy: attempt 1 of event ${requestId} to dev/failing failed: TypeError: boom 1; retrying in \\d+ ms$`,
+      ),
+    );
+    const second = at(
+      new RegExp(
+        `^eddy: attempt 2 of event ${requestId} to dev/failing failed: TypeError: boom 2; not retried \\(RetriesExhausted\\)$`,
+      ),
+    );
+    expect(first).toBeGreaterThan(0);
+    // Said when it failed: before the second try ran.
+    expect(first).toBeLessThan(at(/\[dev\/failing\] .*try 2/));
+    expect(second).toBeGreaterThan(first);
+    expect(second).toBeLessThan(at(/DROPPED event/));
+  });
+
   it('reports a bad Function, skips it, and runs the others', async () => {
     const good = join(dir, 'good.yaml');
     const mixed = join(dir, 'mixed.yaml');
