@@ -640,6 +640,35 @@ describe('the Kinesis source', () => {
     expect(Number(metric?.split(' ')[1])).toBeGreaterThanOrEqual(119);
   });
 
+  it('logs each failed batch invocation as it fails, with its number, error and next step', async () => {
+    const kinesis = new FakeKinesis(1);
+    kinesis.put(0, 'click');
+    let calls = 0;
+    let loggedBeforeSecond: string[] = [];
+    const h = harness(
+      kinesis,
+      {},
+      {
+        answer: () => {
+          calls++;
+          if (calls === 2) loggedBeforeSecond = [...h.logs];
+          return calls === 1
+            ? {
+                ok: false,
+                error: { errorType: 'TypeError', errorMessage: 'no\nmore' },
+                retryable: true,
+              }
+            : { ok: true, status: 200 };
+        },
+      },
+    );
+    await h.start();
+    await until('the retry to succeed', () => (h.records().length === 1 ? true : undefined));
+    const line =
+      /trigger clicks: attempt 1 of 1 record\(s\) of \S+ from sequence number \S+ failed: TypeError: no more; retrying in \d+ ms$/;
+    expect(loggedBeforeSecond.filter((l) => line.test(l))).toHaveLength(1);
+  });
+
   it('delivers only records a filter passes, and checkpoints the skipped ones too', async () => {
     const kinesis = new FakeKinesis(1);
     const puts = [
