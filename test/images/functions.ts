@@ -84,8 +84,8 @@ public class Hello implements RequestHandler<Map<String, Object>, Map<String, Ob
 export const handlers = {
   'python3.11': 'app.handler',
   java17: 'Hello::handleRequest',
-  // aws-lambda-go ignores _HANDLER: the bootstrap is the handler.
-  provided: 'bootstrap',
+  // aws-lambda-go ignores _HANDLER (the bootstrap is the handler); the CRD takes file.function.
+  provided: 'function.handler',
 } as const;
 
 export type ApiRuntime = keyof typeof handlers;
