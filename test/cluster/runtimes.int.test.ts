@@ -43,16 +43,20 @@ const goImage = 'eddy-test/lambda-go:1';
 const release = 'eddy';
 const system = 'eddy-system';
 
-/** Each function: its name, and what its Function's spec adds to the runtime and handler. */
+/**
+ * Each function: its name, and what its Function's spec adds to the runtime and handler. After a
+ * timeout the next invocation's deadline also covers the new process's start, so the timeouts
+ * leave room for a start on a loaded machine: a quarter of a core and 5 s for Python, half a
+ * core and 10 s for a JVM (512Mi's own share would be 0.29).
+ */
 const functions: Record<ApiRuntime, { name: string; spec: string }> = {
   'python3.11': {
     name: 'py',
-    spec: 'memory: 256Mi\n  timeoutSeconds: 3\n  code: {configMap: {name: py-code}}',
+    spec: 'memory: 256Mi\n  cpu: 250m\n  timeoutSeconds: 5\n  code: {configMap: {name: py-code}}',
   },
-  // A JVM's start is CPU-bound: half a core rather than 512Mi's share (0.29).
   java17: {
     name: 'java',
-    spec: 'memory: 512Mi\n  cpu: 500m\n  timeoutSeconds: 5\n  code: {configMap: {name: java-code}}',
+    spec: 'memory: 512Mi\n  cpu: 500m\n  timeoutSeconds: 10\n  code: {configMap: {name: java-code}}',
   },
   provided: { name: 'go', spec: `memory: 128Mi\n  timeoutSeconds: 3\n  image: ${goImage}` },
 };
