@@ -1,8 +1,10 @@
 /**
- * The images, built for real from the project's Dockerfile (targets operator and runtime) on the
- * local base image, and the thumbnail example's image built FROM that runtime image. The
- * thumbnail image runs with a 512 MB memory limit against a real MinIO, is sent an S3
- * CloudEvent as the operator sends it, and writes a 200-pixel thumbnail.
+ * The images, built for real from the project's Dockerfile (targets operator, runtime and the
+ * runtime images of python3.11, java17 and provided) on the local base image, and the thumbnail
+ * examples' images built FROM their runtime images. The thumbnail images run with a 512 MB
+ * memory limit against a real MinIO, are sent an S3 CloudEvent as the operator sends it, and
+ * write a 200-pixel thumbnail. A function image of each runtime-API runtime (Python, Java, and
+ * Go with aws-lambda-go as `provided`) answers an event and an exception through its container.
  */
 import {
   CreateBucketCommand,
@@ -12,20 +14,48 @@ import {
 } from '@aws-sdk/client-s3';
 import sharp from 'sharp';
 import { GenericContainer, Wait, type StartedTestContainer } from 'testcontainers';
-import { buildProjectImages } from '../harness/images.js';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  buildFunctionImage,
+  buildImage,
+  buildProjectImages,
+  buildRuntimeImages,
+  type RuntimeImages,
+} from '../harness/images.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseImageTag } from '../harness/components.js';
+import { baseImageTag, projectRoot } from '../harness/components.js';
 import { dockerCli } from '../harness/docker.js';
 import { s3Client, startMinio, type Minio } from '../harness/minio.js';
 import { freePorts } from '../harness/ports.js';
 import { run, tail } from '../harness/proc.js';
 import { canRun } from '../harness/suite.js';
+import { echoEvents, errorTypes, functionCode, handlers, type ApiRuntime } from './functions.js';
 
 const images = {
   operator: 'eddy-test/operator:latest',
   runtime: 'eddy-test/runtime:latest',
   thumbnail: 'eddy-test/thumbnail:latest',
 };
+const runtimeImages: RuntimeImages = {
+  'python3.11': 'eddy-test/runtime:python3.11',
+  java17: 'eddy-test/runtime:java17',
+  provided: 'eddy-test/runtime:provided',
+};
+/** The test function of each runtime as an image FROM its runtime image. */
+const functionImages: RuntimeImages = {
+  'python3.11': 'eddy-test/fn:python3.11',
+  java17: 'eddy-test/fn:java17',
+  provided: 'eddy-test/fn:provided',
+};
+const thumbnailPython = 'eddy-test/thumbnail-python:latest';
+const apiRuntimes = Object.keys(runtimeImages) as ApiRuntime[];
+/**
+ * The test functions that can be made here: the Java one needs javac and the client's jars
+ * (`test:setup java`), the Go one its build (`test:setup runtimes`). With CI=true all are made.
+ */
+const canMake = (runtime: ApiRuntime) =>
+  runtime === 'python3.11' || canRun(runtime === 'java17' ? 'java' : 'runtimes');
 
 async function imageSize(tag: string): Promise<number> {
   return Number(await run(dockerCli, ['image', 'inspect', '--format', '{{.Size}}', tag]));
@@ -40,22 +70,62 @@ async function inImage(tag: string, script: string): Promise<string> {
   );
 }
 
+/** A container of `image` on the host's network, serving on a free port, once it listens. */
+async function startFunction(
+  image: string,
+  env: Record<string, string>,
+): Promise<{ container: StartedTestContainer; url: string }> {
+  const [port] = (await freePorts(1)) as [number];
+  const container = await new GenericContainer(image)
+    .withNetworkMode('host')
+    .withResourcesQuota({ memory: 0.5 })
+    .withEnvironment({ PORT: String(port), EDDY_MEMORY_MB: '512', ...env })
+    .withWaitStrategy(Wait.forLogMessage(/eddy runtime listening/))
+    .withStartupTimeout(60_000)
+    .start();
+  return { container, url: `http://127.0.0.1:${port}` };
+}
+
+/** A direct invocation of a runtime: its status and JSON answer. */
+async function invoke(url: string, event: unknown) {
+  const res = await fetch(`${url}/`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(event),
+    signal: AbortSignal.timeout(60_000),
+  });
+  const text = await res.text();
+  return { status: res.status, body: JSON.parse(text) as Record<string, unknown>, text };
+}
+
 describe.skipIf(!canRun('docker', 'minio'))('the images', () => {
   let minio: Minio | undefined;
   let s3: S3Client | undefined;
-  let thumbnail: StartedTestContainer | undefined;
+  const started: StartedTestContainer[] = [];
 
   beforeAll(async () => {
     await buildProjectImages(images);
+    await buildRuntimeImages(runtimeImages);
+    for (const runtime of apiRuntimes.filter(canMake)) {
+      const code = await functionCode(runtime);
+      try {
+        await buildFunctionImage(functionImages[runtime], runtimeImages[runtime], code);
+      } finally {
+        await rm(code, { recursive: true, force: true });
+      }
+    }
+    await buildImage(join(projectRoot, 'examples', 'thumbnail-python'), thumbnailPython, {
+      RUNTIME_IMAGE: runtimeImages['python3.11'],
+    });
     minio = await startMinio();
     s3 = s3Client(minio);
     for (const bucket of ['photos', 'photos-thumbnails']) {
       await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     }
-  }, 900_000);
+  }, 1_500_000);
 
   afterAll(async () => {
-    await thumbnail?.stop({ timeout: 5_000 });
+    for (const c of started) await c.stop({ timeout: 5_000 });
     s3?.destroy();
     await minio?.stop();
   });
@@ -71,6 +141,87 @@ describe.skipIf(!canRun('docker', 'minio'))('the images', () => {
     expect(runtime - base).toBeLessThan(10e6);
     expect(operator - base).toBeLessThan(25e6);
   });
+
+  it('sizes: each runtime-API runtime image is the runtime plus its language, nothing more', async () => {
+    const runtime = await imageSize(images.runtime);
+    const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
+    const sizes: Record<string, number> = {};
+    for (const r of apiRuntimes) sizes[r] = await imageSize(runtimeImages[r]);
+    console.log(
+      `runtime image sizes: ${apiRuntimes.map((r) => `${r} ${mb(sizes[r]!)} MB (+${mb(sizes[r]! - runtime)} MB)`).join(', ')}`,
+    );
+    expect(sizes.provided! - runtime).toBeLessThan(1e6);
+    expect(sizes['python3.11']! - runtime).toBeLessThan(160e6);
+    expect(sizes.java17! - runtime).toBeLessThan(340e6);
+  });
+
+  it('runtime images: each holds its language only, names it, and runs as node', async () => {
+    const probe =
+      'id -un; echo "runtime=$EDDY_RUNTIME python=$EDDY_PYTHON classpath=$EDDY_JAVA_CLASSPATH"; ' +
+      'for c in python3 java; do command -v $c >/dev/null && echo "has $c"; done; true';
+    const python = await inImage(runtimeImages['python3.11'], probe);
+    expect(python).toContain('node\nruntime=python3.11 python=/opt/eddy/python/bin/python ');
+    expect(python).toContain('has python3');
+    expect(python).not.toContain('has java');
+    const ric = await inImage(
+      runtimeImages['python3.11'],
+      '"$EDDY_PYTHON" -c "import awslambdaric, sys; print(sys.version_info[:2])"; pip --version',
+    );
+    expect(ric).toMatch(/^\(3, 11\)\npip .* from \/opt\/eddy\/python\//);
+
+    const java = await inImage(
+      runtimeImages.java17,
+      `${probe}; ls /opt/eddy/java; java -version 2>&1`,
+    );
+    expect(java).toContain('node\nruntime=java17 python= classpath=/opt/eddy/java/*');
+    expect(java).toContain('has java');
+    expect(java).not.toContain('has python3');
+    expect(java).toMatch(/aws-lambda-java-runtime-interface-client-2\.10\.1\.jar/);
+    expect(java).toMatch(/openjdk version "17\./);
+
+    const provided = await inImage(runtimeImages.provided, probe);
+    expect(provided.trim()).toBe('node\nruntime=provided python= classpath=');
+  });
+
+  for (const runtime of ['python3.11', 'java17', 'provided'] as const) {
+    it.runIf(canMake(runtime))(
+      `${runtime} function image: AWS's client answers the event with its context, and an exception with its type`,
+      async () => {
+        const { container, url } = await startFunction(functionImages[runtime], {
+          EDDY_HANDLER: handlers[runtime],
+          EDDY_FUNCTION_NAME: `images-${runtime.replace('.', '')}`,
+          EDDY_TIMEOUT_MS: '20000',
+        });
+        started.push(container);
+        try {
+          const answers = [];
+          for (const event of echoEvents(runtime, { order: 7 }))
+            answers.push(await invoke(url, event));
+          for (const a of answers) expect(a.status, a.text).toBe(200);
+          const merged = Object.assign({}, ...answers.map((a) => a.body)) as Record<
+            string,
+            unknown
+          >;
+          expect(merged).toMatchObject({
+            echo: { order: 7 },
+            functionName: `images-${runtime.replace('.', '')}`,
+          });
+          expect(Number(merged.memoryLimitInMB)).toBe(512);
+          expect(Number(merged.remainingMs)).toBeGreaterThan(0);
+
+          const failed = await invoke(url, { action: 'error', message: 'no order 7' });
+          expect(failed.status, failed.text).toBe(500);
+          expect(failed.body).toMatchObject({
+            errorType: errorTypes[runtime],
+            errorMessage: 'no order 7',
+          });
+        } catch (err) {
+          const logs = await run(dockerCli, ['logs', container.getId()]).catch(String);
+          throw new Error(`${String(err)}\n${tail(logs, 60)}`);
+        }
+      },
+    );
+  }
 
   it('runtime image: the runtime and prom-client, nothing else, run as node', async () => {
     const out = await inImage(
@@ -108,36 +259,29 @@ describe.skipIf(!canRun('docker', 'minio'))('the images', () => {
     expect(out).not.toMatch(/ERR_MODULE_NOT_FOUND|Cannot find (module|package)/);
   });
 
-  it('thumbnail image, limited to 512 MB: an S3 CloudEvent makes a 200-pixel thumbnail', async () => {
+  /**
+   * Starts `image` limited to 512 MB against MinIO, sends it an S3 CloudEvent as the operator
+   * sends it, and checks the 200-pixel thumbnail it writes.
+   */
+  async function thumbnailStory(image: string, env: Record<string, string>, key: string) {
     const m = minio!;
-    const [port] = (await freePorts(1)) as [number];
-    // Host networking: the container reaches MinIO on the host's loopback, and is reached there.
-    thumbnail = await new GenericContainer(images.thumbnail)
-      .withNetworkMode('host')
-      .withResourcesQuota({ memory: 0.5 })
-      .withEnvironment({
-        PORT: String(port),
-        EDDY_MEMORY_MB: '512',
-        EDDY_TIMEOUT_MS: '30000',
-        EDDY_FUNCTION_NAME: 'thumbnail',
-        S3_ENDPOINT: m.endpoint,
-        AWS_REGION: m.region,
-        AWS_ACCESS_KEY_ID: m.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: m.secretAccessKey,
-        AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-      })
-      .withWaitStrategy(Wait.forLogMessage(/eddy runtime listening/))
-      .withStartupTimeout(60_000)
-      .start();
+    const { container, url } = await startFunction(image, {
+      EDDY_TIMEOUT_MS: '30000',
+      S3_ENDPOINT: m.endpoint,
+      AWS_REGION: m.region,
+      AWS_ACCESS_KEY_ID: m.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: m.secretAccessKey,
+      ...env,
+    });
+    started.push(container);
     const memoryLimit = await run(dockerCli, [
       'inspect',
       '--format',
       '{{.HostConfig.Memory}}',
-      thumbnail.getId(),
+      container.getId(),
     ]);
     expect(Number(memoryLimit)).toBe(512 * 1024 * 1024);
 
-    const key = 'trip/beach 1.jpg';
     const photo = await sharp({
       create: { width: 1600, height: 1200, channels: 3, background: { r: 30, g: 120, b: 200 } },
     })
@@ -160,24 +304,25 @@ describe.skipIf(!canRun('docker', 'minio'))('the images', () => {
       s3: {
         s3SchemaVersion: '1.0',
         bucket: { name: 'photos', arn: 'arn:aws:s3:::photos' },
-        object: { key: 'trip/beach+1.jpg', size: photo.length },
+        object: { key: key.replace(/ /g, '+'), size: photo.length },
       },
     };
-    const res = await fetch(`http://127.0.0.1:${port}/`, {
+    const res = await fetch(`${url}/`, {
       method: 'POST',
       headers: {
         'ce-specversion': '1.0',
-        'ce-id': 'images-e2e-1',
+        'ce-id': `images-e2e-${image}`,
         'ce-type': 'com.amazonaws.s3.ObjectCreated:Put',
         'ce-source': 'arn:aws:s3:::photos',
         'ce-subject': key,
         'content-type': 'application/json',
       },
       body: JSON.stringify(record),
+      signal: AbortSignal.timeout(60_000),
     });
     const answer = await res.text();
     if (res.status !== 200) {
-      const logs = await run(dockerCli, ['logs', thumbnail.getId()]);
+      const logs = await run(dockerCli, ['logs', container.getId()]);
       throw new Error(`invocation answered ${res.status}: ${answer}\n${tail(logs, 60)}`);
     }
 
@@ -188,5 +333,27 @@ describe.skipIf(!canRun('docker', 'minio'))('the images', () => {
     expect(meta.format).toBe('jpeg');
     expect(meta.width).toBe(200);
     expect(meta.height).toBe(150);
+  }
+
+  it('thumbnail image, limited to 512 MB: an S3 CloudEvent makes a 200-pixel thumbnail', async () => {
+    await thumbnailStory(
+      images.thumbnail,
+      {
+        EDDY_FUNCTION_NAME: 'thumbnail',
+        AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+      },
+      'trip/beach 1.jpg',
+    );
+  });
+
+  it('thumbnail-python image (boto3 and Pillow on the python3.11 runtime), limited to 512 MB: the same thumbnail', async () => {
+    await thumbnailStory(
+      thumbnailPython,
+      {
+        EDDY_FUNCTION_NAME: 'thumbnail-python',
+        EDDY_HANDLER: 'lambda_function.lambda_handler',
+      },
+      'trip/python beach 1.jpg',
+    );
   });
 });
