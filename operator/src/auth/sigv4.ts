@@ -182,12 +182,21 @@ export function signature(
   auth: Pick<SigV4Authorization, 'date' | 'region' | 'service'>,
   toSign: string,
 ): string {
-  const kDate = hmac(`AWS4${secretAccessKey}`, auth.date);
-  const kRegion = hmac(kDate, auth.region);
-  const kService = hmac(kRegion, auth.service);
-  const kSigning = hmac(kService, 'aws4_request');
+  // The key changes once a day per scope: derived once, as AWS's own signers keep it.
+  const scope = `${auth.date}/${auth.region}/${auth.service}\0${secretAccessKey}`;
+  let kSigning = signingKeys.get(scope);
+  if (!kSigning) {
+    const kDate = hmac(`AWS4${secretAccessKey}`, auth.date);
+    const kRegion = hmac(kDate, auth.region);
+    const kService = hmac(kRegion, auth.service);
+    kSigning = hmac(kService, 'aws4_request');
+    if (signingKeys.size >= 1024) signingKeys.clear();
+    signingKeys.set(scope, kSigning);
+  }
   return createHmac('sha256', kSigning).update(toSign).digest('hex');
 }
+
+const signingKeys = new Map<string, Buffer>();
 
 /** Whether two hex signatures are equal, in time that does not depend on where they differ. */
 export function sameSignature(a: string, b: string): boolean {
