@@ -66,6 +66,14 @@ describe('Lambda Invoke API on the local stack', () => {
     reportUrl = `http://127.0.0.1:${(reports.address() as AddressInfo).port}/`;
     stack = await startStack([
       inlineFunction('hello', code, quiet({ scaling: { minReplicas: 1 } })),
+      inlineFunction(
+        'ends',
+        `export const handler = async (event) => {
+          if (event.exit) process.exit(3);
+          await new Promise((r) => setTimeout(r, 5_000));
+        };`,
+        quiet({ timeoutSeconds: 1 }),
+      ),
     ]);
     lambda = new LambdaClient({
       endpoint: stack.url,
@@ -243,6 +251,24 @@ describe('Lambda Invoke API on the local stack', () => {
     );
     expect(notJson.name).toBe('InvalidRequestContentException');
     expect(notJson.$metadata.httpStatusCode).toBe(400);
+  });
+
+  it('answers a timeout as a function error, and a replica that ended with 502 Runtime.ExitError', async () => {
+    const late = await lambda.send(
+      new InvokeCommand({ FunctionName: 'ends', Payload: payload({}) }),
+    );
+    expect(late.StatusCode).toBe(200);
+    expect(late.FunctionError).toBe('Unhandled');
+    expect(decode(late.Payload)).toEqual({
+      errorType: 'Sandbox.Timedout',
+      errorMessage: 'Task timed out after 1.00 seconds',
+    });
+    const ended = await refused(
+      lambda.send(new InvokeCommand({ FunctionName: 'ends', Payload: payload({ exit: true }) })),
+    );
+    expect(ended.$metadata.httpStatusCode).toBe(502);
+    expect(ended.name).toBe('Runtime.ExitError');
+    expect(ended.$fault).toBe('server');
   });
 
   it('answers a body over 6 MB with 413 RequestTooLargeException', async () => {
