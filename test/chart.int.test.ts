@@ -382,6 +382,8 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       secrets: {
         get: await may(account, 'get', 'secrets'),
         list: await may(account, 'list', 'secrets'),
+        // The Invoke API's access keys: in the release's namespace only.
+        watchInRelease: await may(account, 'watch', 'secrets', { namespace: releaseNamespace }),
       },
       // The reconciler's caches of Eddy's Services, ConfigMaps and NetworkPolicies.
       caches: {
@@ -411,7 +413,7 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       // Activation from zero: the scale of a Function's Deployment, nothing else of it.
       deployments: { watch: true, create: false, patch: false, scale: true },
       endpointslices: true,
-      secrets: { get: true, list: false },
+      secrets: { get: true, list: false, watchInRelease: true },
       // A gateway starts only the Functions and Deployments caches.
       caches: { services: false, configmaps: false, networkpolicies: false },
       services: false,
@@ -425,7 +427,7 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       functions: { watch: true, patch: true, status: true },
       deployments: { watch: true, create: true, patch: true, scale: true },
       endpointslices: true,
-      secrets: { get: true, list: false },
+      secrets: { get: true, list: false, watchInRelease: false },
       caches: { services: true, configmaps: true, networkpolicies: true },
       services: true,
       configmaps: true,

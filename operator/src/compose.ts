@@ -40,7 +40,10 @@ export interface EddyOptions {
   load?: (gateway: Gateway) => LoadSource;
   /** The shared caches, started once before any runnable. */
   startCaches?: (signal: AbortSignal) => Promise<void>;
-  /** More runnables: the reconciler in a cluster. */
+  /**
+   * More runnables: the reconciler in a cluster, and the Invoke API's access keys (a gateway
+   * runs only those that are not leader-only).
+   */
   runnables?: Runnable[];
   /** Event sources: each makes its runnables from the context (sink, states, checkpoints). */
   sources?: SourceFactory[];
@@ -232,8 +235,9 @@ export function composeEddy(o: EddyOptions): Eddy {
     serving,
     ...(consumers ? [consumers] : []),
     ...(role === 'gateway'
-      ? // No leader here: the sources' intakes (their routes) only.
-        fromSources.filter((r) => !r.leaderOnly)
+      ? // No leader here: the sources' intakes (their routes), and what serves invocations
+        // (the Invoke API's access keys).
+        [...(o.runnables ?? []), ...fromSources].filter((r) => !r.leaderOnly)
       : [
           {
             name: 'autoscaler',

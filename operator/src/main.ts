@@ -2,6 +2,7 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { noAuth } from './auth/authorizer.js';
 import { kubernetesAuthorizer } from './auth/kubernetes.js';
+import { clusterInvokeCredentials } from './auth/invoke-credentials.js';
 import { gatewayPeersLoad } from './autoscaler/peers.js';
 import { LazyClusterCaches } from './caches.js';
 import { composeEddy } from './compose.js';
@@ -90,6 +91,12 @@ const peers = gatewayPeersLoad({
   service: settings.gatewayService,
   log,
 });
+// Access keys for Lambda's Invoke API (SigV4): Secrets in the release's namespace, followed
+// where invocations are taken.
+const invokeCredentials =
+  authMode !== 'none' && role !== 'controller'
+    ? clusterInvokeCredentials(kc, settings.namespace, log)
+    : undefined;
 const eddy = composeEddy({
   role,
   ...(jetstream ? { jetstream } : {}),
@@ -99,7 +106,15 @@ const eddy = composeEddy({
   secrets: clusterSecrets(kc),
   elector: role === 'gateway' ? neverLeader : clusterElector(kc, settings, log),
   log,
-  auth: authMode === 'none' ? noAuth : kubernetesAuthorizer({ kc, log, audiences }),
+  auth:
+    authMode === 'none'
+      ? noAuth
+      : kubernetesAuthorizer({
+          kc,
+          log,
+          audiences,
+          ...(invokeCredentials ? { invokeCredentials } : {}),
+        }),
   gateway: { port: settings.gatewayPort },
   metrics: { port: settings.metricsPort },
   memoryBudget: settings.gatewayMemoryBudget,
@@ -115,7 +130,18 @@ const eddy = composeEddy({
             : { ...read, reports: [gateway.load(), ...read.reports] };
         }
       : peers,
-  runnables: [controllerRunnable({ kc, caches, settings, log, states, cleaners: [s3.cleaner] })],
+  runnables: [
+    controllerRunnable({ kc, caches, settings, log, states, cleaners: [s3.cleaner] }),
+    ...(invokeCredentials
+      ? [
+          {
+            name: 'invoke-credentials',
+            leaderOnly: false,
+            run: (s: AbortSignal) => invokeCredentials.run(s),
+          },
+        ]
+      : []),
+  ],
   sources,
   states,
   checkpoints: configMapCheckpoints(kc),

@@ -15,6 +15,18 @@ export interface Invocation {
   body?: Buffer;
   /** structured: the `data` member, already parsed, or the bytes of `data_base64`. */
   data?: unknown;
+  /**
+   * The caller's client context (`x-eddy-client-context`, Lambda's `X-Amz-Client-Context`),
+   * decoded: what the handler sees as `context.clientContext`.
+   */
+  clientContext?: ClientContext;
+}
+
+/** Lambda's client context as a handler sees it. */
+export interface ClientContext {
+  client?: unknown;
+  custom?: unknown;
+  env?: unknown;
 }
 
 /** What a language process behind the Runtime API adds to an outcome. */

@@ -124,7 +124,8 @@ export class Invoker implements FunctionInvoker {
           // The handler logging now keeps its id past its next await.
           if (this.calling !== undefined) this.current.enterWith(this.calling);
         }
-        write(consoleLine(this.settings.logFormat, this.requestIdNow(), level, format(...args)));
+        const requestId = this.requestIdNow();
+        write(consoleLine(this.settings.logFormat, requestId, level, format(...args)), requestId);
       };
     }
   }
@@ -155,6 +156,7 @@ export class Invoker implements FunctionInvoker {
       logGroupName: this.logGroupName,
       logStreamName: this.settings.logStreamName,
       callbackWaitsForEmptyEventLoop: true,
+      clientContext: m.clientContext,
       cloudEvent,
       getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
     };
@@ -169,7 +171,7 @@ export class Invoker implements FunctionInvoker {
       this.pending.set(id, { requestId: m.requestId, deadline, started, settle });
       this.armDeadline(deadline);
       this.onDeadlinesChanged?.();
-      queue(startLine(this.settings.logFormat, m.requestId));
+      queue(startLine(this.settings.logFormat, m.requestId), m.requestId);
       const succeed = (value: unknown) =>
         settle({ kind: 'result', durationMs: nowMs() - started, ...serialize(value) });
       const fail = (err: unknown) => {
@@ -248,6 +250,7 @@ export class Invoker implements FunctionInvoker {
         'ERROR',
         `Uncaught ${body.errorType}: ${body.errorMessage}`,
       ),
+      requestId,
     );
     this.onBroken(`an exception escaped the handler: ${body.errorType}: ${body.errorMessage}`);
   }

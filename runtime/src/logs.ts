@@ -5,6 +5,7 @@
  */
 import { writeSync } from 'node:fs';
 import type { LogFormat } from './config.js';
+import { logTailBytes } from './contract/index.js';
 
 export const functionVersion = '$LATEST';
 
@@ -29,8 +30,50 @@ function writeOut(text: string): void {
   }
 }
 
-/** Writes what is pending and then `text`, now. For the handler's own lines and rare notes. */
-export function write(text: string): void {
+/**
+ * The log text of invocations whose caller asked for its tail (`x-eddy-log-type: Tail`), by
+ * request id, from START on; each holds a little more than the tail, never all of it.
+ */
+const tails = new Map<string, { text: string }>();
+
+/** Starts keeping the log lines of `requestId`, for `takeTail`. */
+export function startTail(requestId: string): void {
+  tails.set(requestId, { text: '' });
+}
+
+/**
+ * The last `logTailBytes` of `requestId`'s log lines, base64, as Lambda's `X-Amz-Log-Result`
+ * carries them; undefined when no tail was started. Stops keeping them.
+ */
+export function takeTail(requestId: string): string | undefined {
+  const tail = tails.get(requestId);
+  if (!tail) return undefined;
+  tails.delete(requestId);
+  let bytes = Buffer.from(tail.text, 'utf8');
+  if (bytes.length > logTailBytes) {
+    let start = bytes.length - logTailBytes;
+    // Not in the middle of a character: skip its continuation bytes.
+    while (start < bytes.length && (bytes[start]! & 0xc0) === 0x80) start++;
+    bytes = bytes.subarray(start);
+  }
+  return bytes.toString('base64');
+}
+
+function keep(requestId: string | undefined, text: string): void {
+  if (requestId === undefined || tails.size === 0) return;
+  const tail = tails.get(requestId);
+  if (!tail) return;
+  tail.text += text;
+  // A character is at least one byte: the last logTailBytes characters hold the byte tail.
+  if (tail.text.length > 2 * logTailBytes) tail.text = tail.text.slice(-logTailBytes);
+}
+
+/**
+ * Writes what is pending and then `text`, now. For the handler's own lines and rare notes.
+ * `requestId`: the invocation the text belongs to, whose tail (if asked for) keeps it.
+ */
+export function write(text: string, requestId?: string): void {
+  keep(requestId, text);
   const out = pending + text;
   pending = '';
   writeOut(out);
@@ -41,7 +84,8 @@ export function write(text: string): void {
  * loop, so that many invocations share one write. A handler's console line flushes the queue
  * first, which keeps every request's lines in order.
  */
-export function queue(text: string): void {
+export function queue(text: string, requestId?: string): void {
+  keep(requestId, text);
   pending += text;
   if (pending.length > 65_536) {
     flush();
@@ -74,9 +118,14 @@ export function consoleLine(
   message: string,
 ): string {
   const timestamp = new Date().toISOString();
-  return format === 'json'
-    ? `${JSON.stringify({ timestamp, level, requestId, message })}\n`
-    : `${timestamp}\t${requestId ?? 'undefined'}\t${level}\t${message.replaceAll('\n', '\r')}\n`;
+  if (format === 'json') return `${JSON.stringify({ timestamp, level, requestId, message })}\n`;
+  // Each line of a multi-line message is a log line of its own with the same prefix, so that
+  // kubectl logs shows it as written (a carriage return in its place, as Lambda's text format
+  // writes for CloudWatch, makes a terminal print each line over the one before).
+  const prefix = `${timestamp}\t${requestId ?? 'undefined'}\t${level}\t`;
+  const lines = message.split(/\r?\n/);
+  if (lines.length > 1 && lines[lines.length - 1] === '') lines.pop();
+  return lines.map((line) => `${prefix}${line}\n`).join('');
 }
 
 export function timeoutLine(format: LogFormat, requestId: string, message: string): string {

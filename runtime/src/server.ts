@@ -15,13 +15,22 @@ import {
   type ErrorCode,
 } from './contract/errors.js';
 import type {
+  ClientContext,
   EventAttributes,
   FunctionInvoker,
   InitResult,
   Invocation,
   Outcome,
 } from './invocation.js';
-import { endAndReport, maxMemoryUsedMb, queue, timeoutLine, write } from './logs.js';
+import {
+  endAndReport,
+  maxMemoryUsedMb,
+  queue,
+  startTail,
+  takeTail,
+  timeoutLine,
+  write,
+} from './logs.js';
 import type { RuntimeMetrics } from './metrics.js';
 
 export interface RuntimeDeps {
@@ -257,9 +266,15 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       }
       attributes = checked;
     }
+    const clientContext = decodeClientContext(req.headers[h.clientContext]);
+    if (typeof clientContext === 'string') {
+      reject(res, 'InvalidEvent', clientContext, requestId);
+      return;
+    }
+    const extras: Extras = { clientContext, tail: req.headers[h.logType] === 'Tail' };
     readBody(req, (body) => {
       try {
-        invokeWithBody(res, requestId, deadline, mode, attributes, body);
+        invokeWithBody(res, requestId, deadline, mode, attributes, body, extras);
       } catch (err) {
         failed(res, err as Error);
       }
@@ -273,6 +288,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     mode: Invocation['mode'],
     attributes: EventAttributes | undefined,
     body: Buffer | 'too-large' | 'cut-off',
+    extras: Extras,
   ): void {
     if (body === 'too-large' || body === 'cut-off') {
       reject(
@@ -291,6 +307,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       attributes,
       body: undefined,
       data: undefined,
+      ...(extras.clientContext ? { clientContext: extras.clientContext } : {}),
     };
     if (mode === 'structured') {
       const parsed = structuredEvent(body.toString('utf8'));
@@ -303,23 +320,35 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     } else {
       message.body = body;
     }
+    if (extras.tail) startTail(requestId);
     invoker.invoke(message).then(
       (outcome) => {
         try {
-          respond(res, requestId, outcome);
+          respond(res, requestId, outcome, extras.tail);
         } catch (err) {
+          takeTail(requestId);
           failed(res, err as Error);
         }
       },
-      (err: Error) => failed(res, err),
+      (err: Error) => {
+        takeTail(requestId);
+        failed(res, err);
+      },
     );
   }
 
-  function respond(res: ServerResponse, requestId: string, outcome: Outcome): void {
+  function respond(res: ServerResponse, requestId: string, outcome: Outcome, tail = false): void {
     if (outcome.kind === 'invalid') {
+      takeTail(requestId);
       reject(res, 'InvalidEvent', outcome.message, requestId);
       return;
     }
+    // Once END and REPORT are written: the tail ends with them, as Lambda's does.
+    const withTail = (headers: Record<string, string>) => {
+      const result = tail ? takeTail(requestId) : undefined;
+      if (result !== undefined) headers[h.logResult] = result;
+      return headers;
+    };
     const durationMs = outcome.kind === 'timeout' ? config.timeoutMs : outcome.durationMs;
     const billedMs = Math.max(1, Math.ceil(durationMs));
     const headers: Record<string, string> = {
@@ -352,12 +381,13 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       write(
         timeoutLine(config.logFormat, requestId, message) +
           endAndReport(config.logFormat, { ...report, status: 'timeout' }),
+        requestId,
       );
       sendError(
         res,
         'FunctionTimeout',
         { errorType: 'Sandbox.Timedout', errorMessage: message },
-        headers,
+        withTail(headers),
       );
       // A language process that timed out has been replaced; this process is still sound.
       if (!outcome.restarted) recycle(`invocation ${requestId} timed out`);
@@ -366,11 +396,12 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     if (outcome.kind === 'crash') {
       metrics.count('error');
       recycle('an exception escaped the handler');
-      queue(endAndReport(config.logFormat, { ...report, status: 'error' }));
-      sendError(res, outcome.code, outcome.body, headers);
+      queue(endAndReport(config.logFormat, { ...report, status: 'error' }), requestId);
+      sendError(res, outcome.code, outcome.body, withTail(headers));
       return;
     }
-    queue(endAndReport(config.logFormat, report));
+    queue(endAndReport(config.logFormat, report), requestId);
+    withTail(headers);
     if (outcome.error) {
       metrics.count('error');
       sendError(res, outcome.error.code, outcome.error.body, headers);
@@ -481,4 +512,34 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     },
     recycle,
   };
+}
+
+/** What an invocation carries besides its event. */
+interface Extras {
+  clientContext?: ClientContext;
+  /** The caller asked for the invocation's log tail. */
+  tail: boolean;
+}
+
+/**
+ * The client context the gateway forwards (base64 of a JSON object, as Lambda's
+ * `X-Amz-Client-Context`), as the handler sees it: `client`, `custom` and `env`. A string says
+ * what is wrong with it.
+ */
+export function decodeClientContext(
+  value: string | string[] | undefined,
+): ClientContext | undefined | string {
+  if (value === undefined || value === '') return undefined;
+  const text = Array.isArray(value) ? value[0]! : value;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(text, 'base64').toString('utf8'));
+  } catch {
+    parsed = undefined;
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    return `${h.clientContext} must be a base64-encoded JSON object (Lambda's client context: client, custom, env)`;
+  }
+  const { client, custom, env } = parsed as ClientContext;
+  return { client, custom, env };
 }

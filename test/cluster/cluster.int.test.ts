@@ -12,6 +12,7 @@
  * One cluster for the whole file: the tests run in order and build on each other (the chart is
  * installed once).
  */
+import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
@@ -24,11 +25,12 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import * as k8s from '@kubernetes/client-node';
 import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { nodeIp, startCluster, type Cluster } from '../harness/cluster.js';
-import { goBinaries, goBinaryPath, projectRoot, versions } from '../harness/components.js';
+import { awsCli, goBinaries, goBinaryPath, projectRoot, versions } from '../harness/components.js';
 import { buildNatsImage, buildProjectImages, natsImage } from '../harness/images.js';
 import { s3Client, startMinio, type Minio } from '../harness/minio.js';
 import { freePort } from '../harness/ports.js';
@@ -414,6 +416,106 @@ spec:
       },
       120_000,
     );
+  }, 400_000);
+
+  it("Lambda's Invoke API through the gateway Service: an AWS SDK caller and the AWS CLI, with an access key from a labelled Secret", async () => {
+    // As docs/gateway.md has it: a Secret in Eddy's namespace naming the caller's ServiceAccount.
+    const accessKeyId = 'AKIAEDDYCALLER01';
+    const secretAccessKey = randomBytes(30).toString('base64');
+    await kubectl(
+      'create',
+      'secret',
+      'generic',
+      'caller-invoke-key',
+      '-n',
+      system,
+      '--from-literal',
+      `accessKeyId=${accessKeyId}`,
+      '--from-literal',
+      `secretAccessKey=${secretAccessKey}`,
+      '--from-literal',
+      'serviceAccount=default/caller',
+    );
+    await kubectl(
+      'label',
+      'secret',
+      'caller-invoke-key',
+      '-n',
+      system,
+      'eddy.dev/invoke-credentials=true',
+    );
+    const endpoint = await gatewayUrl();
+    const lambda = new LambdaClient({
+      endpoint,
+      region: 'eu-west-1',
+      credentials: { accessKeyId, secretAccessKey },
+      maxAttempts: 1,
+    });
+    try {
+      // Both gateway replicas follow the Secret; a call is answered by either.
+      const invoke = () =>
+        lambda.send(
+          new InvokeCommand({
+            FunctionName: 'hello',
+            LogType: 'Tail',
+            Payload: Buffer.from(JSON.stringify({ name: 'sdk' })),
+          }),
+        );
+      let out: Awaited<ReturnType<typeof invoke>> | undefined;
+      for (let i = 0; i < 4; i++) {
+        out = await waitFor(
+          'the gateway to take the new key',
+          () => invoke().catch(() => undefined),
+          120_000,
+        );
+        expect(out.StatusCode).toBe(200);
+      }
+      expect(JSON.parse(Buffer.from(out!.Payload!).toString())).toEqual({ hello: 'sdk' });
+      expect(Buffer.from(out!.LogResult!, 'base64').toString()).toMatch(/^START RequestId: /);
+      const wrong = await new LambdaClient({
+        endpoint,
+        region: 'eu-west-1',
+        credentials: { accessKeyId, secretAccessKey: 'not-it' },
+        maxAttempts: 1,
+      })
+        .send(new InvokeCommand({ FunctionName: 'hello', Payload: Buffer.from('{}') }))
+        .catch((err: Error) => err);
+      expect((wrong as Error).name).toBe('InvalidSignatureException');
+    } finally {
+      lambda.destroy();
+    }
+    if (!canRun('awscli')) return;
+    const out = join(cluster.dir, 'invoke-out.json');
+    const stdout = await new Promise<string>((resolve, reject) =>
+      execFile(
+        awsCli,
+        [
+          'lambda',
+          'invoke',
+          '--endpoint-url',
+          endpoint,
+          '--region',
+          'eu-west-1',
+          '--function-name',
+          'hello',
+          '--payload',
+          '{"name":"cli"}',
+          out,
+        ],
+        {
+          timeout: 120_000,
+          env: {
+            ...process.env,
+            AWS_ACCESS_KEY_ID: accessKeyId,
+            AWS_SECRET_ACCESS_KEY: secretAccessKey,
+            AWS_CONFIG_FILE: join(cluster.dir, 'no-aws-config'),
+            AWS_SHARED_CREDENTIALS_FILE: join(cluster.dir, 'no-aws-credentials'),
+          },
+        },
+        (err, so, se) => (err ? reject(new Error(`${err.message}\n${se}`)) : resolve(so)),
+      ),
+    );
+    expect((JSON.parse(stdout) as { StatusCode: number }).StatusCode).toBe(200);
   }, 400_000);
 
   it('the thumbnail story: an upload to MinIO becomes a thumbnail, made by the function as a pod', async () => {

@@ -26,6 +26,8 @@ export const versions = {
   npm: '10.9.9',
   /** moto's server (PyPI `moto[server]`), for DynamoDB and DynamoDB Streams. */
   moto: '5.2.5',
+  /** The AWS CLI (PyPI `awscli`), for `aws lambda invoke` against the gateway's Invoke API. */
+  awscli: '1.46.3',
   /** AWS's Go library for Lambda functions, which the provided runtime's test function uses. */
   awsLambdaGo: '1.55.0',
   /** AWS's Python runtime interface client, in the virtual environment the harness makes. */
@@ -145,7 +147,12 @@ export const promtoolBinary = process.env.EDDY_PROMTOOL ?? '/usr/bin/promtool';
 export const motoVenv = join(cacheRoot, `moto-${versions.moto}`);
 export const motoPython = join(motoVenv, 'bin', 'python');
 
+/** A Python virtual environment of its own beside moto's, holding the AWS CLI, pinned. */
+export const awsCliVenv = join(cacheRoot, `awscli-${versions.awscli}`);
+export const awsCli = join(awsCliVenv, 'bin', 'aws');
+
 export type ComponentName =
+  | 'awscli'
   | 'kube'
   | 'minio'
   | 'nats'
@@ -176,6 +183,11 @@ export function missingReason(c: ComponentName): string | undefined {
       return need(goBinaryPath(goBinaries.natsServer), 'nats-server binary');
     case 'kinesis':
       return need(join(projectRoot, 'node_modules', 'kinesalite'), 'kinesalite package');
+    case 'awscli':
+      return need(
+        join(awsCliVenv, 'eddy-installed'),
+        `AWS CLI ${versions.awscli} virtual environment`,
+      );
     case 'moto':
       // Written last by the provision step, so a half-made environment does not count.
       return need(join(motoVenv, 'eddy-installed'), `moto ${versions.moto} virtual environment`);

@@ -84,6 +84,16 @@ export async function allRolesKubeConfig(kube: Kube): Promise<k8s.KubeConfig> {
       },
     })
     .catch(exists);
+  await rbac
+    .createNamespacedRoleBinding({
+      namespace: releaseNamespace,
+      body: {
+        metadata: { name: `${allRolesAccount}-invoke-credentials` },
+        roleRef: roleRef('Role', `${gatewayAccount}-invoke-credentials`),
+        subjects,
+      },
+    })
+    .catch(exists);
   return kc;
 }
 

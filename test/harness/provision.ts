@@ -2,7 +2,8 @@
  * `npm run test:setup [component...]`: builds or installs everything the integration suites
  * run, into per-version caches, so a warm machine starts them in seconds. Components:
  * kube (kube-apiserver + etcd + helm), minio, nats (nats-server with JetStream), docker (dockerd + local base image), prometheus,
- * kinesis, moto (moto's server in a Python virtual environment), runtimes (the provided
+ * kinesis, moto (moto's server in a Python virtual environment), awscli (the AWS CLI in one
+ * beside it), runtimes (the provided
  * runtime's Go test function, python3.11 with awslambdaric), java (AWS's Java runtime interface
  * client from Maven Central), cluster (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, the
  * pause binary, and Debian's containerd, runc and CNI plugins). Debian packages are installed
@@ -28,7 +29,7 @@ import {
   hostCaPath,
   goBinaryPath,
   missingReason,
-  motoPython,
+  awsCliVenv,
   motoVenv,
   nodeBinaries,
   nodePackages,
@@ -236,36 +237,43 @@ async function provisionDocker(): Promise<void> {
 }
 
 /** moto's server, pinned, in a virtual environment of its own under the cache. */
-async function provisionMoto(): Promise<void> {
-  const marker = join(motoVenv, 'eddy-installed');
+function provisionMoto(): Promise<void> {
+  return provisionVenv('moto', versions.moto, motoVenv, `moto[server]==${versions.moto}`);
+}
+
+/** The AWS CLI, pinned, in a virtual environment of its own beside moto's. */
+function provisionAwsCli(): Promise<void> {
+  return provisionVenv('the AWS CLI', versions.awscli, awsCliVenv, `awscli==${versions.awscli}`);
+}
+
+/** A virtual environment under the cache holding one pinned PyPI requirement. */
+async function provisionVenv(
+  what: string,
+  version: string,
+  venv: string,
+  requirement: string,
+): Promise<void> {
+  const marker = join(venv, 'eddy-installed');
+  const python = join(venv, 'bin', 'python');
   if (existsSync(marker)) {
-    console.log(`moto ${versions.moto}: cached at ${motoVenv}`);
+    console.log(`${what} ${version}: cached at ${venv}`);
     return;
   }
   if (systemPython === '/usr/bin/python3') {
     // Debian's Python makes virtual environments only with python3-venv.
     await ensurePackages({ 'python3-venv': '/usr/share/doc/python3-venv' });
   }
-  const progress = startProgress(`moto ${versions.moto}`);
+  const progress = startProgress(`${what} ${version}`);
   try {
-    rmSync(motoVenv, { recursive: true, force: true });
+    rmSync(venv, { recursive: true, force: true });
     progress.update('making the virtual environment');
-    await run(systemPython, ['-m', 'venv', motoVenv]);
-    progress.update(`pip install moto[server]==${versions.moto}`);
-    await run(
-      motoPython,
-      [
-        '-m',
-        'pip',
-        'install',
-        '--disable-pip-version-check',
-        '-q',
-        `moto[server]==${versions.moto}`,
-      ],
-      { onLine: (line) => progress.update(line) },
-    );
-    appendFileSync(marker, `moto[server]==${versions.moto}\n`);
-    progress.done(`installed in ${motoVenv}`);
+    await run(systemPython, ['-m', 'venv', venv]);
+    progress.update(`pip install ${requirement}`);
+    await run(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', requirement], {
+      onLine: (line) => progress.update(line),
+    });
+    appendFileSync(marker, `${requirement}\n`);
+    progress.done(`installed in ${venv}`);
   } catch (err) {
     progress.fail(err instanceof Error ? err.message : String(err));
     throw err;
@@ -337,6 +345,7 @@ const steps: Record<string, () => Promise<void>> = {
   },
   kinesis: async () => checkInstalled('kinesis', 'npm ci'),
   moto: provisionMoto,
+  awscli: provisionAwsCli,
   java: async () => {
     await ensurePackages({ 'openjdk-17-jdk-headless': '/usr/bin/javac', maven: '/usr/bin/mvn' });
     await copyJavaRic();

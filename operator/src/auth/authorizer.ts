@@ -6,6 +6,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { gatewayError } from '../gateway/errors.js';
+import { isSigV4, type SignedRequest } from './sigv4.js';
 
 /** The API group and resource every question is about. */
 export const functionsResource = { group: 'eddy.dev', resource: 'functions' } as const;
@@ -44,6 +45,39 @@ export interface Authorizer {
    * (401) without a token or with one the API server does not accept.
    */
   authenticate(headers: IncomingHttpHeaders): Promise<Caller>;
+  /**
+   * The caller whose SigV4 signature (Lambda's Invoke API) the request carries: the
+   * ServiceAccount its access key acts as. Throws Lambda's 403s (`MissingAuthenticationToken`,
+   * `UnrecognizedClient`, `InvalidSignature`). Without it, signed requests are refused.
+   */
+  authenticateSigned?(req: SignedRequest): Promise<Caller>;
+}
+
+/**
+ * Who the caller is: by its SigV4 signature when it carries one and `signed` gives the request
+ * as it arrived, else by its bearer token.
+ */
+export function authenticateRequest(
+  authorizer: Authorizer,
+  headers: IncomingHttpHeaders,
+  signed?: SignedRequest,
+): Promise<Caller> {
+  if (!signed || !isSigV4(headers)) return authorizer.authenticate(headers);
+  if (!authorizer.authenticateSigned) {
+    return Promise.reject(
+      gatewayError(
+        'UnrecognizedClient',
+        'The security token included in the request is invalid: this gateway takes no SigV4 signatures; send a Kubernetes bearer token',
+      ),
+    );
+  }
+  return authorizer.authenticateSigned(signed);
+}
+
+/** The caller if it may, else the GatewayError `Forbidden` (403, naming what is missing). */
+export async function authorizeCaller(caller: Caller, access: Access): Promise<Caller> {
+  if (await caller.may(access)) return caller;
+  throw forbidden(caller.identity, access);
 }
 
 /**
@@ -55,9 +89,7 @@ export async function authorize(
   headers: IncomingHttpHeaders,
   access: Access,
 ): Promise<Caller> {
-  const caller = await authorizer.authenticate(headers);
-  if (await caller.may(access)) return caller;
-  throw forbidden(caller.identity, access);
+  return authorizeCaller(await authorizer.authenticate(headers), access);
 }
 
 /** Questions a listing asks at once. */
@@ -126,6 +158,8 @@ export function bearerToken(headers: IncomingHttpHeaders): string | undefined {
 export const noAuth: Authorizer = {
   mode: 'none',
   authenticate: () => Promise.resolve(anyone),
+  // The SDK and CLI always sign: any signature, or none, is taken.
+  authenticateSigned: () => Promise.resolve(anyone),
 };
 
 const anyone: Caller = {

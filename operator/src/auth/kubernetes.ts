@@ -19,6 +19,12 @@ import {
   type Identity,
 } from './authorizer.js';
 import { DecisionCache } from './decision-cache.js';
+import {
+  authenticateSigned,
+  invokeCredentialsLabel,
+  type InvokeCredentials,
+} from './invoke-credentials.js';
+import type { SignedRequest } from './sigv4.js';
 
 /** The longest an answer may be reused: a revoked grant stops working within this. */
 export const maxAllowTtlMs = 30_000;
@@ -42,6 +48,13 @@ export interface KubernetesAuthOptions {
   audiences?: readonly string[];
   /** The clock, in ms; tests pass their own. */
   now?: () => number;
+  /**
+   * The access keys SigV4-signed requests (Lambda's Invoke API) are checked against; without
+   * them every signed request is refused as unrecognised.
+   */
+  invokeCredentials?: InvokeCredentials;
+  /** The clock SigV4 request times are compared with, in ms; by default the real one. */
+  signingNow?: () => number;
 }
 
 type Authenticated = { identity: Identity } | { rejected: true };
@@ -126,8 +139,36 @@ export function kubernetesAuthorizer(o: KubernetesAuthOptions): Authorizer {
     return c;
   };
 
+  // One Authenticated per access key, so that a key's decisions are cached as a token's are.
+  const keyIdentities = new Map<string, Authenticated & { identity: Identity }>();
+
   return {
     mode: 'kubernetes',
+    async authenticateSigned(req: SignedRequest): Promise<Caller> {
+      const credentials = o.invokeCredentials ?? {
+        namespace: 'the gateway',
+        lookup: () => Promise.resolve(undefined),
+      };
+      if (!o.invokeCredentials && req.headers.authorization !== undefined) {
+        throw gatewayError(
+          'UnrecognizedClient',
+          `The security token included in the request is invalid: this gateway takes no access keys (it reads none from Secrets labelled ${invokeCredentialsLabel}); send a Kubernetes bearer token instead`,
+        );
+      }
+      const { identity, accessKeyId } = await authenticateSigned(
+        credentials,
+        req,
+        (o.signingNow ?? Date.now)(),
+      );
+      const hash = `sigv4\0${accessKeyId}\0${identity.username}`;
+      let a = keyIdentities.get(hash);
+      if (!a) {
+        if (keyIdentities.size >= maxEntries) keyIdentities.clear();
+        a = { identity };
+        keyIdentities.set(hash, a);
+      }
+      return callerFor(hash, a);
+    },
     async authenticate(headers: IncomingHttpHeaders): Promise<Caller> {
       const token = bearerToken(headers);
       if (token === undefined) {

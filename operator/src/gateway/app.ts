@@ -3,6 +3,7 @@
  *   POST /functions/{namespace}/{name}        synchronous invocation: the runtime's answer
  *   POST /functions/{namespace}/{name}/async  202 with an id; delivered with retries and dead letters
  *   GET  /functions                           state, replicas, in flight and queued per function
+ *   POST /2015-03-31/functions/{name}/invocations  Lambda's Invoke API (lambda-api.ts)
  *   POST <route>                              a source's intake (POST /sources/s3), added by it
  *   GET  /healthz, /readyz
  * and, on a listener of its own (`serveMetrics`), GET /metrics.
@@ -30,6 +31,7 @@ import { Dispatcher, type InvokeRequest } from './dispatcher.js';
 import { MemoryBudget, registerBudgetMetrics, type Hold } from './budget.js';
 import { gatewayError, GatewayError } from './errors.js';
 import { GatewayMetrics } from './metrics.js';
+import { createLambdaApi, lambdaApiPrefix } from './lambda-api.js';
 
 /** What the gateway does with an accepted asynchronous invocation. */
 /**
@@ -203,6 +205,24 @@ export function createGateway(deps: GatewayDeps): Gateway {
     );
   };
 
+  const lambdaApi = createLambdaApi({
+    auth: deps.auth,
+    find,
+    namespacesOf: (name) =>
+      deps.store
+        .list()
+        .filter((f) => f.metadata.name === name)
+        .map((f) => f.metadata.namespace),
+    readBody: (req, hold) =>
+      readBody(req, hold, (bytes) =>
+        gatewayError('Throttled', `${budget.refusal(bytes)}: retry in a moment`, 1),
+      ),
+    holdFor,
+    dispatcher,
+    asyncInvoke,
+    log: deps.log,
+  });
+
   async function invoke(
     req: IncomingMessage,
     res: ServerResponse,
@@ -289,6 +309,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
       else res.destroy();
     };
     try {
+      if (path.startsWith(lambdaApiPrefix)) {
+        lambdaApi.handle(req, res, requestId);
+        return;
+      }
       const m = functionPath.exec(path);
       if (m) {
         if (req.method !== 'POST') {

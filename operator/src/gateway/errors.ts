@@ -17,6 +17,34 @@ export const gatewayErrors = {
   Unauthorized: { status: 401, errorType: 'UnauthorizedException', functionError: false },
   /** The caller is known but RBAC does not let it invoke the function (Lambda's IAM denial). */
   Forbidden: { status: 403, errorType: 'AccessDeniedException', functionError: false },
+  /** Lambda's Invoke API: a request with neither a SigV4 signature nor a bearer token. */
+  MissingAuthenticationToken: {
+    status: 403,
+    errorType: 'MissingAuthenticationTokenException',
+    functionError: false,
+  },
+  /** Lambda's Invoke API: a SigV4 access key id no invoke-credentials Secret holds. */
+  UnrecognizedClient: {
+    status: 403,
+    errorType: 'UnrecognizedClientException',
+    functionError: false,
+  },
+  /** Lambda's Invoke API: a SigV4 signature that does not match, or a time too far off. */
+  InvalidSignature: { status: 403, errorType: 'InvalidSignatureException', functionError: false },
+  /** Lambda's Invoke API: a body that is not JSON, or a client context that is not base64 JSON. */
+  InvalidRequestContent: {
+    status: 400,
+    errorType: 'InvalidRequestContentException',
+    functionError: false,
+  },
+  /** Lambda's Invoke API: a parameter (invocation type, log type, function name) it does not take. */
+  InvalidParameterValue: {
+    status: 400,
+    errorType: 'InvalidParameterValueException',
+    functionError: false,
+  },
+  /** Lambda's Invoke API: a body over 6 MB. */
+  RequestTooLarge: { status: 413, errorType: 'RequestTooLargeException', functionError: false },
   /** The gateway could not ask the API server who the caller is or what it may do. */
   AuthUnavailable: { status: 503, errorType: 'EddyAuthUnavailable', functionError: false },
   /** A source's intake could not finish delivering: the sender should keep the event and retry. */
