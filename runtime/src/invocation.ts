@@ -15,6 +15,8 @@ export interface Invocation {
   body?: Buffer;
   /** structured: the `data` member, already parsed, or the bytes of `data_base64`. */
   data?: unknown;
+  /** The caller's client context as the gateway sent it: base64 of a JSON object. */
+  clientContext?: string;
 }
 
 /** What a language process behind the Runtime API adds to an outcome. */

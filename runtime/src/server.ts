@@ -257,9 +257,10 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       }
       attributes = checked;
     }
+    const clientContext = req.headers[h.clientContext];
     readBody(req, (body) => {
       try {
-        invokeWithBody(res, requestId, deadline, mode, attributes, body);
+        invokeWithBody(res, requestId, deadline, mode, attributes, body, clientContext);
       } catch (err) {
         failed(res, err as Error);
       }
@@ -273,6 +274,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     mode: Invocation['mode'],
     attributes: EventAttributes | undefined,
     body: Buffer | 'too-large' | 'cut-off',
+    clientContext?: string | string[],
   ): void {
     if (body === 'too-large' || body === 'cut-off') {
       reject(
@@ -292,6 +294,8 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       body: undefined,
       data: undefined,
     };
+    if (typeof clientContext === 'string' && clientContext !== '')
+      message.clientContext = clientContext;
     if (mode === 'structured') {
       const parsed = structuredEvent(body.toString('utf8'));
       if (typeof parsed === 'string') {

@@ -6,6 +6,7 @@
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { headers } from '../contract/http.js';
 import { envNames, type LogFormat, type RuntimeName } from '../contract/env.js';
 import type { ErrorBody } from '../contract/errors.js';
 import type { FunctionInvoker, InitResult, Invocation, Outcome } from '../invocation.js';
@@ -143,6 +144,25 @@ function payload(m: Invocation): Buffer | string {
   return Buffer.from(JSON.stringify(event ?? {}));
 }
 
+/**
+ * The client context for `Lambda-Runtime-Client-Context`: the gateway's base64 decoded to its
+ * JSON, as AWS's emulator sends it (here re-serialised, so no line break reaches a header, and
+ * as UTF-8 bytes); undefined without one, or a string saying why it cannot be sent.
+ */
+export function clientContextHeader(encoded: string | undefined): { value?: string } | string {
+  if (encoded === undefined) return {};
+  const why = `the client context (${headers.clientContext}) is not base64 of a JSON object, as Lambda's X-Amz-Client-Context carries it`;
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(encoded) || encoded.length % 4 !== 0) return why;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(encoded, 'base64').toString('utf8'));
+  } catch {
+    return why;
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return why;
+  return { value: Buffer.from(JSON.stringify(parsed), 'utf8').toString('latin1') };
+}
+
 export class ProcessInvoker implements FunctionInvoker {
   readonly ready: Promise<InitResult>;
   readonly initPerProcess = true;
@@ -184,6 +204,9 @@ export class ProcessInvoker implements FunctionInvoker {
   invoke(m: Invocation): Promise<Outcome> {
     const body = payload(m);
     if (typeof body === 'string') return Promise.resolve({ kind: 'invalid', message: body });
+    const clientContext = clientContextHeader(m.clientContext);
+    if (typeof clientContext === 'string')
+      return Promise.resolve({ kind: 'invalid', message: clientContext });
     // The runtime server admits at most `concurrency` invocations, so one slot is free.
     const slot = this.slots.find((s) => !s.busy);
     if (!slot) throw new Error('no free language process: more invocations than EDDY_CONCURRENCY');
@@ -195,6 +218,7 @@ export class ProcessInvoker implements FunctionInvoker {
       payload: body,
       functionArn: this.functionArn,
       traceId: traceId(),
+      clientContext: clientContext.value,
     });
     this.onDeadlinesChanged?.();
     return outcome.finally(() => this.onDeadlinesChanged?.());
