@@ -28,6 +28,7 @@ import {
   pythonRic,
 } from '../test/harness/components.js';
 import { freePort } from '../test/harness/ports.js';
+import { heapFlags } from '../runtime/src/heap.js';
 import { loadAverage, machine } from './machine.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -47,12 +48,14 @@ interface Kind {
 
 const quiet = { stdio: 'ignore', detached: true } as const;
 
+/** The runtime as the platform starts it: its heap sized in NODE_OPTIONS (no relaunch). */
 function eddy(codeDir: string, env: Record<string, string>): (port: number) => ChildProcess {
   return (port) =>
     spawn(process.execPath, [runtimeMain], {
       ...quiet,
       env: {
         PATH: process.env.PATH,
+        NODE_OPTIONS: heapFlags(Number(env.EDDY_MEMORY_MB ?? 128)).join(' '),
         EDDY_CODE_DIR: codeDir,
         EDDY_TIMEOUT_MS: '30000',
         PORT: String(port),
@@ -135,7 +138,9 @@ async function kinds(dir: string): Promise<Kind[]> {
       }),
     });
   }
-  return list;
+  // BENCH_ONLY=python: only the kinds whose name holds it.
+  const only = process.env.BENCH_ONLY;
+  return only ? list.filter((k) => k.name.includes(only)) : list;
 }
 
 function post(port: number, path: string, agent: Agent | false): Promise<number> {
