@@ -294,6 +294,13 @@ export function javaRicClasspath(dir: string, say: (line: string) => void): Prom
 
 const venvs = new Map<string, Promise<string>>();
 
+/** Debian's python3 without its venv module says so at length; this says what to install. */
+function venvMissing(_stdout: string, stderr: string): string | undefined {
+  return /ensurepip is not available|No module named venv|python3[\d.]*-venv/.test(stderr)
+    ? "python3's venv module is missing (Debian: apt-get install -y python3-venv), or set EDDY_PYTHON to a python that has awslambdaric"
+    : undefined;
+}
+
 /** How long pip may take to install a function's requirements before the stack gives up. */
 const pipDeadlineMs = 600_000;
 
@@ -342,7 +349,7 @@ export function pythonWithRic(
       const partial = `${venv}.partial-${randomUUID()}`;
       await mkdir(dir, { recursive: true });
       try {
-        await run(basePy, ['-m', 'venv', partial], 60_000);
+        await run(basePy, ['-m', 'venv', partial], 60_000, { explain: venvMissing });
         const pip = join(partial, 'bin', 'pip');
         await run(
           pip,

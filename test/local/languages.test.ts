@@ -1,13 +1,14 @@
 /**
- * Fetching the Node.js a nodejs<major> Function names, for the local stack: the deadline and
- * the failures are told, naming the runtime and what to do. (The fetch itself, from the npm
- * registry, is run by test/runtimes/node.int.test.ts.)
+ * What the local stack makes for a language, and what it says when it cannot: fetching the
+ * Node.js a nodejs<major> Function names (its deadline and failures, naming the runtime and what
+ * to do; the fetch itself, from the npm registry, is run by test/runtimes/node.int.test.ts), and
+ * python3.11's virtual environment without python3's venv module.
  */
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { nodeFor } from '../../operator/src/platform/local-code.js';
+import { nodeFor, pythonWithRic } from '../../operator/src/platform/local-code.js';
 
 describe('nodeFor', () => {
   let dir: string;
@@ -62,5 +63,35 @@ describe('nodeFor', () => {
     );
     // Not remembered as failed: the next replica asks again (and fails again here).
     await expect(nodeFor(other, target, say, { npm })).rejects.toThrow(/404 Not Found/);
+  });
+});
+
+describe('pythonWithRic', () => {
+  let dir: string;
+  const saved = { PATH: process.env.PATH, EDDY_PYTHON: process.env.EDDY_PYTHON };
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'eddy-python-venv-'));
+  });
+  afterEach(async () => {
+    process.env.PATH = saved.PATH;
+    if (saved.EDDY_PYTHON === undefined) delete process.env.EDDY_PYTHON;
+    else process.env.EDDY_PYTHON = saved.EDDY_PYTHON;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('says to install python3-venv when python3 cannot make a virtual environment', async () => {
+    // python3 as Debian ships it without python3-venv: `-m venv` fails, saying so at length.
+    const bin = join(dir, 'bin');
+    await mkdir(bin);
+    await writeFile(
+      join(bin, 'python3'),
+      '#!/bin/sh\necho "The virtual environment was not created successfully because ensurepip is not" >&2\necho "available.  On Debian/Ubuntu systems, you need to install the python3-venv" >&2\necho "Failing command: $3/bin/python3" >&2\nexit 1\n',
+    );
+    await chmod(join(bin, 'python3'), 0o755);
+    process.env.PATH = bin;
+    delete process.env.EDDY_PYTHON;
+    await expect(pythonWithRic(join(dir, 'languages'), () => undefined)).rejects.toThrow(
+      "failed: python3's venv module is missing (Debian: apt-get install -y python3-venv), or set EDDY_PYTHON",
+    );
   });
 });
