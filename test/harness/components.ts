@@ -34,6 +34,8 @@ export const versions = {
   awslambdaric: '4.2.2',
   /** AWS's Java runtime interface client, from Maven Central (test/harness/java/ric/pom.xml). */
   javaRic: '2.10.1',
+  /** AWS's Runtime Interface Emulator, at the pseudo-version the Go module proxy serves. */
+  rie: '0.0.0-20261030222936-bef5c4ba774d',
 } as const;
 
 export interface GoBinary {
@@ -83,6 +85,13 @@ export const goBinaries = {
       .update(readFileSync(join(recipesDir, 'lambda-go', 'main.go')))
       .digest('hex')
       .slice(0, 12)}`,
+  },
+  /** AWS's Lambda Runtime Interface Emulator, which bench:runtimes compares the Runtime API with. */
+  rie: {
+    name: 'aws-lambda-rie',
+    recipe: 'rie',
+    pkg: 'github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie',
+    version: versions.rie,
   },
 } satisfies Record<string, GoBinary>;
 
@@ -162,7 +171,8 @@ export type ComponentName =
   | 'prometheus'
   | 'cluster'
   | 'runtimes'
-  | 'java';
+  | 'java'
+  | 'rie';
 
 /**
  * Why a component cannot run here, or undefined when it can. Cheap checks only (files on disk),
@@ -208,6 +218,8 @@ export function missingReason(c: ComponentName): string | undefined {
         need('/usr/bin/javac', 'a JDK 17 (Debian package openjdk-17-jdk-headless)') ??
         need(javaRicJar, "AWS's Java runtime interface client")
       );
+    case 'rie':
+      return need(goBinaryPath(goBinaries.rie), "AWS's Runtime Interface Emulator");
     case 'cluster': {
       if (process.getuid?.() !== 0) return 'root (the node sets up a bridge, iptables and cgroups)';
       for (const b of nodeBinaries) {

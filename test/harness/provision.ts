@@ -5,7 +5,7 @@
  * kinesis, moto (moto's server in a Python virtual environment), awscli (the AWS CLI in one
  * beside it), runtimes (the provided
  * runtime's Go test function, python3.11 with awslambdaric), java (AWS's Java runtime interface
- * client from Maven Central), cluster (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, the
+ * client from Maven Central), rie (AWS's Runtime Interface Emulator, for bench:runtimes), cluster (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, the
  * pause binary, and Debian's containerd, runc and CNI plugins). Debian packages are installed
  * when running as root; otherwise the error names the command that installs them.
  */
@@ -354,6 +354,7 @@ const steps: Record<string, () => Promise<void>> = {
     await buildGoBinary(goBinaries.lambdaGoFunction);
     await makePythonRic();
   },
+  rie: () => buildGoBinary(goBinaries.rie),
 };
 
 /** AWS's Java runtime interface client and its dependencies from Maven Central, as jars. */

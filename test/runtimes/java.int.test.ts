@@ -30,6 +30,7 @@ public class Orders implements RequestHandler<Map<String, Object>, Map<String, O
     out.put("pid", ProcessHandle.current().pid());
     if ("error".equals(action)) throw new IllegalStateException(String.valueOf(event.get("message")));
     if ("sleep".equals(action)) sleep(30_000);
+    if ("crash".equals(action)) Runtime.getRuntime().halt(3);
     if ("barrier".equals(action)) {
       // Waits until "count" invocations have arrived (one file each): only those running at once pass.
       File dir = new File((String) event.get("dir"));
@@ -137,6 +138,53 @@ describe.skipIf(!canRun('java'))(
         ]),
       );
     });
+
+    it('answers Runtime.ExitError when the JVM exits mid-invocation, and starts it again', async () => {
+      const crash = await invoke(rt.url, { action: 'crash' });
+      expect(crash.status).toBe(502);
+      expect(crash.body).toEqual({
+        errorType: 'Runtime.ExitError',
+        errorMessage: `RequestId: ${crash.requestId} Error: Runtime exited with error: exit status 3`,
+      });
+      const after = await invoke(rt.url, { payload: 1 });
+      expect(after.status).toBe(200);
+      expect(after.body.echo).toBe(1);
+    });
+
+    it('times out: the JVM is killed, and the next invocation runs in a new one', async () => {
+      // A runtime of its own with one JVM and a short timeout (a new JVM starts well within it).
+      const short = await startRuntime(
+        {},
+        {
+          EDDY_RUNTIME: 'java17',
+          EDDY_HANDLER: 'example.Orders::handleRequest',
+          EDDY_MEMORY_MB: '512',
+          EDDY_TIMEOUT_MS: '8000',
+          EDDY_CONCURRENCY: '1',
+          EDDY_JAVA_CLASSPATH: `${classes}:${javaRicDir}/*`,
+        },
+      );
+      try {
+        await waitForReadyz(short.url, 200);
+        const before = await invoke(short.url, { payload: 'first' });
+        expect(before.status).toBe(200);
+        const late = await invoke(short.url, { action: 'sleep' });
+        expect(late.status).toBe(504);
+        expect(late.body).toEqual({
+          errorType: 'Sandbox.Timedout',
+          errorMessage: 'Task timed out after 8.00 seconds',
+        });
+        const after = await invoke(short.url, { payload: 'again' });
+        expect(after.status).toBe(200);
+        expect(after.body.echo).toBe('again');
+        expect(after.body.pid).not.toBe(before.body.pid);
+      } catch (err) {
+        process.stderr.write(`--- short runtime log\n${short.log()}\n`);
+        throw err;
+      } finally {
+        await short.stop();
+      }
+    }, 60_000);
 
     it('runs concurrency 4 as four JVMs, each with its own copy of the client’s JNI library', async () => {
       const dir = await mkdtemp(join(tmpdir(), 'eddy-barrier-'));

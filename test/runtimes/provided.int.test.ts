@@ -303,8 +303,9 @@ describe.skipIf(!canRun('runtimes'))('provided: a shell-script bootstrap with cu
         errorMessage: 'CONFIG is not set',
       });
     }
-    expect(stack.log().match(/shell bootstrap failing its init/g)?.length).toBeGreaterThanOrEqual(
-      2,
+    // The bootstrap's lines reach the stack's log through its output pipe, after its answer may.
+    await waitFor('both starts of the bootstrap in the log', async () =>
+      (stack.log().match(/shell bootstrap failing its init/g)?.length ?? 0) >= 2 ? true : undefined,
     );
     expect(stack.log()).toContain('INIT_ERROR Custom.ConfigMissing: CONFIG is not set');
   });

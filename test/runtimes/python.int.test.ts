@@ -2,11 +2,12 @@
  * The python3.11 runtime through the local stack's gateway: a handler written for Lambda, run
  * by AWS's own runtime interface client (awslambdaric from PyPI) on Debian's python3.
  */
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, readdirSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { cacheRoot } from '../harness/components.js';
 import { canRun } from '../harness/suite.js';
 import { inline, manifest, startStack, type Stack } from './stack.js';
 
@@ -196,4 +197,40 @@ describe.skipIf(!canRun('runtimes'))('python3.11 on the local stack without EDDY
     );
     expect(existsSync(join(venv, 'bin', 'python'))).toBe(true);
   }, 180_000);
+});
+
+describe.skipIf(!canRun('runtimes'))('python3.11 with a requirements.txt', () => {
+  let stack: Stack | undefined;
+  let code: string;
+  afterAll(async () => {
+    await stack?.stop();
+    if (code) await rm(code, { recursive: true, force: true });
+  });
+
+  it('installs the function’s requirements into a virtual environment of its own, made once', async () => {
+    code = await mkdtemp(join(tmpdir(), 'eddy-python-requirements-'));
+    await writeFile(
+      join(code, 'index.py'),
+      'import six\n\ndef handler(event, context):\n    return {"six": six.__version__}\n',
+    );
+    await writeFile(join(code, 'requirements.txt'), '# the one package\nsix==1.17.0\n');
+    // The harness's cache as the languages directory: later runs install nothing.
+    stack = await startStack(
+      [
+        manifest(
+          'withsix',
+          `  image: example.com/withsix:1\n  runtime: python3.11\n  handler: index.handler\n  timeoutSeconds: 30\n`,
+          `eddy.dev/local-code-dir: ${code}`,
+        ),
+      ],
+      { EDDY_PYTHON: '', EDDY_LANGUAGES_DIR: join(cacheRoot, 'languages') },
+    );
+    const { status, body } = await stack.invoke('withsix', {});
+    expect(status).toBe(200);
+    expect(body).toEqual({ six: '1.17.0' });
+    const venvs = readdirSync(join(cacheRoot, 'languages')).filter((d) =>
+      /^python3\.11-awslambdaric-4\.2\.2-requirements-[0-9a-f]{16}$/.test(d),
+    );
+    expect(venvs.length).toBeGreaterThan(0);
+  }, 600_000);
 });

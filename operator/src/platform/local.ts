@@ -23,7 +23,10 @@ import {
   codeSource,
   javaRicClasspath,
   localCodeDirAnnotation,
+  nodeFor,
+  nodeMajor,
   pythonWithRic,
+  requirementsOf,
   removeCodeExcept,
   writeCode,
   type CodeSource,
@@ -213,6 +216,12 @@ function forwardLines(stream: Readable, onLine: (line: string) => void): void {
     if (partial !== '') onLine(partial);
     partial = '';
   });
+}
+
+/** What a replica needs of its language: the node its runtime runs on, and variables to set. */
+interface Language {
+  node: string;
+  env: Record<string, string>;
 }
 
 interface FunctionState {
@@ -458,6 +467,54 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     return Object.assign(env, contract, languageEnv);
   }
 
+  const languagesDir =
+    options.languagesDir ?? process.env.EDDY_LANGUAGES_DIR ?? resolve(process.cwd(), '.eddy');
+
+  /**
+   * What a replica of `fn` needs of its language, made once and kept under the languages
+   * directory: the node it runs on (a nodejs22 Function on Node 22, fetched when this is not
+   * it), python3.11's virtual environment (with the code's requirements.txt), java17's client.
+   */
+  async function languageOf(fn: EddyFunction, codeDir: string | undefined): Promise<Language> {
+    const runtime = fn.spec.runtime;
+    const node =
+      runtime && nodeMajor(runtime) ? await nodeFor(runtime, languagesDir, log) : process.execPath;
+    if (runtime === 'python3.11') {
+      const requirements = codeDir === undefined ? undefined : requirementsOf(codeDir);
+      return {
+        node,
+        env: { [envNames.python]: await pythonWithRic(languagesDir, log, requirements) },
+      };
+    }
+    if (runtime === 'java17')
+      return { node, env: { [envNames.javaClasspath]: await javaRicClasspath(languagesDir, log) } };
+    return { node, env: {} };
+  }
+
+  /**
+   * Starts making what `fn`'s language needs as soon as the Function is known, so the stack's
+   * first lines say it (a Node.js fetched, a virtual environment made) and the first event does
+   * not wait for it. A failure here is met again, and told, when a replica starts.
+   */
+  function prepare(fn: EddyFunction): void {
+    const runtime = fn.spec.runtime;
+    if (!runtime || runtime === 'provided') return;
+    let codeDir: string | undefined;
+    try {
+      const source = codeSource(fn, options.configMaps);
+      if (source.kind === 'dir') codeDir = source.dir;
+      else if (runtime === 'python3.11' && source.files['requirements.txt'] !== undefined) return;
+    } catch {
+      return;
+    }
+    languageOf(fn, codeDir).catch((err) =>
+      say(
+        keyOf(fn),
+        `cannot make ${runtime}'s environment: ${describeError(err)}; a replica tries again when it starts`,
+      ),
+    );
+  }
+
   async function launch(
     st: FunctionState,
     r: LocalReplica,
@@ -494,42 +551,34 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       gone(r);
       return;
     }
-    const languageEnv: Record<string, string> = {};
-    const runtime = r.fn.spec.runtime;
-    if (runtime === 'python3.11' || runtime === 'java17') {
-      const languagesDir = options.languagesDir ?? resolve(process.cwd(), '.eddy');
-      try {
-        if (runtime === 'python3.11')
-          languageEnv[envNames.python] = await pythonWithRic(languagesDir, (line) => log(line));
-        else
-          languageEnv[envNames.javaClasspath] = await javaRicClasspath(languagesDir, (line) =>
-            log(line),
-          );
-      } catch (err) {
-        if (!superseded()) {
-          const delay = failure(st);
-          say(
-            r.key,
-            `cannot make ${runtime}'s environment: ${describeError(err)}; trying again in ${delay} ms`,
-          );
-        }
-        r.phase = 'stopping';
-        gone(r);
-        return;
+    let language: Language;
+    try {
+      language = await languageOf(r.fn, codeDir);
+    } catch (err) {
+      if (!superseded()) {
+        const delay = failure(st);
+        say(
+          r.key,
+          `cannot make ${r.fn.spec.runtime}'s environment: ${describeError(err)}; trying again in ${delay} ms`,
+        );
       }
-      if (superseded()) {
-        r.phase = 'stopping';
-        gone(r);
-        return;
-      }
+      r.phase = 'stopping';
+      gone(r);
+      return;
     }
+    if (superseded()) {
+      r.phase = 'stopping';
+      gone(r);
+      return;
+    }
+    const languageEnv = language.env;
     let child: ChildProcessByStdio<null, Readable, Readable>;
     try {
       // Where util-linux's setpriv is (Linux), the kernel ends the replica when the stack ends,
       // even by SIGKILL, which no exit handler sees: no replica outlives its stack.
       const [command, args] = existsSync(setpriv)
-        ? [setpriv, ['--pdeathsig', 'KILL', '--', process.execPath, options.runtimeMain]]
-        : [process.execPath, [options.runtimeMain]];
+        ? [setpriv, ['--pdeathsig', 'KILL', '--', language.node, options.runtimeMain]]
+        : [language.node, [options.runtimeMain]];
       child = spawn(command, args, {
         env: replicaEnv(st, r, codeDir, fnEnv, languageEnv),
         cwd: codeDir,
@@ -789,10 +838,12 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
         workDir = options.workDir;
         await mkdir(workDir, { recursive: true });
       }
+      for (const fn of store.list()) prepare(fn);
       unsubscribe = store.onChange((fn, deleted) => {
         if (closing) return;
         if (deleted) removed(keyOf(fn));
         else {
+          prepare(fn);
           const st = states.get(keyOf(fn));
           if (st) changed(st, fn);
         }

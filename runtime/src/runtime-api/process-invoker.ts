@@ -143,6 +143,16 @@ function payload(m: Invocation): Buffer | string {
   return Buffer.from(JSON.stringify(event ?? {}));
 }
 
+/**
+ * The client context for `Lambda-Runtime-Client-Context`: the JSON the caller sent, as AWS's
+ * emulator sends it (re-serialised, so no line break reaches a header, and as UTF-8 bytes);
+ * the runtime server has already decoded and checked it.
+ */
+export function clientContextHeader(context: Invocation['clientContext']): string | undefined {
+  if (context === undefined) return undefined;
+  return Buffer.from(JSON.stringify(context), 'utf8').toString('latin1');
+}
+
 export class ProcessInvoker implements FunctionInvoker {
   readonly ready: Promise<InitResult>;
   readonly initPerProcess = true;
@@ -195,6 +205,7 @@ export class ProcessInvoker implements FunctionInvoker {
       payload: body,
       functionArn: this.functionArn,
       traceId: traceId(),
+      clientContext: clientContextHeader(m.clientContext),
     });
     this.onDeadlinesChanged?.();
     return outcome.finally(() => this.onDeadlinesChanged?.());

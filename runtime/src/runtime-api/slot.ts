@@ -47,6 +47,8 @@ export interface Delivery {
   payload: Buffer;
   functionArn: string;
   traceId: string;
+  /** The client context's JSON, sent as Lambda-Runtime-Client-Context when there is one. */
+  clientContext?: string;
 }
 
 interface Current extends Delivery {
@@ -368,14 +370,16 @@ export class Slot {
     if (!res || !current || current.delivered !== undefined) return;
     this.parked = undefined;
     current.delivered = nowMs();
-    res.writeHead(200, {
+    const head: Record<string, string | number> = {
       'content-type': 'application/json',
       'content-length': current.payload.length,
       [apiHeaders.requestId]: current.requestId,
       [apiHeaders.deadlineMs]: String(current.deadline),
       [apiHeaders.functionArn]: current.functionArn,
       [apiHeaders.traceId]: current.traceId,
-    });
+    };
+    if (current.clientContext !== undefined) head[apiHeaders.clientContext] = current.clientContext;
+    res.writeHead(200, head);
     res.end(current.payload);
   }
 
