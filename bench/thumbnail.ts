@@ -237,6 +237,8 @@ interface Stack {
   thumbnailOf(object: string): Promise<number>;
   /** Handler durations from the REPORT lines, in ms. */
   reports: number[];
+  /** The copies at zero: their first invocation's Duration and Init Duration, in ms. */
+  coldReports: Array<{ durationMs: number; initMs: number }>;
 }
 
 /** The store dev.js said it runs. */
@@ -303,12 +305,15 @@ async function startStack(dir: string): Promise<Stack> {
   const waiting = new Map<string, (at: number) => void>();
   const done = new Map<string, number>();
   const reports: number[] = [];
+  const coldReports: Array<{ durationMs: number; initMs: number }> = [];
   const log: string[] = [];
   let listening: () => void;
   const ready = new Promise<void>((resolve) => (listening = resolve));
   const storeLine = /eddy: S3 store on \S+ .*; (\S+)/;
   const announced = /thumbnail (\S+) -> photos-thumbnails\//;
   const report = /\[default\/thumbnail\] REPORT RequestId: \S+\tDuration: ([\d.]+) ms/;
+  const coldReport =
+    /\[default\/thumbnail-cold\d+\] REPORT RequestId: \S+\tDuration: ([\d.]+) ms.*\tInit Duration: ([\d.]+) ms/;
   for (const stream of [child.stdout, child.stderr]) {
     createInterface({ input: stream }).on('line', (line) => {
       const at = performance.now();
@@ -322,6 +327,8 @@ async function startStack(dir: string): Promise<Stack> {
       }
       const r = report.exec(line);
       if (r) reports.push(Number(r[1]));
+      const c = coldReport.exec(line);
+      if (c) coldReports.push({ durationMs: Number(c[1]), initMs: Number(c[2]) });
       const s = storeLine.exec(line);
       if (s) {
         storeKind = s[1]!.replace(/,$/, '');
@@ -352,6 +359,7 @@ async function startStack(dir: string): Promise<Stack> {
     s3,
     endpoint: `http://127.0.0.1:${s3Port}`,
     reports,
+    coldReports,
     thumbnailOf: (object) => {
       const at = done.get(object);
       if (at !== undefined) return Promise.resolve(at);
@@ -397,7 +405,7 @@ function coldCopies(manifest: string): string {
     .join('');
 }
 
-/** Upload to thumbnail written, once per copy at zero, one after the other (ms). */
+/** Upload to thumbnail written, once per copy at zero, one after the other (ms, in order). */
 async function firstFromZero(stack: Stack, file: Buffer): Promise<number[]> {
   const out: number[] = [];
   for (const bucket of coldBuckets) {
@@ -413,7 +421,7 @@ async function firstFromZero(stack: Stack, file: Buffer): Promise<number[]> {
     );
     out.push((await thumbnail) - sent);
   }
-  return out.sort((a, b) => a - b);
+  return out;
 }
 
 /** The script without Eddy on the stack's store: images/s and its CPU per image (ms). */
@@ -617,7 +625,8 @@ try {
   const stored = await countThumbnails(local.s3, 'load');
   if (stored !== uploads) throw new Error(`${stored} thumbnails in the store, not ${uploads}`);
   say(`the first thumbnail from zero: ${coldSamples} copies of the Function at zero, one by one`);
-  const cold = await firstFromZero(local, files[0]!);
+  const coldByOrder = await firstFromZero(local, files[0]!);
+  const cold = [...coldByOrder].sort((a, b) => a - b);
   say(
     `the same work without Eddy: a plain Node script, the ${uploads} photos from the same store, ${replicas} at a time`,
   );
@@ -648,6 +657,15 @@ try {
   }
 
   const ratio = stackRate / plain.rate;
+  const coldInit = local.coldReports.map((c) => c.initMs).sort((a, b) => a - b);
+  const coldDuration = local.coldReports.map((c) => c.durationMs).sort((a, b) => a - b);
+  // Paired by order: the copies are started one after the other.
+  const coldRest = coldByOrder
+    .map(
+      (total, i) =>
+        total - (local.coldReports[i]?.initMs ?? NaN) - (local.coldReports[i]?.durationMs ?? NaN),
+    )
+    .sort((a, b) => a - b);
   results.push(
     `${uploads} uploads of ${width}x${height} JPEGs (${mb.toFixed(1)} MB each on average), thumbnails 200 wide:`,
     `  local stack (S3 store ${storeKind}, ${replicas} replica${replicas === 1 ? '' : 's'} x concurrency 1, ${uploadConcurrency} uploads in flight): ${rate(stackRate)}`,
@@ -659,6 +677,7 @@ try {
       ? cpuLine(cpuBefore, cpuAfter, uploads)
       : '    CPU per image: not measured (no /proc)',
     `    the first thumbnail from zero (upload to thumbnail written, ${coldSamples} Functions at zero): p50 ${ms(quantile(cold, 0.5))} (${cold.map((c) => c.toFixed(0)).join(', ')} ms)`,
+    `      of which the runtime's Init Duration (importing the handler: sharp, the AWS SDK) p50 ${ms(quantile(coldInit, 0.5))}, the handler's Duration p50 ${ms(quantile(coldDuration, 0.5))}; the rest (the store's notification, activation, the process's start) p50 ${ms(quantile(coldRest, 0.5))}`,
     `  plain Node script without Eddy (the same photos from the same store, sharp, written back; ${replicas} at a time): ${rate(plain.rate)}; CPU per image ${ms(plain.cpu)} in its process`,
     `  for context: sharp alone on photos in memory: ${rate(sharpOne.rate)} one at a time, ${rate(sharpPar.rate)} ${replicas} at a time; CPU per image ${ms(sharpPar.cpu)}`,
     magickOne !== undefined && magickPar !== undefined
