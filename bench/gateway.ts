@@ -9,6 +9,8 @@
  *   4. burst: 500 events at once to a Function at zero: all answered, and when the last one was;
  *   5. queue: asynchronous events through NATS JetStream beside the in-memory path, and the
  *      publish acknowledgement's p50/p99 (`-- --queue-only` runs this section alone).
+ * `-- --throughput-only` runs section 1 alone, twice in a row, without authentication; with
+ * BENCH_GATEWAY_PROFILE=<dir> the gateway's process writes a CPU profile there.
  * The no-op at concurrency 1 also runs with authentication on (bearer token, TokenReview and
  * SubjectAccessReview against a real kube-apiserver, the answers cached), in rounds alternating
  * with auth off: what a warm caller adds, at most +0.1 ms at p50 (the medians of the rounds).
@@ -21,7 +23,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { EventEmitter } from 'node:events';
-import { closeSync, createWriteStream, existsSync, openSync, readFileSync } from 'node:fs';
+import {
+  closeSync,
+  createWriteStream,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+} from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -385,6 +394,10 @@ async function startGateway(
   const child = spawn(
     process.execPath,
     [
+      // BENCH_GATEWAY_PROFILE=<dir>: the gateway's CPU profile, written there as it stops.
+      ...(process.env.BENCH_GATEWAY_PROFILE
+        ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_GATEWAY_PROFILE]
+        : []),
       '--import',
       'tsx',
       fileURLToPath(import.meta.url),
@@ -604,6 +617,31 @@ async function main(): Promise<void> {
       printRows(rows);
       return;
     }
+    if (process.argv.includes('--throughput-only')) {
+      say('starting the gateway (autoscaler and local platform) in its own process');
+      gateway = await startGateway(dir, runtimeMain, [noop]);
+      await waitForReplicas(gateway.url, ['noop'], { desired: 1, ready: 1 }, 30_000);
+      const direct = await startRuntime(
+        runtimeMain,
+        noop,
+        await writeCodeDir(join(dir, 'direct-noop'), noopCode),
+        join(dir, 'direct-noop.log'),
+      );
+      const warm = warmRunner(
+        {
+          direct: `${direct.url}/`,
+          gateway: `${gateway.url}/functions/${namespace}/noop`,
+        },
+        { direct: direct.proc.child.pid!, gateway: gateway.proc.child.pid! },
+      );
+      for (const run of [1, 2]) {
+        for (const connections of [1, 32])
+          rows.push(...throughputRows(await warm(connections), run));
+      }
+      await stop(direct.proc);
+      printRows(rows);
+      return;
+    }
 
     say('starting a kube-apiserver for the callers with a token (auth on)');
     kube = await startKube({ installCrds: false });
@@ -646,38 +684,12 @@ async function main(): Promise<void> {
       direct: `${direct.url}/`,
       gateway: `${gateway.url}/functions/${namespace}/noop`,
     };
-    const warmRun = async (via: 'direct' | 'gateway', connections: number) => {
-      await closedLoop(targets[via], connections, warmUpSeconds);
-      const r = await closedLoop(targets[via], connections, seconds);
-      say(`no-op, concurrency ${connections}, ${via}: ${describe(r)}`);
-      return r;
-    };
+    const warm = warmRunner(targets, {
+      direct: direct.proc.child.pid!,
+      gateway: gateway.proc.child.pid!,
+    });
     for (const connections of [1, 32]) {
-      const d = await warmRun('direct', connections);
-      const g = await warmRun('gateway', connections);
-      rows.push(
-        {
-          measure: `req/s, no-op, concurrency ${connections}`,
-          value: `${Math.round(g.rps)} (${fmt((g.rps / d.rps) * 100, 0)}% of direct)`,
-          baseline: String(Math.round(d.rps)),
-          target: '',
-          met: undefined,
-        },
-        {
-          measure: `p50 ms, no-op, concurrency ${connections}`,
-          value: `${fmt(g.p50, 3)} (${signed(g.p50 - d.p50)})`,
-          baseline: fmt(d.p50, 3),
-          target: '',
-          met: undefined,
-        },
-        {
-          measure: `p99 ms, no-op, concurrency ${connections}`,
-          value: `${fmt(g.p99, 3)} (${signed(g.p99 - d.p99)})`,
-          baseline: fmt(d.p99, 3),
-          target: '',
-          met: undefined,
-        },
-      );
+      rows.push(...throughputRows(await warm(connections)));
       if (connections === 1) {
         // Auth on (a bearer token, checked from the warm cache) and off alternate in short
         // rounds on the same gateway and replica, so that the machine's noise lands on both.
@@ -869,6 +881,103 @@ async function main(): Promise<void> {
     if (failed) console.error(`logs kept in ${dir}`);
     else await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The no-op in a closed loop at `connections`, direct then through the gateway, each after its
+ * warm-up: both in the same minute, so that the machine's state lands on both.
+ */
+function warmRunner(
+  targets: { direct: string; gateway: string },
+  pids: { direct: number; gateway: number },
+) {
+  const run = async (via: 'direct' | 'gateway', connections: number) => {
+    await closedLoop(targets[via], connections, warmUpSeconds);
+    // CPU per request by process: steadier than requests a second on a busy machine.
+    const gateway = via === 'gateway' ? pids.gateway : undefined;
+    const runtimes = () => (gateway === undefined ? [pids.direct] : childrenOf(gateway));
+    const before = { gateway: cpuMs(gateway), runtime: sum(runtimes().map(cpuMs)) };
+    const r = await closedLoop(targets[via], connections, seconds);
+    const perRequest = (ms: number) => (ms * 1000) / Math.max(1, r.count);
+    const cpu = {
+      gateway: perRequest(cpuMs(gateway) - before.gateway),
+      runtime: perRequest(sum(runtimes().map(cpuMs)) - before.runtime),
+    };
+    say(
+      `no-op, concurrency ${connections}, ${via}: ${describe(r)}; CPU per request: ${via === 'gateway' ? `gateway ${fmt(cpu.gateway, 0)} us, ` : ''}runtime ${fmt(cpu.runtime, 0)} us`,
+    );
+    return r;
+  };
+  return async (connections: number) => ({
+    connections,
+    direct: await run('direct', connections),
+    gateway: await run('gateway', connections),
+  });
+}
+
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+/** A process's CPU time so far (user and system, ms; 10 ms steps), 0 when it is gone. */
+function cpuMs(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return 0;
+  }
+}
+
+/** The processes whose parent is `pid` (the gateway's replicas). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid)
+        out.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+const throughputTarget: Record<number, number> = { 1: 50, 32: 40 };
+
+function throughputRows(
+  r: { connections: number; direct: Latencies; gateway: Latencies },
+  run?: number,
+): Row[] {
+  const { connections, direct: d, gateway: g } = r;
+  const of = run === undefined ? '' : `, run ${run}`;
+  const percent = (g.rps / d.rps) * 100;
+  const target = throughputTarget[connections];
+  return [
+    {
+      measure: `req/s, no-op, concurrency ${connections}${of}`,
+      value: `${Math.round(g.rps)} (${fmt(percent, 0)}% of direct)`,
+      baseline: String(Math.round(d.rps)),
+      target: target === undefined ? '' : `>= ${target}% of direct`,
+      met: target === undefined ? undefined : percent >= target && g.errors === 0,
+    },
+    {
+      measure: `p50 ms, no-op, concurrency ${connections}${of}`,
+      value: `${fmt(g.p50, 3)} (${signed(g.p50 - d.p50)})`,
+      baseline: fmt(d.p50, 3),
+      target: '',
+      met: undefined,
+    },
+    {
+      measure: `p99 ms, no-op, concurrency ${connections}${of}`,
+      value: `${fmt(g.p99, 3)} (${signed(g.p99 - d.p99)})`,
+      baseline: fmt(d.p99, 3),
+      target: '',
+      met: undefined,
+    },
+  ];
 }
 
 function printRows(rows: Row[]): void {

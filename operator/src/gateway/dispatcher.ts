@@ -7,6 +7,7 @@
  * get 429.
  */
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
+import { Agent as ConnectionPool, type Dispatcher as HttpDispatcher } from 'undici';
 import type { EddyFunction } from '../api/types.js';
 import { mebibytes } from '../api/quantity.js';
 import { describeError } from '../errors.js';
@@ -72,6 +73,8 @@ const activationAttemptMs = 15_000;
 const activationCheckMs = 250;
 /** A replica at its own limit (another gateway filled it) is tried again after this. */
 const busyRetryMs = 25;
+/** Bodies up to this go out in one write (undici); larger ones through Node's streamed client. */
+const smallBodyBytes = 64 * 1024;
 /** Times an invocation is sent again after its connection failed before it was written. */
 const maxUnsentResends = 3;
 
@@ -140,9 +143,18 @@ export function dataPathSettings(fn: EddyFunction): DataPathSettings {
 
 export class Dispatcher {
   private readonly lanes = new Map<FunctionKey, Lane>();
-  // Idle connections close before the runtime's 65 s keep-alive ends them, so a request never
-  // goes out on a connection the replica is closing.
-  private readonly agent = new Agent({
+  // Connections to replicas: one per invocation in flight, kept alive between them. Idle ones
+  // close after 30 s, before the runtime's 65 s keep-alive ends them, so a request never goes
+  // out on a connection the replica is closing. undici's own timeouts are off: an answer may
+  // take as long as the function's timeout, which `send` enforces.
+  private readonly agent = new ConnectionPool({
+    keepAliveTimeout: 30_000,
+    keepAliveMaxTimeout: 30_000,
+    headersTimeout: 0,
+    bodyTimeout: 0,
+  });
+  /** For bodies larger than `smallBodyBytes`. */
+  private readonly streamingAgent = new Agent({
     keepAlive: true,
     maxSockets: Infinity,
     scheduling: 'lifo',
@@ -272,7 +284,8 @@ export class Dispatcher {
 
   /** Closes the connections to replicas; call once invocations in flight have finished. */
   close(): void {
-    this.agent.destroy();
+    void this.agent.destroy().catch(() => undefined);
+    this.streamingAgent.destroy();
   }
 
   /** Per function: the counters the autoscaler reads. */
@@ -513,6 +526,130 @@ export class Dispatcher {
     if (res.headers[h.initDurationMs] !== undefined) m.coldStarts.inc();
   }
 
+  /** Replica URLs as undici's origins (scheme, host and port). */
+  private readonly origins = new Map<string, string>();
+
+  private originOf(url: string): string {
+    let origin = this.origins.get(url);
+    if (origin === undefined) {
+      origin = new URL(url).origin;
+      if (this.origins.size > 10_000) this.origins.clear();
+      this.origins.set(url, origin);
+    }
+    return origin;
+  }
+
+  private send(replica: Replica, req: InvokeRequest, timeoutMs: number): Promise<SendResult> {
+    return req.body.length <= smallBodyBytes
+      ? this.sendWhole(replica, req, timeoutMs)
+      : this.sendStreamed(replica, req, timeoutMs);
+  }
+
+  /**
+   * Sends with undici, which costs the gateway about a third less CPU per invocation than Node's
+   * client. It says the request was written (onRequestSent) once its bytes were given to the
+   * socket, not once the kernel took them: for a body of at most `smallBodyBytes`, on a
+   * connection with nothing else in flight (one invocation per connection), the kernel takes
+   * the whole request in the same call, so the two are the same.
+   */
+  private sendWhole(replica: Replica, req: InvokeRequest, timeoutMs: number): Promise<SendResult> {
+    return new Promise((resolve) => {
+      const started = this.now();
+      let settled = false;
+      // The answer's bytes while they arrive. Taken even past the budget: the handler has run,
+      // so its answer is kept, and new bodies are refused meanwhile.
+      const answer = this.o.budget?.hold();
+      /** Set once the request has a connected socket: undici's way to end it. */
+      let abort: ((reason?: Error) => void) | undefined;
+      /** The whole request was handed to the replica's socket. */
+      let written = false;
+      const done = (r: SendResult) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        answer?.release();
+        resolve(r);
+      };
+      const timer = setTimeout(() => {
+        abort?.(new Error('no answer in time'));
+        done({ kind: 'died', timedOut: true, reason: 'no answer in time' });
+      }, timeoutMs + answerGraceMs);
+      const headers: string[] = [];
+      for (const k in req.headers) headers.push(k, req.headers[k]!);
+      headers.push(h.requestId, req.requestId);
+      let status = 502;
+      let answerHeaders: Record<string, string> = {};
+      const chunks: Buffer[] = [];
+      let size = 0;
+      // onRequestSent: undici calls it once the whole request is written to the socket, whatever
+      // the body (its typings leave it out).
+      const handler: HttpDispatcher.DispatchHandler & { onRequestSent(): void } = {
+        // Called once the request has a connected socket, before its first byte is written.
+        onConnect: (a) => {
+          abort = a;
+          // Given up on while it waited for a connection: it is not sent.
+          if (settled) a(new Error('no answer in time'));
+        },
+        onRequestSent: () => {
+          written = true;
+        },
+        onHeaders: (statusCode, raw) => {
+          status = statusCode;
+          answerHeaders = headersOf(raw);
+          return true;
+        },
+        onData: (c) => {
+          size += c.length;
+          if (size <= maxPayloadBytes * 2 && !settled) {
+            answer?.force(c.length);
+            chunks.push(c);
+          }
+          return true;
+        },
+        onComplete: () => {
+          const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+          if (status === 503 && isUnavailable(body)) {
+            done({ kind: 'undelivered', reason: 'the replica is recycling or stopping' });
+          } else if (status === 429) {
+            done({ kind: 'busy' });
+          } else {
+            done({
+              kind: 'answered',
+              response: {
+                status,
+                headers: answerHeaders,
+                body,
+                replicaId: replica.id,
+                functionError: answerHeaders[h.functionError] !== undefined,
+              },
+            });
+          }
+        },
+        // Whether the request was connected, and whole in the replica's socket. The runtime
+        // starts a handler only once the body is complete, so a failure before that proves the
+        // invocation did not run; after it, it may have. A caller that goes away does not cut
+        // the invocation short: the handler runs on either way, and its slot is free only once
+        // the replica has answered.
+        onError: (err: NodeJS.ErrnoException) => {
+          const reason = err.code && !err.code.startsWith('UND_ERR') ? err.code : err.message;
+          if (!abort) done({ kind: 'undelivered', reason });
+          else if (!written) done({ kind: 'unsent', reason });
+          else done({ kind: 'died', timedOut: this.now() - started >= timeoutMs, reason });
+        },
+      };
+      this.agent.dispatch(
+        {
+          origin: this.originOf(replica.url),
+          path: '/',
+          method: 'POST',
+          headers,
+          body: req.body,
+        },
+        handler,
+      );
+    });
+  }
+
   private readonly targets = new Map<string, { host: string; port: string }>();
 
   private targetOf(url: string): { host: string; port: string } {
@@ -526,7 +663,15 @@ export class Dispatcher {
     return t;
   }
 
-  private send(replica: Replica, req: InvokeRequest, timeoutMs: number): Promise<SendResult> {
+  /**
+   * Sends with Node's HTTP client, whose 'finish' says when every byte was handed to the kernel:
+   * for bodies that may not fit the socket's buffers at once.
+   */
+  private sendStreamed(
+    replica: Replica,
+    req: InvokeRequest,
+    timeoutMs: number,
+  ): Promise<SendResult> {
     return new Promise((resolve) => {
       const started = this.now();
       let settled = false;
@@ -543,7 +688,7 @@ export class Dispatcher {
       const target = this.targetOf(replica.url);
       const out = request(
         {
-          agent: this.agent,
+          agent: this.streamingAgent,
           host: target.host,
           port: target.port,
           method: 'POST',
@@ -649,6 +794,19 @@ function flatten(headers: IncomingHttpHeaders): Record<string, string> {
   for (const [k, v] of Object.entries(headers)) {
     if (v === undefined) continue;
     out[k] = Array.isArray(v) ? v.join(', ') : v;
+  }
+  return out;
+}
+
+/** An answer's raw headers (name, value, ...) by lower-case name, repeated ones joined. */
+function headersOf(raw: Buffer[] | string[] | null): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!raw) return out;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const k = raw[i]!.toString('latin1').toLowerCase();
+    const v = raw[i + 1]!.toString('latin1');
+    const had = out[k];
+    out[k] = had === undefined ? v : `${had}, ${v}`;
   }
   return out;
 }

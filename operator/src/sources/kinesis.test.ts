@@ -203,8 +203,10 @@ function harness(
     atTimestampWaitMs?: number;
     /** How long each invocation takes. */
     invokeMs?: number;
-    /** Reads ahead with fewer records than this waiting (as DynamoDB shards do). */
+    /** Reads ahead with fewer records than this waiting (Kinesis: 10,000). */
     readAhead?: number;
+    /** Runs within each invocation (the first is 1), before it answers. */
+    during?: (invocation: number) => Promise<void>;
   } = {},
 ) {
   const store = new MemoryFunctionStore();
@@ -224,11 +226,15 @@ function harness(
     sink: {
       deliver: () => Promise.reject(new Error('streams invoke')),
       invoke: async (_fn, event) => {
-        invocations++;
+        const n = ++invocations;
         invokedAt.push(Date.now());
         active++;
-        if (o.invokeMs) await pause(o.invokeMs).finally(() => active--);
-        else active--;
+        try {
+          if (o.invokeMs) await pause(o.invokeMs);
+          await o.during?.(n);
+        } finally {
+          active--;
+        }
         const answer = o.answer?.() ?? { ok: true, status: 200 };
         if (answer.ok) {
           const body = JSON.parse(event.body.toString()) as {
@@ -772,26 +778,60 @@ describe('the Kinesis source', () => {
     expect(duringBatch).toContain(true);
   });
 
-  it('without readAhead (Kinesis), reads only between batches', async () => {
+  it('starts the next GetRecords before the batch in flight answers, one batch at a time', async () => {
     const kinesis = new FakeKinesis(1);
     for (let i = 0; i < 4; i++) kinesis.put(0, `r${i}`);
-    const h = harness(kinesis, { batchSize: 2 }, { invokeMs: 150 });
-    const duringBatch: boolean[] = [];
-    const make = kinesis.client.bind(kinesis);
-    kinesis.client = () => {
-      const c = make();
-      const send = c.send.bind(c) as (cmd: unknown, o?: unknown) => Promise<unknown>;
-      (c as unknown as { send: typeof send }).send = async (cmd, o) => {
-        if ((cmd as object).constructor.name === 'GetRecordsCommand') {
-          duringBatch.push(h.active() > 0);
-        }
-        return send(cmd, o);
-      };
-      return c;
-    };
+    const reads: number[] = [];
+    const h = harness(
+      kinesis,
+      { batchSize: 2 },
+      {
+        // The first batch answers only once a second GetRecords was made meanwhile.
+        during: async (n) => {
+          if (n === 1) await until('a read during the first batch', () => kinesis.reads(0) >= 2);
+          reads.push(kinesis.reads(0));
+        },
+      },
+    );
     await h.start();
-    await until('every record', () => (h.records().length >= 4 ? true : undefined));
-    expect(duringBatch).not.toContain(true);
+    await until('the first batch in flight', () => (h.invocations() >= 1 ? true : undefined));
+    kinesis.put(0, 'r4');
+    await until('every record', () => (h.records().length >= 5 ? true : undefined));
+    expect(h.records()).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
+    expect(reads[0]).toBeGreaterThanOrEqual(2);
+  });
+
+  it('keeps the checkpoint before a failing batch while the next records are read ahead', async () => {
+    const kinesis = new FakeKinesis(1);
+    for (let i = 0; i < 4; i++) kinesis.put(0, `r${i}`);
+    const checkpoints = memoryCheckpoints();
+    const saved = () => checkpoints.data.get('shop/clicks/clicks')?.[kinesis.shards[0]!.id];
+    /** The checkpoint as each of the first batch's failing attempts answered. */
+    const whileFailing: Array<string | undefined> = [];
+    let attempts = 0;
+    const h = harness(
+      kinesis,
+      { batchSize: 2 },
+      {
+        checkpoints,
+        during: async (n) => {
+          if (n === 1) await until('a read during the first batch', () => kinesis.reads(0) >= 2);
+          if (n <= 3) whileFailing.push(saved());
+        },
+        answer: () =>
+          ++attempts <= 3
+            ? { ok: false, error: { errorType: 'Error', errorMessage: 'no' }, retryable: true }
+            : { ok: true, status: 200 },
+      },
+    );
+    await h.start();
+    await until('the first batch failed once', () => (h.invocations() >= 1 ? true : undefined));
+    kinesis.put(0, 'r4');
+    const last = () => kinesis.shards[0]!.records.at(-1)!.SequenceNumber;
+    await until('the checkpoint at the last record', () => (saved() === last() ? true : undefined));
+    expect(whileFailing).toEqual([undefined, undefined, undefined]);
+    expect(h.delivered.flat()).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
+    expect(h.delivered[0]).toEqual(['r0', 'r1']);
   });
 
   it('retries a record with no age limit only as long as the stream keeps it', async () => {

@@ -60,6 +60,9 @@ export const kinesisKind: StreamKind<KinesisClient, KinesisTrigger> = {
   eventType: eventTypes.kinesisBatch,
   matchOptions: {},
   timestamps: true,
+  // The next GetRecords starts while a batch is delivered, once fewer records than one read
+  // holds wait: a shard holds at most what waits plus one read ahead (10,000 records or 10 MB).
+  readAhead: readLimit,
   throttles: new Set(['ProvisionedThroughputExceededException', 'LimitExceededException']),
   makeClient: kinesisClientFor,
   async describe(c, t, abortSignal) {

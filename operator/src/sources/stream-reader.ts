@@ -119,9 +119,9 @@ export interface StreamKind<C extends StreamClient, T extends StreamTriggerBase>
   timestamps: boolean;
   /**
    * With fewer records than this waiting, the next read starts while a batch is delivered, so
-   * reading and invoking overlap (Lambda reads ahead too). Only for services whose reads are
-   * small: what is read ahead is held besides the batch. Absent: a shard reads only between
-   * batches.
+   * reading and invoking overlap (Lambda reads ahead too); still one batch in flight per shard,
+   * and the checkpoint moves only as batches are done. What is read ahead is held besides the
+   * batch: one read at most. Absent: a shard reads only between batches.
    */
   readAhead?: number;
   /** Error names that mean "slow down, the iterator stays good". */
@@ -779,18 +779,24 @@ class TriggerConsumer<C extends StreamClient, T extends StreamTriggerBase> {
         });
         if (due) {
           const batch = buffer.splice(0, batchLength(buffer, s.batchSize));
-          if (
-            this.kind.readAhead !== undefined &&
-            ahead === undefined &&
-            iterator !== undefined &&
-            !ended &&
-            buffer.length < this.kind.readAhead &&
-            Date.now() >= nextReadAt
-          ) {
+          // The next read starts while the batch is delivered: at once, or as soon as the least
+          // time between reads allows, if the batch is still in flight then.
+          const readAhead = () => {
+            if (ahead !== undefined || iterator === undefined || ended || signal.aborted) return;
             aheadAt = Date.now();
             ahead = readFrom(iterator);
             // Its failure is met where it is awaited (or not at all when the shard stops).
             ahead.catch(() => undefined);
+          };
+          let aheadTimer: NodeJS.Timeout | undefined;
+          if (
+            this.kind.readAhead !== undefined &&
+            ahead === undefined &&
+            buffer.length < this.kind.readAhead
+          ) {
+            const waitMs = nextReadAt - Date.now();
+            if (waitMs <= 0) readAhead();
+            else aheadTimer = setTimeout(readAhead, waitMs);
           }
           oldest = batch[0]!.arrivedAt;
           showAge();
@@ -799,6 +805,7 @@ class TriggerConsumer<C extends StreamClient, T extends StreamTriggerBase> {
           try {
             delivered = await deliverBatch(batch, s, deps);
           } finally {
+            clearTimeout(aheadTimer);
             clearInterval(ticker);
             oldest = undefined;
           }
