@@ -4,13 +4,9 @@
  * AWS's awslambdaric in a python3.11 process from the example's folder, invoked through the
  * stack's gateway with Lambda's S3 events.
  *
- * The local stack's python has awslambdaric but not the example's requirements: they are
- * installed here from PyPI (manylinux wheels) once into the harness's cache, and put on the
- * function's PYTHONPATH.
+ * The stack makes the function's virtual environment from its requirements.txt (boto3 and
+ * Pillow from PyPI) as `npm start` would, once, under the harness's cache.
  */
-import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { readFile, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
   CreateBucketCommand,
@@ -23,46 +19,13 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { EddyFunction } from '../../operator/src/api/types.js';
 import { ManifestSet } from '../../operator/src/local/manifests.js';
 import { localCodeDirAnnotation } from '../../operator/src/platform/local.js';
-import { cacheRoot, projectRoot, pythonRic } from '../harness/components.js';
+import { cacheRoot, projectRoot } from '../harness/components.js';
 import { s3Client, startMinio, type Minio } from '../harness/minio.js';
-import { run, tail } from '../harness/proc.js';
+import { tail } from '../harness/proc.js';
 import { canRun } from '../harness/suite.js';
 import { startStack, type Stack } from '../runtimes/stack.js';
 
 const exampleDir = resolve(projectRoot, 'examples', 'thumbnail-python');
-
-/** The example's requirements for the harness's python, installed once per requirements.txt. */
-async function requirements(): Promise<string> {
-  const file = join(exampleDir, 'requirements.txt');
-  const hash = createHash('sha256')
-    .update(await readFile(file))
-    .digest('hex')
-    .slice(0, 12);
-  const dir = join(cacheRoot, `thumbnail-python-deps-${hash}`);
-  if (existsSync(dir)) return dir;
-  const partial = `${dir}.partial`;
-  await rm(partial, { recursive: true, force: true });
-  await run(
-    pythonRic,
-    [
-      '-m',
-      'pip',
-      'install',
-      '-q',
-      '--disable-pip-version-check',
-      '--timeout',
-      '60',
-      '--only-binary=:all:',
-      '--target',
-      partial,
-      '-r',
-      file,
-    ],
-    { timeoutMs: 600_000 },
-  );
-  await rename(partial, dir);
-  return dir;
-}
 
 /** An object key as S3 events carry it: form-encoded, `/` kept, a space as `+`. */
 const eventKey = (key: string) =>
@@ -110,7 +73,6 @@ describe.runIf(canRun('minio', 'runtimes'))('the Python thumbnail example, local
       handler: 'lambda_function.lambda_handler',
     });
 
-    const deps = await requirements();
     minio = await startMinio();
     s3 = s3Client(minio);
     for (const bucket of ['photos', 'photos-thumbnails']) {
@@ -122,7 +84,6 @@ describe.runIf(canRun('minio', 'runtimes'))('the Python thumbnail example, local
       AWS_REGION: minio.region,
       AWS_ACCESS_KEY_ID: minio.accessKeyId,
       AWS_SECRET_ACCESS_KEY: minio.secretAccessKey,
-      PYTHONPATH: deps,
     };
     const variant = (name: string, env: Record<string, string>): EddyFunction => ({
       ...manifest,
@@ -146,10 +107,15 @@ describe.runIf(canRun('minio', 'runtimes'))('the Python thumbnail example, local
       },
     });
     // JSON is YAML: the stack reads the Functions as written.
-    stack = await startStack([
-      `${JSON.stringify(variant('thumbnail-python', {}))}\n`,
-      `${JSON.stringify(variant('loop', { DEST_BUCKET: 'photos' }))}\n`,
-    ]);
+    // The stack makes the example's virtual environment itself (awslambdaric and its
+    // requirements.txt), as `npm start` does; kept in the harness's cache across runs.
+    stack = await startStack(
+      [
+        `${JSON.stringify(variant('thumbnail-python', {}))}\n`,
+        `${JSON.stringify(variant('loop', { DEST_BUCKET: 'photos' }))}\n`,
+      ],
+      { EDDY_PYTHON: '', EDDY_LANGUAGES_DIR: join(cacheRoot, 'languages') },
+    );
   }, 900_000);
 
   afterEach((ctx) => {
