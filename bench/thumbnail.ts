@@ -284,6 +284,8 @@ async function startStack(dir: string): Promise<Stack> {
     if (value !== undefined) env[variable] = value;
   }
   env.PATH = storePath(env.PATH ?? '');
+  // The Node the Function names, fetched once into the project's .eddy rather than each scratch dir.
+  env.EDDY_LANGUAGES_DIR = process.env.EDDY_LANGUAGES_DIR ?? join(projectRoot, '.eddy');
   // In the scratch directory: the store keeps its objects under ./.eddy/s3.
   const child = spawn(
     process.execPath,
