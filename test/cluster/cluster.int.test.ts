@@ -124,6 +124,38 @@ describe.skipIf(!canRun('cluster'))('on a one-node cluster', () => {
         labelSelector: `eddy.dev/function=${name}`,
       })
     ).items.filter((p) => !p.metadata?.deletionTimestamp);
+  /**
+   * MinIO on the host, on the bridge's address so pods reach it, posting bucket events to the
+   * gateway's Service with the chart's token; and the photos buckets. Started once; a later call
+   * finds it running.
+   */
+  const startStore = async (): Promise<{ minio: Minio; s3: S3Client }> => {
+    if (!minio || !s3) {
+      const gateway = await gatewayUrl();
+      minio = await startMinio({
+        host: nodeIp,
+        port: minioPort,
+        webhook: { endpoint: `${gateway}/sources/s3`, authToken: webhookToken },
+      });
+      s3 = s3Client(minio);
+      for (const bucket of ['photos', 'photos-thumbnails']) {
+        await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+      }
+    }
+    return { minio, s3 };
+  };
+  /** The operator (leader, in a pod) wrote the photos bucket's notification entry. */
+  const photosNotifyGateway = (store: S3Client) =>
+    until(
+      'the photos bucket to notify the gateway',
+      async () => {
+        const config = await store.send(
+          new GetBucketNotificationConfigurationCommand({ Bucket: 'photos' }),
+        );
+        return (config.QueueConfigurations ?? []).length > 0;
+      },
+      120_000,
+    );
   const readyReplicas = async (name: string) =>
     (await apps.readNamespacedDeployment({ namespace: 'default', name })).status?.readyReplicas ??
     0;
@@ -519,41 +551,19 @@ spec:
   }, 400_000);
 
   it('the thumbnail story: an upload to MinIO becomes a thumbnail, made by the function as a pod', async () => {
-    const gateway = await gatewayUrl();
-    // MinIO on the host, on the bridge's address so pods reach it; it posts bucket events to the
-    // gateway's Service with the chart's token.
-    minio = await startMinio({
-      host: nodeIp,
-      port: minioPort,
-      webhook: { endpoint: `${gateway}/sources/s3`, authToken: webhookToken },
-    });
-    s3 = s3Client(minio);
-    for (const bucket of ['photos', 'photos-thumbnails']) {
-      await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-    }
-    const manifest = await thumbnailManifest(minio);
-    expect(manifest).toContain(minio.endpoint);
+    const store = await startStore();
+    const manifest = await thumbnailManifest(store.minio);
+    expect(manifest).toContain(store.minio.endpoint);
     expect(manifest).not.toMatch(/eddysecret|(value|accessKeyId): eddy\b/);
     await apply('thumbnail', manifest);
-
-    // The operator (leader, in a pod) wrote the bucket's notification entry.
-    await until(
-      'the photos bucket to notify the gateway',
-      async () => {
-        const config = await s3!.send(
-          new GetBucketNotificationConfigurationCommand({ Bucket: 'photos' }),
-        );
-        return (config.QueueConfigurations ?? []).length > 0;
-      },
-      120_000,
-    );
+    await photosNotifyGateway(store.s3);
 
     const photo = await sharp({
       create: { width: 1600, height: 1200, channels: 3, background: { r: 200, g: 80, b: 40 } },
     })
       .jpeg()
       .toBuffer();
-    await s3.send(
+    await store.s3.send(
       new PutObjectCommand({
         Bucket: 'photos',
         Key: 'holiday/beach 1.jpg',
@@ -566,7 +576,7 @@ spec:
       'the thumbnail in photos-thumbnails',
       async () => {
         try {
-          const out = await s3!.send(
+          const out = await store.s3.send(
             new GetObjectCommand({ Bucket: 'photos-thumbnails', Key: 'holiday/beach 1.jpg' }),
           );
           thumbnail = Buffer.from(await out.Body!.transformToByteArray());
@@ -753,15 +763,25 @@ spec:
       120_000,
     );
 
-    if (!s3) return;
-    const fn = (await custom.getNamespacedCustomObject({
-      group: 'eddy.dev',
-      version: 'v1alpha1',
-      namespace: 'default',
-      plural: 'functions',
-      name: 'thumbnail',
-    })) as { metadata: { finalizers?: string[] } };
-    expect(fn.metadata.finalizers).toContain('eddy.dev/cleanup');
+    // The clean-up check stands on its own: the store and the thumbnail Function are set up
+    // here when the thumbnail story did not (apply leaves a Function already there unchanged).
+    const store = await startStore();
+    await apply('thumbnail', await thumbnailManifest(store.minio));
+    await photosNotifyGateway(store.s3);
+    await until(
+      'the thumbnail Function to hold the clean-up finalizer',
+      async () => {
+        const fn = (await custom.getNamespacedCustomObject({
+          group: 'eddy.dev',
+          version: 'v1alpha1',
+          namespace: 'default',
+          plural: 'functions',
+          name: 'thumbnail',
+        })) as { metadata: { finalizers?: string[] } };
+        return (fn.metadata.finalizers ?? []).includes('eddy.dev/cleanup');
+      },
+      60_000,
+    );
     await kubectl(
       'delete',
       'function',
@@ -771,7 +791,7 @@ spec:
       '--wait=true',
       '--timeout=120s',
     );
-    const config = await s3.send(
+    const config = await store.s3.send(
       new GetBucketNotificationConfigurationCommand({ Bucket: 'photos' }),
     );
     expect(config.QueueConfigurations ?? []).toEqual([]);

@@ -1,5 +1,4 @@
 import * as k8s from '@kubernetes/client-node';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { startKube, type AuditEvent } from '../harness/kube.js';
@@ -52,6 +51,51 @@ describe.skipIf(!canRun('kube'))(
           ? fn
           : undefined;
       });
+    const networking = () => admin.makeApiClient(k8s.NetworkingV1Api);
+    /** The resourceVersions of a Function and its children: on the API server, in the operator's caches. */
+    const serverVersions = async (name: string) => {
+      const rv = (read: Promise<{ metadata?: { resourceVersion?: string } }>) =>
+        read.then(
+          (o) => o.metadata?.resourceVersion,
+          () => undefined,
+        );
+      return {
+        fn: await rv(getFn(name)),
+        code: await rv(core.readNamespacedConfigMap({ name: `${name}-code`, namespace: ns })),
+        deployment: await rv(apps.readNamespacedDeployment({ name, namespace: ns })),
+        service: await rv(core.readNamespacedService({ name, namespace: ns })),
+        policy: await rv(networking().readNamespacedNetworkPolicy({ name, namespace: ns })),
+      };
+    };
+    const cachedVersions = (name: string) => {
+      const { caches } = operator!.controller()!;
+      return {
+        fn: caches.functions.get(name, ns)?.metadata.resourceVersion,
+        code: caches.configMaps.get(`${name}-code`, ns)?.metadata?.resourceVersion,
+        deployment: caches.deployments.get(name, ns)?.metadata?.resourceVersion,
+        service: caches.services.get(name, ns)?.metadata?.resourceVersion,
+        policy: caches.networkPolicies.get(name, ns)?.metadata?.resourceVersion,
+      };
+    };
+    /**
+     * Resolves once the operator's caches hold the API server's current version of the Function
+     * and of each of its children, and the reconciles their watch events queued have finished
+     * with nothing written meanwhile: whatever the operator does about its own writes, it has
+     * done. (A cache calls the controller's handler as it takes each event, so an event the cache
+     * shows has been queued.)
+     */
+    const caughtUp = (name: string) =>
+      waitFor(
+        `the operator to have seen and handled the latest ${name} and its children`,
+        async () => {
+          const live = await serverVersions(name);
+          if (JSON.stringify(cachedVersions(name)) !== JSON.stringify(live)) return undefined;
+          await operator!.controller()!.idle();
+          return JSON.stringify(await serverVersions(name)) === JSON.stringify(live)
+            ? live
+            : undefined;
+        },
+      );
 
     beforeAll(async () => {
       admin = kube().kubeConfig;
@@ -334,10 +378,9 @@ describe.skipIf(!canRun('kube'))(
       const from = auditOffset();
       await createFn('lean', { code: { inline: 'export const handler = () => 1;' } });
       await settled('lean');
-      // The watch events of those writes come back and are reconciled too: wait for them.
-      await operator!.controller()!.idle();
-      await sleep(1000);
-      await operator!.controller()!.idle();
+      // The watch events of those writes come back and are reconciled too: wait until the
+      // operator has seen the last version of each and handled it.
+      await caughtUp('lean');
       const requests = operatorRequests(from)
         .filter((e) => e.objectRef?.namespace === ns)
         .filter((e) => ['lean', 'lean-code'].includes(e.objectRef?.name ?? ''))
@@ -480,9 +523,9 @@ describe.skipIf(!canRun('kube'))(
       await waitFor('the new operator to lead', async () =>
         operator!.leading() ? true : undefined,
       );
-      // It reconciles every Function once it has listed them.
-      await sleep(500);
-      await operator.controller()!.idle();
+      // It listed every Function before it led and queued each when it began to lead: once the
+      // queue is idle, each has been reconciled.
+      await caughtUp('steady');
       // Not a single write by the operator, apart from its lease (the API server's audit log). A
       // request the API server refused changed nothing: the Function whose env it rejects, and the
       // creations it answers with 409 because someone else's object holds the name.
@@ -498,11 +541,59 @@ describe.skipIf(!canRun('kube'))(
       expect(await versions()).toEqual(before);
     });
 
-    it('runs the finalizer on delete and lets the Function go', async () => {
+    it('lets a Function with nothing outside the cluster go at once, without a finalizer, and leaves its children to garbage collection', async () => {
       await createFn('goodbye', { code: { inline: 'export const handler = () => 1;' } });
-      await settled('goodbye');
+      const fn = await settled('goodbye');
+      // This operator has no cleaner (no bucket notifications to remove): nothing for a finalizer
+      // to wait for, so the Function has none.
+      expect(fn.metadata.finalizers ?? []).toEqual([]);
+      const children = [
+        () => core.readNamespacedConfigMap({ name: 'goodbye-code', namespace: ns }),
+        () => apps.readNamespacedDeployment({ name: 'goodbye', namespace: ns }),
+        () => core.readNamespacedService({ name: 'goodbye', namespace: ns }),
+        () => networking().readNamespacedNetworkPolicy({ name: 'goodbye', namespace: ns }),
+      ];
+      // Each child names the Function as its controlling owner, by uid: the garbage collector
+      // deletes them with it (and would block the owner's foreground deletion until they go).
+      for (const read of children) {
+        expect((await read()).metadata!.ownerReferences).toEqual([
+          {
+            apiVersion: 'eddy.dev/v1alpha1',
+            kind: 'Function',
+            name: 'goodbye',
+            uid: fn.metadata.uid,
+            controller: true,
+            blockOwnerDeletion: true,
+          },
+        ]);
+      }
+      await caughtUp('goodbye');
+      const from = auditOffset();
       await fns.delete('goodbye');
-      await fns.gone('goodbye');
+      // No finalizer held it: the delete itself removed it.
+      await expect(getFn('goodbye')).rejects.toMatchObject({ code: 404 });
+
+      // This API server runs no garbage collector: do its work, as it would on the owner's delete.
+      await core.deleteNamespacedConfigMap({ name: 'goodbye-code', namespace: ns });
+      await apps.deleteNamespacedDeployment({ name: 'goodbye', namespace: ns });
+      await core.deleteNamespacedService({ name: 'goodbye', namespace: ns });
+      await networking().deleteNamespacedNetworkPolicy({ name: 'goodbye', namespace: ns });
+      // The operator sees all of that, handles each event, and makes nothing again.
+      await caughtUp('goodbye');
+      expect(cachedVersions('goodbye')).toEqual({
+        fn: undefined,
+        code: undefined,
+        deployment: undefined,
+        service: undefined,
+        policy: undefined,
+      });
+      for (const read of children) await expect(read()).rejects.toMatchObject({ code: 404 });
+      const writes = operatorRequests(from)
+        .filter((e) => e.objectRef?.namespace === ns)
+        .filter((e) => ['goodbye', 'goodbye-code'].includes(e.objectRef?.name ?? ''))
+        .filter((e) => ['create', 'update', 'patch', 'delete'].includes(e.verb))
+        .map((e) => `${e.verb} ${e.objectRef!.resource}/${e.objectRef!.name}`);
+      expect(writes).toEqual([]);
     });
   },
 );

@@ -1,8 +1,45 @@
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { billedFor, startRuntime, waitForReadyz } from '../harness/runtime.js';
 import { usePerTest } from '../harness/suite.js';
+
+/**
+ * Where 'hold' invocations say they started and wait to be let go: a handler asks
+ * GET /hold/<name>, which resolves `started(name)` and is answered by `release(name, value)`.
+ */
+async function holds() {
+  const waiting = new Map<string, ServerResponse>();
+  const arrived = new Map<string, () => void>();
+  const server = createServer((req, res) => {
+    const name = decodeURIComponent(req.url!.replace(/^\/hold\//, ''));
+    waiting.set(name, res);
+    arrived.get(name)?.();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    processes: [],
+    /** The event of an invocation that holds until released. */
+    event: (name: string) => ({ action: 'hold', url: `${url}/hold/${name}` }),
+    started: (name: string) =>
+      waiting.has(name)
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => arrived.set(name, resolve)),
+    release(name: string, value: string) {
+      waiting.get(name)!.end(value);
+    },
+    async stop() {
+      server.closeAllConnections();
+      server.close();
+      await once(server, 'close');
+    },
+  };
+}
 
 async function invoke(url: string, body: unknown = {}) {
   const res = await fetch(url, { method: 'POST', body: JSON.stringify(body) });
@@ -27,6 +64,7 @@ export const handler = async (event, context) => {
     case 'spin': { const t = Date.now(); while (Date.now() - t < event.ms) {} return 'spun'; }
     case 'circular': { const o = {}; o.self = o; return o; }
     case 'hog': { const keep = []; for (;;) keep.push(new Array(1e5).fill(Math.random())); }
+    case 'hold': return (await fetch(event.url)).text();
     case 'escape': setTimeout(() => { throw new Error('thrown from a timer'); }, 1); await new Promise((r) => setTimeout(r, 200)); return 'unreachable';
   }
 };`;
@@ -98,23 +136,40 @@ describe('runtime: answers', () => {
   });
 
   it('times out every invocation in flight at its own deadline', async () => {
+    const timeoutMs = 2000;
     const rt = track(
       await startRuntime(
         { 'index.mjs': actions },
-        { EDDY_TIMEOUT_MS: '600', EDDY_CONCURRENCY: '3' },
+        { EDDY_TIMEOUT_MS: String(timeoutMs), EDDY_CONCURRENCY: '4' },
       ),
     );
+    const h = track(await holds());
     await waitForReadyz(rt.url, 200);
     const exited = once(rt.process.child, 'exit');
-    const first = invoke(rt.url, { action: 'sleep', ms: 5000 });
-    await new Promise((r) => setTimeout(r, 200));
-    const second = invoke(rt.url, { action: 'sleep', ms: 5000 });
+    const first = invoke(rt.url, h.event('first'));
+    await h.started('first');
+    // The others start half a timeout later, so that their deadlines come well after the first's.
+    await sleep(timeoutMs / 2);
+    const othersSent = Date.now();
+    const survivor = invoke(rt.url, h.event('survivor'));
+    const second = invoke(rt.url, h.event('second'));
+    await Promise.all([h.started('survivor'), h.started('second')]);
     const quick = invoke(rt.url, { action: 'sleep', ms: 50 });
     expect((await quick).status).toBe(200);
-    for (const timedOut of await Promise.all([first, second])) {
-      expect(timedOut.status).toBe(504);
-      expect(timedOut.json).toMatchObject({ errorMessage: 'Task timed out after 0.60 seconds' });
-    }
+
+    const timedOut = await first;
+    expect(timedOut.status).toBe(504);
+    expect(timedOut.json).toMatchObject({ errorMessage: 'Task timed out after 2.00 seconds' });
+    // Let go only now, the survivor answers with what its handler returned: the first deadline
+    // ended no other invocation.
+    h.release('survivor', 'still running');
+    const survived = await survivor;
+    expect(survived.status).toBe(200);
+    expect(survived.json).toBe('still running');
+    const late = await second;
+    expect(late.status).toBe(504);
+    expect(late.json).toMatchObject({ errorMessage: 'Task timed out after 2.00 seconds' });
+    expect(Date.now() - othersSent).toBeGreaterThanOrEqual(timeoutMs);
     expect(((await exited) as [number | null])[0]).toBe(1);
   });
 
@@ -122,20 +177,24 @@ describe('runtime: answers', () => {
     const rt = track(
       await startRuntime(
         { 'index.mjs': actions },
-        { EDDY_TIMEOUT_MS: '1000', EDDY_CONCURRENCY: '2' },
+        { EDDY_TIMEOUT_MS: '2000', EDDY_CONCURRENCY: '2' },
       ),
     );
+    const h = track(await holds());
     await waitForReadyz(rt.url, 200);
     const exited = once(rt.process.child, 'exit');
-    const late = invoke(rt.url, { action: 'sleep', ms: 5000 });
-    // Started later, so its own deadline is later: it is still running when the first times out.
-    await new Promise((r) => setTimeout(r, 600));
-    const other = invoke(rt.url, { action: 'sleep', ms: 700 });
+    const late = invoke(rt.url, h.event('late'));
+    await h.started('late');
+    // Started a second later, its own deadline is a second later: it is still running, and stays
+    // so until released, while the checks below run.
+    await sleep(1000);
+    const other = invoke(rt.url, h.event('other'));
+    await h.started('other');
     const timedOut = await late;
     expect(timedOut.status).toBe(504);
     expect(timedOut.json).toEqual({
       errorType: 'Sandbox.Timedout',
-      errorMessage: 'Task timed out after 1.00 seconds',
+      errorMessage: 'Task timed out after 2.00 seconds',
     });
     expect(timedOut.headers.get('x-eddy-function-error')).toBe('Unhandled');
     // Readiness is off at once, and new work is turned away while the other invocation runs.
@@ -143,13 +202,14 @@ describe('runtime: answers', () => {
     const refused = await invoke(rt.url, { action: 'return', value: 1 });
     expect(refused.status).toBe(503);
     expect(refused.headers.get('retry-after')).toBe('1');
-    expect((await other).json).toEqual({ slept: 700 });
+    h.release('other', 'finished');
+    expect((await other).json).toEqual('finished');
     const [code] = (await exited) as [number | null];
     expect(code).toBe(1);
     const log = rt.log();
-    expect(log).toMatch(/\tERROR\tTask timed out after 1\.00 seconds/);
+    expect(log).toMatch(/\tERROR\tTask timed out after 2\.00 seconds/);
     expect(log).toMatch(
-      /REPORT RequestId: \S+\tDuration: 1000\.00 ms\tBilled Duration: 1000 ms\t.*\tStatus: timeout/,
+      /REPORT RequestId: \S+\tDuration: 2000\.00 ms\tBilled Duration: 2000 ms\t.*\tStatus: timeout/,
     );
   });
 
@@ -179,12 +239,10 @@ describe('runtime: answers', () => {
         { EDDY_CONCURRENCY: '2', EDDY_TIMEOUT_MS: '5000' },
       ),
     );
+    const h = track(await holds());
     await waitForReadyz(rt.url, 200);
-    const slow = [
-      invoke(rt.url, { action: 'sleep', ms: 400 }),
-      invoke(rt.url, { action: 'sleep', ms: 400 }),
-    ];
-    await new Promise((r) => setTimeout(r, 100));
+    const slow = [invoke(rt.url, h.event('one')), invoke(rt.url, h.event('two'))];
+    await Promise.all([h.started('one'), h.started('two')]);
     const third = await invoke(rt.url, { action: 'return', value: 3 });
     expect(third.status).toBe(429);
     expect(third.headers.get('retry-after')).toBe('1');
@@ -192,6 +250,8 @@ describe('runtime: answers', () => {
     expect(String(third.json!.errorMessage)).toMatch(
       /already running 2 invocation\(s\).*EDDY_CONCURRENCY/,
     );
+    h.release('one', '1');
+    h.release('two', '2');
     for (const r of await Promise.all(slow)) expect(r.status).toBe(200);
     expect((await invoke(rt.url, { action: 'return', value: 4 })).json).toBe(4);
   });
@@ -275,15 +335,17 @@ describe('runtime: answers', () => {
         { EDDY_CONCURRENCY: '4', EDDY_TIMEOUT_MS: '5000' },
       ),
     );
+    const h = track(await holds());
     await waitForReadyz(rt.url, 200);
     const exited = once(rt.process.child, 'exit');
-    const inFlight = invoke(rt.url, { action: 'sleep', ms: 700 });
-    await new Promise((r) => setTimeout(r, 100));
+    const inFlight = invoke(rt.url, h.event('in-flight'));
+    await h.started('in-flight');
     rt.process.child.kill('SIGTERM');
     await waitForReadyz(rt.url, 503, /SIGTERM/, 500);
     const refused = await invoke(rt.url, { action: 'return', value: 1 });
     expect(refused.status).toBe(503);
-    expect((await inFlight).json).toEqual({ slept: 700 });
+    h.release('in-flight', 'done');
+    expect((await inFlight).json).toEqual('done');
     expect(((await exited) as [number | null])[0]).toBe(0);
   });
 

@@ -1,5 +1,8 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { promtoolBinary } from '../harness/components.js';
 import { billedFor, startRuntime, waitForReadyz } from '../harness/runtime.js';
@@ -11,9 +14,41 @@ export const handler = async (event) => {
   console.warn('careful');
   console.error(new Error('shown, not thrown').message);
   if (event.fail) throw new Error('failed on purpose');
+  if (event.hold) await (await fetch(event.hold)).text();
   if (event.sleep) await new Promise((r) => setTimeout(r, event.sleep));
   return 'ok';
 };`;
+
+/**
+ * Where invocations with `hold` say they started and wait to be let go: the handler asks
+ * GET /<name>, which resolves `started(name)` and is answered by `release(name)`.
+ */
+async function holds() {
+  const waiting = new Map<string, ServerResponse>();
+  const arrived = new Map<string, () => void>();
+  const server = createServer((req, res) => {
+    const name = req.url!.slice(1);
+    waiting.set(name, res);
+    arrived.get(name)?.();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    processes: [],
+    url: (name: string) => `${url}/${name}`,
+    started: (name: string) =>
+      waiting.has(name)
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => arrived.set(name, resolve)),
+    release: (name: string) => waiting.get(name)!.end('released'),
+    async stop() {
+      server.closeAllConnections();
+      server.close();
+      await once(server, 'close');
+    },
+  };
+}
 
 async function invoke(url: string, body: unknown, requestId?: string) {
   const res = await fetch(url, {
@@ -144,21 +179,35 @@ describe('runtime: logs and metrics', () => {
   it.skipIf(!canRun('prometheus'))(
     'exposes invocation metrics that promtool accepts, with namespace and function labels',
     async () => {
+      const timeoutMs = 2000;
       const rt = track(
         await startRuntime(
           { 'index.mjs': logging },
-          { EDDY_TIMEOUT_MS: '1000', EDDY_CONCURRENCY: '2' },
+          { EDDY_TIMEOUT_MS: String(timeoutMs), EDDY_CONCURRENCY: '2' },
         ),
       );
+      const h = track(await holds());
       await waitForReadyz(rt.url, 200);
-      await invoke(rt.url, { n: 1 });
-      await invoke(rt.url, { n: 2 });
-      await invoke(rt.url, { fail: true });
+      const answered: Response[] = [];
+      const invoked = async (body: unknown) => {
+        const res = await invoke(rt.url, body);
+        answered.push(res);
+        return res;
+      };
+      await invoked({ n: 1 });
+      await invoked({ n: 2 });
+      await invoked({ fail: true });
       // One long invocation holds a slot while two more arrive: one runs, one is throttled.
-      const long = invoke(rt.url, { sleep: 200 });
-      await new Promise((r) => setTimeout(r, 50));
-      await Promise.all([invoke(rt.url, { sleep: 150 }), invoke(rt.url, { sleep: 150 })]);
-      await long;
+      const long = invoked({ hold: h.url('long'), sleep: 200 });
+      await h.started('long');
+      const pair = ['b', 'c'].map((name) => invoked({ hold: h.url(name), sleep: 150 }));
+      const refused = await Promise.race(pair.map((p, i) => p.then((res) => ({ res, i }))));
+      expect(refused.res.status).toBe(429);
+      const admitted = ['b', 'c'][1 - refused.i]!;
+      await h.started(admitted);
+      h.release(admitted);
+      h.release('long');
+      await Promise.all([...pair, long]);
 
       const text = await (await fetch(`${rt.url}/metrics`)).text();
       // The runtime's own metrics pass promtool's checks without a remark.
@@ -184,21 +233,38 @@ describe('runtime: logs and metrics', () => {
       );
       expect(sample(text, 'eddy_runtime_invocations_total', { ...l, outcome: 'timeout' })).toBe(0);
       expect(sample(text, 'eddy_runtime_invocation_duration_seconds_count', l)).toBe(5);
-      expect(
-        sample(text, 'eddy_runtime_invocation_duration_seconds_bucket', { ...l, le: '0.001' }),
-      ).toBeGreaterThanOrEqual(0);
-      expect(
-        sample(text, 'eddy_runtime_invocation_duration_seconds_bucket', { ...l, le: '0.1' }),
-      ).toBe(3);
+      // Every bucket holds exactly the invocations whose answers gave a duration within it (the
+      // throttled one ran nothing and has none).
+      const ran = answered.filter((res) => res.status !== 429);
+      expect(ran).toHaveLength(5);
+      const durations = ran.map((res) => Number(res.headers.get('x-eddy-duration-ms')));
+      const bounds = [
+        ...text.matchAll(/^eddy_runtime_invocation_duration_seconds_bucket\{.*le="([^"]+)"/gm),
+      ]
+        .map((m) => m[1]!)
+        .filter((le) => le !== '+Inf');
+      expect(bounds).toContain('0.001');
+      for (const le of bounds) {
+        const boundMs = Number(le) * 1000;
+        // The header rounds to 1/100 ms: one that rounds onto the bound could lie either side.
+        if (durations.some((d) => Math.abs(d - boundMs) < 0.01)) continue;
+        expect(
+          sample(text, 'eddy_runtime_invocation_duration_seconds_bucket', { ...l, le }),
+          `bucket le=${le}`,
+        ).toBe(durations.filter((d) => d <= boundMs).length);
+      }
+      expect(durations.filter((d) => d >= 150)).toHaveLength(2);
       expect(
         sample(text, 'eddy_runtime_invocation_duration_seconds_bucket', { ...l, le: '900' }),
       ).toBe(5);
       expect(sample(text, 'eddy_runtime_in_flight', l)).toBe(0);
       expect(sample(text, 'eddy_runtime_init_duration_seconds', l)).toBeGreaterThan(0);
-      // 200 ms + 150 ms of sleeping, and at least 1 ms for each of the other three.
+      // The sum of what each answer said it billed: 200 ms + 150 ms of sleeping at least, and at
+      // least 1 ms for each of the other three.
       const billed = sample(text, 'eddy_runtime_billed_duration_seconds_total', l)!;
+      const billedMs = ran.map((res) => Number(res.headers.get('x-eddy-billed-duration-ms')));
+      expect(billed).toBeCloseTo(billedMs.reduce((a, b) => a + b, 0) / 1000, 6);
       expect(billed).toBeGreaterThanOrEqual(0.353);
-      expect(billed).toBeLessThan(0.6);
       // Node's default metrics, with the same labels.
       expect(sample(text, 'process_resident_memory_bytes', l)).toBeGreaterThan(0);
       expect(sample(text, 'nodejs_heap_size_used_bytes', l)).toBeGreaterThan(0);
@@ -206,13 +272,17 @@ describe('runtime: logs and metrics', () => {
       // Timeouts are counted too. The runtime recycles once nothing is in flight, so a second
       // invocation keeps it up long enough to be scraped.
       const exited = once(rt.process.child, 'exit');
-      const timedOut = invoke(rt.url, { sleep: 5000 });
-      await new Promise((r) => setTimeout(r, 500));
-      const keepsItUp = invoke(rt.url, { sleep: 900 });
+      const timedOut = invoke(rt.url, { hold: h.url('never') });
+      await h.started('never');
+      // Half a timeout later, so that its own deadline is well after the scrape below.
+      await sleep(timeoutMs / 2);
+      const keepsItUp = invoke(rt.url, { hold: h.url('keeps-it-up') });
+      await h.started('keeps-it-up');
       expect((await timedOut).status).toBe(504);
       const after = await (await fetch(`${rt.url}/metrics`)).text();
       expect(sample(after, 'eddy_runtime_invocations_total', { ...l, outcome: 'timeout' })).toBe(1);
       expect(sample(after, 'eddy_runtime_in_flight', l)).toBe(1);
+      h.release('keeps-it-up');
       expect((await keepsItUp).status).toBe(200);
       await exited;
     },

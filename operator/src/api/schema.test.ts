@@ -315,8 +315,8 @@ describe('loadFunctionSchema', () => {
     expect(schema.rules.map((r) => r.rule).sort()).toEqual([...found].sort());
   });
 
-  it('passes a Function that reaches every rule of the CRD', () => {
-    accepted(
+  it('passes Functions that between them reach every rule of the CRD', () => {
+    const reaching = [
       manifest(
         {
           image: undefined,
@@ -335,6 +335,7 @@ describe('loadFunctionSchema', () => {
                 startingPosition: 'AT_TIMESTAMP',
                 startingTimestamp: '2024-05-01T12:00:00Z',
                 maxRecordAgeSeconds: 3600,
+                filterCriteria: { filters: [{ pattern: '{"data": {"kind": ["click"]}}' }] },
                 connection,
               },
             },
@@ -343,7 +344,64 @@ describe('loadFunctionSchema', () => {
         },
         { name: 'thumbnail' },
       ),
-    );
+      manifest({
+        runtime: 'java17',
+        handler: 'example.Orders::handleRequest',
+        deadLetter: { s3: { bucket: 'dead', connection } },
+        triggers: [
+          {
+            name: 'orders',
+            dynamodb: {
+              table: 'orders',
+              maxRecordAgeSeconds: 60,
+              filterCriteria: { filters: [{ pattern: '{"eventName": ["INSERT"]}' }] },
+              connection,
+            },
+          },
+        ],
+      }),
+    ];
+    for (const fn of reaching) accepted(fn);
+
+    // Every rule, one at a time, made to fail with a message of its own: a rule is reached when
+    // some manifest above is then refused with that message. Aliased schemas (&id001) are copied
+    // apart, so that each place a rule applies counts on its own.
+    const crd = JSON.parse(JSON.stringify(parse(crdText, { maxAliasCount: -1 }))) as unknown;
+    const places: Array<{ path: string; entry: Record<string, unknown> }> = [];
+    const walk = (node: unknown, path: string): void => {
+      if (Array.isArray(node)) node.forEach((n, i) => walk(n, `${path}[${i}]`));
+      else if (typeof node === 'object' && node !== null) {
+        for (const [key, value] of Object.entries(node)) {
+          if (key === 'x-kubernetes-validations') {
+            for (const entry of value as Array<Record<string, unknown>>)
+              places.push({
+                path: `${path.replace(/\.properties/g, '')}: ${String(entry.rule)}`,
+                entry,
+              });
+          }
+          walk(value, `${path}.${key}`);
+        }
+      }
+    };
+    walk(crd, '');
+    expect(places.length).toBeGreaterThanOrEqual(schema.rules.length);
+    const unreached = places.filter(({ entry }, i) => {
+      const original = { ...entry };
+      const message = `rule ${i} made to fail`;
+      Object.assign(entry, { rule: 'false', message });
+      delete entry.messageExpression;
+      try {
+        const failing = loadFunctionSchema(JSON.stringify(crd));
+        return !reaching.some((fn) => {
+          const result = checkFunction(failing, fn);
+          return 'problems' in result && result.problems.some((p) => p.endsWith(message));
+        });
+      } finally {
+        for (const key of Object.keys(entry)) delete entry[key];
+        Object.assign(entry, original);
+      }
+    });
+    expect(unreached.map((p) => p.path)).toEqual([]);
   });
 
   it('refuses a CRD whose rule the CEL library cannot compile, naming the field', () => {

@@ -385,8 +385,22 @@ describe('delivering a batch with stream retries', () => {
   it('gives up at once on a batch the function refuses as bad, unless it can bisect', async () => {
     const bad: AttemptResult = { ...failed, status: 400, retryable: false };
     const h = harness(() => bad);
-    await deliverBatch(recs(1, 2), settings(), h.deps);
+    expect(await deliverBatch(recs(1, 2), settings(), h.deps)).toBe(true);
+    expect(h.calls).toEqual([[1, 2]]);
+    expect(h.sleeps).toEqual([]);
     expect(h.deadLetters).toMatchObject([{ seqs: [1, 2], condition: 'NotRetryable', attempts: 1 }]);
+    expect(h.checkpoints).toEqual([2]);
+
+    // With bisectOnError the refused batch is split until the record it refuses stands alone:
+    // only that one is given up on, at once, and the records around it are delivered.
+    const b = harness((records) => (records.includes(2) ? bad : ok()));
+    expect(await deliverBatch(recs(1, 2, 3, 4), settings({ bisectOnError: true }), b.deps)).toBe(
+      true,
+    );
+    expect(b.calls).toEqual([[1, 2, 3, 4], [1, 2], [1], [2], [3, 4]]);
+    expect(b.sleeps).toEqual([]);
+    expect(b.deadLetters).toMatchObject([{ seqs: [2], condition: 'NotRetryable' }]);
+    expect(b.checkpoints).toEqual([1, 2, 4]);
   });
 
   it('does not checkpoint past records whose dead letter failed: the shard waits and sends it again', async () => {

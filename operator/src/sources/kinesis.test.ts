@@ -1,4 +1,5 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { getEventListeners } from 'node:events';
 import type { KinesisClient } from '@aws-sdk/client-kinesis';
 import { Registry } from 'prom-client';
 import { setTimeout as pause } from 'node:timers/promises';
@@ -849,16 +850,36 @@ describe('the Kinesis source', () => {
 });
 
 describe('a call signal', () => {
-  it('aborts after its time, follows its parent, and leaves no listener behind', async () => {
-    const parent = new AbortController();
-    const timed = callSignal(parent.signal, 20);
-    await pause(40);
-    expect(timed.signal.aborted).toBe(true);
-    expect((timed.signal.reason as Error).name).toBe('TimeoutError');
-    timed.done();
-    const follow = callSignal(parent.signal, 10_000);
-    parent.abort();
-    expect(follow.signal.aborted).toBe(true);
-    follow.done();
+  it('aborts after its time, follows its parent, and leaves no listener or timer behind', () => {
+    vi.useFakeTimers();
+    try {
+      const parent = new AbortController();
+      const listeners = () => getEventListeners(parent.signal, 'abort').length;
+      const timed = callSignal(parent.signal, 20);
+      expect(listeners()).toBe(1);
+      expect(vi.getTimerCount()).toBe(1);
+      vi.advanceTimersByTime(19);
+      expect(timed.signal.aborted).toBe(false);
+      vi.advanceTimersByTime(1);
+      expect(timed.signal.aborted).toBe(true);
+      expect((timed.signal.reason as Error).name).toBe('TimeoutError');
+      timed.done();
+      expect(listeners()).toBe(0);
+
+      // Calls that settle in time, one after another on a long-lived parent, leave nothing.
+      for (let i = 0; i < 100; i++) callSignal(parent.signal, 10_000).done();
+      expect(listeners()).toBe(0);
+      expect(vi.getTimerCount()).toBe(0);
+
+      const follow = callSignal(parent.signal, 10_000);
+      parent.abort(new Error('stopping'));
+      expect(follow.signal.aborted).toBe(true);
+      expect((follow.signal.reason as Error).message).toBe('stopping');
+      follow.done();
+      expect(listeners()).toBe(0);
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
