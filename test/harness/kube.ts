@@ -235,6 +235,7 @@ export async function serviceAccountKubeConfig(
 /** One line of the API server's audit log (Metadata level). */
 export interface AuditEvent {
   verb: string;
+  requestURI?: string;
   user: { username: string };
   objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string };
   responseStatus?: { code?: number };

@@ -20,6 +20,7 @@ import { startKube, type AuditEvent } from '../harness/kube.js';
 import { s3Client, startMinio } from '../harness/minio.js';
 import { startKinesis } from '../harness/kinesis.js';
 import { startMoto } from '../harness/moto.js';
+import { invokeCredentialsLabel } from '../../operator/src/auth/invoke-credentials.js';
 import { createTable, dynamoClient } from './dynamodb-table.js';
 import { createStream, kinesisClient } from './kinesis-stream.js';
 import {
@@ -256,7 +257,8 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis', 'moto'))(
         await fns.gone('photos', 30_000);
         expect(await entries()).toEqual([]);
 
-        // The operator only ever read Secrets one by one.
+        // The operator read the Functions' Secrets one by one; it listed and watched only the
+        // invoke credentials in its own namespace, by their label.
         const audit = readFileSync(kube().auditLog!, 'utf8')
           .split('\n')
           .filter((l) => l !== '')
@@ -266,8 +268,15 @@ describe.skipIf(!canRun('kube', 'minio', 'kinesis', 'moto'))(
               e.user.username === `system:serviceaccount:${releaseNamespace}:${allRolesAccount}` &&
               e.objectRef?.resource === 'secrets',
           );
-        expect(audit.length).toBeGreaterThan(0);
-        expect(new Set(audit.map((e) => e.verb))).toEqual(new Set(['get']));
+        const elsewhere = audit.filter((e) => e.objectRef?.namespace !== releaseNamespace);
+        expect(elsewhere.length).toBeGreaterThan(0);
+        expect(new Set(elsewhere.map((e) => e.verb))).toEqual(new Set(['get']));
+        for (const e of audit.filter((e) => e.verb === 'list' || e.verb === 'watch')) {
+          expect(e.objectRef?.namespace).toBe(releaseNamespace);
+          expect(decodeURIComponent(e.requestURI ?? '')).toContain(
+            `labelSelector=${invokeCredentialsLabel}`,
+          );
+        }
       } catch (err) {
         process.stderr.write(`--- operator log\n${operator.log()}\n`);
         throw err;
