@@ -253,6 +253,28 @@ describe.skipIf(!canRun('kube'))(
       expect(await replicasOf('wake')).toBe(2);
     });
 
+    it("raises a burst's replicas to what it asks for through the scale subresource, never lowers them", async () => {
+      const fn = await deployed('burst');
+      const g = await startGateway();
+      await g.platform.scale(fn, 1);
+      await replicasBecome('burst', 1);
+
+      await g.platform.activate(fn, 3);
+      const d = await deployment('burst');
+      expect(d.spec!.replicas).toBe(3);
+      expect(replicaOwners(d)).toEqual([
+        { manager: 'eddy-autoscaler', operation: 'Apply', subresource: 'scale' },
+      ]);
+      await waitFor('the platform to see 3 desired', async () =>
+        g.platform.counts(keyOf(fn)).desired === 3 ? true : undefined,
+      );
+
+      // What the autoscaler set above the burst's ask stays.
+      await g.platform.scale(fn, 5);
+      await g.platform.activate(fn, 4);
+      expect(await replicasOf('burst')).toBe(5);
+    });
+
     it('follows the desired count in a shared Deployments cache', async () => {
       const fn = await deployed('shared');
       const kc = await operatorKubeConfig(kube(), gatewayAccount);

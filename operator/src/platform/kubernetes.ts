@@ -335,7 +335,7 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
       await applyScale(fn, n, undefined, signal);
     },
 
-    async activate(fn) {
+    async activate(fn, atLeast = 1) {
       const key = keyOf(fn);
       // One deadline for the whole activation, however many reads a conflict costs: the gateway
       // retries a failed one while invocations wait.
@@ -349,17 +349,19 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
         } catch (err) {
           if (deadline.aborted) throw new ActivationStalled(key, timeoutMs);
           if (!isStatus(err, 404)) throw err;
-          // The reconciler has yet to make it, and makes it with one replica.
+          // The reconciler has yet to make it, and makes it with one replica (a burst asks again
+          // once it exists).
           o.log(`activating ${key}: no Deployment yet; it starts with one replica`);
           return;
         }
-        if ((scale.spec?.replicas ?? 0) >= 1) return;
+        const before = scale.spec?.replicas ?? 0;
+        if (before >= atLeast) return;
         try {
           // The resourceVersion read makes this a compare-and-swap: if anyone changed the
           // Deployment since (another gateway activating, the autoscaler deciding 3), the API
           // server answers 409 and the decision is made again on what is there now.
-          await applyScale(fn, 1, scale.metadata?.resourceVersion, deadline);
-          o.log(`activated ${key}: 0 -> 1 replica`);
+          await applyScale(fn, atLeast, scale.metadata?.resourceVersion, deadline);
+          o.log(`activated ${key}: ${before} -> ${atLeast} replica${atLeast === 1 ? '' : 's'}`);
           return;
         } catch (err) {
           if (deadline.aborted) throw new ActivationStalled(key, timeoutMs);

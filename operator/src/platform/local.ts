@@ -793,11 +793,11 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       await reconcile(st);
     },
 
-    async activate(fn) {
+    async activate(fn, atLeast = 1) {
       const st = track(fn);
       codeSource(st.fn, options.configMaps);
-      if (st.desired < 1) {
-        st.desired = 1;
+      if (st.desired < atLeast) {
+        st.desired = atLeast;
         emit(st.key);
       }
       await reconcile(st);
