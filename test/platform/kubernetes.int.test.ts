@@ -384,6 +384,41 @@ describe.skipIf(!canRun('kube'))(
       expect(await res.json()).toEqual({ echo: 42 });
     });
 
+    it("takes a starting pod as ready once its runtime answers the gateway's probe, before the slice says so", async () => {
+      const fn = await deployed('early');
+      const key = keyOf(fn);
+      const runtime = track(
+        await startRuntime(
+          { 'index.mjs': 'export const handler = async (event) => ({ echo: event.n * 2 });' },
+          { EDDY_FUNCTION_NAME: 'early', EDDY_FUNCTION_NAMESPACE: ns },
+        ),
+      );
+      pods.set('10.244.0.41', runtime.url);
+      const g = await startGateway();
+      // Listed not ready, as the EndpointSlice controller lists a pod that has an address and
+      // that its kubelet has yet to probe ready.
+      await publish('early', 'early-abcde', [
+        pod('early-7d9f-x1', '10.244.0.41', { ready: false, serving: false, terminating: false }),
+      ]);
+      const [replica] = await waitFor('the probed replica', async () => {
+        const r = g.platform.ready(key);
+        return r.length > 0 ? r : undefined;
+      });
+      expect(replica).toEqual({ id: 'early-7d9f-x1', url: runtime.url });
+      expect(
+        (await discovery.readNamespacedEndpointSlice({ name: 'early-abcde', namespace: ns }))
+          .endpoints[0]!.conditions!.ready,
+      ).toBe(false);
+
+      // Terminating: gone at once, whatever the probe saw.
+      await publish('early', 'early-abcde', [
+        pod('early-7d9f-x1', '10.244.0.41', { ready: false, serving: false, terminating: true }),
+      ]);
+      await waitFor('the terminating pod to leave', async () =>
+        g.platform.ready(key).length === 0 ? true : undefined,
+      );
+    });
+
     it('leaves out endpoints that are not ready or terminating, and unreachable ones', async () => {
       await deployed('sieve');
       const key = `${ns}/sieve`;

@@ -109,3 +109,56 @@ describe('ReadyReplicas', () => {
     expect(r.ready(key).map((x) => x.id)).toEqual(['a']);
   });
 });
+
+describe('starting pods (probed by the gateway)', () => {
+  const key = 'photos/thumbnail';
+
+  it('offers to probe only not-ready, not-terminating endpoints of pods named as the function names its pods', () => {
+    const r = new ReadyReplicas();
+    r.update(
+      slice('thumbnail-abc', [
+        endpoint('thumbnail-5f7d-aaaaa', '10.244.0.1', { ready: false }),
+        endpoint('thumbnail-5f7d-bbbbb', '10.244.0.2', { ready: true }),
+        endpoint('thumbnail-5f7d-ccccc', '10.244.0.3', { ready: false, terminating: true }),
+        endpoint('other-5f7d-ddddd', '10.244.0.4', { ready: false }),
+        { addresses: ['10.244.0.5'], conditions: { ready: false } },
+      ]),
+    );
+    expect(r.starting(key)).toEqual([
+      { id: 'thumbnail-5f7d-aaaaa', url: 'http://10.244.0.1:8080' },
+    ]);
+  });
+
+  it('makes a starting pod that answered ready, until its slice says otherwise', () => {
+    const r = new ReadyReplicas();
+    const pod = { id: 'thumbnail-5f7d-aaaaa', url: 'http://10.244.0.1:8080' };
+    r.update(slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { ready: false })]));
+    expect(r.ready(key)).toEqual([]);
+
+    expect(r.probedReady(key, pod)).toBe(true);
+    expect(r.ready(key)).toEqual([pod]);
+    expect(r.starting(key)).toEqual([]);
+
+    // The kubelet agrees: the slice's word from now on, and still one replica.
+    r.update(slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { ready: true })]));
+    expect(r.ready(key)).toEqual([pod]);
+    // The kubelet's probe fails later: out, and not probed again as a starting pod.
+    r.update(slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { ready: false })]));
+    expect(r.ready(key)).toEqual([]);
+  });
+
+  it('drops a probed pod its slice no longer lists as starting, and refuses one it never listed', () => {
+    const r = new ReadyReplicas();
+    const pod = { id: 'thumbnail-5f7d-aaaaa', url: 'http://10.244.0.1:8080' };
+    r.update(slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { ready: false })]));
+    r.probedReady(key, pod);
+    r.update(
+      slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { ready: false, terminating: true })]),
+    );
+    expect(r.ready(key)).toEqual([]);
+    expect(r.probedReady(key, { id: 'thumbnail-5f7d-zzzzz', url: 'http://10.244.0.9:8080' })).toBe(
+      false,
+    );
+    expect(r.ready(key)).toEqual([]);
+  });
+});

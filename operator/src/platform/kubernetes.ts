@@ -3,7 +3,9 @@
  * many replicas run is set through the Deployment's scale subresource under the scaler's own
  * field manager (the reconciler never writes spec.replicas); which replicas are ready comes from
  * the EndpointSlices of the function's Service, so the gateway sends to pod IPs and learns the
- * moment the first replica is ready, as Knative's activator does.
+ * moment the first replica is ready, as Knative's activator does. A pod the slice lists but not
+ * ready yet is probed by the gateway itself (pod-probe.ts) and taken as soon as its runtime
+ * answers, ahead of the kubelet's next readiness probe.
  */
 import {
   ApiException,
@@ -24,6 +26,7 @@ import { requestTimeoutOf, withRequestDeadlines, withSignal } from '../request-d
 import { fieldManager as operatorFieldManager, runtimePort } from '../controller/desired.js';
 import { paginated, startInformer } from '../controller/informers.js';
 import { ActivationStalled, describeError } from '../errors.js';
+import { PodProber, startingEndpoints } from './pod-probe.js';
 import {
   httpUrl,
   keyOf,
@@ -64,6 +67,11 @@ export interface KubernetesPlatformOptions {
    * Deployments labelled managed-by=eddy-operator itself.
    */
   deployments?: DeploymentCache;
+  /**
+   * Probe a function's starting pods (not-ready endpoints) and send to them once their runtime
+   * answers, before the kubelet's readiness (default); false waits for the kubelet.
+   */
+  probeStartingPods?: boolean;
 }
 
 /** A pod's URL unless the endpointUrl seam says otherwise. */
@@ -105,6 +113,10 @@ export function sliceReplicas(
 export class ReadyReplicas {
   /** function -> slice name -> the slice's ready replicas. */
   private readonly slices = new Map<FunctionKey, Map<string, Replica[]>>();
+  /** function -> slice name -> the slice's starting pods the gateway may probe (pod-probe.ts). */
+  private readonly startingBySlice = new Map<FunctionKey, Map<string, Replica[]>>();
+  /** Starting pods that answered the gateway's probe while their slice still says not ready. */
+  private readonly probed = new Map<FunctionKey, Map<string, Replica>>();
   private readonly unreachableIds = new Map<FunctionKey, Set<string>>();
   /** ready() answers from here: it is read on every invocation, changed only by events. */
   private readonly readyCache = new Map<FunctionKey, Replica[]>();
@@ -123,6 +135,13 @@ export class ReadyReplicas {
     let bySlice = this.slices.get(key);
     if (!bySlice) this.slices.set(key, (bySlice = new Map<string, Replica[]>()));
     bySlice.set(slice.metadata?.name ?? '', replicas);
+    let starting = this.startingBySlice.get(key);
+    if (!starting) this.startingBySlice.set(key, (starting = new Map<string, Replica[]>()));
+    starting.set(
+      slice.metadata?.name ?? '',
+      startingEndpoints(slice, this.endpointUrl ?? defaultEndpointUrl),
+    );
+    this.forgetProbed(key);
     // A slice that reports a replica ready again is news from its kubelet's probes: trust it.
     const marked = this.unreachableIds.get(key);
     if (marked) {
@@ -139,8 +158,52 @@ export class ReadyReplicas {
     const bySlice = this.slices.get(key);
     bySlice?.delete(slice.metadata?.name ?? '');
     if (bySlice?.size === 0) this.slices.delete(key);
+    const starting = this.startingBySlice.get(key);
+    starting?.delete(slice.metadata?.name ?? '');
+    if (starting?.size === 0) this.startingBySlice.delete(key);
+    this.forgetProbed(key);
     this.forgetGone(key);
     return key;
+  }
+
+  /** The function's starting pods the gateway may probe, and has not seen answer yet. */
+  starting(key: FunctionKey): Replica[] {
+    const probed = this.probed.get(key);
+    const byId = new Map<string, Replica>();
+    for (const list of this.startingBySlice.get(key)?.values() ?? []) {
+      for (const r of list) if (!probed?.has(r.id) && !byId.has(r.id)) byId.set(r.id, r);
+    }
+    return [...byId.values()];
+  }
+
+  /**
+   * A starting pod answered the gateway's probe: ready from now on, unless its slice no longer
+   * lists it as starting at that address. Returns whether it was taken.
+   */
+  probedReady(key: FunctionKey, replica: Replica): boolean {
+    const still = [...(this.startingBySlice.get(key)?.values() ?? [])].some((list) =>
+      list.some((r) => r.id === replica.id && r.url === replica.url),
+    );
+    if (!still) return false;
+    let probed = this.probed.get(key);
+    if (!probed) this.probed.set(key, (probed = new Map<string, Replica>()));
+    probed.set(replica.id, replica);
+    this.readyCache.delete(key);
+    return true;
+  }
+
+  /**
+   * Drops probed pods their slices now report ready (the kubelet's word from here on) or no
+   * longer list as starting (gone, terminating, or another address).
+   */
+  private forgetProbed(key: FunctionKey): void {
+    const probed = this.probed.get(key);
+    if (!probed) return;
+    const starting = new Set<string>();
+    for (const list of this.startingBySlice.get(key)?.values() ?? [])
+      for (const r of list) starting.add(`${r.id}=${r.url}`);
+    for (const [id, r] of probed) if (!starting.has(`${id}=${r.url}`)) probed.delete(id);
+    if (probed.size === 0) this.probed.delete(key);
   }
 
   /** Keeps a replica out until a slice update reports it ready again. */
@@ -168,11 +231,13 @@ export class ReadyReplicas {
   /** Every ready replica of a function, one per pod (a dual-stack pod is in two slices). */
   private all(key: FunctionKey): Replica[] {
     const bySlice = this.slices.get(key);
-    if (!bySlice) return [];
+    const probed = this.probed.get(key);
+    if (!bySlice && !probed) return [];
     const byId = new Map<string, Replica>();
-    for (const name of [...bySlice.keys()].sort()) {
-      for (const r of bySlice.get(name)!) if (!byId.has(r.id)) byId.set(r.id, r);
+    for (const name of [...(bySlice?.keys() ?? [])].sort()) {
+      for (const r of bySlice!.get(name)!) if (!byId.has(r.id)) byId.set(r.id, r);
     }
+    for (const r of probed?.values() ?? []) if (!byId.has(r.id)) byId.set(r.id, r);
     return [...byId.values()];
   }
 
@@ -209,6 +274,19 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
   const discovery = o.kc.makeApiClient(DiscoveryV1Api);
   const replicas = new ReadyReplicas(o.endpointUrl);
   const listeners = new Set<(key: FunctionKey) => void>();
+  const prober =
+    o.probeStartingPods === false
+      ? undefined
+      : new PodProber({
+          onReady: (key, replica) => {
+            if (replicas.probedReady(key, replica)) readyChanged(key);
+          },
+        });
+  const sliceChanged = (key: FunctionKey | undefined) => {
+    if (!key) return;
+    prober?.track(key, replicas.starting(key));
+    readyChanged(key);
+  };
   let deployments: ObjectCache<V1Deployment> | undefined = o.deployments;
   /** What listeners were last told, to call them only on a change. */
   const seenReady = new Map<FunctionKey, string>();
@@ -284,6 +362,7 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
       if (started) throw new Error('the kubernetes platform was started already');
       started = true;
       const common = { log: o.log, signal };
+      signal.addEventListener('abort', () => prober?.stop(), { once: true });
       const slices = startInformer<V1EndpointSlice>(o.kc, {
         ...common,
         name: 'endpointslices',
@@ -292,8 +371,8 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
         list: paginated((page) =>
           discovery.listEndpointSliceForAllNamespaces({ labelSelector: sliceSelector, ...page }),
         ),
-        onChange: (slice) => readyChanged(replicas.update(slice)),
-        onDelete: (slice) => readyChanged(replicas.delete(slice)),
+        onChange: (slice) => sliceChanged(replicas.update(slice)),
+        onDelete: (slice) => sliceChanged(replicas.delete(slice)),
       });
       const shared = o.deployments;
       if (shared) {
