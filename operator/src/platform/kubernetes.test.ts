@@ -145,6 +145,8 @@ describe('starting pods (probed by the gateway)', () => {
     // The kubelet's probe fails later: out, and not probed again as a starting pod.
     r.update(slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { ready: false })]));
     expect(r.ready(key)).toEqual([]);
+    expect(r.starting(key)).toEqual([]);
+    expect(r.probedReady(key, pod)).toBe(false);
   });
 
   it('drops a probed pod its slice no longer lists as starting, and refuses one it never listed', () => {

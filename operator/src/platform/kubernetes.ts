@@ -117,6 +117,11 @@ export class ReadyReplicas {
   private readonly startingBySlice = new Map<FunctionKey, Map<string, Replica[]>>();
   /** Starting pods that answered the gateway's probe while their slice still says not ready. */
   private readonly probed = new Map<FunctionKey, Map<string, Replica>>();
+  /**
+   * function -> slice name -> the pods it lists that it has reported ready: not ready again is
+   * the kubelet's word, and is not probed.
+   */
+  private readonly sawReady = new Map<FunctionKey, Map<string, Set<string>>>();
   private readonly unreachableIds = new Map<FunctionKey, Set<string>>();
   /** ready() answers from here: it is read on every invocation, changed only by events. */
   private readonly readyCache = new Map<FunctionKey, Replica[]>();
@@ -137,9 +142,18 @@ export class ReadyReplicas {
     bySlice.set(slice.metadata?.name ?? '', replicas);
     let starting = this.startingBySlice.get(key);
     if (!starting) this.startingBySlice.set(key, (starting = new Map<string, Replica[]>()));
+    let sawReady = this.sawReady.get(key);
+    if (!sawReady) this.sawReady.set(key, (sawReady = new Map<string, Set<string>>()));
+    const listed = new Set((slice.endpoints ?? []).map((e) => e.targetRef?.name));
+    const before = sawReady.get(slice.metadata?.name ?? '') ?? new Set<string>();
+    const now = new Set([...before].filter((id) => listed.has(id)));
+    for (const r of replicas) now.add(r.id);
+    sawReady.set(slice.metadata?.name ?? '', now);
     starting.set(
       slice.metadata?.name ?? '',
-      startingEndpoints(slice, this.endpointUrl ?? defaultEndpointUrl),
+      startingEndpoints(slice, this.endpointUrl ?? defaultEndpointUrl).filter(
+        (r) => !now.has(r.id),
+      ),
     );
     this.forgetProbed(key);
     // A slice that reports a replica ready again is news from its kubelet's probes: trust it.
@@ -161,6 +175,9 @@ export class ReadyReplicas {
     const starting = this.startingBySlice.get(key);
     starting?.delete(slice.metadata?.name ?? '');
     if (starting?.size === 0) this.startingBySlice.delete(key);
+    const sawReady = this.sawReady.get(key);
+    sawReady?.delete(slice.metadata?.name ?? '');
+    if (sawReady?.size === 0) this.sawReady.delete(key);
     this.forgetProbed(key);
     this.forgetGone(key);
     return key;
