@@ -10,6 +10,7 @@
 import {
   ApiException,
   AppsV1Api,
+  CoreV1Api,
   DiscoveryV1Api,
   PatchStrategy,
   setHeaderOptions,
@@ -18,15 +19,20 @@ import {
   type ObjectCache,
   type V1Deployment,
   type V1EndpointSlice,
+  type V1Pod,
   type V1Scale,
 } from '@kubernetes/client-node';
 import type { EddyFunction } from '../api/types.js';
 import { withConnectionReuse } from '../connection-reuse.js';
 import { requestTimeoutOf, withRequestDeadlines, withSignal } from '../request-deadlines.js';
-import { fieldManager as operatorFieldManager, runtimePort } from '../controller/desired.js';
+import {
+  fieldManager as operatorFieldManager,
+  functionLabel,
+  runtimePort,
+} from '../controller/desired.js';
 import { paginated, startInformer } from '../controller/informers.js';
 import { ActivationStalled, describeError } from '../errors.js';
-import { PodProber, startingEndpoints } from './pod-probe.js';
+import { PodProber, startingEndpoints, startingPod } from './pod-probe.js';
 import {
   httpUrl,
   keyOf,
@@ -61,7 +67,7 @@ export interface KubernetesPlatformOptions {
    * The URL of an endpoint: by default http://<address>:<port>. Tests map the fake pod IPs they
    * publish to the 127.0.0.1 ports of the runtimes they start.
    */
-  endpointUrl?: (address: string, port: number, slice: V1EndpointSlice) => string;
+  endpointUrl?: (address: string, port: number, slice?: V1EndpointSlice) => string;
   /**
    * A Deployments cache to share (the controller's); without one the platform watches the
    * Deployments labelled managed-by=eddy-operator itself.
@@ -72,6 +78,12 @@ export interface KubernetesPlatformOptions {
    * answers, before the kubelet's readiness (default); false waits for the kubelet.
    */
   probeStartingPods?: boolean;
+  /**
+   * Also watch the functions' pods themselves (cluster-wide list and watch of pods labelled as
+   * Functions' pods): a starting pod is probed from the moment the kubelet reports its address,
+   * one controller hop before its EndpointSlice lists it. The chart grants it to the gateway.
+   */
+  watchPods?: boolean;
 }
 
 /** A pod's URL unless the endpointUrl seam says otherwise. */
@@ -122,6 +134,10 @@ export class ReadyReplicas {
    * the kubelet's word, and is not probed.
    */
   private readonly sawReady = new Map<FunctionKey, Map<string, Set<string>>>();
+  /** function -> pod name -> starting pods seen by a watch of the pods themselves. */
+  private readonly startingPods = new Map<FunctionKey, Map<string, Replica>>();
+  /** Pods ("namespace/name") the kubelet has reported ready: not probed again. */
+  private readonly podsSawReady = new Set<string>();
   private readonly unreachableIds = new Map<FunctionKey, Set<string>>();
   /** ready() answers from here: it is read on every invocation, changed only by events. */
   private readonly readyCache = new Map<FunctionKey, Replica[]>();
@@ -183,14 +199,65 @@ export class ReadyReplicas {
     return key;
   }
 
+  /**
+   * Takes in a new or changed function pod from a watch of the pods themselves (the gateway's):
+   * one startingPod() lets the gateway probe is starting until it changes otherwise. Returns the
+   * function it belongs to, if any.
+   */
+  updatePod(pod: V1Pod): FunctionKey | undefined {
+    const namespace = pod.metadata?.namespace;
+    const fn = pod.metadata?.labels?.[functionLabel];
+    const name = pod.metadata?.name;
+    if (!namespace || !fn || !name) return undefined;
+    const key = `${namespace}/${fn}`;
+    if (pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+      this.podsSawReady.add(`${namespace}/${name}`);
+    const starting = this.podsSawReady.has(`${namespace}/${name}`)
+      ? undefined
+      : startingPod(pod, this.endpointUrl ?? defaultEndpointUrl);
+    let byName = this.startingPods.get(key);
+    if (starting && starting.key === key) {
+      if (!byName) this.startingPods.set(key, (byName = new Map<string, Replica>()));
+      byName.set(name, starting.replica);
+    } else {
+      byName?.delete(name);
+      if (byName?.size === 0) this.startingPods.delete(key);
+    }
+    this.readyCache.delete(key);
+    this.forgetProbed(key);
+    return key;
+  }
+
+  deletePod(pod: V1Pod): FunctionKey | undefined {
+    const namespace = pod.metadata?.namespace;
+    const name = pod.metadata?.name;
+    if (namespace && name) this.podsSawReady.delete(`${namespace}/${name}`);
+    const fn = pod.metadata?.labels?.[functionLabel];
+    if (!namespace || !fn || !name) return undefined;
+    const key = `${namespace}/${fn}`;
+    const byName = this.startingPods.get(key);
+    byName?.delete(name);
+    if (byName?.size === 0) this.startingPods.delete(key);
+    this.readyCache.delete(key);
+    this.forgetProbed(key);
+    return key;
+  }
+
   /** The function's starting pods the gateway may probe, and has not seen answer yet. */
   starting(key: FunctionKey): Replica[] {
     const probed = this.probed.get(key);
     const byId = new Map<string, Replica>();
-    for (const list of this.startingBySlice.get(key)?.values() ?? []) {
-      for (const r of list) if (!probed?.has(r.id) && !byId.has(r.id)) byId.set(r.id, r);
-    }
+    for (const r of this.allStarting(key))
+      if (!probed?.has(r.id) && !byId.has(r.id)) byId.set(r.id, r);
     return [...byId.values()];
+  }
+
+  /** Starting pods as their slices list them, then as the pods' own watch does. */
+  private allStarting(key: FunctionKey): Replica[] {
+    const all: Replica[] = [];
+    for (const list of this.startingBySlice.get(key)?.values() ?? []) all.push(...list);
+    all.push(...(this.startingPods.get(key)?.values() ?? []));
+    return all;
   }
 
   /**
@@ -198,9 +265,7 @@ export class ReadyReplicas {
    * lists it as starting at that address. Returns whether it was taken.
    */
   probedReady(key: FunctionKey, replica: Replica): boolean {
-    const still = [...(this.startingBySlice.get(key)?.values() ?? [])].some((list) =>
-      list.some((r) => r.id === replica.id && r.url === replica.url),
-    );
+    const still = this.allStarting(key).some((r) => r.id === replica.id && r.url === replica.url);
     if (!still) return false;
     let probed = this.probed.get(key);
     if (!probed) this.probed.set(key, (probed = new Map<string, Replica>()));
@@ -216,9 +281,7 @@ export class ReadyReplicas {
   private forgetProbed(key: FunctionKey): void {
     const probed = this.probed.get(key);
     if (!probed) return;
-    const starting = new Set<string>();
-    for (const list of this.startingBySlice.get(key)?.values() ?? [])
-      for (const r of list) starting.add(`${r.id}=${r.url}`);
+    const starting = new Set(this.allStarting(key).map((r) => `${r.id}=${r.url}`));
     for (const [id, r] of probed) if (!starting.has(`${id}=${r.url}`)) probed.delete(id);
     if (probed.size === 0) this.probed.delete(key);
   }
@@ -289,6 +352,7 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
   withRequestDeadlines(withConnectionReuse(o.kc));
   const apps = o.kc.makeApiClient(AppsV1Api);
   const discovery = o.kc.makeApiClient(DiscoveryV1Api);
+  const core = o.kc.makeApiClient(CoreV1Api);
   const replicas = new ReadyReplicas(o.endpointUrl);
   const listeners = new Set<(key: FunctionKey) => void>();
   const prober =
@@ -380,6 +444,23 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
       started = true;
       const common = { log: o.log, signal };
       signal.addEventListener('abort', () => prober?.stop(), { once: true });
+      if (prober && o.watchPods) {
+        const podSelector = `${managedBy},${functionLabel}`;
+        // Not waited for: the slices alone still find every pod, a little later.
+        void startInformer<V1Pod>(o.kc, {
+          ...common,
+          name: 'function pods',
+          path: '/api/v1/pods',
+          labelSelector: podSelector,
+          list: paginated((page) =>
+            core.listPodForAllNamespaces({ labelSelector: podSelector, ...page }),
+          ),
+          onChange: (pod) => sliceChanged(replicas.updatePod(pod)),
+          onDelete: (pod) => sliceChanged(replicas.deletePod(pod)),
+        }).catch((err: unknown) => {
+          if (!signal.aborted) o.log(`watching function pods failed: ${describeError(err)}`);
+        });
+      }
       const slices = startInformer<V1EndpointSlice>(o.kc, {
         ...common,
         name: 'endpointslices',

@@ -7,8 +7,13 @@
  * reports ready is the slice's, and one it drops or marks terminating is gone.
  */
 import { Agent, get as httpGet } from 'node:http';
-import type { V1EndpointSlice } from '@kubernetes/client-node';
-import { runtimePort } from '../controller/desired.js';
+import type { V1EndpointSlice, V1Pod } from '@kubernetes/client-node';
+import {
+  fieldManager as operatorFieldManager,
+  functionLabel,
+  managedByLabel,
+  runtimePort,
+} from '../controller/desired.js';
 import type { FunctionKey, Replica } from './platform.js';
 
 /** The first probe of a starting pod, and the next ones growing to the max. */
@@ -20,16 +25,21 @@ const probeTimeoutMs = 1_000;
 /** A pod not ready after this is left to the kubelet's probes. */
 const probeWindowMs = 60_000;
 
+/** Whether a pod of that name may be one of the function's Deployment's: `<function>-...`. */
+function namedAsFunctionPod(pod: string | undefined, fn: string): boolean {
+  return pod !== undefined && pod.startsWith(`${fn}-`);
+}
+
 /**
- * The one place that decides which not-ready endpoints of a slice the gateway may probe and,
- * once they answer, send to: the slice is of the function's own Service (its selector is the
- * function's labels; the platform watches only slices of Services the reconciler made), and
- * the endpoint is a Pod named as the function's Deployment names its pods (`<function>-...`),
- * with an address, and not terminating. Anything else waits for the kubelet's readiness.
+ * Which not-ready endpoints of a slice the gateway may probe and, once they answer, send to:
+ * the slice is of the function's own Service (its selector is the function's labels; the
+ * platform watches only slices of Services the reconciler made), and the endpoint is a Pod
+ * named as the function's Deployment names its pods (`<function>-...`), with an address, and
+ * not terminating. Anything else waits for the kubelet's readiness.
  */
 export function startingEndpoints(
   slice: V1EndpointSlice,
-  endpointUrl: (address: string, port: number, slice: V1EndpointSlice) => string,
+  endpointUrl: (address: string, port: number, slice?: V1EndpointSlice) => string,
 ): Replica[] {
   const service = slice.metadata?.labels?.['kubernetes.io/service-name'];
   if (!service) return [];
@@ -39,12 +49,48 @@ export function startingEndpoints(
   for (const endpoint of slice.endpoints ?? []) {
     const address = endpoint.addresses[0];
     const pod = endpoint.targetRef;
-    if (address === undefined || pod?.kind !== 'Pod' || !pod.name?.startsWith(`${service}-`))
+    if (address === undefined || pod?.kind !== 'Pod' || !namedAsFunctionPod(pod.name, service))
       continue;
     if (endpoint.conditions?.ready !== false || endpoint.conditions?.terminating === true) continue;
-    starting.push({ id: pod.name, url: endpointUrl(address, port, slice) });
+    starting.push({ id: pod.name!, url: endpointUrl(address, port, slice) });
   }
   return starting;
+}
+
+/**
+ * A pod itself (from the gateway's watch of function pods), when the gateway may probe it and,
+ * once it answers, send to it: labelled as the reconciler labels a Function's pods, owned (as
+ * its controller) by a ReplicaSet named `<function>-<pod-template-hash>`, which is how the
+ * Function's Deployment names its ReplicaSets, and named so too; with an address (the kubelet
+ * reports it once the pod's sandbox exists, often before it reports the container running), not
+ * being deleted, not ended, and not ready by the kubelet yet (a ready pod is the EndpointSlice's).
+ * The function's key and the pod as a replica, or undefined.
+ */
+export function startingPod(
+  pod: V1Pod,
+  endpointUrl: (address: string, port: number) => string,
+): { key: FunctionKey; replica: Replica } | undefined {
+  const m = pod.metadata;
+  const fn = m?.labels?.[functionLabel];
+  const hash = m?.labels?.['pod-template-hash'];
+  if (!m || !fn || !hash || m.labels?.[managedByLabel] !== operatorFieldManager) return undefined;
+  if (m.deletionTimestamp || !namedAsFunctionPod(m.name, fn)) return undefined;
+  const owner = m.ownerReferences?.find((o) => o.controller === true);
+  if (
+    owner?.kind !== 'ReplicaSet' ||
+    owner.apiVersion !== 'apps/v1' ||
+    owner.name !== `${fn}-${hash}`
+  )
+    return undefined;
+  const address = pod.status?.podIP;
+  const phase = pod.status?.phase;
+  if (!address || (phase !== 'Pending' && phase !== 'Running')) return undefined;
+  if (pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+    return undefined;
+  return {
+    key: `${m.namespace}/${fn}`,
+    replica: { id: m.name!, url: endpointUrl(address, runtimePort) },
+  };
 }
 
 interface Probing {
