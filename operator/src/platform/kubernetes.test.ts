@@ -1,4 +1,4 @@
-import type { V1Endpoint, V1EndpointSlice } from '@kubernetes/client-node';
+import type { V1Endpoint, V1EndpointSlice, V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { ReadyReplicas, defaultEndpointUrl, sliceReplicas } from './kubernetes.js';
 
@@ -161,6 +161,59 @@ describe('starting pods (probed by the gateway)', () => {
     expect(r.probedReady(key, { id: 'thumbnail-5f7d-zzzzz', url: 'http://10.244.0.9:8080' })).toBe(
       false,
     );
+    expect(r.ready(key)).toEqual([]);
+  });
+});
+
+describe('starting pods from a watch of the pods', () => {
+  const key = 'photos/thumbnail';
+  const podNamed = (ready?: boolean): V1Pod => ({
+    metadata: {
+      name: 'thumbnail-5f7d9c-x2x4q',
+      namespace: 'photos',
+      labels: {
+        'eddy.dev/function': 'thumbnail',
+        'app.kubernetes.io/managed-by': 'eddy-operator',
+        'pod-template-hash': '5f7d9c',
+      },
+      ownerReferences: [
+        {
+          apiVersion: 'apps/v1',
+          kind: 'ReplicaSet',
+          name: 'thumbnail-5f7d9c',
+          uid: 'rs',
+          controller: true,
+        },
+      ],
+    },
+    status: {
+      phase: 'Running',
+      podIP: '10.244.0.9',
+      conditions: ready === undefined ? [] : [{ type: 'Ready', status: ready ? 'True' : 'False' }],
+    },
+  });
+  const replica = { id: 'thumbnail-5f7d9c-x2x4q', url: 'http://10.244.0.9:8080' };
+
+  it('keeps a probed pod ready when the kubelet says ready before the slice does, and leaves it once not ready again', () => {
+    const r = new ReadyReplicas();
+    expect(r.updatePod(podNamed())).toBe(key);
+    expect(r.starting(key)).toEqual([replica]);
+    expect(r.probedReady(key, replica)).toBe(true);
+    expect(r.ready(key)).toEqual([replica]);
+
+    r.updatePod(podNamed(true));
+    expect(r.ready(key)).toEqual([replica]);
+
+    r.updatePod(podNamed(false));
+    expect(r.ready(key)).toEqual([]);
+    expect(r.starting(key)).toEqual([]);
+  });
+
+  it('drops a deleted pod at once', () => {
+    const r = new ReadyReplicas();
+    r.updatePod(podNamed());
+    r.probedReady(key, replica);
+    r.deletePod(podNamed());
     expect(r.ready(key)).toEqual([]);
   });
 });

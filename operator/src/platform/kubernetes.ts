@@ -136,7 +136,7 @@ export class ReadyReplicas {
   private readonly sawReady = new Map<FunctionKey, Map<string, Set<string>>>();
   /** function -> pod name -> starting pods seen by a watch of the pods themselves. */
   private readonly startingPods = new Map<FunctionKey, Map<string, Replica>>();
-  /** Pods ("namespace/name") the kubelet has reported ready: not probed again. */
+  /** Pods ("namespace/name") the kubelet has reported ready: not probed once not ready again. */
   private readonly podsSawReady = new Set<string>();
   private readonly unreachableIds = new Map<FunctionKey, Set<string>>();
   /** ready() answers from here: it is read on every invocation, changed only by events. */
@@ -210,11 +210,15 @@ export class ReadyReplicas {
     const name = pod.metadata?.name;
     if (!namespace || !fn || !name) return undefined;
     const key = `${namespace}/${fn}`;
-    if (pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
-      this.podsSawReady.add(`${namespace}/${name}`);
-    const starting = this.podsSawReady.has(`${namespace}/${name}`)
-      ? undefined
-      : startingPod(pod, this.endpointUrl ?? defaultEndpointUrl);
+    // Ready by the kubelet: still a candidate, so a pod probed ready stays ready until its slice
+    // catches up. Not ready again after that: the kubelet's word, never probed again.
+    const id = `${namespace}/${name}`;
+    const ready = pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+    if (ready) this.podsSawReady.add(id);
+    const starting =
+      !ready && this.podsSawReady.has(id)
+        ? undefined
+        : startingPod(pod, this.endpointUrl ?? defaultEndpointUrl);
     let byName = this.startingPods.get(key);
     if (starting && starting.key === key) {
       if (!byName) this.startingPods.set(key, (byName = new Map<string, Replica>()));

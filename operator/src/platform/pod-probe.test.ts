@@ -62,12 +62,11 @@ describe('startingPod', () => {
     }
   });
 
-  it('leaves pods without an address, being deleted, ended, or ready to the EndpointSlice', () => {
+  it('leaves pods without an address, being deleted, or ended', () => {
     const left: [string, (p: V1Pod) => void][] = [
       ['no address', (p) => delete p.status!.podIP],
       ['being deleted', (p) => (p.metadata!.deletionTimestamp = new Date())],
       ['ended', (p) => (p.status!.phase = 'Failed')],
-      ['ready', (p) => (p.status!.conditions = [{ type: 'Ready', status: 'True' }])],
     ];
     for (const [why, change] of left) {
       expect(startingPod(pod(change), defaultEndpointUrl), why).toBeUndefined();

@@ -63,8 +63,8 @@ export function startingEndpoints(
  * its controller) by a ReplicaSet named `<function>-<pod-template-hash>`, which is how the
  * Function's Deployment names its ReplicaSets, and named so too; with an address (the kubelet
  * reports it once the pod's sandbox exists, often before it reports the container running), not
- * being deleted, not ended, and not ready by the kubelet yet (a ready pod is the EndpointSlice's).
- * The function's key and the pod as a replica, or undefined.
+ * being deleted, and not ended. The function's key and the pod as a replica, or undefined. (A pod
+ * the kubelet reported ready and then not ready is the caller's to leave alone.)
  */
 export function startingPod(
   pod: V1Pod,
@@ -85,8 +85,6 @@ export function startingPod(
   const address = pod.status?.podIP;
   const phase = pod.status?.phase;
   if (!address || (phase !== 'Pending' && phase !== 'Running')) return undefined;
-  if (pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
-    return undefined;
   return {
     key: `${m.namespace}/${fn}`,
     replica: { id: m.name!, url: endpointUrl(address, runtimePort) },
