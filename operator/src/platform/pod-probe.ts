@@ -16,10 +16,14 @@ import {
 } from '../controller/desired.js';
 import type { FunctionKey, Replica } from './platform.js';
 
-/** The first probe of a starting pod, and the next ones growing to the max. */
+/**
+ * The first probe of a starting pod, and the next ones growing to the max. A pod is seen from
+ * the moment it has an address, often a second or more before its container starts: a long
+ * interval by then would add itself to the first invocation, so it stays short.
+ */
 const firstIntervalMs = 25;
-const maxIntervalMs = 250;
-const growth = 1.5;
+const maxIntervalMs = 50;
+const growth = 1.25;
 /** One probe's deadline. */
 const probeTimeoutMs = 1_000;
 /** A pod not ready after this is left to the kubelet's probes. */
