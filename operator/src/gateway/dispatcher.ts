@@ -4,9 +4,8 @@
  * first invocation asks the platform for a replica at once and waits, with the others, until
  * one is ready (the activator); nothing is ever sent to a replica that is not ready. When the
  * work waiting is more than the ready and starting replicas can take, it asks for the replicas
- * the work needs at once (burst.ts). Beyond
- * maxReplicas x concurrency in flight, invocations wait in the same queue; past its bound they
- * get 429.
+ * the work needs at once (burst.ts). Beyond maxReplicas x concurrency in flight, invocations
+ * wait in the same queue; past its bound they get 429.
  */
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
 import type { EddyFunction } from '../api/types.js';
