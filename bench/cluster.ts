@@ -15,8 +15,8 @@
  * each with p50, p95 and the largest. Target: Eddy's share at most 250 ms in every one of the
  * 10, in both rounds.
  *
- * Uses docker and the one-node cluster: run it under the shared lock,
- *   flock /tmp/eddy-docker.lock npm run bench:cluster
+ * It builds images with docker and starts the one-node cluster, as the cluster tests do: run it
+ * when nothing else uses them.
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
