@@ -8,7 +8,11 @@
  *      process's spawn to first answer; the difference is the activation overhead;
  *   4. burst: 500 events at once to a Function at zero: all answered, and when the last one was;
  *   5. queue: asynchronous events through NATS JetStream beside the in-memory path, and the
- *      publish acknowledgement's p50/p99 (`-- --queue-only` runs this section alone).
+ *      publish acknowledgement's p50/p99 (`-- --queue-only` runs this section alone);
+ *   6. burst at one warm replica: 16 invocations at once of a 200 ms handler at concurrency 1,
+ *      time until all have answered, with the gateway's burst scale-up off (the autoscaler alone
+ *      scales up) and on; target: under one cold start plus 2 x 200 ms (`-- --burst-only` runs
+ *      this section alone).
  * `-- --throughput-only` runs section 1 alone, twice in a row, without authentication; with
  * BENCH_GATEWAY_PROFILE=<dir> the gateway's process writes a CPU profile there.
  * The no-op at concurrency 1 also runs with authentication on (bearer token, TokenReview and
@@ -351,7 +355,12 @@ async function serve(functionsFile: string, runtimeMain: string, logFile: string
     elector: soleLeader,
     log: (m) => log(`eddy: ${m}`),
     auth,
-    gateway: { port: 0, host: '127.0.0.1' },
+    gateway: {
+      port: 0,
+      host: '127.0.0.1',
+      // The burst section's "before": scale-up past the first replica by the autoscaler alone.
+      burstScaleUp: process.env.BENCH_BURST_SCALE_UP !== 'off',
+    },
     metrics: { port: 0, host: '127.0.0.1' },
     onMetricsListening: (url) => process.stdout.write(`metrics on ${url}\n`),
     onListening: (url) => process.stdout.write(`gateway listening on ${url}\n`),
@@ -642,6 +651,11 @@ async function main(): Promise<void> {
       printRows(rows);
       return;
     }
+    if (process.argv.includes('--burst-only')) {
+      rows.push(...(await burstSection(dir, runtimeMain)));
+      printRows(rows);
+      return;
+    }
 
     say('starting a kube-apiserver for the callers with a token (auth on)');
     kube = await startKube({ installCrds: false });
@@ -869,6 +883,9 @@ async function main(): Promise<void> {
     gateway = undefined;
     rows.push(...(await queueSection(dir, runtimeMain)));
 
+    // 6. A burst at one warm replica.
+    rows.push(...(await burstSection(dir, runtimeMain)));
+
     printRows(rows);
   } catch (err) {
     failed = true;
@@ -976,6 +993,87 @@ function throughputRows(
       baseline: fmt(d.p99, 3),
       target: '',
       met: undefined,
+    },
+  ];
+}
+
+/** Invocations at once in the burst section, and its handler's time. */
+const warmBurstSize = 16;
+const warmBurstHandlerMs = 200;
+
+/**
+ * 16 invocations at once of a 200 ms handler at concurrency 1 at one warm replica: how long
+ * until all have answered, with the gateway's burst scale-up off (the autoscaler's tick alone
+ * scales up) and on, each in a gateway of its own; against one cold start (a no-op at zero
+ * through the same gateway, median of three) plus 2 x the handler's time.
+ */
+async function burstSection(dir: string, runtimeMain: string): Promise<Row[]> {
+  const wide = inlineFunction('wide', waitCode(warmBurstHandlerMs), {
+    concurrency: 1,
+    scaling: { maxReplicas: warmBurstSize },
+  });
+  const zeros = [1, 2, 3].map((i) => inlineFunction(`zero${i}`, noopCode));
+  const results: { mode: string; allMs: number; notOk: number; cold: number; replicas: string }[] =
+    [];
+  for (const mode of ['off', 'on'] as const) {
+    const runDir = join(dir, `burst-${mode}`);
+    await mkdir(runDir, { recursive: true });
+    const gw = await startGateway(runDir, runtimeMain, [wide, ...zeros], {
+      BENCH_BURST_SCALE_UP: mode,
+    });
+    try {
+      const agent = new Agent({ keepAlive: false, maxSockets: Infinity });
+      const colds: number[] = [];
+      for (const z of zeros) {
+        const a = await post(`${gw.url}/functions/${namespace}/${z.metadata.name}`, agent);
+        if (a.status !== 200) throw new Error(`${z.metadata.name} at zero answered ${a.status}`);
+        colds.push(a.ms);
+        await sleep(settleMs);
+      }
+      const warm = await post(`${gw.url}/functions/${namespace}/wide`, agent);
+      if (warm.status !== 200) throw new Error(`wide answered ${warm.status} warming up`);
+      await waitForReplicas(gw.url, ['wide'], { desired: 1, ready: 1 }, 10_000);
+      await sleep(settleMs);
+      say(
+        `burst (scale-up by the gateway ${mode}): ${warmBurstSize} at once to one warm replica ...`,
+      );
+      const t0 = performance.now();
+      const answers = await Promise.all(
+        Array.from({ length: warmBurstSize }, () =>
+          post(`${gw.url}/functions/${namespace}/wide`, agent).then(
+            (a) => ({ status: a.status, at: performance.now() - t0 }),
+            () => ({ status: 0, at: performance.now() - t0 }),
+          ),
+        ),
+      );
+      agent.destroy();
+      const allMs = Math.max(...answers.map((a) => a.at));
+      const replicas = JSON.stringify((await functionStates(gw.url)).get('wide')?.replicas);
+      const r = {
+        mode,
+        allMs,
+        notOk: answers.filter((a) => a.status !== 200).length,
+        cold: median(colds),
+        replicas,
+      };
+      say(
+        `burst (scale-up by the gateway ${mode}): all answered after ${fmt(allMs, 0)} ms, ${r.notOk} not 200; one cold start ${fmt(r.cold, 0)} ms; replicas now ${replicas}`,
+      );
+      results.push(r);
+    } finally {
+      await stop(gw.proc);
+    }
+  }
+  const before = results.find((r) => r.mode === 'off')!;
+  const after = results.find((r) => r.mode === 'on')!;
+  const target = after.cold + 2 * warmBurstHandlerMs;
+  return [
+    {
+      measure: `${warmBurstSize} x ${warmBurstHandlerMs} ms at one warm replica (concurrency 1): all answered ms`,
+      value: `${fmt(after.allMs, 0)}${after.notOk ? ` (${after.notOk} not 200)` : ''}`,
+      baseline: `${fmt(before.allMs, 0)} (autoscaler alone)${before.notOk ? ` (${before.notOk} not 200)` : ''}`,
+      target: `< ${fmt(target, 0)} (cold start ${fmt(after.cold, 0)} + 2 x ${warmBurstHandlerMs})`,
+      met: after.notOk === 0 && after.allMs < target,
     },
   ];
 }

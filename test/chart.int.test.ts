@@ -379,6 +379,11 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       endpointslices: await may(account, 'watch', 'endpointslices', {
         group: 'discovery.k8s.io',
       }),
+      pods: {
+        watch: await may(account, 'watch', 'pods'),
+        create: await may(account, 'create', 'pods'),
+        exec: await may(account, 'create', 'pods', { subresource: 'exec' }),
+      },
       secrets: {
         get: await may(account, 'get', 'secrets'),
         list: await may(account, 'list', 'secrets'),
@@ -413,6 +418,8 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       // Activation from zero: the scale of a Function's Deployment, nothing else of it.
       deployments: { watch: true, create: false, patch: false, scale: true },
       endpointslices: true,
+      // Starting function pods, probed before the kubelet says ready; read only.
+      pods: { watch: true, create: false, exec: false },
       secrets: { get: true, list: false, watchInRelease: true },
       // A gateway starts only the Functions and Deployments caches.
       caches: { services: false, configmaps: false, networkpolicies: false },
@@ -427,6 +434,7 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       functions: { watch: true, patch: true, status: true },
       deployments: { watch: true, create: true, patch: true, scale: true },
       endpointslices: true,
+      pods: { watch: false, create: false, exec: false },
       secrets: { get: true, list: false, watchInRelease: false },
       caches: { services: true, configmaps: true, networkpolicies: true },
       services: true,

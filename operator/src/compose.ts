@@ -30,7 +30,8 @@ export interface EddyOptions {
   log: (message: string) => void;
   /** Who may invoke and list functions on the gateway. */
   auth: Authorizer;
-  gateway: { port: number; host?: string };
+  /** burstScaleUp: false leaves scale-up past the first replica to the autoscaler (benches). */
+  gateway: { port: number; host?: string; burstScaleUp?: boolean };
   /**
    * Where GET /metrics listens: a port of its own, so that the gateway's port (and Service)
    * does not expose them. Without it no metrics are served.
@@ -111,6 +112,7 @@ export function composeEddy(o: EddyOptions): Eddy {
     auth: o.auth,
     queueLimit: o.queueLimit,
     memoryBudget: o.memoryBudget,
+    burstScaleUp: o.gateway.burstScaleUp,
     asyncInvoke: () => asyncInvokeVia(() => queue),
   });
   const sinkOptions = {

@@ -101,7 +101,13 @@ const eddy = composeEddy({
   role,
   ...(jetstream ? { jetstream } : {}),
   name: settings.identity,
-  platform: createKubernetesPlatform({ kc, log, deployments: caches.deployments }),
+  platform: createKubernetesPlatform({
+    kc,
+    log,
+    deployments: caches.deployments,
+    // The chart lets the gateway's account watch function pods, not the controller's.
+    watchPods: role === 'gateway',
+  }),
   store: caches.store,
   secrets: clusterSecrets(kc),
   elector: role === 'gateway' ? neverLeader : clusterElector(kc, settings, log),

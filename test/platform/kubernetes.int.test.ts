@@ -87,7 +87,10 @@ describe.skipIf(!canRun('kube'))(
     let gateways: Gateway[] = [];
 
     /** A platform as a gateway runs it: its own client under the operator's service account. */
-    const startGateway = async (deployments?: DeploymentCache): Promise<Gateway> => {
+    const startGateway = async (
+      deployments?: DeploymentCache,
+      watchPods = false,
+    ): Promise<Gateway> => {
       const sa = await operatorKubeConfig(kube(), gatewayAccount);
       const kc = new GatedKubeConfig();
       kc.loadFromOptions({
@@ -103,6 +106,7 @@ describe.skipIf(!canRun('kube'))(
         log: (m) => logs.push(m),
         endpointUrl,
         deployments,
+        watchPods,
       });
       platform.onChange((key) => changes.push(key));
       const stop = new AbortController();
@@ -253,6 +257,28 @@ describe.skipIf(!canRun('kube'))(
       expect(await replicasOf('wake')).toBe(2);
     });
 
+    it("raises a burst's replicas to what it asks for through the scale subresource, never lowers them", async () => {
+      const fn = await deployed('burst');
+      const g = await startGateway();
+      await g.platform.scale(fn, 1);
+      await replicasBecome('burst', 1);
+
+      await g.platform.activate(fn, 3);
+      const d = await deployment('burst');
+      expect(d.spec!.replicas).toBe(3);
+      expect(replicaOwners(d)).toEqual([
+        { manager: 'eddy-autoscaler', operation: 'Apply', subresource: 'scale' },
+      ]);
+      await waitFor('the platform to see 3 desired', async () =>
+        g.platform.counts(keyOf(fn)).desired === 3 ? true : undefined,
+      );
+
+      // What the autoscaler set above the burst's ask stays.
+      await g.platform.scale(fn, 5);
+      await g.platform.activate(fn, 4);
+      expect(await replicasOf('burst')).toBe(5);
+    });
+
     it('follows the desired count in a shared Deployments cache', async () => {
       const fn = await deployed('shared');
       const kc = await operatorKubeConfig(kube(), gatewayAccount);
@@ -360,6 +386,116 @@ describe.skipIf(!canRun('kube'))(
       const res = await fetch(replica!.url, { method: 'POST', body: JSON.stringify({ n: 21 }) });
       expect(res.status).toBe(200);
       expect(await res.json()).toEqual({ echo: 42 });
+    });
+
+    it("takes a starting pod as ready once its runtime answers the gateway's probe, before the slice says so", async () => {
+      const fn = await deployed('early');
+      const key = keyOf(fn);
+      const runtime = track(
+        await startRuntime(
+          { 'index.mjs': 'export const handler = async (event) => ({ echo: event.n * 2 });' },
+          { EDDY_FUNCTION_NAME: 'early', EDDY_FUNCTION_NAMESPACE: ns },
+        ),
+      );
+      pods.set('10.244.0.41', runtime.url);
+      const g = await startGateway();
+      // Listed not ready, as the EndpointSlice controller lists a pod that has an address and
+      // that its kubelet has yet to probe ready.
+      await publish('early', 'early-abcde', [
+        pod('early-7d9f-x1', '10.244.0.41', { ready: false, serving: false, terminating: false }),
+      ]);
+      const [replica] = await waitFor('the probed replica', async () => {
+        const r = g.platform.ready(key);
+        return r.length > 0 ? r : undefined;
+      });
+      expect(replica).toEqual({ id: 'early-7d9f-x1', url: runtime.url });
+      expect(
+        (await discovery.readNamespacedEndpointSlice({ name: 'early-abcde', namespace: ns }))
+          .endpoints[0]!.conditions!.ready,
+      ).toBe(false);
+
+      // Terminating: gone at once, whatever the probe saw.
+      await publish('early', 'early-abcde', [
+        pod('early-7d9f-x1', '10.244.0.41', { ready: false, serving: false, terminating: true }),
+      ]);
+      await waitFor('the terminating pod to leave', async () =>
+        g.platform.ready(key).length === 0 ? true : undefined,
+      );
+    });
+
+    it("watching the function's pods, takes a starting pod once its runtime answers, before any slice lists it", async () => {
+      const fn = await deployed('watched');
+      const key = keyOf(fn);
+      const runtime = track(
+        await startRuntime(
+          { 'index.mjs': 'export const handler = async (event) => ({ echo: event.n * 2 });' },
+          { EDDY_FUNCTION_NAME: 'watched', EDDY_FUNCTION_NAMESPACE: ns },
+        ),
+      );
+      pods.set('10.244.0.51', runtime.url);
+      // Under the gateway's account, as the chart grants it.
+      const g = await startGateway(undefined, true);
+      const podOf = (name: string, owner: string): k8s.V1Pod => ({
+        metadata: {
+          name,
+          namespace: ns,
+          labels: {
+            'eddy.dev/function': 'watched',
+            'app.kubernetes.io/managed-by': 'eddy-operator',
+            'pod-template-hash': '7d9f',
+          },
+          ownerReferences: [
+            { apiVersion: 'apps/v1', kind: 'ReplicaSet', name: owner, uid: 'rs', controller: true },
+          ],
+        },
+        spec: {
+          automountServiceAccountToken: false,
+          containers: [{ name: 'function', image: 'eddy/runtime:nodejs22' }],
+        },
+      });
+      // The kubelet's first report: the sandbox has an address, the container is not running.
+      const kubeletReports = async (name: string, ip: string) =>
+        core.patchNamespacedPodStatus(
+          {
+            name,
+            namespace: ns,
+            body: { status: { phase: 'Pending', podIP: ip, podIPs: [{ ip }] } },
+          },
+          k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+        );
+      // No controller makes the namespace's default service account here; pods need one.
+      await core.createNamespacedServiceAccount({
+        namespace: ns,
+        body: { metadata: { name: 'default' } },
+      });
+      // A pod the Deployment's ReplicaSet does not own is never probed, though it answers too.
+      await core.createNamespacedPod({
+        namespace: ns,
+        body: podOf('watched-7d9f-aaaaa', 'other-7d9f'),
+      });
+      await kubeletReports('watched-7d9f-aaaaa', '10.244.0.51');
+      await core.createNamespacedPod({
+        namespace: ns,
+        body: podOf('watched-7d9f-bbbbb', 'watched-7d9f'),
+      });
+      expect(g.platform.ready(key)).toEqual([]);
+      await kubeletReports('watched-7d9f-bbbbb', '10.244.0.51');
+      const [replica] = await waitFor('the probed pod', async () => {
+        const r = g.platform.ready(key);
+        return r.length > 0 ? r : undefined;
+      });
+      expect(g.platform.ready(key)).toEqual([{ id: 'watched-7d9f-bbbbb', url: runtime.url }]);
+      expect(replica!.id).toBe('watched-7d9f-bbbbb');
+
+      // Deleted: gone at once, whatever the probe saw.
+      await core.deleteNamespacedPod({
+        name: 'watched-7d9f-bbbbb',
+        namespace: ns,
+        gracePeriodSeconds: 0,
+      });
+      await waitFor('the deleted pod to leave', async () =>
+        g.platform.ready(key).length === 0 ? true : undefined,
+      );
     });
 
     it('leaves out endpoints that are not ready or terminating, and unreachable ones', async () => {

@@ -65,6 +65,13 @@ class FakeGateway {
     this.load(key).inFlight = 0;
   }
 
+  /** The gateway holds `n` replicas a burst asked for (undefined: none). */
+  hold(key: FunctionKey, n: number | undefined): void {
+    const load = this.load(key);
+    if (n === undefined) delete load.burstReplicas;
+    else load.burstReplicas = n;
+  }
+
   report(): LoadReport {
     this.advance();
     return Object.fromEntries([...this.loads].map(([key, load]) => [key, { ...load }]));
@@ -148,6 +155,31 @@ describe('createAutoscaler', () => {
     gateway.invoke(hello);
     await vi.advanceTimersByTimeAsync(2_000);
     expect(platform.replicas.get(hello)).toBe(1);
+  });
+
+  it('keeps the replicas a burst asked for until the gateway lets them go, then decides as before', async () => {
+    store.set(fn('hello', { scaling: { idleSeconds: 600 } }));
+    platform.replicas.set(hello, 1);
+    start();
+    // A minute and more of one invocation at a time: a full stable window recommending 1.
+    gateway.invoke(hello, 1);
+    await vi.advanceTimersByTimeAsync(71_900);
+    expect(platform.calls).toEqual([]);
+
+    // Just before a tick, a burst: the gateway asks for 4 at once and holds them. The tick's
+    // windows barely see it, and the scale-down delay alone would go to 2.
+    gateway.invoke(hello, 3);
+    platform.replicas.set(hello, 4);
+    gateway.hold(hello, 4);
+    await vi.advanceTimersByTimeAsync(4_100);
+    expect(platform.calls).toEqual([]);
+    expect(platform.replicas.get(hello)).toBe(4);
+
+    // Served: the gateway lets them go, and the autoscaler decides on its own windows again.
+    gateway.finish(hello);
+    gateway.hold(hello, undefined);
+    await vi.advanceTimersByTimeAsync(70_000);
+    expect(platform.replicas.get(hello)).toBeLessThan(4);
   });
 
   it('asks again on the next tick after a failing scale call, logging the failure once', async () => {

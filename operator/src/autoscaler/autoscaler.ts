@@ -1,7 +1,8 @@
 /**
  * The autoscaler: a leader-only loop that, every interval, reads what the gateways count, turns
  * it into one sample per Function, decides (decide.ts) and asks the platform for the replicas
- * that differ from what it has. It is the only writer of a Function's replicas. Each Function's
+ * that differ from what it has. It is the only writer that lowers a Function's replicas (a
+ * gateway raises them at zero and for a burst, and holds a burst's until they served). Each Function's
  * scale call runs on its own with its own deadline: one that hangs holds up that Function's
  * next call and nothing else.
  */
@@ -10,7 +11,15 @@ import type { EddyFunction } from '../api/types.js';
 import { describeError } from '../errors.js';
 import type { FunctionStore } from '../functions.js';
 import { keyOf, splitKey, type FunctionKey, type Platform } from '../platform/platform.js';
-import { Sampler, Windows, holdWhileMissing, scalingOf, type Decision } from './decide.js';
+import {
+  Sampler,
+  Windows,
+  burstHolds,
+  holdForBurst,
+  holdWhileMissing,
+  scalingOf,
+  type Decision,
+} from './decide.js';
 import type { LoadReadout, LoadSource } from './load.js';
 
 export interface AutoscalerOptions {
@@ -117,6 +126,7 @@ export function createAutoscaler(o: AutoscalerOptions): Autoscaler {
         // A read with a report missing is no sample: the baseline stays at the last complete
         // read, so the next complete one covers the gap with every gateway's counters.
         const samples = missing ? undefined : sampler.sample(readout.reports, at);
+        const held = burstHolds(readout.reports);
         const present = new Set<FunctionKey>();
         for (const fn of o.store.list()) {
           const key = keyOf(fn);
@@ -130,8 +140,11 @@ export function createAutoscaler(o: AutoscalerOptions): Autoscaler {
           if (samples) state.windows.add(samples.get(key) ?? { at, concurrency: 0, active: false });
 
           const current = o.platform.counts(key);
-          let decision = state.windows.decide(at, current, scalingOf(fn.spec));
+          const settings = scalingOf(fn.spec);
+          let decision = state.windows.decide(at, current, settings);
           if (missing) decision = holdWhileMissing(decision, current);
+          const burst = held.get(key);
+          if (burst !== undefined) decision = holdForBurst(decision, burst, settings);
           o.onDecision?.(key, decision);
           metrics?.observe(key, decision);
           if (decision.desired === current.desired) announced.delete(key);

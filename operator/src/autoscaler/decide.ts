@@ -277,3 +277,30 @@ export function holdWhileMissing(decision: Decision, current: ReplicaCounts): De
     reason: `${decision.reason}, holding ${current.desired} while a gateway's load report is missing`,
   };
 }
+
+/**
+ * A decision while a gateway holds replicas a burst asked for (`held`, the most any gateway
+ * reports): never below them, bounded by maxReplicas, so they are not taken away before they
+ * have served. Everything above is the autoscaler's as before.
+ */
+export function holdForBurst(decision: Decision, held: number, scaling: Scaling): Decision {
+  const floor = Math.min(held, scaling.maxReplicas);
+  if (decision.desired >= floor) return decision;
+  return {
+    ...decision,
+    desired: floor,
+    reason: `${decision.reason}, holding ${floor} a burst asked for until they have served`,
+  };
+}
+
+/** The most replicas any gateway holds for a burst, by function. */
+export function burstHolds(reports: LoadReport[]): Map<FunctionKey, number> {
+  const held = new Map<FunctionKey, number>();
+  for (const report of reports) {
+    for (const [key, load] of Object.entries(report)) {
+      const n = load.burstReplicas;
+      if (typeof n === 'number' && n > (held.get(key) ?? 0)) held.set(key, n);
+    }
+  }
+  return held;
+}

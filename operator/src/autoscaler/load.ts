@@ -13,6 +13,11 @@ export interface FunctionLoad {
   concurrencySeconds: number;
   /** Invocations received since the gateway started. */
   requests: number;
+  /**
+   * Replicas this gateway asked for in a burst that have yet to serve (absent: none): the
+   * autoscaler keeps at least this many.
+   */
+  burstReplicas?: number;
 }
 
 /** One gateway replica's load, by function. */

@@ -56,6 +56,7 @@ export function gatewayPeersLoad(o: PeersOptions): LoadSource {
               queued: f.queued,
               concurrencySeconds: f.concurrencySeconds,
               requests: f.requests,
+              ...(typeof f.burstReplicas === 'number' ? { burstReplicas: f.burstReplicas } : {}),
             };
           }
           return report;

@@ -60,6 +60,8 @@ export interface GatewayDeps {
   /** Delivers asynchronous invocations (retries, dead letters); given the dispatcher. */
   asyncInvoke?: (dispatcher: Dispatcher, metrics: GatewayMetrics) => AsyncInvoke;
   queueLimit?: number;
+  /** See DispatcherOptions.burstScaleUp. */
+  burstScaleUp?: boolean;
   /** Bytes of bodies and answers the gateway holds at most; default 64 MiB. */
   memoryBudget?: number;
 }
@@ -74,6 +76,8 @@ export interface FunctionState {
   queued: number;
   concurrencySeconds: number;
   requests: number;
+  /** Replicas a burst asked for that have yet to serve: the autoscaler keeps them. */
+  burstReplicas?: number;
 }
 
 export interface Gateway {
@@ -182,6 +186,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     log: deps.log,
     queueLimit: deps.queueLimit,
     budget,
+    burstScaleUp: deps.burstScaleUp,
   });
   const asyncInvoke = deps.asyncInvoke?.(dispatcher, metrics);
 

@@ -2,9 +2,10 @@
  * The dispatcher: every invocation passes here. Per function it keeps the work in flight on
  * each ready replica and a bounded FIFO queue of invocations waiting for a slot. At zero, the
  * first invocation asks the platform for a replica at once and waits, with the others, until
- * one is ready (the activator); nothing is ever sent to a replica that is not ready. Beyond
- * maxReplicas x concurrency in flight, invocations wait in the same queue; past its bound they
- * get 429.
+ * one is ready (the activator); nothing is ever sent to a replica that is not ready. When the
+ * work waiting is more than the ready and starting replicas can take, it asks for the replicas
+ * the work needs at once (burst.ts). Beyond maxReplicas x concurrency in flight, invocations
+ * wait in the same queue; past its bound they get 429.
  */
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
 import { Agent as ConnectionPool, type Dispatcher as HttpDispatcher } from 'undici';
@@ -21,6 +22,7 @@ import {
 } from '../platform/platform.js';
 import { headers as h, maxPayloadBytes } from '../../../runtime/src/contract/index.js';
 import type { MemoryBudget } from './budget.js';
+import { Bursts } from './burst.js';
 import { gatewayError, GatewayError } from './errors.js';
 import type { GatewayMetrics, InvocationOutcome } from './metrics.js';
 
@@ -53,6 +55,11 @@ export interface DispatcherOptions {
   queueLimit?: number;
   /** Counts the answers while they arrive from replicas. */
   budget?: MemoryBudget;
+  /**
+   * Queued work beyond what the ready and starting replicas take asks for more replicas at
+   * once (default); false leaves scale-up past the first replica to the autoscaler.
+   */
+  burstScaleUp?: boolean;
   now?: () => number;
 }
 
@@ -162,11 +169,23 @@ export class Dispatcher {
   });
   private readonly now: () => number;
   private readonly queueLimit: number;
+  private readonly bursts: Bursts | undefined;
   private stopping = false;
 
   constructor(private readonly o: DispatcherOptions) {
     this.now = o.now ?? Date.now;
     this.queueLimit = o.queueLimit ?? 1000;
+    if (o.burstScaleUp !== false) {
+      this.bursts = new Bursts({
+        platform: o.platform,
+        log: o.log,
+        now: this.now,
+        workOf: (key) => {
+          const lane = this.lanes.get(key);
+          return lane ? lane.inFlight + lane.waiters.length : 0;
+        },
+      });
+    }
   }
 
   /** Follows the platform's ready replicas until `signal` aborts. */
@@ -260,6 +279,7 @@ export class Dispatcher {
           );
         }
         const res = sent.response;
+        this.bursts?.served(key, replica.id);
         this.observe(fn, res, s.memoryMb);
         if (req.signal?.aborted) throw callerGone();
         outcome = outcomeOf(res);
@@ -301,6 +321,8 @@ export class Dispatcher {
           1000,
         requests: lane.requests,
       };
+      const held = this.bursts?.held(key);
+      if (held !== undefined) load.burstReplicas = held;
       report[key] = load;
     }
     return report;
@@ -315,6 +337,7 @@ export class Dispatcher {
     const lane = this.lanes.get(key);
     if (!lane) return;
     this.lanes.delete(key);
+    this.bursts?.forget(key);
     lane.account(this.now());
     lane.forgotten = true;
     for (const w of lane.waiters.splice(0)) w.reject(deleted(key));
@@ -407,6 +430,7 @@ export class Dispatcher {
         Math.max(0, deadline - now),
       );
       this.activateIfIdle(fn, lane);
+      this.bursts?.demand(fn, dataPathSettings(fn));
     });
   }
 
@@ -494,6 +518,7 @@ export class Dispatcher {
     if (n <= 0) lane.perReplica.delete(replicaId);
     else lane.perReplica.set(replicaId, n);
     this.pump(key);
+    if (lane.inFlight === 0 && lane.waiters.length === 0) this.bursts?.settled(key);
   }
 
   /** Hands free slots to waiting invocations, first come first served. */
@@ -514,7 +539,11 @@ export class Dispatcher {
       }
       first.resolve(replica);
     }
-    if (lane.waiters.length > 0) this.activateIfIdle(lane.waiters[0]!.fn, lane);
+    if (lane.waiters.length > 0) {
+      const fn = lane.waiters[0]!.fn;
+      this.activateIfIdle(fn, lane);
+      this.bursts?.demand(fn, dataPathSettings(fn));
+    }
   }
 
   private observe(fn: EddyFunction, res: InvokeResponse, memoryMb: number): void {

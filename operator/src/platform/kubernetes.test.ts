@@ -1,4 +1,4 @@
-import type { V1Endpoint, V1EndpointSlice } from '@kubernetes/client-node';
+import type { V1Endpoint, V1EndpointSlice, V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { ReadyReplicas, defaultEndpointUrl, sliceReplicas } from './kubernetes.js';
 
@@ -107,5 +107,113 @@ describe('ReadyReplicas', () => {
     expect(r.ready(key)).toEqual([]);
     r.update(slice('thumbnail-1', [endpoint('a', '10.244.0.1', { ready: true })]));
     expect(r.ready(key).map((x) => x.id)).toEqual(['a']);
+  });
+});
+
+describe('starting pods (probed by the gateway)', () => {
+  const key = 'photos/thumbnail';
+
+  it('offers to probe only not-ready, not-terminating endpoints of pods named as the function names its pods', () => {
+    const r = new ReadyReplicas();
+    r.update(
+      slice('thumbnail-abc', [
+        endpoint('thumbnail-5f7d-aaaaa', '10.244.0.1', { ready: false }),
+        endpoint('thumbnail-5f7d-bbbbb', '10.244.0.2', { ready: true }),
+        endpoint('thumbnail-5f7d-ccccc', '10.244.0.3', { ready: false, terminating: true }),
+        endpoint('other-5f7d-ddddd', '10.244.0.4', { ready: false }),
+        { addresses: ['10.244.0.5'], conditions: { ready: false } },
+      ]),
+    );
+    expect(r.starting(key)).toEqual([
+      { id: 'thumbnail-5f7d-aaaaa', url: 'http://10.244.0.1:8080' },
+    ]);
+  });
+
+  it('makes a starting pod that answered ready, until its slice says otherwise', () => {
+    const r = new ReadyReplicas();
+    const pod = { id: 'thumbnail-5f7d-aaaaa', url: 'http://10.244.0.1:8080' };
+    r.update(slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { ready: false })]));
+    expect(r.ready(key)).toEqual([]);
+
+    expect(r.probedReady(key, pod)).toBe(true);
+    expect(r.ready(key)).toEqual([pod]);
+    expect(r.starting(key)).toEqual([]);
+
+    // The kubelet agrees: the slice's word from now on, and still one replica.
+    r.update(slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { ready: true })]));
+    expect(r.ready(key)).toEqual([pod]);
+    // The kubelet's probe fails later: out, and not probed again as a starting pod.
+    r.update(slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { ready: false })]));
+    expect(r.ready(key)).toEqual([]);
+    expect(r.starting(key)).toEqual([]);
+    expect(r.probedReady(key, pod)).toBe(false);
+  });
+
+  it('drops a probed pod its slice no longer lists as starting, and refuses one it never listed', () => {
+    const r = new ReadyReplicas();
+    const pod = { id: 'thumbnail-5f7d-aaaaa', url: 'http://10.244.0.1:8080' };
+    r.update(slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { ready: false })]));
+    r.probedReady(key, pod);
+    r.update(
+      slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { ready: false, terminating: true })]),
+    );
+    expect(r.ready(key)).toEqual([]);
+    expect(r.probedReady(key, { id: 'thumbnail-5f7d-zzzzz', url: 'http://10.244.0.9:8080' })).toBe(
+      false,
+    );
+    expect(r.ready(key)).toEqual([]);
+  });
+});
+
+describe('starting pods from a watch of the pods', () => {
+  const key = 'photos/thumbnail';
+  const podNamed = (ready?: boolean): V1Pod => ({
+    metadata: {
+      name: 'thumbnail-5f7d9c-x2x4q',
+      namespace: 'photos',
+      labels: {
+        'eddy.dev/function': 'thumbnail',
+        'app.kubernetes.io/managed-by': 'eddy-operator',
+        'pod-template-hash': '5f7d9c',
+      },
+      ownerReferences: [
+        {
+          apiVersion: 'apps/v1',
+          kind: 'ReplicaSet',
+          name: 'thumbnail-5f7d9c',
+          uid: 'rs',
+          controller: true,
+        },
+      ],
+    },
+    status: {
+      phase: 'Running',
+      podIP: '10.244.0.9',
+      conditions: ready === undefined ? [] : [{ type: 'Ready', status: ready ? 'True' : 'False' }],
+    },
+  });
+  const replica = { id: 'thumbnail-5f7d9c-x2x4q', url: 'http://10.244.0.9:8080' };
+
+  it('keeps a probed pod ready when the kubelet says ready before the slice does, and leaves it once not ready again', () => {
+    const r = new ReadyReplicas();
+    expect(r.updatePod(podNamed())).toBe(key);
+    expect(r.starting(key)).toEqual([replica]);
+    expect(r.probedReady(key, replica)).toBe(true);
+    expect(r.ready(key)).toEqual([replica]);
+
+    r.updatePod(podNamed(true));
+    expect(r.ready(key)).toEqual([replica]);
+
+    r.updatePod(podNamed(false));
+    expect(r.ready(key)).toEqual([]);
+    expect(r.starting(key)).toEqual([]);
+  });
+
+  it('drops a deleted pod at once', () => {
+    const r = new ReadyReplicas();
+    r.updatePod(podNamed());
+    r.probedReady(key, replica);
+    r.deletePod(podNamed());
+    expect(r.ready(key)).toEqual([]);
   });
 });

@@ -3,11 +3,14 @@
  * many replicas run is set through the Deployment's scale subresource under the scaler's own
  * field manager (the reconciler never writes spec.replicas); which replicas are ready comes from
  * the EndpointSlices of the function's Service, so the gateway sends to pod IPs and learns the
- * moment the first replica is ready, as Knative's activator does.
+ * moment the first replica is ready, as Knative's activator does. A pod the slice lists but not
+ * ready yet is probed by the gateway itself (pod-probe.ts) and taken as soon as its runtime
+ * answers, ahead of the kubelet's next readiness probe.
  */
 import {
   ApiException,
   AppsV1Api,
+  CoreV1Api,
   DiscoveryV1Api,
   PatchStrategy,
   setHeaderOptions,
@@ -16,14 +19,20 @@ import {
   type ObjectCache,
   type V1Deployment,
   type V1EndpointSlice,
+  type V1Pod,
   type V1Scale,
 } from '@kubernetes/client-node';
 import type { EddyFunction } from '../api/types.js';
 import { withConnectionReuse } from '../connection-reuse.js';
 import { requestTimeoutOf, withRequestDeadlines, withSignal } from '../request-deadlines.js';
-import { fieldManager as operatorFieldManager, runtimePort } from '../controller/desired.js';
+import {
+  fieldManager as operatorFieldManager,
+  functionLabel,
+  runtimePort,
+} from '../controller/desired.js';
 import { paginated, startInformer } from '../controller/informers.js';
 import { ActivationStalled, describeError } from '../errors.js';
+import { PodProber, startingEndpoints, startingPod } from './pod-probe.js';
 import {
   httpUrl,
   keyOf,
@@ -58,12 +67,23 @@ export interface KubernetesPlatformOptions {
    * The URL of an endpoint: by default http://<address>:<port>. Tests map the fake pod IPs they
    * publish to the 127.0.0.1 ports of the runtimes they start.
    */
-  endpointUrl?: (address: string, port: number, slice: V1EndpointSlice) => string;
+  endpointUrl?: (address: string, port: number, slice?: V1EndpointSlice) => string;
   /**
    * A Deployments cache to share (the controller's); without one the platform watches the
    * Deployments labelled managed-by=eddy-operator itself.
    */
   deployments?: DeploymentCache;
+  /**
+   * Probe a function's starting pods (not-ready endpoints) and send to them once their runtime
+   * answers, before the kubelet's readiness (default); false waits for the kubelet.
+   */
+  probeStartingPods?: boolean;
+  /**
+   * Also watch the functions' pods themselves (cluster-wide list and watch of pods labelled as
+   * Functions' pods): a starting pod is probed from the moment the kubelet reports its address,
+   * one controller hop before its EndpointSlice lists it. The chart grants it to the gateway.
+   */
+  watchPods?: boolean;
 }
 
 /** A pod's URL unless the endpointUrl seam says otherwise. */
@@ -105,6 +125,19 @@ export function sliceReplicas(
 export class ReadyReplicas {
   /** function -> slice name -> the slice's ready replicas. */
   private readonly slices = new Map<FunctionKey, Map<string, Replica[]>>();
+  /** function -> slice name -> the slice's starting pods the gateway may probe (pod-probe.ts). */
+  private readonly startingBySlice = new Map<FunctionKey, Map<string, Replica[]>>();
+  /** Starting pods that answered the gateway's probe while their slice still says not ready. */
+  private readonly probed = new Map<FunctionKey, Map<string, Replica>>();
+  /**
+   * function -> slice name -> the pods it lists that it has reported ready: not ready again is
+   * the kubelet's word, and is not probed.
+   */
+  private readonly sawReady = new Map<FunctionKey, Map<string, Set<string>>>();
+  /** function -> pod name -> starting pods seen by a watch of the pods themselves. */
+  private readonly startingPods = new Map<FunctionKey, Map<string, Replica>>();
+  /** Pods ("namespace/name") the kubelet has reported ready: not probed once not ready again. */
+  private readonly podsSawReady = new Set<string>();
   private readonly unreachableIds = new Map<FunctionKey, Set<string>>();
   /** ready() answers from here: it is read on every invocation, changed only by events. */
   private readonly readyCache = new Map<FunctionKey, Replica[]>();
@@ -123,6 +156,22 @@ export class ReadyReplicas {
     let bySlice = this.slices.get(key);
     if (!bySlice) this.slices.set(key, (bySlice = new Map<string, Replica[]>()));
     bySlice.set(slice.metadata?.name ?? '', replicas);
+    let starting = this.startingBySlice.get(key);
+    if (!starting) this.startingBySlice.set(key, (starting = new Map<string, Replica[]>()));
+    let sawReady = this.sawReady.get(key);
+    if (!sawReady) this.sawReady.set(key, (sawReady = new Map<string, Set<string>>()));
+    const listed = new Set((slice.endpoints ?? []).map((e) => e.targetRef?.name));
+    const before = sawReady.get(slice.metadata?.name ?? '') ?? new Set<string>();
+    const now = new Set([...before].filter((id) => listed.has(id)));
+    for (const r of replicas) now.add(r.id);
+    sawReady.set(slice.metadata?.name ?? '', now);
+    starting.set(
+      slice.metadata?.name ?? '',
+      startingEndpoints(slice, this.endpointUrl ?? defaultEndpointUrl).filter(
+        (r) => !now.has(r.id),
+      ),
+    );
+    this.forgetProbed(key);
     // A slice that reports a replica ready again is news from its kubelet's probes: trust it.
     const marked = this.unreachableIds.get(key);
     if (marked) {
@@ -139,8 +188,106 @@ export class ReadyReplicas {
     const bySlice = this.slices.get(key);
     bySlice?.delete(slice.metadata?.name ?? '');
     if (bySlice?.size === 0) this.slices.delete(key);
+    const starting = this.startingBySlice.get(key);
+    starting?.delete(slice.metadata?.name ?? '');
+    if (starting?.size === 0) this.startingBySlice.delete(key);
+    const sawReady = this.sawReady.get(key);
+    sawReady?.delete(slice.metadata?.name ?? '');
+    if (sawReady?.size === 0) this.sawReady.delete(key);
+    this.forgetProbed(key);
     this.forgetGone(key);
     return key;
+  }
+
+  /**
+   * Takes in a new or changed function pod from a watch of the pods themselves (the gateway's):
+   * one startingPod() lets the gateway probe is starting until it changes otherwise. Returns the
+   * function it belongs to, if any.
+   */
+  updatePod(pod: V1Pod): FunctionKey | undefined {
+    const namespace = pod.metadata?.namespace;
+    const fn = pod.metadata?.labels?.[functionLabel];
+    const name = pod.metadata?.name;
+    if (!namespace || !fn || !name) return undefined;
+    const key = `${namespace}/${fn}`;
+    // Ready by the kubelet: still a candidate, so a pod probed ready stays ready until its slice
+    // catches up. Not ready again after that: the kubelet's word, never probed again.
+    const id = `${namespace}/${name}`;
+    const ready = pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+    if (ready) this.podsSawReady.add(id);
+    const starting =
+      !ready && this.podsSawReady.has(id)
+        ? undefined
+        : startingPod(pod, this.endpointUrl ?? defaultEndpointUrl);
+    let byName = this.startingPods.get(key);
+    if (starting && starting.key === key) {
+      if (!byName) this.startingPods.set(key, (byName = new Map<string, Replica>()));
+      byName.set(name, starting.replica);
+    } else {
+      byName?.delete(name);
+      if (byName?.size === 0) this.startingPods.delete(key);
+    }
+    this.readyCache.delete(key);
+    this.forgetProbed(key);
+    return key;
+  }
+
+  deletePod(pod: V1Pod): FunctionKey | undefined {
+    const namespace = pod.metadata?.namespace;
+    const name = pod.metadata?.name;
+    if (namespace && name) this.podsSawReady.delete(`${namespace}/${name}`);
+    const fn = pod.metadata?.labels?.[functionLabel];
+    if (!namespace || !fn || !name) return undefined;
+    const key = `${namespace}/${fn}`;
+    const byName = this.startingPods.get(key);
+    byName?.delete(name);
+    if (byName?.size === 0) this.startingPods.delete(key);
+    this.readyCache.delete(key);
+    this.forgetProbed(key);
+    return key;
+  }
+
+  /** The function's starting pods the gateway may probe, and has not seen answer yet. */
+  starting(key: FunctionKey): Replica[] {
+    const probed = this.probed.get(key);
+    const byId = new Map<string, Replica>();
+    for (const r of this.allStarting(key))
+      if (!probed?.has(r.id) && !byId.has(r.id)) byId.set(r.id, r);
+    return [...byId.values()];
+  }
+
+  /** Starting pods as their slices list them, then as the pods' own watch does. */
+  private allStarting(key: FunctionKey): Replica[] {
+    const all: Replica[] = [];
+    for (const list of this.startingBySlice.get(key)?.values() ?? []) all.push(...list);
+    all.push(...(this.startingPods.get(key)?.values() ?? []));
+    return all;
+  }
+
+  /**
+   * A starting pod answered the gateway's probe: ready from now on, unless its slice no longer
+   * lists it as starting at that address. Returns whether it was taken.
+   */
+  probedReady(key: FunctionKey, replica: Replica): boolean {
+    const still = this.allStarting(key).some((r) => r.id === replica.id && r.url === replica.url);
+    if (!still) return false;
+    let probed = this.probed.get(key);
+    if (!probed) this.probed.set(key, (probed = new Map<string, Replica>()));
+    probed.set(replica.id, replica);
+    this.readyCache.delete(key);
+    return true;
+  }
+
+  /**
+   * Drops probed pods their slices now report ready (the kubelet's word from here on) or no
+   * longer list as starting (gone, terminating, or another address).
+   */
+  private forgetProbed(key: FunctionKey): void {
+    const probed = this.probed.get(key);
+    if (!probed) return;
+    const starting = new Set(this.allStarting(key).map((r) => `${r.id}=${r.url}`));
+    for (const [id, r] of probed) if (!starting.has(`${id}=${r.url}`)) probed.delete(id);
+    if (probed.size === 0) this.probed.delete(key);
   }
 
   /** Keeps a replica out until a slice update reports it ready again. */
@@ -168,11 +315,13 @@ export class ReadyReplicas {
   /** Every ready replica of a function, one per pod (a dual-stack pod is in two slices). */
   private all(key: FunctionKey): Replica[] {
     const bySlice = this.slices.get(key);
-    if (!bySlice) return [];
+    const probed = this.probed.get(key);
+    if (!bySlice && !probed) return [];
     const byId = new Map<string, Replica>();
-    for (const name of [...bySlice.keys()].sort()) {
-      for (const r of bySlice.get(name)!) if (!byId.has(r.id)) byId.set(r.id, r);
+    for (const name of [...(bySlice?.keys() ?? [])].sort()) {
+      for (const r of bySlice!.get(name)!) if (!byId.has(r.id)) byId.set(r.id, r);
     }
+    for (const r of probed?.values() ?? []) if (!byId.has(r.id)) byId.set(r.id, r);
     return [...byId.values()];
   }
 
@@ -207,8 +356,22 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
   withRequestDeadlines(withConnectionReuse(o.kc));
   const apps = o.kc.makeApiClient(AppsV1Api);
   const discovery = o.kc.makeApiClient(DiscoveryV1Api);
+  const core = o.kc.makeApiClient(CoreV1Api);
   const replicas = new ReadyReplicas(o.endpointUrl);
   const listeners = new Set<(key: FunctionKey) => void>();
+  const prober =
+    o.probeStartingPods === false
+      ? undefined
+      : new PodProber({
+          onReady: (key, replica) => {
+            if (replicas.probedReady(key, replica)) readyChanged(key);
+          },
+        });
+  const sliceChanged = (key: FunctionKey | undefined) => {
+    if (!key) return;
+    prober?.track(key, replicas.starting(key));
+    readyChanged(key);
+  };
   let deployments: ObjectCache<V1Deployment> | undefined = o.deployments;
   /** What listeners were last told, to call them only on a change. */
   const seenReady = new Map<FunctionKey, string>();
@@ -284,6 +447,24 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
       if (started) throw new Error('the kubernetes platform was started already');
       started = true;
       const common = { log: o.log, signal };
+      signal.addEventListener('abort', () => prober?.stop(), { once: true });
+      if (prober && o.watchPods) {
+        const podSelector = `${managedBy},${functionLabel}`;
+        // Not waited for: the slices alone still find every pod, a little later.
+        void startInformer<V1Pod>(o.kc, {
+          ...common,
+          name: 'function pods',
+          path: '/api/v1/pods',
+          labelSelector: podSelector,
+          list: paginated((page) =>
+            core.listPodForAllNamespaces({ labelSelector: podSelector, ...page }),
+          ),
+          onChange: (pod) => sliceChanged(replicas.updatePod(pod)),
+          onDelete: (pod) => sliceChanged(replicas.deletePod(pod)),
+        }).catch((err: unknown) => {
+          if (!signal.aborted) o.log(`watching function pods failed: ${describeError(err)}`);
+        });
+      }
       const slices = startInformer<V1EndpointSlice>(o.kc, {
         ...common,
         name: 'endpointslices',
@@ -292,8 +473,8 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
         list: paginated((page) =>
           discovery.listEndpointSliceForAllNamespaces({ labelSelector: sliceSelector, ...page }),
         ),
-        onChange: (slice) => readyChanged(replicas.update(slice)),
-        onDelete: (slice) => readyChanged(replicas.delete(slice)),
+        onChange: (slice) => sliceChanged(replicas.update(slice)),
+        onDelete: (slice) => sliceChanged(replicas.delete(slice)),
       });
       const shared = o.deployments;
       if (shared) {
@@ -335,7 +516,7 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
       await applyScale(fn, n, undefined, signal);
     },
 
-    async activate(fn) {
+    async activate(fn, atLeast = 1) {
       const key = keyOf(fn);
       // One deadline for the whole activation, however many reads a conflict costs: the gateway
       // retries a failed one while invocations wait.
@@ -349,17 +530,19 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
         } catch (err) {
           if (deadline.aborted) throw new ActivationStalled(key, timeoutMs);
           if (!isStatus(err, 404)) throw err;
-          // The reconciler has yet to make it, and makes it with one replica.
+          // The reconciler has yet to make it, and makes it with one replica (a burst asks again
+          // once it exists).
           o.log(`activating ${key}: no Deployment yet; it starts with one replica`);
           return;
         }
-        if ((scale.spec?.replicas ?? 0) >= 1) return;
+        const before = scale.spec?.replicas ?? 0;
+        if (before >= atLeast) return;
         try {
           // The resourceVersion read makes this a compare-and-swap: if anyone changed the
           // Deployment since (another gateway activating, the autoscaler deciding 3), the API
           // server answers 409 and the decision is made again on what is there now.
-          await applyScale(fn, 1, scale.metadata?.resourceVersion, deadline);
-          o.log(`activated ${key}: 0 -> 1 replica`);
+          await applyScale(fn, atLeast, scale.metadata?.resourceVersion, deadline);
+          o.log(`activated ${key}: ${before} -> ${atLeast} replica${atLeast === 1 ? '' : 's'}`);
           return;
         } catch (err) {
           if (deadline.aborted) throw new ActivationStalled(key, timeoutMs);

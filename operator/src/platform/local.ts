@@ -874,13 +874,13 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       await reconcile(st);
     },
 
-    async activate(fn) {
+    async activate(fn, atLeast = 1) {
       const st = track(fn);
       codeSource(st.fn, options.configMaps);
       // A Secret it names and the files lack: refused now, naming it, not after a timeout.
       functionEnv(st.fn, options.configMaps, options.secrets);
-      if (st.desired < 1) {
-        st.desired = 1;
+      if (st.desired < atLeast) {
+        st.desired = atLeast;
         emit(st.key);
       }
       await reconcile(st);

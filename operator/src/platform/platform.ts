@@ -52,10 +52,11 @@ export interface Platform {
    */
   scale(fn: EddyFunction, replicas: number, signal?: AbortSignal): Promise<void>;
   /**
-   * Activation from zero: at least one replica, at once. Sets max(current, 1), never more, so
-   * two gateways activating the same function together ask for one replica, not two.
+   * Activation from zero, and a burst's scale-up: at least `atLeast` replicas (default 1), at
+   * once. Sets max(current, atLeast), never more, so two gateways activating the same function
+   * together ask for one replica, not two, and a burst never lowers what the autoscaler set.
    */
-  activate(fn: EddyFunction): Promise<void>;
+  activate(fn: EddyFunction, atLeast?: number): Promise<void>;
   /** The ready replicas of a function now. */
   ready(key: FunctionKey): Replica[];
   counts(key: FunctionKey): ReplicaCounts;
