@@ -5,12 +5,7 @@
  * its Secret names, and RBAC (a SubjectAccessReview, the chart's ClusterRole eddy-invoker)
  * decides, as for that account's bearer token, which keeps working on this API too.
  */
-import {
-  InvokeCommand,
-  LambdaClient,
-  type LambdaClientConfig,
-  type LambdaServiceException,
-} from '@aws-sdk/client-lambda';
+import { InvokeCommand, LambdaClient, type LambdaClientConfig } from '@aws-sdk/client-lambda';
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -28,20 +23,11 @@ import {
 import { canRun, useComponent } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
 import { inlineFunction, namespace, quiet, startStack, type Stack } from './stack.js';
+import { payload, refused } from './lambda-client.js';
 
 const other = 'invoke-other';
 const code =
   'export const handler = async (event, context) => ({ event, id: context.awsRequestId });';
-const payload = (v: unknown) => Buffer.from(JSON.stringify(v));
-
-async function refused(p: Promise<unknown>): Promise<LambdaServiceException> {
-  try {
-    await p;
-  } catch (err) {
-    return err as LambdaServiceException;
-  }
-  throw new Error('the call was not refused');
-}
 
 describe.skipIf(!canRun('kube'))('Lambda Invoke API with SigV4 and RBAC', () => {
   const kube = useComponent(() => startKube());

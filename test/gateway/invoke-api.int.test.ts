@@ -4,12 +4,7 @@
  * AWS CLI (`aws lambda invoke --endpoint-url`). The SDK always signs; the local stack takes any
  * signature.
  */
-import {
-  InvokeCommand,
-  LambdaClient,
-  type InvokeCommandOutput,
-  type LambdaServiceException,
-} from '@aws-sdk/client-lambda';
+import { InvokeCommand, LambdaClient, type InvokeCommandOutput } from '@aws-sdk/client-lambda';
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
@@ -21,6 +16,7 @@ import { awsCli } from '../harness/components.js';
 import { canRun } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
 import { inlineFunction, namespace, quiet, startStack, type Stack } from './stack.js';
+import { payload, refused } from './lambda-client.js';
 
 const code = `
 export const handler = async (event, context) => {
@@ -35,16 +31,6 @@ export const handler = async (event, context) => {
 };`;
 
 const decode = (p?: Uint8Array) => JSON.parse(Buffer.from(p ?? []).toString('utf8')) as unknown;
-const payload = (v: unknown) => Buffer.from(JSON.stringify(v));
-
-async function refused(p: Promise<unknown>): Promise<LambdaServiceException> {
-  try {
-    await p;
-  } catch (err) {
-    return err as LambdaServiceException;
-  }
-  throw new Error('the call was not refused');
-}
 
 describe('Lambda Invoke API on the local stack', () => {
   let stack: Stack;

@@ -637,22 +637,7 @@ export class Dispatcher {
         },
         onComplete: () => {
           const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
-          if (status === 503 && isUnavailable(body)) {
-            done({ kind: 'undelivered', reason: 'the replica is recycling or stopping' });
-          } else if (status === 429) {
-            done({ kind: 'busy' });
-          } else {
-            done({
-              kind: 'answered',
-              response: {
-                status,
-                headers: answerHeaders,
-                body,
-                replicaId: replica.id,
-                functionError: answerHeaders[h.functionError] !== undefined,
-              },
-            });
-          }
+          done(answered(status, answerHeaders, body, replica.id));
         },
         // Whether the request was connected, and whole in the replica's socket. The runtime
         // starts a handler only once the body is complete, so a failure before that proves the
@@ -743,23 +728,7 @@ export class Dispatcher {
           res.on('end', () => {
             const status = res.statusCode ?? 502;
             const headers = flatten(res.headers);
-            const body = Buffer.concat(chunks);
-            if (status === 503 && isUnavailable(body)) {
-              done({ kind: 'undelivered', reason: 'the replica is recycling or stopping' });
-            } else if (status === 429) {
-              done({ kind: 'busy' });
-            } else {
-              done({
-                kind: 'answered',
-                response: {
-                  status,
-                  headers,
-                  body,
-                  replicaId: replica.id,
-                  functionError: headers[h.functionError] !== undefined,
-                },
-              });
-            }
+            done(answered(status, headers, Buffer.concat(chunks), replica.id));
           });
         },
       );
@@ -812,6 +781,28 @@ function deleted(key: FunctionKey): GatewayError {
     'FunctionNotFound',
     `function ${key} was deleted while the invocation waited; it was not run`,
   );
+}
+
+/** What a replica's whole answer means, from either client. */
+function answered(
+  status: number,
+  headers: Record<string, string>,
+  body: Buffer,
+  replicaId: string,
+): SendResult {
+  if (status === 503 && isUnavailable(body))
+    return { kind: 'undelivered', reason: 'the replica is recycling or stopping' };
+  if (status === 429) return { kind: 'busy' };
+  return {
+    kind: 'answered',
+    response: {
+      status,
+      headers,
+      body,
+      replicaId,
+      functionError: headers[h.functionError] !== undefined,
+    },
+  };
 }
 
 function died(err: Error, timedOut: boolean): SendResult {
