@@ -1,44 +1,15 @@
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { billedFor, startRuntime, waitForReadyz } from '../harness/runtime.js';
+import { startHolds } from '../harness/holds.js';
 import { usePerTest } from '../harness/suite.js';
 
-/**
- * Where 'hold' invocations say they started and wait to be let go: a handler asks
- * GET /hold/<name>, which resolves `started(name)` and is answered by `release(name, value)`.
- */
+/** Where 'hold' invocations say they started and wait to be let go. */
 async function holds() {
-  const waiting = new Map<string, ServerResponse>();
-  const arrived = new Map<string, () => void>();
-  const server = createServer((req, res) => {
-    const name = decodeURIComponent(req.url!.replace(/^\/hold\//, ''));
-    waiting.set(name, res);
-    arrived.get(name)?.();
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return {
-    processes: [],
-    /** The event of an invocation that holds until released. */
-    event: (name: string) => ({ action: 'hold', url: `${url}/hold/${name}` }),
-    started: (name: string) =>
-      waiting.has(name)
-        ? Promise.resolve()
-        : new Promise<void>((resolve) => arrived.set(name, resolve)),
-    release(name: string, value: string) {
-      waiting.get(name)!.end(value);
-    },
-    async stop() {
-      server.closeAllConnections();
-      server.close();
-      await once(server, 'close');
-    },
-  };
+  const h = await startHolds();
+  return { ...h, event: (name: string) => ({ action: 'hold', url: h.url(name) }) };
 }
 
 async function invoke(url: string, body: unknown = {}) {

@@ -1,12 +1,11 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { promtoolBinary } from '../harness/components.js';
 import { billedFor, startRuntime, waitForReadyz } from '../harness/runtime.js';
 import { canRun, usePerTest } from '../harness/suite.js';
+import { startHolds } from '../harness/holds.js';
 
 const logging = `
 export const handler = async (event) => {
@@ -18,37 +17,6 @@ export const handler = async (event) => {
   if (event.sleep) await new Promise((r) => setTimeout(r, event.sleep));
   return 'ok';
 };`;
-
-/**
- * Where invocations with `hold` say they started and wait to be let go: the handler asks
- * GET /<name>, which resolves `started(name)` and is answered by `release(name)`.
- */
-async function holds() {
-  const waiting = new Map<string, ServerResponse>();
-  const arrived = new Map<string, () => void>();
-  const server = createServer((req, res) => {
-    const name = req.url!.slice(1);
-    waiting.set(name, res);
-    arrived.get(name)?.();
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return {
-    processes: [],
-    url: (name: string) => `${url}/${name}`,
-    started: (name: string) =>
-      waiting.has(name)
-        ? Promise.resolve()
-        : new Promise<void>((resolve) => arrived.set(name, resolve)),
-    release: (name: string) => waiting.get(name)!.end('released'),
-    async stop() {
-      server.closeAllConnections();
-      server.close();
-      await once(server, 'close');
-    },
-  };
-}
 
 async function invoke(url: string, body: unknown, requestId?: string) {
   const res = await fetch(url, {
@@ -186,7 +154,7 @@ describe('runtime: logs and metrics', () => {
           { EDDY_TIMEOUT_MS: String(timeoutMs), EDDY_CONCURRENCY: '2' },
         ),
       );
-      const h = track(await holds());
+      const h = track(await startHolds());
       await waitForReadyz(rt.url, 200);
       const answered: Response[] = [];
       const invoked = async (body: unknown) => {
