@@ -324,5 +324,5 @@ describe.skipIf(!canRun('kube'))('the operator’s admission policy, on a real A
     expect(await checkpoints.load(current, 'clicks')).toEqual({ shard: '2' });
     await checkpoints.remove(current, 'clicks');
     expect(await checkpoints.load(current, 'clicks')).toEqual({});
-  });
+  }, 120_000);
 });

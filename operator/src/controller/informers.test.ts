@@ -41,6 +41,7 @@ type Outcome =
   | 'lists' // lists, watches, resolves
   | 'list fails' // emits 'connect', then 'error', and still resolves
   | 'rejects' // emits 'connect', then rejects (e.g. the credentials plugin failed)
+  | 'busy' // emits 'connect', then the API server's 429 as 'error', and still resolves
   | { until: Promise<void> }; // emits 'connect', lists once `until` resolves
 
 class FakeInformer {
@@ -66,6 +67,8 @@ class FakeInformer {
     this.emit('connect');
     if (outcome === 'list fails') return this.emit('error', new Error('connect ECONNREFUSED'));
     if (outcome === 'rejects') throw new Error('exec plugin: token expired');
+    if (outcome === 'busy')
+      return this.emit('error', Object.assign(new Error('Too Many Requests'), { statusCode: 429 }));
     if (typeof outcome === 'object') await outcome.until;
     this.emit('add', { metadata: { name: 'cm', resourceVersion: String(this.starts.length) } });
     this.watching = true;
@@ -177,6 +180,26 @@ describe('startInformer', () => {
     await vi.advanceTimersByTimeAsync(120_000);
     expect(fake.starts).toHaveLength(3);
     expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('tries a first start the API server refused as busy (429) again, then serves', async () => {
+    const fake = new FakeInformer(['busy', 'busy', 'lists']);
+    const started = start(fake);
+    await vi.advanceTimersByTimeAsync(5_000);
+    await expect(started).resolves.toBe(fake);
+    expect(fake.starts.slice(1).map((t, i) => t - fake.starts[i]!)).toEqual([500, 1000]);
+    expect(logs[0]).toBe(
+      'configmaps list or watch refused (Too Many Requests); trying again in 500 ms',
+    );
+  });
+
+  it('rejects when the API server stays busy past the retries', async () => {
+    const fake = new FakeInformer(Array<Outcome>(6).fill('busy'));
+    const started = start(fake);
+    const outcome = expect(started).rejects.toThrow('Too Many Requests');
+    await vi.advanceTimersByTimeAsync(60_000);
+    await outcome;
+    expect(fake.starts).toHaveLength(6);
   });
 
   it('rejects when the first list fails, leaving no restart behind', async () => {

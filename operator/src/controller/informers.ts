@@ -123,7 +123,19 @@ export async function startInformer<T extends KubernetesObject>(
     void informer.stop();
   };
   o.signal.addEventListener('abort', onAbort, { once: true });
-  const seen = await attempt();
+  let seen = await attempt();
+  // The API server asked for another try (429 from its priority and fairness queues, or a 5xx
+  // while it starts): tried again with the backoff, a few times, before the caller hears of it.
+  for (let retries = 0; retries < firstStartRetries && seen.length > 0; retries++) {
+    if (o.signal.aborted || !askedToRetry(seen[0])) break;
+    o.log(
+      `${o.name} list or watch refused (${describe(seen[0])}); trying again in ${backoffMs} ms`,
+    );
+    await new Promise((resolve) => setTimeout(resolve, backoffMs));
+    backoffMs = Math.min(backoffMs * 2, 30_000);
+    seen = await attempt();
+  }
+  backoffMs = 500;
   if (seen.length > 0) {
     // The caller was promised a full list: it decides what a failed first one means.
     o.signal.removeEventListener('abort', onAbort);
@@ -131,4 +143,17 @@ export async function startInformer<T extends KubernetesObject>(
     throw seen[0];
   }
   return informer;
+}
+
+/** How many times a first list or watch the API server refused as busy is tried again. */
+const firstStartRetries = 5;
+
+/** Whether the API server asked for another try: 429, or a 5xx. */
+function askedToRetry(err: unknown): boolean {
+  const status = (err as { statusCode?: unknown } | undefined)?.statusCode;
+  return typeof status === 'number' && (status === 429 || (status >= 500 && status <= 599));
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
