@@ -120,6 +120,30 @@ describe.skipIf(!canRun('runtimes'))('python3.11: a handler run by awslambdaric'
     );
   });
 
+  it("gives Lambda's Invoke API the invocation's log tail: START, the handler's lines, END, REPORT", async () => {
+    for (const action of ['echo', 'error']) {
+      const res = await fetch(`${stack.url}/2015-03-31/functions/orders/invocations`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-amz-log-type': 'Tail' },
+        body: JSON.stringify({ action, message: 'no order 8' }),
+        signal: AbortSignal.timeout(30_000),
+      });
+      expect(res.status).toBe(200);
+      const requestId = res.headers.get('x-amzn-requestid');
+      const tail = Buffer.from(res.headers.get('x-amz-log-result') ?? '', 'base64').toString();
+      const lines = tail.split('\n').filter((l) => l !== '');
+      expect(lines[0]).toBe(`START RequestId: ${requestId} Version: $LATEST`);
+      expect(lines[1]).toMatch(new RegExp(`\\t${requestId}\\tpython handling ${action}$`));
+      if (action === 'error') {
+        // awslambdaric logs the exception as the invocation's own line.
+        expect(tail).toContain('OrderNotFound');
+        expect(res.headers.get('x-amz-function-error')).toBe('Unhandled');
+      }
+      expect(lines.at(-2)).toBe(`END RequestId: ${requestId}`);
+      expect(lines.at(-1)).toMatch(new RegExp(`^REPORT RequestId: ${requestId}\\t`));
+    }
+  });
+
   it('answers an exception with its type, message and stack', async () => {
     const { status, body } = await stack.invoke('orders', {
       action: 'error',

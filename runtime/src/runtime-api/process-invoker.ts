@@ -167,6 +167,7 @@ export class ProcessInvoker implements FunctionInvoker {
         new Slot(
           (api) => languageCommand(settings, api),
           (error) => write(initErrorLine(settings.logFormat, error)),
+          (text, requestId) => write(text, requestId),
         ),
       );
     this.ready = Promise.all(this.slots.map((s) => s.start())).then(
@@ -198,7 +199,7 @@ export class ProcessInvoker implements FunctionInvoker {
     const slot = this.slots.find((s) => !s.busy);
     if (!slot) throw new Error('no free language process: more invocations than EDDY_CONCURRENCY');
     // Now, not queued: the process may write its first line before this turn ends.
-    write(startLine(this.settings.logFormat, m.requestId));
+    write(startLine(this.settings.logFormat, m.requestId), m.requestId);
     const outcome = slot.run({
       requestId: m.requestId,
       deadline: m.deadline,

@@ -52,9 +52,16 @@ export interface Delivery {
 }
 
 interface Current extends Delivery {
+  /**
+   * Ends the invocation with `outcome` at the end of this turn of the event loop: what the
+   * process wrote to its output before it answered (read in this same turn) still counts as the
+   * invocation's, before its END line and in its tail.
+   */
   settle(outcome: Outcome): void;
   /** Monotonic ms when the process took the event; undefined until it asks for it. */
   delivered?: number;
+  /** The process that took it. */
+  process?: ChildProcess;
   timer: NodeJS.Timeout;
 }
 
@@ -163,6 +170,11 @@ export class Slot {
     private readonly language: (apiAddress: string) => LanguageCommand,
     /** Told of each init error, to log it. */
     private readonly initFailedLog: (error: ErrorBody) => void,
+    /**
+     * The process's output, as it comes: with the request id of the invocation it writes during
+     * (one at a time per process), so that the invocation's log tail holds it.
+     */
+    private readonly output: (text: string, requestId: string | undefined) => void,
   ) {
     this.server = createServer((req, res) => this.route(req, res));
     // A long poll waits as long as no invocation comes.
@@ -194,13 +206,17 @@ export class Slot {
   /** Runs one invocation in this slot's process; resolves at the latest at its deadline. */
   run(delivery: Delivery): Promise<Outcome> {
     return new Promise<Outcome>((resolve) => {
+      let settling = false;
       const current: Current = {
         ...delivery,
         settle: (outcome) => {
-          if (this.current !== current) return;
+          if (this.current !== current || settling) return;
+          settling = true;
           clearTimeout(current.timer);
-          this.current = undefined;
-          resolve(outcome);
+          setImmediate(() => {
+            if (this.current === current) this.current = undefined;
+            resolve(outcome);
+          });
         },
         timer: setTimeout(
           () => this.timedOut(current),
@@ -295,10 +311,19 @@ export class Slot {
     const child = spawn(command, args, {
       cwd: lang.cwd,
       env: lang.env,
-      stdio: ['ignore', 'inherit', 'inherit'],
+      stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
     this.child = child;
+    for (const stream of [child.stdout, child.stderr]) {
+      stream.setEncoding('utf8');
+      stream.on('data', (text: string) => {
+        const current = this.current;
+        this.output(text, current?.process === child ? current.requestId : undefined);
+      });
+      // A pipe that fails loses only the process's output; its exit is seen on its own.
+      stream.on('error', () => undefined);
+    }
     child.once('error', (err: NodeJS.ErrnoException) => {
       if (this.child !== child) return;
       this.child = undefined;
@@ -370,6 +395,7 @@ export class Slot {
     if (!res || !current || current.delivered !== undefined) return;
     this.parked = undefined;
     current.delivered = nowMs();
+    current.process = this.child;
     const head: Record<string, string | number> = {
       'content-type': 'application/json',
       'content-length': current.payload.length,
