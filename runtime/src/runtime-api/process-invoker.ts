@@ -9,21 +9,14 @@ import { join } from 'node:path';
 import { envNames, type LogFormat, type RuntimeName } from '../contract/env.js';
 import type { ErrorBody } from '../contract/errors.js';
 import type { FunctionInvoker, InitResult, Invocation, Outcome } from '../invocation.js';
-import { decodeEvent } from '../invoker.js';
+import { decodeEvent, type InvokerSettings } from '../invoker.js';
 import { functionVersion, startLine, write } from '../logs.js';
 import { findClientJar, jniProperty, unpackJni } from './java-jni.js';
 import { Slot, type LanguageCommand } from './slot.js';
 
-export interface ProcessInvokerSettings {
+/** What the Node runtime's invoker is told of the function, and what a language process needs. */
+export interface ProcessInvokerSettings extends InvokerSettings {
   runtime: Exclude<RuntimeName, 'nodejs20' | 'nodejs22' | 'nodejs24'>;
-  codeDir: string;
-  handler: string;
-  functionName: string;
-  functionNamespace: string;
-  memoryMb: number;
-  concurrency: number;
-  logFormat: LogFormat;
-  logStreamName: string;
   /** python3.11: the interpreter that has awslambdaric. */
   python: string;
   /** The runtime's own environment, which the language processes inherit (less Node's). */
