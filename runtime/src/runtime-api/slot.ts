@@ -29,6 +29,7 @@ const apiPrefix = '/2018-06-01/runtime/';
 /** The emulator accepts a response this much over 6 MB (headers of its own framing). */
 const maxResponseBytes = maxPayloadBytes + 100;
 const setpriv = '/usr/bin/setpriv';
+const isContainerInit = process.pid === 1;
 
 export interface LanguageCommand {
   command: string;
@@ -304,10 +305,13 @@ export class Slot {
       }
     }
     // Its own process group, so a timeout ends what it started too (a shell script's curl);
-    // where util-linux's setpriv is, the kernel ends it should the runtime itself be killed.
-    const [command, args] = existsSync(setpriv)
-      ? [setpriv, ['--pdeathsig', 'KILL', '--', lang.command, ...lang.args]]
-      : [lang.command, lang.args];
+    // where util-linux's setpriv is, the kernel ends it should the runtime itself be killed. A
+    // runtime that is its container's first process (PID 1) needs no setpriv: when it ends, the
+    // kernel ends every process of the container, and the process starts one exec sooner.
+    const [command, args] =
+      !isContainerInit && existsSync(setpriv)
+        ? [setpriv, ['--pdeathsig', 'KILL', '--', lang.command, ...lang.args]]
+        : [lang.command, lang.args];
     const child = spawn(command, args, {
       cwd: lang.cwd,
       env: lang.env,
