@@ -1,6 +1,7 @@
 import type { V1Endpoint, V1EndpointSlice, V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { ReadyReplicas, defaultEndpointUrl, sliceReplicas } from './kubernetes.js';
+import { thumbnailPod } from './pod-fixture.js';
 
 const endpoint = (pod: string, ip: string, conditions?: V1Endpoint['conditions']): V1Endpoint => ({
   addresses: [ip],
@@ -167,31 +168,12 @@ describe('starting pods (probed by the gateway)', () => {
 
 describe('starting pods from a watch of the pods', () => {
   const key = 'photos/thumbnail';
-  const podNamed = (ready?: boolean): V1Pod => ({
-    metadata: {
-      name: 'thumbnail-5f7d9c-x2x4q',
-      namespace: 'photos',
-      labels: {
-        'eddy.dev/function': 'thumbnail',
-        'app.kubernetes.io/managed-by': 'eddy-operator',
-        'pod-template-hash': '5f7d9c',
-      },
-      ownerReferences: [
-        {
-          apiVersion: 'apps/v1',
-          kind: 'ReplicaSet',
-          name: 'thumbnail-5f7d9c',
-          uid: 'rs',
-          controller: true,
-        },
-      ],
-    },
-    status: {
-      phase: 'Running',
-      podIP: '10.244.0.9',
-      conditions: ready === undefined ? [] : [{ type: 'Ready', status: ready ? 'True' : 'False' }],
-    },
-  });
+  const podNamed = (ready?: boolean): V1Pod =>
+    thumbnailPod((p) => {
+      p.status!.phase = 'Running';
+      if (ready !== undefined)
+        p.status!.conditions = [{ type: 'Ready', status: ready ? 'True' : 'False' }];
+    });
   const replica = { id: 'thumbnail-5f7d9c-x2x4q', url: 'http://10.244.0.9:8080' };
 
   it('keeps a probed pod ready when the kubelet says ready before the slice does, and leaves it once not ready again', () => {

@@ -1,34 +1,11 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { defaultEndpointUrl } from './kubernetes.js';
+import { thumbnailPod } from './pod-fixture.js';
 import { startingPod } from './pod-probe.js';
 
 /** A pod as the Deployment of Function photos/thumbnail makes it, starting, with an address. */
-function pod(change: (p: V1Pod) => void = () => undefined): V1Pod {
-  const p: V1Pod = {
-    metadata: {
-      name: 'thumbnail-5f7d9c-x2x4q',
-      namespace: 'photos',
-      labels: {
-        'eddy.dev/function': 'thumbnail',
-        'app.kubernetes.io/managed-by': 'eddy-operator',
-        'pod-template-hash': '5f7d9c',
-      },
-      ownerReferences: [
-        {
-          apiVersion: 'apps/v1',
-          kind: 'ReplicaSet',
-          name: 'thumbnail-5f7d9c',
-          uid: 'rs-1',
-          controller: true,
-        },
-      ],
-    },
-    status: { phase: 'Pending', podIP: '10.244.0.9', conditions: [] },
-  };
-  change(p);
-  return p;
-}
+const pod = thumbnailPod;
 
 describe('startingPod', () => {
   it("takes a Function's Deployment's pod with an address, before its container runs or is ready", () => {
