@@ -12,7 +12,6 @@
  * One cluster for the whole file: the tests run in order and build on each other (the chart is
  * installed once).
  */
-import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
@@ -32,6 +31,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { nodeIp, startCluster, type Cluster } from '../harness/cluster.js';
 import { awsCli, goBinaries, goBinaryPath, projectRoot, versions } from '../harness/components.js';
 import { buildNatsImage, buildProjectImages, natsImage } from '../harness/images.js';
+import { awsLambdaInvoke } from '../gateway/lambda-client.js';
 import { s3Client, startMinio, type Minio } from '../harness/minio.js';
 import { freePort } from '../harness/ports.js';
 import { run, tail } from '../harness/proc.js';
@@ -518,35 +518,14 @@ spec:
     }
     if (!canRun('awscli')) return;
     const out = join(cluster.dir, 'invoke-out.json');
-    const stdout = await new Promise<string>((resolve, reject) =>
-      execFile(
-        awsCli,
-        [
-          'lambda',
-          'invoke',
-          '--endpoint-url',
-          endpoint,
-          '--region',
-          'eu-west-1',
-          '--function-name',
-          'hello',
-          '--payload',
-          '{"name":"cli"}',
-          out,
-        ],
-        {
-          timeout: 120_000,
-          env: {
-            ...process.env,
-            AWS_ACCESS_KEY_ID: accessKeyId,
-            AWS_SECRET_ACCESS_KEY: secretAccessKey,
-            AWS_CONFIG_FILE: join(cluster.dir, 'no-aws-config'),
-            AWS_SHARED_CREDENTIALS_FILE: join(cluster.dir, 'no-aws-credentials'),
-          },
-        },
-        (err, so, se) => (err ? reject(new Error(`${err.message}\n${se}`)) : resolve(so)),
-      ),
-    );
+    const stdout = await awsLambdaInvoke(awsCli, {
+      endpoint,
+      region: 'eu-west-1',
+      keys: { accessKeyId, secretAccessKey },
+      out,
+      args: ['--function-name', 'hello', '--payload', '{"name":"cli"}'],
+      timeoutMs: 120_000,
+    });
     expect((JSON.parse(stdout) as { StatusCode: number }).StatusCode).toBe(200);
   }, 400_000);
 

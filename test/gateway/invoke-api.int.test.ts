@@ -5,7 +5,6 @@
  * signature.
  */
 import { InvokeCommand, LambdaClient, type InvokeCommandOutput } from '@aws-sdk/client-lambda';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -16,7 +15,7 @@ import { awsCli } from '../harness/components.js';
 import { canRun } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
 import { inlineFunction, namespace, quiet, startStack, type Stack } from './stack.js';
-import { payload, refused } from './lambda-client.js';
+import { awsLambdaInvoke, payload, refused } from './lambda-client.js';
 
 const code = `
 export const handler = async (event, context) => {
@@ -270,37 +269,14 @@ describe('Lambda Invoke API on the local stack', () => {
     const dir = await mkdtemp(join(tmpdir(), 'eddy-awscli-'));
     try {
       const out = join(dir, 'out.json');
-      const stdout = await new Promise<string>((resolve, reject) =>
-        execFile(
-          awsCli,
-          [
-            'lambda',
-            'invoke',
-            '--endpoint-url',
-            stack.url,
-            '--region',
-            'us-east-1',
-            '--function-name',
-            'hello',
-            '--payload',
-            '{"cli":true}',
-            '--log-type',
-            'Tail',
-            out,
-          ],
-          {
-            timeout: 30_000,
-            env: {
-              ...process.env,
-              AWS_ACCESS_KEY_ID: 'local',
-              AWS_SECRET_ACCESS_KEY: 'local',
-              AWS_CONFIG_FILE: join(dir, 'none'),
-              AWS_SHARED_CREDENTIALS_FILE: join(dir, 'none'),
-            },
-          },
-          (err, so, se) => (err ? reject(new Error(`${err.message}\n${se}`)) : resolve(so)),
-        ),
-      );
+      const stdout = await awsLambdaInvoke(awsCli, {
+        endpoint: stack.url,
+        region: 'us-east-1',
+        keys: { accessKeyId: 'local', secretAccessKey: 'local' },
+        out,
+        args: ['--function-name', 'hello', '--payload', '{"cli":true}', '--log-type', 'Tail'],
+        timeoutMs: 30_000,
+      });
       const answer = JSON.parse(stdout) as {
         StatusCode: number;
         ExecutedVersion: string;
