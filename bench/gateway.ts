@@ -27,34 +27,21 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { EventEmitter } from 'node:events';
-import {
-  closeSync,
-  createWriteStream,
-  existsSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-} from 'node:fs';
-import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { build } from 'esbuild';
 import { mebibytes } from '../operator/src/api/quantity.js';
 import type { EddyFunction, FunctionSpec } from '../operator/src/api/types.js';
 import * as k8s from '@kubernetes/client-node';
-import { noAuth, type Authorizer } from '../operator/src/auth/authorizer.js';
-import { kubernetesAuthorizer } from '../operator/src/auth/kubernetes.js';
-import { withConnectionReuse } from '../operator/src/connection-reuse.js';
-import { composeEddy } from '../operator/src/compose.js';
 import type { FunctionState } from '../operator/src/gateway/app.js';
-import { MemoryFunctionStore } from '../operator/src/functions.js';
-import { soleLeader } from '../operator/src/manager.js';
-import { createLocalPlatform, functionEnv } from '../operator/src/platform/local.js';
+import { functionEnv } from '../operator/src/platform/local.js';
 import { headers as eddyHeaders, runtimeEnv } from '../runtime/src/contract/index.js';
 import { projectRoot } from '../test/harness/components.js';
 import { serviceAccountKubeConfig, startKube, type Kube } from '../test/harness/kube.js';
@@ -310,72 +297,29 @@ async function snapshotRuntime(dir: string): Promise<string> {
   return join(root, 'dist', 'runtime', 'main.js');
 }
 
-// ---------------------------------------------------------------------------------------------
-// The gateway's process: `tsx bench/gateway.ts --serve <functions.json> <runtime main> <log file>`.
+/** The gateway process's code, bundled by `bundleGateway` before the first gateway starts. */
+let gatewayMain: string | undefined;
 
-async function serve(functionsFile: string, runtimeMain: string, logFile: string): Promise<void> {
-  const store = new MemoryFunctionStore();
-  for (const fn of JSON.parse(await readFile(functionsFile, 'utf8')) as EddyFunction[]) {
-    store.set(fn);
-  }
-  const out = createWriteStream(logFile, { flags: 'a' });
-  // Three lines per invocation from every replica: too many to keep, nothing to learn from.
-  const perInvocation = /^\[[^\]]+\] (START|END|REPORT) RequestId/;
-  const log = (line: string) => {
-    if (!perInvocation.test(line)) out.write(`${line}\n`);
-  };
-  const stopping = new AbortController();
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => stopping.abort());
-  }
-  // The bench holds stdin open: when it ends, the bench is gone, however it went.
-  process.stdin.once('end', () => stopping.abort());
-  process.stdin.resume();
-  // With a kubeconfig, callers that send a bearer token are checked as in a cluster (TokenReview,
-  // SubjectAccessReview, cached); callers without one are not, so that one gateway and one
-  // replica serve both figures.
-  let auth: Authorizer = noAuth;
-  const kubeconfig = process.env.BENCH_KUBECONFIG;
-  if (kubeconfig) {
-    const kc = new k8s.KubeConfig();
-    kc.loadFromFile(kubeconfig);
-    const kubernetes = kubernetesAuthorizer({ kc: withConnectionReuse(kc), log });
-    auth = {
-      mode: 'kubernetes',
-      authenticate: (h) =>
-        h.authorization === undefined ? noAuth.authenticate(h) : kubernetes.authenticate(h),
-    };
-  }
-  const eddy = composeEddy({
-    platform: createLocalPlatform({ store, runtimeMain, log }),
-    store,
-    secrets: async (ns, name) => {
-      throw new Error(`no Secret ${ns}/${name} in the bench`);
+/**
+ * Bundles bench/gateway-serve.ts into `dir` as `npm run build` bundles the operator (esbuild,
+ * ESM, node20), so that the gateway measured is the code that ships.
+ */
+async function bundleGateway(dir: string): Promise<string> {
+  const outfile = join(dir, 'gateway-serve.mjs');
+  await build({
+    entryPoints: [join(projectRoot, 'bench', 'gateway-serve.ts')],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    sourcemap: true,
+    logLevel: 'warning',
+    banner: {
+      js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
     },
-    elector: soleLeader,
-    log: (m) => log(`eddy: ${m}`),
-    auth,
-    gateway: {
-      port: 0,
-      host: '127.0.0.1',
-      // The burst section's "before": scale-up past the first replica by the autoscaler alone.
-      burstScaleUp: process.env.BENCH_BURST_SCALE_UP !== 'off',
-    },
-    metrics: { port: 0, host: '127.0.0.1' },
-    onMetricsListening: (url) => process.stdout.write(`metrics on ${url}\n`),
-    onListening: (url) => process.stdout.write(`gateway listening on ${url}\n`),
-    // The queue section's second gateway keeps its events in NATS JetStream.
-    ...(process.env.BENCH_NATS_URL ? { jetstream: { servers: [process.env.BENCH_NATS_URL] } } : {}),
   });
-  let code = 0;
-  try {
-    await eddy.manager.start(stopping.signal);
-    await eddy.close();
-  } catch {
-    code = 1;
-  }
-  await new Promise<void>((resolve) => out.end(resolve));
-  process.exit(code);
+  return outfile;
 }
 
 interface GatewayProcess {
@@ -407,10 +351,7 @@ async function startGateway(
       ...(process.env.BENCH_GATEWAY_PROFILE
         ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_GATEWAY_PROFILE]
         : []),
-      '--import',
-      'tsx',
-      fileURLToPath(import.meta.url),
-      '--serve',
+      gatewayMain ?? (await bundleGateway(dir)),
       functionsFile,
       runtimeMain,
       logFile,
@@ -616,6 +557,7 @@ async function main(): Promise<void> {
   let failed = false;
   try {
     const runtimeMain = await snapshotRuntime(dir);
+    gatewayMain = await bundleGateway(dir);
     console.log(machine());
     console.log(
       `binary-mode CloudEvents; closed loops ${seconds} s after ${warmUpSeconds} s of warm-up; ${coldRuns} cold starts each; logs in ${dir}`,
@@ -1270,22 +1212,18 @@ async function queueSection(dir: string, runtimeMain: string): Promise<Row[]> {
   }
 }
 
-if (process.argv[2] === '--serve') {
-  await serve(process.argv[3]!, process.argv[4]!, process.argv[5]!);
-} else {
-  const abandon = (why: string, code: number) => {
-    console.error(`${why}: stopping the processes started here`);
-    void stopAll()
-      .then(() => Promise.all([...tempDirs].map((d) => rm(d, { recursive: true, force: true }))))
-      .finally(() => process.exit(code));
-  };
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => abandon(signal, 130));
-  }
-  const limit = setTimeout(
-    () => abandon(`the bench ran past ${overallLimitMs / 60_000} minutes`, 1),
-    overallLimitMs,
-  );
-  limit.unref();
-  await main();
+const abandon = (why: string, code: number) => {
+  console.error(`${why}: stopping the processes started here`);
+  void stopAll()
+    .then(() => Promise.all([...tempDirs].map((d) => rm(d, { recursive: true, force: true }))))
+    .finally(() => process.exit(code));
+};
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => abandon(signal, 130));
 }
+const limit = setTimeout(
+  () => abandon(`the bench ran past ${overallLimitMs / 60_000} minutes`, 1),
+  overallLimitMs,
+);
+limit.unref();
+await main();
