@@ -27,6 +27,7 @@ import {
   maxPayloadBytes,
   requestIdPattern,
 } from '../../../runtime/src/contract/index.js';
+import { responseGone } from './caller-gone.js';
 import { Dispatcher, type InvokeRequest } from './dispatcher.js';
 import { MemoryBudget, registerBudgetMetrics, type Hold } from './budget.js';
 import { gatewayError, GatewayError } from './errors.js';
@@ -266,16 +267,12 @@ export function createGateway(deps: GatewayDeps): Gateway {
       );
       return;
     }
-    const gone = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) gone.abort();
-    });
     const answer = await dispatcher.invoke(fn, {
       requestId,
       body,
       headers,
       trigger: 'invoke',
-      signal: gone.signal,
+      signal: responseGone(res),
     });
     const out: Record<string, string> = {};
     for (const [k, v] of Object.entries(answer.headers)) if (!hopByHop.has(k)) out[k] = v;

@@ -23,6 +23,7 @@ import {
 import { headers as h, maxPayloadBytes } from '../../../runtime/src/contract/index.js';
 import type { MemoryBudget } from './budget.js';
 import { Bursts } from './burst.js';
+import type { GoneSignal } from './caller-gone.js';
 import { gatewayError, GatewayError } from './errors.js';
 import type { GatewayMetrics, InvocationOutcome } from './metrics.js';
 
@@ -34,8 +35,8 @@ export interface InvokeRequest {
   headers: Record<string, string>;
   /** The trigger (for metrics): `invoke`, `async`, or a trigger's name. */
   trigger: string;
-  /** Aborts when the caller is gone. */
-  signal?: AbortSignal;
+  /** Aborts when the caller is gone: an AbortSignal, or the gateway's `responseGone`. */
+  signal?: GoneSignal;
 }
 
 export interface InvokeResponse {
@@ -356,7 +357,7 @@ export class Dispatcher {
     fn: EddyFunction,
     lane: Lane,
     deadline: number,
-    signal: AbortSignal | undefined,
+    signal: GoneSignal | undefined,
   ): Promise<Replica> {
     const key = keyOf(fn);
     if (lane.waiters.length === 0) {

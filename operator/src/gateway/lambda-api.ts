@@ -21,6 +21,7 @@ import { serviceAccountNamespace } from '../auth/invoke-credentials.js';
 import { isSigV4, parseAuthorization } from '../auth/sigv4.js';
 import { headers as h } from '../../../runtime/src/contract/index.js';
 import type { AsyncInvoke } from './app.js';
+import { responseGone } from './caller-gone.js';
 import type { Dispatcher } from './dispatcher.js';
 import type { Hold } from './budget.js';
 import { gatewayError, GatewayError, type GatewayErrorCode } from './errors.js';
@@ -236,16 +237,12 @@ export function createLambdaApi(deps: LambdaApiDeps): LambdaApi {
       return;
     }
     if (logType === 'Tail') headers[h.logType] = 'Tail';
-    const gone = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) gone.abort();
-    });
     const answer = await deps.dispatcher.invoke(fn, {
       requestId,
       body,
       headers,
       trigger: 'invoke',
-      signal: gone.signal,
+      signal: responseGone(res),
     });
     held.hold.force(answer.body.length);
     const out: Record<string, string> = {
