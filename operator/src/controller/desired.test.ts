@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { EddyFunction, FunctionSpec } from '../api/types.js';
 import {
+  cpuCeiling,
   cpuFor,
   desiredCodeConfigMap,
   desiredDeployment,
@@ -74,14 +75,31 @@ describe('desiredDeployment', () => {
     });
   });
 
-  it('sets memory request and limit alike, CPU in proportion unless overridden', () => {
+  it('sets memory request and limit alike; CPU requested in proportion unless overridden, up to one vCPU or more', () => {
     expect(container({ code: { inline: 'x' }, memory: '512Mi' }).resources).toEqual({
       requests: { memory: '512Mi', cpu: '290m' },
-      limits: { memory: '512Mi', cpu: '290m' },
+      limits: { memory: '512Mi', cpu: '1' },
     });
-    expect(
-      container({ code: { inline: 'x' }, memory: '512Mi', cpu: '2' }).resources!.limits,
-    ).toEqual({ memory: '512Mi', cpu: '2' });
+    expect(container({ code: { inline: 'x' }, memory: '4096Mi' }).resources).toEqual({
+      requests: { memory: '4096Mi', cpu: '2316m' },
+      limits: { memory: '4096Mi', cpu: '2316m' },
+    });
+    expect(container({ code: { inline: 'x' }, memory: '512Mi', cpu: '2' }).resources).toEqual({
+      requests: { memory: '512Mi', cpu: '2' },
+      limits: { memory: '512Mi', cpu: '2' },
+    });
+    expect(container({ code: { inline: 'x' }, memory: '128Mi', cpu: '250m' }).resources).toEqual({
+      requests: { memory: '128Mi', cpu: '250m' },
+      limits: { memory: '128Mi', cpu: '1' },
+    });
+  });
+
+  it('caps CPU at one vCPU, or at the request when that is more', () => {
+    expect(cpuCeiling('73m')).toBe('1');
+    expect(cpuCeiling('1')).toBe('1');
+    expect(cpuCeiling('1000m')).toBe('1000m');
+    expect(cpuCeiling('1.5')).toBe('1.5');
+    expect(cpuCeiling('16')).toBe('16');
   });
 
   it('adds the user env after the contract, and envFrom', () => {

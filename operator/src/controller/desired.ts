@@ -17,7 +17,7 @@ import type {
 } from '@kubernetes/client-node';
 import { runtimeEnv } from '../../../runtime/src/contract/index.js';
 import { apiVersion, kind, type EddyFunction, type Runtime } from '../api/types.js';
-import { mebibytes } from '../api/quantity.js';
+import { mebibytes, parseQuantity } from '../api/quantity.js';
 
 export interface DesiredSettings {
   /** The runtime image for each Node.js version. */
@@ -79,6 +79,18 @@ export function codeConfigMapName(fn: EddyFunction): string {
 /** CPU for a memory size, proportional as on Lambda, in millicores (rounded up). */
 export function cpuFor(memory: string): string {
   return `${Math.ceil((mebibytes(memory) * 1000) / mebibytesPerVcpu)}m`;
+}
+
+/**
+ * The most CPU a function's container may use: one vCPU, or its `cpu` when that is more. The
+ * request stays `cpu` (in proportion to memory unless set): what the scheduler reserves and the
+ * share the kernel gives the function when its node is busy. The headroom above it is what the
+ * node has idle, which a runtime starting from zero needs most: held to 73m (128Mi), Node takes
+ * 0.7 to 0.9 s of throttled time to answer its first invocation; with the headroom, 70 to 80 ms.
+ */
+export function cpuCeiling(cpu: string): string {
+  const cores = parseQuantity(cpu);
+  return cores !== undefined && cores >= 1 ? cpu : '1';
 }
 
 export function functionUrl(fn: EddyFunction, settings: DesiredSettings): string {
@@ -194,7 +206,7 @@ export function desiredDeployment(fn: EddyFunction, settings: DesiredSettings): 
     ...(spec.envFrom?.length ? { envFrom: spec.envFrom } : {}),
     resources: {
       requests: { memory, cpu },
-      limits: { memory, cpu },
+      limits: { memory, cpu: cpuCeiling(cpu) },
     },
     readinessProbe: {
       httpGet: { path: '/readyz', port: 'http' },
