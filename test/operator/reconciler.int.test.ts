@@ -146,7 +146,7 @@ describe.skipIf(!canRun('kube'))(
       expect(c.image).toBe('eddy/runtime:nodejs22');
       expect(c.resources).toEqual({
         requests: { memory: '512Mi', cpu: '290m' },
-        limits: { memory: '512Mi', cpu: '290m' },
+        limits: { memory: '512Mi', cpu: '1' },
       });
       const env = Object.fromEntries(c.env!.map((e) => [e.name, e.value]));
       expect(env).toMatchObject({
@@ -297,12 +297,14 @@ describe.skipIf(!canRun('kube'))(
       expect(c.resources!.limits!.cpu).toBe('1');
       expect(c.env!.find((e) => e.name === 'EDDY_MEMORY_MB')!.value).toBe('1769');
       await patchFn('resize', { spec: { cpu: '250m' } });
-      await waitFor('the CPU override', async () => {
+      const overridden = await waitFor('the CPU override', async () => {
         const dep = await apps.readNamespacedDeployment({ name: 'resize', namespace: ns });
-        return dep.spec!.template.spec!.containers[0]!.resources!.limits!.cpu === '250m'
+        return dep.spec!.template.spec!.containers[0]!.resources!.requests!.cpu === '250m'
           ? dep
           : undefined;
       });
+      // Requested as set; the ceiling stays one vCPU.
+      expect(overridden.spec!.template.spec!.containers[0]!.resources!.limits!.cpu).toBe('1');
       const fn = await settled('resize');
       expect(fn.status!.observedGeneration).toBe(3);
     });
