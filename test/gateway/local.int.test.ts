@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { FunctionState } from '../../operator/src/gateway/app.js';
 import { keyOf } from '../../operator/src/platform/platform.js';
 import { runtimeMain } from '../harness/runtime.js';
 import { waitFor } from '../harness/wait.js';
@@ -195,6 +196,59 @@ describe('the gateway on the local platform', () => {
     ]);
     const metrics = await (await fetch(`${stack.metricsUrl}/metrics`)).text();
     expect(metrics).toMatch(/function="single",trigger="invoke",outcome="cancelled"\} 1/);
+  });
+
+  it('drops a queued invocation whose caller went away before a replica took it', async () => {
+    const log = join(scratch, 'queued.log');
+    const code = `import { appendFileSync } from 'node:fs';
+      export const handler = async (event) => {
+        appendFileSync(${JSON.stringify(log)}, 'start ' + event.n + '\\n');
+        await new Promise((r) => setTimeout(r, 1000));
+        appendFileSync(${JSON.stringify(log)}, 'end ' + event.n + '\\n');
+        return event.n;
+      };`;
+    stack = await startStack([
+      inlineFunction('queued', code, {
+        concurrency: 1,
+        scaling: { maxReplicas: 1 },
+        timeoutSeconds: 5,
+      }),
+    ]);
+    expect((await stack.invoke('queued', { n: 0 })).status).toBe(200);
+    const running = stack.invoke('queued', { n: 1 });
+    await waitFor('the first invocation to start', async () =>
+      (await readFile(log, 'utf8')).includes('start 1') ? true : undefined,
+    );
+    const impatient = new AbortController();
+    const waiting = stack
+      .invoke('queued', { n: 2 }, { signal: impatient.signal })
+      .catch(() => 'gone');
+    const queued = async () => {
+      const res = await fetch(`${stack!.url}/functions`);
+      const { functions } = (await res.json()) as { functions: FunctionState[] };
+      return functions.find((f) => f.name === 'queued')!.queued;
+    };
+    await waitFor('the second invocation to wait', async () =>
+      (await queued()) === 1 ? true : undefined,
+    );
+    impatient.abort();
+    expect(await waiting).toBe('gone');
+    await waitFor('the queue to let it go', async () =>
+      (await queued()) === 0 ? true : undefined,
+    );
+    expect((await running).status).toBe(200);
+    expect((await stack.invoke('queued', { n: 3 })).status).toBe(200);
+    // The invocation whose caller left while it waited never ran.
+    expect((await readFile(log, 'utf8')).trim().split('\n')).toEqual([
+      'start 0',
+      'end 0',
+      'start 1',
+      'end 1',
+      'start 3',
+      'end 3',
+    ]);
+    const metrics = await (await fetch(`${stack.metricsUrl}/metrics`)).text();
+    expect(metrics).toMatch(/function="queued",trigger="invoke",outcome="cancelled"\} 1/);
   });
 
   it('recycles only the replica whose handler timed out', async () => {
