@@ -288,6 +288,8 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
     expect(admitted['app.kubernetes.io/instance']).toBe('eddy');
     // The autoscaler reads the load of the pods behind the gateway's Service.
     expect(envOf(objects, 'eddy-controller')('EDDY_GATEWAY_SERVICE')!.value).toBe('eddy-gateway');
+    // Function containers may use one vCPU above their share unless the values say otherwise.
+    expect(envOf(objects, 'eddy-controller')('EDDY_FUNCTION_CPU_LIMIT')!.value).toBe('1');
 
     // The operator's writes are confined to Eddy's objects.
     expect(kinds).toEqual(
@@ -734,6 +736,7 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
     // Metrics on the gateway's port would be exposed by the gateway's Service.
     await expect(render('metrics: { port: 8080 }\n')).rejects.toThrow(/metrics\/port/);
     await expect(render('gateway: { auth: open }\n')).rejects.toThrow(/gateway\/auth/);
+    await expect(render('functionCpuLimit: lots\n')).rejects.toThrow(/functionCpuLimit/);
     await expect(render('gateway: { memoryBudget: lots }\n')).rejects.toThrow(
       /gateway\/memoryBudget/,
     );

@@ -38,6 +38,18 @@ describe('loadSettings', () => {
       /EDDY_METRICS_PORT="70000" is not allowed: use a whole number from 1 to 65535/,
     );
   });
+
+  it('lets function containers use up to one vCPU unless EDDY_FUNCTION_CPU_LIMIT says otherwise', () => {
+    expect(loadSettings({}).functionCpuLimit).toBe('1');
+    expect(loadSettings({ EDDY_FUNCTION_CPU_LIMIT: '2' }).functionCpuLimit).toBe('2');
+    expect(loadSettings({ EDDY_FUNCTION_CPU_LIMIT: ' 500m ' }).functionCpuLimit).toBe('500m');
+    expect(loadSettings({ EDDY_FUNCTION_CPU_LIMIT: 'request' }).functionCpuLimit).toBe('request');
+    for (const bad of ['lots', '5m', '100', '-1']) {
+      expect(() => loadSettings({ EDDY_FUNCTION_CPU_LIMIT: bad })).toThrow(
+        /EDDY_FUNCTION_CPU_LIMIT=.* is not allowed: give a CPU quantity from 10m to 64, such as 1 or 500m, or request/,
+      );
+    }
+  });
 });
 
 describe('roleSetting and queueSettings', () => {

@@ -10,6 +10,7 @@ import type { EddyRole } from './compose.js';
 import { parseMemoryBudget } from './gateway/budget.js';
 import type { JetStreamSettings } from './queue/jetstream.js';
 import { s3Stores, type S3Store, type S3StoreConfig } from './sources/s3-stores.js';
+import { parseQuantity } from './api/quantity.js';
 
 export interface OperatorSettings extends ReconcilerSettings {
   /** Namespace of the leader-election Lease: the operator's own. */
@@ -140,6 +141,24 @@ export function gatewayMemoryBudget(env: NodeJS.ProcessEnv = process.env): numbe
   return parseMemoryBudget(env.EDDY_GATEWAY_MEMORY_BUDGET, 'EDDY_GATEWAY_MEMORY_BUDGET');
 }
 
+/**
+ * `EDDY_FUNCTION_CPU_LIMIT`: the most CPU a function's container may use when that is more than
+ * it requests: a quantity from 10m to 64 (default 1), or `request` to limit it to its request
+ * (no headroom; the pods' QoS class is then Guaranteed).
+ */
+function functionCpuLimit(env: NodeJS.ProcessEnv): string {
+  const raw = env.EDDY_FUNCTION_CPU_LIMIT?.trim();
+  if (!raw) return '1';
+  if (raw === 'request') return raw;
+  const cores = parseQuantity(raw);
+  if (cores === undefined || cores < 0.01 || cores > 64) {
+    throw new Error(
+      `EDDY_FUNCTION_CPU_LIMIT=${JSON.stringify(raw)} is not allowed: give a CPU quantity from 10m to 64, such as 1 or 500m, or request (no CPU above what a function requests)`,
+    );
+  }
+  return raw;
+}
+
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSettings {
   // EDDY_RUNTIME_IMAGE names the runtime image with {runtime} for the Node.js version.
   const template = env.EDDY_RUNTIME_IMAGE ?? 'eddy/runtime:{runtime}';
@@ -159,6 +178,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): OperatorSett
     gatewayUrl: env.EDDY_GATEWAY_URL ?? 'http://eddy-gateway.eddy-system.svc:8080',
     gatewayNamespace: namespace,
     gatewayPodLabels: labelSet(env, 'EDDY_GATEWAY_POD_LABELS', defaultGatewayPodLabels),
+    functionCpuLimit: functionCpuLimit(env),
     namespace,
     identity: env.POD_NAME ?? `${hostname()}-${process.pid}`,
     resyncMs: int(env, 'EDDY_RESYNC_SECONDS', 600, 1, 86_400) * 1000,

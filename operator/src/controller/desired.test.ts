@@ -102,6 +102,20 @@ describe('desiredDeployment', () => {
     expect(cpuCeiling('16')).toBe('16');
   });
 
+  it('caps CPU at the operator’s setting: a quantity, or the request itself', () => {
+    expect(cpuCeiling('73m', '500m')).toBe('500m');
+    expect(cpuCeiling('2', '500m')).toBe('2');
+    expect(cpuCeiling('73m', 'request')).toBe('73m');
+    const limited = desiredDeployment(fn({ code: { inline: 'x' } }), {
+      ...settings,
+      functionCpuLimit: 'request',
+    }).spec!.template.spec!.containers[0]!.resources;
+    expect(limited).toEqual({
+      requests: { memory: '128Mi', cpu: '73m' },
+      limits: { memory: '128Mi', cpu: '73m' },
+    });
+  });
+
   it('adds the user env after the contract, and envFrom', () => {
     const c = container({
       code: { inline: 'x' },

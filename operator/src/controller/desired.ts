@@ -28,6 +28,11 @@ export interface DesiredSettings {
   gatewayNamespace: string;
   /** Labels that select the gateway's pods in that namespace: the only peers a function takes traffic from. */
   gatewayPodLabels: Record<string, string>;
+  /**
+   * The most CPU a function's container may use, when more than its request
+   * (EDDY_FUNCTION_CPU_LIMIT): a quantity, 1 by default, or `request` for no headroom.
+   */
+  functionCpuLimit?: string;
 }
 
 export const fieldManager = 'eddy-operator';
@@ -82,15 +87,18 @@ export function cpuFor(memory: string): string {
 }
 
 /**
- * The most CPU a function's container may use: one vCPU, or its `cpu` when that is more. The
- * request stays `cpu` (in proportion to memory unless set): what the scheduler reserves and the
- * share the kernel gives the function when its node is busy. The headroom above it is what the
- * node has idle, which a runtime starting from zero needs most: held to 73m (128Mi), Node takes
- * 0.7 to 0.9 s of throttled time to answer its first invocation; with the headroom, 70 to 80 ms.
+ * The most CPU a function's container may use: `ceiling` (one vCPU by default), or its `cpu`
+ * when that is more; `request` for exactly its `cpu`. The request stays `cpu` (in proportion to
+ * memory unless set): what the scheduler reserves and the share the kernel gives the function
+ * when its node is busy. The headroom above it is what the node has idle, which a runtime
+ * starting from zero needs most: held to 73m (128Mi), Node takes 0.7 to 0.9 s of throttled
+ * time to answer its first invocation; with one vCPU, 70 to 80 ms.
  */
-export function cpuCeiling(cpu: string): string {
+export function cpuCeiling(cpu: string, ceiling = '1'): string {
+  if (ceiling === 'request') return cpu;
   const cores = parseQuantity(cpu);
-  return cores !== undefined && cores >= 1 ? cpu : '1';
+  const most = parseQuantity(ceiling);
+  return cores !== undefined && most !== undefined && cores >= most ? cpu : ceiling;
 }
 
 export function functionUrl(fn: EddyFunction, settings: DesiredSettings): string {
@@ -206,7 +214,7 @@ export function desiredDeployment(fn: EddyFunction, settings: DesiredSettings): 
     ...(spec.envFrom?.length ? { envFrom: spec.envFrom } : {}),
     resources: {
       requests: { memory, cpu },
-      limits: { memory, cpu: cpuCeiling(cpu) },
+      limits: { memory, cpu: cpuCeiling(cpu, settings.functionCpuLimit) },
     },
     readinessProbe: {
       httpGet: { path: '/readyz', port: 'http' },
