@@ -4,6 +4,7 @@
  * started without it, the runtime starts itself again with that flag and passes signals and
  * its exit code through.
  */
+import type { Socket } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { heapFlags } from './contract/env.js';
 
@@ -66,20 +67,54 @@ export function setHeapFlagsAside(flags = startedHeapFlags()): () => void {
 }
 
 /** Runs this same program again with the heap flag, as a child that takes over stdio and signals. */
+/** Names the fd of a relaunched runtime's lifeline (see `relaunchWithHeap`). */
+const lifelineEnv = 'EDDY_LIFELINE_FD';
+
+/**
+ * In a runtime that `relaunchWithHeap` started: calls `gone` once the process that started it
+ * has ended (its end of the lifeline closed). Not for user code to see: the variable is removed.
+ */
+export function watchLifeline(gone: () => void): void {
+  const fd = Number(process.env[lifelineEnv]);
+  delete process.env[lifelineEnv];
+  if (!Number.isInteger(fd) || fd < 3) return;
+  // Loaded only here, as in relaunchWithHeap.
+  void import('node:net').then(({ Socket }) => {
+    let line: Socket;
+    try {
+      line = new Socket({ fd, readable: true, writable: false });
+    } catch {
+      return;
+    }
+    // It must not hold the process up; nothing is ever written to it.
+    line.unref();
+    line.once('close', gone);
+    line.on('error', () => undefined);
+    line.resume();
+  });
+}
+
 export async function relaunchWithHeap(memoryMb: number): Promise<void> {
   // Loaded only here: a sized start, the usual one, does not pay for it.
   const { spawn } = await import('node:child_process');
+  // fd 3 is the child's lifeline: a pipe this process holds open until it ends, however it ends
+  // (SIGKILL included), so that the child does not outlive it.
   const child = spawn(
     process.execPath,
     [...heapFlags(memoryMb), ...process.execArgv, ...process.argv.slice(1)],
     {
-      stdio: 'inherit',
+      stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+      env: { ...process.env, [lifelineEnv]: '3' },
     },
   );
+  // Held, not read: it must not keep this process once the child has ended.
+  const lifeline = child.stdio[3] as Socket | null | undefined;
+  lifeline?.unref();
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.on(signal, () => child.kill(signal));
   }
   child.on('exit', (code, signal) => {
+    lifeline?.destroy();
     process.exitCode = code ?? (signal ? 128 + (signal === 'SIGKILL' ? 9 : 15) : 1);
   });
 }

@@ -3,7 +3,7 @@
 import { restoreHeapFlags } from './code-cache.js';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, type RuntimeConfig } from './config.js';
-import { heapIsSized, relaunchWithHeap } from './heap.js';
+import { heapIsSized, relaunchWithHeap, watchLifeline } from './heap.js';
 import { Invoker } from './invoker.js';
 import { write } from './logs.js';
 import { RuntimeMetrics } from './metrics.js';
@@ -102,6 +102,8 @@ function serve(
   // drain() is idempotent: a second signal (a supervisor forwarding one already sent) changes nothing.
   process.on('SIGTERM', () => rt.drain());
   process.on('SIGINT', () => rt.drain());
+  // Started again by a runtime without a sized heap: drains once that one is gone.
+  watchLifeline(() => rt.drain());
   return rt;
 }
 

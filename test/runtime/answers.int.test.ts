@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { billedFor, startRuntime, waitForReadyz } from '../harness/runtime.js';
@@ -290,6 +291,29 @@ describe('runtime: answers', () => {
     expect(((await exited) as [number | null])[0]).toBe(0);
   });
 
+  it('started again with a sized heap, does not outlive the process that started it', async () => {
+    const rt = track(
+      await startRuntime(
+        { 'index.mjs': 'export const handler = async () => 1;' },
+        { EDDY_MEMORY_MB: '256', NODE_OPTIONS: '' },
+      ),
+    );
+    expect((await invoke(rt.url, {})).json).toBe(1);
+    const started = rt.process.child;
+    const [sized] = execFileSync('pgrep', ['-P', String(started.pid)], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .map(Number);
+    expect(sized).toBeGreaterThan(0);
+    // No signal reaches the started one through a SIGKILL: its lifeline closing does.
+    const exited = once(started, 'exit');
+    started.kill('SIGKILL');
+    await exited;
+    const deadline = Date.now() + 10_000;
+    while (alive(sized!) && Date.now() < deadline) await sleep(50);
+    expect(alive(sized!), `the runtime ${sized} outlived the one that started it`).toBe(false);
+  });
+
   it('fails the invocation an escaped exception came from, and recycles', async () => {
     const rt = track(await startRuntime({ 'index.mjs': actions }));
     const exited = once(rt.process.child, 'exit');
@@ -344,3 +368,17 @@ describe('runtime: answers', () => {
     expect(result.stderr).toContain('EDDY_LOG_FORMAT="xml" is not allowed: use text or json');
   });
 });
+
+/** Whether a process of this pid is still there (and not a zombie). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
