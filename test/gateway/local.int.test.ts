@@ -69,6 +69,25 @@ async function functionsState(url: string) {
   return ((await res.json()) as { functions: Array<Record<string, unknown>> }).functions;
 }
 
+/**
+ * A function of one replica taking one invocation at a time, whose handler writes "start n" and,
+ * a second later, "end n" to `log`.
+ */
+function oneAtATime(name: string, log: string) {
+  const code = `import { appendFileSync } from 'node:fs';
+    export const handler = async (event) => {
+      appendFileSync(${JSON.stringify(log)}, 'start ' + event.n + '\\n');
+      await new Promise((r) => setTimeout(r, 1000));
+      appendFileSync(${JSON.stringify(log)}, 'end ' + event.n + '\\n');
+      return event.n;
+    };`;
+  return inlineFunction(name, code, {
+    concurrency: 1,
+    scaling: { maxReplicas: 1 },
+    timeoutSeconds: 5,
+  });
+}
+
 describe('the gateway on the local platform', () => {
   it('starts a process for an invocation at zero, answers it, and scales back to zero when idle', async () => {
     stack = await startStack([
@@ -159,20 +178,7 @@ describe('the gateway on the local platform', () => {
 
   it('keeps a slot taken until the handler is done, though its caller went away', async () => {
     const log = join(scratch, 'overlap.log');
-    const code = `import { appendFileSync } from 'node:fs';
-      export const handler = async (event) => {
-        appendFileSync(${JSON.stringify(log)}, 'start ' + event.n + '\\n');
-        await new Promise((r) => setTimeout(r, 1000));
-        appendFileSync(${JSON.stringify(log)}, 'end ' + event.n + '\\n');
-        return event.n;
-      };`;
-    stack = await startStack([
-      inlineFunction('single', code, {
-        concurrency: 1,
-        scaling: { maxReplicas: 1 },
-        timeoutSeconds: 5,
-      }),
-    ]);
+    stack = await startStack([oneAtATime('single', log)]);
     expect((await stack.invoke('single', { n: 0 })).status).toBe(200);
     const impatient = new AbortController();
     const first = stack
@@ -200,20 +206,7 @@ describe('the gateway on the local platform', () => {
 
   it('drops a queued invocation whose caller went away before a replica took it', async () => {
     const log = join(scratch, 'queued.log');
-    const code = `import { appendFileSync } from 'node:fs';
-      export const handler = async (event) => {
-        appendFileSync(${JSON.stringify(log)}, 'start ' + event.n + '\\n');
-        await new Promise((r) => setTimeout(r, 1000));
-        appendFileSync(${JSON.stringify(log)}, 'end ' + event.n + '\\n');
-        return event.n;
-      };`;
-    stack = await startStack([
-      inlineFunction('queued', code, {
-        concurrency: 1,
-        scaling: { maxReplicas: 1 },
-        timeoutSeconds: 5,
-      }),
-    ]);
+    stack = await startStack([oneAtATime('queued', log)]);
     expect((await stack.invoke('queued', { n: 0 })).status).toBe(200);
     const running = stack.invoke('queued', { n: 1 });
     await waitFor('the first invocation to start', async () =>
