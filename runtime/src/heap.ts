@@ -66,7 +66,6 @@ export function setHeapFlagsAside(flags = startedHeapFlags()): () => void {
   };
 }
 
-/** Runs this same program again with the heap flag, as a child that takes over stdio and signals. */
 /** Names the fd of a relaunched runtime's lifeline (see `relaunchWithHeap`). */
 const lifelineEnv = 'EDDY_LIFELINE_FD';
 
@@ -94,6 +93,7 @@ export function watchLifeline(gone: () => void): void {
   });
 }
 
+/** Runs this same program again with the heap flag, as a child that takes over stdio and signals. */
 export async function relaunchWithHeap(memoryMb: number): Promise<void> {
   // Loaded only here: a sized start, the usual one, does not pay for it.
   const { spawn } = await import('node:child_process');
