@@ -737,6 +737,10 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
     await expect(render('metrics: { port: 8080 }\n')).rejects.toThrow(/metrics\/port/);
     await expect(render('gateway: { auth: open }\n')).rejects.toThrow(/gateway\/auth/);
     await expect(render('functionCpuLimit: lots\n')).rejects.toThrow(/functionCpuLimit/);
+    // Out of the operator's range (10m to 64): refused at install, not by a controller that
+    // then cannot start.
+    await expect(render("functionCpuLimit: '5m'\n")).rejects.toThrow(/functionCpuLimit/);
+    await expect(render("functionCpuLimit: '100'\n")).rejects.toThrow(/functionCpuLimit/);
     await expect(render('gateway: { memoryBudget: lots }\n')).rejects.toThrow(
       /gateway\/memoryBudget/,
     );
