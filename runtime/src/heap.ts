@@ -95,8 +95,11 @@ export function watchLifeline(gone: () => void): void {
 
 /** Runs this same program again with the heap flag, as a child that takes over stdio and signals. */
 export async function relaunchWithHeap(memoryMb: number): Promise<void> {
-  // Loaded only here: a sized start, the usual one, does not pay for it.
-  const { spawn } = await import('node:child_process');
+  // Loaded only here: a sized start, the usual one, does not pay for them.
+  const [{ spawn }, { constants }] = await Promise.all([
+    import('node:child_process'),
+    import('node:os'),
+  ]);
   // fd 3 is the child's lifeline: a pipe this process holds open until it ends, however it ends
   // (SIGKILL included), so that the child does not outlive it.
   const child = spawn(
@@ -115,6 +118,7 @@ export async function relaunchWithHeap(memoryMb: number): Promise<void> {
   }
   child.on('exit', (code, signal) => {
     lifeline?.destroy();
-    process.exitCode = code ?? (signal ? 128 + (signal === 'SIGKILL' ? 9 : 15) : 1);
+    // Ended by a signal: 128 + its number, as a shell and a container runtime report it.
+    process.exitCode = code ?? (signal ? 128 + (constants.signals[signal] ?? 0) : 1);
   });
 }

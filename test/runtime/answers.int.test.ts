@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -49,6 +49,24 @@ exports.handler = (event, context, callback) => {
 
 describe('runtime: answers', () => {
   const track = usePerTest();
+
+  /** A runtime started without a sized heap, answering, and the one it started with one. */
+  async function relaunched(): Promise<{ started: ChildProcess; sized: number }> {
+    const rt = track(
+      await startRuntime(
+        { 'index.mjs': 'export const handler = async () => 1;' },
+        { EDDY_MEMORY_MB: '256', NODE_OPTIONS: '' },
+      ),
+    );
+    expect((await invoke(rt.url, {})).json).toBe(1);
+    const started = rt.process.child;
+    const [sized] = execFileSync('pgrep', ['-P', String(started.pid)], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .map(Number);
+    expect(sized).toBeGreaterThan(0);
+    return { started, sized: sized! };
+  }
 
   it('answers 200 with the JSON of the result, 204 for nothing, with duration headers', async () => {
     const rt = track(await startRuntime({ 'index.mjs': actions }));
@@ -292,26 +310,23 @@ describe('runtime: answers', () => {
   });
 
   it('started again with a sized heap, does not outlive the process that started it', async () => {
-    const rt = track(
-      await startRuntime(
-        { 'index.mjs': 'export const handler = async () => 1;' },
-        { EDDY_MEMORY_MB: '256', NODE_OPTIONS: '' },
-      ),
-    );
-    expect((await invoke(rt.url, {})).json).toBe(1);
-    const started = rt.process.child;
-    const [sized] = execFileSync('pgrep', ['-P', String(started.pid)], { encoding: 'utf8' })
-      .trim()
-      .split('\n')
-      .map(Number);
-    expect(sized).toBeGreaterThan(0);
+    const { started, sized } = await relaunched();
     // No signal reaches the started one through a SIGKILL: its lifeline closing does.
     const exited = once(started, 'exit');
     started.kill('SIGKILL');
     await exited;
     const deadline = Date.now() + 10_000;
-    while (alive(sized!) && Date.now() < deadline) await sleep(50);
-    expect(alive(sized!), `the runtime ${sized} outlived the one that started it`).toBe(false);
+    while (alive(sized) && Date.now() < deadline) await sleep(50);
+    expect(alive(sized), `the runtime ${sized} outlived the one that started it`).toBe(false);
+  });
+
+  it('started again with a sized heap, exits as a signal ended the one it started', async () => {
+    const { started, sized } = await relaunched();
+    const exited = once(started, 'exit');
+    // The runtime does not handle SIGHUP: it ends the process, as SIGSEGV or SIGABRT would.
+    process.kill(sized, 'SIGHUP');
+    // 128 + 1, as a shell and a container runtime report a process that SIGHUP ended.
+    expect(((await exited) as [number | null])[0]).toBe(129);
   });
 
   it('fails the invocation an escaped exception came from, and recycles', async () => {
