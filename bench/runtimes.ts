@@ -28,7 +28,7 @@ import {
   pythonRic,
 } from '../test/harness/components.js';
 import { freePort } from '../test/harness/ports.js';
-import { heapFlags } from '../runtime/src/heap.js';
+import { envDefaults, nodeOptions } from '../runtime/src/contract/index.js';
 import { loadAverage, machine } from './machine.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -48,14 +48,17 @@ interface Kind {
 
 const quiet = { stdio: 'ignore', detached: true } as const;
 
-/** The runtime as the platform starts it: its heap sized in NODE_OPTIONS (no relaunch). */
+/** The runtime as the platform starts it: a Node function's heap sized in NODE_OPTIONS (no relaunch). */
 function eddy(codeDir: string, env: Record<string, string>): (port: number) => ChildProcess {
   return (port) =>
     spawn(process.execPath, [runtimeMain], {
       ...quiet,
       env: {
         PATH: process.env.PATH,
-        NODE_OPTIONS: heapFlags(Number(env.EDDY_MEMORY_MB ?? 128)).join(' '),
+        NODE_OPTIONS: nodeOptions(
+          env.EDDY_RUNTIME ?? envDefaults.runtime,
+          Number(env.EDDY_MEMORY_MB ?? 128),
+        ),
         EDDY_CODE_DIR: codeDir,
         EDDY_TIMEOUT_MS: '30000',
         PORT: String(port),

@@ -60,11 +60,23 @@ describe('the runtime environment contract', () => {
       port: 8080,
       host: '0.0.0.0',
     });
-    // Sized by the platform, the runtime does not start itself again.
-    expect(heapIsSized([], env.NODE_OPTIONS)).toBe(true);
-    expect(env.NODE_OPTIONS).toBe(heapFlags(1024).join(' '));
-    // The runtime sets exactly these aside while it starts, and back once started.
-    expect(startedHeapFlags([], env.NODE_OPTIONS)).toEqual(heapFlags(1024));
+    // The memory is the Python process's: the runtime process that relays its events gets no
+    // heap flags, and starts without setting any aside.
+    expect(env.NODE_OPTIONS).toBe('');
+    expect(startedHeapFlags([], env.NODE_OPTIONS)).toEqual([]);
+  });
+
+  it("sizes a Node function's heap from its memory", () => {
+    for (const runtime of ['nodejs20', 'nodejs22', 'nodejs24', undefined] as const) {
+      const env = podEnv({ image: 'x', memory: '1Gi', ...(runtime ? { runtime } : {}) });
+      // Sized by the platform, the runtime does not start itself again.
+      expect(heapIsSized([], env.NODE_OPTIONS)).toBe(true);
+      expect(env.NODE_OPTIONS).toBe(heapFlags(1024).join(' '));
+      // The runtime sets exactly these aside while it starts, and back once started.
+      expect(startedHeapFlags([], env.NODE_OPTIONS)).toEqual(heapFlags(1024));
+    }
+    for (const runtime of ['python3.11', 'java17', 'provided'] as const)
+      expect(podEnv({ image: 'x', memory: '1Gi', runtime }).NODE_OPTIONS).toBe('');
   });
 
   it('reads back every bound of the contract that the API allows', () => {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { projectRoot } from './components.js';
 import { startProcess, waitUntilReady, type ManagedProcess } from './proc.js';
-import { heapFlags } from '../../runtime/src/heap.js';
+import { envDefaults, nodeOptions } from '../../runtime/src/contract/index.js';
 
 export interface Runtime {
   url: string;
@@ -33,7 +33,7 @@ export async function writeCode(files: Record<string, string>): Promise<string> 
 
 /**
  * Starts the runtime with `files` as its code and `env` on top of the defaults, the way the
- * platform does (with the heap sized in NODE_OPTIONS, unless `env.NODE_OPTIONS` says otherwise);
+ * platform does (a Node function's heap sized in NODE_OPTIONS, unless `env.NODE_OPTIONS` says otherwise);
  * resolves once it listens (not once the handler is ready: tests of broken handlers need it
  * before).
  */
@@ -50,7 +50,10 @@ export async function startRuntime(
       EDDY_FUNCTION_NAMESPACE: 'tests',
       HOST: '127.0.0.1',
       PORT: '0',
-      NODE_OPTIONS: heapFlags(Number(env.EDDY_MEMORY_MB ?? 128)).join(' '),
+      NODE_OPTIONS: nodeOptions(
+        env.EDDY_RUNTIME ?? envDefaults.runtime,
+        Number(env.EDDY_MEMORY_MB ?? 128),
+      ),
       ...env,
     },
   });

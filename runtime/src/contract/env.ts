@@ -85,6 +85,16 @@ export function heapFlags(memoryMb: number): string[] {
   return [`--max-old-space-size=${oldSpaceMb}`, `--max-semi-space-size=${semiSpaceMb}`];
 }
 
+/**
+ * NODE_OPTIONS for a replica: a Node function's heap sized from its memory; none for the other
+ * runtimes, whose memory is the language process's and whose runtime process only relays events
+ * (and starts sooner without heap flags, which keep Node's built-in modules from their code cache
+ * until it sets them aside: see setHeapFlagsAside).
+ */
+export function nodeOptions(runtime: string, memoryMb: number): string {
+  return usesRuntimeApi(runtime) ? '' : heapFlags(memoryMb).join(' ');
+}
+
 /** What a platform knows about a replica it is about to start. */
 export interface RuntimeEnvInput {
   handler: string;
@@ -100,7 +110,7 @@ export interface RuntimeEnvInput {
   runtime?: RuntimeName;
 }
 
-/** The environment a replica of the runtime is started with, heap flags included. */
+/** The environment a replica of the runtime is started with, a Node function's heap flags included. */
 export function runtimeEnv(input: RuntimeEnvInput): Record<string, string> {
   const env: Record<string, string> = {
     [envNames.handler]: input.handler,
@@ -113,7 +123,7 @@ export function runtimeEnv(input: RuntimeEnvInput): Record<string, string> {
     [envNames.port]: String(input.port),
     [envNames.runtime]: input.runtime ?? envDefaults.runtime,
     // The heap is fixed when Node starts; sized here, the runtime need not start itself again.
-    [envNames.nodeOptions]: heapFlags(input.memoryMb).join(' '),
+    [envNames.nodeOptions]: nodeOptions(input.runtime ?? envDefaults.runtime, input.memoryMb),
   };
   if (input.host !== undefined) env[envNames.host] = input.host;
   if (input.logFormat !== undefined) env[envNames.logFormat] = input.logFormat;
