@@ -22,7 +22,12 @@ import type { DynamoDBTrigger } from '../api/types.js';
 import { eventTypes } from '../../../runtime/src/contract/index.js';
 import type { DeliveryEvent } from '../gateway/delivery.js';
 import { SourceProblem, streamClientConfig, type ResolvedConnection } from './connection.js';
-import { batchEvent, type ShapedRecord, type StreamOrigin } from './kinesis-batch.js';
+import {
+  batchEvent,
+  DeferredRecord,
+  type ShapedRecord,
+  type StreamOrigin,
+} from './kinesis-batch.js';
 import type { SourceFactory } from './source.js';
 import {
   streamSource,
@@ -105,10 +110,8 @@ function readRecord(r: StreamRecord): ReadRecord {
     sequenceNumber,
     arrivedAt,
     filterView: view,
-    shape: (o): ShapedRecord => {
-      const json = JSON.stringify(view(o));
-      return { sequenceNumber, arrivedAt, json, bytes: Buffer.byteLength(json) };
-    },
+    shape: (o): ShapedRecord =>
+      new DeferredRecord(sequenceNumber, arrivedAt, () => JSON.stringify(view(o))),
   };
 }
 

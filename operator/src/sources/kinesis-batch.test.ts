@@ -14,6 +14,7 @@ import {
   type GiveUp,
   type KinesisSettings,
   type ShapedRecord,
+  type ShardRecord,
   type StreamOrigin,
 } from './kinesis-batch.js';
 
@@ -71,6 +72,29 @@ describe('Kinesis records and batches', () => {
       awsRegion: 'us-east-1',
       eventSourceARN: 'arn:aws:kinesis:us-east-1:000000000000:stream/clicks',
     });
+  });
+
+  it("makes a record's JSON when a batch first needs it, and only once", () => {
+    let reads = 0;
+    const read: ShardRecord = {
+      SequenceNumber: 'seq-07',
+      PartitionKey: 'user-7',
+      ApproximateArrivalTimestamp: new Date(start),
+      get Data() {
+        reads++;
+        return Buffer.from('{"page":"/cart"}');
+      },
+    };
+    const r = shapeRecord(read, origin);
+    // Read and batched by sequence number and age without being shaped.
+    expect([r.sequenceNumber, r.arrivedAt, reads]).toEqual(['seq-07', start, 0]);
+    expect(r.bytes).toBe(Buffer.byteLength(r.json));
+    expect(JSON.parse(r.json)).toEqual(lambdaRecord(read, origin));
+    expect(reads).toBe(2); // once for r.json, once for the lambdaRecord compared with
+    expect(batchEvent([r, r], origin, 'clicks').body.toString()).toBe(
+      `{"Records":[${r.json},${r.json}]}`,
+    );
+    expect(reads).toBe(2);
   });
 
   it('makes a binary-mode CloudEvent with {Records} as its data', () => {

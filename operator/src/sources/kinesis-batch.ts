@@ -69,9 +69,9 @@ export interface ShapedRecord {
   sequenceNumber: string;
   /** Milliseconds since the epoch. */
   arrivedAt: number;
-  json: string;
+  readonly json: string;
   /** Its length in UTF-8. */
-  bytes: number;
+  readonly bytes: number;
   /**
    * The last sequence number done once this record is: records after it that no filter passed
    * were skipped, and are checkpointed with it.
@@ -101,13 +101,41 @@ export function lambdaRecord(r: ShardRecord, o: StreamOrigin): Record<string, un
 }
 
 export function shapeRecord(r: ShardRecord, o: StreamOrigin): ShapedRecord {
-  const json = JSON.stringify(lambdaRecord(r, o));
-  return {
-    sequenceNumber: r.SequenceNumber ?? '',
-    arrivedAt: r.ApproximateArrivalTimestamp?.getTime() ?? Date.now(),
-    json,
-    bytes: Buffer.byteLength(json),
-  };
+  return new DeferredRecord(
+    r.SequenceNumber ?? '',
+    r.ApproximateArrivalTimestamp?.getTime() ?? Date.now(),
+    () => JSON.stringify(lambdaRecord(r, o)),
+  );
+}
+
+/**
+ * A record whose JSON is made when a batch first needs it (its size or its body), not when it
+ * is read: after a read of 10,000 records the first batch goes out at once, and the shaping of
+ * the others overlaps the delivery of those before them. Made once, however often it is sent.
+ */
+export class DeferredRecord implements ShapedRecord {
+  through?: string;
+  private made: string | undefined;
+  private length: number | undefined;
+
+  constructor(
+    readonly sequenceNumber: string,
+    readonly arrivedAt: number,
+    private make: (() => string) | undefined,
+  ) {}
+
+  get json(): string {
+    if (this.made === undefined) {
+      this.made = this.make!();
+      // What it was made from (the SDK's record) is not held any longer.
+      this.make = undefined;
+    }
+    return this.made;
+  }
+
+  get bytes(): number {
+    return (this.length ??= Buffer.byteLength(this.json));
+  }
 }
 
 const envelopeBytes = '{"Records":[]}'.length;
