@@ -307,4 +307,66 @@ spec:
       }),
     );
   }, 180_000);
+
+  it("inline code: a python3.11 Function's index.py and a provided Function's executable bootstrap, from the operator's ConfigMap", async () => {
+    // The provided image has no shell tools but Node.js: this bootstrap speaks the Runtime API
+    // with Node's fetch.
+    const bootstrap = `#!/usr/bin/env node
+const api = 'http://' + process.env.AWS_LAMBDA_RUNTIME_API + '/2018-06-01/runtime/invocation';
+(async () => {
+  for (;;) {
+    const next = await fetch(api + '/next');
+    const id = next.headers.get('lambda-runtime-aws-request-id');
+    const event = await next.json();
+    const body = JSON.stringify({ inline: 'provided', handler: process.env._HANDLER, event });
+    await fetch(api + '/' + id + '/response', { method: 'POST', body });
+  }
+})();
+`;
+    const python = [
+      'def handler(event, context):',
+      '    return {"inline": "python3.11", "functionName": context.function_name, "event": event}',
+      '',
+    ].join('\n');
+    const fn = (name: string, runtime: string, inline: string) => ({
+      apiVersion: 'eddy.dev/v1alpha1',
+      kind: 'Function',
+      metadata: { name, namespace: 'default' },
+      spec: { runtime, handler: 'index.handler', memory: '128Mi', code: { inline } },
+    });
+    const file = join(cluster.dir, 'inline.json');
+    await writeFile(
+      file,
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'List',
+        items: [fn('py-inline', 'python3.11', python), fn('sh-inline', 'provided', bootstrap)],
+      }),
+    );
+    await kubectl('apply', '-f', file);
+    const answers = await Promise.all(
+      ['py-inline', 'sh-inline'].map(async (name) => {
+        let answer: Answer | undefined;
+        // From zero: the gateway activates the Function; only "no answer" is tried again.
+        await until(
+          `an answer from ${name}`,
+          async () => (answer = await invoke(name, { order: 8 })).status !== 0,
+          120_000,
+        );
+        return answer!;
+      }),
+    );
+    expect(answers[0]!.status, answers[0]!.text).toBe(200);
+    expect(answers[0]!.body).toEqual({
+      inline: 'python3.11',
+      functionName: 'py-inline',
+      event: { order: 8 },
+    });
+    expect(answers[1]!.status, answers[1]!.text).toBe(200);
+    expect(answers[1]!.body).toEqual({
+      inline: 'provided',
+      handler: 'index.handler',
+      event: { order: 8 },
+    });
+  }, 180_000);
 });

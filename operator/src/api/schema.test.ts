@@ -128,6 +128,17 @@ describe('checkFunction with crds/function.yaml', () => {
     ]);
   });
 
+  it('takes inline code for every runtime but java17', () => {
+    const inline = (runtime: string) =>
+      manifest({ runtime, image: undefined, code: { inline: 'x' } });
+    for (const runtime of ['nodejs20', 'nodejs22', 'nodejs24', 'python3.11', 'provided']) {
+      expect(accepted(inline(runtime)).spec.code).toEqual({ inline: 'x' });
+    }
+    expect(problems(inline('java17'))).toEqual([
+      'spec: java17 takes no inline code (Java is compiled first); build an image FROM eddy/runtime:java17 with the classes or jar in /var/task (spec.image)',
+    ]);
+  });
+
   it('rejects an unknown runtime, listing the supported ones', () => {
     expect(problems(manifest({ runtime: 'ruby3.3' }))).toEqual([
       'spec.runtime: Unsupported value: "ruby3.3": supported values: "nodejs20", "nodejs22", "nodejs24", "python3.11", "java17", "provided"',

@@ -138,6 +138,11 @@ describe('desiredDeployment', () => {
     expect(fromMap.volumes).toContainEqual({ name: 'code', configMap: { name: 'mine' } });
     const image = desiredDeployment(fn({ image: 'me/fn:1' }), settings).spec!.template.spec!;
     expect(image.volumes!.map((v) => v.name)).toEqual(['tmp']);
+    // A provided Function's bootstrap is started as a program.
+    for (const code of [{ inline: 'x' }, { configMap: { name: 'mine' } }]) {
+      const pod = desiredDeployment(fn({ runtime: 'provided', code }), settings).spec!.template;
+      expect(pod.spec!.volumes!.find((v) => v.name === 'code')!.configMap!.defaultMode).toBe(0o755);
+    }
   });
 
   it('locks the pod down and gives it a service-account token only with an execution role', () => {
@@ -201,10 +206,12 @@ describe('the other children', () => {
     });
   });
 
-  it('makes a code ConfigMap only for inline code', () => {
-    expect(desiredCodeConfigMap(fn({ code: { inline: 'src' } }))!.data).toEqual({
-      'index.mjs': 'src',
-    });
+  it('makes a code ConfigMap only for inline code, as the file its runtime loads', () => {
+    const data = (spec: FunctionSpec) => desiredCodeConfigMap(fn(spec))!.data;
+    expect(data({ code: { inline: 'src' } })).toEqual({ 'index.mjs': 'src' });
+    expect(data({ runtime: 'nodejs24', code: { inline: 'src' } })).toEqual({ 'index.mjs': 'src' });
+    expect(data({ runtime: 'python3.11', code: { inline: 'src' } })).toEqual({ 'index.py': 'src' });
+    expect(data({ runtime: 'provided', code: { inline: 'src' } })).toEqual({ bootstrap: 'src' });
     expect(desiredCodeConfigMap(fn({ image: 'x' }))).toBeUndefined();
   });
 

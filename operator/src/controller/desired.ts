@@ -15,7 +15,7 @@ import type {
   V1Volume,
   V1VolumeMount,
 } from '@kubernetes/client-node';
-import { runtimeEnv } from '../../../runtime/src/contract/index.js';
+import { envDefaults, inlineCodeFile, runtimeEnv } from '../../../runtime/src/contract/index.js';
 import { apiVersion, kind, type EddyFunction, type Runtime } from '../api/types.js';
 import { mebibytes, parseQuantity } from '../api/quantity.js';
 
@@ -105,7 +105,10 @@ export function functionUrl(fn: EddyFunction, settings: DesiredSettings): string
   return `${settings.gatewayUrl.replace(/\/$/, '')}/functions/${fn.metadata.namespace}/${fn.metadata.name}`;
 }
 
-/** The ConfigMap holding inline code as index.mjs, or undefined when the code comes otherwise. */
+/**
+ * The ConfigMap holding inline code as the file its runtime loads (index.mjs, index.py or
+ * bootstrap), or undefined when the code comes otherwise.
+ */
 export function desiredCodeConfigMap(fn: EddyFunction): V1ConfigMap | undefined {
   const inline = fn.spec.code?.inline;
   if (inline === undefined) return undefined;
@@ -113,7 +116,7 @@ export function desiredCodeConfigMap(fn: EddyFunction): V1ConfigMap | undefined 
     apiVersion: 'v1',
     kind: 'ConfigMap',
     metadata: meta(fn, codeConfigMapName(fn)),
-    data: { 'index.mjs': inline },
+    data: { [inlineCodeFile(fn.spec.runtime ?? envDefaults.runtime)]: inline },
   };
 }
 
@@ -195,7 +198,12 @@ export function desiredDeployment(fn: EddyFunction, settings: DesiredSettings): 
   if (spec.code) {
     const configMap =
       spec.code.inline !== undefined ? codeConfigMapName(fn) : spec.code.configMap!.name;
-    volumes.push({ name: 'code', configMap: { name: configMap } });
+    volumes.push({
+      name: 'code',
+      // A provided Function's bootstrap is started as a program: the files are executable.
+      configMap:
+        spec.runtime === 'provided' ? { name: configMap, defaultMode: 0o755 } : { name: configMap },
+    });
     mounts.push({ name: 'code', mountPath: codeDir, readOnly: true });
     // The runtime imports the code once at start: new inline code needs new pods.
     if (spec.code.inline !== undefined) {

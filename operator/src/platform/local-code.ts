@@ -9,6 +9,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { delimiter, dirname, join, resolve } from 'node:path';
+import { envDefaults, inlineCodeFile } from '../../../runtime/src/contract/index.js';
 import type { EddyFunction, Runtime } from '../api/types.js';
 import { CannotRun, keyOf } from './platform.js';
 
@@ -58,7 +59,7 @@ function findCode(fn: EddyFunction, configMaps?: ConfigMapReader): CodeSource {
   }
   const code = fn.spec.code;
   if (code?.inline !== undefined) {
-    const files = { [inlineFile(fn.spec.runtime)]: code.inline };
+    const files = { [inlineCodeFile(fn.spec.runtime ?? envDefaults.runtime)]: code.inline };
     return { kind: 'files', files, hash: contentHash(files) };
   }
   if (code?.configMap?.name) {
@@ -123,13 +124,6 @@ export async function removeCodeExcept(functionDir: string, keep: Set<string>): 
     const dir = join(functionDir, entry);
     if (!keep.has(dir)) await rm(dir, { recursive: true, force: true });
   }
-}
-
-/** The file inline code is written to: what the runtime loads with the default handler. */
-export function inlineFile(runtime: Runtime | undefined): string {
-  if (runtime === 'python3.11') return 'index.py';
-  if (runtime === 'provided') return 'bootstrap';
-  return 'index.mjs';
 }
 
 /** awslambdaric, AWS's Python runtime interface client, as the local stack installs it. */

@@ -43,6 +43,18 @@ export function usesRuntimeApi(runtime: string): boolean {
   return runtime === 'python3.11' || runtime === 'java17' || runtime === 'provided';
 }
 
+/**
+ * The file a Function's inline code (spec.code.inline) becomes in its code directory, in a pod's
+ * ConfigMap as on the local stack: index.mjs for Node.js (handler index.<export>), index.py for
+ * python3.11 (handler index.<function>), an executable bootstrap for provided. java17 takes no
+ * inline code (the CRD refuses it: a class must be compiled).
+ */
+export function inlineCodeFile(runtime: string): string {
+  if (runtime === 'python3.11') return 'index.py';
+  if (runtime === 'provided') return 'bootstrap';
+  return 'index.mjs';
+}
+
 export type LogFormat = 'text' | 'json';
 
 export const envDefaults = {
