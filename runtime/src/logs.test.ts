@@ -1,11 +1,15 @@
 import { describe, expect, it, vi } from 'vitest';
 import { logTailBytes } from './contract/index.js';
-import { consoleLine, queue, startTail, takeTail, write } from './logs.js';
+import { consoleLine, flush, queue, startTail, takeTail, write, writeLine } from './logs.js';
 
-// The lines are what is checked here, not stdout.
+// What goes to stdout, kept here.
+const stdout = vi.hoisted(() => ({ text: '' }));
 vi.mock('node:fs', async (actual) => ({
   ...(await actual<typeof import('node:fs')>()),
-  writeSync: () => 0,
+  writeSync: (_fd: number, text: string) => {
+    stdout.text += text;
+    return text.length;
+  },
 }));
 
 describe('console lines', () => {
@@ -30,6 +34,28 @@ describe('console lines', () => {
 
   it('writes a one-line message as one line', () => {
     expect(consoleLine('text', 'r', 'INFO', 'hi\n').split('\n')).toHaveLength(2);
+  });
+});
+
+describe("the runtime's own lines", () => {
+  it("start a line of their own after a process's output that did not end its line", () => {
+    flush();
+    stdout.text = '';
+    // A language process's output, as its pipe gives it: in pieces, the last line unfinished.
+    write('wor', 'r1');
+    write('king\nstill working...', 'r1');
+    queue('END RequestId: r1\n', 'r1');
+    flush();
+    writeLine('START RequestId: r2\n', 'r2');
+    write('half a line', 'r2');
+    writeLine('INIT_ERROR r2\n');
+    write('a whole line\n', 'r2');
+    queue('END RequestId: r2\n', 'r2');
+    flush();
+    expect(stdout.text).toBe(
+      'working\nstill working...\nEND RequestId: r1\nSTART RequestId: r2\n' +
+        'half a line\nINIT_ERROR r2\na whole line\nEND RequestId: r2\n',
+    );
   });
 });
 

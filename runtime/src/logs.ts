@@ -21,8 +21,12 @@ export interface ReportFields {
 
 let pending = '';
 let flushScheduled = false;
+/** Whether stdout's last write ended a line: a language process may write part of one. */
+let atLineStart = true;
 
 function writeOut(text: string): void {
+  if (text === '') return;
+  atLineStart = text.endsWith('\n');
   try {
     writeSync(1, text);
   } catch {
@@ -85,6 +89,7 @@ export function write(text: string, requestId?: string): void {
  * first, which keeps every request's lines in order.
  */
 export function queue(text: string, requestId?: string): void {
+  text = fromLineStart(text);
   keep(requestId, text);
   pending += text;
   if (pending.length > 65_536) {
@@ -93,6 +98,19 @@ export function queue(text: string, requestId?: string): void {
     flushScheduled = true;
     setImmediate(flush);
   }
+}
+
+/**
+ * Writes a line of the runtime's own (START, an init error) as `write` does, on a line of its
+ * own even after a language process's output that did not end its line.
+ */
+export function writeLine(text: string, requestId?: string): void {
+  write(fromLineStart(text), requestId);
+}
+
+/** `text` with a line break first when stdout is in the middle of a line nothing queued ends. */
+function fromLineStart(text: string): string {
+  return pending === '' && !atLineStart ? `\n${text}` : text;
 }
 
 export function flush(): void {

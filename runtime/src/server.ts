@@ -30,6 +30,7 @@ import {
   takeTail,
   timeoutLine,
   write,
+  writeLine,
 } from './logs.js';
 import type { RuntimeMetrics } from './metrics.js';
 
@@ -92,7 +93,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     } else {
       state = 'failed';
       stateReason = `${r.error.errorType}: ${r.error.errorMessage}`;
-      write(
+      writeLine(
         `${config.logFormat === 'json' ? JSON.stringify({ time: new Date().toISOString(), type: 'platform.initError', record: r.error }) : `INIT_ERROR ${r.error.errorType}: ${r.error.errorMessage}${r.error.stackTrace?.length ? `\n${r.error.stackTrace.join('\n')}` : ''}`}\n`,
       );
     }
@@ -378,7 +379,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     if (outcome.kind === 'timeout') {
       metrics.count('timeout');
       const message = timeoutMessage(config.timeoutMs);
-      write(
+      writeLine(
         timeoutLine(config.logFormat, requestId, message) +
           endAndReport(config.logFormat, { ...report, status: 'timeout' }),
         requestId,
@@ -495,7 +496,7 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     if (state === 'draining' || state === 'recycling') return;
     state = 'recycling';
     stateReason = reason;
-    write(
+    writeLine(
       `${config.logFormat === 'json' ? JSON.stringify({ time: new Date().toISOString(), type: 'platform.recycle', record: { reason } }) : `RECYCLE ${reason}: readiness off; the runtime exits once in-flight invocations end`}\n`,
     );
     // Let the response that caused it leave before deciding.

@@ -61,6 +61,8 @@ def handler(event, context):
         return {"pid": os.getpid()}
     if action == "crash":
         os._exit(3)
+    if action == "partial":
+        print("working...", end="")
     return {"echo": event.get("payload")}
 `;
 
@@ -142,6 +144,27 @@ describe.skipIf(!canRun('runtimes'))('python3.11: a handler run by awslambdaric'
       expect(lines.at(-2)).toBe(`END RequestId: ${requestId}`);
       expect(lines.at(-1)).toMatch(new RegExp(`^REPORT RequestId: ${requestId}\\t`));
     }
+  });
+
+  it('puts END on a line of its own after a print that did not end its line', async () => {
+    const res = await fetch(`${stack.url}/2015-03-31/functions/orders/invocations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-amz-log-type': 'Tail' },
+      body: JSON.stringify({ action: 'partial' }),
+      signal: AbortSignal.timeout(30_000),
+    });
+    expect(res.status).toBe(200);
+    const requestId = res.headers.get('x-amzn-requestid');
+    const tail = Buffer.from(res.headers.get('x-amz-log-result') ?? '', 'base64').toString();
+    expect(tail.split('\n').slice(-4)).toEqual([
+      'working...',
+      `END RequestId: ${requestId}`,
+      expect.stringMatching(new RegExp(`^REPORT RequestId: ${requestId}\\t`)),
+      '',
+    ]);
+    const lines = await stack.linesOf(requestId!);
+    expect(lines.at(-3)).toMatch(/working\.\.\.$/);
+    expect(lines.at(-2)).toMatch(new RegExp(`END RequestId: ${requestId}$`));
   });
 
   it('answers an exception with its type, message and stack', async () => {

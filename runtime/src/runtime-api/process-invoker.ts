@@ -10,7 +10,7 @@ import { envNames, type LogFormat, type RuntimeName } from '../contract/env.js';
 import type { ErrorBody } from '../contract/errors.js';
 import type { FunctionInvoker, InitResult, Invocation, Outcome } from '../invocation.js';
 import { decodeEvent, type InvokerSettings } from '../invoker.js';
-import { functionVersion, startLine, write } from '../logs.js';
+import { functionVersion, startLine, write, writeLine } from '../logs.js';
 import { findClientJar, jniProperty, unpackJni } from './java-jni.js';
 import { Slot, type LanguageCommand } from './slot.js';
 
@@ -159,7 +159,7 @@ export class ProcessInvoker implements FunctionInvoker {
       this.slots.push(
         new Slot(
           (api) => languageCommand(settings, api),
-          (error) => write(initErrorLine(settings.logFormat, error)),
+          (error) => writeLine(initErrorLine(settings.logFormat, error)),
           (text, requestId) => write(text, requestId),
         ),
       );
@@ -192,7 +192,7 @@ export class ProcessInvoker implements FunctionInvoker {
     const slot = this.slots.find((s) => !s.busy);
     if (!slot) throw new Error('no free language process: more invocations than EDDY_CONCURRENCY');
     // Now, not queued: the process may write its first line before this turn ends.
-    write(startLine(this.settings.logFormat, m.requestId), m.requestId);
+    writeLine(startLine(this.settings.logFormat, m.requestId), m.requestId);
     const outcome = slot.run({
       requestId: m.requestId,
       deadline: m.deadline,
