@@ -271,6 +271,15 @@ describe('local platform', () => {
     store.set(fn);
     const message =
       /^Function local-tests\/imaged cannot run locally: .*set the annotation eddy\.dev\/local-code-dir .* or use spec\.code\.inline or spec\.code\.configMap$/;
+    // Told as soon as the Function is known, before any event, and once while it stays so.
+    const told = () =>
+      lines.filter(
+        (l) =>
+          l.startsWith(`[${key}] local platform: `) && message.test(l.slice(l.indexOf(': ') + 2)),
+      );
+    expect(told()).toHaveLength(1);
+    store.set({ ...fn, metadata: { ...fn.metadata, labels: { tier: 'web' } } });
+    expect(told()).toHaveLength(1);
     await expect(platform.activate(fn)).rejects.toThrow(message);
     await expect(platform.scale(fn, 2)).rejects.toThrow(message);
     expect(platform.counts(key)).toEqual({ desired: 0, ready: 0 });

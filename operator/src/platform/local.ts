@@ -491,6 +491,9 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     return { node, env: {} };
   }
 
+  /** What prepare last told of a Function that cannot run here, so that it is told once. */
+  const cannotRun = new Map<FunctionKey, string>();
+
   /**
    * Starts making what `fn`'s language needs as soon as the Function is known, so the stack's
    * first lines say it (a Node.js fetched, a virtual environment made) and the first event does
@@ -498,15 +501,23 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
    */
   function prepare(fn: EddyFunction): void {
     const runtime = fn.spec.runtime;
-    if (!runtime || runtime === 'provided') return;
+    const key = keyOf(fn);
     let codeDir: string | undefined;
     try {
       const source = codeSource(fn, options.configMaps);
+      cannotRun.delete(key);
       if (source.kind === 'dir') codeDir = source.dir;
       else if (runtime === 'python3.11' && source.files['requirements.txt'] !== undefined) return;
-    } catch {
+    } catch (err) {
+      // What is missing (python3, a bootstrap, the code), told now rather than at the first
+      // event, and once until it changes.
+      if (err instanceof CannotRun && cannotRun.get(key) !== err.message) {
+        cannotRun.set(key, err.message);
+        say(key, err.message);
+      }
       return;
     }
+    if (!runtime || runtime === 'provided') return;
     languageOf(fn, codeDir).catch((err) =>
       say(
         keyOf(fn),
@@ -841,8 +852,10 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       for (const fn of store.list()) prepare(fn);
       unsubscribe = store.onChange((fn, deleted) => {
         if (closing) return;
-        if (deleted) removed(keyOf(fn));
-        else {
+        if (deleted) {
+          cannotRun.delete(keyOf(fn));
+          removed(keyOf(fn));
+        } else {
           prepare(fn);
           const st = states.get(keyOf(fn));
           if (st) changed(st, fn);
