@@ -63,4 +63,67 @@ describe('the runtime with a provided bootstrap', () => {
       errorMessage: `${join(rt.codeDir, 'bootstrap')} is not an executable file (ENOENT): a provided function brings an executable named bootstrap in its code directory`,
     });
   });
+
+  it("answers a process out of turn as AWS's emulator does: ids, polls and a second answer", async () => {
+    const bootstrap = `#!/bin/sh
+API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+T=$(mktemp -d)
+# Before any event every id is unknown: 400.
+EARLY=$(curl -sS -o /dev/null -w '%{http_code}' -d '{}' "$API/invocation/nope/response")
+# Two polls at once: the earliest gets the event, the other waits on.
+curl -sS -D "$T/h1" -o "$T/b1" "$API/invocation/next" &
+sleep 0.5
+curl -sS -D "$T/h2" -o "$T/b2" "$API/invocation/next" &
+LATER=$!
+sleep 0.5
+echo "two polls wait"
+while [ ! -s "$T/h1" ] && [ ! -s "$T/h2" ]; do sleep 0.05; done
+if [ -s "$T/h1" ]; then GOT=earliest; H="$T/h1"; else GOT=later; H="$T/h2"; fi
+ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$H" | tr -d '[:space:]' | cut -d: -f2)
+# Asking again while holding the event gives the same event.
+AGAIN=$(curl -sS -D - -o /dev/null "$API/invocation/next" | grep -Fi Lambda-Runtime-Aws-Request-Id | tr -d '[:space:]' | cut -d: -f2)
+[ "$AGAIN" = "$ID" ] && SAME=yes || SAME=no
+curl -sS -o /dev/null -d "$(printf '{"early":"%s","got":"%s","same":"%s"}' "$EARLY" "$GOT" "$SAME")" "$API/invocation/$ID/response"
+echo "answered twice: $(curl -sS -w ' %{http_code}' -d '{}' "$API/invocation/$ID/response" | tr -d '\\n')"
+echo "answered for another: $(curl -sS -w ' %{http_code}' -d '{}' "$API/invocation/other/response" | tr -d '\\n')"
+kill $LATER
+sleep 30
+`;
+    rt = await startRuntime(
+      { bootstrap },
+      { EDDY_RUNTIME: 'provided', PATH: process.env.PATH ?? '' },
+    );
+    await rt.waitForLog(/two polls wait/);
+    const { status, body } = await invoke(rt.url, {});
+    expect({ status, body }).toEqual({
+      status: 200,
+      body: { early: '400', got: 'earliest', same: 'yes' },
+    });
+    expect(await rt.waitForLog(/answered for another: .* 400/)).toContain(
+      'answered twice: {"errorMessage":"State transition from RuntimeResponseSentState to InvocationResponse failed for runtime. Error: State transition is not allowed","errorType":"InvalidStateTransition"} 403',
+    );
+  });
+
+  it('lets a process that reported an init error exit by itself, and refuses its next', async () => {
+    const bootstrap = `#!/bin/sh
+API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+curl -sS -o /dev/null -d '{"errorMessage":"no config","errorType":"Custom.NoConfig"}' "$API/init/error"
+echo "still running after init/error"
+echo "next: $(curl -sS -w ' %{http_code}' "$API/invocation/next" | tr -d '\\n')"
+exit 3
+`;
+    rt = await startRuntime(
+      { bootstrap },
+      { EDDY_RUNTIME: 'provided', PATH: process.env.PATH ?? '' },
+    );
+    // It starts with the runtime, before any event: what it does after reporting is in the log.
+    const log = await rt.waitForLog(/next: .* 403/);
+    expect(log).toContain('still running after init/error');
+    expect(log).toContain(
+      'next: {"errorMessage":"State transition from InitError to Ready failed for runtime. Error: State transition is not allowed","errorType":"InvalidStateTransition"} 403',
+    );
+    const { status, body } = await invoke(rt.url, {});
+    expect(status).toBe(502);
+    expect(body).toEqual({ errorType: 'Custom.NoConfig', errorMessage: 'no config' });
+  });
 });

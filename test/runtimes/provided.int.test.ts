@@ -273,7 +273,7 @@ describe.skipIf(!canRun('runtimes'))('provided: a shell-script bootstrap with cu
     expect(status).toBe(200);
     expect(body).toEqual({
       wrong: '{~errorMessage~:~Invalid request ID~,~errorType~:~InvalidRequestID~} 400',
-      late: '{~errorMessage~:~State transition from Ready to InitError failed for runtime. Error: the runtime has finished its init~,~errorType~:~InvalidStateTransition~} 403',
+      late: '{~errorMessage~:~State transition from Running to InitError failed for runtime. Error: State transition is not allowed~,~errorType~:~InvalidStateTransition~} 403',
     });
   });
 

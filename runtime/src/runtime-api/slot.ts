@@ -93,22 +93,36 @@ const answer = {
       errorMessage: 'Invalid function response mode',
       errorType: 'InvalidFunctionResponseMode',
     }),
-  outOfTurn: (res: ServerResponse, from: string, to: string, why: string) =>
+  outOfTurn: (res: ServerResponse, from: ApiState, to: string) =>
     json(res, 403, {
-      errorMessage: `State transition from ${from} to ${to} failed for runtime. Error: ${why}`,
+      errorMessage: `State transition from ${from} to ${to} failed for runtime. Error: State transition is not allowed`,
       errorType: 'InvalidStateTransition',
     }),
-  notFound: (res: ServerResponse, method: string | undefined, path: string) =>
-    json(res, 404, {
-      errorMessage: `no route ${method} ${path}: the Runtime API is under ${apiPrefix}`,
-      errorType: 'NotFound',
-    }),
+  // Go's http.NotFound, as the emulator's router answers a path it does not serve.
+  notFound: (res: ServerResponse) => {
+    res.writeHead(404, {
+      'content-type': 'text/plain; charset=utf-8',
+      'x-content-type-options': 'nosniff',
+      'content-length': 19,
+    });
+    res.end('404 page not found\n');
+  },
   tooLarge: (res: ServerResponse) =>
     json(res, 413, {
       errorMessage: `Exceeded maximum allowed payload size (${maxResponseBytes} bytes).`,
       errorType: 'RequestEntityTooLarge',
     }),
 };
+
+/**
+ * Where a language process stands, named as the emulator names its runtime states in the 403s:
+ * started (before its first `next`), waiting for an event, holding one, having answered it, or
+ * having reported an init error.
+ */
+type ApiState = 'Started' | 'Ready' | 'Running' | 'RuntimeResponseSentState' | 'InitError';
+
+/** How long a process that reported an init error has to exit by itself before it is killed. */
+const initErrorExitMs = 2_000;
 
 /** Peak resident set size of a process in MB (VmHWM), or undefined when it cannot be read. */
 function peakMemoryMb(pid: number | undefined): number | undefined {
@@ -151,6 +165,16 @@ function errorBodyFrom(raw: Buffer, headerType: string | undefined): ErrorBody {
   return body;
 }
 
+/** Ends a language process and what it started (its process group). */
+function killGroup(child: ChildProcess | undefined): void {
+  if (!child?.pid) return;
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // Already gone.
+  }
+}
+
 export class Slot {
   private readonly server: Server;
   private port = 0;
@@ -160,8 +184,17 @@ export class Slot {
   private initMs: number | undefined;
   private initReported = false;
   private initError: ErrorBody | undefined;
-  private parked: ServerResponse | undefined;
+  /** `next` polls waiting for an event, earliest first. */
+  private parked: ServerResponse[] = [];
   private current: Current | undefined;
+  /**
+   * The request id the process may answer for, as the emulator keeps it: the last event
+   * delivered to this process, also once it was answered.
+   */
+  private invokeId: string | undefined;
+  private state: ApiState = 'Started';
+  /** A process that reported an init error, given a moment to exit by itself. */
+  private retiring: ChildProcess | undefined;
   private stopped = false;
   private peakMb: number | undefined;
   private peakPid: number | undefined;
@@ -235,7 +268,7 @@ export class Slot {
         return;
       }
       if (!this.child) this.spawn();
-      if (this.parked) this.deliver();
+      this.deliver();
     });
   }
 
@@ -243,7 +276,9 @@ export class Slot {
   stop(): void {
     this.stopped = true;
     this.kill();
-    this.parked?.destroy();
+    this.killRetiring();
+    for (const res of this.parked) res.destroy();
+    this.parked = [];
     this.server.close();
     this.server.closeAllConnections();
   }
@@ -285,6 +320,9 @@ export class Slot {
 
   private spawn(): void {
     if (this.stopped) return;
+    this.killRetiring();
+    this.invokeId = undefined;
+    this.state = 'Started';
     const lang = this.language(`127.0.0.1:${this.port}`);
     this.initMs = undefined;
     this.initReported = false;
@@ -344,13 +382,14 @@ export class Slot {
 
   private kill(): void {
     const child = this.child;
-    if (!child?.pid) return;
     this.child = undefined;
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // Already gone.
-    }
+    killGroup(child);
+  }
+
+  private killRetiring(): void {
+    const child = this.retiring;
+    this.retiring = undefined;
+    killGroup(child);
   }
 
   /** An init error is known: an event waiting for this process fails with it now. */
@@ -362,10 +401,14 @@ export class Slot {
   }
 
   private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (child === this.retiring) {
+      // It reported an init error and ended, as a runtime should.
+      this.retiring = undefined;
+      return;
+    }
     if (this.child === child) this.child = undefined;
     else if (this.child !== undefined) return; // a replacement runs already
-    this.parked?.destroy();
-    this.parked = undefined;
+    this.dropPolls();
     const current = this.current;
     if (!current) return;
     if (this.initError) {
@@ -388,18 +431,31 @@ export class Slot {
     if (this.current !== current) return;
     const figures = this.figures();
     this.kill();
-    this.parked = undefined;
+    this.dropPolls();
     current.settle({ kind: 'timeout', restarted: true, ...figures });
     this.spawn();
   }
 
+  /** Ends the polls of a process that is gone. */
+  private dropPolls(): void {
+    for (const res of this.parked) res.destroy();
+    this.parked = [];
+  }
+
+  /** Gives the event to the earliest `next` still waiting, if an event waits. */
   private deliver(): void {
-    const res = this.parked;
     const current = this.current;
-    if (!res || !current || current.delivered !== undefined) return;
-    this.parked = undefined;
+    if (!current || current.delivered !== undefined) return;
+    const res = this.parked.shift();
+    if (!res) return;
     current.delivered = nowMs();
     current.process = this.child;
+    this.invokeId = current.requestId;
+    this.state = 'Running';
+    this.send(res, current);
+  }
+
+  private send(res: ServerResponse, current: Current): void {
     const head: Record<string, string | number> = {
       'content-type': 'application/json',
       'content-length': current.payload.length,
@@ -415,7 +471,7 @@ export class Slot {
 
   private route(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '').split('?')[0]!;
-    if (!path.startsWith(apiPrefix)) return this.notFound(req, res, path);
+    if (!path.startsWith(apiPrefix)) return this.notFound(req, res);
     const rest = path.slice(apiPrefix.length);
     if (rest === 'invocation/next') {
       if (req.method !== 'GET') return this.notAllowed(res, 'GET');
@@ -426,16 +482,16 @@ export class Slot {
       return this.postInitError(req, res);
     }
     const m = /^invocation\/([^/]+)\/(response|error)$/.exec(rest);
-    if (!m) return this.notFound(req, res, path);
+    if (!m) return this.notFound(req, res);
     if (req.method !== 'POST') return this.notAllowed(res, 'POST');
     const requestId = decodeURIComponent(m[1]!);
     if (m[2] === 'response') this.postResponse(req, res, requestId);
     else this.postError(req, res, requestId);
   }
 
-  private notFound(req: IncomingMessage, res: ServerResponse, path: string): void {
+  private notFound(req: IncomingMessage, res: ServerResponse): void {
     req.resume();
-    answer.notFound(res, req.method, path);
+    answer.notFound(res);
   }
 
   private notAllowed(res: ServerResponse, allow: string): void {
@@ -444,27 +500,39 @@ export class Slot {
   }
 
   private next(res: ServerResponse): void {
+    if (this.state === 'InitError') return answer.outOfTurn(res, this.state, 'Ready');
     if (this.initMs === undefined) this.initMs = nowMs() - this.spawnedAt;
-    // A process asking again means it is done with the last event.
-    this.parked?.destroy();
-    this.parked = res;
+    const current = this.current;
+    if (this.state === 'Running' && current?.delivered !== undefined) {
+      // Asked again while holding an event: the emulator gives the same event again.
+      this.send(res, current);
+      return;
+    }
+    this.state = 'Ready';
+    // Several polls at once (a client's threads): the earliest gets the next event.
+    this.parked.push(res);
     res.once('close', () => {
-      if (this.parked === res) this.parked = undefined;
+      const i = this.parked.indexOf(res);
+      if (i >= 0) this.parked.splice(i, 1);
     });
     this.deliver();
   }
 
-  /** The invocation a response or error is for, or an answer saying why there is none. */
+  /**
+   * The invocation a response or error is for, or the emulator's answer saying why there is
+   * none: 400 for another id than the last event's, 403 once that event was answered.
+   */
   private expecting(res: ServerResponse, requestId: string, to: string): Current | undefined {
-    const current = this.current;
-    if (!current || current.delivered === undefined) {
-      answer.outOfTurn(res, 'Ready', to, 'no invocation is in progress');
-      return undefined;
-    }
-    if (current.requestId !== requestId) {
+    if (this.invokeId === undefined || requestId !== this.invokeId) {
       answer.invalidRequestId(res);
       return undefined;
     }
+    const current = this.current;
+    if (this.state !== 'Running' || current?.delivered === undefined) {
+      answer.outOfTurn(res, this.state, to);
+      return undefined;
+    }
+    this.state = 'RuntimeResponseSentState';
     return current;
   }
 
@@ -526,11 +594,12 @@ export class Slot {
   }
 
   private postInitError(req: IncomingMessage, res: ServerResponse): void {
-    if (this.initMs !== undefined) {
+    if (this.state !== 'Started') {
       req.resume();
-      answer.outOfTurn(res, 'Ready', 'InitError', 'the runtime has finished its init');
+      answer.outOfTurn(res, this.state, 'InitError');
       return;
     }
+    this.state = 'InitError';
     const headerType = req.headers[apiHeaders.errorType] as string | undefined;
     readBody(req, maxResponseBytes, (body) => {
       this.initMs = nowMs() - this.spawnedAt;
@@ -538,8 +607,16 @@ export class Slot {
       this.initError = error;
       this.initFailedLog(error);
       answer.accepted(res);
-      // Lambda ends a runtime that failed its init; the next event starts it again.
-      res.once('finish', () => this.kill());
+      // A runtime that reported an init error exits; one that does not within a moment is
+      // ended. The next event starts a new one.
+      const child = this.child;
+      this.child = undefined;
+      this.retiring = child;
+      res.once('finish', () =>
+        setTimeout(() => {
+          if (this.retiring === child) this.killRetiring();
+        }, initErrorExitMs).unref(),
+      );
       this.initFailed();
     });
   }
