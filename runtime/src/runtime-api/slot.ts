@@ -600,8 +600,14 @@ export class Slot {
       return;
     }
     this.state = 'InitError';
+    const child = this.child;
     const headerType = req.headers[apiHeaders.errorType] as string | undefined;
     readBody(req, maxResponseBytes, (body) => {
+      if (child === undefined || this.child !== child) {
+        // It exited before its report was read: its exit was told already.
+        answer.accepted(res);
+        return;
+      }
       this.initMs = nowMs() - this.spawnedAt;
       const error = errorBodyFrom(body === 'too-large' ? Buffer.alloc(0) : body, headerType);
       this.initError = error;
@@ -609,7 +615,6 @@ export class Slot {
       answer.accepted(res);
       // A runtime that reported an init error exits; one that does not within a moment is
       // ended. The next event starts a new one.
-      const child = this.child;
       this.child = undefined;
       this.retiring = child;
       res.once('finish', () =>
