@@ -29,7 +29,6 @@ import {
   startTail,
   takeTail,
   timeoutLine,
-  write,
   writeLine,
 } from './logs.js';
 import type { RuntimeMetrics } from './metrics.js';
