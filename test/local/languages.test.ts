@@ -52,6 +52,20 @@ describe('nodeFor', () => {
     );
   });
 
+  it('stops a fetch at once when the stack stops', async () => {
+    const npm = await fakeNpm('exec sleep 60');
+    const stop = new AbortController();
+    const started = Date.now();
+    const fetching = nodeFor(other, join(dir, 'c'), () => undefined, { npm, signal: stop.signal });
+    setTimeout(() => stop.abort(), 200);
+    await expect(fetching).rejects.toThrow(
+      new RegExp(
+        `npm pack node-${process.platform}-${process.arch}@${other.slice(6)} .* was stopped: the stack is stopping$`,
+      ),
+    );
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
   it('tells npm’s own error when the fetch fails, and tries again when asked again', async () => {
     const npm = await fakeNpm(
       'echo "npm error code E404" >&2; echo "npm error 404 Not Found" >&2; exit 1',
@@ -93,5 +107,43 @@ describe('pythonWithRic', () => {
     await expect(pythonWithRic(join(dir, 'languages'), () => undefined)).rejects.toThrow(
       "failed: python3's venv module is missing (Debian: apt-get install -y python3-venv), or set EDDY_PYTHON",
     );
+  });
+
+  /** A python on PATH that tells its version and fails to make a virtual environment. */
+  async function fakePython(name: string, version: string): Promise<string> {
+    const bin = join(dir, 'bin');
+    await mkdir(bin, { recursive: true });
+    await writeFile(
+      join(bin, name),
+      `#!/bin/sh\nif [ "$1" = -c ]; then echo ${version}; exit 0; fi\necho "no venv from ${name}" >&2\nexit 1\n`,
+    );
+    await chmod(join(bin, name), 0o755);
+    process.env.PATH = bin;
+    delete process.env.EDDY_PYTHON;
+    return join(bin, name);
+  }
+
+  it('takes python3.11 before python3, and names the environment for the python it is made from', async () => {
+    await fakePython('python3', '3.12');
+    const python311 = await fakePython('python3.11', '3.11');
+    const lines: string[] = [];
+    await expect(pythonWithRic(join(dir, 'languages'), (l) => lines.push(l))).rejects.toThrow(
+      'no venv from python3.11',
+    );
+    expect(lines).toEqual([
+      `eddy: python3.11 functions run on ${python311} with awslambdaric 4.2.2; making its virtual environment in ${join(dir, 'languages', 'python3.11-awslambdaric-4.2.2')} (once)`,
+    ]);
+  });
+
+  it('says so when the only python3 is not 3.11', async () => {
+    const python3 = await fakePython('python3', '3.12');
+    const lines: string[] = [];
+    await expect(pythonWithRic(join(dir, 'languages'), (l) => lines.push(l))).rejects.toThrow(
+      'no venv from python3',
+    );
+    expect(lines).toEqual([
+      `eddy: python3.11 functions run on Python 3.12 (${python3}), not 3.11: there is no python3.11 on PATH; install Python 3.11 to run them on Lambda's version`,
+      `eddy: python3.11 functions run on ${python3} with awslambdaric 4.2.2; making its virtual environment in ${join(dir, 'languages', 'python3.12-awslambdaric-4.2.2')} (once)`,
+    ]);
   });
 });

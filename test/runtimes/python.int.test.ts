@@ -240,7 +240,7 @@ describe.skipIf(!canRun('runtimes'))('python3.11 on the local stack without EDDY
     expect(body).toEqual({ echo: 'hi' });
     const venv = join(stack.dir, '.eddy', 'python3.11-awslambdaric-4.2.2');
     expect(stack.log()).toContain(
-      `eddy: python3.11 functions run on /usr/bin/python3 with awslambdaric 4.2.2; making its virtual environment in ${venv} (once)`,
+      `eddy: python3.11 functions run on /usr/bin/python3.11 with awslambdaric 4.2.2; making its virtual environment in ${venv} (once)`,
     );
     expect(existsSync(join(venv, 'bin', 'python'))).toBe(true);
   }, 180_000);

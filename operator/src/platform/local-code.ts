@@ -144,8 +144,27 @@ function onPath(name: string): string | undefined {
 
 /** The python a local python3.11 replica runs: EDDY_PYTHON when set, else python3 on PATH. */
 export function basePython(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  return env.EDDY_PYTHON || onPath('python3');
+  // Lambda's version first, where the machine has it beside another python3.
+  return env.EDDY_PYTHON || onPath('python3.11') || onPath('python3');
 }
+
+const pythonVersions = new Map<string, Promise<string | undefined>>();
+
+/** A python's major.minor, or undefined when it does not say. */
+function pythonVersion(python: string): Promise<string | undefined> {
+  let version = pythonVersions.get(python);
+  if (!version) {
+    version = run(python, ['-c', 'import sys; print("%d.%d" % sys.version_info[:2])'], 30_000).then(
+      (out) => (/^\d+\.\d+$/.test(out.trim()) ? out.trim() : undefined),
+      () => undefined,
+    );
+    pythonVersions.set(python, version);
+  }
+  return version;
+}
+
+/** The pythons already said not to be 3.11. */
+const notLambdasPython = new Set<string>();
 
 /**
  * Throws, saying what is missing, when this machine cannot run the language `fn` names: a
@@ -208,17 +227,27 @@ function run(
     cwd?: string;
     /** Why it failed, from what it wrote; default: its last line on stderr. */
     explain?: (stdout: string, stderr: string) => string | undefined;
+    /** Ends it (the stack stopping). */
+    signal?: AbortSignal;
   } = {},
 ): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
       command,
       args,
-      { timeout: timeoutMs, killSignal: 'SIGKILL', cwd: options.cwd, maxBuffer: 16 << 20 },
+      {
+        timeout: timeoutMs,
+        killSignal: 'SIGKILL',
+        cwd: options.cwd,
+        maxBuffer: 16 << 20,
+        signal: options.signal,
+      },
       (err, out, stderr) => {
         if (!err) return resolve(out);
         const what = `${command} ${args.join(' ')}`;
-        if (err.killed && err.signal === 'SIGKILL')
+        if (options.signal?.aborted)
+          reject(new Error(`${what} was stopped: the stack is stopping`));
+        else if (err.killed && err.signal === 'SIGKILL')
           reject(new Error(`${what} did not finish within ${timeoutMs / 1000} s and was stopped`));
         else {
           const told =
@@ -244,7 +273,11 @@ const javaRics = new Map<string, Promise<string>>();
  * The classpath entries of AWS's Java runtime interface client and what it needs, copied from
  * Maven Central by mvn under `dir` once and kept; or EDDY_JAVA_CLASSPATH as it is, when set.
  */
-export function javaRicClasspath(dir: string, say: (line: string) => void): Promise<string> {
+export function javaRicClasspath(
+  dir: string,
+  say: (line: string) => void,
+  signal?: AbortSignal,
+): Promise<string> {
   if (process.env.EDDY_JAVA_CLASSPATH) return Promise.resolve(process.env.EDDY_JAVA_CLASSPATH);
   const target = join(dir, `java-ric-${javaRicVersion}`);
   const classpath = join(target, '*');
@@ -273,6 +306,7 @@ export function javaRicClasspath(dir: string, say: (line: string) => void): Prom
             `-DoutputDirectory=${join(partial, 'jars')}`,
           ],
           300_000,
+          { signal },
         );
         await rename(join(partial, 'jars'), target);
       } finally {
@@ -317,13 +351,24 @@ export function requirementsOf(codeDir: string): string | undefined {
  * `requirements`) when it has one, made once per set of requirements and kept; or EDDY_PYTHON
  * as it is, when set. `say` is told when an environment is made.
  */
-export function pythonWithRic(
+export async function pythonWithRic(
   dir: string,
   say: (line: string) => void,
   requirements?: string,
+  signal?: AbortSignal,
 ): Promise<string> {
-  if (process.env.EDDY_PYTHON) return Promise.resolve(process.env.EDDY_PYTHON);
-  const base = `python3.11-awslambdaric-${awslambdaricVersion}`;
+  if (process.env.EDDY_PYTHON) return process.env.EDDY_PYTHON;
+  const basePy = basePython();
+  if (!basePy) throw new Error('python3 is not on PATH');
+  // Named for the python it is made from: another python on PATH later makes another one.
+  const version = (await pythonVersion(basePy)) ?? '3.11';
+  if (version !== '3.11' && !notLambdasPython.has(basePy)) {
+    notLambdasPython.add(basePy);
+    say(
+      `eddy: python3.11 functions run on Python ${version} (${basePy}), not 3.11: there is no python3.11 on PATH; install Python 3.11 to run them on Lambda's version`,
+    );
+  }
+  const base = `python${version}-awslambdaric-${awslambdaricVersion}`;
   const venv = join(
     dir,
     requirements === undefined
@@ -335,15 +380,13 @@ export function pythonWithRic(
   if (!made) {
     made = (async () => {
       if (existsSync(python)) return python;
-      const basePy = basePython();
-      if (!basePy) throw new Error('python3 is not on PATH');
       say(
         `eddy: python3.11 functions run on ${basePy} with awslambdaric ${awslambdaricVersion}${requirements === undefined ? '' : ' and their requirements.txt'}; making its virtual environment in ${venv} (once)`,
       );
       const partial = `${venv}.partial-${randomUUID()}`;
       await mkdir(dir, { recursive: true });
       try {
-        await run(basePy, ['-m', 'venv', partial], 60_000, { explain: venvMissing });
+        await run(basePy, ['-m', 'venv', partial], 60_000, { explain: venvMissing, signal });
         const pip = join(partial, 'bin', 'pip');
         await run(
           pip,
@@ -356,6 +399,7 @@ export function pythonWithRic(
             `awslambdaric==${awslambdaricVersion}`,
           ],
           300_000,
+          { signal },
         );
         if (requirements !== undefined) {
           await writeFile(join(partial, 'requirements.txt'), requirements);
@@ -364,7 +408,7 @@ export function pythonWithRic(
             pip,
             ['install', '-q', '--timeout', '30', '--prefer-binary', '-r', 'requirements.txt'],
             pipDeadlineMs,
-            { cwd: partial },
+            { cwd: partial, signal },
           );
         }
         await rename(partial, venv);
@@ -404,6 +448,8 @@ export interface NodeFetchOptions {
   /** The npm command; default: the one beside this Node, else on PATH. */
   npm?: string;
   deadlineMs?: number;
+  /** Stops a fetch (the stack stopping). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -427,7 +473,7 @@ export function nodeFor(
   if (!made) {
     made = (async () => {
       if (!existsSync(node)) await fetchNode(runtime, major, target, say, options);
-      const version = (await run(node, ['--version'], 30_000)).trim();
+      const version = (await run(node, ['--version'], 30_000, { signal: options.signal })).trim();
       if (version.split('.')[0] !== `v${major}`)
         throw new Error(
           `${node} is Node ${version}, not ${major}: remove ${target} to fetch it again`,
@@ -482,8 +528,9 @@ async function fetchNode(
       npm,
       ['pack', pkg, '--json', '--loglevel=error', '--pack-destination', partial],
       deadlineMs,
-      { cwd: partial, explain: npmError },
+      { cwd: partial, explain: npmError, signal: options.signal },
     ).catch((err: Error) => {
+      if (options.signal?.aborted) throw err;
       throw new Error(
         `fetching Node ${major} for ${runtime} from the npm registry failed: ${err.message}; check that the registry (npm config get registry) is reachable, or run the stack on Node ${major}`,
       );
@@ -497,7 +544,10 @@ async function fetchNode(
     }
     if (!file)
       throw new Error(`npm pack ${pkg} did not say which file it wrote: ${packed.slice(0, 200)}`);
-    await run('tar', ['-xzf', file, 'package/bin/node'], 120_000, { cwd: partial });
+    await run('tar', ['-xzf', file, 'package/bin/node'], 120_000, {
+      cwd: partial,
+      signal: options.signal,
+    });
     await mkdir(dirname(target), { recursive: true });
     await rename(join(partial, 'package'), target);
     say(`eddy: fetched ${pkg} in ${((Date.now() - started) / 1000).toFixed(1)} s`);

@@ -478,18 +478,30 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
   async function languageOf(fn: EddyFunction, codeDir: string | undefined): Promise<Language> {
     const runtime = fn.spec.runtime;
     const node =
-      runtime && nodeMajor(runtime) ? await nodeFor(runtime, languagesDir, log) : process.execPath;
+      runtime && nodeMajor(runtime)
+        ? await nodeFor(runtime, languagesDir, log, { signal: preparing.signal })
+        : process.execPath;
     if (runtime === 'python3.11') {
       const requirements = codeDir === undefined ? undefined : requirementsOf(codeDir);
       return {
         node,
-        env: { [envNames.python]: await pythonWithRic(languagesDir, log, requirements) },
+        env: {
+          [envNames.python]: await pythonWithRic(languagesDir, log, requirements, preparing.signal),
+        },
       };
     }
     if (runtime === 'java17')
-      return { node, env: { [envNames.javaClasspath]: await javaRicClasspath(languagesDir, log) } };
+      return {
+        node,
+        env: {
+          [envNames.javaClasspath]: await javaRicClasspath(languagesDir, log, preparing.signal),
+        },
+      };
     return { node, env: {} };
   }
+
+  /** Stops what languageOf runs (npm, pip, mvn) when the platform stops. */
+  const preparing = new AbortController();
 
   /** What prepare last told of a Function that cannot run here, so that it is told once. */
   const cannotRun = new Map<FunctionKey, string>();
@@ -518,12 +530,13 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       return;
     }
     if (!runtime || runtime === 'provided') return;
-    languageOf(fn, codeDir).catch((err) =>
+    languageOf(fn, codeDir).catch((err) => {
+      if (preparing.signal.aborted) return;
       say(
         keyOf(fn),
         `cannot make ${runtime}'s environment: ${describeError(err)}; a replica tries again when it starts`,
-      ),
-    );
+      );
+    });
   }
 
   async function launch(
@@ -821,6 +834,8 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
 
   async function shutdown(): Promise<void> {
     closing = true;
+    // A Node.js being fetched or an environment being made is not waited for.
+    preparing.abort();
     unsubscribe();
     for (const st of states.values()) clearTimeout(st.restartTimer);
     for (const r of all) stopReplica(r);
