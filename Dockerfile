@@ -21,8 +21,9 @@
 #   runtime   dist/runtime, bundled with its dependencies left external; it imports only Node.js
 #             builtins, and prom-client when metrics are scraped, so node_modules holds prom-client
 #             and its dependencies at the lockfile's versions, nothing else.
-#   runtime-provided    the runtime as above and nothing else: the function brings its own
-#             executable `bootstrap` in /var/task (Go with aws-lambda-go, Rust, a shell script).
+#   runtime-provided    the runtime as above and Debian's curl: the function brings its own
+#             executable `bootstrap` in /var/task (Go with aws-lambda-go, Rust, a shell script
+#             with curl as in AWS's custom runtime tutorial).
 #   runtime-python3.11  the runtime, Debian bookworm's python3 (3.11) and a virtual environment
 #             in /opt/eddy/python with AWS's awslambdaric (PyPI, manylinux wheels: no compiler)
 #             and pip, first on PATH, so a function image's `pip install --target /var/task`
@@ -82,6 +83,14 @@ ENTRYPOINT ["node", "/opt/eddy/dist/runtime/main.js"]
 # Lambda's Runtime API in the pod and starts the language's process (docs/runtimes.md).
 FROM runtime AS runtime-provided
 ENV EDDY_RUNTIME=provided LAMBDA_TASK_ROOT=/var/task
+# curl, with which a shell-script bootstrap speaks the Runtime API (AWS's custom runtime
+# tutorial); bash, which the runtime runs a #!/bin/sh bootstrap with, as Lambda's /bin/sh is bash.
+USER root
+RUN apt-get update -q \
+  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl \
+  && apt-get clean \
+  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log
+USER node
 
 # awslambdaric in a virtual environment of Debian's python3, made where the image's own python3
 # will run it (the same package, the same path).
@@ -102,7 +111,8 @@ FROM runtime AS runtime-python3.11
 USER root
 RUN apt-get update -q \
   && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 \
-  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log
+  && apt-get clean \
+  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log
 COPY --from=python-ric /opt/eddy/python /opt/eddy/python
 COPY --from=python-ric /etc/pip.conf /etc/pip.conf
 ENV EDDY_RUNTIME=python3.11 LAMBDA_TASK_ROOT=/var/task EDDY_PYTHON=/opt/eddy/python/bin/python \
@@ -140,7 +150,8 @@ RUN mkdir -p /usr/share/man/man1 \
   && apt-get update -q \
   && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     openjdk-17-jre-headless \
-  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log
+  && apt-get clean \
+  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log
 COPY --from=java-ric /opt/eddy/java /opt/eddy/java
 ENV EDDY_RUNTIME=java17 LAMBDA_TASK_ROOT=/var/task EDDY_JAVA_CLASSPATH=/opt/eddy/java/*
 USER node

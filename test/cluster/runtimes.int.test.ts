@@ -309,19 +309,16 @@ spec:
   }, 180_000);
 
   it("inline code: a python3.11 Function's index.py and a provided Function's executable bootstrap, from the operator's ConfigMap", async () => {
-    // The provided image has no shell tools but Node.js: this bootstrap speaks the Runtime API
-    // with Node's fetch.
-    const bootstrap = `#!/usr/bin/env node
-const api = 'http://' + process.env.AWS_LAMBDA_RUNTIME_API + '/2018-06-01/runtime/invocation';
-(async () => {
-  for (;;) {
-    const next = await fetch(api + '/next');
-    const id = next.headers.get('lambda-runtime-aws-request-id');
-    const event = await next.json();
-    const body = JSON.stringify({ inline: 'provided', handler: process.env._HANDLER, event });
-    await fetch(api + '/' + id + '/response', { method: 'POST', body });
-  }
-})();
+    // As AWS's custom runtime tutorial writes it: #!/bin/sh (bash, as on Lambda) and curl.
+    const bootstrap = `#!/bin/sh
+set -euo pipefail
+API="http://\${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"
+while true; do
+  HEADERS="$(mktemp)"
+  EVENT=$(curl -sS -D "$HEADERS" "$API/next")
+  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  curl -sS -o /dev/null -d "{\\"inline\\":\\"provided\\",\\"handler\\":\\"$_HANDLER\\",\\"event\\":$EVENT}" "$API/$ID/response"
+done
 `;
     const python = [
       'def handler(event, context):',

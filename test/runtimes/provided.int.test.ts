@@ -1,9 +1,9 @@
 /**
  * The provided runtime through the local stack's gateway: a Go function built with AWS's
  * aws-lambda-go v1.55, unmodified, and a shell-script bootstrap that speaks the Runtime API with
- * curl, as in AWS's custom runtime tutorial.
+ * curl, as in AWS's custom runtime tutorial, and that tutorial's own bootstrap, unchanged.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -308,5 +308,68 @@ describe.skipIf(!canRun('runtimes'))('provided: a shell-script bootstrap with cu
       (stack.log().match(/shell bootstrap failing its init/g)?.length ?? 0) >= 2 ? true : undefined,
     );
     expect(stack.log()).toContain('INIT_ERROR Custom.ConfigMissing: CONFIG is not set');
+  });
+});
+
+/** AWS's custom runtime tutorial, as its page writes the bootstrap and the handler's script. */
+const tutorial = {
+  bootstrap: `#!/bin/sh
+
+set -euo pipefail
+
+# Initialization - load function handler
+source $LAMBDA_TASK_ROOT/"$(echo $_HANDLER | cut -d. -f1).sh"
+
+# Processing
+while true
+do
+  HEADERS="$(mktemp)"
+  # Get an event. The HTTP request will block until one is received
+  EVENT_DATA=$(curl -sS -LD "$HEADERS" "http://\${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation/next")
+
+  # Extract request ID by scraping response headers received above
+  REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+
+  # Run the handler function from the script
+  RESPONSE=$($(echo "$_HANDLER" | cut -d. -f2) "$EVENT_DATA")
+
+  # Send the response
+  curl "http://\${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation/$REQUEST_ID/response"  -d "$RESPONSE"
+done
+`,
+  'function.sh': `function handler () {
+  EVENT_DATA=$1
+  echo "$EVENT_DATA" 1>&2;
+  RESPONSE="Echoing request: '$EVENT_DATA'"
+
+  echo $RESPONSE
+}
+`,
+};
+
+describe.skipIf(!canRun('runtimes'))("provided: AWS's custom runtime tutorial, unchanged", () => {
+  let stack: Stack;
+  let code: string;
+  beforeAll(async () => {
+    code = await mkdtemp(join(tmpdir(), 'eddy-tutorial-'));
+    await writeFile(join(code, 'bootstrap'), tutorial.bootstrap, { mode: 0o755 });
+    await writeFile(join(code, 'function.sh'), tutorial['function.sh']);
+    const spec = `  image: example.com/tutorial:1\n  runtime: provided\n  handler: function.handler\n`;
+    stack = await startStack([manifest('tutorial', spec, `eddy.dev/local-code-dir: ${code}`)]);
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+    await rm(code, { recursive: true, force: true });
+  });
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') process.stderr.write(`--- dev.js log\n${stack.log()}\n`);
+  });
+
+  it('echoes the request, its #!/bin/sh run by bash as on Lambda', async () => {
+    for (const order of [7, 8]) {
+      const { status, body } = await stack.invoke('tutorial', { order });
+      expect(status).toBe(200);
+      expect(body).toEqual({ text: `Echoing request: '{"order":${order}}'` });
+    }
   });
 });

@@ -3,7 +3,15 @@
  * provided): one process per invocation in flight, `EDDY_CONCURRENCY` of them, each started with
  * the environment Lambda sets and `AWS_LAMBDA_RUNTIME_API` naming its own 127.0.0.1 port.
  */
-import { rmSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  openSync,
+  readSync,
+  realpathSync,
+  rmSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { envNames, type LogFormat, type RuntimeName } from '../contract/env.js';
@@ -50,18 +58,54 @@ export function lambdaEnv(s: ProcessInvokerSettings, api: string): Record<string
   return env;
 }
 
+/**
+ * bash, when `bootstrap` is an executable `#!/bin/sh` script and this machine's /bin/sh is not
+ * bash: on Lambda /bin/sh is bash, and AWS's custom runtime tutorial's bootstrap (`#!/bin/sh`,
+ * `set -euo pipefail`, `source`) needs it; Debian's /bin/sh (dash) has neither.
+ */
+export function shUnderBash(
+  bootstrap: string,
+  sh = '/bin/sh',
+  bash = '/bin/bash',
+): { command: string; args: string[] } | undefined {
+  try {
+    accessSync(bootstrap, constants.X_OK);
+    const head = Buffer.alloc(128);
+    const fd = openSync(bootstrap, 'r');
+    let n: number;
+    try {
+      n = readSync(fd, head, 0, head.length, 0);
+    } finally {
+      closeSync(fd);
+    }
+    // The kernel passes what follows the interpreter on the line as one argument (`-e`).
+    const m = /^#![ \t]*\/bin\/sh(?:[ \t]+([^\n]*?))?[ \t]*\r?\n/.exec(
+      head.subarray(0, n).toString('latin1'),
+    );
+    if (!m || realpathSync(sh).endsWith('/bash')) return undefined;
+    accessSync(bash, constants.X_OK);
+    return { command: bash, args: m[1] ? [m[1], bootstrap] : [bootstrap] };
+  } catch {
+    // Not readable or no bash: started as it is, and what fails is told then.
+    return undefined;
+  }
+}
+
 /** The command that starts the runtime's language process. */
 export function languageCommand(s: ProcessInvokerSettings, api: string): LanguageCommand {
   const env = lambdaEnv(s, api);
   switch (s.runtime) {
-    case 'provided':
+    case 'provided': {
+      const bootstrap = join(s.codeDir, 'bootstrap');
+      const bash = shUnderBash(bootstrap);
       return {
-        command: join(s.codeDir, 'bootstrap'),
-        args: [],
+        command: bash?.command ?? bootstrap,
+        args: bash?.args ?? [],
         cwd: s.codeDir,
         env,
         hint: 'a provided function brings an executable named bootstrap in its code directory',
       };
+    }
     case 'python3.11':
       // AWS's base images start `python -m awslambdaric <handler>` in the task root.
       env.PYTHONPATH = env.PYTHONPATH ? `${s.codeDir}:${env.PYTHONPATH}` : s.codeDir;
