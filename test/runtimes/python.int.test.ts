@@ -214,6 +214,27 @@ describe.skipIf(!canRun('runtimes'))('python3.11: a handler run by awslambdaric'
     ).toBeGreaterThanOrEqual(2);
   });
 
+  it('gives the log tail of an invocation failed by the init error what the process logged for it', async () => {
+    const res = await fetch(`${stack.url}/2015-03-31/functions/broken/invocations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-amz-log-type': 'Tail' },
+      body: '{}',
+      signal: AbortSignal.timeout(30_000),
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-amz-function-error')).toBe('Unhandled');
+    const requestId = res.headers.get('x-amzn-requestid');
+    const tail = Buffer.from(res.headers.get('x-amz-log-result') ?? '', 'base64').toString();
+    const lines = tail.split('\n').filter((l) => l !== '');
+    expect(lines[0]).toBe(`START RequestId: ${requestId} Version: $LATEST`);
+    // awslambdaric's own line about the exception, then the runtime's.
+    expect(tail).toMatch(
+      /RuntimeError[\s\S]*CONFIG is not set[\s\S]*\nINIT_ERROR RuntimeError: CONFIG is not set\n/,
+    );
+    expect(lines.at(-2)).toBe(`END RequestId: ${requestId}`);
+    expect(lines.at(-1)).toMatch(new RegExp(`^REPORT RequestId: ${requestId}\\t`));
+  });
+
   it('runs concurrency 4 as four processes at once', async () => {
     // Each invocation waits until all four have arrived: they pass only if they run at once.
     const dir = await mkdtemp(join(tmpdir(), 'eddy-barrier-'));

@@ -18,7 +18,7 @@ import { envNames, type LogFormat, type RuntimeName } from '../contract/env.js';
 import type { ErrorBody } from '../contract/errors.js';
 import type { FunctionInvoker, InitResult, Invocation, Outcome } from '../invocation.js';
 import { decodeEvent, type InvokerSettings } from '../invoker.js';
-import { functionVersion, startLine, write, writeLine } from '../logs.js';
+import { functionVersion, keepInTail, startLine, write, writeLine } from '../logs.js';
 import { findClientJar, jniProperty, unpackJni } from './java-jni.js';
 import { Slot, type LanguageCommand } from './slot.js';
 
@@ -203,8 +203,13 @@ export class ProcessInvoker implements FunctionInvoker {
       this.slots.push(
         new Slot(
           (api) => languageCommand(settings, api),
-          (error) => writeLine(initErrorLine(settings.logFormat, error)),
+          (error) => {
+            const line = initErrorLine(settings.logFormat, error);
+            writeLine(line);
+            return line;
+          },
           (text, requestId) => write(text, requestId),
+          (text, requestId) => keepInTail(requestId, text),
         ),
       );
     this.ready = Promise.all(this.slots.map((s) => s.start())).then(

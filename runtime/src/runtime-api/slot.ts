@@ -10,6 +10,7 @@ import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { maxPayloadBytes, type ErrorBody } from '../contract/errors.js';
+import { logTailBytes } from '../contract/http.js';
 import type { Outcome } from '../invocation.js';
 
 /** Lambda's Runtime API header names. */
@@ -199,16 +200,23 @@ export class Slot {
   private peakMb: number | undefined;
   private peakPid: number | undefined;
   private peakReadAt: number | undefined;
+  /**
+   * What the process wrote before its first event, and the init error logged for it: the log
+   * tail of the invocation that fails with that error holds it, as Lambda's does.
+   */
+  private initLog = '';
 
   constructor(
     private readonly language: (apiAddress: string) => LanguageCommand,
-    /** Told of each init error, to log it. */
-    private readonly initFailedLog: (error: ErrorBody) => void,
+    /** Told of each init error, to log it; returns the line it logged. */
+    private readonly initFailedLog: (error: ErrorBody) => string,
     /**
      * The process's output, as it comes: with the request id of the invocation it writes during
      * (one at a time per process), so that the invocation's log tail holds it.
      */
     private readonly output: (text: string, requestId: string | undefined) => void,
+    /** Adds text to an invocation's log tail only (it is in the log already). */
+    private readonly tail: (text: string, requestId: string) => void = () => undefined,
   ) {
     this.server = createServer((req, res) => this.route(req, res));
     // A long poll waits as long as no invocation comes.
@@ -263,7 +271,7 @@ export class Slot {
         // and the next one starts the process again.
         const error = this.initError;
         this.initError = undefined;
-        this.fail(current, 'InitError', error);
+        this.failInit(current, error);
         this.spawn();
         return;
       }
@@ -323,6 +331,7 @@ export class Slot {
     this.killRetiring();
     this.invokeId = undefined;
     this.state = 'Started';
+    this.initLog = '';
     const lang = this.language(`127.0.0.1:${this.port}`);
     this.initMs = undefined;
     this.initReported = false;
@@ -337,7 +346,7 @@ export class Slot {
           errorType: 'Runtime.InvalidEntrypoint',
           errorMessage: `${lang.command} is not an executable file (${(err as NodeJS.ErrnoException).code}): ${lang.hint}`,
         };
-        this.initFailedLog(this.initError);
+        this.logInitError(this.initError);
         this.initFailed();
         return;
       }
@@ -361,7 +370,10 @@ export class Slot {
       stream.setEncoding('utf8');
       stream.on('data', (text: string) => {
         const current = this.current;
-        this.output(text, current?.process === child ? current.requestId : undefined);
+        const requestId = current?.process === child ? current.requestId : undefined;
+        if (requestId === undefined && (this.state === 'Started' || this.state === 'InitError'))
+          this.initLog = (this.initLog + text).slice(-logTailBytes);
+        this.output(text, requestId);
       });
       // A pipe that fails loses only the process's output; its exit is seen on its own.
       stream.on('error', () => undefined);
@@ -374,7 +386,7 @@ export class Slot {
         errorType: missing ? 'Runtime.InvalidEntrypoint' : 'Runtime.Unknown',
         errorMessage: `cannot start ${lang.command}: ${err.message}`,
       };
-      this.initFailedLog(this.initError);
+      this.logInitError(this.initError);
       this.initFailed();
     });
     child.once('exit', (code, signal) => this.exited(child, code, signal));
@@ -397,7 +409,17 @@ export class Slot {
     if (!this.current || !this.initError) return;
     const error = this.initError;
     this.initError = undefined;
-    this.fail(this.current, 'InitError', error);
+    this.failInit(this.current, error);
+  }
+
+  private failInit(current: Current, error: ErrorBody): void {
+    if (this.initLog !== '') this.tail(this.initLog, current.requestId);
+    this.fail(current, 'InitError', error);
+  }
+
+  /** An init error, logged, and kept for the tail of the invocation it fails. */
+  private logInitError(error: ErrorBody): void {
+    this.initLog = (this.initLog + this.initFailedLog(error)).slice(-logTailBytes);
   }
 
   private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -611,7 +633,7 @@ export class Slot {
       this.initMs = nowMs() - this.spawnedAt;
       const error = errorBodyFrom(body === 'too-large' ? Buffer.alloc(0) : body, headerType);
       this.initError = error;
-      this.initFailedLog(error);
+      this.logInitError(error);
       answer.accepted(res);
       // A runtime that reported an init error exits; one that does not within a moment is
       // ended. The next event starts a new one.
