@@ -86,6 +86,7 @@ AGAIN=$(curl -sS -D - -o /dev/null "$API/invocation/next" | grep -Fi Lambda-Runt
 curl -sS -o /dev/null -d "$(printf '{"early":"%s","got":"%s","same":"%s"}' "$EARLY" "$GOT" "$SAME")" "$API/invocation/$ID/response"
 echo "answered twice: $(curl -sS -w ' %{http_code}' -d '{}' "$API/invocation/$ID/response" | tr -d '\\n')"
 echo "answered for another: $(curl -sS -w ' %{http_code}' -d '{}' "$API/invocation/other/response" | tr -d '\\n')"
+echo "answered for a bad id: $(curl -sS -w ' %{http_code}' -d '{}' "$API/invocation/%E0/response" | tr -d '\\n')"
 kill $LATER
 sleep 30
 `;
@@ -99,9 +100,39 @@ sleep 30
       status: 200,
       body: { early: '400', got: 'earliest', same: 'yes' },
     });
-    expect(await rt.waitForLog(/answered for another: .* 400/)).toContain(
+    const log = await rt.waitForLog(/answered for a bad id: .* 400/);
+    expect(log).toContain(
+      'answered for a bad id: {"errorMessage":"Invalid request ID","errorType":"InvalidRequestID"} 400',
+    );
+    expect(log).toContain(
       'answered twice: {"errorMessage":"State transition from RuntimeResponseSentState to InvocationResponse failed for runtime. Error: State transition is not allowed","errorType":"InvalidStateTransition"} 403',
     );
+  });
+
+  it('fails an invocation whose answer is cut short with Runtime.TruncatedResponse', async () => {
+    // Says a body of 100 bytes, sends 10, and closes the connection.
+    const bootstrap = `#!/usr/bin/env python3
+import os, socket, time
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+s = socket.create_connection((host, int(port)))
+s.sendall(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+head = b""
+while b"\\r\\n\\r\\n" not in head:
+    head += s.recv(65536)
+rid = [l.split(b":", 1)[1].strip().decode() for l in head.split(b"\\r\\n") if l.lower().startswith(b"lambda-runtime-aws-request-id:")][0]
+r = socket.create_connection((host, int(port)))
+r.sendall(("POST /2018-06-01/runtime/invocation/%s/response HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 100\\r\\n\\r\\n" % rid).encode() + b'{"cut":"sh')
+r.close()
+time.sleep(30)
+`;
+    rt = await startRuntime(
+      { bootstrap },
+      { EDDY_RUNTIME: 'provided', PATH: process.env.PATH ?? '' },
+    );
+    await waitForReadyz(rt.url, 200);
+    const { status, body } = await invoke(rt.url, {});
+    expect(status).toBe(502);
+    expect(body).toMatchObject({ errorType: 'Runtime.TruncatedResponse' });
   });
 
   it('lets a process that reported an init error exit by itself, and refuses its next', async () => {

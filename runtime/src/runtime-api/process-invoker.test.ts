@@ -31,9 +31,15 @@ describe('a #!/bin/sh bootstrap', () => {
 
   it('runs under bash where /bin/sh is not bash, as on Lambda, keeping its shebang argument', async () => {
     const tutorial = await file('tutorial', '#!/bin/sh\n\nset -euo pipefail\n');
-    expect(shUnderBash(tutorial, dashSh, bash)).toEqual({ command: bash, args: [tutorial] });
+    expect(shUnderBash(tutorial, dashSh, bash)).toEqual({
+      command: bash,
+      args: ['--posix', tutorial],
+    });
     const withFlag = await file('flag', '#! /bin/sh -e\nexit 0\n');
-    expect(shUnderBash(withFlag, dashSh, bash)).toEqual({ command: bash, args: ['-e', withFlag] });
+    expect(shUnderBash(withFlag, dashSh, bash)).toEqual({
+      command: bash,
+      args: ['--posix', '-e', withFlag],
+    });
   });
 
   it('runs as it is otherwise', async () => {

@@ -84,7 +84,8 @@ export function shUnderBash(
     );
     if (!m || realpathSync(sh).endsWith('/bash')) return undefined;
     accessSync(bash, constants.X_OK);
-    return { command: bash, args: m[1] ? [m[1], bootstrap] : [bootstrap] };
+    // --posix: bash as it runs when started as sh, which Lambda's /bin/sh is.
+    return { command: bash, args: ['--posix', ...(m[1] ? [m[1]] : []), bootstrap] };
   } catch {
     // Not readable or no bash: started as it is, and what fails is told then.
     return undefined;

@@ -108,6 +108,11 @@ const answer = {
     });
     res.end('404 page not found\n');
   },
+  truncated: (res: ServerResponse) =>
+    json(res, 400, {
+      errorMessage: 'HTTP request detected as truncated',
+      errorType: 'TruncatedHTTPRequest',
+    }),
   tooLarge: (res: ServerResponse) =>
     json(res, 413, {
       errorMessage: `Exceeded maximum allowed payload size (${maxResponseBytes} bytes).`,
@@ -136,16 +141,30 @@ function peakMemoryMb(pid: number | undefined): number | undefined {
   }
 }
 
-/** Reads a body up to `limit` bytes; 'too-large' past it (read to the end and dropped). */
-function readBody(req: IncomingMessage, limit: number, done: (b: Buffer | 'too-large') => void) {
+/**
+ * Reads a body up to `limit` bytes; 'too-large' past it (read to the end and dropped);
+ * 'truncated' when the request ends before its body does (the process died while it wrote it).
+ */
+function readBody(
+  req: IncomingMessage,
+  limit: number,
+  done: (b: Buffer | 'too-large' | 'truncated') => void,
+) {
   const chunks: Buffer[] = [];
   let size = 0;
+  let told = false;
+  const tell = (b: Buffer | 'too-large' | 'truncated') => {
+    if (told) return;
+    told = true;
+    done(b);
+  };
   req.on('data', (chunk: Buffer) => {
     size += chunk.length;
     if (size <= limit) chunks.push(chunk);
   });
-  req.on('end', () => done(size > limit ? 'too-large' : Buffer.concat(chunks)));
-  req.on('error', () => done(Buffer.alloc(0)));
+  req.on('end', () => tell(size > limit ? 'too-large' : Buffer.concat(chunks)));
+  req.on('error', () => tell('truncated'));
+  req.on('close', () => tell('truncated'));
 }
 
 /** An error body a runtime client posted, in Lambda's shape whatever it sent. */
@@ -329,6 +348,8 @@ export class Slot {
   private spawn(): void {
     if (this.stopped) return;
     this.killRetiring();
+    // Polls of the process before are not this one's.
+    this.dropPolls();
     this.invokeId = undefined;
     this.state = 'Started';
     this.initLog = '';
@@ -371,7 +392,11 @@ export class Slot {
       stream.on('data', (text: string) => {
         const current = this.current;
         const requestId = current?.process === child ? current.requestId : undefined;
-        if (requestId === undefined && (this.state === 'Started' || this.state === 'InitError'))
+        if (
+          requestId === undefined &&
+          (child === this.child || child === this.retiring) &&
+          (this.state === 'Started' || this.state === 'InitError')
+        )
           this.initLog = (this.initLog + text).slice(-logTailBytes);
         this.output(text, requestId);
       });
@@ -419,7 +444,9 @@ export class Slot {
 
   /** An init error, logged, and kept for the tail of the invocation it fails. */
   private logInitError(error: ErrorBody): void {
-    this.initLog = (this.initLog + this.initFailedLog(error)).slice(-logTailBytes);
+    const line = this.initFailedLog(error);
+    const apart = this.initLog === '' || this.initLog.endsWith('\n') ? '' : '\n';
+    this.initLog = (this.initLog + apart + line).slice(-logTailBytes);
   }
 
   private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -506,7 +533,14 @@ export class Slot {
     const m = /^invocation\/([^/]+)\/(response|error)$/.exec(rest);
     if (!m) return this.notFound(req, res);
     if (req.method !== 'POST') return this.notAllowed(res, 'POST');
-    const requestId = decodeURIComponent(m[1]!);
+    let requestId: string;
+    try {
+      requestId = decodeURIComponent(m[1]!);
+    } catch {
+      // Not an id any event had (a bad %-escape).
+      req.resume();
+      return answer.invalidRequestId(res);
+    }
     if (m[2] === 'response') this.postResponse(req, res, requestId);
     else this.postError(req, res, requestId);
   }
@@ -572,6 +606,7 @@ export class Slot {
       return;
     }
     readBody(req, maxResponseBytes, (body) => {
+      if (body === 'truncated') return this.truncated(current, res);
       if (body === 'too-large') {
         this.fail(current, 'ResponseSizeTooLarge', {
           errorType: 'Function.ResponseSizeTooLarge',
@@ -606,6 +641,7 @@ export class Slot {
     if (!current) return void req.resume();
     const headerType = req.headers[apiHeaders.errorType] as string | undefined;
     readBody(req, maxResponseBytes, (body) => {
+      if (body === 'truncated') return this.truncated(current, res);
       this.fail(
         current,
         'Unhandled',
@@ -613,6 +649,15 @@ export class Slot {
       );
       answer.accepted(res);
     });
+  }
+
+  /** A response or error cut short: the invocation fails, as the emulator fails it. */
+  private truncated(current: Current, res: ServerResponse): void {
+    this.fail(current, 'ExitError', {
+      errorType: 'Runtime.TruncatedResponse',
+      errorMessage: `RequestId: ${current.requestId} Error: the runtime's answer ended before its body did`,
+    });
+    if (!res.destroyed) answer.truncated(res);
   }
 
   private postInitError(req: IncomingMessage, res: ServerResponse): void {
@@ -631,7 +676,10 @@ export class Slot {
         return;
       }
       this.initMs = nowMs() - this.spawnedAt;
-      const error = errorBodyFrom(body === 'too-large' ? Buffer.alloc(0) : body, headerType);
+      const error = errorBodyFrom(
+        body === 'too-large' || body === 'truncated' ? Buffer.alloc(0) : body,
+        headerType,
+      );
       this.initError = error;
       this.logInitError(error);
       answer.accepted(res);
@@ -639,11 +687,9 @@ export class Slot {
       // ended. The next event starts a new one.
       this.child = undefined;
       this.retiring = child;
-      res.once('finish', () =>
-        setTimeout(() => {
-          if (this.retiring === child) this.killRetiring();
-        }, initErrorExitMs).unref(),
-      );
+      setTimeout(() => {
+        if (this.retiring === child) this.killRetiring();
+      }, initErrorExitMs).unref();
       this.initFailed();
     });
   }
