@@ -63,12 +63,8 @@ export function takeTail(requestId: string): string | undefined {
   return bytes.toString('base64');
 }
 
-/** Adds text already logged to the tail of `requestId`, if one is kept. */
-export function keepInTail(requestId: string, text: string): void {
-  keep(requestId, text);
-}
-
-function keep(requestId: string | undefined, text: string): void {
+/** Adds text to the tail of `requestId`, if one is kept (it is not written again). */
+export function keep(requestId: string | undefined, text: string): void {
   if (requestId === undefined || tails.size === 0) return;
   const tail = tails.get(requestId);
   if (!tail) return;

@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
-import { delimiter, dirname, join, resolve } from 'node:path';
+import { basename, delimiter, dirname, join, resolve } from 'node:path';
 import { envDefaults, inlineCodeFile } from '../../../runtime/src/contract/index.js';
 import type { EddyFunction, Runtime } from '../api/types.js';
 import { CannotRun, keyOf } from './platform.js';
@@ -152,6 +152,8 @@ const pythonVersions = new Map<string, Promise<string | undefined>>();
 
 /** A python's major.minor, or undefined when it does not say. */
 function pythonVersion(python: string): Promise<string | undefined> {
+  // Named for its version: no python started to ask it.
+  if (basename(python) === 'python3.11') return Promise.resolve('3.11');
   let version = pythonVersions.get(python);
   if (!version) {
     version = run(python, ['-c', 'import sys; print("%d.%d" % sys.version_info[:2])'], 30_000).then(

@@ -18,7 +18,7 @@ import { envNames, type LogFormat, type RuntimeName } from '../contract/env.js';
 import type { ErrorBody } from '../contract/errors.js';
 import type { FunctionInvoker, InitResult, Invocation, Outcome } from '../invocation.js';
 import { decodeEvent, type InvokerSettings } from '../invoker.js';
-import { functionVersion, keepInTail, startLine, write, writeLine } from '../logs.js';
+import { functionVersion, keep, startLine, write, writeLine } from '../logs.js';
 import { findClientJar, jniProperty, unpackJni } from './java-jni.js';
 import { Slot, type LanguageCommand } from './slot.js';
 
@@ -210,7 +210,7 @@ export class ProcessInvoker implements FunctionInvoker {
             return line;
           },
           (text, requestId) => write(text, requestId),
-          (text, requestId) => keepInTail(requestId, text),
+          (text, requestId) => keep(requestId, text),
         ),
       );
     this.ready = Promise.all(this.slots.map((s) => s.start())).then(

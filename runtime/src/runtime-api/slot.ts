@@ -235,7 +235,7 @@ export class Slot {
      */
     private readonly output: (text: string, requestId: string | undefined) => void,
     /** Adds text to an invocation's log tail only (it is in the log already). */
-    private readonly tail: (text: string, requestId: string) => void = () => undefined,
+    private readonly tail: (text: string, requestId: string) => void,
   ) {
     this.server = createServer((req, res) => this.route(req, res));
     // A long poll waits as long as no invocation comes.
