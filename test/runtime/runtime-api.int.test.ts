@@ -135,6 +135,42 @@ time.sleep(30)
     expect(body).toMatchObject({ errorType: 'Runtime.TruncatedResponse' });
   });
 
+  it('keeps the init error of the process started after an exit for the next event', async () => {
+    // Its first event makes the bootstrap unrunnable and exits: the process started again for
+    // the next event fails its init at once, while the first invocation is still settling.
+    const bootstrap = `#!/bin/sh
+API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+curl -sS -o /dev/null "$API/invocation/next"
+echo "exiting"
+chmod -x "$0"
+exit 2
+`;
+    rt = await startRuntime(
+      { bootstrap },
+      { EDDY_RUNTIME: 'provided', PATH: process.env.PATH ?? '' },
+    );
+    await waitForReadyz(rt.url, 200);
+    const tailed = async () => {
+      const res = await fetch(rt!.url, {
+        method: 'POST',
+        body: '{}',
+        headers: { 'x-eddy-log-type': 'Tail' },
+        signal: AbortSignal.timeout(30_000),
+      });
+      const tail = Buffer.from(res.headers.get('x-eddy-log-result') ?? '', 'base64').toString();
+      return { status: res.status, body: (await res.json()) as { errorType: string }, tail };
+    };
+    const first = await tailed();
+    expect(first.status).toBe(502);
+    expect(first.body.errorType).toBe('Runtime.ExitError');
+    expect(first.tail).toContain('exiting');
+    expect(first.tail).not.toContain('INIT_ERROR');
+    const second = await tailed();
+    expect(second.status).toBe(502);
+    expect(second.body.errorType).toBe('Runtime.InvalidEntrypoint');
+    expect(second.tail.match(/INIT_ERROR Runtime.InvalidEntrypoint/g)).toHaveLength(1);
+  });
+
   it('lets a process that reported an init error exit by itself, and refuses its next', async () => {
     const bootstrap = `#!/bin/sh
 API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"

@@ -60,6 +60,8 @@ interface Current extends Delivery {
    * invocation's, before its END line and in its tail.
    */
   settle(outcome: Outcome): void;
+  /** Settled already, to end with this turn: nothing else may end it. */
+  settling: boolean;
   /** Monotonic ms when the process took the event; undefined until it asks for it. */
   delivered?: number;
   /** The process that took it. */
@@ -267,12 +269,12 @@ export class Slot {
   /** Runs one invocation in this slot's process; resolves at the latest at its deadline. */
   run(delivery: Delivery): Promise<Outcome> {
     return new Promise<Outcome>((resolve) => {
-      let settling = false;
       const current: Current = {
         ...delivery,
+        settling: false,
         settle: (outcome) => {
-          if (this.current !== current || settling) return;
-          settling = true;
+          if (this.current !== current || current.settling) return;
+          current.settling = true;
           clearTimeout(current.timer);
           setImmediate(() => {
             if (this.current === current) this.current = undefined;
@@ -429,9 +431,12 @@ export class Slot {
     killGroup(child);
   }
 
-  /** An init error is known: an event waiting for this process fails with it now. */
+  /**
+   * An init error is known: an event waiting for this process fails with it now. One that has
+   * just ended (the process started again after it, and failed at once) leaves it to the next.
+   */
   private initFailed(): void {
-    if (!this.current || !this.initError) return;
+    if (!this.current || this.current.settling || !this.initError) return;
     const error = this.initError;
     this.initError = undefined;
     this.failInit(this.current, error);
