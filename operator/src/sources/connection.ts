@@ -184,6 +184,12 @@ export function problemBackoffMs(failures: number, baseMs = 1_000, maxMs = 60_00
 }
 
 /**
+ * The longest a connection to a store or stream may stay silent. The clients' requestTimeout
+ * ends when an answer's headers arrive; this one also covers its body.
+ */
+const socketIdleMs = 30_000;
+
+/**
  * What a stream service's client (Kinesis, DynamoDB Streams) is given for a connection: its
  * region and credentials, and at a custom endpoint HTTP/1.1 with bounded waits (the clients
  * speak HTTP/2 by default; compatible servers often only HTTP/1.1).
@@ -199,6 +205,7 @@ export function streamClientConfig(conn: ResolvedConnection) {
             connectionTimeout: 5_000,
             requestTimeout: 30_000,
             throwOnRequestTimeout: true,
+            socketTimeout: socketIdleMs,
           }),
         }
       : {}),
@@ -220,6 +227,7 @@ export function s3ClientFor(c: ResolvedConnection): S3Client {
       connectionTimeout: 5_000,
       requestTimeout: 30_000,
       throwOnRequestTimeout: true,
+      socketTimeout: socketIdleMs,
     }),
   });
 }

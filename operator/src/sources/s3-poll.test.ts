@@ -1,9 +1,13 @@
 import type { _Object } from '@aws-sdk/client-s3';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { s3ClientFor } from './connection.js';
 import {
   advance,
   decodeProgress,
   encodeProgress,
+  list,
   markSeen,
   pollRecord,
   prune,
@@ -94,5 +98,39 @@ describe('poll records', () => {
         object: { key: 'holiday+photos/a.jpg', size: 1, eTag: 'holiday photos/a.jpg' },
       },
     });
+  });
+});
+
+describe('listing a bucket', () => {
+  it('gives up on a page whose body stalls, saying which bucket', async () => {
+    // Answers the headers and the start of a listing, then nothing more.
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/xml', 'content-length': 10_000 });
+      res.write('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult>');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const client = s3ClientFor({
+      endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'a', secretAccessKey: 'b' },
+    });
+    try {
+      const started = Date.now();
+      await expect(
+        list(
+          client,
+          { bucket: 'photos', connection: {} },
+          new AbortController().signal,
+          -Infinity,
+          300,
+        ),
+      ).rejects.toThrow('ListObjectsV2 of bucket photos gave no complete answer within 0.3 s');
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      client.destroy();
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });

@@ -365,25 +365,42 @@ export function s3PollSource(o: S3PollOptions = {}): SourceFactory {
   }
 }
 
-/** The objects under the trigger's prefix with its suffix, last modified after `floor`. */
-async function list(
+/** The longest one page of a bucket's listing may take, its body read to the end. */
+export const listPageTimeoutMs = 30_000;
+
+/**
+ * The objects under the trigger's prefix with its suffix, last modified after `floor`. Each page
+ * has `pageTimeoutMs` to arrive in full: a store that answers the headers and stalls in the body
+ * fails the poll, which is tried again, instead of stopping the trigger for good.
+ */
+export async function list(
   client: S3Client,
   t: S3Trigger,
   signal: AbortSignal,
   floor: number,
+  pageTimeoutMs = listPageTimeoutMs,
 ): Promise<_Object[]> {
   const out: _Object[] = [];
   let token: string | undefined;
   const suffix = t.filter?.suffix ?? '';
   do {
-    const page = await client.send(
-      new ListObjectsV2Command({
-        Bucket: t.bucket,
-        ...(t.filter?.prefix ? { Prefix: t.filter.prefix } : {}),
-        ...(token ? { ContinuationToken: token } : {}),
-      }),
-      { abortSignal: signal },
-    );
+    const deadline = AbortSignal.timeout(pageTimeoutMs);
+    const page = await client
+      .send(
+        new ListObjectsV2Command({
+          Bucket: t.bucket,
+          ...(t.filter?.prefix ? { Prefix: t.filter.prefix } : {}),
+          ...(token ? { ContinuationToken: token } : {}),
+        }),
+        { abortSignal: AbortSignal.any([signal, deadline]) },
+      )
+      .catch((err: unknown) => {
+        if (deadline.aborted && !signal.aborted)
+          throw new Error(
+            `ListObjectsV2 of bucket ${t.bucket} gave no complete answer within ${pageTimeoutMs / 1000} s`,
+          );
+        throw err;
+      });
     for (const o of page.Contents ?? []) {
       // Only what can still be unseen is kept: memory follows the window, not the bucket.
       if (o.Key?.endsWith(suffix) && (o.LastModified?.getTime() ?? 0) > floor) out.push(o);
