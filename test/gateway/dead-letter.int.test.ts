@@ -14,7 +14,9 @@ import {
 } from '@aws-sdk/client-s3';
 import type { EddyFunction, FunctionSpec } from '../../operator/src/api/types.js';
 import type { SecretReader } from '../../operator/src/functions.js';
+import { KinesisClient, ListStreamsCommand } from '@aws-sdk/client-kinesis';
 import {
+  checkedHttpHandler,
   createDeadLetterSender,
   deadLetterTarget,
   type DeadLetterDocument,
@@ -26,7 +28,13 @@ import {
   type DeadLetterRecord,
   type DeliveryEvent,
 } from '../../operator/src/gateway/delivery.js';
-import { resolveConnection, SourceProblem } from '../../operator/src/sources/connection.js';
+import {
+  classifyError,
+  resolveConnection,
+  s3ClientFor,
+  SourceProblem,
+  streamClientConfig,
+} from '../../operator/src/sources/connection.js';
 import { requestIdPattern } from '../../runtime/src/contract/index.js';
 import { s3Client, startMinio } from '../harness/minio.js';
 import { waitFor } from '../harness/wait.js';
@@ -391,6 +399,81 @@ describe('dead letter to a URL', () => {
     expect(lookups).toBe(1);
     expect(received).toHaveLength(1);
     expect(received[0]!.headers.host).toBe(`sink.rebinding.example:${port}`);
+  });
+});
+
+describe("store and stream clients' connections", () => {
+  it('check every address a name resolves to, at each connection', async () => {
+    // A store that closes each connection, so that each request connects (and resolves) anew.
+    let requests = 0;
+    const store = createServer((_req, res) => {
+      requests++;
+      res.writeHead(200, { 'content-type': 'application/xml', connection: 'close' });
+      res.end('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult></ListBucketResult>');
+    });
+    await new Promise<void>((resolve) => store.listen(0, '127.0.0.1', resolve));
+    const port = (store.address() as AddressInfo).port;
+    let lookups = 0;
+    const client = new S3Client({
+      endpoint: `http://store.rebinding.example:${port}`,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'a', secretAccessKey: 'b' },
+      maxAttempts: 1,
+      requestHandler: checkedHttpHandler({
+        allowLoopback: true,
+        lookup: async () => [
+          lookups++ === 0
+            ? { address: '127.0.0.1', family: 4 }
+            : { address: '169.254.169.254', family: 4 },
+        ],
+      }),
+    });
+    try {
+      await client.send(new ListObjectsV2Command({ Bucket: 'photos' }));
+      expect(requests).toBe(1);
+      await expect(client.send(new ListObjectsV2Command({ Bucket: 'photos' }))).rejects.toThrow(
+        'store.rebinding.example is refused: it resolves to 169.254.169.254, a link-local address, where cloud metadata services answer',
+      );
+      expect(lookups).toBe(2);
+      expect(requests).toBe(1);
+    } finally {
+      client.destroy();
+      store.close();
+    }
+  });
+
+  it("are made with that check for triggers' stores and streams", async () => {
+    const conn = {
+      endpoint: 'http://kubernetes.default.svc:9000',
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'a', secretAccessKey: 'b' },
+    };
+    const s3 = s3ClientFor(conn);
+    const kinesis = new KinesisClient({ ...streamClientConfig(conn), maxAttempts: 1 });
+    try {
+      await expect(
+        s3.send(new ListObjectsV2Command({ Bucket: 'photos' }), {
+          abortSignal: AbortSignal.timeout(10_000),
+        }),
+      ).rejects.toThrow("kubernetes.default.svc is refused: it names the API server's Service");
+      const refused = await s3
+        .send(new ListObjectsV2Command({ Bucket: 'photos' }))
+        .catch((err: unknown) => classifyError(err, 'bucket photos', 'BucketNotFound'));
+      expect(refused).toMatchObject({
+        reason: 'InvalidTrigger',
+        message: expect.stringMatching(
+          /^bucket photos: .*kubernetes\.default\.svc is refused: it names the API server's Service.*correct connection\.endpoint$/,
+        ),
+      });
+      await expect(
+        kinesis.send(new ListStreamsCommand({}), { abortSignal: AbortSignal.timeout(10_000) }),
+      ).rejects.toThrow("kubernetes.default.svc is refused: it names the API server's Service");
+    } finally {
+      s3.destroy();
+      kinesis.destroy();
+    }
   });
 });
 

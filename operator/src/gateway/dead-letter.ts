@@ -9,11 +9,18 @@
  * at-least-once delivery allows, keeps its name and overwrites itself.
  */
 import { randomBytes } from 'node:crypto';
+import {
+  lookup as dnsLookup,
+  type LookupAddress,
+  type LookupAllOptions,
+  type LookupOneOptions,
+} from 'node:dns';
 import { lookup } from 'node:dns/promises';
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { BlockList, isIP, isIPv4, type LookupFunction } from 'node:net';
 import { PutObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { eventTypes } from '../../../runtime/src/contract/index.js';
 import type { Connection, EddyFunction } from '../api/types.js';
 import { describeError } from '../errors.js';
@@ -339,6 +346,69 @@ export async function outboundTarget(
   return { url, address: first.address, family: first.family === 6 ? 6 : 4 };
 }
 
+/** The `code` of a connection `checkedLookup` refused. */
+export const refusedAddressCode = 'ERR_EDDY_REFUSED_ADDRESS';
+
+/**
+ * A resolver for clients that connect by name themselves (the AWS SDK's): every address a name
+ * resolves to, at every connection, passes the same check as `outboundTarget`, so that a DNS
+ * answer that changes after the first check (or that the check could not get) still never leads
+ * to metadata, link-local or unspecified addresses or the API server. Addresses written as IPs
+ * are not looked up: `outboundTarget` checks those before any client is made.
+ */
+export function checkedLookup(o: DeadLetterUrlOptions): LookupFunction {
+  const apiServer = (o.apiServerHost ?? process.env.KUBERNETES_SERVICE_HOST)?.trim() || undefined;
+  return ((
+    hostname: string,
+    options: LookupAllOptions | LookupOneOptions,
+    done: (err: NodeJS.ErrnoException | null, ...rest: unknown[]) => void,
+  ) => {
+    const refused = (why: string) =>
+      done(
+        Object.assign(new Error(`${hostname} is refused: ${why}`), { code: refusedAddressCode }),
+      );
+    if (apiServerName.test(hostname)) return refused("it names the API server's Service");
+    const resolve = (then: (err: Error | null, addresses: LookupAddress[]) => void) => {
+      if (!o.lookup) return dnsLookup(hostname, { ...options, all: true }, then);
+      o.lookup(hostname).then(
+        (addresses) => then(null, addresses),
+        (err: Error) => then(err, []),
+      );
+    };
+    resolve((err, addresses) => {
+      if (err) return done(err);
+      for (const a of addresses) {
+        const why = forbidden(a.address, o, apiServer);
+        if (why) return refused(`it resolves to ${a.address}, ${why}`);
+      }
+      if (options.all) return done(null, addresses);
+      const first = addresses[0];
+      if (!first) return refused('it has no address');
+      done(null, first.address, first.family);
+    });
+  }) as unknown as LookupFunction;
+}
+
+/** The longest a connection to a store or stream may stay silent, its answer's body included. */
+const socketIdleMs = 30_000;
+
+/**
+ * The AWS SDK's HTTP/1.1 handler for an endpoint a Function's author chose: names resolved through
+ * `checkedLookup` at every connection, bounded waits (the connection, the answer's headers, and
+ * any 30 s of silence after them).
+ */
+export function checkedHttpHandler(o: DeadLetterUrlOptions): NodeHttpHandler {
+  const lookup = checkedLookup(o);
+  return new NodeHttpHandler({
+    httpAgent: new HttpAgent({ keepAlive: true, maxSockets: 50, lookup }),
+    httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: 50, lookup }),
+    connectionTimeout: 5_000,
+    requestTimeout: 30_000,
+    throwOnRequestTimeout: true,
+    socketTimeout: socketIdleMs,
+  });
+}
+
 /** POSTs `body` to the pinned address (TLS still checks the URL's host name); the status. */
 function postPinned(target: PinnedUrl, body: string, signal: AbortSignal): Promise<number> {
   const { url, address, family } = target;
@@ -498,6 +568,7 @@ export function createDeadLetterSender(
       region: conn.region ?? 'us-east-1',
       forcePathStyle: conn.forcePathStyle ?? true,
       credentials,
+      requestHandler: checkedHttpHandler({ ...deps.urls, allowLoopback: true }),
     });
     clients.set(cacheKey, { credentials: fingerprint, client });
     return client;

@@ -5,11 +5,16 @@
  * Credentials never leave here in a message.
  */
 import { S3Client } from '@aws-sdk/client-s3';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { describeError } from '../errors.js';
 import type { Connection, EddyFunction } from '../api/types.js';
 import type { SecretReader } from '../functions.js';
-import { outboundTarget, printable, RefusedUrl } from '../gateway/dead-letter.js';
+import {
+  checkedHttpHandler,
+  outboundTarget,
+  printable,
+  refusedAddressCode,
+  RefusedUrl,
+} from '../gateway/dead-letter.js';
 import { SecretNotAllowed } from '../secrets.js';
 import type { TriggerProblem } from './states.js';
 
@@ -77,23 +82,23 @@ export async function resolveConnection(
   };
 }
 
+/** Where a trigger's or store's endpoint may lead: loopback is the operator's own pod. */
+const endpointChecks = { allowLoopback: true };
+
 /**
  * Refuses an endpoint that is, or resolves to, a link-local or metadata address, an unspecified
  * one, or the API server's Service: the operator would send the trigger's requests, and show
  * parts of the answers in its status, there. Loopback is the operator's own pod (and the local
  * stack's stores): allowed. A name that does not resolve is left to the client, which reports it
- * as unreachable.
+ * as unreachable; the clients' own connections pass the same check at every lookup
+ * (`checkedHttpHandler`), so a name that resolves differently later still leads nowhere refused.
  */
 export async function checkEndpoint(endpoint: string | undefined, where: string): Promise<void> {
   if (!endpoint) return;
-  await outboundTarget(
-    endpoint,
-    { allowLoopback: true },
-    {
-      name: `${where}: endpoint ${printable(endpoint)}`,
-      fix: 'name the service by an address outside the node: correct connection.endpoint',
-    },
-  ).catch((err: unknown) => {
+  await outboundTarget(endpoint, endpointChecks, {
+    name: `${where}: endpoint ${printable(endpoint)}`,
+    fix: 'name the service by an address outside the node: correct connection.endpoint',
+  }).catch((err: unknown) => {
     if (err instanceof RefusedUrl) throw new SourceProblem('InvalidTrigger', err.message);
   });
 }
@@ -152,6 +157,12 @@ export function classifyError(
   const name = e?.name ?? e?.Code ?? '';
   const code = e?.code ?? e?.cause?.code ?? '';
   const status = e?.$metadata?.httpStatusCode;
+  if (code === refusedAddressCode) {
+    return new SourceProblem(
+      'InvalidTrigger',
+      `${what}: ${describeError(err)}: name the service by an address outside the node: correct connection.endpoint`,
+    );
+  }
   if (
     name === 'NoSuchBucket' ||
     name === 'NotFound' ||
@@ -184,12 +195,6 @@ export function problemBackoffMs(failures: number, baseMs = 1_000, maxMs = 60_00
 }
 
 /**
- * The longest a connection to a store or stream may stay silent. The clients' requestTimeout
- * ends when an answer's headers arrive; this one also covers its body.
- */
-const socketIdleMs = 30_000;
-
-/**
  * What a stream service's client (Kinesis, DynamoDB Streams) is given for a connection: its
  * region and credentials, and at a custom endpoint HTTP/1.1 with bounded waits (the clients
  * speak HTTP/2 by default; compatible servers often only HTTP/1.1).
@@ -201,12 +206,7 @@ export function streamClientConfig(conn: ResolvedConnection) {
     ...(conn.endpoint
       ? {
           endpoint: conn.endpoint,
-          requestHandler: new NodeHttpHandler({
-            connectionTimeout: 5_000,
-            requestTimeout: 30_000,
-            throwOnRequestTimeout: true,
-            socketTimeout: socketIdleMs,
-          }),
+          requestHandler: checkedHttpHandler(endpointChecks),
         }
       : {}),
   };
@@ -223,11 +223,6 @@ export function s3ClientFor(c: ResolvedConnection): S3Client {
     forcePathStyle: c.forcePathStyle,
     credentials: c.credentials,
     maxAttempts: 2,
-    requestHandler: new NodeHttpHandler({
-      connectionTimeout: 5_000,
-      requestTimeout: 30_000,
-      throwOnRequestTimeout: true,
-      socketTimeout: socketIdleMs,
-    }),
+    requestHandler: checkedHttpHandler(endpointChecks),
   });
 }
