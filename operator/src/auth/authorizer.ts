@@ -6,7 +6,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { gatewayError } from '../gateway/errors.js';
-import { isSigV4, type SignedRequest } from './sigv4.js';
+import { isSigV4, type SignedHead } from './sigv4.js';
 
 /** The API group and resource every question is about. */
 export const functionsResource = { group: 'eddy.dev', resource: 'functions' } as const;
@@ -47,22 +47,31 @@ export interface Authorizer {
   authenticate(headers: IncomingHttpHeaders): Promise<Caller>;
   /**
    * The caller whose SigV4 signature (Lambda's Invoke API) the request carries: the
-   * ServiceAccount its access key acts as. Throws Lambda's 403s (`MissingAuthenticationToken`,
-   * `UnrecognizedClient`, `InvalidSignature`). Without it, signed requests are refused.
+   * ServiceAccount its access key acts as, and the body the signature covers. Everything the
+   * headers decide (a known access key, the time, the service) is checked before `readBody` is
+   * called. Throws Lambda's 403s (`MissingAuthenticationToken`, `UnrecognizedClient`,
+   * `InvalidSignature`). Without it, signed requests are refused.
    */
-  authenticateSigned?(req: SignedRequest): Promise<Caller>;
+  authenticateSigned?(req: SignedHead, readBody: () => Promise<Buffer>): Promise<SignedCaller>;
+}
+
+/** A caller known by its signature, and the body it signed. */
+export interface SignedCaller {
+  caller: Caller;
+  body: Buffer;
 }
 
 /**
  * Who the caller is: by its SigV4 signature when it carries one and `signed` gives the request
- * as it arrived, else by its bearer token.
+ * as it arrived (its body read once its headers pass), else by its bearer token, with the body
+ * left unread.
  */
-export function authenticateRequest(
+export async function authenticateRequest(
   authorizer: Authorizer,
   headers: IncomingHttpHeaders,
-  signed?: SignedRequest,
-): Promise<Caller> {
-  if (!signed || !isSigV4(headers)) return authorizer.authenticate(headers);
+  signed?: SignedHead & { readBody: () => Promise<Buffer> },
+): Promise<{ caller: Caller; body?: Buffer }> {
+  if (!signed || !isSigV4(headers)) return { caller: await authorizer.authenticate(headers) };
   if (!authorizer.authenticateSigned) {
     return Promise.reject(
       gatewayError(
@@ -71,7 +80,8 @@ export function authenticateRequest(
       ),
     );
   }
-  return authorizer.authenticateSigned(signed);
+  const { readBody, ...head } = signed;
+  return authorizer.authenticateSigned(head, readBody);
 }
 
 /** The caller if it may, else the GatewayError `Forbidden` (403, naming what is missing). */
@@ -159,7 +169,7 @@ export const noAuth: Authorizer = {
   mode: 'none',
   authenticate: () => Promise.resolve(anyone),
   // The SDK and CLI always sign: any signature, or none, is taken.
-  authenticateSigned: () => Promise.resolve(anyone),
+  authenticateSigned: async (_req, readBody) => ({ caller: anyone, body: await readBody() }),
 };
 
 const anyone: Caller = {

@@ -18,7 +18,9 @@ import {
   sigv4Service,
   skewRefusal,
   stringToSign,
+  type SignedHead,
   type SignedRequest,
+  type SigV4Authorization,
 } from './sigv4.js';
 
 /** The label that makes a Secret in Eddy's namespace an access key for the Invoke API. */
@@ -169,17 +171,24 @@ export function clusterInvokeCredentials(
   };
 }
 
+/** A signed request's headers, checked: whose key it names, before its body is read. */
+export interface CheckedSignature {
+  auth: SigV4Authorization;
+  credential: InvokeCredential;
+}
+
 /**
- * Who a SigV4-signed request is: the identity of the ServiceAccount its key acts as. Throws
- * Lambda's 403s: `MissingAuthenticationToken` without a signature, `UnrecognizedClient` for a
- * key no Secret holds, `InvalidSignature` for a signature that does not match or a time more
- * than 5 minutes off.
+ * All of a SigV4-signed request's checks that need no body: its Authorization header, its time
+ * (at most 5 minutes off), its service, and a Secret holding its access key. Throws Lambda's
+ * 403s: `MissingAuthenticationToken` without a signature, `InvalidSignature`, and
+ * `UnrecognizedClient` for a key no Secret holds. A request refused here has its body left
+ * unread.
  */
-export async function authenticateSigned(
+export async function checkSignedHead(
   credentials: InvokeCredentials,
-  req: SignedRequest,
+  req: SignedHead,
   now: number,
-): Promise<{ identity: Identity; accessKeyId: string }> {
+): Promise<CheckedSignature> {
   if (!isSigV4(req.headers)) {
     throw gatewayError(
       'MissingAuthenticationToken',
@@ -212,6 +221,17 @@ export async function authenticateSigned(
       `The security token included in the request is invalid: no Secret labelled ${invokeCredentialsLabel} in namespace ${credentials.namespace} holds the access key id ${auth.accessKeyId}`,
     );
   }
+  return { auth, credential };
+}
+
+/**
+ * The signature of a request whose headers `checkSignedHead` passed, over its body: the identity
+ * of the ServiceAccount its key acts as, or `InvalidSignature`.
+ */
+export function verifySigned(
+  { auth, credential }: CheckedSignature,
+  req: SignedRequest,
+): { identity: Identity; accessKeyId: string } {
   const expected = signature(credential.secretAccessKey, auth, stringToSign(req, auth));
   if (!sameSignature(expected, auth.signature) || !payloadMatches(req)) {
     throw gatewayError(
@@ -223,4 +243,13 @@ export async function authenticateSigned(
     identity: serviceAccountIdentity(credential.namespace, credential.serviceAccount),
     accessKeyId: credential.accessKeyId,
   };
+}
+
+/** Who a SigV4-signed request is: `checkSignedHead`, then `verifySigned`. */
+export async function authenticateSigned(
+  credentials: InvokeCredentials,
+  req: SignedRequest,
+  now: number,
+): Promise<{ identity: Identity; accessKeyId: string }> {
+  return verifySigned(await checkSignedHead(credentials, req, now), req);
 }

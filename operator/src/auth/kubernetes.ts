@@ -20,11 +20,12 @@ import {
 } from './authorizer.js';
 import { DecisionCache } from './decision-cache.js';
 import {
-  authenticateSigned,
+  checkSignedHead,
   invokeCredentialsLabel,
+  verifySigned,
   type InvokeCredentials,
 } from './invoke-credentials.js';
-import type { SignedRequest } from './sigv4.js';
+import type { SignedHead } from './sigv4.js';
 
 /** The longest an answer may be reused: a revoked grant stops working within this. */
 export const maxAllowTtlMs = 30_000;
@@ -144,7 +145,7 @@ export function kubernetesAuthorizer(o: KubernetesAuthOptions): Authorizer {
 
   return {
     mode: 'kubernetes',
-    async authenticateSigned(req: SignedRequest): Promise<Caller> {
+    async authenticateSigned(req: SignedHead, readBody: () => Promise<Buffer>) {
       const credentials = o.invokeCredentials ?? {
         namespace: 'the gateway',
         lookup: () => Promise.resolve(undefined),
@@ -155,11 +156,9 @@ export function kubernetesAuthorizer(o: KubernetesAuthOptions): Authorizer {
           `The security token included in the request is invalid: this gateway takes no access keys (it reads none from Secrets labelled ${invokeCredentialsLabel}); send a Kubernetes bearer token instead`,
         );
       }
-      const { identity, accessKeyId } = await authenticateSigned(
-        credentials,
-        req,
-        (o.signingNow ?? Date.now)(),
-      );
+      const checked = await checkSignedHead(credentials, req, (o.signingNow ?? Date.now)());
+      const body = await readBody();
+      const { identity, accessKeyId } = verifySigned(checked, { ...req, body });
       const hash = `sigv4\0${accessKeyId}\0${identity.username}`;
       let a = keyIdentities.get(hash);
       if (!a) {
@@ -167,7 +166,7 @@ export function kubernetesAuthorizer(o: KubernetesAuthOptions): Authorizer {
         a = { identity };
         keyIdentities.set(hash, a);
       }
-      return callerFor(hash, a);
+      return { caller: callerFor(hash, a), body };
     },
     async authenticate(headers: IncomingHttpHeaders): Promise<Caller> {
       const token = bearerToken(headers);

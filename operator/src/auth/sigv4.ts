@@ -14,11 +14,14 @@ export const sigv4Service = 'lambda';
 export const maxClockSkewMs = 5 * 60_000;
 
 /** A request as it arrived: what its signature covers. */
-export interface SignedRequest {
+export interface SignedHead {
   method: string;
   /** The path and query as sent (`req.url`), not decoded. */
   url: string;
   headers: IncomingHttpHeaders;
+}
+
+export interface SignedRequest extends SignedHead {
   body: Buffer;
 }
 

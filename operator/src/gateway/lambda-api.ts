@@ -171,22 +171,31 @@ export function createLambdaApi(deps: LambdaApiDeps): LambdaApi {
       );
     }
 
-    // A signature covers the body: it is read first (counted against the memory budget, and
-    // at most 6 MB). A bearer token, or no credentials at all, is decided on the headers.
+    // A signature covers the body: once its headers pass (a known access key, the time, the
+    // service), the body is read (counted against the memory budget, and at most 6 MB) and the
+    // signature checked over it. A bearer token, or no credentials at all, is decided on the
+    // headers.
     const signed = isSigV4(req.headers);
-    let body: Buffer | undefined;
-    if (signed) body = await deps.readBody(req, held.hold);
     if (!signed && req.headers.authorization === undefined && deps.auth.mode !== 'none') {
       throw gatewayError(
         'MissingAuthenticationToken',
         'Missing Authentication Token: sign the request with SigV4 (an AWS SDK or the AWS CLI does, with an access key from a Secret labelled eddy.dev/invoke-credentials) or send a Kubernetes bearer token',
       );
     }
-    const caller = await authenticateRequest(
+    const authenticated = await authenticateRequest(
       deps.auth,
       req.headers,
-      body ? { method: req.method ?? 'POST', url, headers: req.headers, body } : undefined,
+      signed
+        ? {
+            method: req.method ?? 'POST',
+            url,
+            headers: req.headers,
+            readBody: () => deps.readBody(req, held.hold),
+          }
+        : undefined,
     );
+    const caller = authenticated.caller;
+    let body = authenticated.body;
     const region =
       ref.region ??
       (signed ? signedRegion(req.headers.authorization!) : undefined) ??
