@@ -158,6 +158,59 @@ describe.skipIf(!run)('durable queue (NATS JetStream)', () => {
     }
   }, 60_000);
 
+  it('names the dead letter of an event once, whichever gateway writes it', async () => {
+    // The first gateway's dead letters reach the sink, which leaves them unanswered until that
+    // gateway stops: the event goes back to the stream, and the next gateway writes it again.
+    const received: Array<{ id: string; subject: string }> = [];
+    let answering = false;
+    const sink: Server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        received.push(JSON.parse(body) as { id: string; subject: string });
+        if (answering) res.end();
+      });
+    });
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+    const port = (sink.address() as { port: number }).port;
+    const stream = `S${randomUUID().slice(0, 8)}`;
+    const fn = inlineFunction(
+      'gives-up',
+      "export const handler = async () => { throw new Error('never'); };",
+      quiet({ retry: { maxAttempts: 0 }, deadLetter: { url: `http://127.0.0.1:${port}/dead` } }),
+    );
+    try {
+      const first = await stackWith([fn], stream);
+      try {
+        const res = await waitFor('the queue to take events', async () => {
+          const r = await asyncInvoke(first, 'gives-up', {});
+          return r.status === 503 ? undefined : r;
+        });
+        expect(res.status).toBe(202);
+        await waitFor('the first dead letter', async () =>
+          received.length > 0 ? true : undefined,
+        );
+      } finally {
+        await first.stop();
+      }
+      const fromFirst = received.length;
+      answering = true;
+      const second = await stackWith([fn], stream);
+      try {
+        await waitFor('the dead letter written again', async () =>
+          received.length > fromFirst ? true : undefined,
+        );
+      } finally {
+        await second.stop();
+      }
+      expect(received.at(-1)!.subject).toBe(received[0]!.subject);
+      expect(received.at(-1)!.id).toBe(received[0]!.id);
+    } finally {
+      sink.closeAllConnections();
+      sink.close();
+    }
+  }, 90_000);
+
   it("keeps one function's backlog from holding another's events", async () => {
     const slowOut = outFile('slow');
     const fastOut = outFile('fast');

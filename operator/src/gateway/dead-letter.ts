@@ -148,13 +148,20 @@ export interface DeadLetterCloudEvent {
 
 const names = new WeakMap<DeliveryEvent, string>();
 
+/** 16 hex digits, drawn once per accepted event: see {@link deadLetterName}. */
+export function acceptanceSuffix(): string {
+  return randomBytes(8).toString('hex');
+}
+
 /**
  * What a dead letter of this accepted event is named by: `<event id>.<16 hex digits>`, the
- * digits drawn the first time the event is dead-lettered and kept for its resends.
+ * digits drawn when the event was accepted (`acceptedAs`) or else the first time it is
+ * dead-lettered, and kept for its resends.
  */
 export function deadLetterName(event: DeliveryEvent): string {
+  if (event.acceptedAs) return `${event.id}.${event.acceptedAs}`;
   let name = names.get(event);
-  if (!name) names.set(event, (name = `${event.id}.${randomBytes(8).toString('hex')}`));
+  if (!name) names.set(event, (name = `${event.id}.${acceptanceSuffix()}`));
   return name;
 }
 

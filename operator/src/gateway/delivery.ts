@@ -25,6 +25,11 @@ export interface DeliveryEvent {
   headers: Record<string, string>;
   /** The trigger that produced the event; absent for direct async invocations. */
   trigger?: string;
+  /**
+   * Drawn once when the event was accepted and kept with it (the durable queue keeps it in the
+   * message): with the id, it names the event's dead letter, whichever replica writes it.
+   */
+  acceptedAs?: string;
 }
 
 /** Lambda's error shape: `{errorType, errorMessage}`. */

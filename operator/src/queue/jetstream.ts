@@ -46,6 +46,7 @@ import {
   type DeadLetterCondition,
   type DeliveryEvent,
 } from '../gateway/delivery.js';
+import { acceptanceSuffix } from '../gateway/dead-letter.js';
 import { gatewayError } from '../gateway/errors.js';
 import type { GatewayMetrics } from '../gateway/metrics.js';
 import { keyOf } from '../platform/platform.js';
@@ -108,6 +109,8 @@ interface EventHeader {
   time: string;
   trigger?: string;
   headers: Record<string, string>;
+  /** See DeliveryEvent.acceptedAs: drawn at the publish, so every delivery names one dead letter. */
+  acceptedAs?: string;
 }
 
 const eventHeader = 'Eddy-Event';
@@ -292,6 +295,7 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
       time: event.time,
       ...(event.trigger ? { trigger: event.trigger } : {}),
       headers: event.headers,
+      acceptedAs: event.acceptedAs ?? acceptanceSuffix(),
     };
     h.set(eventHeader, JSON.stringify(meta));
     const started = performance.now();
@@ -379,6 +383,7 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
         body: Buffer.from(msg.data),
         headers: meta.headers ?? {},
         ...(meta.trigger ? { trigger: meta.trigger } : {}),
+        ...(typeof meta.acceptedAs === 'string' ? { acceptedAs: meta.acceptedAs } : {}),
       };
       // The Function as it is now: its retry policy and dead letter may have changed.
       const fn = c.store.get(known.metadata.namespace, known.metadata.name) ?? known;
@@ -390,19 +395,28 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
       const parsed = Date.parse(event.time);
       const happenedAt = Number.isNaN(parsed) ? acceptedAt : parsed;
       const throttled = throttles.get(seq) ?? 0;
+      // Word to the server while the message is held (an invocation, waiting for a replica, or
+      // writing a dead letter), so that a long hold is not taken for a dead holder and the
+      // message handed to another replica meanwhile.
+      const holding = <T>(work: Promise<T>): Promise<T> => {
+        const keepAlive = setInterval(() => msg.working(), Math.max(1_000, ackWaitMs / 3));
+        return work.finally(() => clearInterval(keepAlive));
+      };
       const toDeadLetter = async (condition: DeadLetterCondition, error: AttemptError) => {
-        const out = await c.sink.deadLetter(
-          fn,
-          {
-            event,
-            error,
-            attempts,
-            condition,
-            firstAttemptAt: new Date(acceptedAt).toISOString(),
-            lastAttemptAt: new Date().toISOString(),
-          },
-          handing.signal,
-          { keep: { sends: 3 } },
+        const out = await holding(
+          c.sink.deadLetter(
+            fn,
+            {
+              event,
+              error,
+              attempts,
+              condition,
+              firstAttemptAt: new Date(acceptedAt).toISOString(),
+              lastAttemptAt: new Date().toISOString(),
+            },
+            handing.signal,
+            { keep: { sends: 3 } },
+          ),
         );
         if (out.outcome === 'interrupted') {
           c.metrics.interrupted.inc(labels);
@@ -437,15 +451,7 @@ export function createJetStreamQueue(o: JetStreamQueueOptions): JetStreamQueue {
         );
         return;
       }
-      // Word to the server while the function runs (or waits for a replica), so that a long
-      // invocation is not taken for a dead holder.
-      const keepAlive = setInterval(() => msg.working(), Math.max(1_000, ackWaitMs / 3));
-      let result;
-      try {
-        result = await c.sink.invoke(fn, event, handing.signal);
-      } finally {
-        clearInterval(keepAlive);
-      }
+      const result = await holding(c.sink.invoke(fn, event, handing.signal));
       if (result.ok) {
         forget(seq);
         msg.ack();
