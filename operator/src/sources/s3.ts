@@ -248,12 +248,24 @@ export function s3Source(o: S3SourceOptions): S3Source {
    * event type it does not support), the triggers are added one at a time and the entry keeps
    * those the store accepts; the refused ones say so. Rejects when nothing could be written.
    */
-  async function syncBucket(key: string, former?: Bound, skip?: EddyFunction): Promise<void> {
+  async function syncBucket(
+    key: string,
+    former?: Bound,
+    skip?: EddyFunction,
+    /** Leadership: once it ends, no call is made or finished (another replica writes now). */
+    leading?: AbortSignal,
+  ): Promise<void> {
     const c = ctx!;
+    const bounded = () =>
+      leading
+        ? AbortSignal.any([leading, AbortSignal.timeout(callTimeoutMs)])
+        : AbortSignal.timeout(callTimeoutMs);
     // Read when its turn comes, not when it was asked for: a sync queued behind a cleanup must
     // not put back what the cleanup removed.
     const group = bucketGroups(c.store.list(), skip).get(key) ?? [];
     const report = (b: Bound, p?: SourceProblem) => {
+      // A round cut short by the end of leadership says nothing: the new leader's round will.
+      if (leading?.aborted) return;
       reported.add(JSON.stringify([fnKey(b.fn), b.trigger]));
       c.states.set(
         fnKey(b.fn),
@@ -293,7 +305,7 @@ export function s3Source(o: S3SourceOptions): S3Source {
       const client = clientFor(conn);
       try {
         await client.send(new HeadBucketCommand({ Bucket: triggers[0]!.s3.bucket }), {
-          abortSignal: AbortSignal.timeout(callTimeoutMs),
+          abortSignal: bounded(),
         });
         readers.push({ client, triggers });
       } catch (err) {
@@ -317,7 +329,7 @@ export function s3Source(o: S3SourceOptions): S3Source {
           : undefined;
       const current = await writer.client.send(
         new GetBucketNotificationConfigurationCommand({ Bucket: by.s3.bucket }),
-        { abortSignal: AbortSignal.timeout(callTimeoutMs) },
+        { abortSignal: bounded() },
       );
       const ours = current.QueueConfigurations?.find((q) => q.Id === notificationId);
       if (sameEntry(ours, entry)) return;
@@ -326,7 +338,7 @@ export function s3Source(o: S3SourceOptions): S3Source {
           Bucket: by.s3.bucket,
           NotificationConfiguration: withEntry(current, entry),
         }),
-        { abortSignal: AbortSignal.timeout(callTimeoutMs) },
+        { abortSignal: bounded() },
       );
       c.log(
         entry
@@ -377,8 +389,8 @@ export function s3Source(o: S3SourceOptions): S3Source {
     else written.delete(key);
   }
 
-  /** Brings every bucket in line with the Functions; returns the failures. */
-  async function syncAll(): Promise<number> {
+  /** Brings every bucket in line with the Functions, while `leading`; returns the failures. */
+  async function syncAll(leading: AbortSignal): Promise<number> {
     const c = ctx!;
     const groups = bucketGroups(c.store.list());
     let failures = 0;
@@ -391,12 +403,16 @@ export function s3Source(o: S3SourceOptions): S3Source {
         }
         continue;
       }
-      work.push(serialised(key, () => syncBucket(key, group[0])).catch(() => void failures++));
+      work.push(
+        serialised(key, () => syncBucket(key, group[0], undefined, leading)).catch(
+          () => void failures++,
+        ),
+      );
     }
     for (const [key, former] of written) {
       if (groups.has(key)) continue;
       work.push(
-        serialised(key, () => syncBucket(key, former)).catch((err: unknown) => {
+        serialised(key, () => syncBucket(key, former, undefined, leading)).catch((err: unknown) => {
           failures++;
           c.log(
             `removing the notification entry of ${where(former)} failed: ${describeError(err)}`,
@@ -628,7 +644,7 @@ export function s3Source(o: S3SourceOptions): S3Source {
           while (!signal.aborted) {
             dirty = false;
             last = shape();
-            const failures = await syncAll();
+            const failures = await syncAll(signal);
             failedRounds = failures > 0 ? failedRounds + 1 : 0;
             const delay = failures > 0 ? problemBackoffMs(failedRounds) : resyncMs;
             if (dirty || signal.aborted) continue;
