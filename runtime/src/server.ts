@@ -450,7 +450,19 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
         return;
       case '/readyz':
         if (state === 'ready') plain(200, 'ready');
-        else plain(503, `not ready: ${state} (${stateReason})`);
+        else if (state === 'failed' && init && !init.ok) {
+          // The handler failed to load: the error, as invocations get it, so that the platform
+          // can answer invocations with it at once rather than wait for a readiness to come.
+          const text = JSON.stringify({
+            errorType: init.error.errorType,
+            errorMessage: init.error.errorMessage,
+          });
+          res.writeHead(503, {
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(text),
+          });
+          res.end(text);
+        } else plain(503, `not ready: ${state} (${stateReason})`);
         return;
       case '/metrics':
         metrics.exposition().then(

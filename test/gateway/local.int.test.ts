@@ -151,6 +151,31 @@ describe('the gateway on the local platform', () => {
     expect(badEscape.status).toBe(404);
   });
 
+  it('answers at once with the error of a handler that does not load, as the replica would', async () => {
+    stack = await startStack([
+      inlineFunction('broken', 'export const handler = async () => { return ( };'),
+      inlineFunction('missing', 'export const other = async () => 1;', { handler: 'index.nope' }),
+    ]);
+    for (const [name, errorType] of [
+      ['broken', 'Runtime.UserCodeSyntaxError'],
+      ['missing', 'Runtime.HandlerNotFound'],
+    ] as const) {
+      // The first from zero, the next with the replica still starting: neither waits for it.
+      for (let i = 0; i < 2; i++) {
+        const started = Date.now();
+        const res = await fetch(`${stack.url}/functions/${namespace}/${name}`, {
+          method: 'POST',
+          body: '{}',
+          signal: AbortSignal.timeout(30_000),
+        });
+        expect(res.status).toBe(502);
+        expect(res.headers.get('x-eddy-function-error')).toBe('Unhandled');
+        expect(await res.json()).toMatchObject({ errorType });
+        expect(Date.now() - started).toBeLessThan(20_000);
+      }
+    }
+  });
+
   it('holds invocations past maxReplicas x concurrency in a bounded queue, then answers 429', async () => {
     const slow = `export const handler = async () => { await new Promise((r) => setTimeout(r, 1500)); return 'done'; };`;
     stack = await startStack(

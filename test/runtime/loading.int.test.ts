@@ -149,6 +149,12 @@ describe('runtime: loading handlers', () => {
       const rt = track(await startRuntime(files));
       // 503 while loading, then 503 naming the error for good.
       await waitForReadyz(rt.url, 503, new RegExp(errorType.replace('.', '\\.')));
+      // The error, for the platform to answer invocations with while no replica is ready.
+      const readyz = await fetch(`${rt.url}/readyz`);
+      expect(readyz.headers.get('content-type')).toBe('application/json');
+      const said = (await readyz.json()) as { errorType: string; errorMessage: string };
+      expect(said.errorType).toBe(errorType);
+      expect(said.errorMessage).toMatch(message);
       expect((await fetch(`${rt.url}/healthz`)).status).toBe(200);
       for (let i = 0; i < 2; i++) {
         const { res, status, body } = await invoke(rt.url);

@@ -17,6 +17,7 @@ import {
   CannotRun,
   keyOf,
   type FunctionKey,
+  type InitFailure,
   type Platform,
   type Replica,
 } from '../platform/platform.js';
@@ -226,7 +227,14 @@ export class Dispatcher {
         if (this.stopping) throw gatewayError('ShuttingDown', 'the gateway is stopping; retry', 1);
         if (req.signal?.aborted) throw callerGone();
         if (lane.forgotten) throw deleted(key);
-        const replica = await this.acquire(fn, lane, deadline, req.signal);
+        let replica: Replica;
+        try {
+          replica = await this.acquire(fn, lane, deadline, req.signal);
+        } catch (err) {
+          if (!(err instanceof InitFailed)) throw err;
+          outcome = 'error';
+          return initFailedResponse(err.failure);
+        }
         let sent: SendResult;
         try {
           sent = await this.send(replica, req, s.timeoutMs);
@@ -432,7 +440,21 @@ export class Dispatcher {
       );
       this.activateIfIdle(fn, lane);
       this.bursts?.demand(fn, dataPathSettings(fn));
+      this.failInit(key, lane);
     });
+  }
+
+  /**
+   * Waiting invocations of a function none of whose replicas is ready, and one of which could not
+   * load its handler, get that error now: no replica that says so becomes ready by waiting.
+   */
+  private failInit(key: FunctionKey, lane: Lane): boolean {
+    if (lane.waiters.length === 0) return false;
+    const failure = this.o.platform.initError?.(key);
+    if (!failure) return false;
+    lane.account(this.now());
+    for (const w of lane.waiters.splice(0)) w.reject(new InitFailed(failure));
+    return true;
   }
 
   /** At zero ready replicas with work waiting, asks the platform for one, once at a time. */
@@ -526,6 +548,7 @@ export class Dispatcher {
   private pump(key: FunctionKey): void {
     const lane = this.lanes.get(key);
     if (!lane || lane.waiters.length === 0) return;
+    if (this.failInit(key, lane)) return;
     while (lane.waiters.length > 0) {
       const first = lane.waiters[0]!;
       const replica = this.pick(first.fn, lane);
@@ -771,6 +794,27 @@ type SendResult =
 /** The caller went away before its invocation ended. */
 class CallerGone extends Error {
   override readonly name = 'CallerGone';
+}
+
+/** The function's replicas could not load its handler: the invocation gets their error. */
+class InitFailed extends Error {
+  override readonly name = 'InitFailed';
+  constructor(readonly failure: InitFailure) {
+    super(`${failure.errorType}: ${failure.errorMessage}`);
+  }
+}
+
+/** The answer a replica whose handler did not load gives every invocation (docs/runtime.md). */
+function initFailedResponse(failure: InitFailure): InvokeResponse {
+  return {
+    status: 502,
+    headers: { 'content-type': 'application/json', [h.functionError]: 'Unhandled' },
+    body: Buffer.from(
+      JSON.stringify({ errorType: failure.errorType, errorMessage: failure.errorMessage }),
+    ),
+    replicaId: '',
+    functionError: true,
+  };
 }
 
 function callerGone(): CallerGone {

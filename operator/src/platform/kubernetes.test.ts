@@ -166,6 +166,39 @@ describe('starting pods (probed by the gateway)', () => {
   });
 });
 
+describe('starting pods whose handler did not load', () => {
+  const key = 'photos/thumbnail';
+  const failure = { errorType: 'Runtime.UserCodeSyntaxError', errorMessage: 'bad' };
+
+  it('tell their error while no replica is ready and they are starting, and are not probed again', () => {
+    const r = new ReadyReplicas();
+    const pod = { id: 'thumbnail-5f7d-aaaaa', url: 'http://10.244.0.1:8080' };
+    r.update(slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { ready: false })]));
+    expect(r.initError(key)).toBeUndefined();
+    expect(r.probedInitError(key, pod, failure)).toBe(true);
+    expect(r.initError(key)).toEqual(failure);
+    expect(r.starting(key)).toEqual([]);
+    // Another pod ready (an earlier revision, say): invocations go there.
+    r.update(
+      slice('thumbnail-abc', [
+        endpoint(pod.id, '10.244.0.1', { ready: false }),
+        endpoint('thumbnail-4a1b-bbbbb', '10.244.0.2', { ready: true }),
+      ]),
+    );
+    expect(r.initError(key)).toBeUndefined();
+    // The failed pod goes: its error goes with it.
+    r.update(slice('thumbnail-abc', [endpoint(pod.id, '10.244.0.1', { terminating: true })]));
+    expect(r.initError(key)).toBeUndefined();
+    expect(
+      r.probedInitError(
+        key,
+        { id: 'thumbnail-5f7d-zzzzz', url: 'http://10.244.0.9:8080' },
+        failure,
+      ),
+    ).toBe(false);
+  });
+});
+
 describe('starting pods from a watch of the pods', () => {
   const key = 'photos/thumbnail';
   const podNamed = (ready?: boolean): V1Pod =>

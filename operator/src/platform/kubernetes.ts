@@ -38,6 +38,7 @@ import {
   keyOf,
   splitKey,
   type FunctionKey,
+  type InitFailure,
   type Platform,
   type Replica,
 } from './platform.js';
@@ -129,6 +130,11 @@ export class ReadyReplicas {
   private readonly startingBySlice = new Map<FunctionKey, Map<string, Replica[]>>();
   /** Starting pods that answered the gateway's probe while their slice still says not ready. */
   private readonly probed = new Map<FunctionKey, Map<string, Replica>>();
+  /** Starting pods whose probe said their handler did not load, with the error. */
+  private readonly failedInit = new Map<
+    FunctionKey,
+    Map<string, { replica: Replica; failure: InitFailure }>
+  >();
   /**
    * function -> slice name -> the pods it lists that it has reported ready: not ready again is
    * the kubelet's word, and is not probed.
@@ -250,10 +256,31 @@ export class ReadyReplicas {
   /** The function's starting pods the gateway may probe, and has not seen answer yet. */
   starting(key: FunctionKey): Replica[] {
     const probed = this.probed.get(key);
+    const failed = this.failedInit.get(key);
     const byId = new Map<string, Replica>();
     for (const r of this.allStarting(key))
-      if (!probed?.has(r.id) && !byId.has(r.id)) byId.set(r.id, r);
+      if (!probed?.has(r.id) && !failed?.has(r.id) && !byId.has(r.id)) byId.set(r.id, r);
     return [...byId.values()];
+  }
+
+  /**
+   * A starting pod's probe said its handler did not load. Kept while the pod is starting at
+   * that address; returns whether it was taken.
+   */
+  probedInitError(key: FunctionKey, replica: Replica, failure: InitFailure): boolean {
+    const still = this.allStarting(key).some((r) => r.id === replica.id && r.url === replica.url);
+    if (!still) return false;
+    let failed = this.failedInit.get(key);
+    if (!failed) this.failedInit.set(key, (failed = new Map()));
+    failed.set(replica.id, { replica, failure });
+    return true;
+  }
+
+  /** The error of a starting pod whose handler did not load, when no replica is ready. */
+  initError(key: FunctionKey): InitFailure | undefined {
+    const failed = this.failedInit.get(key);
+    if (!failed || this.ready(key).length > 0) return undefined;
+    return failed.values().next().value?.failure;
   }
 
   /** Starting pods as their slices list them, then as the pods' own watch does. */
@@ -284,10 +311,17 @@ export class ReadyReplicas {
    */
   private forgetProbed(key: FunctionKey): void {
     const probed = this.probed.get(key);
-    if (!probed) return;
+    const failed = this.failedInit.get(key);
+    if (!probed && !failed) return;
     const starting = new Set(this.allStarting(key).map((r) => `${r.id}=${r.url}`));
-    for (const [id, r] of probed) if (!starting.has(`${id}=${r.url}`)) probed.delete(id);
-    if (probed.size === 0) this.probed.delete(key);
+    if (probed) {
+      for (const [id, r] of probed) if (!starting.has(`${id}=${r.url}`)) probed.delete(id);
+      if (probed.size === 0) this.probed.delete(key);
+    }
+    if (failed) {
+      for (const [id, f] of failed) if (!starting.has(`${id}=${f.replica.url}`)) failed.delete(id);
+      if (failed.size === 0) this.failedInit.delete(key);
+    }
   }
 
   /** Keeps a replica out until a slice update reports it ready again. */
@@ -365,6 +399,9 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
       : new PodProber({
           onReady: (key, replica) => {
             if (replicas.probedReady(key, replica)) readyChanged(key);
+          },
+          onInitError: (key, replica, failure) => {
+            if (replicas.probedInitError(key, replica, failure)) notify(key);
           },
         });
   const sliceChanged = (key: FunctionKey | undefined) => {
@@ -553,6 +590,8 @@ export function createKubernetesPlatform(o: KubernetesPlatformOptions): Platform
     },
 
     ready: (key) => replicas.ready(key),
+
+    initError: (key) => replicas.initError(key),
 
     counts(key) {
       const { namespace, name } = splitKey(key);

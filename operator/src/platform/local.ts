@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { Agent, get as httpGet } from 'node:http';
+import { Agent } from 'node:http';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -37,10 +37,12 @@ import {
   keyOf,
   splitKey,
   type FunctionKey,
+  type InitFailure,
   type Platform,
   type Replica,
   type ReplicaCounts,
 } from './platform.js';
+import { probeReadyz } from './readyz.js';
 
 const setpriv = '/usr/bin/setpriv';
 
@@ -254,6 +256,8 @@ interface LocalReplica {
   readyAt: number | undefined;
   /** Already counted as a failure (it never became ready). */
   failed: boolean;
+  /** Its handler did not load: the error its /readyz reports. */
+  initError: InitFailure | undefined;
   gone: boolean;
   /** Ends its readiness polls. */
   halt: AbortController;
@@ -639,21 +643,8 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
 
   // Probes go over kept-alive connections: a new connection for each would slow the start.
   const probes = new Agent({ keepAlive: true, maxSockets: 64 });
-  function readyz(url: string, halt: AbortSignal): Promise<boolean> {
-    return new Promise((resolve) => {
-      if (halt.aborted) return resolve(false);
-      const req = httpGet(`${url}/readyz`, { agent: probes, timeout: probeTimeoutMs }, (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode === 200));
-        res.on('error', () => resolve(false));
-      });
-      const stop = () => req.destroy();
-      halt.addEventListener('abort', stop, { once: true });
-      req.on('timeout', stop);
-      req.on('error', () => resolve(false));
-      req.on('close', () => halt.removeEventListener('abort', stop));
-    });
-  }
+  const readyz = (url: string, halt: AbortSignal) =>
+    probeReadyz(url, { agent: probes, signal: halt, timeoutMs: probeTimeoutMs });
 
   const pause = (ms: number, signal: AbortSignal) =>
     sleep(ms, undefined, { signal }).catch(() => undefined);
@@ -668,12 +659,24 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
         const delay = failure(st);
         say(
           r.key,
-          `replica ${r.id} was not ready within ${startTimeoutMs} ms: stopping it; a new one starts in ${delay} ms`,
+          r.initError
+            ? `replica ${r.id} could not load its handler (${r.initError.errorType}: ${r.initError.errorMessage}): invocations get that error; stopping it, a new one loads the handler again in ${delay} ms`
+            : `replica ${r.id} was not ready within ${startTimeoutMs} ms: stopping it; a new one starts in ${delay} ms`,
         );
         stopReplica(r);
         return;
       }
-      if (r.url !== undefined && (await readyz(r.url, halt)) && r.phase === 'starting') {
+      const readiness = r.url === undefined ? undefined : await readyz(r.url, halt);
+      if (readiness && !readiness.ready && readiness.initError && r.phase === 'starting') {
+        // Its handler did not load: invocations get that error now. The replica stays until
+        // the start deadline replaces it, which loads the handler again.
+        if (!r.initError) {
+          r.initError = readiness.initError;
+          emit(r.key);
+        }
+      }
+      if (readiness?.ready && r.phase === 'starting') {
+        r.initError = undefined;
         r.phase = 'running';
         r.ready = true;
         r.readyAt = Date.now();
@@ -686,7 +689,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     while (r.phase === 'running') {
       await pause(readyPollMs, halt);
       if (r.phase !== 'running') return;
-      const ok = await readyz(r.url!, halt);
+      const ok = (await readyz(r.url!, halt)).ready;
       if (r.phase !== 'running' || ok === r.ready) continue;
       r.ready = ok;
       emit(r.key);
@@ -715,6 +718,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       codeDir: undefined,
       readyAt: undefined,
       failed: false,
+      initError: undefined,
       gone: false,
       halt: new AbortController(),
       killTimer: undefined,
@@ -915,6 +919,11 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     },
 
     ready: readyOf,
+
+    initError(key) {
+      if (readyOf(key).length > 0) return undefined;
+      return replicasOf(key).find((r) => r.initError && !r.gone)?.initError;
+    },
 
     counts(key): ReplicaCounts {
       return { desired: states.get(key)?.desired ?? 0, ready: readyOf(key).length };

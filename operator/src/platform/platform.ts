@@ -30,6 +30,12 @@ export interface Replica {
   url: string;
 }
 
+/** A replica's handler that did not load: the error its runtime answers every invocation with. */
+export interface InitFailure {
+  errorType: string;
+  errorMessage: string;
+}
+
 export interface ReplicaCounts {
   /** What the platform was last asked for (the Deployment's spec.replicas). */
   desired: number;
@@ -59,6 +65,12 @@ export interface Platform {
   activate(fn: EddyFunction, atLeast?: number): Promise<void>;
   /** The ready replicas of a function now. */
   ready(key: FunctionKey): Replica[];
+  /**
+   * Why the function cannot take invocations now, if a starting replica has said that its
+   * handler did not load (its /readyz) and none is ready: invocations are answered with that
+   * error at once rather than wait for a replica that will not become ready.
+   */
+  initError?(key: FunctionKey): InitFailure | undefined;
   counts(key: FunctionKey): ReplicaCounts;
   /** Called whenever the ready replicas or counts of a function change. Returns an unsubscribe. */
   onChange(listener: (key: FunctionKey) => void): () => void;

@@ -1,8 +1,11 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { defaultEndpointUrl } from './kubernetes.js';
 import { thumbnailPod } from './pod-fixture.js';
-import { startingPod } from './pod-probe.js';
+import { PodProber, startingPod } from './pod-probe.js';
 
 /** A pod as the Deployment of Function photos/thumbnail makes it, starting, with an address. */
 const pod = thumbnailPod;
@@ -47,6 +50,47 @@ describe('startingPod', () => {
     ];
     for (const [why, change] of left) {
       expect(startingPod(pod(change), defaultEndpointUrl), why).toBeUndefined();
+    }
+  });
+});
+
+describe('PodProber', () => {
+  it("tells a pod whose handler did not load, with the runtime's error, and probes it no more", async () => {
+    let probes = 0;
+    const runtime = createServer((_req, res) => {
+      probes++;
+      const body = JSON.stringify({
+        errorType: 'Runtime.HandlerNotFound',
+        errorMessage: 'index.nope is not a function',
+      });
+      res.writeHead(503, { 'content-type': 'application/json' });
+      res.end(body);
+    });
+    await new Promise<void>((resolve) => runtime.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(runtime.address() as AddressInfo).port}`;
+    const told: unknown[] = [];
+    const prober = new PodProber({
+      onReady: () => told.push('ready'),
+      onInitError: (key, replica, failure) => told.push({ key, id: replica.id, failure }),
+    });
+    try {
+      prober.track('photos/thumbnail', [{ id: 'thumbnail-5f7d-aaaaa', url }]);
+      for (let i = 0; i < 200 && told.length === 0; i++) await sleep(10);
+      expect(told).toEqual([
+        {
+          key: 'photos/thumbnail',
+          id: 'thumbnail-5f7d-aaaaa',
+          failure: {
+            errorType: 'Runtime.HandlerNotFound',
+            errorMessage: 'index.nope is not a function',
+          },
+        },
+      ]);
+      await sleep(200);
+      expect(probes).toBe(1);
+    } finally {
+      prober.stop();
+      runtime.close();
     }
   });
 });

@@ -6,7 +6,7 @@
  * period later) and the EndpointSlice's update. The kubelet's probes still rule: a pod the slice
  * reports ready is the slice's, and one it drops or marks terminating is gone.
  */
-import { Agent, get as httpGet } from 'node:http';
+import { Agent } from 'node:http';
 import type { V1EndpointSlice, V1Pod } from '@kubernetes/client-node';
 import {
   fieldManager as operatorFieldManager,
@@ -14,7 +14,8 @@ import {
   managedByLabel,
   runtimePort,
 } from '../controller/desired.js';
-import type { FunctionKey, Replica } from './platform.js';
+import type { FunctionKey, InitFailure, Replica } from './platform.js';
+import { probeReadyz } from './readyz.js';
 
 /**
  * The first probe of a starting pod, and the next ones growing to the max. A pod is seen from
@@ -105,6 +106,8 @@ interface Probing {
 export interface PodProberOptions {
   /** A starting pod answered /readyz with 200. */
   onReady: (key: FunctionKey, replica: Replica) => void;
+  /** A starting pod's /readyz said its handler did not load: it is not probed again. */
+  onInitError?: (key: FunctionKey, replica: Replica, failure: InitFailure) => void;
   now?: () => number;
 }
 
@@ -164,13 +167,22 @@ export class PodProber {
   private probe(key: FunctionKey, p: Probing, nextMs: number): void {
     const request = new AbortController();
     p.request = request;
-    void readyz(p.replica.url, this.agent, request.signal).then((ok) => {
+    void probeReadyz(p.replica.url, {
+      agent: this.agent,
+      signal: request.signal,
+      timeoutMs: probeTimeoutMs,
+    }).then((readiness) => {
       if (p.request !== request || request.signal.aborted) return;
       p.request = undefined;
       if (this.probing.get(key)?.get(p.replica.id) !== p) return;
-      if (ok) {
+      if (readiness.ready) {
         this.drop(key, p.replica.id);
         this.o.onReady(key, p.replica);
+        return;
+      }
+      if (readiness.initError) {
+        this.drop(key, p.replica.id);
+        this.o.onInitError?.(key, p.replica, readiness.initError);
         return;
       }
       if (this.now() + nextMs > p.until) {
@@ -183,20 +195,4 @@ export class PodProber {
       );
     });
   }
-}
-
-/** Whether the runtime at `url` answers GET /readyz with 200 within the probe's deadline. */
-function readyz(url: string, agent: Agent, signal: AbortSignal): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = httpGet(
-      `${url}/readyz`,
-      { agent, signal: AbortSignal.any([signal, AbortSignal.timeout(probeTimeoutMs)]) },
-      (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode === 200));
-        res.on('error', () => resolve(false));
-      },
-    );
-    req.on('error', () => resolve(false));
-  });
 }
