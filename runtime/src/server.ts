@@ -272,7 +272,20 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       return;
     }
     const extras: Extras = { clientContext, tail: req.headers[h.logType] === 'Tail' };
+    // A body still arriving at the deadline could not be run in time: the slot it holds is
+    // given back rather than kept for a client that sends slowly.
+    const late = setTimeout(() => {
+      reject(
+        res,
+        'InvalidEvent',
+        `the request's body did not arrive within the function's timeout (${config.timeoutMs} ms)`,
+        requestId,
+        { connection: 'close' },
+      );
+      req.destroy();
+    }, config.timeoutMs);
     readBody(req, (body) => {
+      clearTimeout(late);
       try {
         invokeWithBody(res, requestId, deadline, mode, attributes, body, extras);
       } catch (err) {

@@ -1,5 +1,6 @@
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { request as httpRequest } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
@@ -244,6 +245,45 @@ describe('runtime: answers', () => {
     h.release('two', '2');
     for (const r of await Promise.all(slow)) expect(r.status).toBe(200);
     expect((await invoke(rt.url, { action: 'return', value: 4 })).json).toBe(4);
+  });
+
+  it("gives back the slot of a body that has not arrived by the function's timeout", async () => {
+    const rt = track(
+      await startRuntime(
+        { 'index.mjs': actions },
+        { EDDY_CONCURRENCY: '1', EDDY_TIMEOUT_MS: '1000' },
+      ),
+    );
+    await waitForReadyz(rt.url, 200);
+    // Declares a body and sends none of it.
+    const { port } = new URL(rt.url);
+    const started = Date.now();
+    const stalled = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest(
+        {
+          host: '127.0.0.1',
+          port: Number(port),
+          method: 'POST',
+          path: '/',
+          headers: { 'content-type': 'application/json', 'content-length': 100 },
+        },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (body += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        },
+      );
+      req.on('error', reject);
+      req.flushHeaders();
+    });
+    expect(stalled.status).toBe(400);
+    expect(JSON.parse(stalled.body)).toMatchObject({
+      errorMessage: "the request's body did not arrive within the function's timeout (1000 ms)",
+    });
+    expect(Date.now() - started).toBeLessThan(10_000);
+    // The one slot is free again.
+    expect((await invoke(rt.url, { action: 'return', value: 5 })).json).toBe(5);
   });
 
   it('sizes the heap from EDDY_MEMORY_MB, so exhausting it is a clear error, not a kill by the kernel', async () => {
