@@ -31,8 +31,9 @@ s3_client = boto3.client(
 def resize_image(image_path, resized_path, width):
     with Image.open(image_path) as image:
         image_format = image.format
-        # thumbnail() keeps the aspect ratio and never enlarges.
-        image.thumbnail((width, image.height * width // image.width or 1))
+        # thumbnail() keeps the aspect ratio and never enlarges; bounded by the width alone
+        # (the height as it is), so that the width is exactly `width`, not one pixel less.
+        image.thumbnail((width, image.height))
         image.save(resized_path, format=image_format)
 
 

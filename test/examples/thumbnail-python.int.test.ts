@@ -137,21 +137,24 @@ describe.runIf(canRun('minio', 'runtimes'))('the Python thumbnail example, local
 
   it('makes 200-pixel thumbnails of a JPEG and a PNG, format and aspect kept, keys decoded', async () => {
     const cases = [
-      { key: 'holiday photos/été+1.jpg', format: 'jpeg', type: 'image/jpeg' },
-      { key: 'b.png', format: 'png', type: 'image/png' },
+      { key: 'holiday photos/été+1.jpg', format: 'jpeg', type: 'image/jpeg', size: [1600, 1200] },
+      { key: 'b.png', format: 'png', type: 'image/png', size: [1600, 1200] },
+      // 3:2, whose height rounds down: the width stays 200.
+      { key: 'c.jpg', format: 'jpeg', type: 'image/jpeg', size: [1200, 800] },
     ] as const;
     for (const c of cases) {
-      const image = picture(1600, 1200);
+      const image = picture(c.size[0], c.size[1]);
       const bytes = await (c.format === 'jpeg' ? image.jpeg() : image.png()).toBuffer();
       await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: c.key, Body: bytes }));
       const { status, body } = await stack!.invoke('thumbnail-python', s3Event('photos', c.key));
       expect(status, JSON.stringify(body)).toBe(200);
+      const height = Math.round((200 * c.size[1]) / c.size[0]);
       expect(body).toEqual({
-        written: [{ bucket: 'photos-thumbnails', key: c.key, width: 200, height: 150 }],
+        written: [{ bucket: 'photos-thumbnails', key: c.key, width: 200, height }],
       });
       const thumb = await thumbnailOf(c.key);
       expect(thumb.contentType).toBe(c.type);
-      expect(thumb.meta).toMatchObject({ format: c.format, width: 200, height: 150 });
+      expect(thumb.meta).toMatchObject({ format: c.format, width: 200, height });
     }
     expect(stack!.log()).toContain(
       'thumbnail photos/holiday photos/été+1.jpg -> photos-thumbnails/holiday photos/été+1.jpg 200x150',
