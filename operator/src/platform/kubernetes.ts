@@ -271,7 +271,10 @@ export class ReadyReplicas {
     const still = this.allStarting(key).some((r) => r.id === replica.id && r.url === replica.url);
     if (!still) return false;
     let failed = this.failedInit.get(key);
-    if (!failed) this.failedInit.set(key, (failed = new Map()));
+    if (!failed) {
+      failed = new Map<string, { replica: Replica; failure: InitFailure }>();
+      this.failedInit.set(key, failed);
+    }
     failed.set(replica.id, { replica, failure });
     return true;
   }
