@@ -92,3 +92,94 @@ describe('activation from zero', () => {
     expect(calls).toBe(waits.length);
   });
 });
+
+describe('a function whose replicas cannot start', () => {
+  /** A platform at zero whose replicas report `why` once `tell()` is called. */
+  function failingPlatform(why: { initError?: Platform['initError']; cannotStart?: string }) {
+    const listeners = new Set<(key: string) => void>();
+    let told = false;
+    const platform: Platform = {
+      name: 'local',
+      start: async () => undefined,
+      scale: async () => undefined,
+      activate: async () => undefined,
+      ready: () => [],
+      counts: () => ({ desired: 1, ready: 0 }),
+      onChange: (l) => {
+        listeners.add(l);
+        return () => listeners.delete(l);
+      },
+      unreachable: () => undefined,
+      initError: (key) => (told ? why.initError?.(key) : undefined),
+      cannotStart: () => (told ? why.cannotStart : undefined),
+    };
+    const tell = () => {
+      told = true;
+      for (const l of listeners) l('default/hello');
+    };
+    return { platform, tell };
+  }
+
+  const invoke = (platform: Platform, stop: AbortController) => {
+    const dispatcher = new Dispatcher({
+      platform,
+      metrics: new GatewayMetrics({ snapshot: () => [] }),
+      log: () => undefined,
+    });
+    dispatcher.start(stop.signal);
+    const call = () =>
+      dispatcher.invoke(fn, {
+        requestId: 'r-1',
+        body: Buffer.from('{}'),
+        headers: {},
+        trigger: 'invoke',
+      });
+    return call;
+  };
+
+  it("answers waiting and later invocations with the handler's init error, as the replica would", async () => {
+    const stop = new AbortController();
+    const { platform, tell } = failingPlatform({
+      initError: () => ({ errorType: 'Runtime.HandlerNotFound', errorMessage: 'index.nope' }),
+    });
+    const call = invoke(platform, stop);
+    try {
+      const waiting = call();
+      tell();
+      for (const res of [await waiting, await call()]) {
+        expect(res.status).toBe(502);
+        expect(res.functionError).toBe(true);
+        expect(res.headers['x-eddy-function-error']).toBe('Unhandled');
+        expect(JSON.parse(res.body.toString())).toEqual({
+          errorType: 'Runtime.HandlerNotFound',
+          errorMessage: 'index.nope',
+        });
+      }
+    } finally {
+      stop.abort();
+    }
+  });
+
+  it('refuses waiting invocations with 503 and the reason when the platform cannot start it', async () => {
+    const stop = new AbortController();
+    const { platform, tell } = failingPlatform({
+      cannotStart: "cannot make python3.11's environment: pip failed",
+    });
+    const call = invoke(platform, stop);
+    try {
+      const waiting = call().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      tell();
+      expect(await waiting).toMatchObject({
+        status: 503,
+        errorType: 'EddyActivationFailed',
+        message:
+          "default/hello cannot be started: cannot make python3.11's environment: pip failed",
+      });
+    } finally {
+      stop.abort();
+    }
+  });
+});

@@ -446,14 +446,22 @@ export class Dispatcher {
 
   /**
    * Waiting invocations of a function none of whose replicas is ready, and one of which could not
-   * load its handler, get that error now: no replica that says so becomes ready by waiting.
+   * load its handler (or that the platform cannot start now), get that error now: no replica that
+   * says so becomes ready by waiting.
    */
   private failInit(key: FunctionKey, lane: Lane): boolean {
     if (lane.waiters.length === 0) return false;
     const failure = this.o.platform.initError?.(key);
-    if (!failure) return false;
+    const cannot = failure ? undefined : this.o.platform.cannotStart?.(key);
+    if (!failure && !cannot) return false;
     lane.account(this.now());
-    for (const w of lane.waiters.splice(0)) w.reject(new InitFailed(failure));
+    for (const w of lane.waiters.splice(0)) {
+      w.reject(
+        failure
+          ? new InitFailed(failure)
+          : gatewayError('ActivationFailed', `${key} cannot be started: ${cannot}`, 5),
+      );
+    }
     return true;
   }
 

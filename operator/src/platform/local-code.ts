@@ -421,10 +421,15 @@ export async function pythonWithRic(
       return python;
     })();
     venvs.set(venv, made);
-    made.catch(() => venvs.delete(venv));
+    // A failure is kept a while: replicas started again meanwhile are told it at once
+    // instead of making the environment again (a changed requirements.txt is another one).
+    made.catch(() => setTimeout(() => venvs.delete(venv), failedEnvironmentKeptMs).unref());
   }
   return made;
 }
+
+/** How long a virtual environment that could not be made is not tried again. */
+export const failedEnvironmentKeptMs = 60_000;
 
 /** How long fetching a Node.js from the npm registry may take before the stack gives up. */
 export const nodeFetchDeadlineMs = 300_000;

@@ -237,6 +237,8 @@ interface FunctionState {
   restartTimer: NodeJS.Timeout | undefined;
   /** Notes already logged for this revision, so a crash loop does not repeat them. */
   said: Set<string>;
+  /** Why the last replica could not be started (its language's environment), until one is. */
+  cannotStart: string | undefined;
   reconciling: boolean;
   again: boolean;
 }
@@ -368,6 +370,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       failures: 0,
       restartTimer: undefined,
       said: new Set(),
+      cannotStart: undefined,
       reconciling: false,
       again: false,
     };
@@ -585,10 +588,11 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     } catch (err) {
       if (!superseded()) {
         const delay = failure(st);
-        say(
-          r.key,
-          `cannot make ${r.fn.spec.runtime}'s environment: ${describeError(err)}; trying again in ${delay} ms`,
-        );
+        const why = `cannot make ${r.fn.spec.runtime}'s environment: ${describeError(err)}`;
+        say(r.key, `${why}; trying again in ${delay} ms`);
+        // Invocations waiting for it are told now, not after the activation timeout.
+        st.cannotStart = why;
+        emit(r.key);
       }
       r.phase = 'stopping';
       gone(r);
@@ -622,6 +626,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     r.child = child;
     r.id = child.pid === undefined ? `unstarted-${r.seq}` : String(child.pid);
     r.phase = 'starting';
+    st.cannotStart = undefined;
     const prefix = `[${r.key}] `;
     forwardLines(child.stdout, (line) => {
       if (r.url === undefined) {
@@ -790,6 +795,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     clearTimeout(st.restartTimer);
     st.restartTimer = undefined;
     st.said.clear();
+    st.cannotStart = undefined;
     void reconcile(st);
   }
 
@@ -923,6 +929,11 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     initError(key) {
       if (readyOf(key).length > 0) return undefined;
       return replicasOf(key).find((r) => r.initError && !r.gone)?.initError;
+    },
+
+    cannotStart(key) {
+      if (readyOf(key).length > 0) return undefined;
+      return states.get(key)?.cannotStart;
     },
 
     counts(key): ReplicaCounts {

@@ -71,6 +71,11 @@ export interface Platform {
    * error at once rather than wait for a replica that will not become ready.
    */
   initError?(key: FunctionKey): InitFailure | undefined;
+  /**
+   * Why the platform cannot start the function's replicas now (locally: its language's
+   * environment could not be made), when none is ready: invocations get 503 at once with it.
+   */
+  cannotStart?(key: FunctionKey): string | undefined;
   counts(key: FunctionKey): ReplicaCounts;
   /** Called whenever the ready replicas or counts of a function change. Returns an unsubscribe. */
   onChange(listener: (key: FunctionKey) => void): () => void;
