@@ -99,7 +99,7 @@ export interface Eddy {
 }
 
 /** How long a stopping gateway lets invocations in flight finish. */
-const drainMs = 30_000;
+export const drainMs = 30_000;
 
 export function composeEddy(o: EddyOptions): Eddy {
   // Deliveries end after the gateway has drained, so retries in progress get their chance.

@@ -4,11 +4,12 @@
  *
  *   node dist/operator/dev.js [--port 8080] [--metrics-port 9090] <manifest files...>
  */
+import { constants as osConstants } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { noAuth } from './auth/authorizer.js';
-import { composeEddy } from './compose.js';
+import { composeEddy, drainMs } from './compose.js';
 import { PortTaken } from './errors.js';
 import { freePortOn } from './local/free-port.js';
 import { ManifestSet } from './local/manifests.js';
@@ -205,10 +206,22 @@ const manifests = new ManifestSet({
 });
 await manifests.load(positionals);
 const stop = new AbortController();
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.once(signal, () => {
-    log(`eddy: ${signal}: draining and stopping the functions' processes`);
-    stop.abort();
+let signalled = false;
+// SIGHUP: the terminal closed.
+for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+  process.on(signal, () => {
+    if (!signalled) {
+      signalled = true;
+      log(
+        `eddy: ${signal}: draining (invocations in flight get up to ${drainMs / 1000} s), then stopping the functions' processes; ${signal === 'SIGINT' ? 'Ctrl-C' : signal} again stops at once`,
+      );
+      stop.abort();
+      return;
+    }
+    log(`eddy: ${signal} again: stopping at once`);
+    // What is gathered goes out before the exit, which does not wait for the next turn.
+    if (pending.length > 0) flush();
+    process.exit(128 + (osConstants.signals[signal] ?? 0));
   });
 }
 manifests.watch(stop.signal);

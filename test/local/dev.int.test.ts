@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile, rename } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile, rename } from 'node:fs/promises';
 import {
   GetObjectCommand,
   HeadBucketCommand,
@@ -62,6 +62,7 @@ async function startDev(
   files: string[],
   flags: string[] = [],
   path = pathWithoutMinio,
+  env: Record<string, string> = {},
 ): Promise<string> {
   proc = startProcess(
     'dev',
@@ -70,7 +71,7 @@ async function startDev(
     join(dir, 'dev.log'),
     {
       cwd: dir,
-      env: { PATH: path, HOME: process.env.HOME },
+      env: { PATH: path, HOME: process.env.HOME, ...env },
     },
   );
   let url = '';
@@ -412,6 +413,36 @@ stringData: {token: s3cr3t}
     expect(first).toBeLessThan(at(/\[dev\/failing\] .*try 2/));
     expect(second).toBeGreaterThan(first);
     expect(second).toBeLessThan(at(/DROPPED event/));
+  });
+
+  it('drains on Ctrl-C, saying how long and that a second one stops at once, which leaves nothing behind', async () => {
+    const file = join(dir, 'sleepy.yaml');
+    await writeFile(
+      file,
+      fn(
+        'sleepy',
+        `export const handler = async () => { console.log('sleeping'); await new Promise((r) => setTimeout(r, 60000)); };`,
+        '\n  timeoutSeconds: 120',
+      ),
+    );
+    const tmp = join(dir, 'tmp');
+    await mkdir(tmp, { recursive: true });
+    const url = await startDev([file], [], pathWithoutMinio, { TMPDIR: tmp });
+    expect((await readdir(tmp)).filter((f) => f.startsWith('eddy-local-'))).toHaveLength(1);
+    const call = fetch(`${url}/functions/dev/sleepy`, { method: 'POST', body: '{}' }).catch(
+      () => undefined,
+    );
+    await waitFor('the handler to run', async () => proc!.log().includes('sleeping') || undefined);
+    proc!.child.kill('SIGINT');
+    await waitFor('the drain', async () => proc!.log().includes('SIGINT: draining') || undefined);
+    expect(proc!.log()).toContain(
+      "eddy: SIGINT: draining (invocations in flight get up to 30 s), then stopping the functions' processes; Ctrl-C again stops at once",
+    );
+    proc!.child.kill('SIGINT');
+    expect(await proc!.exited).toBe('exited with code 130');
+    expect(proc!.log()).toContain('eddy: SIGINT again: stopping at once');
+    expect((await readdir(tmp)).filter((f) => f.startsWith('eddy-local-'))).toEqual([]);
+    await call;
   });
 
   it('reports a bad Function, skips it, and runs the others', async () => {

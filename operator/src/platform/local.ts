@@ -9,7 +9,7 @@ import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_p
 import { createHash } from 'node:crypto';
 import { Agent } from 'node:http';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -374,6 +374,10 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       reconciling: false,
       again: false,
     };
+  }
+
+  function removeWorkDir(): void {
+    rmSync(workDir, { recursive: true, force: true });
   }
 
   function replicasOf(key: FunctionKey): LocalReplica[] {
@@ -853,6 +857,7 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
     probes.destroy();
     await Promise.all([...fileQueues.values()]);
     if (options.workDir === undefined) {
+      process.removeListener('exit', removeWorkDir);
       await rm(workDir, { recursive: true, force: true });
     } else {
       for (const key of keysWithFiles) await rm(functionDir(key), { recursive: true, force: true });
@@ -870,6 +875,8 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       started = true;
       if (options.workDir === undefined) {
         workDir = await mkdtemp(join(tmpdir(), 'eddy-local-'));
+        // An exit without the stop (a second Ctrl-C) leaves no directory behind either.
+        process.once('exit', removeWorkDir);
       } else {
         workDir = options.workDir;
         await mkdir(workDir, { recursive: true });
