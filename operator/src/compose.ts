@@ -70,6 +70,8 @@ export interface EddyOptions {
    * balancers (kube-proxy) have stopped sending to it before it closes. Default 0.
    */
   drainDelayMs?: number;
+  /** How long invocations in flight get to finish once the gateway stops (default 30 s). */
+  drainMs?: number;
   /**
    * What runs here: everything (the default: the local stack, or one Deployment), or one side
    * of the chart's two Deployments. `controller`: the reconciler, autoscaler and leader-only
@@ -176,7 +178,16 @@ export function composeEddy(o: EddyOptions): Eddy {
       if (o.drainDelayMs) await new Promise((r) => setTimeout(r, o.drainDelayMs));
       // 2. No new invocations; those in flight finish, on replicas that still run.
       dispatching.abort();
-      await close(server, drainMs);
+      const drainFor = o.drainMs ?? drainMs;
+      await close(server, drainFor, () => {
+        // The drain has ended: invocations still open are answered, then their connections go.
+        const cut = gateway.cutInFlight();
+        if (cut > 0) {
+          o.log(
+            `${cut} invocation(s) still in flight after ${drainFor / 1000} s were answered 503 EddyShuttingDown`,
+          );
+        }
+      });
       // Metrics until the gateway has drained: the last scrapes see its last invocations.
       if (metricsServer) await close(metricsServer.server, 1_000);
       gateway.dispatcher.close();
@@ -287,11 +298,21 @@ async function serveMetrics(
 }
 
 /** Stops taking connections, lets requests in flight finish for up to `ms`, then cuts the rest. */
-function close(server: Server, ms: number): Promise<void> {
+/** How long answers cut at the drain's end have to leave before their connections close. */
+const cutAnswersMs = 1_000;
+
+function close(server: Server, ms: number, cut?: () => void): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => server.closeAllConnections(), ms);
+    let last: NodeJS.Timeout | undefined;
+    const timer = setTimeout(() => {
+      if (!cut) return server.closeAllConnections();
+      cut();
+      server.closeIdleConnections();
+      last = setTimeout(() => server.closeAllConnections(), cutAnswersMs);
+    }, ms);
     server.close(() => {
       clearTimeout(timer);
+      clearTimeout(last);
       resolve();
     });
     server.closeIdleConnections();

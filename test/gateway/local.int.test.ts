@@ -176,6 +176,32 @@ describe('the gateway on the local platform', () => {
     }
   });
 
+  it('answers an invocation still in flight when the drain ends with 503, not a closed connection', async () => {
+    stack = await startStack(
+      [
+        inlineFunction(
+          'slow',
+          `export const handler = async () => { console.log('slow started'); await new Promise((r) => setTimeout(r, 30000)); };`,
+          { timeoutSeconds: 60 },
+        ),
+      ],
+      { drainMs: 500 },
+    );
+    const answer = stack.invoke('slow');
+    await waitFor(
+      'the handler to start',
+      async () => stack!.logs.some((l) => l.includes('slow started')) || undefined,
+    );
+    const stopping = stack.stop();
+    stack = undefined;
+    const res = await answer;
+    expect(res.status).toBe(503);
+    const body = (await res.json()) as { errorType: string; errorMessage: string };
+    expect(body.errorType).toBe('EddyShuttingDown');
+    expect(body.errorMessage).toMatch(/^the gateway stopped before the function answered/);
+    await stopping;
+  });
+
   it('holds invocations past maxReplicas x concurrency in a bounded queue, then answers 429', async () => {
     const slow = `export const handler = async () => { await new Promise((r) => setTimeout(r, 1500)); return 'done'; };`;
     stack = await startStack(

@@ -55,6 +55,7 @@ export async function startStack(
       | 'auth'
       | 'jetstream'
       | 'role'
+      | 'drainMs'
     >
   > = {},
 ): Promise<Stack> {

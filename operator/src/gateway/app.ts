@@ -97,6 +97,11 @@ export interface Gateway {
   /** /readyz answers 200 once set. */
   setReady(ready: boolean): void;
   /**
+   * Answers every invocation still waiting for its function with 503 `EddyShuttingDown` (the
+   * drain has ended): callers get an answer rather than a closed connection. Returns how many.
+   */
+  cutInFlight(): number;
+  /**
    * Serves `POST path` (a source's intake): the handler's answer, or its GatewayError.
    * `authorize` runs on the headers before the body is read, and throws to refuse.
    */
@@ -211,6 +216,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
     );
   };
 
+  /** Invocations not answered yet, and how to answer each with an error. */
+  const open = new Map<ServerResponse, (err: GatewayError) => void>();
+
   const lambdaApi = createLambdaApi({
     auth: deps.auth,
     find,
@@ -227,6 +235,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     dispatcher,
     asyncInvoke,
     log: deps.log,
+    open,
   });
 
   async function invoke(
@@ -321,9 +330,13 @@ export function createGateway(deps: GatewayDeps): Gateway {
           throw gatewayError('MethodNotAllowed', `${req.method} ${path}: invoke with POST`);
         }
         const held = holdFor(res);
+        open.set(res, fail);
         invoke(req, res, requestId, m, held)
           .catch(fail)
-          .finally(() => held.done());
+          .finally(() => {
+            open.delete(res);
+            held.done();
+          });
         return;
       }
       const route = routes.get(path);
@@ -446,6 +459,20 @@ export function createGateway(deps: GatewayDeps): Gateway {
     },
     setReady(r) {
       ready = r;
+    },
+    cutInFlight() {
+      const cut = [...open.values()];
+      open.clear();
+      for (const answer of cut) {
+        answer(
+          gatewayError(
+            'ShuttingDown',
+            'the gateway stopped before the function answered: the invocation may have run; retry it if it may run twice',
+            1,
+          ),
+        );
+      }
+      return cut.length;
     },
     route(path, handler, authorize) {
       routes.set(path, { handler, ...(authorize ? { authorize } : {}) });

@@ -55,6 +55,11 @@ export interface LambdaApiDeps {
   dispatcher: Dispatcher;
   asyncInvoke?: AsyncInvoke;
   log: (message: string) => void;
+  /**
+   * Invocations not answered yet, each with how to answer it with an error: the gateway cuts
+   * those still open when its drain ends.
+   */
+  open?: Map<ServerResponse, (err: GatewayError) => void>;
 }
 
 /** A FunctionName resolved: where the function is and the qualifier it names, if any. */
@@ -301,9 +306,13 @@ export function createLambdaApi(deps: LambdaApiDeps): LambdaApi {
 
   function handle(req: IncomingMessage, res: ServerResponse, requestId: string): void {
     const held = deps.holdFor(res);
+    deps.open?.set(res, (err) => fail(res, requestId, err));
     invoke(req, res, requestId, held)
       .catch((err: unknown) => fail(res, requestId, err))
-      .finally(() => held.done());
+      .finally(() => {
+        deps.open?.delete(res);
+        held.done();
+      });
   }
 
   function fail(res: ServerResponse, requestId: string, err: unknown): void {
