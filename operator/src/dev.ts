@@ -39,6 +39,10 @@ const usage = `usage: node dist/operator/dev.js [--port 8080] [--metrics-port 90
   Invoke with:
     curl -d '{"name":"eddy"}' http://127.0.0.1:8080/functions/<namespace>/<name>
 
+  --port <port>           where the gateway listens: invocations, the Lambda Invoke API
+                          (default 8080; 0 for any free port, which it prints)
+  --host <address>        the address the gateway, the metrics and the S3 store listen on
+                          (default 127.0.0.1; invocations are not authenticated: keep it local)
   --metrics-port <port>   where Prometheus metrics are served, GET /metrics (default 9090; 0
                           for any free port, which it prints)
 
@@ -258,13 +262,24 @@ sources.push(s3.factory, s3PollSource());
 let minioStarting: Promise<void> | undefined;
 /** What the user needs to use the store, once it takes requests. */
 function storeReady(store: EmbeddedS3, kind: string): void {
-  const [first] = buckets;
+  // The bucket to show an upload to: the first of the store's that a Function's trigger names.
+  const triggered = new Set(
+    manifests.store
+      .list()
+      .flatMap((f) => f.spec.triggers ?? [])
+      .flatMap((t) => (t.s3 ? [t.s3.bucket] : [])),
+  );
+  const first = buckets.find((b) => triggered.has(b));
   // curl signs for S3 with --aws-sigv4; the store wants the payload hash header too.
   const sign = `--aws-sigv4 aws:amz:us-east-1:s3 --user ${values['s3-access-key']}:${values['s3-secret-key']} -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD'`;
   log(
     `eddy: S3 store on ${store.endpoint} (access key ${values['s3-access-key']}, secret ${values['s3-secret-key']}), buckets ${buckets.join(', ')}; ${kind}`,
   );
-  if (first) {
+  if (!first) {
+    log(
+      `eddy: no Function has an S3 trigger on ${buckets.join(', ') || 'its buckets'} yet: uploads there invoke nothing`,
+    );
+  } else {
     log(`eddy: upload  curl ${sign} -T photo.jpg ${store.endpoint}/${first}/photo.jpg`);
     // The demo's thumbnail function writes next door: where to look.
     if (buckets.includes(`${first}-thumbnails`)) {
