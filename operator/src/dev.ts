@@ -26,6 +26,7 @@ import { s3PollSource } from './sources/s3-poll.js';
 import { s3IntakePath, s3Source } from './sources/s3.js';
 import { normaliseEndpoint } from './sources/s3-stores.js';
 import { scheduleSource } from './sources/schedule.js';
+import { TriggerStates } from './sources/states.js';
 import type { SourceFactory } from './sources/source.js';
 
 function storeFailedOn(port: number | undefined, err: unknown): string {
@@ -289,8 +290,31 @@ function storeReady(store: EmbeddedS3, kind: string): void {
     }
   }
 }
+// There is no Function status to read locally: a trigger that stops delivering, and one that
+// delivers again, is said.
+const triggerStates = new TriggerStates();
+const saidStates = new Map<string, string>();
+triggerStates.onChange((key) => {
+  const fn = manifests.store.get(...(key.split('/') as [string, string]));
+  for (const t of fn?.spec.triggers ?? []) {
+    const state = triggerStates.get(key, t.name);
+    const id = `${key}/${t.name}`;
+    const before = saidStates.get(id);
+    if (!state || state.ready) {
+      if (before !== undefined && state?.ready)
+        log(`eddy: ${key}: trigger ${t.name} delivers again`);
+      saidStates.delete(id);
+      continue;
+    }
+    const now = `${state.reason ?? 'SourceError'}: ${state.message ?? ''}`;
+    if (now === before) continue;
+    saidStates.set(id, now);
+    log(`eddy: ${key}: trigger ${t.name} does not deliver (${now})`);
+  }
+});
 const eddy = composeEddy({
   ...(jetstream ? { jetstream } : {}),
+  states: triggerStates,
   platform: createLocalPlatform({
     store: manifests.store,
     runtimeMain: resolve(root, 'dist', 'runtime', 'main.js'),

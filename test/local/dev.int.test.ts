@@ -375,6 +375,42 @@ stringData: {token: s3cr3t}
     );
   });
 
+  it('says when a trigger does not deliver, since there is no status to read locally', async () => {
+    // Port 1: nothing listens there, so the connection is refused at once.
+    const closed = 1;
+    const file = join(dir, 'unreachable.yaml');
+    await writeFile(
+      file,
+      fn(
+        'unreached',
+        `export const handler = async () => 1;`,
+        `\n  triggers:\n    - name: uploads\n      s3:\n        bucket: photos\n        connection: {endpoint: 'http://127.0.0.1:${closed}', secretRef: {name: creds}}`,
+      ) +
+        `---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+  namespace: dev
+  labels: {eddy.dev/connection: 'true'}
+stringData: {accessKeyId: a, secretAccessKey: b}
+`,
+    );
+    await startDev([file]);
+    const line = await waitFor(
+      'the trigger problem',
+      async () =>
+        proc!
+          .log()
+          .split('\n')
+          .find((l) => l.includes('dev/unreached: trigger uploads does not deliver')),
+      30_000,
+    );
+    expect(line).toMatch(
+      /^eddy: dev\/unreached: trigger uploads does not deliver \(EndpointUnreachable: .*the endpoint could not be reached/,
+    );
+  });
+
   it('logs each failed attempt of an asynchronous invocation as it fails, with its number, error type and message', async () => {
     const file = join(dir, 'failing.yaml');
     await writeFile(
