@@ -151,6 +151,17 @@ describe('the gateway on the local platform', () => {
     expect(badEscape.status).toBe(404);
   });
 
+  it("runs inline code from the file its handler names, as Lambda's console names it", async () => {
+    stack = await startStack([
+      inlineFunction('named', 'export const greet = async (e) => ({ hi: e.name });', {
+        handler: 'app.greet',
+      }),
+    ]);
+    const res = await stack.invoke('named', { name: 'eddy' });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ hi: 'eddy' });
+  });
+
   it('answers at once with the error of a handler that does not load, as the replica would', async () => {
     stack = await startStack([
       inlineFunction('broken', 'export const handler = async () => { return ( };'),

@@ -212,6 +212,19 @@ describe('the other children', () => {
     expect(data({ runtime: 'nodejs24', code: { inline: 'src' } })).toEqual({ 'index.mjs': 'src' });
     expect(data({ runtime: 'python3.11', code: { inline: 'src' } })).toEqual({ 'index.py': 'src' });
     expect(data({ runtime: 'provided', code: { inline: 'src' } })).toEqual({ bootstrap: 'src' });
+    // Named by the handler's module, as Lambda's console names the file.
+    expect(data({ handler: 'app.handler', code: { inline: 'src' } })).toEqual({ 'app.mjs': 'src' });
+    expect(
+      data({
+        runtime: 'python3.11',
+        handler: 'lambda_function.lambda_handler',
+        code: { inline: 'src' },
+      }),
+    ).toEqual({ 'lambda_function.py': 'src' });
+    // A module in a folder cannot be one inline file: index, as before.
+    expect(data({ handler: 'src/app.handler', code: { inline: 'src' } })).toEqual({
+      'index.mjs': 'src',
+    });
     expect(desiredCodeConfigMap(fn({ image: 'x' }))).toBeUndefined();
   });
 

@@ -116,7 +116,7 @@ export function desiredCodeConfigMap(fn: EddyFunction): V1ConfigMap | undefined 
     apiVersion: 'v1',
     kind: 'ConfigMap',
     metadata: meta(fn, codeConfigMapName(fn)),
-    data: { [inlineCodeFile(fn.spec.runtime ?? envDefaults.runtime)]: inline },
+    data: { [inlineCodeFile(fn.spec.runtime ?? envDefaults.runtime, fn.spec.handler)]: inline },
   };
 }
 

@@ -45,14 +45,20 @@ export function usesRuntimeApi(runtime: string): boolean {
 
 /**
  * The file a Function's inline code (spec.code.inline) becomes in its code directory, in a pod's
- * ConfigMap as on the local stack: index.mjs for Node.js (handler index.<export>), index.py for
- * python3.11 (handler index.<function>), an executable bootstrap for provided. java17 takes no
- * inline code (the CRD refuses it: a class must be compiled).
+ * ConfigMap as on the local stack: `<module>.mjs` for Node.js and `<module>.py` for python3.11,
+ * the module its handler names (index.mjs for the default handler index.handler), an executable
+ * bootstrap for provided. java17 takes no inline code (the CRD refuses it: a class must be
+ * compiled).
  */
-export function inlineCodeFile(runtime: string): string {
-  if (runtime === 'python3.11') return 'index.py';
+export function inlineCodeFile(runtime: string, handler: string = envDefaults.handler): string {
   if (runtime === 'provided') return 'bootstrap';
-  return 'index.mjs';
+  // Named by the handler's module, as Lambda's console names the file (`app.handler`: app.mjs;
+  // `lambda_function.lambda_handler`: lambda_function.py); a module in a folder or package
+  // cannot be one inline file, which stays `index`.
+  const dot = handler.lastIndexOf('.');
+  const module = dot > 0 ? handler.slice(0, dot) : '';
+  const name = /^[A-Za-z0-9_-]+$/.test(module) ? module : 'index';
+  return runtime === 'python3.11' ? `${name}.py` : `${name}.mjs`;
 }
 
 export type LogFormat = 'text' | 'json';
