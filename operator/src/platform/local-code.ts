@@ -59,7 +59,9 @@ function findCode(fn: EddyFunction, configMaps?: ConfigMapReader): CodeSource {
   }
   const code = fn.spec.code;
   if (code?.inline !== undefined) {
-    const files = { [inlineCodeFile(fn.spec.runtime ?? envDefaults.runtime, fn.spec.handler)]: code.inline };
+    const files = {
+      [inlineCodeFile(fn.spec.runtime ?? envDefaults.runtime, fn.spec.handler)]: code.inline,
+    };
     return { kind: 'files', files, hash: contentHash(files) };
   }
   if (code?.configMap?.name) {
