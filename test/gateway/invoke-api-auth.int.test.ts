@@ -7,7 +7,6 @@
  */
 import { InvokeCommand, LambdaClient, type LambdaClientConfig } from '@aws-sdk/client-lambda';
 import * as k8s from '@kubernetes/client-node';
-import { request as httpRequest } from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   clusterInvokeCredentials,
@@ -21,6 +20,7 @@ import {
   operatorKubeConfig,
   releaseNamespace,
 } from '../harness/operator.js';
+import { postHeadersOnly } from '../harness/headers-only.js';
 import { canRun, useComponent } from '../harness/suite.js';
 import { waitFor } from '../harness/wait.js';
 import { inlineFunction, namespace, quiet, startStack, type Stack } from './stack.js';
@@ -218,34 +218,16 @@ describe.skipIf(!canRun('kube'))('Lambda Invoke API with SigV4 and RBAC', () => 
   it('refuses a signature with an unknown key before its body arrives', async () => {
     // Declares a 6 MB body and sends none: the headers alone decide, and the budget is not held.
     const amzDate = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+/, '');
-    const { port } = new URL(stack.url);
-    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = httpRequest(
-        {
-          host: '127.0.0.1',
-          port: Number(port),
-          method: 'POST',
-          path: '/2015-03-31/functions/hello/invocations',
-          headers: {
-            'content-length': 6_000_000,
-            'x-amz-date': amzDate,
-            authorization: `AWS4-HMAC-SHA256 Credential=AKIDUNKNOWN/${amzDate.slice(0, 8)}/eu-west-1/lambda/aws4_request, SignedHeaders=host;x-amz-date, Signature=${'0'.repeat(64)}`,
-          },
-          timeout: 10_000,
-        },
-        (res) => {
-          let body = '';
-          res.setEncoding('utf8');
-          res.on('data', (c: string) => (body += c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-        },
-      );
-      req.on('timeout', () =>
-        req.destroy(new Error('no answer within 10 s: the body was awaited')),
-      );
-      req.on('error', reject);
-      req.flushHeaders();
-    });
+    const answer = await postHeadersOnly(
+      stack.url,
+      '/2015-03-31/functions/hello/invocations',
+      {
+        'content-length': 6_000_000,
+        'x-amz-date': amzDate,
+        authorization: `AWS4-HMAC-SHA256 Credential=AKIDUNKNOWN/${amzDate.slice(0, 8)}/eu-west-1/lambda/aws4_request, SignedHeaders=host;x-amz-date, Signature=${'0'.repeat(64)}`,
+      },
+      10_000,
+    );
     expect(answer.status).toBe(403);
     const refusal = JSON.parse(answer.body) as { Type: string; message: string };
     expect(refusal.Type).toBe('User');

@@ -1,10 +1,10 @@
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { request as httpRequest } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { billedFor, startRuntime, waitForReadyz } from '../harness/runtime.js';
+import { postHeadersOnly } from '../harness/headers-only.js';
 import { startHolds } from '../harness/holds.js';
 import { usePerTest } from '../harness/suite.js';
 
@@ -256,26 +256,10 @@ describe('runtime: answers', () => {
     );
     await waitForReadyz(rt.url, 200);
     // Declares a body and sends none of it.
-    const { port } = new URL(rt.url);
     const started = Date.now();
-    const stalled = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = httpRequest(
-        {
-          host: '127.0.0.1',
-          port: Number(port),
-          method: 'POST',
-          path: '/',
-          headers: { 'content-type': 'application/json', 'content-length': 100 },
-        },
-        (res) => {
-          let body = '';
-          res.setEncoding('utf8');
-          res.on('data', (c: string) => (body += c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-        },
-      );
-      req.on('error', reject);
-      req.flushHeaders();
+    const stalled = await postHeadersOnly(rt.url, '/', {
+      'content-type': 'application/json',
+      'content-length': 100,
     });
     expect(stalled.status).toBe(400);
     expect(JSON.parse(stalled.body)).toMatchObject({
