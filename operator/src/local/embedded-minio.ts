@@ -21,8 +21,13 @@ import {
   PutBucketNotificationConfigurationCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { EmbeddedS3, LocalStoreOptions } from './embedded-s3.js';
 import { startTiedProcess } from './tied-process.js';
+
+/** How long each call that sets MinIO up may take. */
+const setupCallTimeoutMs = 15_000;
+const setupCall = () => ({ abortSignal: AbortSignal.timeout(setupCallTimeoutMs) });
 
 /** The webhook target's id: MinIO names it `arn:minio:sqs:<region>:EDDY:webhook`. */
 const targetId = 'EDDY';
@@ -103,11 +108,19 @@ export async function startEmbeddedMinio(o: EmbeddedMinioOptions): Promise<Embed
     region,
     forcePathStyle: true,
     credentials: { accessKeyId: o.accessKeyId, secretAccessKey: o.secretAccessKey },
+    // A MinIO that takes connections and then stalls must not hold the stack's start: every
+    // call here has its deadline, body included.
+    requestHandler: new NodeHttpHandler({
+      connectionTimeout: 5_000,
+      requestTimeout: setupCallTimeoutMs,
+      throwOnRequestTimeout: true,
+      socketTimeout: setupCallTimeoutMs,
+    }),
   });
   try {
     for (const bucket of o.buckets) {
       try {
-        await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+        await s3.send(new CreateBucketCommand({ Bucket: bucket }), setupCall());
       } catch (err) {
         if ((err as { name?: string }).name !== 'BucketAlreadyOwnedByYou') throw err;
       }
@@ -115,6 +128,7 @@ export async function startEmbeddedMinio(o: EmbeddedMinioOptions): Promise<Embed
       // Entries someone else put on the bucket (the data directory outlives a run) are kept.
       const current = await s3.send(
         new GetBucketNotificationConfigurationCommand({ Bucket: bucket }),
+        setupCall(),
       );
       const others = (current.QueueConfigurations ?? []).filter((q) => q.Id !== entryId);
       await s3.send(
@@ -137,6 +151,7 @@ export async function startEmbeddedMinio(o: EmbeddedMinioOptions): Promise<Embed
             ],
           },
         }),
+        setupCall(),
       );
     }
   } catch (err) {
