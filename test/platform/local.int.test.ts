@@ -420,13 +420,52 @@ describe('local platform, alone', () => {
           ? true
           : undefined,
       );
+      // Its /readyz says why: the handler did not load.
       expect(lines).toContainEqual(
         expect.stringMatching(
-          /^\[local-tests\/broken\] local platform: replica \d+ was not ready within 1000 ms: stopping it; a new one starts in \d+ ms$/,
+          /^\[local-tests\/broken\] local platform: replica \d+ could not load its handler \(Runtime\.HandlerNotFound: .*\): invocations get that error; stopping it, a new one loads the handler again in \d+ ms$/,
         ),
       );
       expect(lines).toContainEqual(expect.stringMatching(/^\[local-tests\/broken\] INIT_ERROR /));
       expect(platform.counts(key)).toEqual({ desired: 1, ready: 0 });
+      // The replica started again says so too, once its /readyz has been asked.
+      const failure = await waitFor('the init error', async () => platform.initError?.(key));
+      expect(failure.errorType).toBe('Runtime.HandlerNotFound');
+    } finally {
+      stop.abort();
+      await platform.stopped;
+    }
+  });
+
+  it('stops and replaces a replica whose handler never finishes loading', async () => {
+    const store = new MemoryFunctionStore();
+    const lines: string[] = [];
+    const platform = createLocalPlatform({
+      store,
+      runtimeMain,
+      log: (line) => lines.push(line),
+      startTimeoutMs: 1_000,
+      restartBackoffMs: { initial: 50, max: 1_000 },
+    });
+    const stop = new AbortController();
+    await platform.start(stop.signal);
+    try {
+      // Its import never ends: /readyz stays 503 with no error to tell.
+      const fn = inline('stuck', `await new Promise(() => {}); export const handler = () => 1;`);
+      store.set(fn);
+      await platform.activate(fn);
+      const key = `${namespace}/stuck`;
+      await waitFor('a second process', async () =>
+        lines.filter((l) => l.startsWith(`[${key}] eddy runtime listening on`)).length >= 2
+          ? true
+          : undefined,
+      );
+      expect(lines).toContainEqual(
+        expect.stringMatching(
+          /^\[local-tests\/stuck\] local platform: replica \d+ was not ready within 1000 ms: stopping it; a new one starts in \d+ ms$/,
+        ),
+      );
+      expect(platform.initError?.(key)).toBeUndefined();
     } finally {
       stop.abort();
       await platform.stopped;
