@@ -397,7 +397,15 @@ describe('local platform', () => {
 });
 
 describe('local platform, alone', () => {
-  it('stops and replaces a replica that never becomes ready', async () => {
+  /**
+   * Starts `code` as Function `name` on a platform that gives a replica 1 s to become ready, and
+   * runs `check` once a second process has started in place of the first.
+   */
+  async function replaced(
+    name: string,
+    code: string,
+    check: (lines: string[], platform: LocalPlatform, key: string) => Promise<void>,
+  ): Promise<void> {
     const store = new MemoryFunctionStore();
     const lines: string[] = [];
     const platform = createLocalPlatform({
@@ -410,16 +418,25 @@ describe('local platform, alone', () => {
     const stop = new AbortController();
     await platform.start(stop.signal);
     try {
-      // No such export: the runtime starts, but /readyz stays 503.
-      const fn = inline('broken', `export const nothandler = 1;`);
+      const fn = inline(name, code);
       store.set(fn);
       await platform.activate(fn);
-      const key = `${namespace}/broken`;
+      const key = `${namespace}/${name}`;
       await waitFor('a second process', async () =>
         lines.filter((l) => l.startsWith(`[${key}] eddy runtime listening on`)).length >= 2
           ? true
           : undefined,
       );
+      await check(lines, platform, key);
+    } finally {
+      stop.abort();
+      await platform.stopped;
+    }
+  }
+
+  it('stops and replaces a replica that never becomes ready', async () => {
+    // No such export: the runtime starts, but /readyz stays 503.
+    await replaced('broken', `export const nothandler = 1;`, async (lines, platform, key) => {
       // Its /readyz says why: the handler did not load.
       expect(lines).toContainEqual(
         expect.stringMatching(
@@ -431,45 +448,23 @@ describe('local platform, alone', () => {
       // The replica started again says so too, once its /readyz has been asked.
       const failure = await waitFor('the init error', async () => platform.initError?.(key));
       expect(failure.errorType).toBe('Runtime.HandlerNotFound');
-    } finally {
-      stop.abort();
-      await platform.stopped;
-    }
+    });
   });
 
   it('stops and replaces a replica whose handler never finishes loading', async () => {
-    const store = new MemoryFunctionStore();
-    const lines: string[] = [];
-    const platform = createLocalPlatform({
-      store,
-      runtimeMain,
-      log: (line) => lines.push(line),
-      startTimeoutMs: 1_000,
-      restartBackoffMs: { initial: 50, max: 1_000 },
-    });
-    const stop = new AbortController();
-    await platform.start(stop.signal);
-    try {
-      // Its import never ends: /readyz stays 503 with no error to tell.
-      const fn = inline('stuck', `await new Promise(() => {}); export const handler = () => 1;`);
-      store.set(fn);
-      await platform.activate(fn);
-      const key = `${namespace}/stuck`;
-      await waitFor('a second process', async () =>
-        lines.filter((l) => l.startsWith(`[${key}] eddy runtime listening on`)).length >= 2
-          ? true
-          : undefined,
-      );
-      expect(lines).toContainEqual(
-        expect.stringMatching(
-          /^\[local-tests\/stuck\] local platform: replica \d+ was not ready within 1000 ms: stopping it; a new one starts in \d+ ms$/,
-        ),
-      );
-      expect(platform.initError?.(key)).toBeUndefined();
-    } finally {
-      stop.abort();
-      await platform.stopped;
-    }
+    // Its import never ends: /readyz stays 503 with no error to tell.
+    await replaced(
+      'stuck',
+      `await new Promise(() => {}); export const handler = () => 1;`,
+      async (lines, platform, key) => {
+        expect(lines).toContainEqual(
+          expect.stringMatching(
+            /^\[local-tests\/stuck\] local platform: replica \d+ was not ready within 1000 ms: stopping it; a new one starts in \d+ ms$/,
+          ),
+        );
+        expect(platform.initError?.(key)).toBeUndefined();
+      },
+    );
   });
 
   it('ends every process and removes its work directory when the signal aborts', async () => {

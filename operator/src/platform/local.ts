@@ -676,16 +676,15 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
         return;
       }
       const readiness = r.url === undefined ? undefined : await readyz(r.url, halt);
-      if (readiness && !readiness.ready && readiness.initError && r.phase === 'starting') {
-        // Its handler did not load: invocations get that error now. The replica stays until
-        // the start deadline replaces it, which loads the handler again.
-        if (!r.initError) {
-          r.initError = readiness.initError;
-          emit(r.key);
-        }
+      if (readiness?.initError && r.phase === 'starting') {
+        // Its handler did not load, for good: invocations get that error now. The replica is
+        // asked no more; the start deadline replaces it, which loads the handler again.
+        r.initError = readiness.initError;
+        emit(r.key);
+        await pause(deadline - Date.now(), halt);
+        continue;
       }
       if (readiness?.ready && r.phase === 'starting') {
-        r.initError = undefined;
         r.phase = 'running';
         r.ready = true;
         r.readyAt = Date.now();

@@ -6,7 +6,8 @@
 import { get as httpGet, type Agent } from 'node:http';
 import type { InitFailure } from './platform.js';
 
-export type Readiness = { ready: true } | { ready: false; initError?: InitFailure };
+export type Readiness =
+  { ready: true; initError?: undefined } | { ready: false; initError?: InitFailure };
 
 /** The most of a failed replica's answer read: an error's type and message. */
 const maxBodyBytes = 16 * 1024;
