@@ -15,6 +15,7 @@ import { freePortOn } from './local/free-port.js';
 import { ManifestSet } from './local/manifests.js';
 import { soleLeader } from './manager.js';
 import { createLocalPlatform } from './platform/local.js';
+import { splitKey } from './platform/platform.js';
 import { gatewayMemoryBudget, queueSettings, s3Settings } from './settings.js';
 import { fileCheckpoints } from './sources/checkpoints.js';
 import { startEmbeddedS3, type EmbeddedS3 } from './local/embedded-s3.js';
@@ -295,7 +296,8 @@ function storeReady(store: EmbeddedS3, kind: string): void {
 const triggerStates = new TriggerStates();
 const saidStates = new Map<string, string>();
 triggerStates.onChange((key) => {
-  const fn = manifests.store.get(...(key.split('/') as [string, string]));
+  const { namespace, name } = splitKey(key);
+  const fn = manifests.store.get(namespace, name);
   for (const t of fn?.spec.triggers ?? []) {
     const state = triggerStates.get(key, t.name);
     const id = `${key}/${t.name}`;

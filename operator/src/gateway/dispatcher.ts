@@ -440,7 +440,7 @@ export class Dispatcher {
       );
       this.activateIfIdle(fn, lane);
       this.bursts?.demand(fn, dataPathSettings(fn));
-      this.failInit(key, lane);
+      this.failUnstartable(key, lane);
     });
   }
 
@@ -449,7 +449,7 @@ export class Dispatcher {
    * load its handler (or that the platform cannot start now), get that error now: no replica that
    * says so becomes ready by waiting.
    */
-  private failInit(key: FunctionKey, lane: Lane): boolean {
+  private failUnstartable(key: FunctionKey, lane: Lane): boolean {
     if (lane.waiters.length === 0) return false;
     const failure = this.o.platform.initError?.(key);
     const cannot = failure ? undefined : this.o.platform.cannotStart?.(key);
@@ -556,7 +556,7 @@ export class Dispatcher {
   private pump(key: FunctionKey): void {
     const lane = this.lanes.get(key);
     if (!lane || lane.waiters.length === 0) return;
-    if (this.failInit(key, lane)) return;
+    if (this.failUnstartable(key, lane)) return;
     while (lane.waiters.length > 0) {
       const first = lane.waiters[0]!;
       const replica = this.pick(first.fn, lane);
