@@ -30,11 +30,14 @@ export const defaultRequestTimeoutMs = 10_000;
 /**
  * How long a watch may stay open: the API server ends it after a random time between this and
  * twice this (its `timeoutSeconds`, as client-go asks for), and the informer watches again from
- * where it was. A watch that the server has not ended `watchGraceMs` after that is stalled: it
- * is cut and the informer restarts it.
+ * where it was, without listing. A watch that the server has not ended `watchGraceMs` after that
+ * is stalled: it is cut and the informer restarts it. One operator's few watches can afford a
+ * new request every minute or two (client-go's 5 to 10 minutes are sized for a cluster's
+ * thousands of clients), and a cache over a connection that stalled silently is then stale for
+ * at most about two and a half minutes.
  */
-export const defaultWatchSeconds = 300;
-const defaultWatchGraceMs = 30_000;
+export const defaultWatchSeconds = 60;
+const defaultWatchGraceMs = 15_000;
 
 const patched = new WeakMap<KubeConfig, number>();
 
