@@ -73,6 +73,8 @@ export const gatewayErrors = {
   /** The replica ended (crashed, process.exit, killed) while it held the invocation. */
   ExitError: errorCodes.ExitError,
   FunctionTimeout: errorCodes.FunctionTimeout,
+  /** Lambda's Invoke API: the gateway itself failed (Lambda's ServiceException). */
+  ServiceException: { status: 500, errorType: 'ServiceException', functionError: false },
   /** The gateway is stopping and takes no new invocations. */
   ShuttingDown: { status: 503, errorType: 'EddyShuttingDown', functionError: false },
 } as const;

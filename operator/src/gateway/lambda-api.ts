@@ -320,7 +320,7 @@ export function createLambdaApi(deps: LambdaApiDeps): LambdaApi {
     const given =
       err instanceof GatewayError
         ? err
-        : new GatewayError('ExitError', 'the gateway failed to handle the request');
+        : new GatewayError('ServiceException', 'the gateway failed to handle the request');
     if (!(err instanceof GatewayError)) {
       // Not the caller's doing: its stack goes to the log, as on /functions/...
       deps.log(`Invoke: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
@@ -330,8 +330,10 @@ export function createLambdaApi(deps: LambdaApiDeps): LambdaApi {
       'x-amzn-RequestId': requestId,
       [h.requestId]: requestId,
     };
-    if (given.code === 'FunctionTimeout') {
-      // The gateway found the function's timeout passed (its replica killed): a function error.
+    if (given.functionError) {
+      // The gateway found the function's timeout passed, or its replica ended while it ran the
+      // invocation (a crash, a kill, process.exit): the function failed, not the request. 200
+      // with Unhandled, as Lambda answers it; a 5xx would have SDKs and the CLI send it again.
       headers['X-Amz-Function-Error'] = 'Unhandled';
       headers['X-Amz-Executed-Version'] = latest;
       if (!res.headersSent) send(res, 200, headers, JSON.stringify(given.body()));
@@ -368,7 +370,7 @@ function runtimeRefusal(status: number, body: Buffer): GatewayError {
   if (status === 429) return gatewayError('Throttled', message, 1);
   if (status === 413) return gatewayError('RequestTooLarge', message);
   if (status >= 400 && status < 500) return gatewayError('InvalidRequestContent', message);
-  return gatewayError('ExitError', `the runtime answered ${status} ${type}: ${message}`);
+  return gatewayError('ServiceException', `the runtime answered ${status} ${type}: ${message}`);
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {
