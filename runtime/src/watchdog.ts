@@ -23,7 +23,6 @@ export class Watchdog {
   private readonly view: Int32Array;
   private readonly base = Date.now();
   private worker: Worker | undefined;
-  private starting = false;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -39,32 +38,32 @@ export class Watchdog {
     this.beat();
     this.timer = setInterval(() => this.beat(), heartbeatMs);
     this.timer.unref();
+    setImmediate(() => this.start()).unref();
   }
 
   /**
-   * Starts the watching thread. It is started with the first invocation, after the current turn
-   * of the event loop, so that neither a cold start nor the first answer waits for it.
+   * Starts the watching thread, at once (its thread boots beside this one). It is started while
+   * the handler loads, after this turn of the event loop, so that it overlaps the import; and at
+   * the latest by the first invocation, before its handler is called: a first invocation that
+   * blocks the loop must find it running.
    */
   private start(): void {
-    if (this.starting) return;
-    this.starting = true;
+    if (this.worker) return;
     const data: WatchdogData = {
       shared: this.view.buffer as SharedArrayBuffer,
       base: this.base,
       logFormat: this.options.logFormat,
       timeoutMs: this.options.timeoutMs,
     };
-    void import('node:worker_threads').then(({ Worker }) => {
-      this.worker = new Worker(this.options.threadFile, {
-        workerData: data,
-      });
-      this.worker.unref();
-    });
+    // Loaded when needed, and synchronously: not a cost of the runtime's start.
+    const { Worker } = process.getBuiltinModule('node:worker_threads');
+    this.worker = new Worker(this.options.threadFile, { workerData: data });
+    this.worker.unref();
   }
 
   /** Call when an invocation starts or ends, so the watching thread knows the next deadline. */
   deadlinesChanged(): void {
-    if (!this.starting) setImmediate(() => this.start());
+    this.start();
     const earliest = this.options.earliestDeadline();
     Atomics.store(this.view, DEADLINE, earliest === 0 ? 0 : earliest - this.base);
   }

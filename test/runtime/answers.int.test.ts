@@ -204,11 +204,10 @@ describe('runtime: answers', () => {
     );
   });
 
-  it('ends the process when a handler blocks the event loop past its deadline', async () => {
+  it('ends the process when a handler blocks the event loop past its deadline, its first invocation too', async () => {
     const rt = track(await startRuntime({ 'index.mjs': actions }, { EDDY_TIMEOUT_MS: '500' }));
     await waitForReadyz(rt.url, 200);
-    // The watching thread starts with the first invocation.
-    expect((await invoke(rt.url, { action: 'return', value: 1 })).status).toBe(200);
+    // The first invocation the process runs blocks: the watching thread runs already.
     const exited = once(rt.process.child, 'exit');
     const started = Date.now();
     // Nothing on the event loop can answer; the watchdog logs the timeout and ends the process,
