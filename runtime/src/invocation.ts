@@ -51,6 +51,12 @@ export type Outcome =
   /** Something escaped the handler (an uncaught exception) while this invocation ran. */
   | { kind: 'crash'; durationMs: number; code: ErrorCode; body: ErrorBody };
 
+/**
+ * Lambda's time for a first init (a handler's import, a language process's start) before
+ * invocations go to it; an invocation that comes meanwhile waits for it, at least this long.
+ */
+export const initBudgetMs = 10_000;
+
 export type InitResult =
   | { ok: true; initDurationMs: number }
   | { ok: false; code: ErrorCode; error: ErrorBody; initDurationMs: number };

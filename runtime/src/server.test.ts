@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { requestIdPattern } from './contract/http.js';
 import { newRequestId } from './server.js';
 
 describe('newRequestId', () => {
@@ -8,5 +9,14 @@ describe('newRequestId', () => {
       expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     }
     expect(new Set(ids).size).toBe(ids.length);
+  });
+});
+
+describe('requestIdPattern', () => {
+  it('takes what a Runtime API path carries unescaped, and nothing a client could rewrite', () => {
+    for (const id of ['abc', 'shard-1:4955:100', 'a.b', 'x=1+2', 'x'.repeat(128), '...'])
+      expect(requestIdPattern.test(id)).toBe(true);
+    for (const id of ['a/b', '.', '..', 'a b', 'über', '', 'x'.repeat(129), 'a?b', 'a%2Fb'])
+      expect(requestIdPattern.test(id)).toBe(false);
   });
 });

@@ -22,6 +22,7 @@ import type {
   Invocation,
   Outcome,
 } from './invocation.js';
+import { initBudgetMs } from './invocation.js';
 import {
   endAndReport,
   maxMemoryUsedMb,
@@ -81,6 +82,8 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
   let init: InitResult | undefined;
   let initReported = false;
   let inFlight = 0;
+  /** Admitted invocations: how many of their response's close and handler's end are to come. */
+  const holds = new WeakMap<ServerResponse, number>();
   let stateReason = 'loading the handler';
 
   void invoker.ready.then((r) => {
@@ -209,34 +212,54 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     inFlight++;
     metrics.inFlight = inFlight;
     // An invocation ends when its answer has left (or its client went away), not before: a
-    // drain or recycle must not cut a response short.
-    res.once('close', invocationClosed);
+    // drain or recycle must not cut a response short. Nor before its handler has finished: a
+    // client that went away leaves the handler running, and its slot (a language process)
+    // taken, until it ends or times out, as Lambda counts it.
+    holds.set(res, 1);
+    res.once('close', () => release(res));
     invokeAdmitted(req, res, requestId);
   }
 
-  function invocationClosed(): void {
+  /** The invocation of `res` runs its handler: it ends once that has finished too. */
+  function running(res: ServerResponse): void {
+    const left = holds.get(res);
+    if (left !== undefined) holds.set(res, left + 1);
+  }
+
+  function release(res: ServerResponse): void {
+    const left = holds.get(res);
+    if (left === undefined) return;
+    if (left > 1) {
+      holds.set(res, left - 1);
+      return;
+    }
+    holds.delete(res);
     inFlight--;
     metrics.inFlight = inFlight;
     checkIdle();
   }
 
-  /** Waits for the handler to load, but no longer than an invocation may take. */
+  /**
+   * Waits for the handler to load (a language process to initialise), but no longer than
+   * Lambda's init time or, if longer, than an invocation may take.
+   */
   async function waitForHandler(
     req: IncomingMessage,
     res: ServerResponse,
     requestId: string,
   ): Promise<void> {
+    const waitMs = Math.max(config.timeoutMs, initBudgetMs);
     let timer: NodeJS.Timeout | undefined;
     const loaded = await Promise.race([
       invoker.ready.then(() => true),
-      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), config.timeoutMs))),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), waitMs))),
     ]);
     clearTimeout(timer);
     if (!loaded) {
       reject(
         res,
         'NotAccepting',
-        `the handler is still loading after ${config.timeoutMs} ms (its module is slow to import); retry shortly`,
+        `the handler is still loading after ${waitMs} ms (its module is slow to import); retry shortly`,
         requestId,
         { 'retry-after': '1' },
       );
@@ -334,7 +357,16 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
       message.body = body;
     }
     if (extras.tail) startTail(requestId);
-    invoker.invoke(message).then(
+    running(res);
+    let invoked: Promise<Outcome>;
+    try {
+      invoked = invoker.invoke(message);
+    } catch (err) {
+      release(res);
+      throw err;
+    }
+    invoked.finally(() => release(res)).catch(() => undefined);
+    invoked.then(
       (outcome) => {
         try {
           respond(res, requestId, outcome, extras.tail);

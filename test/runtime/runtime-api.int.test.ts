@@ -193,4 +193,64 @@ exit 3
     expect(status).toBe(502);
     expect(body).toEqual({ errorType: 'Custom.NoConfig', errorMessage: 'no config' });
   });
+
+  it('is ready once the process has initialised, and times an invocation from then', async () => {
+    // Two seconds of init against a one-second timeout: Lambda gives a first init time of its own.
+    const bootstrap = `#!/bin/sh
+API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+sleep 2
+while true; do
+  curl -sS -D /tmp/eddy-h-$$ -o /dev/null "$API/invocation/next"
+  ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' /tmp/eddy-h-$$ | tr -d '\r' | cut -d' ' -f2)
+  curl -sS -o /dev/null -d '"initialised"' "$API/invocation/$ID/response"
+done
+`;
+    const started = Date.now();
+    rt = await startRuntime(
+      { bootstrap },
+      { EDDY_RUNTIME: 'provided', EDDY_TIMEOUT_MS: '1000', PATH: process.env.PATH ?? '' },
+    );
+    const early = await fetch(`${rt.url}/readyz`);
+    expect(early.status).toBe(503);
+    expect(await early.text()).toMatch(/not ready: starting/);
+    // Sent before the init is over: it waits for it, then has its whole second.
+    const first = invoke(rt.url, {});
+    await waitForReadyz(rt.url, 200);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2_000);
+    const { status, body } = await first;
+    expect(status).toBe(200);
+    expect(body).toBe('initialised');
+  });
+
+  it('holds a process whose caller went away until its handler ends: the next caller is throttled', async () => {
+    const bootstrap = `#!/bin/sh
+API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+while true; do
+  curl -sS -D /tmp/eddy-h-$$ -o /dev/null "$API/invocation/next"
+  ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' /tmp/eddy-h-$$ | tr -d '\r' | cut -d' ' -f2)
+  sleep 1.5
+  curl -sS -o /dev/null -d '"slept"' "$API/invocation/$ID/response"
+done
+`;
+    rt = await startRuntime(
+      { bootstrap },
+      { EDDY_RUNTIME: 'provided', EDDY_TIMEOUT_MS: '10000', PATH: process.env.PATH ?? '' },
+    );
+    await waitForReadyz(rt.url, 200);
+    const gone = fetch(rt.url, { method: 'POST', body: '{}', signal: AbortSignal.timeout(300) });
+    await expect(gone).rejects.toThrow();
+    const throttled = await invoke(rt.url, {});
+    expect(throttled.status).toBe(429);
+    expect(throttled.headers.get('retry-after')).toBe('1');
+    expect(throttled.body).toMatchObject({ errorType: 'TooManyRequestsException' });
+    // Once the handler has answered, the process takes the next.
+    const start = Date.now();
+    let next = throttled;
+    while (next.status === 429 && Date.now() - start < 5_000) {
+      await new Promise((r) => setTimeout(r, 100));
+      next = await invoke(rt.url, {});
+    }
+    expect(next.status).toBe(200);
+    expect(next.body).toBe('slept');
+  });
 });

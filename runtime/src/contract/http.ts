@@ -23,5 +23,9 @@ export const headers = {
 /** The most of an invocation's log returned by a `Tail` request, as Lambda returns it. */
 export const logTailBytes = 4096;
 
-/** A request id a caller may choose; others are replaced by a new one. */
-export const requestIdPattern = /^[\w.:/+=-]{1,128}$/;
+/**
+ * A request id a caller may choose; others are replaced by a new one. No `/`, and not `.` or
+ * `..` alone: a language process puts the id in a Runtime API path
+ * (`/invocation/<id>/response`), which its HTTP client does not escape and may normalise.
+ */
+export const requestIdPattern = /^(?!\.{1,2}$)[\w.:+=-]{1,128}$/;

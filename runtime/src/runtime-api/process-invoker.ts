@@ -16,7 +16,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { envNames, type LogFormat, type RuntimeName } from '../contract/env.js';
 import type { ErrorBody } from '../contract/errors.js';
-import type { FunctionInvoker, InitResult, Invocation, Outcome } from '../invocation.js';
+import {
+  initBudgetMs,
+  type FunctionInvoker,
+  type InitResult,
+  type Invocation,
+  type Outcome,
+} from '../invocation.js';
 import { decodeEvent, type InvokerSettings } from '../invoker.js';
 import { functionVersion, keep, startLine, write, writeLine } from '../logs.js';
 import { findClientJar, jniProperty, unpackJni } from './java-jni.js';
@@ -213,8 +219,21 @@ export class ProcessInvoker implements FunctionInvoker {
           (text, requestId) => keep(requestId, text),
         ),
       );
+    const started = performance.now();
     this.ready = Promise.all(this.slots.map((s) => s.start())).then(
-      () => ({ ok: true, initDurationMs: 0 }),
+      async () => {
+        // Ready once the processes' init is over, as a Node function is once its handler has
+        // loaded: an invocation's timeout starts after it, and Kubernetes sends nothing before.
+        // Lambda gives a first init 10 s of its own; one that takes longer goes on within the
+        // first invocations' time.
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          Promise.all(this.slots.map((s) => s.firstInit)),
+          new Promise((resolve) => (timer = setTimeout(resolve, initBudgetMs))),
+        ]);
+        clearTimeout(timer);
+        return { ok: true as const, initDurationMs: performance.now() - started };
+      },
       (err: Error) => ({
         ok: false,
         code: 'InitError',

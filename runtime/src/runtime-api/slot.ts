@@ -226,6 +226,12 @@ export class Slot {
    * tail of the invocation that fails with that error holds it, as Lambda's does.
    */
   private initLog = '';
+  private firstInitOver!: () => void;
+  /**
+   * Resolves when the first process's init is over, however it ended: it asked for its first
+   * event, reported an init error, could not start, or exited.
+   */
+  readonly firstInit = new Promise<void>((resolve) => (this.firstInitOver = resolve));
 
   constructor(
     private readonly language: (apiAddress: string) => LanguageCommand,
@@ -304,6 +310,7 @@ export class Slot {
   /** Ends the process and stops listening. */
   stop(): void {
     this.stopped = true;
+    this.firstInitOver();
     this.kill();
     this.killRetiring();
     for (const res of this.parked) res.destroy();
@@ -436,6 +443,7 @@ export class Slot {
    * just ended (the process started again after it, and failed at once) leaves it to the next.
    */
   private initFailed(): void {
+    this.firstInitOver();
     if (!this.current || this.current.settling || !this.initError) return;
     const error = this.initError;
     this.initError = undefined;
@@ -455,6 +463,7 @@ export class Slot {
   }
 
   private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    this.firstInitOver();
     if (child === this.retiring) {
       // It reported an init error and ended, as a runtime should.
       this.retiring = undefined;
@@ -563,6 +572,7 @@ export class Slot {
   private next(res: ServerResponse): void {
     if (this.state === 'InitError') return answer.outOfTurn(res, this.state, 'Ready');
     if (this.initMs === undefined) this.initMs = nowMs() - this.spawnedAt;
+    this.firstInitOver();
     const current = this.current;
     if (this.state === 'Running' && current?.delivered !== undefined) {
       // Asked again while holding an event: the emulator gives the same event again.
