@@ -4,7 +4,13 @@
  * AWS CLI (`aws lambda invoke --endpoint-url`). The SDK always signs; the local stack takes any
  * signature.
  */
-import { InvokeCommand, LambdaClient, type InvokeCommandOutput } from '@aws-sdk/client-lambda';
+import {
+  InvokeCommand,
+  InvokeWithResponseStreamCommand,
+  LambdaClient,
+  ListFunctionsCommand,
+  type InvokeCommandOutput,
+} from '@aws-sdk/client-lambda';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -236,6 +242,19 @@ describe('Lambda Invoke API on the local stack', () => {
     );
     expect(notJson.name).toBe('InvalidRequestContentException');
     expect(notJson.$metadata.httpStatusCode).toBe(400);
+    // Lambda's other operations: an error the SDK names and says, not an UnknownError.
+    const list = await refused(lambda.send(new ListFunctionsCommand({})));
+    expect(list.name).toBe('UnknownOperationException');
+    expect(list.message).toMatch(
+      /^GET \/2015-03-31\/functions\/?: this gateway serves only Lambda's Invoke/,
+    );
+    const streaming = await refused(
+      lambda.send(
+        new InvokeWithResponseStreamCommand({ FunctionName: 'hello', Payload: payload({}) }),
+      ),
+    );
+    expect(streaming.name).toBe('UnknownOperationException');
+    expect(streaming.message).toMatch(/InvokeWithResponseStream is not served/);
   });
 
   it('answers a timeout, and a replica that ended while it ran, as function errors the SDK does not send again', async () => {

@@ -32,7 +32,7 @@ import { Dispatcher, type InvokeRequest } from './dispatcher.js';
 import { MemoryBudget, registerBudgetMetrics, type Hold } from './budget.js';
 import { gatewayError, GatewayError } from './errors.js';
 import { GatewayMetrics } from './metrics.js';
-import { createLambdaApi, lambdaApiPrefix } from './lambda-api.js';
+import { createLambdaApi, lambdaApiPath } from './lambda-api.js';
 
 /** What the gateway does with an accepted asynchronous invocation. */
 /**
@@ -320,7 +320,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       else res.destroy();
     };
     try {
-      if (path.startsWith(lambdaApiPrefix)) {
+      if (lambdaApiPath.test(path)) {
         lambdaApi.handle(req, res, requestId);
         return;
       }

@@ -73,6 +73,8 @@ export const gatewayErrors = {
   /** The replica ended (crashed, process.exit, killed) while it held the invocation. */
   ExitError: errorCodes.ExitError,
   FunctionTimeout: errorCodes.FunctionTimeout,
+  /** Lambda's API: an operation other than Invoke (ListFunctions, InvokeWithResponseStream). */
+  UnknownOperation: { status: 404, errorType: 'UnknownOperationException', functionError: false },
   /** Lambda's Invoke API: the gateway itself failed (Lambda's ServiceException). */
   ServiceException: { status: 500, errorType: 'ServiceException', functionError: false },
   /** The gateway is stopping and takes no new invocations. */

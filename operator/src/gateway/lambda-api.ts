@@ -26,8 +26,13 @@ import type { Dispatcher } from './dispatcher.js';
 import type { Hold } from './budget.js';
 import { gatewayError, GatewayError, type GatewayErrorCode } from './errors.js';
 
-/** Every path of the API starts so. */
+/** Invoke's paths start so. */
 export const lambdaApiPrefix = '/2015-03-31/functions/';
+/**
+ * A path of Lambda's API, whatever its version (`/2015-03-31/...`, InvokeWithResponseStream's
+ * `/2021-11-15/...`): answered in Lambda's shape, which SDKs read, even when not served here.
+ */
+export const lambdaApiPath = /^\/\d{4}-\d{2}-\d{2}\//;
 const invokePath = /^\/2015-03-31\/functions\/([^/]+)\/invocations\/?$/;
 /** The one version a function has. */
 export const latest = '$LATEST';
@@ -134,9 +139,12 @@ export function createLambdaApi(deps: LambdaApiDeps): LambdaApi {
     const query = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
     const m = invokePath.exec(path);
     if (!m) {
+      const instead = /\/response-streaming-invocations\/?$/.test(path)
+        ? ' (InvokeWithResponseStream is not served: Invoke returns the same response, whole)'
+        : '';
       throw gatewayError(
-        'NotFound',
-        `${req.method} ${path}: this gateway serves only Lambda's Invoke, POST ${lambdaApiPrefix}{FunctionName}/invocations`,
+        'UnknownOperation',
+        `${req.method} ${path}: this gateway serves only Lambda's Invoke, POST ${lambdaApiPrefix}{FunctionName}/invocations${instead}`,
       );
     }
     if (req.method !== 'POST') {
