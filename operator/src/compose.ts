@@ -100,8 +100,16 @@ export interface Eddy {
   close(): Promise<void>;
 }
 
-/** How long a stopping gateway lets invocations in flight finish. */
+/** How long a stopping gateway lets invocations in flight finish, by default (the local stack). */
 export const drainMs = 30_000;
+
+/**
+ * A gateway Deployment's drain: the longest a function may run (`timeoutSeconds` at most 900)
+ * and a margin, so that a rollout never cuts an invocation that reached its replica (whose
+ * caller, given a 5xx, would send it again while it still runs). The drain ends as soon as
+ * nothing is in flight; the chart's terminationGracePeriodSeconds covers it.
+ */
+export const clusterDrainMs = (900 + 15) * 1000;
 
 export function composeEddy(o: EddyOptions): Eddy {
   // Deliveries end after the gateway has drained, so retries in progress get their chance.

@@ -5,7 +5,7 @@ import { kubernetesAuthorizer } from './auth/kubernetes.js';
 import { clusterInvokeCredentials } from './auth/invoke-credentials.js';
 import { gatewayPeersLoad } from './autoscaler/peers.js';
 import { LazyClusterCaches } from './caches.js';
-import { composeEddy } from './compose.js';
+import { clusterDrainMs, composeEddy } from './compose.js';
 import { neverLeader } from './manager.js';
 import { withConnectionReuse } from './connection-reuse.js';
 import { clusterElector, controllerRunnable } from './operator.js';
@@ -125,6 +125,9 @@ const eddy = composeEddy({
   metrics: { port: settings.metricsPort },
   memoryBudget: settings.gatewayMemoryBudget,
   drainDelayMs: 5_000,
+  // The controller's own invocations (Kinesis batches) are replayed from its checkpoint by the
+  // next leader: it keeps the default drain, and its pod its short grace period.
+  ...(role === 'controller' ? {} : { drainMs: clusterDrainMs }),
   startCaches: (signal) => caches.start(signal),
   // The gateways' load; the controller adds its own (it invokes Kinesis batches itself).
   load: (gateway) =>

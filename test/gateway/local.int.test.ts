@@ -6,7 +6,7 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer, request as httpRequest } from 'node:http';
+import { Agent, createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FunctionState } from '../../operator/src/gateway/app.js';
@@ -211,6 +211,57 @@ describe('the gateway on the local platform', () => {
     expect(body.errorType).toBe('EddyShuttingDown');
     expect(body.errorMessage).toMatch(/^the gateway stopped before the function answered/);
     await stopping;
+  });
+
+  it('ends its drain once the last invocation in flight has answered, though its caller keeps the connection', async () => {
+    stack = await startStack(
+      [
+        inlineFunction(
+          'second',
+          `export const handler = async () => { console.log('second started'); await new Promise((r) => setTimeout(r, 1000)); return 'done'; };`,
+          { timeoutSeconds: 10 },
+        ),
+      ],
+      { drainMs: 60_000 },
+    );
+    // A caller that keeps its connections open for as long as the gateway does.
+    const agent = new Agent({ keepAlive: true });
+    const url = new URL(stack.url);
+    const answer = new Promise<{ status: number; body: string; connection?: string }>(
+      (resolve, reject) => {
+        const req = httpRequest(
+          {
+            host: url.hostname,
+            port: url.port,
+            path: `/functions/${namespace}/second`,
+            method: 'POST',
+            agent,
+          },
+          (res) => {
+            let body = '';
+            res.setEncoding('utf8');
+            res.on('data', (c: string) => (body += c));
+            res.on('end', () =>
+              resolve({ status: res.statusCode ?? 0, body, connection: res.headers.connection }),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end('{}');
+      },
+    );
+    await waitFor(
+      'the handler to start',
+      async () => stack!.logs.some((l) => l.includes('second started')) || undefined,
+    );
+    const began = Date.now();
+    const stopping = stack.stop();
+    stack = undefined;
+    expect(await answer).toEqual({ status: 200, body: '"done"', connection: 'close' });
+    await stopping;
+    // Not the 60 s drain, nor the 65 s an idle kept-alive connection could last.
+    expect(Date.now() - began).toBeLessThan(15_000);
+    agent.destroy();
   });
 
   it('holds invocations past maxReplicas x concurrency in a bounded queue, then answers 429', async () => {

@@ -218,6 +218,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
 
   /** Invocations not answered yet, and how to answer each with an error. */
   const open = new Map<ServerResponse, (err: GatewayError) => void>();
+  /** Requests not yet answered: going not ready, their answers close their connections too. */
+  const answering = new Set<ServerResponse>();
 
   const lambdaApi = createLambdaApi({
     auth: deps.auth,
@@ -291,8 +293,13 @@ export function createGateway(deps: GatewayDeps): Gateway {
   }
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
-    // Draining: each answer closes its connection, so that callers reconnect to another replica.
+    // Draining: each answer closes its connection, so that callers reconnect to another replica
+    // (and the drain ends once the last answer has left, not when idle connections time out).
     if (!ready) res.setHeader('connection', 'close');
+    else {
+      answering.add(res);
+      res.once('close', () => answering.delete(res));
+    }
     const given = firstHeader(req.headers[h.requestId]);
     // The ids the runtime takes (it would make up its own for others, and the two would differ).
     const requestId = given !== undefined && requestIdPattern.test(given) ? given : randomUUID();
@@ -459,6 +466,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
     },
     setReady(r) {
       ready = r;
+      if (ready) return;
+      for (const res of answering) if (!res.headersSent) res.setHeader('connection', 'close');
+      answering.clear();
     },
     cutInFlight() {
       const cut = [...open.values()];
