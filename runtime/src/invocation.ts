@@ -41,7 +41,8 @@ export type Outcome =
   | ({
       kind: 'result';
       durationMs: number;
-      body?: string;
+      /** JSON text from a Node handler; the bytes a language process answered, as it sent them. */
+      body?: string | Buffer;
       error?: { code: ErrorCode; body: ErrorBody };
     } & ProcessFigures)
   /** The event could not be decoded (e.g. JSON data that is not JSON); the handler did not run. */

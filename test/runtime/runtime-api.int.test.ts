@@ -253,4 +253,27 @@ done
     expect(next.status).toBe(200);
     expect(next.body).toBe('slept');
   });
+
+  it('answers the bytes a process sent, UTF-8 or not', async () => {
+    const bootstrap = `#!/bin/sh
+API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+while true; do
+  curl -sS -D /tmp/eddy-h-$$ -o /dev/null "$API/invocation/next"
+  ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' /tmp/eddy-h-$$ | tr -d '\r' | cut -d' ' -f2)
+  printf '\\377\\000\\001\\200A' | curl -sS -o /dev/null --data-binary @- "$API/invocation/$ID/response"
+done
+`;
+    rt = await startRuntime(
+      { bootstrap },
+      { EDDY_RUNTIME: 'provided', PATH: process.env.PATH ?? '' },
+    );
+    await waitForReadyz(rt.url, 200);
+    const res = await fetch(rt.url, {
+      method: 'POST',
+      body: '{}',
+      signal: AbortSignal.timeout(30_000),
+    });
+    expect(res.status).toBe(200);
+    expect([...new Uint8Array(await res.arrayBuffer())]).toEqual([0xff, 0x00, 0x01, 0x80, 0x41]);
+  });
 });

@@ -643,7 +643,8 @@ export class Slot {
         current.settle({
           kind: 'result',
           durationMs: nowMs() - current.delivered!,
-          body: body.length === 0 ? undefined : body.toString('utf8'),
+          // As the process sent it: raw bytes from a custom runtime need not be UTF-8.
+          body: body.length === 0 ? undefined : body,
           ...this.figures(),
         });
       }
