@@ -5,6 +5,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { format } from 'node:util';
 import type { LogFormat } from './config.js';
+import { invokedFunctionArn } from './contract/env.js';
 import { eventTypes, isS3Type } from './contract/events.js';
 import { maxPayloadBytes, type ErrorBody, type ErrorCode } from './contract/errors.js';
 import { loadHandler, LoadError, type Handler } from './handler-loader.js';
@@ -64,7 +65,11 @@ export class Invoker implements FunctionInvoker {
     /** Called when the process can no longer be trusted (an exception escaped a handler). */
     private readonly onBroken: (reason: string) => void,
   ) {
-    this.invokedFunctionArn = `eddy:${settings.functionNamespace}:function:${settings.functionName}`;
+    this.invokedFunctionArn = invokedFunctionArn(
+      process.env,
+      settings.functionNamespace,
+      settings.functionName,
+    );
     this.logGroupName = `/eddy/${settings.functionNamespace}/${settings.functionName}`;
     this.memoryLimitInMB = String(settings.memoryMb);
     this.patchConsole();

@@ -179,7 +179,7 @@ describe('runtime: event intake', () => {
       awsRequestId: requestId,
       functionName: 'hello',
       functionVersion: '$LATEST',
-      invokedFunctionArn: 'eddy:tests:function:hello',
+      invokedFunctionArn: 'arn:aws:lambda:us-east-1:tests:function:hello',
       memoryLimitInMB: '256',
       logGroupName: '/eddy/tests/hello',
       callbackWaitsForEmptyEventLoop: true,

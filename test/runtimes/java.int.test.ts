@@ -119,7 +119,7 @@ describe.skipIf(!canRun('java'))(
         requestId,
         functionName: 'hello',
         memoryLimitInMB: 512,
-        invokedFunctionArn: 'eddy:tests:function:hello',
+        invokedFunctionArn: 'arn:aws:lambda:us-east-1:tests:function:hello',
       });
       expect(body.remainingMs).toBeGreaterThan(0);
       await rt.waitForLog(new RegExp(`java handling ${requestId}`));

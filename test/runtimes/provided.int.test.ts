@@ -84,7 +84,7 @@ describe.skipIf(!canRun('runtimes'))('provided: a Go function built with aws-lam
       functionName: 'orders',
       functionVersion: '$LATEST',
       memoryLimitInMB: 256,
-      invokedFunctionArn: 'eddy:dev:function:orders',
+      invokedFunctionArn: 'arn:aws:lambda:us-east-1:dev:function:orders',
       logGroupName: '/eddy/dev/orders',
       handler: 'orders.handler',
       taskRoot: goDir,

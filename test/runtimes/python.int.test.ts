@@ -101,7 +101,7 @@ describe.skipIf(!canRun('runtimes'))('python3.11: a handler run by awslambdaric'
       functionName: 'orders',
       functionVersion: '$LATEST',
       memoryLimitInMB: '256',
-      invokedFunctionArn: 'eddy:dev:function:orders',
+      invokedFunctionArn: 'arn:aws:lambda:us-east-1:dev:function:orders',
       logGroupName: '/eddy/dev/orders',
       handler: 'index.handler',
       region: 'us-east-1',

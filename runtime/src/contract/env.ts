@@ -113,6 +113,24 @@ export function nodeOptions(runtime: string, memoryMb: number): string {
   return usesRuntimeApi(runtime) ? '' : heapFlags(memoryMb).join(' ');
 }
 
+/** The region a function is told (`AWS_REGION`): as its pod sets it, else us-east-1. */
+export function functionRegion(env: NodeJS.ProcessEnv): string {
+  return env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1';
+}
+
+/**
+ * The ARN a handler sees as its context's invoked function ARN: Lambda's shape, with the
+ * function's namespace where the account id goes, so that code splitting it on `:` finds each
+ * part where Lambda puts it. The gateway takes the same ARN as a function name.
+ */
+export function invokedFunctionArn(
+  env: NodeJS.ProcessEnv,
+  namespace: string,
+  name: string,
+): string {
+  return `arn:aws:lambda:${functionRegion(env)}:${namespace}:function:${name}`;
+}
+
 /** What a platform knows about a replica it is about to start. */
 export interface RuntimeEnvInput {
   handler: string;

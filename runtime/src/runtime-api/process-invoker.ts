@@ -14,7 +14,13 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { envNames, type LogFormat, type RuntimeName } from '../contract/env.js';
+import {
+  envNames,
+  functionRegion,
+  invokedFunctionArn,
+  type LogFormat,
+  type RuntimeName,
+} from '../contract/env.js';
 import type { ErrorBody } from '../contract/errors.js';
 import {
   initBudgetMs,
@@ -45,7 +51,7 @@ export function lambdaEnv(s: ProcessInvokerSettings, api: string): Record<string
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(s.env))
     if (v !== undefined && !notInherited.has(k)) env[k] = v;
-  const region = s.env.AWS_REGION || s.env.AWS_DEFAULT_REGION || 'us-east-1';
+  const region = functionRegion(s.env);
   Object.assign(env, {
     AWS_LAMBDA_RUNTIME_API: api,
     _HANDLER: s.handler,
@@ -205,7 +211,11 @@ export class ProcessInvoker implements FunctionInvoker {
   private readonly functionArn: string;
 
   constructor(private readonly settings: ProcessInvokerSettings) {
-    this.functionArn = `eddy:${settings.functionNamespace}:function:${settings.functionName}`;
+    this.functionArn = invokedFunctionArn(
+      settings.env,
+      settings.functionNamespace,
+      settings.functionName,
+    );
     for (let i = 0; i < settings.concurrency; i++)
       this.slots.push(
         new Slot(
