@@ -276,4 +276,31 @@ done
     expect(res.status).toBe(200);
     expect([...new Uint8Array(await res.arrayBuffer())]).toEqual([0xff, 0x00, 0x01, 0x80, 0x41]);
   });
+
+  it("says how a process ended as the emulator does: no reason for exit 0, Go's signal names", async () => {
+    const bootstrap = `#!/bin/sh
+API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+BODY=$(curl -sS "$API/invocation/next")
+case "$BODY" in
+  *zero*) exit 0 ;;
+  *) kill -TERM $$ ;;
+esac
+`;
+    rt = await startRuntime(
+      { bootstrap },
+      { EDDY_RUNTIME: 'provided', PATH: process.env.PATH ?? '' },
+    );
+    await waitForReadyz(rt.url, 200);
+    const zero = await invoke(rt.url, { zero: true });
+    expect(zero.status).toBe(502);
+    expect(zero.body).toEqual({
+      errorType: 'Runtime.ExitError',
+      errorMessage: `RequestId: ${zero.headers.get('x-eddy-request-id')} Error: Runtime exited without providing a reason`,
+    });
+    const term = await invoke(rt.url, { term: true });
+    expect(term.status).toBe(502);
+    expect((term.body as { errorMessage: string }).errorMessage).toMatch(
+      /Error: Runtime exited with error: signal: terminated$/,
+    );
+  });
 });

@@ -282,7 +282,7 @@ describe.skipIf(!canRun('runtimes'))('provided: a shell-script bootstrap with cu
     expect(status).toBe(502);
     expect(body).toEqual({
       errorType: 'Function.ResponseSizeTooLarge',
-      errorMessage: 'Response payload size exceeded maximum allowed payload size (6291456 bytes).',
+      errorMessage: 'Response payload size exceeded maximum allowed payload size (6291556 bytes).',
     });
     // The bootstrap says what it was answered after the invocation has been.
     await waitFor('the bootstrap to log the answer to its 6 MB response', async () =>

@@ -129,6 +129,28 @@ const answer = {
  */
 type ApiState = 'Started' | 'Ready' | 'Running' | 'RuntimeResponseSentState' | 'InitError';
 
+/** Signals as Go names them, and so the emulator's `Runtime.ExitError` messages. */
+const goSignalNames: Partial<Record<NodeJS.Signals, string>> = {
+  SIGABRT: 'aborted',
+  SIGALRM: 'alarm clock',
+  SIGBUS: 'bus error',
+  SIGFPE: 'floating point exception',
+  SIGHUP: 'hangup',
+  SIGILL: 'illegal instruction',
+  SIGINT: 'interrupt',
+  SIGKILL: 'killed',
+  SIGPIPE: 'broken pipe',
+  SIGQUIT: 'quit',
+  SIGSEGV: 'segmentation fault',
+  SIGSYS: 'bad system call',
+  SIGTERM: 'terminated',
+  SIGTRAP: 'trace/breakpoint trap',
+  SIGUSR1: 'user defined signal 1',
+  SIGUSR2: 'user defined signal 2',
+  SIGXCPU: 'CPU time limit exceeded',
+  SIGXFSZ: 'file size limit exceeded',
+};
+
 /** How long a process that reported an init error has to exit by itself before it is killed. */
 const initErrorExitMs = 2_000;
 
@@ -478,12 +500,14 @@ export class Slot {
       this.initFailed();
       return;
     }
-    const how = signal
-      ? `signal: ${signal === 'SIGKILL' ? 'killed' : signal}`
-      : `exit status ${code}`;
+    const why = signal
+      ? `Runtime exited with error: signal: ${goSignalNames[signal] ?? signal}`
+      : code === 0
+        ? 'Runtime exited without providing a reason'
+        : `Runtime exited with error: exit status ${code}`;
     this.fail(current, 'ExitError', {
       errorType: 'Runtime.ExitError',
-      errorMessage: `RequestId: ${current.requestId} Error: Runtime exited with error: ${how}`,
+      errorMessage: `RequestId: ${current.requestId} Error: ${why}`,
     });
     // Lambda starts the runtime again for the next event; so does this slot, now, so that the
     // next event finds it initialised.
@@ -625,7 +649,7 @@ export class Slot {
       if (body === 'too-large') {
         this.fail(current, 'ResponseSizeTooLarge', {
           errorType: 'Function.ResponseSizeTooLarge',
-          errorMessage: `Response payload size exceeded maximum allowed payload size (${maxPayloadBytes} bytes).`,
+          errorMessage: `Response payload size exceeded maximum allowed payload size (${maxResponseBytes} bytes).`,
         });
         answer.tooLarge(res);
         return;
