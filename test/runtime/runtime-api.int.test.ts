@@ -2,6 +2,8 @@
  * The runtime on its own with a language process behind the Runtime API (EDDY_RUNTIME=provided):
  * what the platform and an operator see of it, beside what test/runtimes shows through the gateway.
  */
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startRuntime, waitForReadyz, type Runtime } from '../harness/runtime.js';
@@ -302,5 +304,36 @@ esac
     expect((term.body as { errorMessage: string }).errorMessage).toMatch(
       /Error: Runtime exited with error: signal: terminated$/,
     );
+  });
+
+  it('runs a failed init again for the next event, which it serves once the init succeeds', async () => {
+    // A dependency that is down when the pod starts: the init fails until the marker exists.
+    const marker = join(tmpdir(), `eddy-init-marker-${process.pid}-${Date.now()}`);
+    const bootstrap = `#!/bin/sh
+API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+if [ ! -e "${marker}" ]; then
+  curl -sS -o /dev/null -d '{"errorMessage":"database not reachable yet","errorType":"ConnectionError"}' "$API/init/error"
+  exit 1
+fi
+while true; do
+  curl -sS -D /tmp/eddy-h-$$ -o /dev/null "$API/invocation/next"
+  ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' /tmp/eddy-h-$$ | tr -d '\\r' | cut -d' ' -f2)
+  curl -sS -o /dev/null -d '"served"' "$API/invocation/$ID/response"
+done
+`;
+    rt = await startRuntime(
+      { bootstrap },
+      { EDDY_RUNTIME: 'provided', PATH: process.env.PATH ?? '' },
+    );
+    await waitForReadyz(rt.url, 200);
+    await rt.waitForLog(/INIT_ERROR ConnectionError: database not reachable yet/);
+    await writeFile(marker, '');
+    try {
+      const { status, body } = await invoke(rt.url, {});
+      expect(status).toBe(200);
+      expect(body).toBe('served');
+    } finally {
+      await rm(marker, { force: true });
+    }
   });
 });

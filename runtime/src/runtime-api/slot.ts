@@ -316,15 +316,13 @@ export class Slot {
       };
       this.current = current;
       if (this.initError) {
-        // The process failed its init before this event came: the event fails with that error,
-        // and the next one starts the process again.
-        const error = this.initError;
+        // A process failed its init before this event came (at the runtime's start, or after
+        // the last event): as on Lambda, the init runs again for this event, within its time,
+        // so that a dependency that was down at the start does not fail it. If it fails again,
+        // the event fails with that error, and the next one starts the process again.
         this.initError = undefined;
-        this.failInit(current, error);
         this.spawn();
-        return;
-      }
-      if (!this.child) this.spawn();
+      } else if (!this.child) this.spawn();
       this.deliver();
     });
   }
