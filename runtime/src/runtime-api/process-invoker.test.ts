@@ -2,7 +2,7 @@ import { chmod, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { shUnderBash } from './process-invoker.js';
+import { lambdaEnv, shUnderBash, type ProcessInvokerSettings } from './process-invoker.js';
 
 describe('a #!/bin/sh bootstrap', () => {
   let dir: string;
@@ -53,5 +53,35 @@ describe('a #!/bin/sh bootstrap', () => {
     expect(shUnderBash(await file('b3', '\x7fELF\x02\x01'), dashSh, bash)).toBeUndefined();
     expect(shUnderBash(await file('b4', '#!/bin/sh\n', 0o644), dashSh, bash)).toBeUndefined();
     expect(shUnderBash(join(dir, 'none'), dashSh, bash)).toBeUndefined();
+  });
+});
+
+describe('the environment of a language process', () => {
+  const settings = (logFormat: 'text' | 'json'): ProcessInvokerSettings => ({
+    runtime: 'python3.11',
+    python: 'python3',
+    env: { PATH: '/usr/bin', NODE_OPTIONS: '--max-old-space-size=100', AWS_REGION: 'eu-west-1' },
+    codeDir: '/code',
+    handler: 'app.handler',
+    functionName: 'orders',
+    functionNamespace: 'shop',
+    memoryMb: 256,
+    concurrency: 1,
+    logFormat,
+    logStreamName: 'stream',
+  });
+
+  it("is Lambda's, with JSON logs asked of AWS's client when the function logs JSON", () => {
+    const text = lambdaEnv(settings('text'), '127.0.0.1:9001');
+    expect(text).toMatchObject({
+      AWS_LAMBDA_RUNTIME_API: '127.0.0.1:9001',
+      AWS_REGION: 'eu-west-1',
+      AWS_LAMBDA_FUNCTION_NAME: 'orders',
+      AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '256',
+      PATH: '/usr/bin',
+    });
+    expect(text.NODE_OPTIONS).toBeUndefined();
+    expect(text.AWS_LAMBDA_LOG_FORMAT).toBeUndefined();
+    expect(lambdaEnv(settings('json'), '127.0.0.1:9001').AWS_LAMBDA_LOG_FORMAT).toBe('JSON');
   });
 });

@@ -67,6 +67,8 @@ export function lambdaEnv(s: ProcessInvokerSettings, api: string): Record<string
     AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand',
     TZ: s.env.TZ || ':UTC',
   });
+  // A function logging JSON (Lambda's LogFormat JSON): AWS's clients format their lines so too.
+  if (s.logFormat === 'json') env.AWS_LAMBDA_LOG_FORMAT = 'JSON';
   return env;
 }
 
