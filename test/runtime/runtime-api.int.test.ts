@@ -336,4 +336,23 @@ done
       await rm(marker, { force: true });
     }
   });
+
+  it('answers Runtime.InvalidEntrypoint, with what to do, when the interpreter is not on PATH', async () => {
+    rt = await startRuntime(
+      { 'index.py': 'def handler(event, context):\n    return 1\n' },
+      {
+        EDDY_RUNTIME: 'python3.11',
+        EDDY_HANDLER: 'index.handler',
+        EDDY_PYTHON: 'no-such-python3',
+        PATH: process.env.PATH ?? '',
+      },
+    );
+    await waitForReadyz(rt.url, 200);
+    const { status, body } = await invoke(rt.url, {});
+    expect(status).toBe(502);
+    expect(body).toMatchObject({ errorType: 'Runtime.InvalidEntrypoint' });
+    expect((body as { errorMessage: string }).errorMessage).toMatch(
+      /^no-such-python3 is not on PATH \(.*\): set EDDY_PYTHON to a python3\.11 that has awslambdaric installed$/,
+    );
+  });
 });

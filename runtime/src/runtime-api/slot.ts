@@ -6,7 +6,7 @@
  * 413 `RequestEntityTooLarge`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { maxPayloadBytes, type ErrorBody } from '../contract/errors.js';
@@ -209,6 +209,21 @@ function errorBodyFrom(raw: Buffer, headerType: string | undefined): ErrorBody {
   return body;
 }
 
+/** Where `command` is on `path` (a PATH value) as an executable file, if it is. */
+export function onPath(command: string, path: string | undefined): string | undefined {
+  for (const dir of (path ?? '').split(':')) {
+    if (dir === '') continue;
+    const candidate = `${dir}/${command}`;
+    try {
+      accessSync(candidate, constants.X_OK);
+      if (statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
 /** Ends a language process and what it started (its process group). */
 function killGroup(child: ChildProcess | undefined): void {
   if (!child?.pid) return;
@@ -386,20 +401,28 @@ export class Slot {
     this.initMs = undefined;
     this.initReported = false;
     this.spawnedAt = nowMs();
-    if (lang.command.startsWith('/')) {
+    // A command named without a path is looked up here, so that one that is missing is said as
+    // such (setpriv would only exit 127).
+    const found = lang.command.includes('/') ? lang.command : onPath(lang.command, lang.env.PATH);
+    let unusable: string | undefined;
+    if (found === undefined) unusable = `${lang.command} is not on PATH (${lang.env.PATH ?? ''})`;
+    else if (found.startsWith('/')) {
       try {
-        accessSync(lang.command, constants.X_OK);
+        accessSync(found, constants.X_OK);
       } catch (err) {
-        this.child = undefined;
-        this.initMs = 0;
-        this.initError = {
-          errorType: 'Runtime.InvalidEntrypoint',
-          errorMessage: `${lang.command} is not an executable file (${(err as NodeJS.ErrnoException).code}): ${lang.hint}`,
-        };
-        this.logInitError(this.initError);
-        this.initFailed();
-        return;
+        unusable = `${found} is not an executable file (${(err as NodeJS.ErrnoException).code})`;
       }
+    }
+    if (unusable !== undefined || found === undefined) {
+      this.child = undefined;
+      this.initMs = 0;
+      this.initError = {
+        errorType: 'Runtime.InvalidEntrypoint',
+        errorMessage: `${unusable}: ${lang.hint}`,
+      };
+      this.logInitError(this.initError);
+      this.initFailed();
+      return;
     }
     // Its own process group, so a timeout ends what it started too (a shell script's curl);
     // where util-linux's setpriv is, the kernel ends it should the runtime itself be killed. A
@@ -407,8 +430,8 @@ export class Slot {
     // kernel ends every process of the container, and the process starts one exec sooner.
     const [command, args] =
       !isContainerInit && existsSync(setpriv)
-        ? [setpriv, ['--pdeathsig', 'KILL', '--', lang.command, ...lang.args]]
-        : [lang.command, lang.args];
+        ? [setpriv, ['--pdeathsig', 'KILL', '--', found, ...lang.args]]
+        : [found, lang.args];
     const child = spawn(command, args, {
       cwd: lang.cwd,
       env: lang.env,
