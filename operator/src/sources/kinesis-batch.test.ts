@@ -473,6 +473,24 @@ describe('delivering a batch with stream retries', () => {
     ]);
   });
 
+  it('checkpoints what the function did though the consumer stopped while it ran', async () => {
+    // A changed trigger stops the consumer; its batch in flight finishes, and the next consumer
+    // starts after it.
+    let stopped = false;
+    const h = harness(() => ok());
+    const deps: BatchDeps = {
+      ...h.deps,
+      invoke: async (records) => {
+        const answer = await h.deps.invoke(records);
+        stopped = true;
+        return answer;
+      },
+      stopped: () => stopped,
+    };
+    expect(await deliverBatch(recs(1, 2, 3), settings(), deps)).toBe(true);
+    expect(h.checkpoints).toEqual([3]);
+  });
+
   it('stops without checkpointing what was not done when the consumer stops', async () => {
     const h = harness(() => failed, 2);
     expect(await deliverBatch(recs(1, 2), settings(), h.deps)).toBe(false);

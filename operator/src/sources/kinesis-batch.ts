@@ -405,7 +405,8 @@ export async function deliverBatch(
       part.records.map((r) => r.sequenceNumber),
       s.reportBatchItemFailures,
     );
-    if (deps.stopped()) return false;
+    // What the function has done is checkpointed though the consumer stopped meanwhile (its
+    // trigger changed): the next consumer must not deliver it again.
     if (answer.kind === 'succeeded') {
       done(part);
       queue.shift();
@@ -415,6 +416,7 @@ export async function deliverBatch(
       done({ ...part, records: part.records.slice(0, answer.from) });
       part.records = part.records.slice(answer.from);
     }
+    if (deps.stopped()) return false;
     part.lastError = answer.error;
     const retryable = answer.kind === 'partial' || answer.retryable;
     if (answer.kind === 'failed' && answer.throttled) {

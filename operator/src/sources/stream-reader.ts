@@ -331,7 +331,9 @@ async function followTriggers<C extends StreamClient, T extends StreamTriggerBas
         trigger: w.trigger.name,
         fingerprint: w.fingerprint,
         stop,
-        done: before.then(() => keepConsuming(ctx, kind, o, { gauge, filtered }, w, own)),
+        done: before.then(() =>
+          keepConsuming(ctx, kind, o, { gauge, filtered }, w, own, signal),
+        ),
       });
     }
   };
@@ -371,6 +373,8 @@ async function keepConsuming<C extends StreamClient, T extends StreamTriggerBase
   metrics: Metrics,
   w: Wanted<T>,
   signal: AbortSignal,
+  /** Aborts with the source itself: only then is a batch in flight cut off. */
+  shutdown: AbortSignal,
 ): Promise<void> {
   // A trigger the API check refuses (an invalid filter pattern) is not read until it changes.
   const invalid = triggerProblem(w.trigger);
@@ -388,7 +392,7 @@ async function keepConsuming<C extends StreamClient, T extends StreamTriggerBase
   }
   for (let failures = 1; !signal.aborted; failures++) {
     try {
-      await new TriggerConsumer(ctx, kind, o, metrics, w, signal).run();
+      await new TriggerConsumer(ctx, kind, o, metrics, w, signal, shutdown).run();
       return;
     } catch (err) {
       const message = `the consumer failed and restarts: ${describeError(err)}`;
@@ -472,7 +476,13 @@ class TriggerConsumer<C extends StreamClient, T extends StreamTriggerBase> {
     private readonly o: Settings<C>,
     private readonly metrics: Metrics,
     private readonly w: Wanted<T>,
+    /** Stops the consumer: no further reads, retries or waits. */
     private readonly signal: AbortSignal,
+    /**
+     * Cuts off a batch in flight, which `signal` lets finish and checkpoint (a changed trigger's
+     * next consumer starts after it): the source is stopping.
+     */
+    private readonly shutdown: AbortSignal,
   ) {
     this.t = w.spec;
     this.gauge = metrics.gauge;
@@ -927,14 +937,22 @@ class TriggerConsumer<C extends StreamClient, T extends StreamTriggerBase> {
       invoke: async (records): Promise<AttemptResult> => {
         sending(records[0]!.arrivedAt);
         const { namespace, name } = this.w.fn.metadata;
-        if (!ctx.store.get(namespace, name) && !signal.aborted) {
+        if (!ctx.store.get(namespace, name)) {
           // Deleted: this consumer is about to be stopped; nothing is sent or given up.
-          await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+          if (!signal.aborted)
+            await new Promise((resolve) =>
+              signal.addEventListener('abort', resolve, { once: true }),
+            );
+          return {
+            ok: false,
+            error: { errorType: 'Stopped', errorMessage: `${namespace}/${name} was deleted` },
+            retryable: true,
+          };
         }
         return ctx.sink.invoke(
           this.fn(),
           batchEvent(records, origin, this.name, this.kind.eventType),
-          signal,
+          this.shutdown,
         );
       },
       deadLetter: async (records, f) => {
