@@ -331,9 +331,7 @@ async function followTriggers<C extends StreamClient, T extends StreamTriggerBas
         trigger: w.trigger.name,
         fingerprint: w.fingerprint,
         stop,
-        done: before.then(() =>
-          keepConsuming(ctx, kind, o, { gauge, filtered }, w, own, signal),
-        ),
+        done: before.then(() => keepConsuming(ctx, kind, o, { gauge, filtered }, w, own, signal)),
       });
     }
   };
