@@ -355,4 +355,28 @@ done
       /^no-such-python3 is not on PATH \(.*\): set EDDY_PYTHON to a python3\.11 that has awslambdaric installed$/,
     );
   });
+
+  it('passes on the members of an error body beyond the three it shapes, as the emulator does', async () => {
+    const bootstrap = `#!/bin/sh
+API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+while true; do
+  curl -sS -D /tmp/eddy-h-$$ -o /dev/null "$API/invocation/next"
+  ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' /tmp/eddy-h-$$ | tr -d '\\r' | cut -d' ' -f2)
+  curl -sS -o /dev/null -d '{"errorMessage":"no order 7","errorType":"OrderNotFound","requestId":"r-1","order":7}' "$API/invocation/$ID/error"
+done
+`;
+    rt = await startRuntime(
+      { bootstrap },
+      { EDDY_RUNTIME: 'provided', PATH: process.env.PATH ?? '' },
+    );
+    await waitForReadyz(rt.url, 200);
+    const { status, body } = await invoke(rt.url, {});
+    expect(status).toBe(500);
+    expect(body).toEqual({
+      errorMessage: 'no order 7',
+      errorType: 'OrderNotFound',
+      requestId: 'r-1',
+      order: 7,
+    });
+  });
 });

@@ -191,21 +191,27 @@ function readBody(
   req.on('close', () => tell('truncated'));
 }
 
-/** An error body a runtime client posted, in Lambda's shape whatever it sent. */
+/**
+ * An error body a runtime client posted, in Lambda's shape whatever it sent: its other members
+ * (awslambdaric's `requestId`, a custom runtime's own) kept, as the emulator passes them on.
+ */
 function errorBodyFrom(raw: Buffer, headerType: string | undefined): ErrorBody {
-  let parsed: Partial<ErrorBody> = {};
+  let parsed: Partial<ErrorBody> & Record<string, unknown> = {};
   try {
     const value: unknown = JSON.parse(raw.toString('utf8'));
-    if (value !== null && typeof value === 'object') parsed = value;
+    if (value !== null && typeof value === 'object' && !Array.isArray(value))
+      parsed = value as Record<string, unknown>;
   } catch {
     parsed = { errorMessage: raw.toString('utf8') };
   }
+  const { stackTrace, ...rest } = parsed;
   const body: ErrorBody = {
+    ...rest,
     errorType:
       (typeof parsed.errorType === 'string' && parsed.errorType) || headerType || 'Runtime.Unknown',
     errorMessage: typeof parsed.errorMessage === 'string' ? parsed.errorMessage : '',
   };
-  if (Array.isArray(parsed.stackTrace)) body.stackTrace = parsed.stackTrace.map(String);
+  if (Array.isArray(stackTrace)) body.stackTrace = stackTrace.map(String);
   return body;
 }
 
