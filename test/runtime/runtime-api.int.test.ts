@@ -21,6 +21,22 @@ curl -sS -o /dev/null -H 'Lambda-Runtime-Function-Error-Type: Custom.NoConfig' -
 exit 1
 `;
 
+/**
+ * A bootstrap that runs `start` (shell lines) once, then takes events one by one and runs
+ * `answer` for each, with `$API` the Runtime API's base and `$ID` the event's request id.
+ */
+function serving(answer: string, start = ''): string {
+  return `#!/bin/sh
+API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+${start}
+while true; do
+  curl -sS -D /tmp/eddy-h-$$ -o /dev/null "$API/invocation/next"
+  ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' /tmp/eddy-h-$$ | tr -d '\\r' | cut -d' ' -f2)
+  ${answer}
+done
+`;
+}
+
 async function invoke(url: string, event: unknown) {
   const res = await fetch(url, {
     method: 'POST',
@@ -198,15 +214,10 @@ exit 3
 
   it('is ready once the process has initialised, and times an invocation from then', async () => {
     // Two seconds of init against a one-second timeout: Lambda gives a first init time of its own.
-    const bootstrap = `#!/bin/sh
-API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
-sleep 2
-while true; do
-  curl -sS -D /tmp/eddy-h-$$ -o /dev/null "$API/invocation/next"
-  ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' /tmp/eddy-h-$$ | tr -d '\r' | cut -d' ' -f2)
-  curl -sS -o /dev/null -d '"initialised"' "$API/invocation/$ID/response"
-done
-`;
+    const bootstrap = serving(
+      `curl -sS -o /dev/null -d '"initialised"' "$API/invocation/$ID/response"`,
+      'sleep 2',
+    );
     const started = Date.now();
     rt = await startRuntime(
       { bootstrap },
@@ -225,15 +236,9 @@ done
   });
 
   it('holds a process whose caller went away until its handler ends: the next caller is throttled', async () => {
-    const bootstrap = `#!/bin/sh
-API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
-while true; do
-  curl -sS -D /tmp/eddy-h-$$ -o /dev/null "$API/invocation/next"
-  ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' /tmp/eddy-h-$$ | tr -d '\r' | cut -d' ' -f2)
-  sleep 1.5
-  curl -sS -o /dev/null -d '"slept"' "$API/invocation/$ID/response"
-done
-`;
+    const bootstrap = serving(
+      `sleep 1.5; curl -sS -o /dev/null -d '"slept"' "$API/invocation/$ID/response"`,
+    );
     rt = await startRuntime(
       { bootstrap },
       { EDDY_RUNTIME: 'provided', EDDY_TIMEOUT_MS: '10000', PATH: process.env.PATH ?? '' },
@@ -257,14 +262,9 @@ done
   });
 
   it('answers the bytes a process sent, UTF-8 or not', async () => {
-    const bootstrap = `#!/bin/sh
-API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
-while true; do
-  curl -sS -D /tmp/eddy-h-$$ -o /dev/null "$API/invocation/next"
-  ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' /tmp/eddy-h-$$ | tr -d '\r' | cut -d' ' -f2)
-  printf '\\377\\000\\001\\200A' | curl -sS -o /dev/null --data-binary @- "$API/invocation/$ID/response"
-done
-`;
+    const bootstrap = serving(
+      `printf '\\377\\000\\001\\200A' | curl -sS -o /dev/null --data-binary @- "$API/invocation/$ID/response"`,
+    );
     rt = await startRuntime(
       { bootstrap },
       { EDDY_RUNTIME: 'provided', PATH: process.env.PATH ?? '' },
@@ -309,18 +309,13 @@ esac
   it('runs a failed init again for the next event, which it serves once the init succeeds', async () => {
     // A dependency that is down when the pod starts: the init fails until the marker exists.
     const marker = join(tmpdir(), `eddy-init-marker-${process.pid}-${Date.now()}`);
-    const bootstrap = `#!/bin/sh
-API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
-if [ ! -e "${marker}" ]; then
+    const bootstrap = serving(
+      `curl -sS -o /dev/null -d '"served"' "$API/invocation/$ID/response"`,
+      `if [ ! -e "${marker}" ]; then
   curl -sS -o /dev/null -d '{"errorMessage":"database not reachable yet","errorType":"ConnectionError"}' "$API/init/error"
   exit 1
-fi
-while true; do
-  curl -sS -D /tmp/eddy-h-$$ -o /dev/null "$API/invocation/next"
-  ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' /tmp/eddy-h-$$ | tr -d '\\r' | cut -d' ' -f2)
-  curl -sS -o /dev/null -d '"served"' "$API/invocation/$ID/response"
-done
-`;
+fi`,
+    );
     rt = await startRuntime(
       { bootstrap },
       { EDDY_RUNTIME: 'provided', PATH: process.env.PATH ?? '' },
@@ -357,14 +352,9 @@ done
   });
 
   it('passes on the members of an error body beyond the three it shapes, as the emulator does', async () => {
-    const bootstrap = `#!/bin/sh
-API="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
-while true; do
-  curl -sS -D /tmp/eddy-h-$$ -o /dev/null "$API/invocation/next"
-  ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' /tmp/eddy-h-$$ | tr -d '\\r' | cut -d' ' -f2)
-  curl -sS -o /dev/null -d '{"errorMessage":"no order 7","errorType":"OrderNotFound","requestId":"r-1","order":7}' "$API/invocation/$ID/error"
-done
-`;
+    const bootstrap = serving(
+      `curl -sS -o /dev/null -d '{"errorMessage":"no order 7","errorType":"OrderNotFound","requestId":"r-1","order":7}' "$API/invocation/$ID/error"`,
+    );
     rt = await startRuntime(
       { bootstrap },
       { EDDY_RUNTIME: 'provided', PATH: process.env.PATH ?? '' },
