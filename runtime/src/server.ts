@@ -356,6 +356,9 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     } else {
       message.body = body;
     }
+    // The caller went away before its event could run: nothing runs for no one (a platform
+    // that sends it again is not answered twice).
+    if (!holds.has(res)) return;
     if (extras.tail) startTail(requestId);
     running(res);
     let invoked: Promise<Outcome>;
