@@ -125,9 +125,10 @@ const eddy = composeEddy({
   metrics: { port: settings.metricsPort },
   memoryBudget: settings.gatewayMemoryBudget,
   drainDelayMs: 5_000,
-  // The controller's own invocations (Kinesis batches) are replayed from its checkpoint by the
-  // next leader: it keeps the default drain, and its pod its short grace period.
-  ...(role === 'controller' ? {} : { drainMs: clusterDrainMs }),
+  // A gateway Deployment's replica: its pod's grace period covers the longest drain. The
+  // controller's own invocations (Kinesis batches) are replayed from its checkpoint by the next
+  // leader, and one process doing both (no EDDY_ROLE) has no such grace period: the default.
+  ...(role === 'gateway' ? { drainMs: clusterDrainMs } : {}),
   startCaches: (signal) => caches.start(signal),
   // The gateways' load; the controller adds its own (it invokes Kinesis batches itself).
   load: (gateway) =>

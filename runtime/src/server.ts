@@ -249,12 +249,18 @@ export function createRuntimeServer(deps: RuntimeDeps): RuntimeServer {
     requestId: string,
   ): Promise<void> {
     const waitMs = Math.max(config.timeoutMs, initBudgetMs);
+    let gone = false;
+    const onGone = () => (gone = true);
+    res.once('close', onGone);
     let timer: NodeJS.Timeout | undefined;
     const loaded = await Promise.race([
       invoker.ready.then(() => true),
       new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), waitMs))),
     ]);
     clearTimeout(timer);
+    res.removeListener('close', onGone);
+    // A caller that went away meanwhile is not admitted: nothing would ever release its slot.
+    if (gone) return;
     if (!loaded) {
       reject(
         res,

@@ -23,6 +23,7 @@ export class Watchdog {
   private readonly view: Int32Array;
   private readonly base = Date.now();
   private worker: Worker | undefined;
+  private stopped = false;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -48,7 +49,7 @@ export class Watchdog {
    * blocks the loop must find it running.
    */
   private start(): void {
-    if (this.worker) return;
+    if (this.worker || this.stopped) return;
     const data: WatchdogData = {
       shared: this.view.buffer as SharedArrayBuffer,
       base: this.base,
@@ -73,6 +74,7 @@ export class Watchdog {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.timer);
     await this.worker?.terminate();
   }

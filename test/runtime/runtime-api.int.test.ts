@@ -369,4 +369,22 @@ fi`,
       order: 7,
     });
   });
+
+  it('forgets a caller that went away while the processes were starting', async () => {
+    const bootstrap = serving(
+      `curl -sS -o /dev/null -d '"up"' "$API/invocation/$ID/response"`,
+      'sleep 1.5',
+    );
+    rt = await startRuntime(
+      { bootstrap },
+      { EDDY_RUNTIME: 'provided', EDDY_TIMEOUT_MS: '5000', PATH: process.env.PATH ?? '' },
+    );
+    const gone = fetch(rt.url, { method: 'POST', body: '{}', signal: AbortSignal.timeout(300) });
+    await expect(gone).rejects.toThrow();
+    await waitForReadyz(rt.url, 200);
+    // Its one process is free: the caller that left holds nothing.
+    const { status, body } = await invoke(rt.url, {});
+    expect(status).toBe(200);
+    expect(body).toBe('up');
+  });
 });
