@@ -14,15 +14,15 @@ import {
   type ErrorBody,
   type ErrorCode,
 } from './contract/errors.js';
-import type {
-  ClientContext,
-  EventAttributes,
-  FunctionInvoker,
-  InitResult,
-  Invocation,
-  Outcome,
+import {
+  initBudgetMs,
+  type ClientContext,
+  type EventAttributes,
+  type FunctionInvoker,
+  type InitResult,
+  type Invocation,
+  type Outcome,
 } from './invocation.js';
-import { initBudgetMs } from './invocation.js';
 import {
   endAndReport,
   maxMemoryUsedMb,

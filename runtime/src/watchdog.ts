@@ -56,7 +56,8 @@ export class Watchdog {
       logFormat: this.options.logFormat,
       timeoutMs: this.options.timeoutMs,
     };
-    // Loaded when needed, and synchronously: not a cost of the runtime's start.
+    // Loaded here, not with the runtime's modules, and synchronously: a first invocation calls
+    // this before its handler runs.
     const { Worker } = process.getBuiltinModule('node:worker_threads');
     this.worker = new Worker(this.options.threadFile, { workerData: data });
     this.worker.unref();
