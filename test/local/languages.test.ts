@@ -2,7 +2,7 @@
  * What the local stack makes for a language, and what it says when it cannot: fetching the
  * Node.js a nodejs<major> Function names (its deadline and failures, naming the runtime and what
  * to do; the fetch itself, from the npm registry, is run by test/runtimes/node.int.test.ts), and
- * python3.11's virtual environment without python3's venv module.
+ * python3.11's virtual environment: its progress, and python3 without its venv module.
  */
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -133,6 +133,49 @@ describe('pythonWithRic', () => {
     expect(lines).toEqual([
       `eddy: python3.11 functions run on ${python311} with awslambdaric 4.2.2; making its virtual environment in ${join(dir, 'languages', 'python3.11-awslambdaric-4.2.2')} (once)`,
     ]);
+  });
+
+  it('says while it makes the environment what it is doing, and when it is made', async () => {
+    // A python3.11 whose venv has a pip that takes a while for each install.
+    const bin = join(dir, 'bin');
+    await mkdir(bin, { recursive: true });
+    const pip = '#!/bin/sh\nsleep 0.3\n';
+    await writeFile(
+      join(bin, 'python3.11'),
+      `#!/bin/sh\nif [ "$1" = -c ]; then echo 3.11; exit 0; fi\nmkdir -p "$3/bin"\nprintf '${pip}' > "$3/bin/pip"\nchmod +x "$3/bin/pip"\ntouch "$3/bin/python"\n`,
+    );
+    await chmod(join(bin, 'python3.11'), 0o755);
+    // The shell's own tools (mkdir, sleep) after the fake python.
+    process.env.PATH = `${bin}:/usr/bin:/bin`;
+    delete process.env.EDDY_PYTHON;
+    const lines: string[] = [];
+    const venv = join(dir, 'languages', 'python3.11-awslambdaric-4.2.2-requirements-');
+    const python = await pythonWithRic(join(dir, 'languages'), (l) => lines.push(l), 'pillow\n', {
+      progressMs: 100,
+    });
+    expect(python).toMatch(
+      /python3\.11-awslambdaric-4\.2\.2-requirements-[0-9a-f]{16}\/bin\/python$/,
+    );
+    expect(lines[0]).toContain('making its virtual environment in');
+    const progress = lines.slice(1, -1);
+    expect(progress.length).toBeGreaterThan(0);
+    for (const line of progress) {
+      expect(line).toMatch(
+        /^eddy: still making the virtual environment in .*: (creating it|installing awslambdaric 4\.2\.2 from PyPI|installing the function's requirements\.txt) \(\d+ s so far\)$/,
+      );
+    }
+    expect(progress.some((l) => l.includes('requirements.txt'))).toBe(true);
+    expect(lines.at(-1)).toMatch(
+      new RegExp(
+        `^eddy: made the virtual environment in ${venv.replace(/[.]/g, '\\.')}[0-9a-f]{16} in \\d+\\.\\d s$`,
+      ),
+    );
+    // Made once: asked again, it says nothing more.
+    const count = lines.length;
+    expect(await pythonWithRic(join(dir, 'languages'), (l) => lines.push(l), 'pillow\n')).toBe(
+      python,
+    );
+    expect(lines.length).toBe(count);
   });
 
   it('says so when the only python3 is not 3.11', async () => {

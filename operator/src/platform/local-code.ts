@@ -349,6 +349,9 @@ export function requirementsOf(codeDir: string): string | undefined {
   return lines.length === 0 ? undefined : `${lines.join('\n')}\n`;
 }
 
+/** How often the stack says that a long step (a virtual environment, a Node.js fetch) goes on. */
+const progressMs = 10_000;
+
 /**
  * The python of a virtual environment under `dir` with awslambdaric installed from PyPI
  * (manylinux wheels, no compiler), and the function's own requirements.txt (the lines of
@@ -359,8 +362,9 @@ export async function pythonWithRic(
   dir: string,
   say: (line: string) => void,
   requirements?: string,
-  signal?: AbortSignal,
+  options: { signal?: AbortSignal; progressMs?: number } = {},
 ): Promise<string> {
+  const { signal } = options;
   if (process.env.EDDY_PYTHON) return process.env.EDDY_PYTHON;
   const basePy = basePython();
   if (!basePy) throw new Error('python3 is not on PATH');
@@ -388,10 +392,20 @@ export async function pythonWithRic(
         `eddy: python3.11 functions run on ${basePy} with awslambdaric ${awslambdaricVersion}${requirements === undefined ? '' : ' and their requirements.txt'}; making its virtual environment in ${venv} (once)`,
       );
       const partial = `${venv}.partial-${randomUUID()}`;
+      const started = Date.now();
+      let step = 'creating it';
+      const progress = setInterval(
+        () =>
+          say(
+            `eddy: still making the virtual environment in ${venv}: ${step} (${Math.round((Date.now() - started) / 1000)} s so far)`,
+          ),
+        options.progressMs ?? progressMs,
+      );
       await mkdir(dir, { recursive: true });
       try {
         await run(basePy, ['-m', 'venv', partial], 60_000, { explain: venvMissing, signal });
         const pip = join(partial, 'bin', 'pip');
+        step = `installing awslambdaric ${awslambdaricVersion} from PyPI`;
         await run(
           pip,
           [
@@ -406,6 +420,7 @@ export async function pythonWithRic(
           { signal },
         );
         if (requirements !== undefined) {
+          step = "installing the function's requirements.txt";
           await writeFile(join(partial, 'requirements.txt'), requirements);
           // The function's own packages: wheels where PyPI has them, else what pip can build.
           await run(
@@ -419,7 +434,12 @@ export async function pythonWithRic(
       } catch (err) {
         await rm(partial, { recursive: true, force: true });
         throw err;
+      } finally {
+        clearInterval(progress);
       }
+      say(
+        `eddy: made the virtual environment in ${venv} in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      );
       return python;
     })();
     venvs.set(venv, made);
@@ -435,8 +455,6 @@ export const failedEnvironmentKeptMs = 60_000;
 
 /** How long fetching a Node.js from the npm registry may take before the stack gives up. */
 export const nodeFetchDeadlineMs = 300_000;
-/** How often the stack says a fetch of Node.js is still going. */
-const nodeFetchProgressMs = 10_000;
 
 /** The Node.js major version a nodejs runtime names: 'nodejs22' -> '22'. */
 export function nodeMajor(runtime: Runtime): string | undefined {
@@ -528,7 +546,7 @@ async function fetchNode(
   const progress = setInterval(
     () =>
       say(`eddy: still fetching ${pkg} (${Math.round((Date.now() - started) / 1000)} s so far)`),
-    nodeFetchProgressMs,
+    progressMs,
   );
   const partial = `${target}.partial-${randomUUID()}`;
   await mkdir(partial, { recursive: true });

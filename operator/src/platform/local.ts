@@ -497,7 +497,9 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       return {
         node,
         env: {
-          [envNames.python]: await pythonWithRic(languagesDir, log, requirements, preparing.signal),
+          [envNames.python]: await pythonWithRic(languagesDir, log, requirements, {
+            signal: preparing.signal,
+          }),
         },
       };
     }
