@@ -10,8 +10,9 @@ import {
   LambdaClient,
   ListFunctionsCommand,
   type InvokeCommandOutput,
+  type TooManyRequestsException,
 } from '@aws-sdk/client-lambda';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -28,7 +29,7 @@ export const handler = async (event, context) => {
   if (event.fail) throw new TypeError('the event asked to fail');
   if (event.nothing) return undefined;
   if (event.report) {
-    await fetch(event.report, { method: 'POST', body: JSON.stringify({ requestId: context.awsRequestId, event }) });
+    await fetch(event.report, { method: 'POST', body: JSON.stringify({ requestId: context.awsRequestId, event, clientContext: context.clientContext ?? null }) });
   }
   console.log('handling', JSON.stringify(event));
   console.error('first line\\nsecond line');
@@ -41,7 +42,7 @@ describe('Lambda Invoke API on the local stack', () => {
   let stack: Stack;
   let lambda: LambdaClient;
   let reports: Server;
-  const reported: Array<{ requestId: string; event: unknown }> = [];
+  const reported: Array<{ requestId: string; event: unknown; clientContext: unknown }> = [];
   let reportUrl: string;
 
   beforeAll(async () => {
@@ -196,6 +197,10 @@ describe('Lambda Invoke API on the local stack', () => {
         FunctionName: 'hello',
         InvocationType: 'Event',
         Payload: payload({ report: reportUrl, n: 1 }),
+        // Lambda hands the client context to synchronous invocations only.
+        ClientContext: Buffer.from(JSON.stringify({ custom: { tenant: 'acme' } })).toString(
+          'base64',
+        ),
       }),
     );
     expect(out.StatusCode).toBe(202);
@@ -204,11 +209,18 @@ describe('Lambda Invoke API on the local stack', () => {
       reported.find((r) => r.requestId === requestId),
     );
     expect(got.event).toEqual({ report: reportUrl, n: 1 });
+    expect(got.clientContext).toBeNull();
     // The dry run ran nothing: only the event reported.
     expect(reported.slice(before).map((r) => r.requestId)).toEqual([requestId]);
-    // It went through the queue, as /async does.
-    const metrics = await (await fetch(`${stack.metricsUrl}/metrics`)).text();
-    expect(metrics).toMatch(/eddy_function_invocations_total\{[^}]*trigger="async"[^}]*\} [1-9]/);
+    // It went through the queue, as /async does (counted once its handler has returned, which
+    // is after it reported).
+    await waitFor('the asynchronous invocation to be counted', async () =>
+      /eddy_function_invocations_total\{[^}]*trigger="async"[^}]*\} [1-9]/.test(
+        await (await fetch(`${stack.metricsUrl}/metrics`)).text(),
+      )
+        ? true
+        : undefined,
+    );
   });
 
   it("answers a missing function, another qualifier and a body that is not JSON with Lambda's errors", async () => {
@@ -314,5 +326,90 @@ describe('Lambda Invoke API on the local stack', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('Lambda Invoke API throttling', () => {
+  let stack: Stack;
+  let lambda: LambdaClient;
+  const gate = `/tmp/eddy-throttle-gate-${process.pid}`;
+
+  beforeAll(async () => {
+    stack = await startStack(
+      [
+        inlineFunction(
+          'single',
+          `import { existsSync } from 'node:fs';
+          export const handler = async (event) => {
+            while (event.wait && !existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 10));
+            return 'done';
+          };`,
+          quiet({
+            concurrency: 1,
+            scaling: { minReplicas: 1, maxReplicas: 1 },
+            timeoutSeconds: 30,
+          }),
+        ),
+      ],
+      // One invocation may wait; bodies past 64 KiB in all are refused.
+      { queueLimit: 1, memoryBudget: 64 * 1024 },
+    );
+    lambda = new LambdaClient({
+      endpoint: stack.url,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+      maxAttempts: 1,
+    });
+  });
+
+  afterAll(async () => {
+    lambda?.destroy();
+    await stack?.stop();
+    await rm(gate, { force: true });
+  });
+
+  it("says in TooManyRequestsException's Reason whether the function or the gateway was at its limit", async () => {
+    expect((await lambda.send(new InvokeCommand({ FunctionName: 'single' }))).StatusCode).toBe(200);
+    // One in flight, held until the gate opens; one waiting for it; the third is refused.
+    const held = lambda.send(
+      new InvokeCommand({ FunctionName: 'single', Payload: payload({ wait: true }) }),
+    );
+    await waitFor(
+      'the first invocation to be in flight',
+      async () =>
+        (await (await fetch(`${stack.metricsUrl}/metrics`)).text()).match(
+          /eddy_function_in_flight\{[^}]*function="single"[^}]*\} 1/,
+        ) ?? undefined,
+    );
+    const waiting = lambda.send(new InvokeCommand({ FunctionName: 'single' }));
+    await waitFor(
+      'the second invocation to wait',
+      async () =>
+        (await (await fetch(`${stack.metricsUrl}/metrics`)).text()).match(
+          /eddy_function_queued\{[^}]*function="single"[^}]*\} 1/,
+        ) ?? undefined,
+    );
+    const function_ = (await refused(
+      lambda.send(new InvokeCommand({ FunctionName: 'single' })),
+    )) as TooManyRequestsException;
+    expect(function_.name).toBe('TooManyRequestsException');
+    expect(function_.$metadata.httpStatusCode).toBe(429);
+    expect(function_.Reason).toBe('ReservedFunctionConcurrentInvocationLimitExceeded');
+    expect(function_.message).toMatch(/single is at its limit/);
+    // A body the gateway's memory budget cannot hold: its shared capacity, not the function's.
+    const gateway = (await refused(
+      lambda.send(
+        new InvokeCommand({
+          FunctionName: 'single',
+          Payload: payload({ pad: 'x'.repeat(100_000) }),
+        }),
+      ),
+    )) as TooManyRequestsException;
+    expect(gateway.name).toBe('TooManyRequestsException');
+    expect(gateway.Reason).toBe('ConcurrentInvocationLimitExceeded');
+    expect(gateway.message).toMatch(/memory budget/);
+    await writeFile(gate, '');
+    expect((await held).StatusCode).toBe(200);
+    expect((await waiting).StatusCode).toBe(200);
   });
 });

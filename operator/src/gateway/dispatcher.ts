@@ -266,6 +266,7 @@ export class Dispatcher {
               'Throttled',
               `every replica of ${key} stayed at its concurrency limit until the wait ended: slow down or raise scaling.maxReplicas`,
               1,
+              'ReservedFunctionConcurrentInvocationLimitExceeded',
             );
           }
           await new Promise((r) => setTimeout(r, busyRetryMs));
@@ -381,6 +382,7 @@ export class Dispatcher {
           'Throttled',
           `function ${key} is at its limit (${dataPathSettings(fn).maxReplicas} replicas x ${dataPathSettings(fn).concurrency} in flight) and ${lane.waiters.length} invocations already wait: slow down or raise scaling.maxReplicas`,
           1,
+          'ReservedFunctionConcurrentInvocationLimitExceeded',
         ),
       );
     }
@@ -433,6 +435,7 @@ export class Dispatcher {
                   'Throttled',
                   `function ${key} stayed at its limit for ${waited} s: slow down or raise scaling.maxReplicas`,
                   1,
+                  'ReservedFunctionConcurrentInvocationLimitExceeded',
                 ),
           );
         },

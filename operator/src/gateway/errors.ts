@@ -83,6 +83,14 @@ export const gatewayErrors = {
 
 export type GatewayErrorCode = keyof typeof gatewayErrors;
 
+/**
+ * Why an invocation was throttled, as Lambda's TooManyRequestsException says it in `Reason`:
+ * the function at its own limit (its replicas' concurrency), or the gateway's shared capacity
+ * (its memory budget, its backlog of events, the event queue), Lambda's account-wide pool.
+ */
+export type ThrottleReason =
+  'ReservedFunctionConcurrentInvocationLimitExceeded' | 'ConcurrentInvocationLimitExceeded';
+
 export class GatewayError extends Error {
   readonly status: number;
   readonly errorType: string;
@@ -93,6 +101,8 @@ export class GatewayError extends Error {
     message: string,
     /** Seconds to wait before trying again, sent as Retry-After. */
     readonly retryAfterSeconds?: number,
+    /** A `Throttled` error's cause, for Lambda's Invoke API. */
+    readonly reason?: ThrottleReason,
   ) {
     super(message);
     const spec = gatewayErrors[code];
@@ -110,6 +120,7 @@ export function gatewayError(
   code: GatewayErrorCode,
   message: string,
   retryAfterSeconds?: number,
+  reason?: ThrottleReason,
 ): GatewayError {
-  return new GatewayError(code, message, retryAfterSeconds);
+  return new GatewayError(code, message, retryAfterSeconds, reason);
 }

@@ -244,8 +244,8 @@ export function createLambdaApi(deps: LambdaApiDeps): LambdaApi {
       return;
     }
     const headers: Record<string, string> = { 'content-type': 'application/json' };
-    if (clientContext !== undefined) headers[h.clientContext] = clientContext;
     if (type === 'Event') {
+      // Lambda hands the client context to synchronous invocations only.
       if (!deps.asyncInvoke) {
         throw gatewayError('NotFound', 'asynchronous invocation is not enabled here');
       }
@@ -258,6 +258,7 @@ export function createLambdaApi(deps: LambdaApiDeps): LambdaApi {
       send(res, 202, base);
       return;
     }
+    if (clientContext !== undefined) headers[h.clientContext] = clientContext;
     if (logType === 'Tail') headers[h.logType] = 'Tail';
     const answer = await deps.dispatcher.invoke(fn, {
       requestId,
@@ -352,11 +353,13 @@ export function createLambdaApi(deps: LambdaApiDeps): LambdaApi {
     const e = code ? gatewayError(code, given.message, given.retryAfterSeconds) : given;
     headers['X-Amzn-ErrorType'] = e.errorType;
     if (e.retryAfterSeconds !== undefined) headers['retry-after'] = String(e.retryAfterSeconds);
-    const body = {
+    const body: Record<string, string> = {
       Type: e.status < 500 ? 'User' : 'Service',
       Message: e.message,
       message: e.message,
     };
+    // TooManyRequestsException's Reason, which SDKs expose: the function's limit or the gateway's.
+    if (e.code === 'Throttled') body.Reason = e.reason ?? 'ConcurrentInvocationLimitExceeded';
     if (!res.headersSent) send(res, e.status, headers, JSON.stringify(body));
     else res.destroy();
   }
@@ -375,7 +378,15 @@ function runtimeRefusal(status: number, body: Buffer): GatewayError {
   } catch {
     // not Lambda's error shape: keep the text
   }
-  if (status === 429) return gatewayError('Throttled', message, 1);
+  // The replica at its own concurrency limit: the function's.
+  if (status === 429) {
+    return gatewayError(
+      'Throttled',
+      message,
+      1,
+      'ReservedFunctionConcurrentInvocationLimitExceeded',
+    );
+  }
   if (status === 413) return gatewayError('RequestTooLarge', message);
   if (status >= 400 && status < 500) return gatewayError('InvalidRequestContent', message);
   return gatewayError('ServiceException', `the runtime answered ${status} ${type}: ${message}`);
