@@ -305,10 +305,10 @@ async function serveMetrics(
   return { server, url };
 }
 
-/** Stops taking connections, lets requests in flight finish for up to `ms`, then cuts the rest. */
 /** How long answers cut at the drain's end have to leave before their connections close. */
 const cutAnswersMs = 1_000;
 
+/** Stops taking connections, lets requests in flight finish for up to `ms`, then cuts the rest. */
 function close(server: Server, ms: number, cut?: () => void): Promise<void> {
   return new Promise((resolve) => {
     let last: NodeJS.Timeout | undefined;
