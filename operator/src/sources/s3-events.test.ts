@@ -95,6 +95,26 @@ describe('matching', () => {
     expect(eventMatches(['s3:ObjectCreated:*'], 'ObjectCreated:Put')).toBe(true);
     expect(eventMatches(['s3:ObjectCreated:Copy'], 'ObjectCreated:Put')).toBe(false);
     expect(eventMatches(['s3:ObjectRemoved:*'], 'ObjectCreated:Put')).toBe(false);
+    for (const created of ['Put', 'Post', 'Copy', 'CompleteMultipartUpload']) {
+      expect(eventMatches(['s3:ObjectCreated:*'], `ObjectCreated:${created}`)).toBe(true);
+    }
+    for (const removed of ['Delete', 'DeleteMarkerCreated', 'DeleteAllVersions']) {
+      expect(eventMatches(['s3:ObjectRemoved:*'], `ObjectRemoved:${removed}`)).toBe(true);
+    }
+  });
+
+  it("keeps MinIO's tagging, retention, legal hold and no-op delete out of the wildcards, as AWS's have them", () => {
+    // MinIO's s3:ObjectCreated:* covers tagging: a function that tags its photo would be
+    // called again for its own tag, for ever.
+    for (const minioOnly of ['PutTagging', 'DeleteTagging', 'PutRetention', 'PutLegalHold']) {
+      expect(eventMatches(['s3:ObjectCreated:*'], `ObjectCreated:${minioOnly}`)).toBe(false);
+      // Named, they are delivered.
+      expect(eventMatches([`s3:ObjectCreated:${minioOnly}`], `ObjectCreated:${minioOnly}`)).toBe(
+        true,
+      );
+    }
+    expect(eventMatches(['s3:ObjectRemoved:*'], 'ObjectRemoved:NoOP')).toBe(false);
+    expect(eventMatches(['s3:ObjectRemoved:NoOP'], 'ObjectRemoved:NoOP')).toBe(true);
   });
   it('follows bucket, prefix and suffix on the decoded key', () => {
     expect(recordMatches(trigger, record!)).toBe(true);

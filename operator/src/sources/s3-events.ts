@@ -100,10 +100,31 @@ function normaliseRecord(raw: unknown, i: number, defaultRegion: string): S3Reco
   };
 }
 
-/** Whether `eventName` (`ObjectCreated:Put`) is one of a trigger's `events` (`s3:ObjectCreated:*`). */
+/**
+ * MinIO's event types that its `s3:ObjectCreated:*` and `s3:ObjectRemoved:*` cover and AWS's do
+ * not: tagging (AWS's `s3:ObjectTagging:*`), retention and legal hold (no event on AWS), and the
+ * delete of a key that was not there. A trigger gets them only by naming them.
+ */
+const notUnderWildcard = new Set([
+  'ObjectCreated:PutTagging',
+  'ObjectCreated:DeleteTagging',
+  'ObjectCreated:PutRetention',
+  'ObjectCreated:PutLegalHold',
+  'ObjectRemoved:NoOP',
+]);
+
+/**
+ * Whether `eventName` (`ObjectCreated:Put`) is one of a trigger's `events` (`s3:ObjectCreated:*`),
+ * the wildcards covering what they cover on AWS: a function that tags the photo it was called
+ * for is not called again.
+ */
 export function eventMatches(patterns: readonly string[], eventName: string): boolean {
   const name = `s3:${eventName}`;
-  return patterns.some((p) => (p.endsWith(':*') ? name.startsWith(p.slice(0, -1)) : p === name));
+  return patterns.some((p) =>
+    p.endsWith(':*')
+      ? name.startsWith(p.slice(0, -1)) && !notUnderWildcard.has(eventName)
+      : p === name,
+  );
 }
 
 export const defaultS3Events = ['s3:ObjectCreated:*'];
