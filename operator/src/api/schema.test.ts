@@ -169,6 +169,20 @@ describe('checkFunction with crds/function.yaml', () => {
     ]);
   });
 
+  it("takes a schedule's payload or its input, not both", () => {
+    const schedule = (extra: Record<string, unknown>) =>
+      manifest({
+        triggers: [{ name: 'nightly', schedule: { expression: 'rate(1 day)', ...extra } }],
+      });
+    expect(
+      accepted(schedule({ input: { task: 'cleanup' } })).spec.triggers![0]!.schedule,
+    ).toMatchObject({ input: { task: 'cleanup' } });
+    accepted(schedule({ payload: { mode: 'full' } }));
+    expect(problems(schedule({ payload: { mode: 'full' }, input: { task: 'cleanup' } }))).toEqual([
+      "spec.triggers[0].schedule: set payload (the Scheduled Event's detail) or input (the whole event), not both",
+    ]);
+  });
+
   it('compares integers as CEL ints: maxRecordAgeSeconds is -1 or at least 60', () => {
     const kinesis = (maxRecordAgeSeconds: number) =>
       manifest({

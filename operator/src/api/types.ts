@@ -60,7 +60,10 @@ export interface DynamoDBTrigger extends StreamTriggerBase {
 export interface ScheduleTrigger {
   expression: string;
   timezone?: string;
+  /** The Scheduled Event's `detail`. */
   payload?: Record<string, unknown>;
+  /** The whole event instead of the Scheduled Event: an EventBridge target's constant Input. */
+  input?: Record<string, unknown>;
   startingDeadlineSeconds?: number;
 }
 

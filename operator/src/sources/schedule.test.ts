@@ -174,6 +174,26 @@ function harness(start: string, o: { hold?: boolean; maxInFlightPerTrigger?: num
 }
 
 describe('the schedule source', () => {
+  it("sends a trigger's input as the whole event, as an EventBridge target's constant Input", async () => {
+    const h = harness('2025-01-01T10:02:30.000Z');
+    h.store.set(
+      fnWith('cleanup', {
+        nightly: { expression: 'rate(5 minutes)', input: { task: 'cleanup', days: 30 } },
+      }),
+    );
+    await h.start();
+    await h.clock.advanceTo('2025-01-01T10:08:00Z');
+    const [first] = h.delivered;
+    expect(first!.body).toEqual({ task: 'cleanup', days: 30 });
+    // Still the tick's CloudEvent, with its id.
+    expect(first!.event).toMatchObject({
+      type: 'dev.eddy.schedule',
+      source: 'eddy:schedule:jobs/cleanup/nightly',
+      time: '2025-01-01T10:07:30Z',
+      headers: { 'ce-id': first!.event.id, 'content-type': 'application/json' },
+    });
+  });
+
   it('fires a rate from its first start, with the EventBridge event and the status times', async () => {
     const h = harness('2025-01-01T10:02:30.000Z');
     h.store.set(

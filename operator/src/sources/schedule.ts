@@ -71,13 +71,15 @@ export function rfc3339(ms: number): string {
 }
 
 /**
- * The event of one tick. Its id is derived from the trigger and the tick, so a tick delivered
- * again (after a shutdown cut its delivery short) carries the same id.
+ * The event of one tick: the Scheduled Event with the trigger's payload as its detail, or the
+ * trigger's `input` as it is (an EventBridge target's constant Input). Its id is derived from the
+ * trigger and the tick, so a tick delivered again (after a shutdown cut its delivery short)
+ * carries the same id.
  */
 export function scheduledEvent(
   fn: EddyFunction,
   trigger: string,
-  payload: Record<string, unknown> | undefined,
+  spec: Pick<ScheduleTrigger, 'payload' | 'input'>,
   tick: number,
 ): { event: ScheduledEvent; delivery: DeliveryEvent } {
   const { namespace, name } = fn.metadata;
@@ -93,7 +95,7 @@ export function scheduledEvent(
     time,
     region: 'eddy',
     resources: [resource],
-    detail: payload ?? {},
+    detail: spec.payload ?? {},
   };
   return {
     event,
@@ -102,7 +104,7 @@ export function scheduledEvent(
       type: eventTypes.schedule,
       source: resource,
       time,
-      body: Buffer.from(JSON.stringify(event)),
+      body: Buffer.from(JSON.stringify(spec.input ?? event)),
       headers: {
         'ce-specversion': '1.0',
         'ce-id': id,
@@ -174,7 +176,7 @@ interface Entry {
   /** The tick after `next`, worked out ahead so that firing needs no calendar arithmetic. */
   following?: number;
   /** The event of `next`, made ahead so that firing is only handing it over. */
-  prepared?: { tick: number; payload: unknown; delivery: DeliveryEvent };
+  prepared?: { tick: number; spec: ScheduleTrigger; delivery: DeliveryEvent };
   /** Ticks whose delivery has not ended. */
   inflight: Set<number>;
   /** The latest skip, as the status message shows it. */
@@ -484,9 +486,9 @@ async function runSchedules(
     e.inflight.add(tick);
     const p = e.prepared;
     const delivery =
-      p && p.tick === tick && p.payload === e.spec.payload
+      p && p.tick === tick && p.spec === e.spec
         ? p.delivery
-        : scheduledEvent(e.fn, e.trigger, e.spec.payload, tick).delivery;
+        : scheduledEvent(e.fn, e.trigger, e.spec, tick).delivery;
     const done = enqueue(e, tick, delivery)
       .then((outcome) => {
         if (!outcome || outcome.outcome === 'interrupted') return; // stays in the checkpoint: owed
@@ -548,8 +550,8 @@ async function runSchedules(
     e.seq++;
     if (e.next === undefined) return;
     heap.push({ at: e.next, entry: e, seq: e.seq });
-    const { delivery } = scheduledEvent(e.fn, e.trigger, e.spec.payload, e.next);
-    e.prepared = { tick: e.next, payload: e.spec.payload, delivery };
+    const { delivery } = scheduledEvent(e.fn, e.trigger, e.spec, e.next);
+    e.prepared = { tick: e.next, spec: e.spec, delivery };
   }
 
   function report(e: Entry): void {
