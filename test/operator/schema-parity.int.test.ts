@@ -114,6 +114,11 @@ const cases: Array<[string, Manifest]> = [
       schedule: { expression: '0 3 * * *', payload: { a: 1, b: [1, { c: null }] } },
     }),
   ],
+  ['input', trigger({ name: 'n', schedule: { ...everyMinute, input: { task: 'cleanup' } } })],
+  [
+    'payload and input',
+    trigger({ name: 'n', schedule: { ...everyMinute, payload: { a: 1 }, input: { b: 2 } } }),
+  ],
   ['bad expr', trigger({ name: 'n', schedule: { expression: 'every day' } })],
   ['timeout 1.5', thumbnail({ timeoutSeconds: 1.5 })],
   ['timeout 1000', thumbnail({ timeoutSeconds: 1000 })],
