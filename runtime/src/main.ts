@@ -8,6 +8,7 @@ import { Invoker } from './invoker.js';
 import { write } from './logs.js';
 import { RuntimeMetrics } from './metrics.js';
 import { envDefaults, envNames, usesRuntimeApi } from './contract/env.js';
+import { lambdaVariables } from './lambda-env.js';
 import type { FunctionInvoker } from './invocation.js';
 import { ProcessInvoker, type ProcessInvokerSettings } from './runtime-api/process-invoker.js';
 import { createRuntimeServer, type RuntimeServer } from './server.js';
@@ -45,8 +46,14 @@ function startProcesses(config: RuntimeConfig): void {
 }
 
 function start(config: RuntimeConfig): void {
+  const settings = functionSettings(config);
+  // Lambda's variables, set before the handler is imported (its module scope may read them).
+  Object.assign(
+    process.env,
+    lambdaVariables({ ...settings, runtime: config.runtime }, process.env),
+  );
   const invoker = new Invoker(
-    functionSettings(config),
+    settings,
     // Only called from later turns of the event loop, once `rt` below exists.
     (reason) => rt.recycle(reason),
   );

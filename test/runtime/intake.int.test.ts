@@ -18,6 +18,8 @@ export const handler = async (event, context) => ({
     callbackWaitsForEmptyEventLoop: context.callbackWaitsForEmptyEventLoop,
     cloudEvent: context.cloudEvent && { ...context.cloudEvent, data: undefined },
   },
+  env: Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(AWS_|LAMBDA_|_HANDLER$|TZ$)/.test(k))),
+  timeZone: Intl.DateTimeFormat().resolvedOptions().timeZone,
 });`;
 
 /** Written the way AWS's S3 examples are. */
@@ -185,6 +187,23 @@ describe('runtime: event intake', () => {
       callbackWaitsForEmptyEventLoop: true,
     });
     expect(c.logStreamName).toMatch(/^\d{4}\/\d{2}\/\d{2}\/\[\$LATEST\]\S+$/);
+    // Lambda's variables, as its Node.js runtime sets them, for libraries that look for them.
+    const env = (body as unknown as { env: Record<string, string> }).env;
+    expect(env).toMatchObject({
+      _HANDLER: 'index.handler',
+      AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x',
+      AWS_LAMBDA_FUNCTION_NAME: 'hello',
+      AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '256',
+      AWS_LAMBDA_FUNCTION_VERSION: '$LATEST',
+      AWS_REGION: 'us-east-1',
+      AWS_DEFAULT_REGION: 'us-east-1',
+      AWS_LAMBDA_LOG_GROUP_NAME: '/eddy/tests/hello',
+      AWS_LAMBDA_LOG_STREAM_NAME: c.logStreamName,
+      AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand',
+      TZ: ':UTC',
+    });
+    expect(env.LAMBDA_TASK_ROOT).toBeTruthy();
+    expect((body as unknown as { timeZone: string }).timeZone).toBe('UTC');
     expect(c.remaining).toBeGreaterThan(4000);
     expect(c.remaining).toBeLessThanOrEqual(5000);
   });

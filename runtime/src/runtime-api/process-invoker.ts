@@ -16,7 +16,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   envNames,
-  functionRegion,
   invokedFunctionArn,
   type LogFormat,
   type RuntimeName,
@@ -30,7 +29,8 @@ import {
   type Outcome,
 } from '../invocation.js';
 import { decodeEvent, type InvokerSettings } from '../invoker.js';
-import { functionVersion, keep, startLine, write, writeLine } from '../logs.js';
+import { keep, startLine, write, writeLine } from '../logs.js';
+import { lambdaVariables } from '../lambda-env.js';
 import { findClientJar, jniProperty, unpackJni } from './java-jni.js';
 import { Slot, type LanguageCommand } from './slot.js';
 
@@ -51,24 +51,7 @@ export function lambdaEnv(s: ProcessInvokerSettings, api: string): Record<string
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(s.env))
     if (v !== undefined && !notInherited.has(k)) env[k] = v;
-  const region = functionRegion(s.env);
-  Object.assign(env, {
-    AWS_LAMBDA_RUNTIME_API: api,
-    _HANDLER: s.handler,
-    LAMBDA_TASK_ROOT: s.codeDir,
-    AWS_EXECUTION_ENV: `AWS_Lambda_${s.runtime}`,
-    AWS_LAMBDA_FUNCTION_NAME: s.functionName,
-    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(s.memoryMb),
-    AWS_LAMBDA_FUNCTION_VERSION: functionVersion,
-    AWS_REGION: region,
-    AWS_DEFAULT_REGION: s.env.AWS_DEFAULT_REGION || region,
-    AWS_LAMBDA_LOG_GROUP_NAME: `/eddy/${s.functionNamespace}/${s.functionName}`,
-    AWS_LAMBDA_LOG_STREAM_NAME: s.logStreamName,
-    AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand',
-    TZ: s.env.TZ || ':UTC',
-  });
-  // A function logging JSON (Lambda's LogFormat JSON): AWS's clients format their lines so too.
-  if (s.logFormat === 'json') env.AWS_LAMBDA_LOG_FORMAT = 'JSON';
+  Object.assign(env, { AWS_LAMBDA_RUNTIME_API: api }, lambdaVariables(s, s.env));
   return env;
 }
 
