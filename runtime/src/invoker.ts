@@ -188,20 +188,26 @@ export class Invoker implements FunctionInvoker {
           error: { code: 'Unhandled', body: errorBody(thrown !== undefined ? thrown : e) },
         });
       };
+      // The first of the callback, context.succeed/fail/done and the returned promise answers.
+      let answered = false;
+      const callback = (err?: unknown, result?: unknown) => {
+        if (answered) return;
+        answered = true;
+        if (err !== undefined && err !== null) fail(err);
+        else succeed(result);
+      };
+      Object.assign(context, {
+        succeed: (result?: unknown) => callback(null, result),
+        // Lambda's fail() without an error fails with the string 'handled'.
+        fail: (err?: unknown) => callback(err ?? 'handled'),
+        done: callback,
+      });
       this.calling = m.requestId;
       try {
         if (this.current) {
-          this.current.run(
-            m.requestId,
-            callHandler,
-            handler,
-            decoded.event,
-            context,
-            succeed,
-            fail,
-          );
+          this.current.run(m.requestId, callHandler, handler, decoded.event, context, callback);
         } else {
-          callHandler(handler, decoded.event, context, succeed, fail);
+          callHandler(handler, decoded.event, context, callback);
         }
       } finally {
         this.calling = undefined;
@@ -308,38 +314,32 @@ export function decodeEvent(m: Invocation): { event: unknown; data: unknown } | 
 }
 
 /**
- * Runs the handler: a returned promise wins; otherwise a 3-argument handler answers by callback.
- * Whichever comes first settles; `fail` gets what was thrown or rejected, as it is.
+ * Runs the handler. Whichever answers first wins: a returned promise, or the callback (which
+ * context.succeed/fail/done call), even from a handler that also returns a promise. A
+ * synchronous handler taking fewer than 3 arguments answers with what it returns; one taking a
+ * callback answers when it calls it.
  */
 function callHandler(
   handler: Handler,
   event: unknown,
   context: object,
-  succeed: (value: unknown) => void,
-  fail: (err: unknown) => void,
+  callback: (err?: unknown, result?: unknown) => void,
 ): void {
-  let settled = false;
-  const callback = (err?: unknown, result?: unknown) => {
-    if (settled) return;
-    settled = true;
-    if (err !== undefined && err !== null) fail(err);
-    else succeed(result);
-  };
   let returned: unknown;
   try {
     returned = handler(event, context, callback);
   } catch (err) {
-    settled = true;
-    fail(err);
+    callback(err ?? 'handled');
     return;
   }
   if (returned !== null && typeof (returned as { then?: unknown })?.then === 'function') {
-    settled = true;
-    (returned as Promise<unknown>).then(succeed, fail);
+    (returned as Promise<unknown>).then(
+      (value) => callback(null, value),
+      // A promise rejected with nothing still failed.
+      (err: unknown) => callback(err ?? 'handled'),
+    );
   } else if (handler.length < 3) {
-    // A synchronous handler that takes no callback answers with what it returns.
-    settled = true;
-    succeed(returned);
+    callback(null, returned);
   }
 }
 

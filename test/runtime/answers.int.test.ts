@@ -48,6 +48,23 @@ exports.handler = (event, context, callback) => {
   callback(null, { via: 'callback' });
 };`;
 
+/** The other ways Lambda's Node.js runtime lets a handler answer. */
+const otherAnswers = `
+exports.handler = async (event, context, callback) => {
+  switch (event.how) {
+    // An async handler that calls back before its promise settles: the callback answers.
+    case 'callback-then-resolve':
+      callback(null, 'from the callback');
+      await new Promise((r) => setTimeout(r, 50));
+      return 'from the promise';
+    case 'succeed': context.succeed({ via: 'succeed' }); return new Promise(() => {});
+    case 'fail': context.fail(new TypeError('fail says no')); return new Promise(() => {});
+    case 'fail-nothing': context.fail(); return new Promise(() => {});
+    case 'done': context.done(null, 'done'); return new Promise(() => {});
+    case 'reject-nothing': throw undefined;
+  }
+};`;
+
 describe('runtime: answers', () => {
   const track = usePerTest();
 
@@ -124,6 +141,22 @@ describe('runtime: answers', () => {
     const failed = await invoke(rt.url, { fail: true });
     expect(failed.status).toBe(500);
     expect(failed.json).toMatchObject({ errorType: 'Error', errorMessage: 'callback says no' });
+  });
+
+  it("answers by the first of the callback, context.succeed/fail/done and the promise, as Lambda's Node.js runtime does", async () => {
+    const rt = track(await startRuntime({ 'index.cjs': otherAnswers }));
+    expect((await invoke(rt.url, { how: 'callback-then-resolve' })).json).toBe('from the callback');
+    expect((await invoke(rt.url, { how: 'succeed' })).json).toEqual({ via: 'succeed' });
+    const failed = await invoke(rt.url, { how: 'fail' });
+    expect(failed.status).toBe(500);
+    expect(failed.json).toMatchObject({ errorType: 'TypeError', errorMessage: 'fail says no' });
+    // fail() or a rejection without an error: Lambda's 'handled'.
+    for (const how of ['fail-nothing', 'reject-nothing']) {
+      const nothing = await invoke(rt.url, { how });
+      expect(nothing.status).toBe(500);
+      expect(nothing.json).toEqual({ errorType: 'string', errorMessage: 'handled' });
+    }
+    expect((await invoke(rt.url, { how: 'done' })).json).toBe('done');
   });
 
   it('times out every invocation in flight at its own deadline', async () => {
