@@ -23,13 +23,26 @@ function stackLines(err: unknown): string[] {
 }
 
 /**
+ * `file.export` as Lambda's Node.js runtime reads it: the file's name ends at the first dot after
+ * the last `/` (`src/app.handler`: src/app), and the rest is a path of properties within the
+ * module (`index.api.get`: the export `api`'s `get`).
+ */
+export function splitHandler(handlerSpec: string): { modulePath: string; path: string[] } {
+  const slash = handlerSpec.lastIndexOf('/');
+  const dot = handlerSpec.indexOf('.', slash + 1);
+  return {
+    modulePath: handlerSpec.slice(0, dot),
+    path: handlerSpec.slice(dot + 1).split('.'),
+  };
+}
+
+/**
  * Imports `file.export` from codeDir (the file may sit in subfolders: `src/app.handler`).
  * `.js` is ESM or CommonJS per the nearest package.json, as Node decides.
  */
 export async function loadHandler(codeDir: string, handlerSpec: string): Promise<Handler> {
-  const dot = handlerSpec.lastIndexOf('.');
-  const modulePath = handlerSpec.slice(0, dot);
-  const exportName = handlerSpec.slice(dot + 1);
+  const { modulePath, path } = splitHandler(handlerSpec);
+  const [exportName, ...nested] = path as [string, ...string[]];
   const file = extensions.map((ext) => join(codeDir, modulePath + ext)).find((f) => existsSync(f));
   if (!file) {
     const tried = extensions.map((ext) => modulePath + ext).join(', ');
@@ -57,15 +70,24 @@ export async function loadHandler(codeDir: string, handlerSpec: string): Promise
     });
   }
   const fromDefault = mod.default as Record<string, unknown> | undefined;
-  const candidate =
+  let candidate: unknown =
     mod[exportName] ??
     (fromDefault !== null && (typeof fromDefault === 'object' || typeof fromDefault === 'function')
       ? fromDefault[exportName]
       : undefined);
+  for (const key of nested) {
+    candidate =
+      candidate !== null && (typeof candidate === 'object' || typeof candidate === 'function')
+        ? (candidate as Record<string, unknown>)[key]
+        : undefined;
+  }
   if (typeof candidate !== 'function') {
     throw new LoadError('HandlerNotFound', {
       errorType: 'Runtime.HandlerNotFound',
-      errorMessage: `${handlerSpec} is undefined or not exported: ${file} must export a function named ${exportName}.`,
+      errorMessage:
+        nested.length === 0
+          ? `${handlerSpec} is undefined or not exported: ${file} must export a function named ${exportName}.`
+          : `${handlerSpec} is undefined or not exported: ${file} must export ${exportName} holding the function ${nested.join('.')} (the file's name ends at its first dot, as on Lambda).`,
     });
   }
   return candidate as Handler;

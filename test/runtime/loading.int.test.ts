@@ -47,6 +47,11 @@ describe('runtime: loading handlers', () => {
       'src/app.handler',
     ],
     [
+      'a handler nested in an export (index.api.get: the file ends at its first dot, as on Lambda)',
+      { 'index.mjs': `export const api = { get: async (event, context) => (${echo}) };` },
+      'index.api.get',
+    ],
+    [
       'a callback-style handler',
       {
         'index.mjs': `export function handler(event, context, callback) { setTimeout(() => callback(null, ${echo}), 5); }`,

@@ -55,7 +55,8 @@ export function inlineCodeFile(runtime: string, handler: string = envDefaults.ha
   // Named by the handler's module, as Lambda's console names the file (`app.handler`: app.mjs;
   // `lambda_function.lambda_handler`: lambda_function.py); a module in a folder or package
   // cannot be one inline file, which stays `index`.
-  const dot = handler.lastIndexOf('.');
+  // Python's module ends at the last dot (`pkg.mod.handler`), Node's file at the first.
+  const dot = runtime === 'python3.11' ? handler.lastIndexOf('.') : handler.indexOf('.');
   const module = dot > 0 ? handler.slice(0, dot) : '';
   const name = /^[A-Za-z0-9_-]+$/.test(module) ? module : 'index';
   return runtime === 'python3.11' ? `${name}.py` : `${name}.mjs`;
