@@ -74,7 +74,7 @@ export class Invoker implements FunctionInvoker {
     this.memoryLimitInMB = String(settings.memoryMb);
     this.patchConsole();
     process.on('uncaughtException', (err) => this.onEscape(err));
-    process.on('unhandledRejection', (err) => this.onEscape(err));
+    process.on('unhandledRejection', (reason) => this.onEscape(unhandledRejection(reason)));
     this.ready = this.load();
   }
 
@@ -341,6 +341,23 @@ function callHandler(
   } else if (handler.length < 3) {
     callback(null, returned);
   }
+}
+
+/**
+ * A rejection nobody handled, as Lambda's Node.js runtime reports it: errorType
+ * `Runtime.UnhandledPromiseRejection`, the reason as text (`Error: boom`) as the message.
+ */
+function unhandledRejection(reason: unknown): Error {
+  let text: string;
+  try {
+    text = String(reason);
+  } catch {
+    text = Object.prototype.toString.call(reason);
+  }
+  const e = new Error(text);
+  e.name = 'Runtime.UnhandledPromiseRejection';
+  if (reason instanceof Error && reason.stack) e.stack = reason.stack;
+  return e;
 }
 
 /** Keeps a non-Error rejection's value for errorBody. */

@@ -39,6 +39,7 @@ export const handler = async (event, context) => {
     case 'hog': { const keep = []; for (;;) keep.push(new Array(1e5).fill(Math.random())); }
     case 'hold': return (await fetch(event.url)).text();
     case 'escape': setTimeout(() => { throw new Error('thrown from a timer'); }, 1); await new Promise((r) => setTimeout(r, 200)); return 'unreachable';
+    case 'escape-rejection': Promise.reject(new Error('nobody caught me')); await new Promise((r) => setTimeout(r, 200)); return 'unreachable';
   }
 };`;
 
@@ -391,6 +392,19 @@ describe('runtime: answers', () => {
     const res = await invoke(rt.url, { action: 'escape' });
     expect(res.status).toBe(500);
     expect(res.json).toMatchObject({ errorType: 'Error', errorMessage: 'thrown from a timer' });
+    expect(((await exited) as [number | null])[0]).toBe(1);
+  });
+
+  it("fails the invocation a rejection nobody handled came from with Lambda's Runtime.UnhandledPromiseRejection, and recycles", async () => {
+    const rt = track(await startRuntime({ 'index.mjs': actions }));
+    const exited = once(rt.process.child, 'exit');
+    const res = await invoke(rt.url, { action: 'escape-rejection' });
+    expect(res.status).toBe(500);
+    expect(res.json).toMatchObject({
+      errorType: 'Runtime.UnhandledPromiseRejection',
+      errorMessage: 'Error: nobody caught me',
+    });
+    expect((res.json!.stackTrace as string[]).some((l) => l.includes('index.mjs'))).toBe(true);
     expect(((await exited) as [number | null])[0]).toBe(1);
   });
 
