@@ -10,7 +10,7 @@ import { eventTypes, isS3Type } from './contract/events.js';
 import { maxPayloadBytes, type ErrorBody, type ErrorCode } from './contract/errors.js';
 import { loadHandler, LoadError, type Handler } from './handler-loader.js';
 import type { FunctionInvoker, InitResult, Invocation, Outcome } from './invocation.js';
-import { consoleLine, functionVersion, queue, startLine, write } from './logs.js';
+import { consoleLine, functionVersion, invokeErrorLine, queue, startLine, write } from './logs.js';
 
 export interface InvokerSettings {
   codeDir: string;
@@ -182,10 +182,14 @@ export class Invoker implements FunctionInvoker {
       const fail = (err: unknown) => {
         const e = err instanceof Error ? err : errorLike(err);
         const thrown = (e as { thrown?: unknown }).thrown;
+        const body = errorBody(thrown !== undefined ? thrown : e);
+        if (this.pending.has(id)) {
+          write(invokeErrorLine(this.settings.logFormat, m.requestId, body), m.requestId);
+        }
         settle({
           kind: 'result',
           durationMs: nowMs() - started,
-          error: { code: 'Unhandled', body: errorBody(thrown !== undefined ? thrown : e) },
+          error: { code: 'Unhandled', body },
         });
       };
       // The first of the callback, context.succeed/fail/done and the returned promise answers.

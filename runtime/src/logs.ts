@@ -147,6 +147,28 @@ export function consoleLine(
   return lines.map((line) => `${prefix}${line}\n`).join('');
 }
 
+/**
+ * The line Lambda's Node.js runtime logs for an invocation that failed: `Invoke Error` and the
+ * error (in JSON format, its fields beside the message), so the logs tell why.
+ */
+export function invokeErrorLine(
+  format: LogFormat,
+  requestId: string,
+  error: { errorType: string; errorMessage: string; stackTrace?: string[] },
+): string {
+  if (format === 'json') {
+    const timestamp = new Date().toISOString();
+    return `${JSON.stringify({ timestamp, level: 'ERROR', requestId, message: 'Invoke Error', ...error })}\n`;
+  }
+  const { errorType, errorMessage, stackTrace } = error;
+  return consoleLine(
+    format,
+    requestId,
+    'ERROR',
+    `Invoke Error \t${JSON.stringify({ errorType, errorMessage, stack: stackTrace ?? [] })}`,
+  );
+}
+
 export function timeoutLine(format: LogFormat, requestId: string, message: string): string {
   return consoleLine(format, requestId, 'ERROR', message);
 }

@@ -76,6 +76,17 @@ describe('runtime: logs and metrics', () => {
     // Peak RSS of a Node process with a worker: tens of MB, never zero, below the function's memory.
     expect(Number(report![3])).toBeGreaterThan(20);
     expect(Number(report![3])).toBeLessThan(512);
+
+    // A failed invocation says why in the log, as Lambda's Invoke Error line does.
+    await invoke(rt.url, { n: 2, fail: true }, 'req-text-2');
+    const failedLog = await rt.waitForLog(/REPORT RequestId: req-text-2/);
+    const failed = failedLog.split('\n').filter((l) => l.includes('req-text-2'));
+    const invokeError = /^\S+\treq-text-2\tERROR\tInvoke Error \t(\{.*\})$/.exec(failed.at(-3)!);
+    expect(invokeError).not.toBeNull();
+    const error = JSON.parse(invokeError![1]!) as Record<string, unknown>;
+    expect(error).toMatchObject({ errorType: 'Error', errorMessage: 'failed on purpose' });
+    expect((error.stack as string[])[0]).toBe('Error: failed on purpose');
+    expect(failed.at(-2)).toBe('END RequestId: req-text-2');
   });
 
   it('keeps each invocation’s console lines under its own request id when they run concurrently', async () => {
@@ -142,6 +153,20 @@ describe('runtime: logs and metrics', () => {
       Math.max(1, Math.ceil(report.record.metrics.durationMs!)),
     );
     expect(report.record.metrics.initDurationMs).toBeGreaterThan(0);
+
+    await invoke(rt.url, { n: 4, fail: true }, 'req-json-2');
+    const failedLog = await rt.waitForLog(/"platform.report".*req-json-2/);
+    const failed = failedLog
+      .split('\n')
+      .filter((l) => l.startsWith('{') && l.includes('req-json-2'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(failed.find((r) => r.message === 'Invoke Error')).toMatchObject({
+      level: 'ERROR',
+      requestId: 'req-json-2',
+      errorType: 'Error',
+      errorMessage: 'failed on purpose',
+      stackTrace: expect.arrayContaining(['Error: failed on purpose']) as unknown,
+    });
   });
 
   it.skipIf(!canRun('prometheus'))(
