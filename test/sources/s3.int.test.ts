@@ -246,6 +246,34 @@ describe.runIf(canRun('minio'))('S3 buckets', () => {
     stack = undefined;
   });
 
+  it("writes the entry once when the store reads its ARN back with the region filled in (the chart's ARN has none)", async () => {
+    await s3.send(new CreateBucketCommand({ Bucket: 'regionless' }));
+    const seen = join(scratch, 'regionless.jsonl');
+    const fn = recorderFn('regionless', seen, [
+      { name: 'uploads', s3: { bucket: 'regionless', connection: connection() } },
+    ]);
+    const regionless = minio.webhookArn!.replace(`:${minio.region}:`, '::');
+    expect(regionless).toBe('arn:minio:sqs::EDDY:webhook');
+    const s = await start(
+      [fn],
+      s3Source({ stores: stores(), webhookArn: regionless, resyncMs: 200 }),
+    );
+    await waitFor('the bucket entry', async () =>
+      (await entries('regionless')).find((e) => e.Id === 'eddy'),
+    );
+    // Many resyncs later the entry was written once: MinIO answers with its region in the ARN,
+    // which names the same target.
+    await new Promise((r) => setTimeout(r, 2_000));
+    const writes = s.logs.filter((l) => l.includes('bucket regionless') && l.includes('now go to'));
+    expect(writes).toHaveLength(1);
+    await s3.send(new PutObjectCommand({ Bucket: 'regionless', Key: 'a.jpg', Body: 'x' }));
+    await waitFor('the upload handled', async () =>
+      (await seenIn(seen)).some((r) => r.key === 'a.jpg') ? true : undefined,
+    );
+    await stack!.stop();
+    stack = undefined;
+  });
+
   it('refuses posts without the token and malformed bodies, takes test events, and names a missing bucket', async () => {
     const seen = join(scratch, 'mixed.jsonl');
     const fn = recorderFn('mixed', seen, [

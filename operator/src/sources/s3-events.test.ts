@@ -8,7 +8,7 @@ import {
   recordMatches,
   s3CloudEvent,
 } from './s3-events.js';
-import { desiredEntry, withEntry } from './s3.js';
+import { desiredEntry, sameEntry, withEntry } from './s3.js';
 
 const minioBody = {
   EventName: 's3:ObjectCreated:Put',
@@ -153,6 +153,20 @@ describe('CloudEvents', () => {
 
 describe("the bucket's notification entry", () => {
   const arn = 'arn:minio:sqs::EDDY:webhook';
+  it('is the one the store holds when the store read it back with its region filled in', () => {
+    const wanted = desiredEntry([{ bucket: 'p', connection: {}, filter: { suffix: '.jpg' } }], arn);
+    // What MinIO answers for the entry it was given: its own region in the ARN, rules reordered.
+    const stored = { ...wanted, QueueArn: 'arn:minio:sqs:us-east-1:EDDY:webhook' };
+    expect(sameEntry(stored, wanted)).toBe(true);
+    expect(sameEntry(wanted, stored)).toBe(true);
+    expect(
+      sameEntry({ ...stored, QueueArn: 'arn:minio:sqs:us-east-1:OTHER:webhook' }, wanted),
+    ).toBe(false);
+    expect(sameEntry({ ...stored, Events: ['s3:ObjectRemoved:*'] }, wanted)).toBe(false);
+    expect(sameEntry(undefined, wanted)).toBe(false);
+    expect(sameEntry(undefined, undefined)).toBe(true);
+  });
+
   it('covers every trigger on the bucket with the filters they share', () => {
     const entry = desiredEntry(
       [

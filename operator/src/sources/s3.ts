@@ -174,16 +174,30 @@ export function withEntry(
   return next;
 }
 
-function sameEntry(a: QueueConfiguration | undefined, b: QueueConfiguration | undefined): boolean {
-  const norm = (q: QueueConfiguration | undefined) =>
-    q && {
-      arn: q.QueueArn,
-      events: [...(q.Events ?? [])].sort(),
-      rules: (q.Filter?.Key?.FilterRules ?? [])
-        .map((r) => `${String(r.Name).toLowerCase()}=${r.Value}`)
-        .sort(),
-    };
-  return JSON.stringify(norm(a)) === JSON.stringify(norm(b));
+/**
+ * Whether the store already holds the entry Eddy wants. An ARN without a region
+ * (`arn:minio:sqs::EDDY:webhook`, the chart's) names the same target as the one the store reads
+ * it back as (MinIO fills in its own region: `arn:minio:sqs:us-east-1:EDDY:webhook`); taken as
+ * different, the entry was written again at every resync, and MinIO drops the events of an
+ * upload that arrives while it swaps a bucket's rules.
+ */
+export function sameEntry(
+  a: QueueConfiguration | undefined,
+  b: QueueConfiguration | undefined,
+): boolean {
+  if (!a || !b) return a === b;
+  const arn = (q: QueueConfiguration) => String(q.QueueArn).split(':');
+  const [arnA, arnB] = [arn(a), arn(b)];
+  const sameArn =
+    arnA.length === arnB.length &&
+    arnA.every((part, i) => part === arnB[i] || (i === 3 && (part === '' || arnB[i] === '')));
+  const norm = (q: QueueConfiguration) => ({
+    events: [...(q.Events ?? [])].sort(),
+    rules: (q.Filter?.Key?.FilterRules ?? [])
+      .map((r) => `${String(r.Name).toLowerCase()}=${r.Value}`)
+      .sort(),
+  });
+  return sameArn && JSON.stringify(norm(a)) === JSON.stringify(norm(b));
 }
 
 /** Whether the store refused a request as invalid (an event type it does not support, say). */
