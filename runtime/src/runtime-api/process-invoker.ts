@@ -14,12 +14,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  envNames,
-  invokedFunctionArn,
-  type LogFormat,
-  type RuntimeName,
-} from '../contract/env.js';
+import { envNames, invokedFunctionArn, type LogFormat, type RuntimeName } from '../contract/env.js';
 import type { ErrorBody } from '../contract/errors.js';
 import {
   initBudgetMs,
