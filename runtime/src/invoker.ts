@@ -3,6 +3,7 @@
  * start, called per invocation with a Lambda-style context, bounded by the function's timeout.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { Writable } from 'node:stream';
 import { format } from 'node:util';
 import type { LogFormat } from './config.js';
 import { invokedFunctionArn } from './contract/env.js';
@@ -75,6 +76,7 @@ export class Invoker implements FunctionInvoker {
     this.patchConsole();
     process.on('uncaughtException', (err) => this.onEscape(err));
     process.on('unhandledRejection', (reason) => this.onEscape(unhandledRejection(reason)));
+    installAwsLambdaGlobal();
     this.ready = this.load();
   }
 
@@ -329,6 +331,10 @@ function callHandler(
   context: object,
   callback: (err?: unknown, result?: unknown) => void,
 ): void {
+  if ((handler as unknown as Record<symbol, unknown>)[streamingMark] === 'response') {
+    callStreaming(handler, event, context, callback);
+    return;
+  }
   let returned: unknown;
   try {
     returned = handler(event, context, callback);
@@ -344,6 +350,84 @@ function callHandler(
     );
   } else if (handler.length < 3) {
     callback(null, returned);
+  }
+}
+
+/** Lambda's mark on a handler wrapped by `awslambda.streamifyResponse`. */
+const streamingMark = Symbol.for('aws.lambda.runtime.handler.streaming');
+
+/** What a streaming handler wrote, answered as it is (not as JSON). */
+class StreamedBody {
+  constructor(
+    readonly bytes: Buffer,
+    /** Bytes written in all: past the limit, only counted. */
+    readonly size: number,
+  ) {}
+}
+
+/**
+ * The `awslambda` global Lambda's Node.js runtime defines before it imports the handler:
+ * `streamifyResponse(handler)` marks a handler `(event, responseStream, context)`, and
+ * `HttpResponseStream.from(stream, {statusCode, headers})` gives a function URL's status and
+ * headers. Invocations here are answered whole, so a streamed response is buffered until the
+ * stream ends, and the status and headers (a function URL's) are not applied.
+ */
+function installAwsLambdaGlobal(): void {
+  const g = globalThis as { awslambda?: unknown };
+  if (g.awslambda !== undefined) return;
+  g.awslambda = {
+    streamifyResponse(handler: unknown, _options?: { highWaterMark?: number }) {
+      if (typeof handler !== 'function') {
+        throw new TypeError('awslambda.streamifyResponse takes the handler function');
+      }
+      (handler as unknown as Record<symbol, unknown>)[streamingMark] = 'response';
+      return handler;
+    },
+    HttpResponseStream: class HttpResponseStream {
+      static from(stream: Writable, prelude?: unknown): Writable {
+        Object.assign(stream, { prelude });
+        return stream;
+      }
+    },
+  };
+}
+
+/**
+ * Runs a streaming handler: it answers when its stream ends (or, left open, when its promise
+ * resolves), with the bytes written; an error from the handler or the stream fails it.
+ */
+function callStreaming(
+  handler: Handler,
+  event: unknown,
+  context: object,
+  callback: (err?: unknown, result?: unknown) => void,
+): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      size += chunk.length;
+      if (size <= maxPayloadBytes) chunks.push(chunk);
+      done();
+    },
+  });
+  Object.assign(stream, { setContentType: (_type: string) => undefined });
+  stream.once('finish', () => callback(null, new StreamedBody(Buffer.concat(chunks), size)));
+  stream.once('error', (err) => callback(err));
+  let returned: unknown;
+  try {
+    returned = handler(event, stream, context);
+  } catch (err) {
+    callback(err ?? 'handled');
+    return;
+  }
+  if (returned !== null && typeof (returned as { then?: unknown })?.then === 'function') {
+    (returned as Promise<unknown>).then(
+      () => {
+        if (!stream.writableEnded) stream.end();
+      },
+      (err: unknown) => callback(err ?? 'handled'),
+    );
   }
 }
 
@@ -396,10 +480,22 @@ export function errorBody(err: unknown): ErrorBody {
 }
 
 function serialize(value: unknown): {
-  body?: string;
+  body?: string | Buffer;
   error?: { code: ErrorCode; body: ErrorBody };
 } {
   if (value === undefined) return {};
+  if (value instanceof StreamedBody) {
+    if (value.size <= maxPayloadBytes) return { body: value.bytes };
+    return {
+      error: {
+        code: 'ResponseSizeTooLarge',
+        body: {
+          errorType: 'Function.ResponseSizeTooLarge',
+          errorMessage: `the handler streamed ${value.size} bytes; an answered invocation holds at most ${maxPayloadBytes} bytes. Write large results to a bucket and return a reference.`,
+        },
+      },
+    };
+  }
   let body: string | undefined;
   try {
     body = JSON.stringify(value);

@@ -21,8 +21,17 @@ async function invoke(url: string, body: unknown = {}) {
     status: res.status,
     headers: res.headers,
     text,
-    json: text ? (JSON.parse(text) as Record<string, unknown>) : undefined,
+    json: parsed(text),
   };
+}
+
+/** The answer as JSON, or undefined when it is none (a streamed answer's bytes). */
+function parsed(text: string): Record<string, unknown> | undefined {
+  try {
+    return text ? (JSON.parse(text) as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A handler whose behaviour the event picks. */
@@ -48,6 +57,24 @@ exports.handler = (event, context, callback) => {
   if (event.fail) return callback(new Error('callback says no'));
   callback(null, { via: 'callback' });
 };`;
+
+/** Response streaming as Lambda's Node.js runtime offers it, through the awslambda global. */
+const streaming = `
+export const handler = awslambda.streamifyResponse(async (event, responseStream, context) => {
+  if (event.fail) throw new Error('no stream today');
+  if (event.http) {
+    responseStream = awslambda.HttpResponseStream.from(responseStream, {
+      statusCode: 201,
+      headers: { 'x-made-by': 'eddy' },
+    });
+  }
+  responseStream.setContentType('text/plain');
+  responseStream.write('hello ');
+  await new Promise((r) => setTimeout(r, 10));
+  responseStream.write(Buffer.from(event.name ?? context.functionName));
+  // Left open: the handler's promise ends it.
+  if (!event.open) responseStream.end();
+});`;
 
 /** The other ways Lambda's Node.js runtime lets a handler answer. */
 const otherAnswers = `
@@ -142,6 +169,19 @@ describe('runtime: answers', () => {
     const failed = await invoke(rt.url, { fail: true });
     expect(failed.status).toBe(500);
     expect(failed.json).toMatchObject({ errorType: 'Error', errorMessage: 'callback says no' });
+  });
+
+  it('runs a handler wrapped by awslambda.streamifyResponse, answering what it streamed once the stream ends', async () => {
+    const rt = track(await startRuntime({ 'index.mjs': streaming }));
+    const streamed = await invoke(rt.url, { name: 'eddy' });
+    expect(streamed.status).toBe(200);
+    expect(streamed.text).toBe('hello eddy');
+    expect((await invoke(rt.url, { open: true })).text).toBe('hello hello');
+    // A function URL's status and headers: not applied here, the body still whole.
+    expect((await invoke(rt.url, { http: true, name: 'url' })).text).toBe('hello url');
+    const failed = await invoke(rt.url, { fail: true });
+    expect(failed.status).toBe(500);
+    expect(failed.json).toMatchObject({ errorType: 'Error', errorMessage: 'no stream today' });
   });
 
   it("answers by the first of the callback, context.succeed/fail/done and the promise, as Lambda's Node.js runtime does", async () => {
