@@ -342,8 +342,8 @@ function callHandler(
     callback(err ?? 'handled');
     return;
   }
-  if (returned !== null && typeof (returned as { then?: unknown })?.then === 'function') {
-    (returned as Promise<unknown>).then(
+  if (isThenable(returned)) {
+    returned.then(
       (value) => callback(null, value),
       // A promise rejected with nothing still failed.
       (err: unknown) => callback(err ?? 'handled'),
@@ -351,6 +351,10 @@ function callHandler(
   } else if (handler.length < 3) {
     callback(null, returned);
   }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && typeof (value as { then?: unknown })?.then === 'function';
 }
 
 /** Lambda's mark on a handler wrapped by `awslambda.streamifyResponse`. */
@@ -421,8 +425,8 @@ function callStreaming(
     callback(err ?? 'handled');
     return;
   }
-  if (returned !== null && typeof (returned as { then?: unknown })?.then === 'function') {
-    (returned as Promise<unknown>).then(
+  if (isThenable(returned)) {
+    returned.then(
       () => {
         if (!stream.writableEnded) stream.end();
       },

@@ -36,6 +36,15 @@ export const handler = async (event, context) => {
   return { event, clientContext: context.clientContext ?? null, requestId: context.awsRequestId };
 };`;
 
+/** The SDK pointed at the stack, trying once. It always signs; the local stack takes any signature. */
+const sdkFor = (endpoint: string) =>
+  new LambdaClient({
+    endpoint,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+    maxAttempts: 1,
+  });
+
 const decode = (p?: Uint8Array) => JSON.parse(Buffer.from(p ?? []).toString('utf8')) as unknown;
 
 describe('Lambda Invoke API on the local stack', () => {
@@ -67,13 +76,7 @@ describe('Lambda Invoke API on the local stack', () => {
         quiet({ timeoutSeconds: 1 }),
       ),
     ]);
-    lambda = new LambdaClient({
-      endpoint: stack.url,
-      region: 'us-east-1',
-      // The SDK always signs; the local stack takes any signature.
-      credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-      maxAttempts: 1,
-    });
+    lambda = sdkFor(stack.url);
   });
 
   afterAll(async () => {
@@ -354,12 +357,7 @@ describe('Lambda Invoke API throttling', () => {
       // One invocation may wait; bodies past 64 KiB in all are refused.
       { queueLimit: 1, memoryBudget: 64 * 1024 },
     );
-    lambda = new LambdaClient({
-      endpoint: stack.url,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-      maxAttempts: 1,
-    });
+    lambda = sdkFor(stack.url);
   });
 
   afterAll(async () => {
