@@ -4,14 +4,21 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Writable } from 'node:stream';
-import { format } from 'node:util';
 import type { LogFormat } from './config.js';
 import { invokedFunctionArn } from './contract/env.js';
 import { eventTypes, isS3Type } from './contract/events.js';
 import { maxPayloadBytes, type ErrorBody, type ErrorCode } from './contract/errors.js';
 import { loadHandler, LoadError, type Handler } from './handler-loader.js';
 import type { FunctionInvoker, InitResult, Invocation, Outcome } from './invocation.js';
-import { consoleLine, functionVersion, invokeErrorLine, queue, startLine, write } from './logs.js';
+import {
+  consoleCall,
+  consoleLine,
+  functionVersion,
+  invokeErrorLine,
+  queue,
+  startLine,
+  write,
+} from './logs.js';
 
 export interface InvokerSettings {
   codeDir: string;
@@ -132,7 +139,7 @@ export class Invoker implements FunctionInvoker {
           if (this.calling !== undefined) this.current.enterWith(this.calling);
         }
         const requestId = this.requestIdNow();
-        write(consoleLine(this.settings.logFormat, requestId, level, format(...args)), requestId);
+        write(consoleCall(this.settings.logFormat, requestId, level, args), requestId);
       };
     }
   }

@@ -4,10 +4,13 @@
  * thread and the watchdog's, so a request's lines keep their order.
  */
 import { writeSync } from 'node:fs';
+import { format as formatArgsOf } from 'node:util';
 import type { LogFormat } from './config.js';
 import { logTailBytes } from './contract/index.js';
 
 export const functionVersion = '$LATEST';
+
+const formatArgs = (args: unknown[]): string => formatArgsOf(...(args as [unknown, ...unknown[]]));
 
 export interface ReportFields {
   requestId: string;
@@ -145,6 +148,49 @@ export function consoleLine(
   const lines = message.split(/\r?\n/);
   if (lines.length > 1 && lines[lines.length - 1] === '') lines.pop();
   return lines.map((line) => `${prefix}${line}\n`).join('');
+}
+
+/**
+ * A handler's console call as a log line. In JSON format, as Lambda's Node.js runtime writes it:
+ * one argument is the message as it is (an object stays an object, an Error becomes its
+ * errorType, errorMessage and stackTrace); several are formatted into one string, and the first
+ * Error among them adds its fields beside the message.
+ */
+export function consoleCall(
+  format: LogFormat,
+  requestId: string | undefined,
+  level: string,
+  args: unknown[],
+): string {
+  if (format !== 'json') return consoleLine(format, requestId, level, formatArgs(args));
+  const timestamp = new Date().toISOString();
+  const record: Record<string, unknown> = { timestamp, level, requestId };
+  if (args.length === 1) {
+    record.message = args[0];
+    try {
+      return `${JSON.stringify(record, errorFields)}\n`;
+    } catch {
+      // A BigInt or a cycle: the message as util.format shows it.
+      record.message = formatArgs(args);
+      return `${JSON.stringify(record)}\n`;
+    }
+  }
+  record.message = formatArgs(args);
+  const error = args.find((a): a is Error => a instanceof Error);
+  if (error) Object.assign(record, errorFieldsOf(error));
+  return `${JSON.stringify(record)}\n`;
+}
+
+function errorFieldsOf(e: Error): Record<string, unknown> {
+  return {
+    errorType: e.constructor?.name ?? 'UnknownError',
+    errorMessage: e.message,
+    stackTrace: typeof e.stack === 'string' ? e.stack.split('\n') : [],
+  };
+}
+
+function errorFields(_key: string, value: unknown): unknown {
+  return value instanceof Error ? { ...errorFieldsOf(value), ...value } : value;
 }
 
 /**

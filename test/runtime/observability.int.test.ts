@@ -12,6 +12,11 @@ export const handler = async (event) => {
   console.log('hello', { n: event.n });
   console.warn('careful');
   console.error(new Error('shown, not thrown').message);
+  if (event.objects) {
+    console.info({ n: event.n, nested: { ok: true } });
+    console.error(new TypeError('as an object'));
+    console.error('with an error:', new RangeError('beside'));
+  }
   if (event.fail) throw new Error('failed on purpose');
   if (event.hold) await (await fetch(event.hold)).text();
   if (event.sleep) await new Promise((r) => setTimeout(r, event.sleep));
@@ -153,6 +158,28 @@ describe('runtime: logs and metrics', () => {
       Math.max(1, Math.ceil(report.record.metrics.durationMs!)),
     );
     expect(report.record.metrics.initDurationMs).toBeGreaterThan(0);
+
+    // As Lambda's JSON format: one argument stays what it is, an Error becomes its fields;
+    // several are one string, the first Error's fields beside it.
+    await invoke(rt.url, { n: 5, objects: true }, 'req-json-3');
+    const objectsLog = await rt.waitForLog(/"platform.report".*req-json-3/);
+    const objects = objectsLog
+      .split('\n')
+      .filter((l) => l.startsWith('{') && l.includes('req-json-3'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((r) => r.level === 'INFO' || r.level === 'ERROR');
+    expect(objects[2]).toMatchObject({ message: { n: 5, nested: { ok: true } } });
+    expect(objects[3]).toMatchObject({
+      message: { errorType: 'TypeError', errorMessage: 'as an object' },
+    });
+    expect((objects[3]!.message as { stackTrace: string[] }).stackTrace[0]).toBe(
+      'TypeError: as an object',
+    );
+    expect(objects[4]).toMatchObject({
+      message: expect.stringMatching(/^with an error: RangeError: beside/) as unknown,
+      errorType: 'RangeError',
+      errorMessage: 'beside',
+    });
 
     await invoke(rt.url, { n: 4, fail: true }, 'req-json-2');
     const failedLog = await rt.waitForLog(/"platform.report".*req-json-2/);
