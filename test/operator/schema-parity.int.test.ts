@@ -114,6 +114,26 @@ const cases: Array<[string, Manifest]> = [
       schedule: { expression: '0 3 * * *', payload: { a: 1, b: [1, { c: null }] } },
     }),
   ],
+  ['env PORT', thumbnail({ env: [{ name: 'PORT', value: '9000' }] })],
+  [
+    'env NODE_OPTIONS valueFrom',
+    thumbnail({
+      env: [{ name: 'NODE_OPTIONS', valueFrom: { secretKeyRef: { name: 's', key: 'k' } } }],
+    }),
+  ],
+  [
+    'env NODE_OPTIONS',
+    thumbnail({ env: [{ name: 'NODE_OPTIONS', value: '--enable-source-maps' }] }),
+  ],
+  [
+    'env twice',
+    thumbnail({
+      env: [
+        { name: 'A', value: '1' },
+        { name: 'A', value: '2' },
+      ],
+    }),
+  ],
   ['input', trigger({ name: 'n', schedule: { ...everyMinute, input: { task: 'cleanup' } } })],
   [
     'payload and input',

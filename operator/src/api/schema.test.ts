@@ -169,6 +169,39 @@ describe('checkFunction with crds/function.yaml', () => {
     ]);
   });
 
+  it('refuses env names Eddy sets, NODE_OPTIONS from valueFrom, and a name twice', () => {
+    expect(problems(manifest({ env: [{ name: 'PORT', value: '9000' }] }))).toEqual([
+      'spec.env[0]: EDDY_HANDLER, EDDY_CODE_DIR, EDDY_FUNCTION_NAME, EDDY_FUNCTION_NAMESPACE, EDDY_MEMORY_MB, EDDY_TIMEOUT_MS, EDDY_CONCURRENCY, EDDY_RUNTIME, PORT and HOST are set by Eddy from the Function (handler, memory, timeoutSeconds, concurrency, runtime); remove the variable from env and set the field',
+    ]);
+    expect(
+      problems(
+        manifest({
+          env: [{ name: 'NODE_OPTIONS', valueFrom: { secretKeyRef: { name: 's', key: 'k' } } }],
+        }),
+      ),
+    ).toEqual([
+      'spec.env[0]: NODE_OPTIONS takes a value, which Eddy adds to the heap flags it sets; valueFrom cannot be joined to them',
+    ]);
+    expect(
+      problems(
+        manifest({
+          env: [
+            { name: 'A', value: '1' },
+            { name: 'A', value: '2' },
+          ],
+        }),
+      ),
+    ).toEqual(['spec.env[1]: Duplicate value: {"name":"A"}']);
+    accepted(
+      manifest({
+        env: [
+          { name: 'NODE_OPTIONS', value: '--enable-source-maps' },
+          { name: 'EDDY_LOG_FORMAT', value: 'json' },
+        ],
+      }),
+    );
+  });
+
   it("takes a schedule's payload or its input, not both", () => {
     const schedule = (extra: Record<string, unknown>) =>
       manifest({
@@ -349,6 +382,7 @@ describe('loadFunctionSchema', () => {
           memory: '512Mi',
           cpu: '500m',
           ephemeralStorage: '1Gi',
+          env: [{ name: 'NODE_OPTIONS', value: '--enable-source-maps' }],
           scaling: { minReplicas: 1, maxReplicas: 3 },
           deadLetter: { url: 'http://sink.photos.svc/dead' },
           triggers: [

@@ -75,6 +75,32 @@ describe('desiredDeployment', () => {
     });
   });
 
+  it("joins the Function's NODE_OPTIONS to the heap flags, in one variable", () => {
+    const variables = container({
+      code: { inline: 'x' },
+      memory: '1Gi',
+      env: [
+        { name: 'A', value: '1' },
+        { name: 'NODE_OPTIONS', value: '--enable-source-maps' },
+      ],
+    }).env!;
+    expect(variables.filter((e) => e.name === 'NODE_OPTIONS')).toEqual([
+      {
+        name: 'NODE_OPTIONS',
+        value: '--max-old-space-size=822 --max-semi-space-size=16 --enable-source-maps',
+      },
+    ]);
+    expect(variables.at(-1)).toEqual({ name: 'A', value: '1' });
+    // A runtime behind the Runtime API sets no heap flags: the Function's alone.
+    expect(
+      env({
+        code: { inline: 'x' },
+        runtime: 'python3.11',
+        env: [{ name: 'NODE_OPTIONS', value: '--trace-warnings' }],
+      }).NODE_OPTIONS,
+    ).toBe('--trace-warnings');
+  });
+
   it('sets memory request and limit alike; CPU requested in proportion unless overridden, up to one vCPU or more', () => {
     expect(container({ code: { inline: 'x' }, memory: '512Mi' }).resources).toEqual({
       requests: { memory: '512Mi', cpu: '290m' },

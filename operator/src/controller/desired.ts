@@ -15,7 +15,13 @@ import type {
   V1Volume,
   V1VolumeMount,
 } from '@kubernetes/client-node';
-import { envDefaults, inlineCodeFile, runtimeEnv } from '../../../runtime/src/contract/index.js';
+import {
+  envDefaults,
+  envNames,
+  inlineCodeFile,
+  joinNodeOptions,
+  runtimeEnv,
+} from '../../../runtime/src/contract/index.js';
 import { apiVersion, kind, type EddyFunction, type Runtime } from '../api/types.js';
 import { mebibytes, parseQuantity } from '../api/quantity.js';
 
@@ -185,9 +191,18 @@ export function desiredDeployment(fn: EddyFunction, settings: DesiredSettings): 
     port: runtimePort,
     runtime: spec.runtime,
   });
+  // The Function's NODE_OPTIONS joins the heap flags (the CRD refuses the other names the
+  // contract sets, and a name twice).
+  const ownNodeOptions = spec.env?.find((e) => e.name === envNames.nodeOptions);
+  if (ownNodeOptions) {
+    contract[envNames.nodeOptions] = joinNodeOptions(
+      contract[envNames.nodeOptions],
+      ownNodeOptions.value,
+    );
+  }
   const env: V1EnvVar[] = [
     ...Object.entries(contract).map(([name, value]) => ({ name, value })),
-    ...(spec.env ?? []),
+    ...(spec.env ?? []).filter((e) => e !== ownNodeOptions),
   ];
 
   const volumes: V1Volume[] = [

@@ -114,6 +114,17 @@ export function nodeOptions(runtime: string, memoryMb: number): string {
   return usesRuntimeApi(runtime) ? '' : heapFlags(memoryMb).join(' ');
 }
 
+/**
+ * NODE_OPTIONS of a Function that sets its own (`--enable-source-maps`, say): the platform's
+ * heap flags, then the Function's, so that Node reads both (a flag given twice: the Function's).
+ */
+export function joinNodeOptions(
+  platform: string | undefined,
+  fromFunction: string | undefined,
+): string {
+  return [platform, fromFunction].filter((o) => o !== undefined && o.trim() !== '').join(' ');
+}
+
 /** The region a function is told (`AWS_REGION`): as its pod sets it, else us-east-1. */
 export function functionRegion(env: NodeJS.ProcessEnv): string {
   return env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1';
