@@ -102,13 +102,65 @@ describe('computeStatus', () => {
     const first = computeStatus(fn(), { deployment: ready }, 'u', t0);
     const again = computeStatus(fn({ status: first }), { deployment: ready }, 'u', t1);
     expect(again).toEqual(first);
-    const lost = computeStatus(fn({ status: first }), { deployment: deployment(1) }, 'u', t1);
+    // The Deployment gave up making progress (a crash loop, an image it cannot pull).
+    const stuck: V1Deployment = {
+      ...deployment(1),
+      status: {
+        replicas: 1,
+        conditions: [
+          {
+            type: 'Progressing',
+            status: 'False',
+            reason: 'ProgressDeadlineExceeded',
+            message: 'ReplicaSet "f-1" has timed out progressing.',
+          },
+          {
+            type: 'Available',
+            status: 'False',
+            message: 'Deployment does not have minimum availability.',
+          },
+        ],
+      },
+    };
+    const lost = computeStatus(fn({ status: first }), { deployment: stuck }, 'u', t1);
     expect(lost.conditions![0]).toMatchObject({
       status: 'False',
       reason: 'ReplicasNotReady',
+      message: '0 of 1 replica(s) ready: ReplicaSet "f-1" has timed out progressing.',
       lastTransitionTime: t1.toISOString(),
     });
     expect(lost.conditions![1]!.lastTransitionTime).toBe(t0.toISOString());
+  });
+
+  it('stays Ready while a function that served starts replicas again (a cold start flips nothing)', () => {
+    const zero = computeStatus(fn(), { deployment: deployment(0) }, 'u', t0);
+    const starting = computeStatus(fn({ status: zero }), { deployment: deployment(1) }, 'u', t1);
+    expect(starting.conditions![0]).toMatchObject({
+      status: 'True',
+      reason: 'Activating',
+      lastTransitionTime: t0.toISOString(),
+    });
+    // A new generation has not served yet: its first replica is not ready until it is.
+    const changed = computeStatus(
+      fn({ status: zero, metadata: { name: 'f', namespace: 'n', generation: 5 } }),
+      { deployment: deployment(1) },
+      'u',
+      t1,
+    );
+    expect(changed.conditions![0]).toMatchObject({ status: 'False', reason: 'ReplicasNotReady' });
+  });
+
+  it('is not Ready at zero when its replica never became ready before it was scaled down', () => {
+    const starting = computeStatus(fn(), { deployment: deployment(1) }, 'u', t0);
+    expect(starting.conditions![0]).toMatchObject({ status: 'False', reason: 'ReplicasNotReady' });
+    const idle = computeStatus(fn({ status: starting }), { deployment: deployment(0) }, 'u', t1);
+    expect(idle.conditions![0]).toMatchObject({ status: 'False', reason: 'NeverReady' });
+    expect(idle.conditions![0]!.message).toContain('kubectl logs -n n -l eddy.dev/function=f');
+    // Tried again and failing again, then served at last.
+    const again = computeStatus(fn({ status: idle }), { deployment: deployment(1) }, 'u', t1);
+    expect(again.conditions![0]).toMatchObject({ status: 'False', reason: 'ReplicasNotReady' });
+    const served = computeStatus(fn({ status: again }), { deployment: deployment(1, 1) }, 'u', t1);
+    expect(served.conditions![0]).toMatchObject({ status: 'True', reason: 'Available' });
   });
 
   it('passes a deploy error through to Ready', () => {

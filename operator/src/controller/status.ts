@@ -104,21 +104,54 @@ export function computeStatus(
       reason: 'Available',
       message: `${readyReplicas} of ${replicas} replica(s) ready`,
     };
-  } else if (d && replicas === 0) {
-    ready = {
-      type: 'Ready',
-      status: 'True',
-      reason: 'ScaledToZero',
-      message: 'scaled to zero: the next invocation starts a replica',
-    };
   } else {
-    const failing = d?.status?.conditions?.find((c) => c.status === 'False');
-    ready = {
-      type: 'Ready',
-      status: 'False',
-      reason: 'ReplicasNotReady',
-      message: `0 of ${replicas} replica(s) ready${failing?.message ? `: ${failing.message}` : ''}`,
-    };
+    // What this generation showed before: a replica of it served (Ready True), or one was
+    // started and never became ready (ReplicasNotReady, NeverReady).
+    const before = previous.get('Ready');
+    const sameGeneration = before?.observedGeneration === generation;
+    const served = sameGeneration && before?.status === 'True';
+    const failedToStart =
+      sameGeneration &&
+      before?.status === 'False' &&
+      (before.reason === 'ReplicasNotReady' || before.reason === 'NeverReady');
+    // The Deployment's own verdict: a replica it could not make (quota, a missing service
+    // account), or no progress within its deadline (a crash loop, an image that cannot be pulled).
+    const conditions = d?.status?.conditions ?? [];
+    const stuck =
+      conditions.find((c) => c.type === 'ReplicaFailure' && c.status === 'True') ??
+      conditions.find((c) => c.type === 'Progressing' && c.reason === 'ProgressDeadlineExceeded');
+    if (d && replicas === 0) {
+      ready = failedToStart
+        ? {
+            type: 'Ready',
+            status: 'False',
+            reason: 'NeverReady',
+            message: `scaled to zero after its replica never became ready: see why in the pods' logs (kubectl logs -n ${fn.metadata.namespace} -l eddy.dev/function=${fn.metadata.name} --previous) and the events; the next invocation tries again`,
+          }
+        : {
+            type: 'Ready',
+            status: 'True',
+            reason: 'ScaledToZero',
+            message: 'scaled to zero: the next invocation starts a replica',
+          };
+    } else if (served && !stuck) {
+      // Starting from zero for an invocation, or replacing a replica: still the function that
+      // served, so Ready stays True (every cold start would flip it otherwise).
+      ready = {
+        type: 'Ready',
+        status: 'True',
+        reason: 'Activating',
+        message: `starting ${replicas} replica(s); none is ready yet`,
+      };
+    } else {
+      const failing = stuck ?? conditions.find((c) => c.status === 'False');
+      ready = {
+        type: 'Ready',
+        status: 'False',
+        reason: 'ReplicasNotReady',
+        message: `0 of ${replicas} replica(s) ready${failing?.message ? `: ${failing.message}` : ''}`,
+      };
+    }
   }
 
   const order: ConditionType[] = ['Ready', 'Deployed', 'TriggersReady'];
