@@ -749,6 +749,10 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       /queue\/nats\/url/,
     );
     await expect(render('queue: { maxBytes: plenty }\n')).rejects.toThrow(/queue\/maxBytes/);
+    // Two NATS servers stop when one is down: a quorum needs a majority.
+    await expect(render('queue: { nats: { install: true, replicas: 2 } }\n')).rejects.toThrow(
+      /queue\/nats\/replicas/,
+    );
     // A store's token without its endpoint: its records could not be told from another store's.
     await expect(render("s3: { webhook: { token: 't' } }\n")).rejects.toThrow(
       /s3.webhook.endpoint is not: set it/,
