@@ -31,6 +31,16 @@ operator:
   resyncSeconds: 300
   workers: 8
 runtimeImage: registry.example.com/eddy/runtime:{runtime}
+imagePullSecrets: [{ name: regcred }]
+nodeSelector: { pool: system }
+tolerations: [{ key: dedicated, operator: Exists, effect: NoSchedule }]
+affinity:
+  nodeAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 1
+        preference: { matchExpressions: [{ key: zone, operator: In, values: [a] }] }
+priorityClassName: eddy-critical
+spreadOverNodes: true
 gateway:
   url: 'http://functions.example.com'
   replicas: 4
@@ -674,6 +684,34 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       expect(envOf(objects, name)('EDDY_QUEUE_REPLICAS')!.value).toBe('3');
       expect(envOf(objects, name)('EDDY_QUEUE_MAX_BYTES')!.value).toBe('8Gi');
     }
+    // Where the chart's pods run: the same for each, and each spread over nodes on its own.
+    const nats = find<k8s.V1StatefulSet>(objects, 'StatefulSet', 'eddy-nats');
+    for (const [name, pod] of [
+      ['controller', deploymentOf(objects, 'eddy-controller').spec!.template.spec!],
+      ['gateway', deploymentOf(objects, 'eddy-gateway').spec!.template.spec!],
+      ['nats', nats.spec!.template.spec!],
+    ] as const) {
+      expect(pod.imagePullSecrets).toEqual([{ name: 'regcred' }]);
+      expect(pod.nodeSelector).toEqual({ pool: 'system' });
+      expect(pod.tolerations).toEqual([
+        { key: 'dedicated', operator: 'Exists', effect: 'NoSchedule' },
+      ]);
+      expect(pod.affinity?.nodeAffinity).toBeDefined();
+      expect(pod.priorityClassName).toBe('eddy-critical');
+      expect(pod.topologySpreadConstraints).toEqual([
+        {
+          maxSkew: 1,
+          topologyKey: 'kubernetes.io/hostname',
+          whenUnsatisfiable: 'ScheduleAnyway',
+          labelSelector: {
+            matchLabels: {
+              'app.kubernetes.io/instance': 'eddy',
+              'app.kubernetes.io/component': name,
+            },
+          },
+        },
+      ]);
+    }
     // operator.* is the controller's; gateway.* the gateway's.
     expect(deploymentOf(objects, 'eddy-controller').spec!.replicas).toBe(3);
     expect(containerOf(objects, 'eddy-controller').resources!.limits).toEqual({ memory: '512Mi' });
@@ -701,7 +739,6 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       find<k8s.V1PodDisruptionBudget>(objects, 'PodDisruptionBudget', 'eddy-gateway').spec!
         .maxUnavailable,
     ).toBe(2);
-    const nats = find<k8s.V1StatefulSet>(objects, 'StatefulSet', 'eddy-nats');
     expect(nats.spec!.template.spec!.containers[0]!.image).toBe(
       'registry.example.com/nats:2.15.3-alpine',
     );
