@@ -764,6 +764,12 @@ describe.skipIf(!canRun('kube'))('the Helm chart', () => {
       name: 'store-c',
       key: 'bearer',
     });
+    // A token changed in the values rolls the gateway's pods, which read it at start.
+    const tokensOf = (o: Obj[]) =>
+      deploymentOf(o, 'eddy-gateway').spec!.template.metadata!.annotations!['checksum/s3-tokens'];
+    const rotated = await render(allOptions.replace('s3cret-token', 'n3w-token'));
+    expect(tokensOf(rotated)).toMatch(/^[0-9a-f]{16}$/);
+    expect(tokensOf(rotated)).not.toBe(tokensOf(objects));
     expect(await dryRun(objects)).toEqual([]);
   });
 
