@@ -19,7 +19,6 @@ import {
   envDefaults,
   envNames,
   inlineCodeFile,
-  joinNodeOptions,
   runtimeEnv,
 } from '../../../runtime/src/contract/index.js';
 import { apiVersion, kind, type EddyFunction, type Runtime } from '../api/types.js';
@@ -180,26 +179,23 @@ export function desiredDeployment(fn: EddyFunction, settings: DesiredSettings): 
   const cpu = spec.cpu ?? cpuFor(memory);
   const image = spec.image ?? settings.runtimeImages[spec.runtime ?? 'nodejs22'];
 
-  const contract = runtimeEnv({
-    handler: spec.handler ?? 'index.handler',
-    codeDir,
-    functionName: fn.metadata.name,
-    functionNamespace: fn.metadata.namespace,
-    memoryMb,
-    timeoutMs: timeoutSeconds * 1000,
-    concurrency,
-    port: runtimePort,
-    runtime: spec.runtime,
-  });
   // The Function's NODE_OPTIONS joins the heap flags (the CRD refuses the other names the
   // contract sets, and a name twice).
   const ownNodeOptions = spec.env?.find((e) => e.name === envNames.nodeOptions);
-  if (ownNodeOptions) {
-    contract[envNames.nodeOptions] = joinNodeOptions(
-      contract[envNames.nodeOptions],
-      ownNodeOptions.value,
-    );
-  }
+  const contract = runtimeEnv(
+    {
+      handler: spec.handler ?? 'index.handler',
+      codeDir,
+      functionName: fn.metadata.name,
+      functionNamespace: fn.metadata.namespace,
+      memoryMb,
+      timeoutMs: timeoutSeconds * 1000,
+      concurrency,
+      port: runtimePort,
+      runtime: spec.runtime,
+    },
+    ownNodeOptions?.value,
+  );
   const env: V1EnvVar[] = [
     ...Object.entries(contract).map(([name, value]) => ({ name, value })),
     ...(spec.env ?? []).filter((e) => e !== ownNodeOptions),

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { envNames, joinNodeOptions, runtimeEnv } from '../../../runtime/src/contract/index.js';
+import { envNames, runtimeEnv } from '../../../runtime/src/contract/index.js';
 import { mebibytes } from '../api/quantity.js';
 import type { EddyFunction } from '../api/types.js';
 import { describeError } from '../errors.js';
@@ -457,26 +457,23 @@ export function createLocalPlatform(options: LocalPlatformOptions): LocalPlatfor
       if (value !== undefined) env[variable] = value;
     }
     Object.assign(env, options.env, fnEnv);
-    const contract = runtimeEnv({
-      handler: spec.handler ?? 'index.handler',
-      codeDir,
-      functionName: name,
-      functionNamespace: namespace,
-      memoryMb: mebibytes(spec.memory ?? '128Mi'),
-      timeoutMs: (spec.timeoutSeconds ?? 3) * 1000,
-      concurrency: spec.concurrency ?? 1,
-      runtime: spec.runtime,
-      // The runtime binds any free port and says which: no port is picked here and lost in a race.
-      port: 0,
-      host: '127.0.0.1',
-    });
-    // The Function's NODE_OPTIONS joins the heap flags, as in a cluster.
-    if (envNames.nodeOptions in fnEnv) {
-      contract[envNames.nodeOptions] = joinNodeOptions(
-        contract[envNames.nodeOptions],
-        fnEnv[envNames.nodeOptions],
-      );
-    }
+    const contract = runtimeEnv(
+      {
+        handler: spec.handler ?? 'index.handler',
+        codeDir,
+        functionName: name,
+        functionNamespace: namespace,
+        memoryMb: mebibytes(spec.memory ?? '128Mi'),
+        timeoutMs: (spec.timeoutSeconds ?? 3) * 1000,
+        concurrency: spec.concurrency ?? 1,
+        runtime: spec.runtime,
+        // The runtime binds any free port and says which: no port is picked here and lost in a race.
+        port: 0,
+        host: '127.0.0.1',
+      },
+      // The Function's NODE_OPTIONS joins the heap flags, as in a cluster.
+      fnEnv[envNames.nodeOptions],
+    );
     for (const variable of Object.keys(contract)) {
       if (variable in fnEnv && variable !== envNames.nodeOptions) {
         sayOnce(st, `${variable} is set by the platform; the Function's value is not used`);

@@ -114,17 +114,6 @@ export function nodeOptions(runtime: string, memoryMb: number): string {
   return usesRuntimeApi(runtime) ? '' : heapFlags(memoryMb).join(' ');
 }
 
-/**
- * NODE_OPTIONS of a Function that sets its own (`--enable-source-maps`, say): the platform's
- * heap flags, then the Function's, so that Node reads both (a flag given twice: the Function's).
- */
-export function joinNodeOptions(
-  platform: string | undefined,
-  fromFunction: string | undefined,
-): string {
-  return [platform, fromFunction].filter((o) => o !== undefined && o.trim() !== '').join(' ');
-}
-
 /** The region a function is told (`AWS_REGION`): as its pod sets it, else us-east-1. */
 export function functionRegion(env: NodeJS.ProcessEnv): string {
   return env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1';
@@ -158,8 +147,16 @@ export interface RuntimeEnvInput {
   runtime?: RuntimeName;
 }
 
-/** The environment a replica of the runtime is started with, a Node function's heap flags included. */
-export function runtimeEnv(input: RuntimeEnvInput): Record<string, string> {
+/**
+ * The environment a replica of the runtime is started with, a Node function's heap flags
+ * included. The Function's own NODE_OPTIONS (`--enable-source-maps`, say) follows the heap
+ * flags in the one variable, so that Node reads both (a flag given twice: the Function's).
+ */
+export function runtimeEnv(
+  input: RuntimeEnvInput,
+  functionNodeOptions?: string,
+): Record<string, string> {
+  const heap = nodeOptions(input.runtime ?? envDefaults.runtime, input.memoryMb);
   const env: Record<string, string> = {
     [envNames.handler]: input.handler,
     [envNames.codeDir]: input.codeDir,
@@ -171,7 +168,7 @@ export function runtimeEnv(input: RuntimeEnvInput): Record<string, string> {
     [envNames.port]: String(input.port),
     [envNames.runtime]: input.runtime ?? envDefaults.runtime,
     // The heap is fixed when Node starts; sized here, the runtime need not start itself again.
-    [envNames.nodeOptions]: nodeOptions(input.runtime ?? envDefaults.runtime, input.memoryMb),
+    [envNames.nodeOptions]: [heap, functionNodeOptions?.trim()].filter(Boolean).join(' '),
   };
   if (input.host !== undefined) env[envNames.host] = input.host;
   if (input.logFormat !== undefined) env[envNames.logFormat] = input.logFormat;
