@@ -338,24 +338,29 @@ function callHandler(
   context: object,
   callback: (err?: unknown, result?: unknown) => void,
 ): void {
-  if ((handler as unknown as Record<symbol, unknown>)[streamingMark] === 'response') {
-    callStreaming(handler, event, context, callback);
-    return;
-  }
+  // A streaming handler is (event, responseStream, context): it answers when its stream ends,
+  // and a promise that resolves with the stream still open ends it.
+  const stream =
+    (handler as unknown as Record<symbol, unknown>)[streamingMark] === 'response'
+      ? responseStream(callback)
+      : undefined;
   let returned: unknown;
   try {
-    returned = handler(event, context, callback);
+    returned = stream ? handler(event, stream, context) : handler(event, context, callback);
   } catch (err) {
     callback(err ?? 'handled');
     return;
   }
   if (isThenable(returned)) {
     returned.then(
-      (value) => callback(null, value),
+      (value) => {
+        if (!stream) callback(null, value);
+        else if (!stream.writableEnded) stream.end();
+      },
       // A promise rejected with nothing still failed.
       (err: unknown) => callback(err ?? 'handled'),
     );
-  } else if (handler.length < 3) {
+  } else if (!stream && handler.length < 3) {
     callback(null, returned);
   }
 }
@@ -404,15 +409,10 @@ function installAwsLambdaGlobal(): void {
 }
 
 /**
- * Runs a streaming handler: it answers when its stream ends (or, left open, when its promise
- * resolves), with the bytes written; an error from the handler or the stream fails it.
+ * The stream a streaming handler writes to: what it wrote answers, as it is, once it ends; an
+ * error on it fails the invocation.
  */
-function callStreaming(
-  handler: Handler,
-  event: unknown,
-  context: object,
-  callback: (err?: unknown, result?: unknown) => void,
-): void {
+function responseStream(callback: (err?: unknown, result?: unknown) => void): Writable {
   const chunks: Buffer[] = [];
   let size = 0;
   const stream = new Writable({
@@ -425,21 +425,7 @@ function callStreaming(
   Object.assign(stream, { setContentType: (_type: string) => undefined });
   stream.once('finish', () => callback(null, new StreamedBody(Buffer.concat(chunks), size)));
   stream.once('error', (err) => callback(err));
-  let returned: unknown;
-  try {
-    returned = handler(event, stream, context);
-  } catch (err) {
-    callback(err ?? 'handled');
-    return;
-  }
-  if (isThenable(returned)) {
-    returned.then(
-      () => {
-        if (!stream.writableEnded) stream.end();
-      },
-      (err: unknown) => callback(err ?? 'handled'),
-    );
-  }
+  return stream;
 }
 
 /**
